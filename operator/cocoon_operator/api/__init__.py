@@ -1,0 +1,1 @@
+"""Typed API of the operator: label/annotation keys, spec/status models, conditions."""

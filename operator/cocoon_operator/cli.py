@@ -1,0 +1,99 @@
+"""The ``cocoon-operator`` command: subcommands for people and scripts.
+
+Each subcommand is a small function that parses arguments and calls the library;
+output meant for scripts is one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from cocoon_operator import __version__
+from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
+
+
+async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
+    from kubernetes_asyncio import client  # noqa: PLC0415 - keep `--help` fast
+
+    from cocoon_operator.k8s.client import connect  # noqa: PLC0415
+
+    async with connect(kubeconfig) as api:
+        nodes = await client.CoreV1Api(api).list_node()
+    return [
+        NodeFacts(
+            name=n.metadata.name,
+            labels=n.metadata.labels or {},
+            allocatable=(n.status.allocatable or {}) if n.status else {},
+            unschedulable=bool(n.spec.unschedulable) if n.spec else False,
+        )
+        for n in nodes.items
+    ]
+
+
+def _nodes_table(rows: Sequence[Eligibility]) -> str:
+    header = ("NODE", "ELIGIBLE", "GPUS", "PRODUCT", "REASONS")
+    lines = [header] + [
+        (
+            r.node,
+            "yes" if r.eligible else "no",
+            str(r.passthrough_gpus),
+            r.product or "-",
+            ",".join(r.reasons) or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    """Show which nodes can host a worker VM and why the others cannot."""
+    facts = asyncio.run(_gather_nodes(args.kubeconfig))
+    rows = sorted((eligibility(f) for f in facts), key=lambda r: (not r.eligible, r.node))
+    if args.json:
+        payload = [
+            {
+                "node": r.node,
+                "eligible": r.eligible,
+                "passthroughGPUs": r.passthrough_gpus,
+                "product": r.product,
+                "reasons": [str(x) for x in r.reasons],
+            }
+            for r in rows
+        ]
+        print(json.dumps(payload, indent=2))
+    else:
+        print(_nodes_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cocoon-operator",
+        description="Operate COCOON confidential GPU workers on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
+    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
+    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    nodes.set_defaults(func=cmd_nodes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

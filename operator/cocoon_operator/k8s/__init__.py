@@ -1,0 +1,1 @@
+"""The Kubernetes edge: client construction and (later) compare-then-patch apply."""

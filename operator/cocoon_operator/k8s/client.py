@@ -1,0 +1,32 @@
+"""Build a Kubernetes API client on demand, never at import time.
+
+Callers own the client's lifetime (``async with connect(...) as api``), which
+keeps tests free to point each operator instance at its own control plane.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from kubernetes_asyncio import client, config
+
+
+async def load(kubeconfig: str | None = None) -> client.Configuration:
+    """Configuration from ``kubeconfig``, ``$KUBECONFIG``, or the in-cluster service account."""
+    configuration = client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    else:
+        # kubernetes_asyncio leaves this one untyped.
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+@asynccontextmanager
+async def connect(kubeconfig: str | None = None) -> AsyncIterator[client.ApiClient]:
+    configuration = await load(kubeconfig)
+    async with client.ApiClient(configuration) as api:
+        yield api

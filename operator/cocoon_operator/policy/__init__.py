@@ -1,0 +1,1 @@
+"""Pure decisions over gathered input: no I/O, no clock, no Kubernetes client."""

@@ -1,0 +1,100 @@
+"""Which nodes may host a COCOON worker VM, and why the others may not.
+
+A worker needs an Intel TDX host and a whole NVIDIA GPU in confidential-
+computing mode bound for VM passthrough. The decision is made from the node's
+labels and allocatable resources alone, so it can be shown to a person
+(``cocoon-operator nodes``) and turned into a scheduling constraint for the
+launcher Pod; the real kube-scheduler then does the placing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cocoon_operator.api import labels
+
+
+class Ineligible(StrEnum):
+    """Why a node cannot host a worker; values are stable reasons for status."""
+
+    NO_TDX = "NoTDX"
+    CC_MODE_OFF = "GPUNotInCCMode"
+    NOT_PASSTHROUGH = "GPUNotVMPassthrough"
+    NO_PASSTHROUGH_GPU = "NoPassthroughGPU"
+    WRONG_PRODUCT = "GPUProductNotAllowed"
+    UNSCHEDULABLE = "NodeUnschedulable"
+
+
+# GPUs COCOON runs on: Hopper with confidential computing (H100, H200).
+SUPPORTED_PRODUCT_PREFIXES: tuple[str, ...] = ("NVIDIA-H100", "NVIDIA-H200")
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the policy needs of a Node, gathered by the caller."""
+
+    name: str
+    labels: Mapping[str, str]
+    allocatable: Mapping[str, str]
+    unschedulable: bool = False
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    node: str
+    reasons: tuple[Ineligible, ...]
+    passthrough_gpus: int
+    product: str | None
+
+    @property
+    def eligible(self) -> bool:
+        return not self.reasons
+
+
+def _quantity_int(value: str | None) -> int:
+    """Extended resources are integers; anything else counts as none."""
+    if value is None:
+        return 0
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 0
+
+
+def eligibility(node: NodeFacts, products: tuple[str, ...] | None = None) -> Eligibility:
+    """Decide whether ``node`` can host a worker VM.
+
+    ``products`` restricts the GPU product label to exact values (the worker's
+    ``gpu.product``); by default any supported CC-capable product is accepted.
+    """
+    reasons: list[Ineligible] = []
+    node_labels = node.labels
+    if node_labels.get(labels.TDX_ENABLED) != "true":
+        reasons.append(Ineligible.NO_TDX)
+    if node_labels.get(labels.CC_MODE_STATE) != "on":
+        reasons.append(Ineligible.CC_MODE_OFF)
+    if node_labels.get(labels.GPU_WORKLOAD_CONFIG) != "vm-passthrough":
+        reasons.append(Ineligible.NOT_PASSTHROUGH)
+    gpus = _quantity_int(node.allocatable.get(labels.PASSTHROUGH_GPU_RESOURCE))
+    if gpus < 1:
+        reasons.append(Ineligible.NO_PASSTHROUGH_GPU)
+    product = node_labels.get(labels.GPU_PRODUCT)
+    if products is not None:
+        if product not in products:
+            reasons.append(Ineligible.WRONG_PRODUCT)
+    elif product is None or not product.startswith(SUPPORTED_PRODUCT_PREFIXES):
+        reasons.append(Ineligible.WRONG_PRODUCT)
+    if node.unschedulable:
+        reasons.append(Ineligible.UNSCHEDULABLE)
+    return Eligibility(node.name, tuple(reasons), gpus, product)
+
+
+def required_node_labels() -> dict[str, str]:
+    """The label equalities a launcher Pod's node affinity must require."""
+    return {
+        labels.TDX_ENABLED: "true",
+        labels.CC_MODE_STATE: "on",
+        labels.GPU_WORKLOAD_CONFIG: "vm-passthrough",
+    }
