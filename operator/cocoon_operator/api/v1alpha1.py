@@ -1,0 +1,379 @@
+"""``cocoon.network/v1alpha1``: the CocoonWorker resource, as typed models.
+
+These models are the single source of the CRD in ``crds/`` (``hack/gen-crds``
+renders them through :mod:`cocoon_operator.api.crd`), and the operator parses
+every object it reads through them, so the schema the apiserver enforces and
+the types the code relies on cannot drift apart.
+
+Rules that span fields, or that forbid an in-place change, are CEL rules
+(``x-kubernetes-validations``) attached to the model they concern; each message
+names the field it is about. Only what CEL cannot check (the checksum of a
+user-friendly TON address) is left to the validating webhook.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "cocoon.network"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "CocoonWorker"
+PLURAL: Final = "cocoonworkers"
+
+# One TON is 10^9 nanoTON. Money is integer nanoTON everywhere.
+NANO_PER_TON: Final = 1_000_000_000
+
+# COCOON's worker_coefficient is per-mille: 1000 is 1.0x the base price.
+COEFFICIENT_MIN: Final = 100
+COEFFICIENT_MAX: Final = 10_000
+COEFFICIENT_DEFAULT: Final = 1000
+
+# COCOON worker defaults: the worker blocks below 2.1 TON and warns below 5 TON.
+FUNDING_MINIMUM_DEFAULT: Final = 5 * NANO_PER_TON
+FUNDING_TARGET_DEFAULT: Final = 10 * NANO_PER_TON
+FUNDING_FLOOR: Final = 2_100_000_000
+
+HEX64 = r"^[0-9a-f]{64}$"
+HEX40 = r"^[0-9a-f]{40}$"
+# Raw form "wc:hex" or the 48-character user-friendly base64/base64url form.
+# The checksum of the user-friendly form is verified by the webhook.
+TON_ADDRESS = r"^(-1|0):[0-9a-fA-F]{64}$|^[A-Za-z0-9_+/-]{48}$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path is not None:
+        out["fieldPath"] = field_path
+    return out
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules into the generated CRD."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused, immutable values."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+class Network(StrEnum):
+    MAINNET = "mainnet"
+    TESTNET = "testnet"
+    LOCAL = "local"
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the worker's namespace. The value is never copied
+    into the spec, status, events or logs: it is mounted into the launcher Pod."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_LABEL)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class ReleaseFiles(Model):
+    """SHA-256 digests of the release's measured files; a mismatch at launch
+    stops the VM before it starts, because the measurement would differ."""
+
+    ovmf: Annotated[str, Field(pattern=HEX64, description="OVMF firmware (measured into MRTD)")]
+    kernel: Annotated[str, Field(pattern=HEX64, description="guest kernel (RTMR1)")]
+    initrd: Annotated[str, Field(pattern=HEX64, description="initrd (RTMR2)")]
+
+
+class Release(Model):
+    """The COCOON worker distribution the VM boots."""
+
+    version: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]*$",
+            description="release version, e.g. 1.2.0",
+        ),
+    ]
+    image: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=512,
+            pattern=r"^[^\s@]+@sha256:[0-9a-f]{64}$",
+            description="launcher image holding the release files, pinned by digest",
+        ),
+    ]
+    files: ReleaseFiles
+
+
+class ModelSource(Model):
+    """Where the model's tar image and dm-verity image come from."""
+
+    tar_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https|s3|file)://")]
+    verity_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https|s3|file)://")]
+
+
+class ModelRef(Model):
+    """COCOON's ``Name@commit:verity`` model identity."""
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+            description="model name, e.g. Qwen/Qwen3-32B",
+        ),
+    ]
+    commit: Annotated[str, Field(pattern=HEX40, description="model repository commit (40 hex)")]
+    verity_hash: Annotated[
+        str, Field(pattern=HEX64, description="dm-verity root hash of the model image (64 hex)")
+    ]
+    source: ModelSource | None = None
+
+    @property
+    def cocoon_id(self) -> str:
+        return f"{self.name}@{self.commit}:{self.verity_hash}"
+
+
+class GPUSelector(Model):
+    """Which GPU the VM gets. Always exactly one whole GPU per VM."""
+
+    product: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=r"^NVIDIA-H(100|200)[A-Za-z0-9-]*$",
+            description="required nvidia.com/gpu.product label; any H100/H200 when unset",
+        ),
+    ] = None
+    count: Annotated[
+        Literal[1], Field(description="GPUs per VM; COCOON runs one GPU per worker VM")
+    ] = 1
+
+
+class Funding(Model):
+    """Keeps the node wallet within bounds, in nanoTON."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            _cel(
+                "self.target > self.minimum",
+                "spec.funding.target must be greater than spec.funding.minimum",
+                ".target",
+            ),
+            _cel(
+                "!has(self.dailyCap) || self.dailyCap >= self.target - self.minimum",
+                "spec.funding.dailyCap must allow at least one top-up (target - minimum)",
+                ".dailyCap",
+            ),
+        ),
+    )
+
+    minimum: Annotated[
+        int,
+        Field(
+            ge=FUNDING_FLOOR,
+            le=10_000 * NANO_PER_TON,
+            description="top up when the node wallet falls below this (nanoTON; at least 2.1 TON)",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = FUNDING_MINIMUM_DEFAULT
+    target: Annotated[
+        int,
+        Field(
+            ge=FUNDING_FLOOR,
+            le=10_000 * NANO_PER_TON,
+            description="top up to this balance (nanoTON)",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = FUNDING_TARGET_DEFAULT
+    daily_cap: Annotated[
+        int | None,
+        Field(
+            default=None,
+            ge=0,
+            le=100_000 * NANO_PER_TON,
+            description="most this worker may receive per UTC day (nanoTON)",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = None
+
+
+class AttestationPolicyRef(Model):
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_LABEL)]
+
+
+class Toleration(Model):
+    key: Annotated[str | None, Field(default=None, max_length=316)] = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: Annotated[str | None, Field(default=None, max_length=63)] = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: Annotated[
+        int | None, Field(default=None, json_schema_extra={"format": "int64"})
+    ] = None
+
+
+class CocoonWorkerSpec(Model):
+    """Desired state of one COCOON worker: one confidential VM with one GPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            _cel(
+                "self.network != 'mainnet' || !self.ownerAddress.matches('^[0k]Q')",
+                "spec.ownerAddress is a testnet address but spec.network is mainnet",
+                ".ownerAddress",
+            ),
+            _cel(
+                "self.network == oldSelf.network",
+                "spec.network is immutable: create a new CocoonWorker to change networks",
+                ".network",
+            ),
+            _cel(
+                "self.rootContractAddress == oldSelf.rootContractAddress",
+                "spec.rootContractAddress is immutable: it identifies the network the worker"
+                " is registered in",
+                ".rootContractAddress",
+            ),
+        ),
+    )
+
+    release: Release
+    model: ModelRef
+    owner_address: Annotated[
+        str,
+        Field(
+            max_length=67,
+            pattern=TON_ADDRESS,
+            description="TON address receiving payouts (raw wc:hex or user-friendly form)",
+        ),
+    ]
+    root_contract_address: Annotated[
+        str,
+        Field(max_length=67, pattern=TON_ADDRESS, description="COCOON root contract address"),
+    ]
+    network: Network
+    coefficient: Annotated[
+        int,
+        Field(
+            ge=COEFFICIENT_MIN,
+            le=COEFFICIENT_MAX,
+            description="price multiplier, per-mille (1000 = 1.0x); applied live",
+        ),
+    ] = COEFFICIENT_DEFAULT
+    node_wallet_key_secret_ref: SecretKeyRef
+    hf_token_secret_ref: SecretKeyRef | None = None
+    gpu: GPUSelector = GPUSelector()
+    funding: Funding = Funding()
+    attestation: AttestationPolicyRef | None = None
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    paused: Annotated[
+        bool, Field(description="stop reconciling this worker; nothing is changed or deleted")
+    ] = False
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    """A Kubernetes-style condition; lastTransitionTime moves only on a flip."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    observed_generation: Annotated[
+        int | None, Field(default=None, ge=0, json_schema_extra={"format": "int64"})
+    ] = None
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class AttestationSummary(Model):
+    image_hash: str | None = None
+    mrtd: str | None = None
+    tcb_status: str | None = None
+    verified_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
+    expires_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
+
+
+class WalletStatus(Model):
+    address: str | None = None
+    balance: Annotated[int | None, Field(default=None, json_schema_extra={"format": "int64"})] = (
+        None
+    )
+
+
+class EarningsStatus(Model):
+    earned: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    paid_out: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+
+
+class CocoonWorkerStatus(Model):
+    phase: str | None = None
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            }
+        ),
+    ] = []
+    node: str | None = None
+    pod: str | None = None
+    gpu: str | None = None
+    instance: Annotated[int | None, Field(default=None, ge=0, le=9)] = None
+    attestation: AttestationSummary | None = None
+    wallet: WalletStatus | None = None
+    earnings: EarningsStatus | None = None
+    observed_generation: Annotated[
+        int | None, Field(default=None, json_schema_extra={"format": "int64"})
+    ] = None
+    current_revision: str | None = None
+    target_revision: str | None = None
+
+
+class CocoonWorker(Model):
+    """Envelope used to parse whole objects read from the apiserver."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spec: CocoonWorkerSpec
+    status: CocoonWorkerStatus = CocoonWorkerStatus()
+
+
+PRINTER_COLUMNS: Final[list[dict[str, Any]]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Node", "type": "string", "jsonPath": ".status.node"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {
+        "name": "Balance",
+        "type": "integer",
+        "description": "node wallet balance, nanoTON",
+        "jsonPath": ".status.wallet.balance",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
