@@ -384,7 +384,9 @@ def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
                 WORKLOAD_LABEL: "vm-passthrough",
                 PRODUCT_LABEL: H100,
             },
-            {PGPU: "8"},
+            # Sized like an 8-GPU HGX host so 8 worker VMs (32 vCPU, 100 GiB
+            # of 1 GiB hugepages each, plus launcher overhead) fit.
+            {PGPU: "8", "cpu": "288", "memory": "2048Gi", "hugepages-1Gi": "1024Gi"},
         ),
         (
             "gpu",
@@ -551,6 +553,7 @@ def component_args(name: str, state: State, bins: Path) -> list[str]:
         return [
             str(bins / "kwok"),
             f"--kubeconfig={state.dir / 'kwok.kubeconfig'}",
+            f"--config={REPO / 'hack' / 'kwok' / 'pod-stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--node-ip=127.0.0.1",

@@ -1,0 +1,1 @@
+"""Pure builders: desired Kubernetes objects and worker config from the typed spec."""

@@ -1,0 +1,302 @@
+"""The launcher Pod of a worker, and its ConfigMap, as pure functions of the spec.
+
+The Pod asks the real kube-scheduler for a node that can host a TDX guest with
+a CC-mode GPU (node affinity on the NFD and GPU Operator labels) and for one
+whole passthrough GPU (the ``nvidia.com/pgpu`` extended resource). Two workers
+on one node must not share a host port or a vsock CID, so the Pod declares the
+instance's HTTP port as a ``hostPort``: the scheduler's NodePorts filter then
+keeps instance indexes unique per node without any bookkeeping of ours.
+
+The VM shape comes from the release, never from the user: it is part of the
+TDX measurement, so any other shape would produce an image hash that proxies
+refuse. The Pod carries a readiness gate that only the operator sets, after
+the worker's attestation verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cocoon_operator.api import labels
+from cocoon_operator.api.v1alpha1 import API_VERSION, KIND, CocoonWorkerSpec
+from cocoon_operator.desired.config import (
+    HF_TOKEN_FILE,
+    NODE_WALLET_KEY_FILE,
+    PERSISTENT_DIR,
+    SECRETS_DIR,
+    InstanceSlot,
+    worker_config,
+)
+from cocoon_operator.policy.nodes import required_node_labels
+
+READINESS_GATE: Final = f"{labels.GROUP}/attested"
+LABEL_WORKER: Final = f"{labels.GROUP}/worker"
+LABEL_REVISION: Final = f"{labels.GROUP}/revision"
+LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
+ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
+COMMON_LABELS: Final = {
+    "app.kubernetes.io/name": "cocoon-worker",
+    "app.kubernetes.io/component": "vm-launcher",
+    "app.kubernetes.io/managed-by": "cocoon-operator",
+}
+CONFIG_PATH: Final = "/etc/cocoon/worker.ini"
+# Time the launcher gets to disable the worker, drain in-flight requests and
+# shut the VM down cleanly before the kubelet kills it.
+TERMINATION_GRACE_SECONDS: Final = 300
+
+
+@dataclass(frozen=True)
+class VMShape:
+    """The confidential VM's shape; measured, so fixed per release."""
+
+    vcpus: int
+    memory_gib: int
+    disk_gib: int
+    machine: str = "q35"
+
+    @property
+    def launcher_cpu(self) -> str:
+        return str(self.vcpus + 1)  # one core for QEMU's own threads
+
+    @property
+    def launcher_memory(self) -> str:
+        return "4Gi"  # QEMU, virtiofsd and the launcher; guest RAM is hugepages
+
+
+# COCOON's published worker VM: 32 vCPU, 100 GiB RAM, q35 + OVMF, 100 GiB disk.
+COCOON_SHAPE: Final = VMShape(vcpus=32, memory_gib=100, disk_gib=100)
+
+
+def vm_shape(spec: CocoonWorkerSpec) -> VMShape:
+    """Every COCOON release so far uses one shape; a release that changes it
+    gets its own entry here, keyed by version, never a user-facing field."""
+    del spec
+    return COCOON_SHAPE
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """Identity of the owning CocoonWorker (for names, labels, ownerReferences)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def revision(spec: CocoonWorkerSpec) -> str:
+    """Hash of what requires a new VM when it changes (model, release, owner,
+    network, root, GPU choice, tolerations). Coefficient, funding and pause are
+    applied without a restart, so they are left out."""
+    relevant = spec.model_dump(
+        mode="json",
+        by_alias=True,
+        include={
+            "release",
+            "model",
+            "owner_address",
+            "root_contract_address",
+            "network",
+            "gpu",
+            "tolerations",
+            "node_wallet_key_secret_ref",
+            "hf_token_secret_ref",
+        },
+    )
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+def pod_name(worker: WorkerRef, rev: str) -> str:
+    return f"{worker.name}-{rev}"
+
+
+def config_map_name(worker: WorkerRef, rev: str) -> str:
+    return f"{worker.name}-{rev}-config"
+
+
+def _owner_reference(worker: WorkerRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": worker.name,
+        "uid": worker.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
+    return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
+
+
+def config_map(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
+    rev = revision(spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_map_name(worker, rev),
+            "namespace": worker.namespace,
+            "labels": _labels(worker, rev),
+            "ownerReferences": [_owner_reference(worker)],
+        },
+        "data": {"worker.ini": worker_config(spec, slot)},
+    }
+
+
+def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
+    expressions = [
+        {"key": key, "operator": "In", "values": [value]}
+        for key, value in sorted(required_node_labels().items())
+    ]
+    if spec.gpu.product is not None:
+        expressions.append(
+            {"key": labels.GPU_PRODUCT, "operator": "In", "values": [spec.gpu.product]}
+        )
+    else:
+        expressions.append({"key": labels.GPU_PRODUCT, "operator": "Exists"})
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": expressions}]
+            }
+        }
+    }
+
+
+def _host_path(name: str, path: str, kind: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def _secret_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    """One projected volume holding exactly the referenced Secret keys, read-only."""
+    sources = [
+        {
+            "secret": {
+                "name": spec.node_wallet_key_secret_ref.name,
+                "items": [
+                    {
+                        "key": spec.node_wallet_key_secret_ref.key,
+                        "path": NODE_WALLET_KEY_FILE.rsplit("/", 1)[1],
+                        "mode": 0o400,
+                    }
+                ],
+            }
+        }
+    ]
+    if spec.hf_token_secret_ref is not None:
+        sources.append(
+            {
+                "secret": {
+                    "name": spec.hf_token_secret_ref.name,
+                    "items": [
+                        {
+                            "key": spec.hf_token_secret_ref.key,
+                            "path": HF_TOKEN_FILE.rsplit("/", 1)[1],
+                            "mode": 0o400,
+                        }
+                    ],
+                }
+            }
+        )
+    return [{"name": "secrets", "projected": {"sources": sources, "defaultMode": 0o400}}]
+
+
+def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
+    """The desired launcher Pod for ``worker`` at the spec's current revision."""
+    rev = revision(spec)
+    shape = vm_shape(spec)
+    gpu = labels.PASSTHROUGH_GPU_RESOURCE
+    resources = {
+        gpu: "1",
+        "cpu": shape.launcher_cpu,
+        "memory": shape.launcher_memory,
+        "hugepages-1Gi": f"{shape.memory_gib}Gi",
+    }
+    config_text = worker_config(spec, slot)
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    pod_labels = {**_labels(worker, rev), LABEL_INSTANCE: str(slot.index)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(worker, rev),
+            "namespace": worker.namespace,
+            "labels": pod_labels,
+            "annotations": {
+                ANNOTATION_CONFIG_HASH: hashlib.sha256(config_text.encode()).hexdigest()[:16],
+            },
+            "ownerReferences": [_owner_reference(worker)],
+        },
+        "spec": {
+            "readinessGates": [{"conditionType": READINESS_GATE}],
+            "affinity": _node_affinity(spec),
+            "tolerations": tolerations,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "containers": [
+                {
+                    "name": "launcher",
+                    "image": spec.release.image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "args": [
+                        "launch",
+                        f"--config={CONFIG_PATH}",
+                        f"--vcpus={shape.vcpus}",
+                        f"--memory-gib={shape.memory_gib}",
+                        f"--disk-gib={shape.disk_gib}",
+                        f"--machine={shape.machine}",
+                        f"--expect-ovmf-sha256={spec.release.files.ovmf}",
+                        f"--expect-kernel-sha256={spec.release.files.kernel}",
+                        f"--expect-initrd-sha256={spec.release.files.initrd}",
+                    ],
+                    "ports": [
+                        {
+                            "name": "worker-http",
+                            "containerPort": slot.http_port,
+                            "hostPort": slot.http_port,
+                            "protocol": "TCP",
+                        }
+                    ],
+                    "resources": {"requests": resources, "limits": resources},
+                    # QEMU needs /dev/kvm, /dev/vhost-vsock and the VFIO group
+                    # of the allocated GPU; none are reachable unprivileged
+                    # without device plugins for each of them.
+                    "securityContext": {"privileged": True},
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": "/etc/cocoon", "readOnly": True},
+                        {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+                        {"name": "dev-kvm", "mountPath": "/dev/kvm"},
+                        {"name": "dev-vsock", "mountPath": "/dev/vhost-vsock"},
+                        {"name": "dev-vfio", "mountPath": "/dev/vfio"},
+                        {"name": "hugepages", "mountPath": "/dev/hugepages"},
+                        {"name": "persistent", "mountPath": PERSISTENT_DIR},
+                    ],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "config",
+                    "configMap": {
+                        "name": config_map_name(worker, rev),
+                        "items": [{"key": "worker.ini", "path": "worker.ini"}],
+                    },
+                },
+                *_secret_volumes(spec),
+                _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
+                _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
+                _host_path("dev-vfio", "/dev/vfio", "Directory"),
+                {"name": "hugepages", "emptyDir": {"medium": "HugePages-1Gi"}},
+                _host_path(
+                    "persistent",
+                    f"/var/lib/cocoon/{worker.namespace}/{worker.name}",
+                    "DirectoryOrCreate",
+                ),
+            ],
+        },
+    }

@@ -1,0 +1,149 @@
+"""The launcher Pod and worker config builders (pure)."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cocoon_operator.api import labels, v1alpha1
+from cocoon_operator.desired.config import InstanceSlot, worker_config
+from cocoon_operator.desired.launcher import (
+    READINESS_GATE,
+    WorkerRef,
+    config_map,
+    launcher_pod,
+    revision,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = WorkerRef(name="worker-0", namespace="gpu", uid="00000000-0000-0000-0000-000000000001")
+
+
+def spec(**changes: Any) -> v1alpha1.CocoonWorkerSpec:
+    docs = yaml.safe_load_all((REPO / "examples" / "cocoonworker.yaml").read_text())
+    raw = next(d for d in docs if d["kind"] == v1alpha1.KIND)["spec"]
+    return v1alpha1.CocoonWorkerSpec.model_validate({**raw, **changes})
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
+@pytest.mark.parametrize(("index", "port", "cid"), [(0, 12000, 6), (1, 12010, 16), (9, 12090, 96)])
+def test_instance_slot_follows_cocoons_port_and_cid_rule(index: int, port: int, cid: int) -> None:
+    slot = InstanceSlot(index)
+    assert (slot.http_port, slot.vsock_cid) == (port, cid)
+
+
+@pytest.mark.parametrize("index", [-1, 10])
+def test_instance_slot_is_a_single_digit(index: int) -> None:
+    with pytest.raises(ValueError, match="instance must be 0-9"):
+        InstanceSlot(index)
+
+
+def test_pod_requests_one_gpu_and_the_release_shape() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(2))
+    resources = container(pod)["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert resources["requests"][labels.PASSTHROUGH_GPU_RESOURCE] == "1"
+    assert resources["requests"]["hugepages-1Gi"] == "100Gi"
+    assert resources["requests"]["cpu"] == "33"
+    args = container(pod)["args"]
+    assert "--vcpus=32" in args
+    assert "--memory-gib=100" in args
+    assert f"--expect-kernel-sha256={spec().release.files.kernel}" in args
+
+
+def test_pod_requires_tdx_and_cc_nodes() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    terms = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    (term,) = terms
+    required = {e["key"]: e for e in term["matchExpressions"]}
+    assert required[labels.TDX_ENABLED]["values"] == ["true"]
+    assert required[labels.CC_MODE_STATE]["values"] == ["on"]
+    assert required[labels.GPU_WORKLOAD_CONFIG]["values"] == ["vm-passthrough"]
+    assert required[labels.GPU_PRODUCT]["operator"] == "Exists"
+
+
+def test_gpu_product_pins_the_node_label() -> None:
+    pod = launcher_pod(WORKER, spec(gpu={"product": "NVIDIA-H200"}), InstanceSlot(0))
+    (term,) = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    product = next(e for e in term["matchExpressions"] if e["key"] == labels.GPU_PRODUCT)
+    assert product == {"key": labels.GPU_PRODUCT, "operator": "In", "values": ["NVIDIA-H200"]}
+
+
+def test_host_port_makes_the_instance_unique_per_node() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    (port,) = container(pod)["ports"]
+    assert port["hostPort"] == port["containerPort"] == 12030
+    assert pod["metadata"]["labels"]["cocoon.network/instance"] == "3"
+
+
+def test_pod_is_owned_gated_and_labelled() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert owner["uid"] == WORKER.uid
+    assert owner["controller"] is True
+    assert owner["kind"] == "CocoonWorker"
+    assert pod["spec"]["readinessGates"] == [{"conditionType": READINESS_GATE}]
+    assert pod["metadata"]["labels"]["cocoon.network/worker"] == "worker-0"
+    assert pod["metadata"]["name"] == f"worker-0-{revision(spec())}"
+
+
+def test_secrets_are_mounted_never_inlined() -> None:
+    s = spec(hfTokenSecretRef={"name": "hf", "key": "token"})
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    cm = config_map(WORKER, s, InstanceSlot(0))
+    text = yaml.safe_dump(pod) + yaml.safe_dump(cm)
+    assert "c2ltdWxhdGVkLW5vZGUtd2FsbGV0LWtleS0wMDAwMDA=" not in text
+    secrets = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets")
+    names = [src["secret"]["name"] for src in secrets["projected"]["sources"]]
+    assert names == ["worker-0-wallet", "hf"]
+
+
+def test_tolerations_pass_through() -> None:
+    s = spec(tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    assert pod["spec"]["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_revision_changes_with_model_release_owner_but_not_coefficient_or_funding() -> None:
+    base = revision(spec())
+    assert revision(spec(coefficient=1500)) == base
+    assert revision(spec(funding={"minimum": 6_000_000_000, "target": 20_000_000_000})) == base
+    assert revision(spec(paused=True)) == base
+    model = {**spec().model.model_dump(by_alias=True, exclude_none=True), "name": "Other/Model"}
+    assert revision(spec(model=model)) != base
+    assert revision(spec(ownerAddress="0:" + "11" * 32)) != base
+    release = spec().release.model_dump(by_alias=True)
+    assert revision(spec(release={**release, "version": "sim-1.0.1"})) != base
+
+
+def test_worker_config_is_cocoons_node_section() -> None:
+    s = spec(coefficient=1250)
+    parsed = configparser.ConfigParser(interpolation=None)
+    parsed.read_string(worker_config(s, InstanceSlot(4)))
+    node = parsed["node"]
+    assert node["type"] == "worker"
+    assert node["model"] == s.model.cocoon_id
+    assert node["owner_address"] == s.owner_address
+    assert node["root_contract_address"] == s.root_contract_address
+    assert node["instance"] == "4"
+    assert node["worker_coefficient"] == "1250"
+    assert "node_wallet_key" not in node
+    assert "hf_token" not in node
+    assert parsed["launcher"]["node_wallet_key_file"].startswith("/run/secrets/")
+    assert parsed["launcher"]["http_port"] == "12040"
+    assert parsed["launcher"]["guest_cid"] == "46"
