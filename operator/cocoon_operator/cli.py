@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -73,6 +74,28 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the operator (kopf) until interrupted."""
+    import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
+
+    import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    # The API client logs whole response bodies at DEBUG, Secrets included:
+    # never let it, whatever the operator's own verbosity.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    namespaces = args.namespace or []
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+            standalone=True,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -85,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
     nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
     nodes.set_defaults(func=cmd_nodes)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

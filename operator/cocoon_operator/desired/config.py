@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import configparser
 import io
-from dataclasses import dataclass
 from typing import Final
 
+from cocoon_operator.api.instance import MAX_INSTANCES, InstanceSlot
 from cocoon_operator.api.v1alpha1 import CocoonWorkerSpec, Network
+
+__all__ = ["MAX_INSTANCES", "InstanceSlot", "worker_config"]
 
 SECRETS_DIR: Final = "/run/secrets/cocoon"
 NODE_WALLET_KEY_FILE: Final = f"{SECRETS_DIR}/node-wallet-key"
@@ -30,27 +32,6 @@ TON_CONFIGS: Final = {
     Network.TESTNET: "https://ton.org/testnet-global.config.json",
     Network.LOCAL: "/etc/cocoon/ton/local.config.json",
 }
-
-MAX_INSTANCES: Final = 10  # COCOON's instance is a single digit, 0-9
-
-
-@dataclass(frozen=True)
-class InstanceSlot:
-    """Where instance ``index`` of a node listens: host port and guest vsock CID."""
-
-    index: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.index < MAX_INSTANCES:
-            raise ValueError(f"instance must be 0-{MAX_INSTANCES - 1}, got {self.index}")
-
-    @property
-    def http_port(self) -> int:
-        return 12000 + 10 * self.index
-
-    @property
-    def vsock_cid(self) -> int:
-        return 6 + 10 * self.index
 
 
 def worker_config(spec: CocoonWorkerSpec, slot: InstanceSlot) -> str:

@@ -1,0 +1,50 @@
+"""Condition types, reasons and phases of a CocoonWorker: the vocabulary that
+status, Events, metrics and GitOps health checks share."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    SCHEDULED = "Scheduled"
+    VM_RUNNING = "VMRunning"
+    ATTESTED = "Attested"
+    ON_CHAIN_ALLOWED = "OnChainAllowed"
+    WALLET_FUNDED = "WalletFunded"
+    READY = "Ready"
+
+
+class Reason(StrEnum):
+    # Scheduled
+    POD_CREATED = "PodCreated"
+    SCHEDULED = "Scheduled"
+    UNSCHEDULABLE = "Unschedulable"
+    NO_POD = "NoPod"
+    # VMRunning
+    VM_STARTING = "VMStarting"
+    VM_RUNNING = "VMRunning"
+    VM_FAILED = "VMFailed"
+    # Attested
+    AWAITING_ATTESTATION = "AwaitingAttestation"
+    ATTESTATION_VERIFIED = "AttestationVerified"
+    # OnChainAllowed / WalletFunded
+    NOT_CHECKED = "NotChecked"
+    # Ready
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    PAUSED = "Paused"
+    DELETING = "Deleting"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"  # no pod yet, or waiting for a node
+    STARTING = "Starting"  # scheduled, VM booting
+    ATTESTING = "Attesting"  # VM up, evidence not verified yet
+    READY = "Ready"
+    PAUSED = "Paused"
+    TERMINATING = "Terminating"
+    FAILED = "Failed"
+
+
+CONDITION_ORDER: tuple[ConditionType, ...] = tuple(ConditionType)

@@ -1,0 +1,27 @@
+"""COCOON's per-node instance index and what it fixes (ports, vsock CID)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_INSTANCES: Final = 10  # COCOON's instance is a single digit, 0-9
+
+
+@dataclass(frozen=True)
+class InstanceSlot:
+    """Where instance ``index`` of a node listens: host port and guest vsock CID."""
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < MAX_INSTANCES:
+            raise ValueError(f"instance must be 0-{MAX_INSTANCES - 1}, got {self.index}")
+
+    @property
+    def http_port(self) -> int:
+        return 12000 + 10 * self.index
+
+    @property
+    def vsock_cid(self) -> int:
+        return 6 + 10 * self.index

@@ -1,0 +1,1 @@
+"""Thin kopf handlers: gather from indexes and the event, call reconcile, execute."""

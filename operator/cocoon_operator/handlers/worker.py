@@ -1,0 +1,259 @@
+"""kopf handlers for CocoonWorker and its launcher Pods.
+
+Every cause (create, update, resume, timer, a launcher Pod changing) runs the
+same level-based reconcile: gather from kopf's in-memory indexes (no list
+calls), ``reconcile.worker.plan``, then execute the plan. Pods are watched, not
+polled, so a fleet at rest costs no API requests beyond the watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from kubernetes_asyncio import client
+from pydantic import ValidationError
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
+from cocoon_operator.k8s.client import load
+from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
+from cocoon_operator.policy.worker import PodFacts
+from cocoon_operator.reconcile.gather import pod_facts
+from cocoon_operator.reconcile.worker import Observed, Plan, plan
+
+FIELD_MANAGER = "cocoon-operator"
+PAUSE_ANNOTATION = f"{v1alpha1.GROUP}/paused"
+KOPF_PREFIX = f"kopf.{v1alpha1.GROUP}"
+RESYNC_SECONDS = 600.0
+LAUNCHER_SELECTOR = {
+    "app.kubernetes.io/managed-by": COMMON_LABELS["app.kubernetes.io/managed-by"],
+    "app.kubernetes.io/component": COMMON_LABELS["app.kubernetes.io/component"],
+}
+WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+
+
+@dataclass
+class Deps:
+    """What handlers need, created at startup and kept in kopf's memo."""
+
+    api: client.ApiClient
+    clock: Callable[[], dt.datetime]
+    # One reconcile at a time per worker: the worker's own handlers and its
+    # pods' events would otherwise race on creating the same launcher.
+    locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+    # Pods created but not yet seen in the index: counted when choosing the
+    # next instance index, so a burst of creations still spreads indexes.
+    pending_instances: dict[str, int] = field(default_factory=dict)
+
+    def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
+        seen = {name for i in index for name in index.get(i, [])}
+        for name in seen & self.pending_instances.keys():
+            del self.pending_instances[name]
+        counts = {i: len(index.get(i, [])) for i in index}
+        for i in self.pending_instances.values():
+            counts[i] = counts.get(i, 0) + 1
+        return counts
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then $KUBECONFIG (local stack, dev)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+        **kwargs
+    ) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
+@kopf.on.startup()
+async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.finalizer = f"{v1alpha1.GROUP}/finalizer"
+    # kopf ignores annotations under its own prefix when it diffs objects, so
+    # its prefix must not be ours: the pause annotation has to count as a change.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    # Our own Events explain each change; kopf's per-handler log Events would
+    # add a write per handler run for nothing.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    memo["deps"] = Deps(api=client.ApiClient(await load()), clock=_utcnow)
+
+
+@kopf.on.cleanup()
+async def cleanup(*, memo: Any, **_: Any) -> None:
+    deps: Deps | None = memo.get("deps")
+    if deps is not None:
+        await deps.api.close()
+
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+PodIndex = kopf.Index[tuple[str, str], PodFacts]
+InstanceIndex = kopf.Index[int, str]
+WorkerIndex = kopf.Index[tuple[str, str], dict[str, Any]]
+
+
+@kopf.index("pods", labels=LAUNCHER_SELECTOR)
+def launcher_pods(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], PodFacts]:
+    """Launcher pods by (namespace, worker)."""
+    return {(namespace or "", labels.get(LABEL_WORKER, "")): pod_facts(body)}
+
+
+@kopf.index("pods", labels=LAUNCHER_SELECTOR)
+def launcher_instances(*, labels: kopf.Labels, name: str, **_: Any) -> dict[int, str] | None:
+    """Launcher pods by instance index, to spread indexes over the fleet."""
+    value = labels.get(LABEL_INSTANCE, "")
+    return {int(value): name} if value.isdigit() else None
+
+
+@kopf.index(*WORKERS)
+def workers(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """A snapshot of each worker, for reconciles triggered by its pods."""
+    return {(namespace or "", name): dict(body)}
+
+
+@dataclass(frozen=True)
+class Indexes:
+    pods: PodIndex
+    instances: InstanceIndex
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Indexes:
+        """kopf passes indexes as keyword arguments named after their functions."""
+        return cls(kwargs["launcher_pods"], kwargs["launcher_instances"])
+
+
+def _observe(
+    body: kopf.Body,
+    pods: PodIndex,
+    instances_in_use: dict[int, int],
+    *,
+    deleting: bool = False,
+) -> Observed:
+    meta = body["metadata"]
+    parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
+    ref = WorkerRef(meta["name"], meta["namespace"], meta["uid"])
+    annotations = meta.get("annotations") or {}
+    return Observed(
+        ref=ref,
+        generation=int(meta.get("generation", 0)),
+        spec=parsed.spec,
+        status=parsed.status,
+        pods=tuple(pods.get((ref.namespace, ref.name), [])),
+        instances_in_use=instances_in_use,
+        paused=parsed.spec.paused or annotations.get(PAUSE_ANNOTATION) == "true",
+        deleting=deleting or meta.get("deletionTimestamp") is not None,
+    )
+
+
+async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) -> None:
+    for obj in result.apply:
+        created = await create_if_absent(deps.api, obj)
+        instance = obj["metadata"].get("labels", {}).get(LABEL_INSTANCE)
+        if created and obj["kind"] == "Pod" and instance is not None:
+            deps.pending_instances[obj["metadata"]["name"]] = int(instance)
+    namespace = body["metadata"]["namespace"]
+    for name in result.delete_pods:
+        await delete_pod(deps.api, namespace, name)
+    if result.status:
+        await patch_worker_status(deps.api, namespace, body["metadata"]["name"], result.status)
+    for event in result.events:
+        await record(
+            deps.api,
+            body,
+            reason=event.reason,
+            message=event.message,
+            warning=event.warning,
+            now=deps.clock(),
+        )
+        logger.info("%s: %s", event.reason, event.message)
+
+
+async def _reconcile(
+    body: kopf.Body,
+    memo: Any,
+    indexes: Indexes,
+    logger: Logger,
+    *,
+    deleting: bool = False,
+) -> Plan:
+    deps: Deps = memo["deps"]
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    async with deps.locks[key]:
+        try:
+            observed = _observe(
+                body,
+                indexes.pods,
+                deps.instances_in_use(indexes.instances),
+                deleting=deleting,
+            )
+        except ValidationError as err:
+            # The CRD schema should have refused this; name the fields, act on nothing.
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
+            kopf.warn(body, reason="InvalidSpec", message=f"cannot parse fields: {fields}")
+            raise kopf.PermanentError(f"invalid spec fields: {fields}") from None
+        result = plan(observed, now=deps.clock())
+        await _execute(deps, body, result, logger)
+    return result
+
+
+@kopf.on.resume(*WORKERS)
+@kopf.on.create(*WORKERS)
+@kopf.on.update(*WORKERS, field="spec")
+@kopf.on.update(*WORKERS, field=("metadata", "annotations", PAUSE_ANNOTATION))
+async def reconcile_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    await _reconcile(body, memo, Indexes.of(kwargs), logger)
+
+
+@kopf.timer(*WORKERS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
+async def resync_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """A slow safety net; changes are handled from watch events."""
+    await _reconcile(body, memo, Indexes.of(kwargs), logger)
+
+
+@kopf.on.event("pods", labels=LAUNCHER_SELECTOR)
+async def launcher_pod_changed(
+    *, namespace: str | None, labels: kopf.Labels, memo: Any, logger: Logger, **kwargs: Any
+) -> None:
+    """A launcher pod moved (scheduled, running, gate flipped, gone): reconcile its worker."""
+    snapshots: WorkerIndex = kwargs["workers"]
+    for snapshot in snapshots.get((namespace or "", labels.get(LABEL_WORKER, "")), []):
+        body = kopf.Body(cast(kopf.RawBody, snapshot))
+        await _reconcile(body, memo, Indexes.of(kwargs), logger)
+
+
+@kopf.on.delete(*WORKERS)
+async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Stop the VM and release the GPU before the finalizer goes.
+
+    Disabling the worker, draining in-flight requests and the final payout
+    happen inside the launcher's termination grace period; the finalizer stays
+    until no launcher pod of this worker is left, so no GPU is left held.
+    """
+    indexes = Indexes.of(kwargs)
+    await _reconcile(body, memo, indexes, logger, deleting=True)
+    meta = body["metadata"]
+    remaining = list(indexes.pods.get((meta["namespace"], meta["name"]), []))
+    if remaining:
+        names = ", ".join(sorted(p.name for p in remaining))
+        raise kopf.TemporaryError(f"waiting for launcher pods to stop: {names}", delay=2)

@@ -1,0 +1,70 @@
+"""Thin, idempotent writes: create tolerating 409, delete tolerating 404, status merge-patch.
+
+Launcher Pods are created, never patched: their name carries the revision, and
+everything else in them (the instance's host port, the VM shape) is immutable
+once scheduled. A 409 therefore means "already done", which is what makes a
+retried or concurrent reconcile harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from cocoon_operator.api import v1alpha1
+
+# The client's typed signatures omit its ``_content_type`` switch; a merge patch
+# (not a JSON patch) is what a partial status document is.
+MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+
+
+async def create_if_absent(api: client.ApiClient, obj: dict[str, Any]) -> bool:
+    """Create a namespaced Pod or ConfigMap; False if it already existed."""
+    core = client.CoreV1Api(api)
+    namespace = obj["metadata"]["namespace"]
+    # The builders produce plain manifests; the client serialises dicts as they are.
+    body: Any = obj
+    try:
+        if obj["kind"] == "Pod":
+            await core.create_namespaced_pod(namespace, body)
+        elif obj["kind"] == "ConfigMap":
+            await core.create_namespaced_config_map(namespace, body)
+        else:
+            raise ValueError(f"create_if_absent does not handle {obj['kind']}")
+    except ApiException as err:
+        if err.status == 409:
+            return False
+        raise
+    return True
+
+
+async def delete_pod(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Delete with the pod's own grace period; False if it was already gone."""
+    try:
+        await client.CoreV1Api(api).delete_namespaced_pod(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+async def patch_worker_status(
+    api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
+) -> None:
+    """Merge-patch the status subresource; a vanished worker is not an error."""
+    try:
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            namespace,
+            v1alpha1.PLURAL,
+            name,
+            {"status": status},
+            **MERGE_PATCH,
+        )
+    except ApiException as err:
+        if err.status != 404:
+            raise

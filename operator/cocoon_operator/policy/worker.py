@@ -1,0 +1,106 @@
+"""What a worker's status should say, given its launcher Pod (pure).
+
+The operator never guesses: each condition is derived from something observed
+(the scheduler's PodScheduled condition, the pod phase, the readiness gate that
+only the attestation step sets). Checks that have not run yet are Unknown with
+reason NotChecked rather than optimistic True.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cocoon_operator.api.conditions import ConditionType, Phase, Reason
+from cocoon_operator.api.v1alpha1 import ConditionStatus
+from cocoon_operator.policy.conditions import Observed
+
+T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the policy needs of the launcher Pod, gathered by the caller."""
+
+    name: str
+    node: str | None
+    phase: str | None
+    scheduled: ConditionStatus | None = None
+    scheduled_reason: str | None = None
+    scheduled_message: str | None = None
+    attested_gate: ConditionStatus | None = None
+    deleting: bool = False
+    waiting_reason: str | None = None
+    revision: str | None = None
+    instance: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    phase: Phase
+    conditions: tuple[Observed, ...]
+
+
+def _scheduled(pod: PodFacts | None) -> Observed:
+    kind = ConditionType.SCHEDULED
+    if pod is None:
+        return Observed(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
+    if pod.node:
+        return Observed(kind, T, Reason.SCHEDULED, f"pod {pod.name} is on node {pod.node}")
+    if pod.scheduled is F and pod.scheduled_reason == "Unschedulable":
+        return Observed(kind, F, Reason.UNSCHEDULABLE, pod.scheduled_message or "")
+    return Observed(kind, F, Reason.POD_CREATED, f"pod {pod.name} is waiting for the scheduler")
+
+
+def _vm_running(pod: PodFacts | None) -> Observed:
+    kind = ConditionType.VM_RUNNING
+    if pod is None or not pod.node:
+        return Observed(kind, F, Reason.VM_STARTING, "not scheduled")
+    if pod.phase == "Running":
+        return Observed(kind, T, Reason.VM_RUNNING, f"the VM launcher runs on {pod.node}")
+    if pod.phase == "Failed":
+        return Observed(kind, F, Reason.VM_FAILED, f"pod {pod.name} failed")
+    detail = f": {pod.waiting_reason}" if pod.waiting_reason else ""
+    return Observed(kind, F, Reason.VM_STARTING, f"pod phase {pod.phase or 'unknown'}{detail}")
+
+
+def _attested(pod: PodFacts | None) -> Observed:
+    kind = ConditionType.ATTESTED
+    if pod is not None and pod.attested_gate is T:
+        return Observed(kind, T, Reason.ATTESTATION_VERIFIED, "evidence verified")
+    return Observed(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
+
+
+def view(pod: PodFacts | None, *, paused: bool = False, deleting: bool = False) -> WorkerView:
+    """Conditions and phase for a worker whose launcher pod is ``pod``."""
+    scheduled, running, attested = _scheduled(pod), _vm_running(pod), _attested(pod)
+    allowed = Observed(ConditionType.ON_CHAIN_ALLOWED, U, Reason.NOT_CHECKED, "")
+    funded = Observed(ConditionType.WALLET_FUNDED, U, Reason.NOT_CHECKED, "")
+    gates = (scheduled, running, attested, allowed, funded)
+    not_true = [c.type.value for c in gates if c.status is not T]
+    if deleting:
+        ready = Observed(ConditionType.READY, F, Reason.DELETING, "the worker is being deleted")
+        phase = Phase.TERMINATING
+    elif paused:
+        ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
+        phase = Phase.PAUSED
+    elif not_true:
+        ready = Observed(
+            ConditionType.READY, F, Reason.NOT_READY, "waiting for: " + ", ".join(not_true)
+        )
+        phase = _phase(scheduled, running, attested)
+    else:
+        ready = Observed(ConditionType.READY, T, Reason.READY, "serving")
+        phase = Phase.READY
+    return WorkerView(phase, (*gates, ready))
+
+
+def _phase(scheduled: Observed, running: Observed, attested: Observed) -> Phase:
+    if running.reason == Reason.VM_FAILED:
+        return Phase.FAILED
+    if scheduled.status is not T:
+        return Phase.PENDING
+    if running.status is not T:
+        return Phase.STARTING
+    if attested.status is not T:
+        return Phase.ATTESTING
+    return Phase.ATTESTING  # attested, waiting for the chain checks

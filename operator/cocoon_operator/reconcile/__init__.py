@@ -1,0 +1,1 @@
+"""Gather observed state into typed values, call policies and builders, return actions."""

@@ -1,0 +1,125 @@
+"""One CocoonWorker: from what is observed to what should be done (pure).
+
+``plan`` takes everything the decision needs, already gathered (the parsed
+spec, the current status, the worker's launcher pods, the fleet's instance
+usage) and returns a :class:`Plan`: objects to apply, pods to delete, the
+status fields that change and the Events that explain each change. Handlers
+gather and execute; this module never performs I/O, so every branch is tested
+without a cluster, and re-running it on an unchanged world yields an empty plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.v1alpha1 import CocoonWorkerSpec, CocoonWorkerStatus
+from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
+from cocoon_operator.policy.conditions import merge
+from cocoon_operator.policy.instances import choose_instance
+from cocoon_operator.policy.worker import PodFacts, view
+
+
+@dataclass(frozen=True)
+class Observed:
+    ref: WorkerRef
+    generation: int
+    spec: CocoonWorkerSpec
+    status: CocoonWorkerStatus
+    pods: Sequence[PodFacts]
+    instances_in_use: Mapping[int, int]
+    paused: bool = False
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class Plan:
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.apply or self.delete_pods or self.status or self.events)
+
+
+def _status_changes(current: CocoonWorkerStatus, desired: CocoonWorkerStatus) -> dict[str, Any]:
+    """Top-level status fields whose value changes, in wire form."""
+    old = current.model_dump(mode="json", by_alias=True, exclude_none=True)
+    new = desired.model_dump(mode="json", by_alias=True, exclude_none=True)
+    changes = {key: value for key, value in new.items() if old.get(key) != value}
+    # Fields that disappear are cleared explicitly (a merge patch keeps them otherwise).
+    changes.update({key: None for key in old.keys() - new.keys()})
+    return changes
+
+
+def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
+    """Create the current revision's pod or retire old ones; return the current pod."""
+    current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
+    stale = [p for p in obs.pods if p.revision != rev]
+    for pod in stale:
+        if not pod.deleting:
+            plan.delete_pods.append(pod.name)
+            plan.events.append(
+                Event("Rotating", f"stopping pod {pod.name} of revision {pod.revision}")
+            )
+    if current is None and not stale:
+        # Stop before start: a rotated worker keeps its wallet and persistent
+        # state, which two VMs must never share.
+        slot = InstanceSlot(choose_instance(obs.instances_in_use))
+        plan.apply.append(config_map(obs.ref, obs.spec, slot))
+        desired_pod = launcher_pod(obs.ref, obs.spec, slot)
+        plan.apply.append(desired_pod)
+        name = desired_pod["metadata"]["name"]
+        plan.events.append(
+            Event("LauncherCreated", f"created pod {name} (revision {rev}, instance {slot.index})")
+        )
+    return current
+
+
+def plan(obs: Observed, *, now: datetime) -> Plan:
+    out = Plan()
+    rev = revision(obs.spec)
+    current: PodFacts | None = None
+    if obs.deleting:
+        current = next((p for p in obs.pods if p.revision == rev), None)
+        out.delete_pods = [p.name for p in obs.pods if not p.deleting]
+    elif obs.paused:
+        current = next((p for p in obs.pods if p.revision == rev), None)
+    else:
+        current = _pod_actions(obs, rev, out)
+
+    worker_view = view(current, paused=obs.paused, deleting=obs.deleting)
+    conditions = merge(
+        obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now
+    )
+    running_rev = next((p.revision for p in obs.pods if p.node and not p.deleting), None)
+    desired = obs.status.model_copy(
+        update={
+            "phase": worker_view.phase.value,
+            "conditions": conditions,
+            "node": current.node if current else None,
+            "pod": current.name if current else None,
+            "instance": current.instance if current else None,
+            "observed_generation": obs.generation,
+            "current_revision": running_rev,
+            "target_revision": rev,
+        }
+    )
+    out.status = _status_changes(obs.status, desired)
+    if "phase" in out.status and obs.status.phase is not None:
+        out.events.append(
+            Event("PhaseChanged", f"phase {obs.status.phase} -> {worker_view.phase.value}")
+        )
+    return out

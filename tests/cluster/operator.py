@@ -1,0 +1,41 @@
+"""Run the real operator (``cocoon-operator run``) as a separate process for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def running_operator(
+    kubeconfig: Path, namespace: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cocoon_operator", "run", "--namespace", namespace, "--verbose"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,236 @@
+"""The operator, run as its own process against the real control plane, takes a
+CocoonWorker from creation to a scheduled, running VM launcher, reports why it
+cannot when no node qualifies, pauses on request, rotates on a model change and
+leaves nothing behind on deletion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.desired.launcher import LABEL_REVISION, LABEL_WORKER, READINESS_GATE
+from tests.cluster.crds import install_crds
+from tests.cluster.fixtures import Stack
+from tests.cluster.operator import running_operator
+from tests.cluster.test_admission import EXAMPLE, example_worker
+from tests.cluster.wait import eventually
+
+API = (v1alpha1.GROUP, v1alpha1.VERSION)
+
+
+@pytest.fixture
+async def operator(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[Path]:
+    await install_crds(api)
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log) as proc:
+        yield log
+        assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+
+
+async def create_worker(
+    api: client.ApiClient, namespace: str, name: str, **spec_changes: Any
+) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    try:
+        await client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    body = example_worker()
+    body["metadata"]["name"] = name
+    body["spec"].update(spec_changes)
+    created: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *API, namespace, v1alpha1.PLURAL, body
+    )
+    return created
+
+
+async def get_worker(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    got: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+        *API, namespace, v1alpha1.PLURAL, name
+    )
+    return got
+
+
+def conditions(worker: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in worker.get("status", {}).get("conditions", [])}
+
+
+async def worker_pods(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:
+    pods = await client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"{LABEL_WORKER}={name}"
+    )
+    return list(pods.items)
+
+
+async def phase_is(
+    api: client.ApiClient, namespace: str, name: str, phase: str
+) -> dict[str, Any] | None:
+    worker = await get_worker(api, namespace, name)
+    return worker if worker.get("status", {}).get("phase") == phase else None
+
+
+async def test_worker_reaches_a_cc_node_and_status_progresses(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    await create_worker(api, namespace, "w0")
+    worker = await eventually(
+        lambda: phase_is(api, namespace, "w0", "Attesting"), within=60, what="phase Attesting"
+    )
+    conds = conditions(worker)
+    assert conds["Scheduled"]["status"] == "True"
+    assert conds["VMRunning"]["status"] == "True"
+    assert conds["Attested"]["status"] == "False"
+    assert conds["Attested"]["reason"] == "AwaitingAttestation"
+    assert conds["OnChainAllowed"]["status"] == "Unknown"
+    assert conds["Ready"]["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in conds.values())
+    status = worker["status"]
+    assert status["observedGeneration"] == 1
+    assert status["currentRevision"] == status["targetRevision"]
+    (pod,) = await worker_pods(api, namespace, "w0")
+    assert status["node"] == pod.spec.node_name
+    assert status["pod"] == pod.metadata.name
+    node = await client.CoreV1Api(api).read_node(pod.spec.node_name)
+    assert node.metadata.labels["cocoon.network/sim-node-kind"] == "cc"
+
+    # The attestation step sets the pod's gate; the worker reflects it and the
+    # other conditions keep their transition times.
+    await client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod.metadata.name,
+        namespace,
+        {"status": {"conditions": [{"type": READINESS_GATE, "status": "True"}]}},
+    )
+
+    async def attested() -> dict[str, Any] | None:
+        w = await get_worker(api, namespace, "w0")
+        return w if conditions(w)["Attested"]["status"] == "True" else None
+
+    after = conditions(await eventually(attested, within=30, what="Attested=True"))
+    assert after["Scheduled"]["lastTransitionTime"] == conds["Scheduled"]["lastTransitionTime"]
+    assert after["Attested"]["lastTransitionTime"] >= conds["Attested"]["lastTransitionTime"]
+
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=w0"
+    )
+    assert "LauncherCreated" in {e.reason for e in events.items}
+
+
+async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    await create_worker(api, namespace, "h200", gpu={"product": "NVIDIA-H200"})
+
+    async def unschedulable() -> dict[str, Any] | None:
+        w = await get_worker(api, namespace, "h200")
+        scheduled = conditions(w).get("Scheduled", {})
+        return w if scheduled.get("reason") == "Unschedulable" else None
+
+    worker = await eventually(unschedulable, within=60, what="Scheduled=False Unschedulable")
+    scheduled = conditions(worker)["Scheduled"]
+    assert scheduled["status"] == "False"
+    assert "node affinity" in scheduled["message"] or "didn't match" in scheduled["message"]
+    assert worker["status"]["phase"] == "Pending"
+    # One pod, waiting; not recreated over and over.
+    first = [p.metadata.uid for p in await worker_pods(api, namespace, "h200")]
+    await asyncio.sleep(3)
+    assert [p.metadata.uid for p in await worker_pods(api, namespace, "h200")] == first
+    assert len(first) == 1
+
+
+async def test_deletion_leaves_no_pod_and_no_finalizer(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    await create_worker(api, namespace, "gone")
+    await eventually(
+        lambda: phase_is(api, namespace, "gone", "Attesting"), within=60, what="worker up"
+    )
+    worker = await get_worker(api, namespace, "gone")
+    assert "cocoon.network/finalizer" in worker["metadata"]["finalizers"]
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        *API, namespace, v1alpha1.PLURAL, "gone"
+    )
+
+    async def worker_gone() -> bool:
+        try:
+            await get_worker(api, namespace, "gone")
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    await eventually(worker_gone, within=60, what="worker deleted (finalizer released)")
+    assert await worker_pods(api, namespace, "gone") == []
+
+    async def configmaps_gone() -> bool:
+        cms = await client.CoreV1Api(api).list_namespaced_config_map(
+            namespace, label_selector=f"{LABEL_WORKER}=gone"
+        )
+        return not cms.items
+
+    await eventually(configmaps_gone, within=60, what="config map garbage-collected")
+
+
+async def test_pause_stops_reconciliation_and_resume_rotates_to_the_new_model(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    custom = client.CustomObjectsApi(api)
+    await create_worker(api, namespace, "rot")
+    await eventually(lambda: phase_is(api, namespace, "rot", "Attesting"), within=60, what="up")
+    (old_pod,) = await worker_pods(api, namespace, "rot")
+
+    await custom.patch_namespaced_custom_object(
+        *API,
+        namespace,
+        v1alpha1.PLURAL,
+        "rot",
+        {"metadata": {"annotations": {"cocoon.network/paused": "true"}}},
+        _content_type="application/merge-patch+json",
+    )
+    await eventually(lambda: phase_is(api, namespace, "rot", "Paused"), within=30, what="Paused")
+    model = example_worker()["spec"]["model"]
+    await custom.patch_namespaced_custom_object(
+        *API,
+        namespace,
+        v1alpha1.PLURAL,
+        "rot",
+        {"spec": {"model": {**model, "name": "Qwen/Qwen3-32B"}}},
+        _content_type="application/merge-patch+json",
+    )
+    await asyncio.sleep(3)
+    assert [p.metadata.uid for p in await worker_pods(api, namespace, "rot")] == [
+        old_pod.metadata.uid
+    ]
+
+    await custom.patch_namespaced_custom_object(
+        *API,
+        namespace,
+        v1alpha1.PLURAL,
+        "rot",
+        {"metadata": {"annotations": {"cocoon.network/paused": None}}},
+        _content_type="application/merge-patch+json",
+    )
+
+    async def rotated() -> list[client.V1Pod] | None:
+        pods = await worker_pods(api, namespace, "rot")
+        if len(pods) == 1 and pods[0].metadata.uid != old_pod.metadata.uid:
+            return pods
+        return None
+
+    (new_pod,) = await eventually(rotated, within=60, what="rotation to the new revision")
+    assert new_pod.metadata.labels[LABEL_REVISION] != old_pod.metadata.labels[LABEL_REVISION]
+    worker = await eventually(
+        lambda: phase_is(api, namespace, "rot", "Attesting"), within=60, what="new VM up"
+    )
+    assert worker["status"]["targetRevision"] == new_pod.metadata.labels[LABEL_REVISION]
+    assert worker["status"]["currentRevision"] == worker["status"]["targetRevision"]

@@ -1,0 +1,183 @@
+"""Conditions, worker status, instance choice and the reconcile plan (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.conditions import ConditionType, Phase, Reason
+from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
+from cocoon_operator.desired.launcher import WorkerRef, revision
+from cocoon_operator.policy.conditions import Observed as Obs
+from cocoon_operator.policy.conditions import merge
+from cocoon_operator.policy.instances import choose_instance
+from cocoon_operator.policy.worker import PodFacts, view
+from cocoon_operator.reconcile.worker import Observed, plan
+
+T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+REPO = Path(__file__).resolve().parents[2]
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+REF = WorkerRef("w", "ns", "uid-1")
+
+
+def spec(**changes: Any) -> v1alpha1.CocoonWorkerSpec:
+    docs = yaml.safe_load_all((REPO / "examples" / "cocoonworker.yaml").read_text())
+    raw = next(d for d in docs if d["kind"] == v1alpha1.KIND)["spec"]
+    return v1alpha1.CocoonWorkerSpec.model_validate({**raw, **changes})
+
+
+def running_pod(rev: str, **changes: Any) -> PodFacts:
+    base: dict[str, Any] = {
+        "name": f"w-{rev}",
+        "node": "n1",
+        "phase": "Running",
+        "scheduled": T,
+        "revision": rev,
+        "instance": 0,
+    }
+    return PodFacts(**{**base, **changes})
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    first = merge([], [Obs(ConditionType.SCHEDULED, F, "NoPod")], generation=1, now=T0)
+    same = merge(first, [Obs(ConditionType.SCHEDULED, F, "Other", "m")], generation=2, now=T1)
+    assert same[0].last_transition_time == "2026-01-01T00:00:00Z"
+    assert (same[0].reason, same[0].message, same[0].observed_generation) == ("Other", "m", 2)
+    flipped = merge(same, [Obs(ConditionType.SCHEDULED, T, "Scheduled")], generation=2, now=T1)
+    assert flipped[0].last_transition_time == "2026-01-01T00:05:00Z"
+
+
+def test_merge_keeps_unobserved_conditions_and_orders_them() -> None:
+    start = merge(
+        [],
+        [Obs(ConditionType.READY, F, "NotReady"), Obs(ConditionType.WALLET_FUNDED, T, "Funded")],
+        generation=1,
+        now=T0,
+    )
+    after = merge(start, [Obs(ConditionType.SCHEDULED, T, "Scheduled")], generation=1, now=T1)
+    assert [c.type for c in after] == ["Scheduled", "WalletFunded", "Ready"]
+
+
+def by_type(worker_view: Any) -> dict[str, Obs]:
+    return {c.type.value: c for c in worker_view.conditions}
+
+
+def test_no_pod_is_pending_and_not_scheduled() -> None:
+    v = view(None)
+    assert v.phase is Phase.PENDING
+    assert by_type(v)["Scheduled"].reason == Reason.NO_POD
+    assert by_type(v)["Ready"].status is F
+
+
+def test_unschedulable_carries_the_schedulers_message() -> None:
+    pod = PodFacts(
+        "p", None, "Pending", F, "Unschedulable", "0/5 nodes are available: 5 Insufficient"
+    )
+    c = by_type(view(pod))["Scheduled"]
+    assert (c.status, c.reason) == (F, Reason.UNSCHEDULABLE)
+    assert "0/5 nodes" in c.message
+
+
+def test_running_unattested_is_attesting_and_chain_checks_are_unknown() -> None:
+    v = view(running_pod("r"))
+    assert v.phase is Phase.ATTESTING
+    conds = by_type(v)
+    assert conds["VMRunning"].status is T
+    assert conds["Attested"].status is F
+    assert conds["OnChainAllowed"].status is U
+    assert "Attested" in conds["Ready"].message
+
+
+def test_ready_needs_every_condition_true() -> None:
+    # The chain checks are not wired yet: nothing may be Ready on the gate alone.
+    v = view(running_pod("r", attested_gate=T))
+    assert by_type(v)["Attested"].status is T
+    assert by_type(v)["Ready"].status is F
+    assert v.phase is Phase.ATTESTING
+
+
+def test_pause_and_deletion_override_the_phase() -> None:
+    assert view(running_pod("r"), paused=True).phase is Phase.PAUSED
+    assert by_type(view(running_pod("r"), paused=True))["Ready"].reason == Reason.PAUSED
+    assert view(running_pod("r"), deleting=True).phase is Phase.TERMINATING
+
+
+@pytest.mark.parametrize(
+    ("in_use", "avoid", "expected"),
+    [
+        ({}, frozenset(), 0),
+        ({0: 3, 1: 1}, frozenset(), 2),
+        ({i: 1 for i in range(10)}, frozenset(), 0),
+        ({i: 2 for i in range(10)} | {7: 1}, frozenset(), 7),
+        ({}, frozenset({0, 1}), 2),
+        ({}, frozenset(range(10)), 0),
+    ],
+)
+def test_choose_instance_spreads_indexes(
+    in_use: dict[int, int], avoid: frozenset[int], expected: int
+) -> None:
+    assert choose_instance(in_use, avoid=avoid) == expected
+
+
+def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> Observed:
+    base: dict[str, Any] = {
+        "ref": REF,
+        "generation": 1,
+        "spec": spec(),
+        "status": CocoonWorkerStatus(),
+        "pods": pods,
+        "instances_in_use": {0: 5},
+    }
+    return Observed(**{**base, **changes})
+
+
+def test_plan_creates_config_and_pod_for_a_new_worker() -> None:
+    p = plan(observed(), now=T0)
+    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]
+    pod = p.apply[1]
+    assert pod["metadata"]["labels"]["cocoon.network/instance"] == "1"  # 0 is crowded
+    assert [e.reason for e in p.events] == ["LauncherCreated"]
+    assert p.status["phase"] == "Pending"
+    assert p.status["targetRevision"] == revision(spec())
+
+
+def test_plan_is_empty_once_the_world_matches() -> None:
+    rev = revision(spec())
+    pods = (running_pod(rev),)
+    first = plan(observed(pods), now=T0)
+    status = CocoonWorkerStatus.model_validate(first.status)
+    again = plan(observed(pods, status=status), now=T1)
+    assert again.empty, again
+
+
+def test_plan_rotates_stop_before_start() -> None:
+    old = running_pod("oldrev")
+    p = plan(observed((old,)), now=T0)
+    assert p.delete_pods == ["w-oldrev"]
+    assert p.apply == []  # the new VM starts only once the old one is gone
+    assert [e.reason for e in p.events] == ["Rotating"]
+    waiting = plan(observed((running_pod("oldrev", deleting=True),)), now=T0)
+    assert waiting.delete_pods == [] and waiting.apply == []
+    gone = plan(observed(()), now=T0)
+    assert [o["kind"] for o in gone.apply] == ["ConfigMap", "Pod"]
+
+
+def test_paused_plan_touches_nothing_but_status() -> None:
+    p = plan(observed((running_pod("oldrev"),), paused=True), now=T0)
+    assert p.apply == [] and p.delete_pods == []
+    assert p.status["phase"] == "Paused"
+
+
+def test_deleting_plan_deletes_every_pod_once() -> None:
+    rev = revision(spec())
+    pods = (running_pod(rev), running_pod("oldrev", deleting=True))
+    p = plan(observed(pods, deleting=True), now=T0)
+    assert p.delete_pods == [f"w-{rev}"]
+    assert p.apply == []
+    assert p.status["phase"] == "Terminating"
