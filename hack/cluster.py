@@ -661,8 +661,27 @@ def up(state: State, nodes: NodeSpec) -> None:
     log(f"KUBECONFIG={state.kubeconfig}")
 
 
+def stop_extras(state: State) -> None:
+    """Stop processes that scripts started beside the stack (``<dir>/run/*.pid``)."""
+    for pidfile in sorted((state.dir / "run").glob("*.pid")):
+        try:
+            pid = int(pidfile.read_text().strip())
+        except ValueError:
+            continue
+        if alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink()
+
+
 def down(state: State) -> None:
     state.load()
+    if state.dir.exists():
+        stop_extras(state)
     for name in reversed(COMPONENTS):
         stop(name, state)
     if state.dir.exists():
