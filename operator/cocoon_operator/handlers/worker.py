@@ -168,10 +168,11 @@ def _observe(
 
 async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) -> None:
     for obj in result.apply:
-        created = await create_if_absent(deps.api, obj)
-        instance = obj["metadata"].get("labels", {}).get(LABEL_INSTANCE)
-        if created and obj["kind"] == "Pod" and instance is not None:
-            deps.pending_instances[obj["metadata"]["name"]] = int(instance)
+        try:
+            await create_if_absent(deps.api, obj)
+        except Exception:
+            deps.pending_instances.pop(obj["metadata"]["name"], None)
+            raise
     namespace = body["metadata"]["namespace"]
     for name in result.delete_pods:
         await delete_pod(deps.api, namespace, name)
@@ -213,6 +214,12 @@ async def _reconcile(
             kopf.warn(body, reason="InvalidSpec", message=f"cannot parse fields: {fields}")
             raise kopf.PermanentError(f"invalid spec fields: {fields}") from None
         result = plan(observed, now=deps.clock())
+        # Reserve the chosen instance before the first await, so a concurrent
+        # reconcile of another worker already counts it.
+        for obj in result.apply:
+            instance = obj["metadata"].get("labels", {}).get(LABEL_INSTANCE)
+            if obj["kind"] == "Pod" and instance is not None:
+                deps.pending_instances[obj["metadata"]["name"]] = int(instance)
         await _execute(deps, body, result, logger)
     return result
 
