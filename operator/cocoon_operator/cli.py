@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
+
+    add_subparsers(sub)
     return parser
 
 

@@ -1,0 +1,359 @@
+"""DCAP collateral: the value, its validity window, sources and a cache.
+
+The JSON form has exactly the keys of dcap-qvl's ``*_collateral.json`` samples:
+PEM issuer chains as text, TCB info / QE identity as the exact signed JSON text,
+CRLs and signatures as hex.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote as urlquote
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from cocoon_operator.attestation._time import parse_instant, utc
+
+if TYPE_CHECKING:
+    import aiohttp
+from cocoon_operator.attestation.errors import (
+    CollateralExpiredError,
+    CollateralFetchError,
+    CollateralFormatError,
+    CollateralMismatchError,
+    CollateralMissingError,
+    CollateralNotYetValidError,
+)
+
+_TEXT_FIELDS = (
+    "pck_crl_issuer_chain",
+    "tcb_info_issuer_chain",
+    "tcb_info",
+    "qe_identity_issuer_chain",
+    "qe_identity",
+)
+_HEX_FIELDS = ("root_ca_crl", "pck_crl", "tcb_info_signature", "qe_identity_signature")
+
+
+@dataclass(frozen=True)
+class CollateralKey:
+    """What collateral is looked up by: the platform's FMSPC and its PCK CA type."""
+
+    fmspc: str  # 12 upper-case hex digits
+    ca: str  # "platform" | "processor"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fmspc", self.fmspc.upper())
+        object.__setattr__(self, "ca", self.ca.lower())
+
+
+@dataclass(frozen=True)
+class CollateralInfo:
+    """Facts read from a collateral set (nothing here is verified)."""
+
+    tee: str  # "TDX" | "SGX" (TCB info id)
+    fmspc: str
+    ca: str
+    tcb_evaluation_data_number: int | None
+    issued_at: datetime  # latest issue date of TCB info, QE identity and CRLs
+    expires_at: datetime  # earliest nextUpdate of TCB info, QE identity and CRLs
+    windows: tuple[tuple[str, datetime, datetime], ...]  # (what, issued, next update)
+
+    @property
+    def key(self) -> CollateralKey:
+        return CollateralKey(self.fmspc, self.ca)
+
+
+@dataclass(frozen=True)
+class Collateral:
+    """One DCAP collateral set (quote collateral v3, as dcap-qvl names it)."""
+
+    pck_crl_issuer_chain: str
+    root_ca_crl: bytes
+    pck_crl: bytes
+    tcb_info_issuer_chain: str
+    tcb_info: str
+    tcb_info_signature: bytes
+    qe_identity_issuer_chain: str
+    qe_identity: str
+    qe_identity_signature: bytes
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Collateral:
+        """Parse the dcap-qvl collateral JSON. Raises :class:`CollateralFormatError`."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CollateralFormatError(f"collateral is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise CollateralFormatError("collateral JSON must be an object")
+        return cls.from_mapping(doc)
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> Collateral:
+        missing = [k for k in (*_TEXT_FIELDS, *_HEX_FIELDS) if k not in doc]
+        if missing:
+            raise CollateralFormatError(f"collateral lacks {', '.join(missing)}")
+        values: dict[str, Any] = {}
+        for key in _TEXT_FIELDS:
+            if not isinstance(doc[key], str):
+                raise CollateralFormatError(f"collateral {key} must be a string")
+            values[key] = doc[key]
+        for key in _HEX_FIELDS:
+            raw = doc[key]
+            try:
+                values[key] = bytes.fromhex(raw) if isinstance(raw, str) else bytes(raw)
+            except (ValueError, TypeError) as exc:
+                raise CollateralFormatError(f"collateral {key} is not hex: {exc}") from exc
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The same JSON shape :meth:`from_json` reads (keys in dcap-qvl's order)."""
+        doc: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            doc[f.name] = value.hex() if isinstance(value, bytes) else value
+        return json.dumps(doc)
+
+    @cached_property
+    def info(self) -> CollateralInfo:
+        """Parse the dates, FMSPC and CA. Raises :class:`CollateralFormatError`."""
+        try:
+            tcb = json.loads(self.tcb_info)
+            qe = json.loads(self.qe_identity)
+            windows = [
+                ("tcb_info", parse_instant(tcb["issueDate"]), parse_instant(tcb["nextUpdate"])),
+                ("qe_identity", parse_instant(qe["issueDate"]), parse_instant(qe["nextUpdate"])),
+            ]
+            fmspc = str(tcb["fmspc"]).upper()
+            tee = str(tcb.get("id", "SGX"))
+            eval_number = tcb.get("tcbEvaluationDataNumber")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CollateralFormatError(f"TCB info / QE identity unreadable: {exc}") from exc
+        ca = ""
+        for what, der in (("root_ca_crl", self.root_ca_crl), ("pck_crl", self.pck_crl)):
+            try:
+                crl = x509.load_der_x509_crl(der)
+            except ValueError as exc:
+                raise CollateralFormatError(f"{what} is not a DER CRL: {exc}") from exc
+            if crl.next_update_utc is None:
+                raise CollateralFormatError(f"{what} has no nextUpdate")
+            windows.append((what, crl.last_update_utc, crl.next_update_utc))
+            if what == "pck_crl":
+                issuer = crl.issuer.rfc4514_string().lower()
+                ca = "processor" if "processor" in issuer else "platform"
+        return CollateralInfo(
+            tee=tee,
+            fmspc=fmspc,
+            ca=ca,
+            tcb_evaluation_data_number=eval_number if isinstance(eval_number, int) else None,
+            issued_at=max(w[1] for w in windows),
+            expires_at=min(w[2] for w in windows),
+            windows=tuple(windows),
+        )
+
+    @property
+    def key(self) -> CollateralKey:
+        return self.info.key
+
+    def check_time(self, now: datetime) -> None:
+        """Raise if any part is expired or not yet issued at ``now``."""
+        instant = utc(now)
+        for what, issued, next_update in self.info.windows:
+            if instant < issued:
+                raise CollateralNotYetValidError(
+                    f"{what} issued {issued.isoformat()}, after now ({instant.isoformat()})"
+                )
+            if instant > next_update:
+                raise CollateralExpiredError(
+                    f"{what} expired: nextUpdate {next_update.isoformat()} "
+                    f"is before now ({instant.isoformat()})"
+                )
+
+
+class CollateralSource(Protocol):
+    """Where collateral comes from (a PCCS, Intel PCS, files). The I/O edge."""
+
+    async def fetch(self, key: CollateralKey) -> Collateral:
+        """Collateral for ``key``; raise :class:`CollateralMissingError` or
+        :class:`CollateralFetchError`."""
+        ...
+
+
+class LocalCollateralSource:
+    """Collateral held in memory (e.g. loaded from files), keyed by its own FMSPC/CA."""
+
+    def __init__(self, collaterals: Iterable[Collateral] = ()) -> None:
+        self._by_key: dict[CollateralKey, Collateral] = {}
+        self.fetches = 0
+        for collateral in collaterals:
+            self.add(collateral)
+
+    def add(self, collateral: Collateral) -> None:
+        self._by_key[collateral.key] = collateral
+
+    async def fetch(self, key: CollateralKey) -> Collateral:
+        self.fetches += 1
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise CollateralMissingError(
+                f"no collateral for FMSPC {key.fmspc} / CA {key.ca}"
+            ) from None
+
+
+class CollateralCache:
+    """Collateral by (FMSPC, CA), kept until its earliest ``nextUpdate`` (minus a margin).
+
+    :meth:`get` is the only awaitable step: it calls the injected source on a miss.
+    :meth:`peek` is synchronous for callers that fetched earlier.
+    """
+
+    def __init__(
+        self,
+        source: CollateralSource,
+        *,
+        refresh_before_expiry: timedelta = timedelta(0),
+        max_entries: int = 1024,
+    ) -> None:
+        self._source = source
+        self._margin = refresh_before_expiry
+        self._max = max_entries
+        self._entries: OrderedDict[CollateralKey, Collateral] = OrderedDict()
+
+    def _fresh(self, collateral: Collateral, now: datetime) -> bool:
+        info = collateral.info
+        return info.issued_at <= now < info.expires_at - self._margin
+
+    def peek(self, key: CollateralKey, *, now: datetime) -> Collateral | None:
+        instant = utc(now)
+        hit = self._entries.get(key)
+        if hit is None or not self._fresh(hit, instant):
+            return None
+        self._entries.move_to_end(key)
+        return hit
+
+    def put(self, collateral: Collateral) -> None:
+        self._entries[collateral.key] = collateral
+        self._entries.move_to_end(collateral.key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def get(self, key: CollateralKey, *, now: datetime) -> Collateral:
+        """Cached collateral for ``key`` if still fresh at ``now``, else fetch it."""
+        hit = self.peek(key, now=now)
+        if hit is not None:
+            return hit
+        collateral = await self._source.fetch(key)
+        if collateral.key != key:
+            raise CollateralMismatchError(
+                f"source returned collateral for {collateral.key.fmspc}/{collateral.key.ca}, "
+                f"asked for {key.fmspc}/{key.ca}"
+            )
+        if self._fresh(collateral, utc(now)):
+            self.put(collateral)
+        return collateral
+
+
+def _json_member_text(body: str, member: str) -> str:
+    """The exact source text of ``member``'s value in a JSON object (signatures cover it)."""
+    token = f'"{member}"'
+    start = body.find(token)
+    if start < 0:
+        raise CollateralFetchError(f"response has no {member!r}")
+    colon = body.index(":", start + len(token))
+    pos = colon + 1
+    while pos < len(body) and body[pos] in " \t\r\n":
+        pos += 1
+    try:
+        _, end = json.JSONDecoder().raw_decode(body, pos)
+    except ValueError as exc:
+        raise CollateralFetchError(f"{member!r} is not JSON: {exc}") from exc
+    return body[pos:end]
+
+
+def _crl_der(body: bytes) -> bytes:
+    text = body.strip()
+    if text.startswith(b"-----BEGIN"):
+        try:
+            return x509.load_pem_x509_crl(text).public_bytes(Encoding.DER)
+        except ValueError as exc:
+            raise CollateralFetchError(f"CRL response is not a PEM CRL: {exc}") from exc
+    try:
+        return bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return bytes(body)
+
+
+class PccsCollateralSource:
+    """Fetch TDX collateral from a PCCS / Intel PCS (API v4) with an injected aiohttp session.
+
+    Endpoints: ``/tdx/certification/v4/tcb?fmspc=``, ``/tdx/certification/v4/qe/identity``,
+    ``/sgx/certification/v4/pckcrl?ca=&encoding=der`` and ``/sgx/certification/v4/rootcacrl``.
+    """
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, *, timeout_seconds: float = 10.0
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._timeout = timeout_seconds
+
+    async def _get(self, path: str) -> tuple[bytes, Mapping[str, str]]:
+        import aiohttp  # noqa: PLC0415 - only this I/O edge needs it at run time
+
+        url = f"{self._base}{path}"
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self._timeout)
+            ) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise CollateralFetchError(f"GET {url}: HTTP {resp.status}")
+                return body, {k.lower(): v for k, v in resp.headers.items()}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CollateralFetchError(f"GET {url}: {exc}") from exc
+
+    @staticmethod
+    def _chain(headers: Mapping[str, str], *names: str) -> str:
+        for name in names:
+            if name.lower() in headers:
+                return unquote(headers[name.lower()])
+        raise CollateralFetchError(f"response lacks the {names[0]} header")
+
+    async def fetch(self, key: CollateralKey) -> Collateral:
+        fmspc = urlquote(key.fmspc)
+        tcb_body, tcb_headers = await self._get(f"/tdx/certification/v4/tcb?fmspc={fmspc}")
+        qe_body, qe_headers = await self._get("/tdx/certification/v4/qe/identity")
+        crl_body, crl_headers = await self._get(
+            f"/sgx/certification/v4/pckcrl?ca={urlquote(key.ca)}&encoding=der"
+        )
+        root_body, _ = await self._get("/sgx/certification/v4/rootcacrl")
+        try:
+            tcb_text = tcb_body.decode("utf-8")
+            qe_text = qe_body.decode("utf-8")
+            tcb_sig = bytes.fromhex(json.loads(tcb_text)["signature"])
+            qe_sig = bytes.fromhex(json.loads(qe_text)["signature"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise CollateralFetchError(f"malformed TCB info / QE identity response: {exc}") from exc
+        return Collateral(
+            pck_crl_issuer_chain=self._chain(crl_headers, "SGX-PCK-CRL-Issuer-Chain"),
+            root_ca_crl=_crl_der(root_body),
+            pck_crl=_crl_der(crl_body),
+            tcb_info_issuer_chain=self._chain(
+                tcb_headers, "TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"
+            ),
+            tcb_info=_json_member_text(tcb_text, "tcbInfo"),
+            tcb_info_signature=tcb_sig,
+            qe_identity_issuer_chain=self._chain(qe_headers, "SGX-Enclave-Identity-Issuer-Chain"),
+            qe_identity=_json_member_text(qe_text, "enclaveIdentity"),
+            qe_identity_signature=qe_sig,
+        )
