@@ -234,3 +234,36 @@ async def test_pause_stops_reconciliation_and_resume_rotates_to_the_new_model(
     )
     assert worker["status"]["targetRevision"] == new_pod.metadata.labels[LABEL_REVISION]
     assert worker["status"]["currentRevision"] == worker["status"]["targetRevision"]
+
+
+async def test_cordoned_node_workers_move_and_the_node_stays_cordoned(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    await create_worker(api, namespace, "mover")
+    await eventually(lambda: phase_is(api, namespace, "mover", "Attesting"), within=60, what="up")
+    (pod,) = await worker_pods(api, namespace, "mover")
+    node = pod.spec.node_name
+    await core.patch_node(node, {"spec": {"unschedulable": True}})
+    try:
+
+        async def moved() -> list[client.V1Pod] | None:
+            pods = await worker_pods(api, namespace, "mover")
+            running = [p for p in pods if p.spec.node_name and p.status.phase == "Running"]
+            if len(pods) == 1 and running and running[0].spec.node_name != node:
+                return pods
+            return None
+
+        (new_pod,) = await eventually(moved, within=60, what="worker moved off the node")
+        worker = await eventually(
+            lambda: phase_is(api, namespace, "mover", "Attesting"), within=60, what="up again"
+        )
+        assert worker["status"]["node"] == new_pod.spec.node_name
+        events = await core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=mover"
+        )
+        assert "NodeCordoned" in {e.reason for e in events.items}
+        # The operator never uncordons a node it did not cordon.
+        assert (await core.read_node(node)).spec.unschedulable is True
+    finally:
+        await core.patch_node(node, {"spec": {"unschedulable": None}})

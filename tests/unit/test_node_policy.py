@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cocoon_operator.api import labels
-from cocoon_operator.policy.nodes import Ineligible, NodeFacts, eligibility, required_node_labels
+from cocoon_operator.policy.nodes import (
+    Ineligible,
+    NodeFacts,
+    cordoned,
+    eligibility,
+    required_node_labels,
+)
 
 CC_LABELS = {
     labels.TDX_ENABLED: "true",
@@ -75,3 +81,19 @@ def test_explicit_product_list_is_exact() -> None:
 def test_required_labels_are_a_subset_of_what_eligibility_checks() -> None:
     node = NodeFacts("n", {**required_node_labels(), labels.GPU_PRODUCT: "NVIDIA-H100"}, GPUS)
     assert eligibility(node).eligible
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, False),
+        ({"unschedulable": True}, True),
+        ({"unschedulable": False}, False),
+        ({"taints": [{"key": "maintenance", "effect": "NoExecute"}]}, True),
+        ({"taints": [{"key": "maintenance", "effect": "NoSchedule"}]}, False),
+        ({"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}, False),
+        ({"taints": "garbage"}, False),
+    ],
+)
+def test_cordoned(spec: dict[str, object], expected: bool) -> None:
+    assert cordoned(spec) is expected

@@ -25,6 +25,7 @@ from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABE
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
+from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, Plan, plan
@@ -122,6 +123,17 @@ def launcher_instances(*, labels: kopf.Labels, name: str, **_: Any) -> dict[int,
     """Launcher pods by instance index, to spread indexes over the fleet."""
     value = labels.get(LABEL_INSTANCE, "")
     return {int(value): name} if value.isdigit() else None
+
+
+@kopf.index("pods", labels=LAUNCHER_SELECTOR)
+def launcher_pods_by_node(
+    *, namespace: str | None, labels: kopf.Labels, name: str, spec: kopf.Spec, **_: Any
+) -> dict[str, tuple[str, str, str]] | None:
+    """Launcher pods by node: (namespace, worker, pod)."""
+    node = spec.get("nodeName")
+    if not node:
+        return None
+    return {node: (namespace or "", labels.get(LABEL_WORKER, ""), name)}
 
 
 @kopf.index(*WORKERS)
@@ -264,3 +276,36 @@ async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     if remaining:
         names = ", ".join(sorted(p.name for p in remaining))
         raise kopf.TemporaryError(f"waiting for launcher pods to stop: {names}", delay=2)
+
+
+@kopf.on.event("nodes")
+async def node_changed(
+    *, name: str, spec: kopf.Spec, memo: Any, logger: Logger, **kwargs: Any
+) -> None:
+    """Move workers off a cordoned (or draining) node.
+
+    The launcher pod is deleted with its grace period, in which the launcher
+    disables the worker and drains in-flight requests; the worker's reconcile
+    then creates a pod at the same revision, which the scheduler places on
+    another node. Nodes are never modified: whoever cordoned one uncordons it.
+    """
+    if not policy_nodes.cordoned(spec):
+        return
+    deps: Deps = memo["deps"]
+    placed: kopf.Index[str, tuple[str, str, str]] = kwargs["launcher_pods_by_node"]
+    snapshots: WorkerIndex = kwargs["workers"]
+    pods: PodIndex = kwargs["launcher_pods"]
+    for namespace, worker, pod in list(placed.get(name, [])):
+        facts = [p for p in pods.get((namespace, worker), []) if p.name == pod]
+        if not facts or facts[0].deleting:
+            continue
+        if await delete_pod(deps.api, namespace, pod):
+            for snapshot in snapshots.get((namespace, worker), []):
+                await record(
+                    deps.api,
+                    snapshot,
+                    reason="NodeCordoned",
+                    message=f"node {name} is cordoned: stopping pod {pod} to move the worker",
+                    now=deps.clock(),
+                )
+            logger.info("node %s cordoned: moving %s/%s off it", name, namespace, worker)

@@ -98,3 +98,22 @@ def required_node_labels() -> dict[str, str]:
         labels.CC_MODE_STATE: "on",
         labels.GPU_WORKLOAD_CONFIG: "vm-passthrough",
     }
+
+
+def cordoned(spec: Mapping[str, object]) -> bool:
+    """A node being drained: cordoned, or tainted so running pods must leave."""
+    if spec.get("unschedulable") is True:
+        return True
+    taints = spec.get("taints") or []
+    if not isinstance(taints, list):
+        return False
+    return any(
+        isinstance(t, Mapping) and t.get("effect") == "NoExecute" and not _kubelet_taint(t)
+        for t in taints
+    )
+
+
+def _kubelet_taint(taint: Mapping[str, object]) -> bool:
+    """Taints the node lifecycle controller manages itself (not-ready, unreachable)."""
+    key = taint.get("key")
+    return isinstance(key, str) and key.startswith("node.kubernetes.io/")
