@@ -79,18 +79,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
+    from cocoon_operator.handlers.admission import WebhookOptions  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # The API client logs whole response bodies at DEBUG, Secrets included:
     # never let it, whatever the operator's own verbosity.
     logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     namespaces = args.namespace or []
+    memo = kopf.Memo()
+    if args.webhook_addr:
+        if bool(args.webhook_cert) != bool(args.webhook_key):
+            print("--webhook-cert and --webhook-key go together", file=sys.stderr)
+            return 2
+        memo["webhook"] = WebhookOptions(
+            addr=args.webhook_addr,
+            port=args.webhook_port,
+            host=args.webhook_host or args.webhook_addr,
+            config_name=args.webhook_config,
+            certfile=args.webhook_cert,
+            keyfile=args.webhook_key,
+        )
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
             standalone=True,
+            memo=memo,
         )
     )
     return 0
@@ -117,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
+    hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
+    hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
+    hook.add_argument("--webhook-port", type=int, default=9443)
+    hook.add_argument("--webhook-host", default=None, help="name the apiserver calls")
+    hook.add_argument(
+        "--webhook-config", default="cocoon.network", help="ValidatingWebhookConfiguration name"
+    )
+    hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
+    hook.add_argument("--webhook-key", default=None)
     run.set_defaults(func=cmd_run)
 
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415

@@ -16,13 +16,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def running_operator(
-    kubeconfig: Path, namespace: str, log: Path
+    kubeconfig: Path, namespace: str, log: Path, *extra_args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cocoon_operator", "run", "--namespace", namespace, "--verbose"],
+            [
+                sys.executable,
+                "-m",
+                "cocoon_operator",
+                "run",
+                "--namespace",
+                namespace,
+                "--verbose",
+                *extra_args,
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -181,3 +181,13 @@ def test_deleting_plan_deletes_every_pod_once() -> None:
     assert p.delete_pods == [f"w-{rev}"]
     assert p.apply == []
     assert p.status["phase"] == "Terminating"
+
+
+def test_invalid_addresses_stop_all_actions_and_say_why() -> None:
+    errors = ("spec.ownerAddress: bad checksum",)
+    p = plan(observed(spec_errors=errors), now=T0)
+    assert p.apply == [] and p.delete_pods == []
+    assert p.status["phase"] == "Failed"
+    ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.ownerAddress" in ready["message"]

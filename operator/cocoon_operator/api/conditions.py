@@ -35,6 +35,7 @@ class Reason(StrEnum):
     NOT_READY = "NotReady"
     PAUSED = "Paused"
     DELETING = "Deleting"
+    INVALID_SPEC = "InvalidSpec"
 
 
 class Phase(StrEnum):

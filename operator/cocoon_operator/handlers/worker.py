@@ -22,10 +22,12 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
+from cocoon_operator.handlers import admission
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
 from cocoon_operator.policy import nodes as policy_nodes
+from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, Plan, plan
@@ -95,12 +97,18 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     memo["deps"] = Deps(api=client.ApiClient(await load()), clock=_utcnow)
+    webhook: admission.WebhookOptions | None = memo.get("webhook")
+    if webhook is not None:
+        admission.configure(settings, webhook, _utcnow())
 
 
 @kopf.on.cleanup()
 async def cleanup(*, memo: Any, **_: Any) -> None:
     deps: Deps | None = memo.get("deps")
     if deps is not None:
+        webhook: admission.WebhookOptions | None = memo.get("webhook")
+        if webhook is not None:
+            await admission.remove_config(deps.api, webhook.config_name)
         await deps.api.close()
 
 
@@ -174,6 +182,7 @@ def _observe(
         pods=tuple(pods.get((ref.namespace, ref.name), [])),
         instances_in_use=instances_in_use,
         paused=parsed.spec.paused or annotations.get(PAUSE_ANNOTATION) == "true",
+        spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
     )
 

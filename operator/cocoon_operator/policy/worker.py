@@ -70,7 +70,13 @@ def _attested(pod: PodFacts | None) -> Observed:
     return Observed(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
 
 
-def view(pod: PodFacts | None, *, paused: bool = False, deleting: bool = False) -> WorkerView:
+def view(
+    pod: PodFacts | None,
+    *,
+    paused: bool = False,
+    deleting: bool = False,
+    spec_errors: tuple[str, ...] = (),
+) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``."""
     scheduled, running, attested = _scheduled(pod), _vm_running(pod), _attested(pod)
     allowed = Observed(ConditionType.ON_CHAIN_ALLOWED, U, Reason.NOT_CHECKED, "")
@@ -80,6 +86,9 @@ def view(pod: PodFacts | None, *, paused: bool = False, deleting: bool = False) 
     if deleting:
         ready = Observed(ConditionType.READY, F, Reason.DELETING, "the worker is being deleted")
         phase = Phase.TERMINATING
+    elif spec_errors:
+        ready = Observed(ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors))
+        phase = Phase.FAILED
     elif paused:
         ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
         phase = Phase.PAUSED

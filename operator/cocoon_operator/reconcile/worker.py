@@ -33,6 +33,8 @@ class Observed:
     instances_in_use: Mapping[int, int]
     paused: bool = False
     deleting: bool = False
+    # Rule violations the webhook would have refused (it may have been down).
+    spec_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,14 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
-    elif obs.paused:
+    elif obs.paused or obs.spec_errors:
         current = next((p for p in obs.pods if p.revision == rev), None)
     else:
         current = _pod_actions(obs, rev, out)
 
-    worker_view = view(current, paused=obs.paused, deleting=obs.deleting)
+    worker_view = view(
+        current, paused=obs.paused, deleting=obs.deleting, spec_errors=obs.spec_errors
+    )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now
     )
