@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
-    from cocoon_operator.handlers.admission import WebhookOptions  # noqa: PLC0415
+    from cocoon_operator.handlers import admission  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # The API client logs whole response bodies at DEBUG, Secrets included:
@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        memo["webhook"] = WebhookOptions(
+        admission.register(kopf.get_default_registry())
+        memo["webhook"] = admission.WebhookOptions(
             addr=args.webhook_addr,
             port=args.webhook_port,
             host=args.webhook_host or args.webhook_addr,

@@ -57,8 +57,18 @@ async def remove_config(api: client.ApiClient, name: str) -> None:
             raise
 
 
-@kopf.on.validate(*WORKERS, id="addresses", ignore_failures=True)
 def validate_addresses(*, spec: kopf.Spec, **_: Any) -> None:
     errors = address_errors(spec)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the validating handlers to ``registry``.
+
+    Registered only when a webhook server is configured: kopf refuses to start
+    when admission handlers exist but nothing serves them.
+    """
+    kopf.on.validate(*WORKERS, id="addresses", ignore_failures=True, registry=registry)(
+        validate_addresses
+    )
