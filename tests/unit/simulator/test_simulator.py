@@ -1,0 +1,333 @@
+"""The worker simulator over loopback: RA-TLS evidence end to end, controls, faults, rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cocoon_operator.attestation import (
+    CollateralCache,
+    PccsCollateralSource,
+    PolicyRule,
+    RaTlsCertificate,
+    TdxPolicy,
+    TdxVerifier,
+    VerifiedTdxQuote,
+    check_ratls_binding,
+    cocoon_image_hash,
+    evaluate_tdx_policy,
+    model_hash,
+    parse_ratls_certificate,
+)
+from cocoon_operator.attestation.errors import QuoteSignatureError
+from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
+from cocoon_operator.simulator import (
+    DEFAULT_MODEL,
+    LoadModel,
+    SimulatorConfig,
+    WorkerSimulator,
+    fetch_peer_certificate,
+    start_simulator,
+    worker_http_port,
+)
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.t = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.t, UTC)
+
+
+@pytest.fixture(scope="module")
+def pki() -> DcapTestPki:
+    return generate_test_pki(now=START.replace(hour=0))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+async def sim(pki: DcapTestPki, clock: FakeClock) -> AsyncIterator[WorkerSimulator]:
+    load = LoadModel(load=3, drain_seconds=10.0, payout_seconds=2.0)
+    simulator = await start_simulator(pki=pki, clock=clock, load=load)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def _json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def _text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def _tls_certificate(sim: WorkerSimulator) -> RaTlsCertificate:
+    return parse_ratls_certificate(await fetch_peer_certificate(sim.host, sim.tls_port))
+
+
+async def _verify(
+    sim: WorkerSimulator, cert: RaTlsCertificate, http: aiohttp.ClientSession, now: datetime
+) -> VerifiedTdxQuote:
+    verifier = TdxVerifier(sim.trusted_root)  # the test root, selected explicitly
+    quote = verifier.parse(cert.quote)
+    cache = CollateralCache(PccsCollateralSource(sim.http_url, http))
+    collateral = await cache.get(verifier.collateral_key(quote, now=now), now=now)
+    return verifier.verify(quote, collateral, now=now)
+
+
+async def test_ratls_certificate_verifies_end_to_end(
+    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    cert = await _tls_certificate(sim)
+    pem = await _text(http, f"{sim.http_url}/attestation/certificate")
+    assert parse_ratls_certificate(pem.encode()).certificate == cert.certificate
+    cert.check(now=clock.now)
+    verified = await _verify(sim, cert, http, clock.now)
+    assert verified.tcb_status == "UpToDate"
+    check_ratls_binding(cert, verified.report_data)  # REPORTDATA = SHA-512(RA-TLS key)
+    m = SimulatorConfig().measurements
+    expected_image = cocoon_image_hash(m.mrtd, m.mrconfigid, m.mrowner, m.mrownerconfig, m.rtmr)
+    stats = await _json(http, f"{sim.http_url}/jsonstats")
+    assert stats["simulator"]["image_hash"] == expected_image.hex()
+    policy = TdxPolicy(
+        require_production_root=False,
+        allowed_mrtd=frozenset({m.mrtd}),
+        allowed_image_hashes=frozenset({expected_image}),
+        allowed_model_hashes=frozenset({model_hash(DEFAULT_MODEL)}),
+    )
+    model = stats["localconfig"]["model"]
+    verdict = evaluate_tdx_policy(verified, policy, binding=cert.binding, model=model)
+    assert verdict.trusted, verdict.reason
+    refused = evaluate_tdx_policy(verified, TdxPolicy(), binding=cert.binding, model=model)
+    assert refused.failed_rule is PolicyRule.TRUST_ROOT
+
+
+async def test_tampered_evidence_fails_with_quote_signature(
+    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    good = await _tls_certificate(sim)
+    sim.set_faults(tampered_evidence=True)
+    bad = await _tls_certificate(sim)
+    assert bad.public_key == good.public_key
+    assert bad.quote != good.quote
+    bad.check(now=clock.now)  # still a well-formed, self-signed certificate
+    with pytest.raises(QuoteSignatureError) as info:
+        await _verify(sim, bad, http, clock.now)
+    assert info.value.code == "quote_signature"
+    pem = await _text(http, f"{sim.http_url}/attestation/certificate")
+    assert parse_ratls_certificate(pem.encode()).quote == bad.quote
+
+    state = await _json(http, f"{sim.http_url}/simulator/fault?name=tampered_evidence&enabled=0")
+    assert state["faults"]["tampered_evidence"] is False
+    restored = await _tls_certificate(sim)
+    assert (await _verify(sim, restored, http, clock.now)).tcb_status == "UpToDate"
+
+
+async def test_control_endpoints_change_jsonstats(
+    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    base = sim.http_url
+    stats = await _json(http, f"{base}/jsonstats")
+    assert stats["status"]["enabled"] is True
+    assert stats["localconfig"]["coefficient"] == 1000
+    assert stats["status"]["wallet_balance"] == stats["wallet"]["balance"] == 5_500_000_000
+    assert stats["status"]["actual_image_hash"] is True
+    assert stats["status"]["actual_model"] is True
+    assert stats["status"]["ton_last_synced_at"] == int(clock.t - 3)
+
+    assert "state updated" in await _text(http, f"{base}/request/disable")
+    assert (await _json(http, f"{base}/jsonstats"))["status"]["enabled"] is False
+    assert "state updated" in await _text(http, f"{base}/request/enable")
+    assert (await _json(http, f"{base}/jsonstats"))["status"]["enabled"] is True
+
+    answer = await _text(http, f"{base}/request/change_coefficient?coefficient=1.25")
+    assert "coefficient set to 1.25" in answer
+    assert (await _json(http, f"{base}/jsonstats"))["localconfig"]["coefficient"] == 1250
+    assert "failed to parse" in await _text(
+        http, f"{base}/request/change_coefficient?coefficient=lots"
+    )
+    assert "<form" in await _text(http, f"{base}/request/change_coefficient")
+
+    clock.advance(20)  # 20 requests x 120 tokens, spread over two proxies
+    stats = await _json(http, f"{base}/jsonstats")
+    proxy = stats["proxies"][0]
+    assert proxy["earned_tokens_max_known"] == 1200
+    assert proxy["earned_tokens_committed_to_blockchain"] == 1000
+    assert proxy["cached_out_tokens"] == 0
+    seqno = stats["wallet"]["seqno"]
+    address = proxy["proxy_sc_address"]
+    assert "proxy not found" in await _text(http, f"{base}/request/payout?proxy=unknown")
+    assert "request sent" in await _text(http, f"{base}/request/payout?proxy={address}")
+    assert "already running" in await _text(http, f"{base}/request/payout?proxy={address}")
+    stats = await _json(http, f"{base}/jsonstats")
+    assert stats["proxies"][0]["running_request"] is True
+    assert stats["proxies"][0]["expected_cached_out_tokens"] == 1000
+    assert stats["wallet"]["seqno"] == seqno + 1
+    clock.advance(2.5)
+    stats = await _json(http, f"{base}/jsonstats")
+    assert stats["proxies"][0]["running_request"] is False
+    assert stats["proxies"][0]["payouts"] == 1
+    assert stats["proxies"][0]["cached_out_tokens"] == 1000
+    assert stats["simulator"]["payouts"] == 1
+    assert stats["stats"]["success"][0] == pytest.approx(22.5)
+
+    wallet = await _json(http, f"{base}/simulator/wallet?balance=2100000000")
+    assert wallet["balance"] == 2_100_000_000
+    assert (await _json(http, f"{base}/jsonstats"))["status"]["wallet_balance"] == 2_100_000_000
+    async with http.get(f"{base}/simulator/wallet?balance=-5") as resp:
+        assert resp.status == 400
+
+
+async def test_disable_drains_in_flight_to_zero(
+    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    url = f"{sim.http_url}/jsonstats"
+    assert (await _json(http, url))["status"]["active_requests"] == 3
+    await _text(http, f"{sim.http_url}/request/disable")
+    assert (await _json(http, url))["status"]["active_requests"] == 3
+    clock.advance(5)
+    assert (await _json(http, url))["status"]["active_requests"] == 2
+    clock.advance(5)
+    assert (await _json(http, url))["status"]["active_requests"] == 0
+    await _text(http, f"{sim.http_url}/request/enable")
+    assert (await _json(http, url))["status"]["active_requests"] == 3
+
+
+async def test_drain_in_real_time(pki: DcapTestPki, http: aiohttp.ClientSession) -> None:
+    load = LoadModel(load=2, drain_seconds=0.3)
+    async with await start_simulator(pki=pki, load=load) as sim:
+        url = f"{sim.http_url}/jsonstats"
+        await _text(http, f"{sim.http_url}/request/disable")
+        deadline = time.monotonic() + 5
+        while (await _json(http, url))["status"]["active_requests"] > 0:
+            assert time.monotonic() < deadline, "in-flight requests did not drain"
+            await asyncio.sleep(0.05)
+
+
+async def test_rotation_yields_a_new_key_that_verifies(
+    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    first = await _tls_certificate(sim)
+    clock.advance(3600)
+    evidence = sim.rotate_certificate()
+    second = await _tls_certificate(sim)
+    assert second.public_key == evidence.public_key != first.public_key
+    assert second.quote != first.quote
+    for cert in (first, second):
+        verified = await _verify(sim, cert, http, clock.now)
+        verdict = evaluate_tdx_policy(
+            verified, TdxPolicy(require_production_root=False), binding=cert.binding
+        )
+        assert verdict.trusted, verdict.reason
+    stats = await _json(http, f"{sim.http_url}/jsonstats")
+    assert stats["simulator"]["ratls_public_key"] == second.public_key.hex()
+    assert stats["simulator"]["certificate_generation"] == 2
+    rotated = await _json(http, f"{sim.http_url}/simulator/rotate")
+    assert rotated["certificate_generation"] == 3
+    assert (await _tls_certificate(sim)).public_key.hex() == rotated["public_key"]
+
+
+async def test_wrong_model_and_garbage_json(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.set_faults(wrong_model=True)
+    stats = await _json(http, f"{sim.http_url}/jsonstats")
+    assert stats["localconfig"]["model"] != DEFAULT_MODEL
+    assert stats["status"]["actual_model"] is False
+    assert stats["simulator"]["faults"] == ["wrong_model"]
+    sim.set_faults(wrong_model=False, garbage_json=True)
+    for path in ("/jsonstats", "/perf"):
+        async with http.get(f"{sim.http_url}{path}") as resp:
+            assert resp.status == 200
+            with pytest.raises(ValueError):
+                await resp.json()
+    with pytest.raises(ValueError):
+        sim.set_faults(explode=True)
+
+
+async def test_hang_never_answers_until_cleared(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.set_faults(hang=True)
+    short = aiohttp.ClientTimeout(total=0.3)
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.get(f"{sim.http_url}/jsonstats", timeout=short):
+            pass
+    # The collateral service and the admin endpoints keep answering.
+    assert (await _json(http, f"{sim.http_url}/simulator/state"))["faults"]["hang"] is True
+    pending = asyncio.create_task(_json(http, f"{sim.http_url}/jsonstats"))
+    await asyncio.sleep(0.1)
+    assert not pending.done()
+    await _json(http, f"{sim.http_url}/simulator/fault?name=hang&enabled=false")
+    assert (await asyncio.wait_for(pending, 5))["status"]["enabled"] is True
+
+
+async def test_stop_releases_hanging_requests(
+    pki: DcapTestPki, http: aiohttp.ClientSession
+) -> None:
+    sim = await start_simulator(pki=pki)
+    sim.set_faults(hang=True)
+    pending = asyncio.create_task(http.get(f"{sim.http_url}/jsonstats"))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await sim.stop()
+    assert time.monotonic() - started < 5
+    try:
+        resp = await asyncio.wait_for(pending, 5)
+        assert resp.status == 503
+        resp.release()
+    except aiohttp.ClientError:
+        pass  # the connection may be closed instead
+
+
+async def test_pages_over_http_and_tls(sim: WorkerSimulator, http: aiohttp.ClientSession) -> None:
+    assert "COCOON worker simulator" in await _text(http, f"{sim.http_url}/stats")
+    perf = await _json(http, f"{sim.http_url}/perf")
+    assert perf["active_requests"] == 3
+    async with http.get(f"{sim.tls_url}/jsonstats", ssl=False) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["simulator"]["tls_port"] == sim.tls_port
+
+
+def test_config_is_checked() -> None:
+    for host in ("0.0.0.0", "10.0.0.1", "localhost", "example.org"):
+        with pytest.raises(ValueError):
+            SimulatorConfig(host=host)
+    SimulatorConfig(host="::1")
+    with pytest.raises(ValueError):
+        SimulatorConfig(instance=10)
+    with pytest.raises(ValueError):
+        SimulatorConfig(model="no-commit")
+    assert worker_http_port(3) == 12030
