@@ -396,9 +396,14 @@ def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
         ),
         ("cpu", spec.cpu, {}, {}),
     ]
-    for kind, count, labels, extra in kinds:
+    for k, (kind, count, labels, extra) in enumerate(kinds, start=1):
         for i in range(count):
             name = f"sim-{kind}-{i:04d}"
+            # A distinct loopback address per node: kwok reports it as the
+            # pods' hostIP, and the worker simulators listen on it, so the
+            # operator reaches a worker at <hostIP>:<host port> as it would
+            # on real nodes.
+            address = str(ipaddress.ip_address(f"127.{k}.0.0") + i + 1)
             capacity = {**base_capacity, **extra}
             yield {
                 "apiVersion": "v1",
@@ -417,6 +422,10 @@ def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
                 },
                 "spec": {},
                 "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": address},
+                        {"type": "Hostname", "address": name},
+                    ],
                     "capacity": capacity,
                     "allocatable": capacity,
                     "nodeInfo": {

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cocoon_operator import __version__
 from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
@@ -79,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
-    from cocoon_operator.handlers import admission  # noqa: PLC0415
+    from cocoon_operator.handlers import admission, attestation  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # The API client logs whole response bodies at DEBUG, Secrets included:
@@ -100,6 +101,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             certfile=args.webhook_cert,
             keyfile=args.webhook_key,
         )
+    if args.attestation_test_root is not None and not args.attestation_test_root.is_file():
+        root = args.attestation_test_root
+        print(f"--attestation-test-root: no such file {root}", file=sys.stderr)
+        return 2
+    memo["attestation_options"] = attestation.AttestationOptions(
+        pccs_url=args.pccs_url,
+        test_root=args.attestation_test_root,
+        check_seconds=args.attestation_check_seconds,
+    )
+    attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
@@ -142,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
     hook.add_argument("--webhook-key", default=None)
+    att = run.add_argument_group("attestation")
+    att.add_argument(
+        "--pccs-url",
+        default="https://api.trustedservices.intel.com",
+        help="PCCS or Intel PCS serving TDX collateral (API v4)",
+    )
+    att.add_argument(
+        "--attestation-test-root",
+        type=Path,
+        default=None,
+        help="trust this TEST root instead of Intel's (local stack only; never in production)",
+    )
+    att.add_argument(
+        "--attestation-check-seconds",
+        type=float,
+        default=10.0,
+        help="how often each running worker's certificate is checked for changes",
+    )
     run.set_defaults(func=cmd_run)
 
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415

@@ -40,11 +40,16 @@ def running_operator(
     try:
         yield proc
     finally:
+        stop_process(proc, grace=15)
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.kill()
+    proc.wait()

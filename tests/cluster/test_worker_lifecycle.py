@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.desired.launcher import LABEL_REVISION, LABEL_WORKER, READINESS_GATE
+from cocoon_operator.desired.launcher import LABEL_REVISION, LABEL_WORKER
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -92,7 +92,6 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
     assert conds["Scheduled"]["status"] == "True"
     assert conds["VMRunning"]["status"] == "True"
     assert conds["Attested"]["status"] == "False"
-    assert conds["Attested"]["reason"] == "AwaitingAttestation"
     assert conds["OnChainAllowed"]["status"] == "Unknown"
     assert conds["Ready"]["status"] == "False"
     assert all(c["observedGeneration"] == 1 for c in conds.values())
@@ -105,21 +104,19 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
     node = await client.CoreV1Api(api).read_node(pod.spec.node_name)
     assert node.metadata.labels["cocoon.network/sim-node-kind"] == "cc"
 
-    # The attestation step sets the pod's gate; the worker reflects it and the
-    # other conditions keep their transition times.
-    await client.CoreV1Api(api).patch_namespaced_pod_status(
-        pod.metadata.name,
-        namespace,
-        {"status": {"conditions": [{"type": READINESS_GATE, "status": "True"}]}},
-    )
-
-    async def attested() -> dict[str, Any] | None:
+    # No worker answers on this stack without the simulation agent: the
+    # attestation step says so, naming the address it tried. The condition's
+    # reason changes, its status does not, so its transition time stays.
+    async def unreachable() -> dict[str, Any] | None:
         w = await get_worker(api, namespace, "w0")
-        return w if conditions(w)["Attested"]["status"] == "True" else None
+        return w if conditions(w)["Attested"]["reason"] == "WorkerUnreachable" else None
 
-    after = conditions(await eventually(attested, within=30, what="Attested=True"))
+    after = conditions(await eventually(unreachable, within=30, what="WorkerUnreachable"))
+    ratls = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-ratls")
+    assert f"{pod.status.host_ip}:{ratls}" in after["Attested"]["message"]
+    assert after["Attested"]["status"] == "False"
     assert after["Scheduled"]["lastTransitionTime"] == conds["Scheduled"]["lastTransitionTime"]
-    assert after["Attested"]["lastTransitionTime"] >= conds["Attested"]["lastTransitionTime"]
+    assert after["Attested"]["lastTransitionTime"] == conds["Attested"]["lastTransitionTime"]
 
     events = await client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=w0"

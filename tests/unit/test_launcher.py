@@ -84,8 +84,9 @@ def test_gpu_product_pins_the_node_label() -> None:
 
 def test_host_port_makes_the_instance_unique_per_node() -> None:
     pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
-    (port,) = container(pod)["ports"]
-    assert port["hostPort"] == port["containerPort"] == 12030
+    http, ratls = container(pod)["ports"]
+    assert http["hostPort"] == http["containerPort"] == 12030
+    assert ratls["hostPort"] == ratls["containerPort"] == 12031
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "3"
 
 

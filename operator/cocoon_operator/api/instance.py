@@ -10,7 +10,10 @@ MAX_INSTANCES: Final = 10  # COCOON's instance is a single digit, 0-9
 
 @dataclass(frozen=True)
 class InstanceSlot:
-    """Where instance ``index`` of a node listens: host port and guest vsock CID."""
+    """Where instance ``index`` of a node listens: host ports and guest vsock CID.
+
+    Ports ``12000 + 10*i`` to ``+9`` belong to instance ``i``.
+    """
 
     index: int
 
@@ -21,6 +24,11 @@ class InstanceSlot:
     @property
     def http_port(self) -> int:
         return 12000 + 10 * self.index
+
+    @property
+    def ratls_port(self) -> int:
+        """Where the worker presents its RA-TLS certificate (the evidence)."""
+        return self.http_port + 1
 
     @property
     def vsock_cid(self) -> int:

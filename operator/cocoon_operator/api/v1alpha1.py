@@ -211,8 +211,65 @@ class Funding(Model):
     ] = None
 
 
-class AttestationPolicyRef(Model):
-    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_LABEL)]
+class TcbStatus(StrEnum):
+    """Intel's TCB statuses a verified quote can carry."""
+
+    UP_TO_DATE = "UpToDate"
+    SW_HARDENING_NEEDED = "SWHardeningNeeded"
+    CONFIGURATION_NEEDED = "ConfigurationNeeded"
+    CONFIGURATION_AND_SW_HARDENING_NEEDED = "ConfigurationAndSWHardeningNeeded"
+    OUT_OF_DATE = "OutOfDate"
+    OUT_OF_DATE_CONFIGURATION_NEEDED = "OutOfDateConfigurationNeeded"
+
+
+REATTEST_DEFAULT: Final = 900
+# COCOON replaces its RA-TLS key hourly; evidence older than that is stale.
+REATTEST_MAX: Final = 3600
+
+
+class AttestationPolicy(Model):
+    """What the worker's TDX evidence must satisfy beyond a valid DCAP chain.
+
+    Which root the chain must end in is not here: it is the operator's
+    (Intel's root, unless the operator was started with a test root), so a
+    worker's owner cannot lower it.
+    """
+
+    accepted_tcb_statuses: Annotated[
+        list[TcbStatus],
+        Field(
+            min_length=1,
+            max_length=6,
+            description="TCB statuses accepted; anything else fails attestation",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = [TcbStatus.UP_TO_DATE]
+    rejected_advisories: Annotated[
+        list[Annotated[str, Field(pattern=r"^INTEL-SA-[0-9]{5}$")]],
+        Field(
+            max_length=64,
+            description="Intel security advisories that fail attestation when they apply",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = []
+    allowed_image_hashes: Annotated[
+        list[Annotated[str, Field(pattern=HEX64)]],
+        Field(
+            max_length=64,
+            description="COCOON image hashes accepted (hex); empty: any image the root"
+            " contract lists",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = []
+    reattest_seconds: Annotated[
+        int,
+        Field(
+            ge=60,
+            le=REATTEST_MAX,
+            description="verify the evidence again this often, and whenever the RA-TLS"
+            " certificate changes",
+        ),
+    ] = REATTEST_DEFAULT
 
 
 class Toleration(Model):
@@ -276,7 +333,7 @@ class CocoonWorkerSpec(Model):
     hf_token_secret_ref: SecretKeyRef | None = None
     gpu: GPUSelector = GPUSelector()
     funding: Funding = Funding()
-    attestation: AttestationPolicyRef | None = None
+    attestation: AttestationPolicy = AttestationPolicy()
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     paused: Annotated[
         bool, Field(description="stop reconciling this worker; nothing is changed or deleted")
@@ -303,9 +360,26 @@ class Condition(Model):
 
 
 class AttestationSummary(Model):
+    """The last verified evidence, and the last failure if one followed it."""
+
     image_hash: str | None = None
     mrtd: str | None = None
     tcb_status: str | None = None
+    trust_root: Annotated[
+        str | None, Field(default=None, description="intel, or test on the local stack")
+    ] = None
+    certificate_sha256: Annotated[
+        str | None, Field(default=None, description="the RA-TLS certificate last verified")
+    ] = None
+    pod: Annotated[
+        str | None, Field(default=None, description="the pod the evidence came from")
+    ] = None
+    failure: Annotated[str | None, Field(default=None, description="why the last check failed")] = (
+        None
+    )
+    failed_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
     verified_at: Annotated[
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None

@@ -56,7 +56,11 @@ class RaTlsCertificate:
 
     def check(self, *, now: datetime) -> None:
         """Self-signature valid and certificate valid at ``now``."""
-        instant = utc(now)
+        self.check_signature()
+        self.check_validity(now=now)
+
+    def check_signature(self) -> None:
+        """The self-signature verifies (a property of the bytes alone: cacheable)."""
         cert = self.certificate
         try:
             cert.verify_directly_issued_by(cert)
@@ -64,6 +68,11 @@ class RaTlsCertificate:
             raise CertificateChainError(
                 f"RA-TLS certificate is not validly self-signed: {exc}"
             ) from exc
+
+    def check_validity(self, *, now: datetime) -> None:
+        """The certificate is within its validity period at ``now``."""
+        instant = utc(now)
+        cert = self.certificate
         if not cert.not_valid_before_utc <= instant <= cert.not_valid_after_utc:
             raise CertificateExpiredError(
                 f"RA-TLS certificate valid {cert.not_valid_before_utc.isoformat()} .. "

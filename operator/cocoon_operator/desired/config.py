@@ -52,6 +52,7 @@ def worker_config(spec: CocoonWorkerSpec, slot: InstanceSlot) -> str:
         "node_wallet_key_file": NODE_WALLET_KEY_FILE,
         "gpu_from_env": "PCI_RESOURCE_NVIDIA_COM_PGPU",
         "http_port": str(slot.http_port),
+        "ratls_port": str(slot.ratls_port),
         "guest_cid": str(slot.vsock_cid),
     }
     if spec.hf_token_secret_ref is not None:

@@ -261,7 +261,13 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                             "containerPort": slot.http_port,
                             "hostPort": slot.http_port,
                             "protocol": "TCP",
-                        }
+                        },
+                        {
+                            "name": "worker-ratls",
+                            "containerPort": slot.ratls_port,
+                            "hostPort": slot.ratls_port,
+                            "protocol": "TCP",
+                        },
                     ],
                     "resources": {"requests": resources, "limits": resources},
                     # QEMU needs /dev/kvm, /dev/vhost-vsock and the VFIO group

@@ -18,6 +18,7 @@ from cocoon_operator.api import v1alpha1
 # The client's typed signatures omit its ``_content_type`` switch; a merge patch
 # (not a JSON patch) is what a partial status document is.
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+STRATEGIC_PATCH: dict[str, Any] = {"_content_type": "application/strategic-merge-patch+json"}
 
 
 async def create_if_absent(api: client.ApiClient, obj: dict[str, Any]) -> bool:
@@ -68,3 +69,25 @@ async def patch_worker_status(
     except ApiException as err:
         if err.status != 404:
             raise
+
+
+async def patch_pod_condition(
+    api: client.ApiClient, namespace: str, name: str, condition: dict[str, Any]
+) -> bool:
+    """Set one condition in a pod's status (a readiness gate); False if the pod is gone.
+
+    A strategic merge patch: pod conditions merge by ``type``, so the
+    kubelet's own conditions are left as they are.
+    """
+    try:
+        await client.CoreV1Api(api).patch_namespaced_pod_status(
+            name,
+            namespace,
+            {"status": {"conditions": [condition]}},
+            **STRATEGIC_PATCH,
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True

@@ -28,10 +28,13 @@ class PodFacts:
     scheduled_reason: str | None = None
     scheduled_message: str | None = None
     attested_gate: ConditionStatus | None = None
+    attested_reason: str | None = None
+    attested_message: str | None = None
     deleting: bool = False
     waiting_reason: str | None = None
     revision: str | None = None
     instance: int | None = None
+    host_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,15 @@ def _vm_running(pod: PodFacts | None) -> Observed:
 
 def _attested(pod: PodFacts | None) -> Observed:
     kind = ConditionType.ATTESTED
-    if pod is not None and pod.attested_gate is T:
-        return Observed(kind, T, Reason.ATTESTATION_VERIFIED, "evidence verified")
-    return Observed(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
+    if pod is None or pod.attested_gate is None:
+        return Observed(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
+    # The attestation step writes the gate with its own reason; the worker
+    # repeats it, so `kubectl get` shows why without reading the pod.
+    if pod.attested_gate is T:
+        reason = pod.attested_reason or Reason.ATTESTATION_VERIFIED
+        return Observed(kind, T, reason, pod.attested_message or "evidence verified")
+    reason = pod.attested_reason or Reason.AWAITING_ATTESTATION
+    return Observed(kind, F, reason, pod.attested_message or "evidence not verified")
 
 
 def view(

@@ -43,8 +43,11 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         scheduled_reason=scheduled.get("reason"),
         scheduled_message=scheduled.get("message"),
         attested_gate=_status(gate.get("status")),
+        attested_reason=gate.get("reason") or None,
+        attested_message=gate.get("message") or None,
         deleting=meta.get("deletionTimestamp") is not None,
         waiting_reason=waiting,
         revision=labels.get(LABEL_REVISION),
         instance=int(instance) if instance and instance.isdigit() else None,
+        host_ip=status.get("hostIP") or None,
     )

@@ -9,8 +9,6 @@ against that explicitly selected test root.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import ssl
 import tempfile
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cocoon_operator.attestation import report_data_for_key
 from cocoon_operator.attestation.testing import build_ratls_certificate
 from cocoon_operator.attestation.testpki import DcapTestPki, TdMeasurements, build_td_quote
+from cocoon_operator.workerapi import fetch_ratls_certificate
 
 # Offset of the first RTMR3 byte inside a TD report body: TEE_TCB_SVN, MRSEAM,
 # MRSIGNERSEAM, SEAMATTRIBUTES, TDATTRIBUTES, XFAM, MRTD, MRCONFIGID, MROWNER,
@@ -138,20 +137,5 @@ class TlsIdentity:
 
 
 async def fetch_peer_certificate(host: str, port: int, *, timeout_seconds: float = 5.0) -> bytes:
-    """Connect with TLS (no verification: the certificate is checked by attestation) and
-    return the server's certificate, DER."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # RA-TLS: trust comes from the quote, not a CA
-    async with asyncio.timeout(timeout_seconds):
-        _, writer = await asyncio.open_connection(host, port, ssl=ctx)
-    try:
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):  # the peer may drop first
-            await writer.wait_closed()
-    if not der:
-        raise ConnectionError(f"{host}:{port} presented no certificate")
-    return bytes(der)
+    """The certificate the TLS port presents (DER), fetched as the operator does."""
+    return await fetch_ratls_certificate(host, port, timeout_seconds=timeout_seconds)

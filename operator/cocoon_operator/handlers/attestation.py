@@ -1,0 +1,218 @@
+"""The attestation step: the only writer of the launcher pod's readiness gate.
+
+A timer per worker fetches the RA-TLS certificate its VM presents, verifies it
+in full when policy says so (first time, every ``reattestSeconds``, on a new
+certificate), then writes the gate condition on the pod and the summary in
+``status.attestation``. The gate change wakes the worker's reconcile, which
+derives the Attested condition and the phase from it.
+
+Enabled by ``cocoon-operator run`` (see :func:`register`); the checker, its
+pinned root and its collateral cache are built at startup from
+:class:`AttestationOptions` in kopf's memo.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+from pydantic import ValidationError
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.attestation import (
+    CollateralCache,
+    PccsCollateralSource,
+    TrustedRoot,
+    intel_sgx_root_ca,
+)
+from cocoon_operator.desired.launcher import READINESS_GATE, revision
+from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
+from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.objects import patch_pod_condition, patch_worker_status
+from cocoon_operator.policy.attestation import (
+    GateDecision,
+    TrustMode,
+    decide,
+    needs_verification,
+)
+from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.worker import PodFacts
+
+INTEL_PCS = "https://api.trustedservices.intel.com"
+
+
+@dataclass(frozen=True)
+class AttestationOptions:
+    """What ``cocoon-operator run`` was told about trust and collateral."""
+
+    pccs_url: str = INTEL_PCS
+    # A test PKI's root (the local stack's). Never a default: the operator
+    # trusts Intel's root unless this is given on the command line.
+    test_root: Path | None = None
+    check_seconds: float = 10.0
+    timeout_seconds: float = 5.0
+
+
+@dataclass
+class Attestation:
+    checker: EvidenceChecker
+    session: aiohttp.ClientSession
+
+
+def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
+    if options.test_root is None:
+        return intel_sgx_root_ca(), TrustMode.INTEL
+    root = TrustedRoot.load(options.test_root.read_bytes(), label="test")
+    if root.production:
+        return root, TrustMode.INTEL  # Intel's own root given as a file: no test mode
+    return root, TrustMode.TEST
+
+
+async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
+    options: AttestationOptions = memo.get("attestation_options") or AttestationOptions()
+    root, trust = _root(options)
+    if trust is TrustMode.TEST:
+        logger.warning(
+            "attestation trusts a TEST root (sha256 %s): for the local stack only",
+            root.fingerprint,
+        )
+    session = aiohttp.ClientSession()
+    collateral = CollateralCache(
+        PccsCollateralSource(options.pccs_url, session),
+        refresh_before_expiry=dt.timedelta(hours=1),
+    )
+    checker = EvidenceChecker(
+        root=root, trust=trust, collateral=collateral, timeout_seconds=options.timeout_seconds
+    )
+    memo["attestation"] = Attestation(checker, session)
+
+
+async def stop(*, memo: Any, **_: Any) -> None:
+    state: Attestation | None = memo.get("attestation")
+    if state is not None:
+        await state.session.close()
+
+
+def _serving_pod(pods: list[PodFacts], rev: str) -> PodFacts | None:
+    """The pod of the current revision whose VM runs at a known address."""
+    for pod in pods:
+        if (
+            pod.revision == rev
+            and not pod.deleting
+            and pod.phase == "Running"
+            and pod.host_ip
+            and pod.instance is not None
+        ):
+            return pod
+    return None
+
+
+def _gate_condition(decision: GateDecision, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "type": READINESS_GATE,
+        "status": decision.gate.value,
+        "reason": decision.reason.value,
+        "message": decision.message[:1024],
+        "lastProbeTime": rfc3339(now),
+    }
+
+
+async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Check one worker's evidence when its VM runs; a no-op when nothing is due."""
+    state: Attestation | None = memo.get("attestation")
+    if state is None:
+        return
+    deps: Deps = memo["deps"]
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    try:
+        worker = v1alpha1.CocoonWorker.model_validate(dict(body))
+    except ValidationError:
+        return  # the reconcile reports unparseable specs
+    pods: PodIndex = kwargs["launcher_pods"]
+    pod = _serving_pod(list(pods.get((meta["namespace"], meta["name"]), [])), revision(worker.spec))
+    if pod is None or pod.host_ip is None or pod.instance is None:
+        return
+    policy = worker.spec.attestation
+    previous = worker.status.attestation
+    now = deps.clock()
+    fetched = await state.checker.fetch(pod.host_ip, InstanceSlot(pod.instance).ratls_port)
+    if isinstance(fetched, bytes):
+        fingerprint = hashlib.sha256(fetched).hexdigest()
+        if not needs_verification(
+            previous,
+            pod=pod.name,
+            gate=pod.attested_gate,
+            certificate_sha256=fingerprint,
+            reattest_seconds=policy.reattest_seconds,
+            now=now,
+        ):
+            return
+        outcome = await state.checker.verify(fetched, policy=policy, now=now)
+    else:
+        outcome = fetched
+    decision = decide(
+        outcome,
+        previous=previous,
+        pod=pod.name,
+        gate=pod.attested_gate,
+        trust=state.checker.trust,
+        reattest_seconds=policy.reattest_seconds,
+        now=now,
+    )
+    await _apply(deps, body, pod, decision, previous=previous, now=now, logger=logger)
+
+
+async def _apply(
+    deps: Deps,
+    body: kopf.Body,
+    pod: PodFacts,
+    decision: GateDecision,
+    *,
+    previous: v1alpha1.AttestationSummary | None,
+    now: dt.datetime,
+    logger: Logger,
+) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    summary = decision.summary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    old = previous.model_dump(mode="json", by_alias=True, exclude_none=True) if previous else None
+    if summary != old:
+        # A merge patch keeps keys it does not mention: clear the dropped ones.
+        dropped = {key: None for key in (old or {}).keys() - summary.keys()}
+        await patch_worker_status(deps.api, namespace, name, {"attestation": summary | dropped})
+    unchanged = (
+        pod.attested_gate is decision.gate
+        and pod.attested_reason == decision.reason.value
+        and pod.attested_message == decision.message[:1024]
+    )
+    if not unchanged:
+        condition = _gate_condition(decision, now)
+        if pod.attested_gate is not decision.gate:
+            condition["lastTransitionTime"] = rfc3339(now)
+        await patch_pod_condition(deps.api, namespace, pod.name, condition)
+    if decision.event_reason:
+        await record(
+            deps.api,
+            body,
+            reason=decision.event_reason,
+            message=decision.event_message,
+            warning=decision.warning,
+            now=now,
+        )
+        log = logger.warning if decision.warning else logger.info
+        log("%s: %s", decision.event_reason, decision.event_message)
+
+
+def register(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """Add the attestation step to ``registry``, checking every ``interval`` seconds."""
+    kopf.on.startup(id="attestation-start", registry=registry)(start)
+    kopf.on.cleanup(id="attestation-stop", registry=registry)(stop)
+    kopf.timer(*WORKERS, interval=interval, id="attestation", registry=registry)(attest_worker)

@@ -1,0 +1,193 @@
+"""When to verify a worker's evidence, and what a check's outcome means (pure).
+
+The attestation step is the only writer of the launcher pod's readiness gate
+(``cocoon.network/attested``). These functions decide, from what was observed,
+whether to run the full verification now and what the gate, the worker's
+``status.attestation`` and the Events should say afterwards. The I/O (TLS
+handshake, collateral, DCAP) lives in :mod:`cocoon_operator.evidence`.
+
+Rules, as an SRE would want them:
+
+- Bad evidence (a signature that fails, a TCB status or image not accepted) takes
+  the worker out of Ready at once: the VM is not what it claims to be.
+- An unreachable worker keeps its last good verdict until that verdict expires
+  (``2 x reattestSeconds`` after it was made, or the certificate's end, if
+  sooner), so a network blip does not flap a fleet; then the gate drops.
+- Evidence is verified again every ``reattestSeconds`` and whenever the worker
+  presents another certificate (COCOON rotates it hourly), never less often.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from cocoon_operator.api.v1alpha1 import AttestationPolicy, AttestationSummary, ConditionStatus
+from cocoon_operator.attestation import TdxPolicy, hex_set
+from cocoon_operator.policy.conditions import rfc3339
+
+
+class TrustMode(StrEnum):
+    """Which root a quote's DCAP chain must end in: the operator's choice, not a worker's."""
+
+    INTEL = "intel"
+    TEST = "test"  # the local stack's test PKI, selected explicitly at start
+
+
+class GateReason(StrEnum):
+    VERIFIED = "EvidenceVerified"
+    REJECTED = "EvidenceRejected"
+    EXPIRED = "EvidenceExpired"
+    UNREACHABLE = "WorkerUnreachable"
+
+
+UNREACHABLE = "unreachable"  # the failed step when no certificate could be fetched
+
+
+def tdx_policy(spec: AttestationPolicy, trust: TrustMode) -> TdxPolicy:
+    """The library policy for a worker: its spec's lists, the operator's trust root."""
+    return TdxPolicy(
+        accepted_tcb_statuses=frozenset(s.value for s in spec.accepted_tcb_statuses),
+        rejected_advisories=frozenset(spec.rejected_advisories),
+        allowed_image_hashes=hex_set(spec.allowed_image_hashes)
+        if spec.allowed_image_hashes
+        else None,
+        require_report_data_binding=True,
+        require_production_root=trust is TrustMode.INTEL,
+    )
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a successful check established."""
+
+    certificate_sha256: str
+    image_hash: str
+    mrtd: str
+    tcb_status: str
+    valid_until: datetime  # the certificate's or the collateral's end, whichever is first
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A check that failed: ``step`` is the library's error code or policy rule."""
+
+    step: str
+    message: str
+    certificate_sha256: str | None = None
+
+
+Outcome = Verified | Rejected
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def needs_verification(
+    summary: AttestationSummary | None,
+    *,
+    pod: str,
+    gate: ConditionStatus | None,
+    certificate_sha256: str,
+    reattest_seconds: int,
+    now: datetime,
+) -> bool:
+    """Whether the certificate just fetched from ``pod`` must be verified in full."""
+    if summary is None or gate is not ConditionStatus.TRUE or summary.failure:
+        return True
+    if summary.pod != pod or summary.certificate_sha256 != certificate_sha256:
+        return True
+    verified_at = _parse(summary.verified_at)
+    return verified_at is None or now >= verified_at + timedelta(seconds=reattest_seconds)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The readiness gate to write, the summary to store, the Event to record."""
+
+    gate: ConditionStatus
+    reason: GateReason
+    message: str
+    summary: AttestationSummary
+    event_reason: str | None = None
+    event_message: str = ""
+    warning: bool = False
+
+
+def _still_valid(summary: AttestationSummary | None, pod: str, now: datetime) -> bool:
+    if summary is None or summary.pod != pod or summary.verified_at is None:
+        return False
+    expires = _parse(summary.expires_at)
+    return expires is not None and now < expires
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    previous: AttestationSummary | None,
+    pod: str,
+    gate: ConditionStatus | None,
+    trust: TrustMode,
+    reattest_seconds: int,
+    now: datetime,
+) -> GateDecision:
+    """Turn one check's outcome into the gate, summary and Event (see the module rules)."""
+    stamp = rfc3339(now)
+    if isinstance(outcome, Verified):
+        expires = min(outcome.valid_until, now + timedelta(seconds=2 * reattest_seconds))
+        summary = AttestationSummary(
+            image_hash=outcome.image_hash,
+            mrtd=outcome.mrtd,
+            tcb_status=outcome.tcb_status,
+            trust_root=trust.value,
+            certificate_sha256=outcome.certificate_sha256,
+            pod=pod,
+            verified_at=stamp,
+            expires_at=rfc3339(expires),
+        )
+        message = f"TDX evidence verified (TCB {outcome.tcb_status}, {trust.value} root)"
+        event: str | None = None
+        if gate is not ConditionStatus.TRUE or previous is None or previous.pod != pod:
+            event = "Attested"
+        elif previous.certificate_sha256 != outcome.certificate_sha256:
+            event, message = "Reattested", message + " after the certificate changed"
+        return GateDecision(
+            ConditionStatus.TRUE,
+            GateReason.VERIFIED,
+            message,
+            summary,
+            event,
+            f"image {outcome.image_hash[:16]}...: {message}",
+        )
+
+    base = previous if previous is not None and previous.pod == pod else AttestationSummary(pod=pod)
+    failure = f"{outcome.step}: {outcome.message}"
+    summary = base.model_copy(update={"failure": failure, "failed_at": stamp})
+    repeated = previous is not None and previous.failure == failure
+    event_reason = None if repeated else "AttestationFailed"
+    if outcome.step == UNREACHABLE:
+        if gate is ConditionStatus.TRUE and _still_valid(previous, pod, now):
+            return GateDecision(
+                ConditionStatus.TRUE,
+                GateReason.VERIFIED,
+                f"last evidence still valid until {base.expires_at}; worker unreachable",
+                summary,
+                event_reason and "WorkerUnreachable",
+                failure,
+                warning=True,
+            )
+        reason = GateReason.EXPIRED if base.verified_at else GateReason.UNREACHABLE
+        return GateDecision(
+            ConditionStatus.FALSE, reason, failure, summary, event_reason, failure, warning=True
+        )
+    return GateDecision(
+        ConditionStatus.FALSE,
+        GateReason.REJECTED,
+        failure,
+        summary,
+        event_reason,
+        failure,
+        warning=True,
+    )

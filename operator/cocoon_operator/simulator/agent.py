@@ -1,0 +1,258 @@
+"""The local stack's stand-in for what runs on a node: one simulated worker per launcher pod.
+
+On real nodes the launcher boots a TDX VM and the worker inside listens on the
+node's address at the instance's host ports. kwok runs no containers, so this
+agent watches launcher pods and, for each one that kwok reports Running, starts
+a :class:`~cocoon_operator.simulator.WorkerSimulator` on the pod's ``hostIP``
+(each simulated node has its own loopback address) at the instance's ports,
+configured from the pod's worker config (model, owner, coefficient) with TD
+measurements derived from the release image. It stops the simulator when the
+pod goes. One test PKI serves all of them; the agent also runs one PCCS
+stand-in for the operator's collateral.
+
+    python -m cocoon_operator.simulator.agent [--kubeconfig K] [--namespace NS]
+        --root-out FILE
+
+prints one JSON line (``pccs_url``, ``test_root``, ``test_root_sha256``) once
+ready, then serves until SIGINT/SIGTERM. For tests and the local stack only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import configparser
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.rest import ApiException
+
+from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.attestation.testpki import (
+    DEFAULT_SEED,
+    DcapTestPki,
+    TdMeasurements,
+    generate_test_pki,
+)
+from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE
+from cocoon_operator.k8s.client import load
+from cocoon_operator.simulator._server import SimulatorConfig, WorkerSimulator
+
+log = logging.getLogger("cocoon_operator.simulator.agent")
+
+SELECTOR = ",".join(
+    f"{k}={COMMON_LABELS[k]}"
+    for k in ("app.kubernetes.io/managed-by", "app.kubernetes.io/component")
+)
+
+
+@dataclass(frozen=True)
+class PodWorker:
+    """What a launcher pod tells the node about the worker it should run."""
+
+    key: str  # namespace/name/uid
+    host: str
+    slot: InstanceSlot
+    image: str
+    config_map: str | None
+    namespace: str
+
+
+def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
+    """The worker a Running launcher pod asks for, or None if it is not running."""
+    meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status") or {}
+    instance = (meta.get("labels") or {}).get(LABEL_INSTANCE, "")
+    host = status.get("hostIP")
+    if (
+        meta.get("deletionTimestamp")
+        or status.get("phase") != "Running"
+        or not host
+        or not instance.isdigit()
+    ):
+        return None
+    containers = spec.get("containers") or [{}]
+    config_map = next(
+        (
+            v["configMap"]["name"]
+            for v in spec.get("volumes") or []
+            if v.get("name") == "config" and "configMap" in v
+        ),
+        None,
+    )
+    return PodWorker(
+        key=f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}",
+        host=host,
+        slot=InstanceSlot(int(instance)),
+        image=containers[0].get("image", ""),
+        config_map=config_map,
+        namespace=meta["namespace"],
+    )
+
+
+def simulator_config(worker: PodWorker, worker_ini: str | None) -> SimulatorConfig:
+    """The simulator for ``worker``: its ports, its release's measurements, its config."""
+    node: dict[str, str] = {}
+    if worker_ini:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(worker_ini)
+        if parser.has_section("node"):
+            node = dict(parser["node"])
+    extra: dict[str, Any] = {}
+    if "model" in node:
+        extra["model"] = node["model"]
+    if "owner_address" in node:
+        extra["owner_address"] = node["owner_address"]
+    if "root_contract_address" in node:
+        extra["root_contract_address"] = node["root_contract_address"]
+    if node.get("worker_coefficient", "").isdigit():
+        extra["coefficient"] = int(node["worker_coefficient"])
+    return SimulatorConfig(
+        instance=worker.slot.index,
+        host=worker.host,
+        port=worker.slot.http_port,
+        tls_port=worker.slot.ratls_port,
+        # The release image stands for the files the VM measures: another
+        # release, another image hash, as on real hardware.
+        measurements=TdMeasurements.from_label(worker.image),
+        **extra,
+    )
+
+
+class Agent:
+    def __init__(self, api: client.ApiClient, pki: DcapTestPki, namespace: str | None) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._pki = pki
+        self._namespace = namespace
+        self._running: dict[str, WorkerSimulator] = {}
+
+    async def _worker_ini(self, worker: PodWorker) -> str | None:
+        if worker.config_map is None:
+            return None
+        try:
+            cm = await self._core.read_namespaced_config_map(worker.config_map, worker.namespace)
+        except ApiException as err:
+            log.warning("config map %s: HTTP %s", worker.config_map, err.status)
+            return None
+        data: dict[str, str] = cm.data or {}
+        return data.get("worker.ini")
+
+    async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}"
+        worker = None if kind == "DELETED" else pod_worker(pod)
+        if worker is None:
+            sim = self._running.pop(key, None)
+            if sim is not None:
+                await sim.stop()
+                log.info("stopped worker %s", key)
+            return
+        if key in self._running:
+            return
+        config = simulator_config(worker, await self._worker_ini(worker))
+        sim = WorkerSimulator(config, pki=self._pki)
+        try:
+            await sim.start()
+        except OSError as exc:  # the port is taken: the scheduler should have prevented it
+            log.error("worker %s cannot listen on %s: %s", key, worker.host, exc)
+            return
+        self._running[key] = sim
+        log.info(
+            "started worker %s on %s:%d (RA-TLS :%d, image hash %s)",
+            key,
+            worker.host,
+            worker.slot.http_port,
+            worker.slot.ratls_port,
+            sim.image_hash.hex(),
+        )
+
+    async def run(self) -> None:
+        while True:
+            stream = watch.Watch()
+            try:
+                if self._namespace:
+                    method: Any = self._core.list_namespaced_pod
+                    args: tuple[Any, ...] = (self._namespace,)
+                else:
+                    method, args = self._core.list_pod_for_all_namespaces, ()
+                async for event in stream.stream(method, *args, label_selector=SELECTOR):
+                    obj = event["raw_object"]
+                    await self.on_pod(event["type"], obj)
+            except (TimeoutError, ApiException, OSError) as exc:
+                log.warning("pod watch ended (%s); restarting", exc)
+                await asyncio.sleep(1)
+            finally:
+                await stream.close()
+
+    async def stop(self) -> None:
+        for sim in self._running.values():
+            await sim.stop()
+        self._running.clear()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
+    args.root_out.write_bytes(pki.root_pem)
+    # The collateral server: the test PKI's PCCS endpoints on a loopback port.
+    pccs = WorkerSimulator(SimulatorConfig(host="127.0.0.1", port=args.pccs_port), pki=pki)
+    await pccs.start()
+    api = client.ApiClient(await load(args.kubeconfig))
+    agent = Agent(api, pki, args.namespace)
+    print(
+        json.dumps(
+            {
+                "pccs_url": pccs.http_url,
+                "test_root": str(args.root_out),
+                "test_root_sha256": pki.trusted_root.fingerprint,
+            }
+        ),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(agent.run())
+    await stop.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await agent.stop()
+    await pccs.stop()
+    await api.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cocoon_operator.simulator.agent",
+        description="Run a simulated COCOON worker for every Running launcher pod (local stack).",
+    )
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--namespace", default=None, help="default: all namespaces")
+    parser.add_argument("--root-out", type=Path, required=True, help="write the test root here")
+    parser.add_argument("--pccs-port", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Run the node-side simulation agent (one simulated worker per Running launcher pod)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.cluster.operator import REPO, stop_process
+
+
+@dataclass(frozen=True)
+class Agent:
+    pccs_url: str
+    test_root: Path
+
+    def operator_args(self) -> tuple[str, ...]:
+        """What the operator needs to trust the agent's test PKI (explicitly)."""
+        return (
+            "--pccs-url",
+            self.pccs_url,
+            "--attestation-test-root",
+            str(self.test_root),
+            "--attestation-check-seconds",
+            "2",
+        )
+
+
+@contextmanager
+def running_agent(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[Agent]:
+    root = workdir / "test-root.pem"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with (workdir / "agent.log").open("ab") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cocoon_operator.simulator.agent",
+                "--namespace",
+                namespace,
+                "--root-out",
+                str(root),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=REPO,
+        )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        if not ready:
+            raise RuntimeError("the simulation agent did not start within 30 s")
+        info = json.loads(proc.stdout.readline())
+        yield Agent(pccs_url=info["pccs_url"], test_root=Path(info["test_root"]))
+    finally:
+        stop_process(proc, grace=10)

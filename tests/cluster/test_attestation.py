@@ -1,0 +1,159 @@
+"""The readiness gate, end to end: the operator fetches each worker's RA-TLS
+certificate from the node address kwok reports, verifies the TDX quote in it
+(dcap-qvl, collateral from a PCCS) and only then opens the pod's gate. The
+workers are simulated by the node-side agent, whose test PKI the operator
+trusts only when started with it explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from cocoon_operator.attestation.testpki import TdMeasurements
+from cocoon_operator.desired.launcher import READINESS_GATE
+from tests.cluster.crds import install_crds
+from tests.cluster.fixtures import Stack
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import Agent, running_agent
+from tests.cluster.test_admission import example_worker
+from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
+from tests.cluster.wait import eventually
+
+
+@pytest.fixture
+async def agent(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[Agent]:
+    await install_crds(api)
+    with running_agent(stack.kubeconfig, namespace, tmp_path) as running:
+        yield running
+
+
+def attested_is(
+    api: client.ApiClient, namespace: str, name: str, status: str, reason: str | None = None
+) -> Callable[[], Any]:
+    async def probe() -> dict[str, Any] | None:
+        worker = await get_worker(api, namespace, name)
+        cond = conditions(worker).get("Attested", {})
+        if cond.get("status") == status and (reason is None or cond.get("reason") == reason):
+            return worker
+        return None
+
+    return probe
+
+
+async def pod_conditions(
+    api: client.ApiClient, namespace: str, worker: str
+) -> tuple[client.V1Pod, dict[str, Any]]:
+    (pod,) = await worker_pods(api, namespace, worker)
+    return pod, {c.type: c for c in pod.status.conditions or []}
+
+
+async def simulator_admin(pod: client.V1Pod, path: str) -> None:
+    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
+    url = f"http://{pod.status.host_ip}:{port}{path}"
+    async with aiohttp.ClientSession() as session, session.post(url) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def event_reasons(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=CocoonWorker"
+    )
+    return {e.reason: e.type for e in events.items}
+
+
+async def has_event(
+    api: client.ApiClient, namespace: str, name: str, reason: str, kind: str = "Normal"
+) -> bool:
+    return (await event_reasons(api, namespace, name)).get(reason) == kind
+
+
+async def test_evidence_opens_the_gate_bad_evidence_closes_it_rotation_is_reattested(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "True"), within=60, what="Attested=True"
+        )
+        summary = worker["status"]["attestation"]
+        image = example_worker()["spec"]["release"]["image"]
+        # The simulated VM measures its release image; the operator reports what it verified.
+        assert summary["imageHash"] == TdMeasurements.from_label(image).image_hash.hex()
+        assert summary["tcbStatus"] == "UpToDate"
+        assert summary["trustRoot"] == "test"
+        assert summary["pod"] == worker["status"]["pod"]
+        assert "failure" not in summary
+        pod, conds = await pod_conditions(api, namespace, "w")
+        assert conds[READINESS_GATE].status == "True"
+
+        async def pod_ready(want: str) -> bool:
+            _, c = await pod_conditions(api, namespace, "w")
+            return c["Ready"].status == want
+
+        await eventually(lambda: pod_ready("True"), within=30, what="pod Ready once attested")
+
+        # Evidence that no longer verifies takes the worker out at once.
+        await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=true")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceRejected"),
+            within=30,
+            what="Attested=False",
+        )
+        assert "quote_signature" in conditions(worker)["Attested"]["message"]
+        assert "quote_signature" in worker["status"]["attestation"]["failure"]
+        await eventually(lambda: pod_ready("False"), within=30, what="pod not Ready")
+        await eventually(
+            lambda: has_event(api, namespace, "w", "AttestationFailed", "Warning"),
+            within=10,
+            what="a Warning Event",
+        )
+
+        # Fixed evidence is verified again and the gate reopens.
+        await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=false")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "True"), within=30, what="re-attested"
+        )
+        before = worker["status"]["attestation"]["certificateSha256"]
+
+        # COCOON rotates its RA-TLS key; the new certificate is verified, not assumed.
+        await simulator_admin(pod, "/simulator/rotate")
+
+        async def rotated() -> dict[str, Any] | None:
+            w = await get_worker(api, namespace, "w")
+            sha = w["status"]["attestation"].get("certificateSha256")
+            return w if sha not in (None, before) else None
+
+        await eventually(rotated, within=30, what="the new certificate verified")
+        # The Event follows the status write.
+        await eventually(
+            lambda: has_event(api, namespace, "w", "Reattested"), within=10, what="Reattested"
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_without_an_explicit_test_root_only_intels_root_is_trusted(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    args = ("--pccs-url", agent.pccs_url, "--attestation-check-seconds", "2")
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+        await create_worker(api, namespace, "w")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceRejected"),
+            within=60,
+            what="rejected",
+        )
+        assert "trust_root" in conditions(worker)["Attested"]["message"]
+        assert conditions(worker)["Ready"]["status"] == "False"
+        _, conds = await pod_conditions(api, namespace, "w")
+        assert conds[READINESS_GATE].status == "False"
+        assert conds["Ready"].status == "False"
+        assert proc.poll() is None, log.read_text()[-3000:]

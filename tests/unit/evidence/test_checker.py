@@ -1,0 +1,154 @@
+"""The operator's evidence path against a simulated worker on loopback: the real TLS
+handshake, RA-TLS parsing, PCCS fetch through the cache, DCAP (dcap-qvl) and policy."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from cocoon_operator.api.v1alpha1 import AttestationPolicy
+from cocoon_operator.attestation import CollateralCache, PccsCollateralSource, intel_sgx_root_ca
+from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
+from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
+from cocoon_operator.simulator import WorkerSimulator, start_simulator
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = START.timestamp()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def pki() -> DcapTestPki:
+    return generate_test_pki(now=START.replace(hour=0))
+
+
+@pytest.fixture
+async def sim(pki: DcapTestPki) -> AsyncIterator[WorkerSimulator]:
+    async with await start_simulator(pki=pki, clock=Clock(), proxies=1) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+class CountingSource:
+    def __init__(self, inner: PccsCollateralSource) -> None:
+        self.inner, self.calls = inner, 0
+
+    async def fetch(self, key):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return await self.inner.fetch(key)
+
+
+def checker_for(
+    sim: WorkerSimulator, session: aiohttp.ClientSession, trust: TrustMode = TrustMode.TEST
+) -> tuple[EvidenceChecker, CountingSource]:
+    source = CountingSource(PccsCollateralSource(sim.http_url, session))
+    root = sim.trusted_root if trust is TrustMode.TEST else intel_sgx_root_ca()
+    checker = EvidenceChecker(root=root, trust=trust, collateral=CollateralCache(source))
+    return checker, source
+
+
+async def check(
+    checker: EvidenceChecker, sim: WorkerSimulator, policy: AttestationPolicy | None = None
+) -> Verified | Rejected:
+    der = await checker.fetch(sim.host, sim.tls_port)
+    assert isinstance(der, bytes), der
+    return await checker.verify(der, policy=policy or AttestationPolicy(), now=START)
+
+
+async def test_simulated_evidence_verifies_with_the_test_root_selected(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, source = checker_for(sim, session)
+    outcome = await check(checker, sim)
+    assert isinstance(outcome, Verified), outcome
+    assert outcome.image_hash == sim.image_hash.hex()
+    assert outcome.tcb_status == "UpToDate"
+    assert outcome.certificate_sha256 == hashlib.sha256(sim.evidence.certificate_der()).hexdigest()
+    assert outcome.valid_until <= START + timedelta(days=30)
+    # Collateral is fetched once and then served from the cache.
+    assert isinstance(await check(checker, sim), Verified)
+    assert source.calls == 1
+
+
+async def test_the_same_evidence_is_rejected_under_intels_root(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session, TrustMode.INTEL)
+    outcome = await check(checker, sim)
+    assert isinstance(outcome, Rejected)
+    assert outcome.step == "trust_root"
+
+
+def test_a_test_root_cannot_be_used_without_choosing_test_mode(sim: WorkerSimulator) -> None:
+    with pytest.raises(ValueError, match=r"TrustMode\.TEST"):
+        EvidenceChecker(
+            root=sim.trusted_root,
+            trust=TrustMode.INTEL,
+            collateral=CollateralCache(PccsCollateralSource(sim.http_url, None)),  # type: ignore[arg-type]
+        )
+
+
+async def test_tampered_evidence_fails_the_quote_signature(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    sim.set_faults(tampered_evidence=True)
+    checker, _ = checker_for(sim, session)
+    outcome = await check(checker, sim)
+    assert isinstance(outcome, Rejected)
+    assert outcome.step == "quote_signature"
+    assert outcome.certificate_sha256 is not None
+
+
+async def test_policy_rules_name_what_failed(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    other_image = AttestationPolicy(allowed_image_hashes=["00" * 32])
+    outcome = await check(checker, sim, other_image)
+    assert isinstance(outcome, Rejected) and outcome.step == "image_hash"
+    listed = AttestationPolicy(allowed_image_hashes=[sim.image_hash.hex()])
+    assert isinstance(await check(checker, sim, listed), Verified)
+    strict = AttestationPolicy(accepted_tcb_statuses=["SWHardeningNeeded"])
+    outcome = await check(checker, sim, strict)
+    assert isinstance(outcome, Rejected) and outcome.step == "tcb_status"
+
+
+async def test_a_rotated_certificate_is_new_evidence(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    first = await check(checker, sim)
+    sim.rotate_certificate()
+    second = await check(checker, sim)
+    assert isinstance(first, Verified) and isinstance(second, Verified)
+    assert first.certificate_sha256 != second.certificate_sha256
+
+
+async def test_nothing_listening_is_unreachable_not_an_exception(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        fetched = await checker.fetch("127.0.0.1", port)
+    assert isinstance(fetched, Rejected)
+    assert fetched.step == UNREACHABLE
+    assert f"127.0.0.1:{port}" in fetched.message
