@@ -1,0 +1,150 @@
+"""The durable record of what the treasury signed, and where it is kept."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+KEEP_RESOLVED = timedelta(days=2)  # long enough to answer "what was sent today"
+
+
+class IntentState(StrEnum):
+    PENDING = "pending"  # recorded; maybe sent; not yet seen on chain
+    CONFIRMED = "confirmed"  # the message's transaction is on chain
+    EXPIRED = "expired"  # can never be applied: valid_until passed, seqno unused
+
+
+class PlannedTransfer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    worker: str  # namespace/name
+    address: str  # raw form
+    amount: int = Field(gt=0)  # nanoTON
+
+
+class Intent(BaseModel):
+    """One signed external message of the treasury wallet."""
+
+    id: str
+    seqno: int
+    valid_until: int  # unix seconds
+    message_hash: str  # hex of the external message cell hash
+    boc: str  # base64 of the signed message: re-sending it is harmless
+    transfers: list[PlannedTransfer]
+    created_at: datetime
+    state: IntentState = IntentState.PENDING
+    resolved_at: datetime | None = None
+
+    @property
+    def day(self) -> str:
+        return self.created_at.astimezone(UTC).date().isoformat()
+
+    @property
+    def total(self) -> int:
+        return sum(t.amount for t in self.transfers)
+
+
+class Ledger(BaseModel):
+    treasury: str  # raw address of the treasury wallet the intents belong to
+    intents: list[Intent] = []
+
+    def pending(self) -> list[Intent]:
+        return [i for i in self.intents if i.state is IntentState.PENDING]
+
+    def _counting(self, day: str) -> list[Intent]:
+        # Pending intents count as spent: they may yet land.
+        return [i for i in self.intents if i.state is not IntentState.EXPIRED and i.day == day]
+
+    def spent(self, worker: str, day: str) -> int:
+        return sum(t.amount for i in self._counting(day) for t in i.transfers if t.worker == worker)
+
+    def spent_total(self, day: str) -> int:
+        return sum(i.total for i in self._counting(day))
+
+    def pruned(self, now: datetime) -> Ledger:
+        keep = [
+            i
+            for i in self.intents
+            if i.state is IntentState.PENDING
+            or i.resolved_at is None
+            or now - i.resolved_at < KEEP_RESOLVED
+        ]
+        return self.model_copy(update={"intents": keep})
+
+
+class LedgerConflictError(Exception):
+    """Someone else wrote the ledger since it was read: re-read, never overwrite."""
+
+
+class LedgerStore(Protocol):
+    """Durable storage with compare-and-swap. ``version`` is opaque to callers."""
+
+    async def load(self) -> tuple[Ledger | None, str | None]: ...
+
+    async def save(self, ledger: Ledger, version: str | None) -> str:
+        """Write ``ledger`` if the stored version is still ``version`` (None: absent)."""
+        ...
+
+
+class MemoryLedgerStore:
+    """A store in memory (tests, and what a crash would wipe: never for real money)."""
+
+    def __init__(self) -> None:
+        self._doc: str | None = None
+        self._version = 0
+
+    async def load(self) -> tuple[Ledger | None, str | None]:
+        if self._doc is None:
+            return None, None
+        return Ledger.model_validate_json(self._doc), str(self._version)
+
+    async def save(self, ledger: Ledger, version: str | None) -> str:
+        current = None if self._doc is None else str(self._version)
+        if version != current:
+            raise LedgerConflictError(f"ledger version {current}, expected {version}")
+        self._doc = ledger.model_dump_json()
+        self._version += 1
+        return str(self._version)
+
+
+class FileLedgerStore:
+    """A ledger in one JSON file, replaced atomically (the CLI, tests, single hosts).
+
+    The version is the SHA-256 of the file's bytes, so a writer that read an
+    older file is refused rather than overwriting what it never saw.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _read(self) -> bytes | None:
+        try:
+            return self._path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def load(self) -> tuple[Ledger | None, str | None]:
+        raw = self._read()
+        if raw is None:
+            return None, None
+        return Ledger.model_validate_json(raw), hashlib.sha256(raw).hexdigest()
+
+    async def save(self, ledger: Ledger, version: str | None) -> str:
+        raw = self._read()
+        current = None if raw is None else hashlib.sha256(raw).hexdigest()
+        if version != current:
+            raise LedgerConflictError(f"ledger file changed since it was read ({self._path})")
+        data = ledger.model_dump_json(indent=1).encode()
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        with tmp.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self._path)
+        return hashlib.sha256(data).hexdigest()

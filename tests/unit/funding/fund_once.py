@@ -1,0 +1,55 @@
+"""One funding cycle as its own process, so tests can kill -9 it mid-flight.
+
+    python -m tests.unit.funding.fund_once API_URL LEDGER TREASURY_SEED_HEX CLOCK_OFFSET ADDR...
+
+Reads each node wallet's balance from the chain, asks the treasury to top up
+those below 5 TON to 10 TON, prints the report as JSON. Crash points come from
+$COCOON_FAILPOINTS, as in the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from cocoon_operator.funding import FileLedgerStore, TopUpRequest, Treasury
+from cocoon_operator.ton.client import TonClient
+from cocoon_operator.ton.wallet import WalletKey
+
+TON = 1_000_000_000
+
+
+async def main(api: str, ledger: str, seed: str, offset: float, addresses: list[str]) -> None:
+    async with TonClient(api, timeout=10) as ton:
+        treasury = Treasury(
+            ton,
+            WalletKey(bytes.fromhex(seed)),
+            FileLedgerStore(Path(ledger)),
+            global_daily_cap=1000 * TON,
+            confirm_timeout=5,
+            poll_interval=0.1,
+            clock=lambda: time.time() + offset,
+        )
+        requests = [
+            TopUpRequest(f"ns/w{i}", a, await ton.get_address_balance(a), 5 * TON, 10 * TON)
+            for i, a in enumerate(addresses)
+        ]
+        report = await treasury.fund(requests)
+    print(
+        json.dumps(
+            {
+                "confirmed": sorted(t.worker for t in report.confirmed),
+                "pending": sorted(t.worker for t in report.pending),
+                "expired": sorted(t.worker for t in report.expired),
+                "messages_sent": report.messages_sent,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    api_url, ledger_path, seed_hex, clock_offset, *wallets = sys.argv[1:]
+    asyncio.run(main(api_url, ledger_path, seed_hex, float(clock_offset), wallets))
