@@ -75,12 +75,20 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _namespaced(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"expected NAMESPACE/NAME, got {value!r}")
+    return namespace, name
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
-    from cocoon_operator.handlers import admission, attestation  # noqa: PLC0415
+    from cocoon_operator.handlers import admission, attestation, chain  # noqa: PLC0415
+    from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # The API client logs whole response bodies at DEBUG, Secrets included:
@@ -111,6 +119,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_seconds=args.attestation_check_seconds,
     )
     attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    if args.ton_endpoint:
+        try:
+            treasury = _namespaced(args.treasury_secret) if args.treasury_secret else None
+            ledger = _namespaced(args.funding_ledger)
+            cap = parse_ton(args.funding_daily_cap)
+        except ValueError as exc:
+            print(f"cocoon-operator run: {exc}", file=sys.stderr)
+            return 2
+        memo["chain_options"] = chain.ChainOptions(
+            endpoint=args.ton_endpoint,
+            api_key_file=args.ton_api_key_file,
+            treasury_secret=treasury,
+            global_daily_cap=cap,
+            ledger=ledger,
+            check_seconds=args.chain_check_seconds,
+        )
+        chain.register(kopf.get_default_registry(), args.chain_check_seconds)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
@@ -171,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="how often each running worker's certificate is checked for changes",
     )
+    ton = run.add_argument_group(
+        "chain: allow-lists, node wallets, funding (off without --ton-endpoint)"
+    )
+    ton.add_argument("--ton-endpoint", default=None, help="toncenter-compatible API v2 base URL")
+    ton.add_argument("--ton-api-key-file", type=Path, default=None, help="file holding the API key")
+    ton.add_argument(
+        "--treasury-secret",
+        default=None,
+        help="NAMESPACE/NAME of the Secret with the treasury wallet (key 'mnemonic' or 'seed');"
+        " without it node wallets are checked, never funded",
+    )
+    ton.add_argument(
+        "--funding-ledger",
+        default="default/cocoon-funding-ledger",
+        help="NAMESPACE/NAME of the ConfigMap recording every treasury message",
+    )
+    ton.add_argument(
+        "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
+    )
+    ton.add_argument("--chain-check-seconds", type=float, default=30.0)
     run.set_defaults(func=cmd_run)
 
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415

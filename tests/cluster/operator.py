@@ -16,10 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def running_operator(
-    kubeconfig: Path, namespace: str, log: Path, *extra_args: str
+    kubeconfig: Path,
+    namespace: str,
+    log: Path,
+    *extra_args: str,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards."""
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env_extra or {})}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [

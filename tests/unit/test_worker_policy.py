@@ -16,7 +16,7 @@ from cocoon_operator.desired.launcher import WorkerRef, revision
 from cocoon_operator.policy.conditions import Observed as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance
-from cocoon_operator.policy.worker import PodFacts, view
+from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 from cocoon_operator.reconcile.worker import Observed, plan
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
 REF = WorkerRef("w", "ns", "uid-1")
+
+
+TON = 1_000_000_000
 
 
 def spec(**changes: Any) -> v1alpha1.CocoonWorkerSpec:
@@ -95,11 +98,33 @@ def test_running_unattested_is_attesting_and_chain_checks_are_unknown() -> None:
 
 
 def test_ready_needs_every_condition_true() -> None:
-    # The chain checks are not wired yet: nothing may be Ready on the gate alone.
+    # Attested alone is not Ready: the allow-lists and the wallet come next.
     v = view(running_pod("r", attested_gate=T))
     assert by_type(v)["Attested"].status is T
     assert by_type(v)["Ready"].status is F
-    assert v.phase is Phase.ATTESTING
+    assert v.phase is Phase.REGISTERING
+    listed = ChainFacts(image_listed=True, model_listed=True, source="worker", balance=6 * TON)
+    ready = view(running_pod("r", attested_gate=T), chain=listed)
+    assert by_type(ready)["Ready"].status is T
+    assert ready.phase is Phase.READY
+
+
+def test_chain_conditions_name_what_is_missing_and_how_much_is_there() -> None:
+    pod = running_pod("r", attested_gate=T)
+    unlisted = ChainFacts(
+        image_listed=True, model_listed=False, model_hash="ab" * 32, source="worker", balance=0
+    )
+    conds = by_type(view(pod, chain=unlisted))
+    assert conds["OnChainAllowed"].status is F
+    assert conds["OnChainAllowed"].reason == Reason.NOT_LISTED
+    assert "ab" * 32 in conds["OnChainAllowed"].message
+    assert conds["WalletFunded"].reason == Reason.INSUFFICIENT_BALANCE
+    low = ChainFacts(image_listed=True, model_listed=True, balance=3 * TON, funding_note="x")
+    funded = by_type(view(pod, chain=low))["WalletFunded"]
+    assert (funded.status, funded.reason) == (T, Reason.BELOW_MINIMUM)
+    off = by_type(view(pod, chain=ChainFacts(enabled=False)))
+    assert off["OnChainAllowed"].reason == Reason.NO_CHAIN_ACCESS
+    assert off["WalletFunded"].status is U
 
 
 def test_pause_and_deletion_override_the_phase() -> None:

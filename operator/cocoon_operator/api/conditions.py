@@ -30,6 +30,12 @@ class Reason(StrEnum):
     ATTESTATION_VERIFIED = "AttestationVerified"
     # OnChainAllowed / WalletFunded
     NOT_CHECKED = "NotChecked"
+    NO_CHAIN_ACCESS = "NoChainAccess"
+    LISTED = "Listed"
+    NOT_LISTED = "NotListed"
+    FUNDED = "Funded"
+    BELOW_MINIMUM = "BelowMinimum"
+    INSUFFICIENT_BALANCE = "InsufficientBalance"
     # Ready
     READY = "Ready"
     NOT_READY = "NotReady"
@@ -42,6 +48,7 @@ class Phase(StrEnum):
     PENDING = "Pending"  # no pod yet, or waiting for a node
     STARTING = "Starting"  # scheduled, VM booting
     ATTESTING = "Attesting"  # VM up, evidence not verified yet
+    REGISTERING = "Registering"  # attested; allow-list check and wallet funding
     READY = "Ready"
     PAUSED = "Paused"
     TERMINATING = "Terminating"

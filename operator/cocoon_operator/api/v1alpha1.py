@@ -389,15 +389,48 @@ class AttestationSummary(Model):
 
 
 class WalletStatus(Model):
-    address: str | None = None
-    balance: Annotated[int | None, Field(default=None, json_schema_extra={"format": "int64"})] = (
-        None
-    )
+    """The node wallet, as the worker names it and the chain reports it."""
+
+    address: Annotated[str | None, Field(default=None, description="raw form")] = None
+    balance: Annotated[
+        int | None,
+        Field(
+            default=None,
+            description="nanoTON, read from the chain",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = None
+    funding: Annotated[
+        str | None, Field(default=None, description="the last funding decision for this wallet")
+    ] = None
+    checked_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
+
+
+class ChainStatus(Model):
+    """Whether the root contract lists this worker's image and model hashes."""
+
+    image_hash_listed: bool | None = None
+    model_hash_listed: bool | None = None
+    model_hash: Annotated[
+        str | None, Field(default=None, description="SHA-256 of Name@commit:verity")
+    ] = None
+    source: Annotated[
+        str | None,
+        Field(default=None, description="who read the root contract: the operator, or the worker"),
+    ] = None
+    checked_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
 
 
 class EarningsStatus(Model):
-    earned: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
-    paid_out: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    """Token counts the worker reports (COCOON settles them in TON per its price list)."""
+
+    earned_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    paid_out_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    payouts: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
 
 
 class CocoonWorkerStatus(Model):
@@ -416,6 +449,7 @@ class CocoonWorkerStatus(Model):
     gpu: str | None = None
     instance: Annotated[int | None, Field(default=None, ge=0, le=9)] = None
     attestation: AttestationSummary | None = None
+    chain: ChainStatus | None = None
     wallet: WalletStatus | None = None
     earnings: EarningsStatus | None = None
     observed_generation: Annotated[

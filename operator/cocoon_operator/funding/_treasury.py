@@ -223,6 +223,14 @@ class Treasury:
                 return IntentState.PENDING
             await self._sleep(self._poll)
 
+    async def settle(self) -> FundingReport:
+        """Resolve pending intents only: at start after a crash, and while any remain."""
+        report = FundingReport()
+        ledger, version = await self._load()
+        if ledger.pending():
+            await self._resolve(ledger, version, report)
+        return report
+
     async def fund(self, requests: Sequence[TopUpRequest]) -> FundingReport:
         """One cycle: resolve pending intents, then top up who needs it, batch by batch."""
         report = FundingReport()

@@ -169,6 +169,7 @@ def _observe(
     instances_in_use: dict[int, int],
     *,
     deleting: bool = False,
+    chain_enabled: bool = False,
 ) -> Observed:
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
@@ -184,6 +185,7 @@ def _observe(
         paused=parsed.spec.paused or annotations.get(PAUSE_ANNOTATION) == "true",
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
+        chain_enabled=chain_enabled,
     )
 
 
@@ -228,6 +230,7 @@ async def _reconcile(
                 indexes.pods,
                 deps.instances_in_use(indexes.instances),
                 deleting=deleting,
+                chain_enabled=memo.get("chain") is not None,
             )
         except ValidationError as err:
             # The CRD schema should have refused this; name the fields, act on nothing.
@@ -243,6 +246,11 @@ async def _reconcile(
                 deps.pending_instances[obj["metadata"]["name"]] = int(instance)
         await _execute(deps, body, result, logger)
     return result
+
+
+async def reconcile_body(body: kopf.Body, memo: Any, indexes: Indexes, logger: Logger) -> None:
+    """Reconcile ``body`` now: for steps that just recorded facts its status derives from."""
+    await _reconcile(body, memo, indexes, logger)
 
 
 @kopf.on.resume(*WORKERS)

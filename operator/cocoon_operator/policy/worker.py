@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
-from cocoon_operator.api.v1alpha1 import ConditionStatus
+from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, FUNDING_MINIMUM_DEFAULT, ConditionStatus
 from cocoon_operator.policy.conditions import Observed
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -35,6 +35,21 @@ class PodFacts:
     revision: str | None = None
     instance: int | None = None
     host_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainFacts:
+    """What the chain step last recorded (status.chain, status.wallet) and the bounds."""
+
+    image_listed: bool | None = None
+    model_listed: bool | None = None
+    image_hash: str | None = None
+    model_hash: str | None = None
+    source: str | None = None
+    balance: int | None = None
+    minimum: int = FUNDING_MINIMUM_DEFAULT
+    funding_note: str | None = None
+    enabled: bool = True  # False: the operator has no chain access configured
 
 
 @dataclass(frozen=True)
@@ -79,17 +94,56 @@ def _attested(pod: PodFacts | None) -> Observed:
     return Observed(kind, F, reason, pod.attested_message or "evidence not verified")
 
 
+def _on_chain(chain: ChainFacts) -> Observed:
+    kind = ConditionType.ON_CHAIN_ALLOWED
+    if not chain.enabled:
+        return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
+    if chain.image_listed is None or chain.model_listed is None:
+        return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+    missing = []
+    if not chain.image_listed:
+        missing.append(f"image hash {chain.image_hash or '?'}")
+    if not chain.model_listed:
+        missing.append(f"model hash {chain.model_hash or '?'}")
+    if missing:
+        return Observed(
+            kind,
+            F,
+            Reason.NOT_LISTED,
+            "the root contract does not list the " + " and ".join(missing),
+        )
+    return Observed(
+        kind, T, Reason.LISTED, f"image and model hashes listed (read by {chain.source})"
+    )
+
+
+def _funded(chain: ChainFacts) -> Observed:
+    kind = ConditionType.WALLET_FUNDED
+    if not chain.enabled:
+        return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
+    if chain.balance is None:
+        return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+    note = f"; {chain.funding_note}" if chain.funding_note else ""
+    ton = f"{chain.balance / 1e9:.3f} TON"
+    if chain.balance >= chain.minimum:
+        return Observed(kind, T, Reason.FUNDED, f"balance {ton}{note}")
+    if chain.balance >= FUNDING_FLOOR:
+        return Observed(kind, T, Reason.BELOW_MINIMUM, f"balance {ton}, below the minimum{note}")
+    return Observed(kind, F, Reason.INSUFFICIENT_BALANCE, f"balance {ton}, below 2.1 TON{note}")
+
+
 def view(
     pod: PodFacts | None,
     *,
+    chain: ChainFacts | None = None,
     paused: bool = False,
     deleting: bool = False,
     spec_errors: tuple[str, ...] = (),
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``."""
     scheduled, running, attested = _scheduled(pod), _vm_running(pod), _attested(pod)
-    allowed = Observed(ConditionType.ON_CHAIN_ALLOWED, U, Reason.NOT_CHECKED, "")
-    funded = Observed(ConditionType.WALLET_FUNDED, U, Reason.NOT_CHECKED, "")
+    facts = chain if chain is not None else ChainFacts()
+    allowed, funded = _on_chain(facts), _funded(facts)
     gates = (scheduled, running, attested, allowed, funded)
     not_true = [c.type.value for c in gates if c.status is not T]
     if deleting:
@@ -121,4 +175,4 @@ def _phase(scheduled: Observed, running: Observed, attested: Observed) -> Phase:
         return Phase.STARTING
     if attested.status is not T:
         return Phase.ATTESTING
-    return Phase.ATTESTING  # attested, waiting for the chain checks
+    return Phase.REGISTERING  # attested; allow-lists and funding next

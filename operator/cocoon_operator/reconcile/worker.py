@@ -20,7 +20,7 @@ from cocoon_operator.api.v1alpha1 import CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance
-from cocoon_operator.policy.worker import PodFacts, view
+from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Observed:
     deleting: bool = False
     # Rule violations the webhook would have refused (it may have been down).
     spec_errors: tuple[str, ...] = ()
+    chain_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,22 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
     return current
 
 
+def chain_facts(obs: Observed) -> ChainFacts:
+    """What the chain step recorded in status, with the spec's funding bounds."""
+    chain, wallet, att = obs.status.chain, obs.status.wallet, obs.status.attestation
+    return ChainFacts(
+        image_listed=chain.image_hash_listed if chain else None,
+        model_listed=chain.model_hash_listed if chain else None,
+        image_hash=att.image_hash if att else None,
+        model_hash=chain.model_hash if chain else None,
+        source=chain.source if chain else None,
+        balance=wallet.balance if wallet else None,
+        minimum=obs.spec.funding.minimum,
+        funding_note=wallet.funding if wallet else None,
+        enabled=obs.chain_enabled,
+    )
+
+
 def plan(obs: Observed, *, now: datetime) -> Plan:
     out = Plan()
     rev = revision(obs.spec)
@@ -103,7 +120,11 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         current = _pod_actions(obs, rev, out)
 
     worker_view = view(
-        current, paused=obs.paused, deleting=obs.deleting, spec_errors=obs.spec_errors
+        current,
+        chain=chain_facts(obs),
+        paused=obs.paused,
+        deleting=obs.deleting,
+        spec_errors=obs.spec_errors,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now

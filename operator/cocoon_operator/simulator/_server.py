@@ -93,6 +93,8 @@ class SimulatorConfig:
     model: str = DEFAULT_MODEL
     owner_address: str | None = None
     root_contract_address: str | None = None
+    # Names the node wallet (COCOON derives it from node_wallet_key); default: owner + instance.
+    wallet_label: str | None = None
     measurements: TdMeasurements = field(
         default_factory=lambda: TdMeasurements.from_label(DEFAULT_RELEASE)
     )
@@ -167,7 +169,7 @@ class WorkerSimulator:
         self.root_contract_address = cfg.root_contract_address or derived_address("root")
         self.state = WorkerState(
             model=cfg.load,
-            wallet_address=derived_address("node-wallet", owner, cfg.instance),
+            wallet_address=derived_address("node-wallet", cfg.wallet_label or owner, cfg.instance),
             wallet_balance=cfg.wallet_balance_nano,
             coefficient=cfg.coefficient,
             enabled=cfg.enabled,

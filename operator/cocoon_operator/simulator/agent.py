@@ -43,7 +43,7 @@ from cocoon_operator.attestation.testpki import (
     TdMeasurements,
     generate_test_pki,
 )
-from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE
+from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER
 from cocoon_operator.k8s.client import load
 from cocoon_operator.simulator._server import SimulatorConfig, WorkerSimulator
 
@@ -65,6 +65,7 @@ class PodWorker:
     image: str
     config_map: str | None
     namespace: str
+    worker: str
 
 
 def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
@@ -95,6 +96,7 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
         image=containers[0].get("image", ""),
         config_map=config_map,
         namespace=meta["namespace"],
+        worker=(meta.get("labels") or {}).get(LABEL_WORKER, meta["name"]),
     )
 
 
@@ -123,6 +125,8 @@ def simulator_config(worker: PodWorker, worker_ini: str | None) -> SimulatorConf
         # The release image stands for the files the VM measures: another
         # release, another image hash, as on real hardware.
         measurements=TdMeasurements.from_label(worker.image),
+        # One node wallet per worker, as one node_wallet_key per worker gives.
+        wallet_label=f"{worker.namespace}/{worker.worker}",
         **extra,
     )
 

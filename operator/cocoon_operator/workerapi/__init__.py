@@ -10,5 +10,17 @@ worker means.
 from __future__ import annotations
 
 from cocoon_operator.workerapi._ratls import fetch_ratls_certificate
+from cocoon_operator.workerapi._stats import (
+    WorkerStats,
+    WorkerStatsError,
+    fetch_stats,
+    parse_stats,
+)
 
-__all__ = ["fetch_ratls_certificate"]
+__all__ = [
+    "WorkerStats",
+    "WorkerStatsError",
+    "fetch_ratls_certificate",
+    "fetch_stats",
+    "parse_stats",
+]

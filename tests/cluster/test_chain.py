@@ -1,0 +1,161 @@
+"""The chain step on the local stack: attested workers' node wallets, read over the
+attested channel, are funded from a treasury on the local chain (real TVM) up to
+their target, the workers become Ready, and a kill -9 of the operator right
+after a treasury message went out never pays anyone twice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from cocoon_operator.ton.client import TonClient
+from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
+from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
+from tests.cluster.crds import install_crds
+from tests.cluster.fixtures import Stack
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
+from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
+from tests.cluster.wait import eventually
+
+TON = 1_000_000_000
+TARGET = 10 * TON
+WORKERS = ("w0", "w1", "w2")
+
+
+@dataclass(frozen=True)
+class Env:
+    agent: Agent
+    chain: Chain
+    namespace: str
+
+    def operator_args(self) -> tuple[str, ...]:
+        return (
+            *self.agent.operator_args(),
+            "--ton-endpoint",
+            self.chain.api_url,
+            "--treasury-secret",
+            f"{self.namespace}/treasury",
+            "--funding-ledger",
+            f"{self.namespace}/cocoon-funding-ledger",
+            "--chain-check-seconds",
+            "2",
+        )
+
+
+@pytest.fixture
+def local_chain(tmp_path: Path) -> Iterator[Chain]:
+    with running_local_chain(tmp_path) as chain:
+        yield chain
+
+
+@pytest.fixture
+async def env(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, local_chain: Chain
+) -> AsyncIterator[Env]:
+    await install_crds(api)
+    seed = base64.b64encode(local_chain.genesis_seed_hex.encode()).decode()
+    await client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
+    )
+    with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
+        yield Env(agent, local_chain, namespace)
+
+
+def ready(api: client.ApiClient, namespace: str, name: str) -> Any:
+    async def probe() -> dict[str, Any] | None:
+        worker = await get_worker(api, namespace, name)
+        return worker if conditions(worker).get("Ready", {}).get("status") == "True" else None
+
+    return probe
+
+
+async def balances(env: Env, addresses: list[str]) -> list[int]:
+    async with TonClient(env.chain.api_url, timeout=10) as ton:
+        return [await ton.get_address_balance(a) for a in addresses]
+
+
+async def treasury_seqno(env: Env) -> int:
+    treasury = WalletV4R2(WalletKey(DEFAULT_GENESIS_SEED).public_key).address
+    async with TonClient(env.chain.api_url, timeout=10) as ton:
+        return (await ton.get_wallet_information(treasury)).seqno or 0
+
+
+async def ledger(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    cm = await client.CoreV1Api(api).read_namespaced_config_map("cocoon-funding-ledger", namespace)
+    intents: list[dict[str, Any]] = json.loads(cm.data["ledger.json"])["intents"]
+    return intents
+
+
+async def test_attested_workers_are_funded_once_and_become_ready(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+        for name in WORKERS:
+            await create_worker(api, namespace, name)
+        workers = [
+            await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready")
+            for n in WORKERS
+        ]
+        addresses = [w["status"]["wallet"]["address"] for w in workers]
+        assert len(set(addresses)) == len(WORKERS)  # one node wallet per worker
+        assert await balances(env, addresses) == [TARGET] * len(WORKERS)
+        for w in workers:
+            conds = conditions(w)
+            assert conds["OnChainAllowed"]["reason"] == "Listed"
+            assert conds["WalletFunded"]["reason"] == "Funded"
+            assert w["status"]["phase"] == "Ready"
+            assert w["status"]["wallet"]["balance"] == TARGET
+            assert "earnedTokens" in w["status"]["earnings"]
+        intents = await ledger(api, namespace)
+        assert all(i["state"] == "confirmed" for i in intents)
+        assert sum(t["amount"] for i in intents for t in i["transfers"]) == TARGET * len(WORKERS)
+        assert await treasury_seqno(env) == len(intents)
+        # Later checks find balances at target and send nothing more.
+        await asyncio.sleep(5)
+        assert await treasury_seqno(env) == len(intents)
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    crash = {"COCOON_FAILPOINTS": "funding.after-send"}
+    with running_operator(
+        stack.kubeconfig, namespace, log, *env.operator_args(), env_extra=crash
+    ) as proc:
+        for name in WORKERS:
+            await create_worker(api, namespace, name)
+
+        async def killed() -> bool:
+            return proc.poll() is not None
+
+        await eventually(killed, within=90, what="the operator killed at the failpoint")
+        assert proc.returncode == -9
+    sent = await ledger(api, namespace)
+    assert [i["state"] for i in sent] == ["pending"]  # recorded, sent, never confirmed
+
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+        workers = [
+            await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready")
+            for n in WORKERS
+        ]
+        addresses = [w["status"]["wallet"]["address"] for w in workers]
+        assert await balances(env, addresses) == [TARGET] * len(WORKERS)
+        intents = await ledger(api, namespace)
+        assert intents[0]["id"] == sent[0]["id"]
+        assert intents[0]["state"] == "confirmed"  # found on chain, not re-sent
+        assert all(i["state"] == "confirmed" for i in intents)
+        assert await treasury_seqno(env) == len(intents)
+        assert proc.poll() is None, log.read_text()[-3000:]

@@ -1,0 +1,59 @@
+"""Reading a worker's /jsonstats: only from the attested certificate, never guessing."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from cocoon_operator.simulator import start_simulator
+from cocoon_operator.workerapi import WorkerStatsError, fetch_stats, parse_stats
+
+
+async def test_stats_come_over_the_attested_channel_and_another_certificate_is_refused() -> None:
+    async with await start_simulator(proxies=2) as sim:
+        pin = hashlib.sha256(sim.evidence.certificate_der()).hexdigest()
+        stats = await fetch_stats(sim.host, sim.tls_port, certificate_sha256=pin)
+        assert stats.wallet_address == sim.jsonstats()["wallet"]["address"]
+        assert stats.image_hash_listed and stats.model_listed and stats.enabled
+        sim.rotate_certificate()  # now presents a certificate nobody verified
+        with pytest.raises(WorkerStatsError, match="another certificate"):
+            await fetch_stats(sim.host, sim.tls_port, certificate_sha256=pin)
+
+
+def doc(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "status": {"enabled": True, "actual_image_hash": True, "actual_model": False},
+        "wallet": {"address": "0:" + "ab" * 32},
+        "proxies": [
+            {
+                "earned_tokens_committed_to_blockchain": 3000,
+                "cached_out_tokens": 1000,
+                "payouts": 1,
+            },
+            {"earned_tokens_committed_to_blockchain": 2000, "running_request": True},
+        ],
+    }
+    base.update(changes)
+    return base
+
+
+def test_token_counts_are_summed_over_proxies() -> None:
+    stats = parse_stats(doc())
+    assert (stats.earned_tokens, stats.paid_out_tokens, stats.payouts) == (5000, 1000, 1)
+    assert stats.payout_running and not stats.model_listed
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ([], "not an object"),
+        (doc(wallet={}), "no wallet address"),
+        (doc(status=None), "lacks status"),
+        (doc(proxies=[{"earned_tokens_committed_to_blockchain": "lots"}]), "not an integer"),
+    ],
+)
+def test_a_malformed_document_is_an_error_not_zeros(broken: Any, message: str) -> None:
+    with pytest.raises(WorkerStatsError, match=message):
+        parse_stats(broken)
