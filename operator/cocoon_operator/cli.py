@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
-    from cocoon_operator.handlers import admission, attestation, chain  # noqa: PLC0415
+    from cocoon_operator.handlers import admission, attestation, chain, control  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
@@ -119,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_seconds=args.attestation_check_seconds,
     )
     attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
             treasury = _namespaced(args.treasury_secret) if args.treasury_secret else None

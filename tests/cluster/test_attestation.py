@@ -157,3 +157,68 @@ async def test_without_an_explicit_test_root_only_intels_root_is_trusted(
         assert conds[READINESS_GATE].status == "False"
         assert conds["Ready"].status == "False"
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def simulator_stats(pod: client.V1Pod) -> dict[str, Any]:
+    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
+    url = f"http://{pod.status.host_ip}:{port}/jsonstats"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        await eventually(attested_is(api, namespace, "w", "True"), within=60, what="attested")
+        pod, _ = await pod_conditions(api, namespace, "w")
+        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
+
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "cocoon.network",
+            "v1alpha1",
+            namespace,
+            "cocoonworkers",
+            "w",
+            {"spec": {"coefficient": 1500}},
+            _content_type="application/merge-patch+json",
+        )
+
+        async def applied() -> bool:
+            return (await simulator_stats(pod))["localconfig"]["coefficient"] == 1500
+
+        await eventually(applied, within=30, what="the new coefficient in the running worker")
+        same, _ = await pod_conditions(api, namespace, "w")
+        assert same.metadata.uid == pod.metadata.uid  # no restart
+        await eventually(
+            lambda: has_event(api, namespace, "w", "CoefficientApplied"), within=10, what="Event"
+        )
+
+        # Deletion: disabled, drained, paid out, then stopped.
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "w"
+        )
+
+        async def disabled() -> bool:
+            return (await simulator_stats(pod))["status"]["enabled"] is False
+
+        await eventually(disabled, within=30, what="the worker disabled before it stops")
+
+        async def gone() -> bool:
+            pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
+            workers = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+                "cocoon.network", "v1alpha1", namespace, "cocoonworkers"
+            )
+            return not pods.items and not workers["items"]
+
+        await eventually(gone, within=90, what="pod and worker gone")
+        reasons = await event_reasons(api, namespace, "w")
+        assert {"Draining", "PayoutRequested"} <= reasons.keys()
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=w,reason=PayoutRequested"
+        )
+        assert "request sent" in events.items[0].message
+        assert proc.poll() is None, log.read_text()[-3000:]

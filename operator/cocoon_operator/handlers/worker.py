@@ -279,16 +279,23 @@ async def launcher_pod_changed(
 
 
 @kopf.on.delete(*WORKERS)
-async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    """Stop the VM and release the GPU before the finalizer goes.
+async def delete_worker(
+    *, body: kopf.Body, memo: Any, logger: Logger, runtime: dt.timedelta, **kwargs: Any
+) -> None:
+    """Drain the worker, stop the VM and release the GPU before the finalizer goes.
 
-    Disabling the worker, draining in-flight requests and the final payout
-    happen inside the launcher's termination grace period; the finalizer stays
-    until no launcher pod of this worker is left, so no GPU is left held.
+    The drain (disable, wait for in-flight requests, final payout; each bounded)
+    is injected at start as ``memo["drain"]`` by the control step; the
+    finalizer stays until no launcher pod of this worker is left, so no GPU is
+    left held.
     """
     indexes = Indexes.of(kwargs)
-    await _reconcile(body, memo, indexes, logger, deleting=True)
     meta = body["metadata"]
+    drain = memo.get("drain")
+    if drain is not None:
+        pods = list(indexes.pods.get((meta["namespace"], meta["name"]), []))
+        await drain(body, pods, memo["deps"], runtime, logger)
+    await _reconcile(body, memo, indexes, logger, deleting=True)
     remaining = list(indexes.pods.get((meta["namespace"], meta["name"]), []))
     if remaining:
         names = ", ".join(sorted(p.name for p in remaining))

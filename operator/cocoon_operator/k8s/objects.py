@@ -91,3 +91,18 @@ async def patch_pod_condition(
             return False
         raise
     return True
+
+
+async def annotate_pod(
+    api: client.ApiClient, namespace: str, name: str, annotations: dict[str, str]
+) -> bool:
+    """Merge ``annotations`` into a pod's; False if the pod is gone."""
+    try:
+        await client.CoreV1Api(api).patch_namespaced_pod(
+            name, namespace, {"metadata": {"annotations": annotations}}, **MERGE_PATCH
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True

@@ -35,6 +35,7 @@ class PodFacts:
     revision: str | None = None
     instance: int | None = None
     host_ip: str | None = None
+    annotations: frozenset[str] = frozenset()  # keys only
 
 
 @dataclass(frozen=True)

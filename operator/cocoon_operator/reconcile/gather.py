@@ -50,4 +50,5 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         revision=labels.get(LABEL_REVISION),
         instance=int(instance) if instance and instance.isdigit() else None,
         host_ip=status.get("hostIP") or None,
+        annotations=frozenset(meta.get("annotations") or {}),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cocoon_operator.workerapi._ratls import fetch_ratls_certificate
 from cocoon_operator.workerapi._stats import (
+    WorkerClient,
     WorkerStats,
     WorkerStatsError,
     fetch_stats,
@@ -18,6 +19,7 @@ from cocoon_operator.workerapi._stats import (
 )
 
 __all__ = [
+    "WorkerClient",
     "WorkerStats",
     "WorkerStatsError",
     "fetch_ratls_certificate",

@@ -1,7 +1,9 @@
-"""A worker's ``/jsonstats``, read over its attested RA-TLS channel."""
+"""A worker's ``/jsonstats`` and controls, over its attested RA-TLS channel."""
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,9 @@ class WorkerStats:
     paid_out_tokens: int  # cashed out, summed over proxies
     payouts: int
     payout_running: bool
+    coefficient: int | None  # per-mille, as configured in the worker
+    active_requests: int | None  # requests in flight, when the worker reports it
+    proxies: tuple[str, ...] = ()  # proxy contract addresses, for payouts
 
 
 def _int(doc: dict[str, Any], key: str) -> int:
@@ -32,6 +37,12 @@ def _int(doc: dict[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise WorkerStatsError(f"{key} is not an integer")
     return value
+
+
+def _optional_int(doc: Any, key: str) -> int | None:
+    if not isinstance(doc, dict) or key not in doc:
+        return None
+    return _int(doc, key)
 
 
 def parse_stats(doc: Any) -> WorkerStats:
@@ -59,36 +70,88 @@ def parse_stats(doc: Any) -> WorkerStats:
         paid_out_tokens=sum(_int(p, "cached_out_tokens") for p in proxy_docs),
         payouts=sum(_int(p, "payouts") for p in proxy_docs),
         payout_running=any(p.get("running_request") is True for p in proxy_docs),
+        coefficient=_optional_int(doc.get("localconfig"), "coefficient"),
+        active_requests=_optional_int(status, "active_requests"),
+        proxies=tuple(
+            p["proxy_sc_address"] for p in proxy_docs if isinstance(p.get("proxy_sc_address"), str)
+        ),
     )
+
+
+class WorkerClient:
+    """HTTP to a worker over TLS, accepted only from the certificate that was attested.
+
+    Pinning the verified certificate's SHA-256 means answers come from the
+    attested VM's key, not from whatever listens on the port, and controls
+    reach that VM only. Use as ``async with WorkerClient(...) as worker:``.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, certificate_sha256: str, timeout_seconds: float = 5.0
+    ) -> None:
+        self._base = f"https://{host}:{port}"
+        self._pin = aiohttp.Fingerprint(bytes.fromhex(certificate_sha256))
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the pin, not a CA, decides
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx),
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        )
+
+    async def __aenter__(self) -> WorkerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> str:
+        try:
+            async with self._session.get(self._base + path, params=params, ssl=self._pin) as resp:
+                if resp.status != 200:
+                    raise WorkerStatsError(f"{path}: HTTP {resp.status}")
+                return await resp.text()
+        except aiohttp.ServerFingerprintMismatch:
+            raise WorkerStatsError(
+                "the worker presented another certificate than the attested one"
+            ) from None
+
+    async def stats(self) -> WorkerStats:
+        text = await self._get("/jsonstats")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
+        return parse_stats(doc)
+
+    async def set_coefficient(self, per_mille: int) -> None:
+        """COCOON takes a multiplier: 1500 per mille is ``1.5``."""
+        value = f"{per_mille / 1000:g}"
+        answer = await self._get("/request/change_coefficient", {"coefficient": value})
+        if "coefficient set" not in answer:
+            raise WorkerStatsError(f"change_coefficient: unexpected answer {_strip(answer)!r}")
+
+    async def disable(self) -> None:
+        await self._get("/request/disable")
+
+    async def enable(self) -> None:
+        await self._get("/request/enable")
+
+    async def payout(self, proxy: str) -> str:
+        """Ask for a payout from ``proxy``; the worker's one-line answer."""
+        return _strip(await self._get("/request/payout", {"proxy": proxy}))
+
+
+def _strip(html: str) -> str:
+    """The text of COCOON's tiny answer pages."""
+    return re.sub(r"<[^>]+>", " ", html).split("return to stats")[0].strip()
 
 
 async def fetch_stats(
     host: str, port: int, *, certificate_sha256: str, timeout_seconds: float = 5.0
 ) -> WorkerStats:
-    """``GET /jsonstats`` over TLS, accepted only from the certificate that was attested.
-
-    Pinning the verified certificate's fingerprint means the answer comes
-    from the attested VM's key, not from whatever listens on the port.
-    """
-    pin = aiohttp.Fingerprint(bytes.fromhex(certificate_sha256))
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the pin, not a CA, decides
-    connector = aiohttp.TCPConnector(ssl=ctx)
-    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-    try:
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-            session.get(f"https://{host}:{port}/jsonstats", ssl=pin) as resp,
-        ):
-            if resp.status != 200:
-                raise WorkerStatsError(f"jsonstats: HTTP {resp.status}")
-            try:
-                doc = await resp.json(content_type=None)
-            except ValueError as exc:
-                raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
-    except aiohttp.ServerFingerprintMismatch:
-        raise WorkerStatsError(
-            "the worker presented another certificate than the attested one"
-        ) from None
-    return parse_stats(doc)
+    """``GET /jsonstats`` from the attested certificate's holder (see :class:`WorkerClient`)."""
+    async with WorkerClient(
+        host, port, certificate_sha256=certificate_sha256, timeout_seconds=timeout_seconds
+    ) as client:
+        return await client.stats()

@@ -1,0 +1,154 @@
+"""Driving a running worker through its control endpoint, over the attested channel.
+
+- The price coefficient is applied live: a change of ``spec.coefficient`` does
+  not change the revision, so the VM keeps running and the timer here sets
+  the new value through ``/request/change_coefficient``.
+- Before a worker's VM is stopped for deletion, :func:`drain` disables it,
+  waits (bounded) for its in-flight requests, requests a payout from each
+  proxy and waits (bounded) for it; the delete handler calls it before it
+  deletes the launcher pod.
+
+Every request goes to the certificate the attestation step verified (see
+:class:`~cocoon_operator.workerapi.WorkerClient`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.desired.launcher import revision
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
+from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.objects import annotate_pod
+from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step
+from cocoon_operator.policy.worker import PodFacts
+from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
+
+PAYOUT_ANNOTATION = f"{v1alpha1.GROUP}/payout-requested"
+T = v1alpha1.ConditionStatus.TRUE
+
+
+def _client(pod: PodFacts, worker: v1alpha1.CocoonWorker) -> WorkerClient | None:
+    summary = worker.status.attestation
+    if (
+        pod.attested_gate is not T
+        or pod.host_ip is None
+        or pod.instance is None
+        or summary is None
+        or summary.pod != pod.name
+        or not summary.certificate_sha256
+    ):
+        return None
+    return WorkerClient(
+        pod.host_ip,
+        InstanceSlot(pod.instance).ratls_port,
+        certificate_sha256=summary.certificate_sha256,
+    )
+
+
+def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
+    try:
+        return v1alpha1.CocoonWorker.model_validate(dict(body))
+    except ValidationError:
+        return None
+
+
+async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Apply ``spec.coefficient`` to the running worker when it differs."""
+    deps: Deps = memo["deps"]
+    worker = _parse(body)
+    meta = body["metadata"]
+    if worker is None or meta.get("deletionTimestamp") or worker.spec.paused:
+        return
+    pods: PodIndex = kwargs["launcher_pods"]
+    rev = revision(worker.spec)
+    pod = next(
+        (p for p in pods.get((meta["namespace"], meta["name"]), []) if p.revision == rev), None
+    )
+    client = _client(pod, worker) if pod is not None else None
+    if client is None:
+        return
+    wanted = worker.spec.coefficient
+    async with client:
+        try:
+            stats = await client.stats()
+            if stats.coefficient is None or stats.coefficient == wanted:
+                return
+            await client.set_coefficient(wanted)
+        except (WorkerStatsError, OSError, TimeoutError) as exc:
+            logger.warning("coefficient of %s/%s: %s", meta["namespace"], meta["name"], exc)
+            return
+    message = f"coefficient {stats.coefficient} -> {wanted} per mille, applied live"
+    await record(deps.api, body, reason="CoefficientApplied", message=message, now=deps.clock())
+    logger.info("%s", message)
+
+
+async def drain(
+    body: kopf.Body, pods: list[PodFacts], deps: Deps, runtime: dt.timedelta, logger: Logger
+) -> None:
+    """Disable, drain and pay out the serving pod; raises TemporaryError while waiting."""
+    worker = _parse(body)
+    if worker is None:
+        return
+    for pod in pods:
+        client = _client(pod, worker) if not pod.deleting else None
+        if client is None:
+            continue
+        async with client:
+            try:
+                stats = await client.stats()
+            except (WorkerStatsError, OSError, TimeoutError) as exc:
+                await _event(deps, body, "DrainSkipped", f"worker unreachable ({exc}): stopping it")
+                continue
+            step, why = next_step(
+                DrainFacts(
+                    enabled=stats.enabled,
+                    active_requests=stats.active_requests,
+                    payout_running=stats.payout_running,
+                    payout_requested=PAYOUT_ANNOTATION in pod.annotations,
+                    elapsed_seconds=runtime.total_seconds(),
+                )
+            )
+            if step is DrainStep.DISABLE:
+                await client.disable()
+                await _event(deps, body, "Draining", f"pod {pod.name}: {why}")
+                raise kopf.TemporaryError(why, delay=2)
+            if step in (DrainStep.WAIT_FOR_REQUESTS, DrainStep.WAIT_FOR_PAYOUT):
+                raise kopf.TemporaryError(why, delay=2)
+            if step is DrainStep.REQUEST_PAYOUT:
+                answers = [f"{p}: {await client.payout(p)}" for p in stats.proxies]
+                await annotate_pod(
+                    deps.api, pod_namespace(body), pod.name, {PAYOUT_ANNOTATION: _now(deps)}
+                )
+                await _event(deps, body, "PayoutRequested", f"{why}; " + "; ".join(answers))
+                raise kopf.TemporaryError(why, delay=2)
+            logger.info("pod %s: %s", pod.name, why)
+
+
+def pod_namespace(body: kopf.Body) -> str:
+    namespace: str = body["metadata"]["namespace"]
+    return namespace
+
+
+def _now(deps: Deps) -> str:
+    return deps.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _event(deps: Deps, body: kopf.Body, reason: str, message: str) -> None:
+    await record(deps.api, body, reason=reason, message=message, now=deps.clock())
+
+
+async def start(*, memo: Any, **_: Any) -> None:
+    memo["drain"] = drain
+
+
+def register(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """Live coefficient changes (checked every ``interval`` s) and drain before stop."""
+    kopf.on.startup(id="control-start", registry=registry)(start)
+    kopf.timer(*WORKERS, interval=interval, id="coefficient", registry=registry)(sync_coefficient)
