@@ -11,8 +11,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from cocoon_operator import __version__
 from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
@@ -82,12 +83,53 @@ def _namespaced(value: str) -> tuple[str, str]:
     return namespace, name
 
 
+async def _run_as_leader(
+    args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+) -> int:
+    """Run the operator only while this replica holds the Lease; exit 1 when it is lost."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
+    from kubernetes_asyncio import client  # noqa: PLC0415
+
+    from cocoon_operator.k8s.client import load  # noqa: PLC0415
+    from cocoon_operator.k8s.leader import LeaderElector  # noqa: PLC0415
+
+    identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE", "default")
+    async with client.ApiClient(await load()) as api:
+        elector = LeaderElector(
+            api,
+            namespace,
+            args.leader_election_id,
+            identity,
+            lease_seconds=args.lease_seconds,
+            renew_seconds=max(1.0, args.lease_seconds / 3),
+        )
+        await elector.acquire()
+        stop = asyncio.Event()
+        running = asyncio.create_task(operator(stop))
+        holding = asyncio.create_task(elector.hold())
+        done, _ = await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding in done:
+            # Leadership lost: stop acting at once; the restarted process waits as a follower.
+            stop.set()
+            await running
+            return 1
+        holding.cancel()
+        await elector.release()
+        running.result()
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
     from cocoon_operator.handlers import admission, attestation, chain, control  # noqa: PLC0415
+    from cocoon_operator.metrics import Metrics  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
@@ -96,6 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     namespaces = args.namespace or []
     memo = kopf.Memo()
+    metrics = Metrics()
+    memo["metrics"] = metrics
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     if args.webhook_addr:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
@@ -137,16 +183,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_seconds=args.chain_check_seconds,
         )
         chain.register(kopf.get_default_registry(), args.chain_check_seconds)
-    asyncio.run(
-        kopf.operator(
+
+    async def operator(stop: asyncio.Event | None = None) -> None:
+        await kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
             standalone=True,
             memo=memo,
+            stop_flag=stop,
         )
-    )
-    return 0
+
+    if not args.leader_elect:
+        asyncio.run(operator())
+        return 0
+    return asyncio.run(_run_as_leader(args, operator))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
+    lead = run.add_argument_group("leader election (for more than one replica)")
+    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
+    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
+    lead.add_argument(
+        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
+    )
+    lead.add_argument("--lease-seconds", type=int, default=15)
+    run.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
+    )
     hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
     hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
     hook.add_argument("--webhook-port", type=int, default=9443)

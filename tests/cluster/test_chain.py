@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
@@ -23,6 +24,7 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
+from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
 from tests.cluster.wait import eventually
 
@@ -100,7 +102,9 @@ async def test_attested_workers_are_funded_once_and_become_ready(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    port = free_port()
+    args = (*env.operator_args(), "--metrics-port", str(port))
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         for name in WORKERS:
             await create_worker(api, namespace, name)
         workers = [
@@ -124,7 +128,31 @@ async def test_attested_workers_are_funded_once_and_become_ready(
         # Later checks find balances at target and send nothing more.
         await asyncio.sleep(5)
         assert await treasury_seqno(env) == len(intents)
+
+        metrics = await scrape(port)
+        assert metrics['cocoon_workers{phase="Ready"}'] == len(WORKERS)
+        assert metrics["cocoon_funding_nanoton_total"] == TARGET * len(WORKERS)
+        assert metrics['cocoon_funding_transfers_total{outcome="confirmed"}'] == len(WORKERS)
+        assert metrics['cocoon_attestation_verifications_total{reason="",result="verified"}'] >= 3
+        for name in WORKERS:
+            series = f'cocoon_wallet_balance_nanoton{{namespace="{namespace}",worker="{name}"}}'
+            assert metrics[series] == TARGET
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The operator's /metrics as {series: value}."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
 
 
 async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(

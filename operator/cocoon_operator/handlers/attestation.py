@@ -38,6 +38,7 @@ from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import patch_pod_condition, patch_worker_status
 from cocoon_operator.policy.attestation import (
     GateDecision,
+    Rejected,
     TrustMode,
     decide,
     needs_verification,
@@ -157,6 +158,10 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         ):
             return
         outcome = await state.checker.verify(fetched, policy=policy, now=now)
+        if isinstance(outcome, Rejected):
+            deps.metrics.attestations.labels("rejected", outcome.step).inc()
+        else:
+            deps.metrics.attestations.labels("verified", "").inc()
     else:
         outcome = fetched
     decision = decide(

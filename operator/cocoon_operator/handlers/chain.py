@@ -46,6 +46,7 @@ from cocoon_operator.handlers.worker import (
 )
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
 from cocoon_operator.k8s.objects import patch_worker_status
+from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.ton.address import normalize_address
@@ -91,6 +92,7 @@ class FundingBatcher:
     """
 
     treasury: Treasury
+    metrics: Metrics = field(default_factory=Metrics)
     window_seconds: float = 0.5
     _waiting: list[tuple[TopUpRequest, asyncio.Future[str]]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -113,6 +115,7 @@ class FundingBatcher:
                 except Exception as exc:  # a transient chain error: try again later
                     logger.warning("settling pending funding intents: %s", exc)
                 else:
+                    self._count(report)
                     for transfer in report.confirmed:
                         logger.info("funding of %s confirmed on chain", transfer.worker)
                     for transfer in report.expired:
@@ -132,8 +135,17 @@ class FundingBatcher:
                 for _, future in batch:
                     future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
                 return
+            self._count(report)
             for req, future in batch:
                 future.set_result(_describe(report, req.worker))
+
+    def _count(self, report: FundingReport) -> None:
+        m = self.metrics
+        m.funding_transfers.labels("confirmed").inc(len(report.confirmed))
+        m.funding_transfers.labels("pending").inc(len(report.pending))
+        m.funding_transfers.labels("expired").inc(len(report.expired))
+        m.funding_transfers.labels("refused").inc(len(report.refused))
+        m.funding_nanoton.inc(sum(t.amount for t in report.confirmed))
 
 
 @dataclass
@@ -165,7 +177,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         key = await _treasury_key(deps.api, *options.treasury_secret)
         store = ConfigMapLedgerStore(deps.api, *options.ledger)
         treasury = Treasury(ton, key, store, global_daily_cap=options.global_daily_cap)
-        batcher = FundingBatcher(treasury)
+        batcher = FundingBatcher(treasury, deps.metrics)
         logger.info(
             "funding node wallets from treasury %s (ledger %s/%s)",
             treasury.address,
@@ -226,8 +238,13 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
             certificate_sha256=summary.certificate_sha256,
         )
         address = normalize_address(stats.wallet_address)
-        balance = await state.ton.get_address_balance(address)
-    except (WorkerStatsError, OSError, TimeoutError, TonError) as exc:
+        with deps.metrics.chain_seconds.labels("getAddressBalance").time():
+            balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        deps.metrics.chain_errors.labels("getAddressBalance").inc()
+        logger.warning("chain check of %s/%s: %s", *key, exc)
+        return
+    except (WorkerStatsError, OSError, TimeoutError) as exc:
         logger.warning("chain check of %s/%s: %s", *key, exc)
         return
     model_hash = hashlib.sha256(worker.spec.model.cocoon_id.encode()).hexdigest()
@@ -262,6 +279,8 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
             if note.startswith("topped up"):
                 logger.info("%s/%s: %s", *key, note)
     wallet = WalletStatus(address=address, balance=balance, funding=note, checked_at=rfc3339(now))
+    deps.metrics.balance.labels(*key).set(balance)
+    deps.metrics.earned_tokens.labels(*key).set(stats.earned_tokens)
     earnings = EarningsStatus(
         earned_tokens=stats.earned_tokens,
         paid_out_tokens=stats.paid_out_tokens,

@@ -123,6 +123,7 @@ async def drain(
                 raise kopf.TemporaryError(why, delay=2)
             if step is DrainStep.REQUEST_PAYOUT:
                 answers = [f"{p}: {await client.payout(p)}" for p in stats.proxies]
+                deps.metrics.payout_requests.inc(len(answers))
                 await annotate_pod(
                     deps.api, pod_namespace(body), pod.name, {PAYOUT_ANNOTATION: _now(deps)}
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
+from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.worker import PodFacts
@@ -49,6 +51,7 @@ class Deps:
 
     api: client.ApiClient
     clock: Callable[[], dt.datetime]
+    metrics: Metrics = field(default_factory=Metrics)
     # One reconcile at a time per worker: the worker's own handlers and its
     # pods' events would otherwise race on creating the same launcher.
     locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
@@ -96,7 +99,11 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    memo["deps"] = Deps(api=client.ApiClient(await load()), clock=_utcnow)
+    memo["deps"] = Deps(
+        api=client.ApiClient(await load()),
+        clock=_utcnow,
+        metrics=memo.get("metrics") or Metrics(),
+    )
     webhook: admission.WebhookOptions | None = memo.get("webhook")
     if webhook is not None:
         admission.configure(settings, webhook, _utcnow())
@@ -237,6 +244,7 @@ async def _reconcile(
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
             kopf.warn(body, reason="InvalidSpec", message=f"cannot parse fields: {fields}")
             raise kopf.PermanentError(f"invalid spec fields: {fields}") from None
+        started = time.monotonic()
         result = plan(observed, now=deps.clock())
         # Reserve the chosen instance before the first await, so a concurrent
         # reconcile of another worker already counts it.
@@ -244,7 +252,15 @@ async def _reconcile(
             instance = obj["metadata"].get("labels", {}).get(LABEL_INSTANCE)
             if obj["kind"] == "Pod" and instance is not None:
                 deps.pending_instances[obj["metadata"]["name"]] = int(instance)
-        await _execute(deps, body, result, logger)
+        try:
+            await _execute(deps, body, result, logger)
+        except Exception as exc:
+            deps.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+            raise
+        finally:
+            deps.metrics.reconcile_seconds.observe(time.monotonic() - started)
+        phase = result.status.get("phase", observed.status.phase)
+        deps.metrics.set_phase(key[0], key[1], phase)
     return result
 
 
@@ -300,6 +316,8 @@ async def delete_worker(
     if remaining:
         names = ", ".join(sorted(p.name for p in remaining))
         raise kopf.TemporaryError(f"waiting for launcher pods to stop: {names}", delay=2)
+    deps: Deps = memo["deps"]
+    deps.metrics.set_phase(meta["namespace"], meta["name"], None)
 
 
 @kopf.on.event("nodes")

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the operator: one :class:`Metrics` per process, built by ``run``.
+
+Money is exported in nanoTON (integers as floats are exact below 2**53, i.e.
+up to ~9 million TON per series). Label sets are bounded: per-worker series
+carry namespace and name and are removed when the worker goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from cocoon_operator.api.conditions import Phase
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.workers = Gauge("cocoon_workers", "CocoonWorkers by phase", ["phase"], registry=r)
+        self.reconcile_seconds = Histogram(
+            "cocoon_reconcile_duration_seconds",
+            "one worker reconcile, gather to status",
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "cocoon_reconcile_errors_total", "reconciles that raised", ["kind"], registry=r
+        )
+        self.attestations = Counter(
+            "cocoon_attestation_verifications_total",
+            "full evidence verifications by result and failed step",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.balance = Gauge(
+            "cocoon_wallet_balance_nanoton",
+            "node wallet balance read from the chain",
+            ["namespace", "worker"],
+            registry=r,
+        )
+        self.earned_tokens = Gauge(
+            "cocoon_earned_tokens",
+            "tokens the worker reports committed to the blockchain",
+            ["namespace", "worker"],
+            registry=r,
+        )
+        self.funding_transfers = Counter(
+            "cocoon_funding_transfers_total",
+            "node-wallet top-ups by outcome (confirmed, pending, expired, refused)",
+            ["outcome"],
+            registry=r,
+        )
+        self.funding_nanoton = Counter(
+            "cocoon_funding_nanoton_total", "nanoTON confirmed sent to node wallets", registry=r
+        )
+        self.payout_requests = Counter(
+            "cocoon_payout_requests_total", "payouts requested from proxies", registry=r
+        )
+        self.chain_errors = Counter(
+            "cocoon_chain_errors_total", "failed TON API calls", ["operation"], registry=r
+        )
+        self.chain_seconds = Histogram(
+            "cocoon_chain_request_duration_seconds", "TON API calls", ["operation"], registry=r
+        )
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Record a worker's phase (None: the worker is gone) and refresh the gauge."""
+        key = (namespace, name)
+        if phase is None:
+            self._phases.pop(key, None)
+            for gauge in (self.balance, self.earned_tokens):
+                with contextlib.suppress(KeyError):  # never had a series
+                    gauge.remove(namespace, name)
+        else:
+            self._phases[key] = phase
+        counts = dict.fromkeys((p.value for p in Phase), 0)
+        for value in self._phases.values():
+            counts[value] = counts.get(value, 0) + 1
+        for value, count in counts.items():
+            self.workers.labels(value).set(count)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's port
+        start_http_server(port, addr=addr, registry=self.registry)
