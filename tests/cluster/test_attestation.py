@@ -222,3 +222,40 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
         )
         assert "request sent" in events.items[0].message
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_model_rotation_drains_and_pays_out_the_old_worker_first(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        await eventually(attested_is(api, namespace, "w", "True"), within=60, what="attested")
+        old, _ = await pod_conditions(api, namespace, "w")
+        model = example_worker()["spec"]["model"] | {"commit": "1" * 40}
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "cocoon.network",
+            "v1alpha1",
+            namespace,
+            "cocoonworkers",
+            "w",
+            {"spec": {"model": model}},
+            _content_type="application/merge-patch+json",
+        )
+
+        async def rotated() -> dict[str, Any] | None:
+            w = await get_worker(api, namespace, "w")
+            pod = w.get("status", {}).get("pod")
+            attested = conditions(w).get("Attested", {}).get("status") == "True"
+            return w if pod and pod != old.metadata.name and attested else None
+
+        await eventually(rotated, within=90, what="the new revision attested")
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=w,involvedObject.kind=CocoonWorker"
+        )
+        order = [
+            e.reason for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)
+        ]
+        # The old worker was disabled and paid out before its pod was stopped.
+        assert order.index("Draining") < order.index("PayoutRequested") < order.index("Rotating")
+        assert proc.poll() is None, log.read_text()[-3000:]

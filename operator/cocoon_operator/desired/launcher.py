@@ -37,6 +37,9 @@ LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
+# Set by the operator on a pod whose worker it is stopping (drain, then payout).
+ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
+ANNOTATION_PAYOUT_REQUESTED: Final = f"{labels.GROUP}/payout-requested"
 COMMON_LABELS: Final = {
     "app.kubernetes.io/name": "cocoon-worker",
     "app.kubernetes.io/component": "vm-launcher",

@@ -22,15 +22,19 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
-from cocoon_operator.desired.launcher import revision
+from cocoon_operator.desired.launcher import (
+    ANNOTATION_DRAIN_STARTED,
+    ANNOTATION_PAYOUT_REQUESTED,
+    revision,
+)
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
+from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
 
-PAYOUT_ANNOTATION = f"{v1alpha1.GROUP}/payout-requested"
 T = v1alpha1.ConditionStatus.TRUE
 
 
@@ -89,56 +93,65 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     logger.info("%s", message)
 
 
-async def drain(
-    body: kopf.Body, pods: list[PodFacts], deps: Deps, runtime: dt.timedelta, logger: Logger
-) -> None:
-    """Disable, drain and pay out the serving pod; raises TemporaryError while waiting."""
+async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logger) -> str | None:
+    """Take the next step of stopping each of ``pods``' workers.
+
+    Returns why the caller must wait (try again shortly), or None when every
+    pod may be deleted now. The start of the drain and the payout request are
+    recorded as pod annotations, so the bounds hold across operator restarts.
+    """
     worker = _parse(body)
     if worker is None:
-        return
+        return None
+    now = deps.clock()
+    namespace = body["metadata"]["namespace"]
     for pod in pods:
         client = _client(pod, worker) if not pod.deleting else None
         if client is None:
             continue
+        started = _parse_time(pod.drain_started)
+        if started is None:
+            await annotate_pod(
+                deps.api, namespace, pod.name, {ANNOTATION_DRAIN_STARTED: rfc3339(now)}
+            )
+            started = now
         async with client:
             try:
                 stats = await client.stats()
             except (WorkerStatsError, OSError, TimeoutError) as exc:
-                await _event(deps, body, "DrainSkipped", f"worker unreachable ({exc}): stopping it")
+                await _event(
+                    deps, body, "DrainSkipped", f"pod {pod.name} unreachable ({exc}): stopping it"
+                )
                 continue
             step, why = next_step(
                 DrainFacts(
                     enabled=stats.enabled,
                     active_requests=stats.active_requests,
                     payout_running=stats.payout_running,
-                    payout_requested=PAYOUT_ANNOTATION in pod.annotations,
-                    elapsed_seconds=runtime.total_seconds(),
+                    payout_requested=pod.payout_requested,
+                    elapsed_seconds=(now - started).total_seconds(),
                 )
             )
             if step is DrainStep.DISABLE:
                 await client.disable()
                 await _event(deps, body, "Draining", f"pod {pod.name}: {why}")
-                raise kopf.TemporaryError(why, delay=2)
+                return why
             if step in (DrainStep.WAIT_FOR_REQUESTS, DrainStep.WAIT_FOR_PAYOUT):
-                raise kopf.TemporaryError(why, delay=2)
+                return f"pod {pod.name}: {why}"
             if step is DrainStep.REQUEST_PAYOUT:
                 answers = [f"{p}: {await client.payout(p)}" for p in stats.proxies]
                 deps.metrics.payout_requests.inc(len(answers))
                 await annotate_pod(
-                    deps.api, pod_namespace(body), pod.name, {PAYOUT_ANNOTATION: _now(deps)}
+                    deps.api, namespace, pod.name, {ANNOTATION_PAYOUT_REQUESTED: rfc3339(now)}
                 )
                 await _event(deps, body, "PayoutRequested", f"{why}; " + "; ".join(answers))
-                raise kopf.TemporaryError(why, delay=2)
+                return why
             logger.info("pod %s: %s", pod.name, why)
+    return None
 
 
-def pod_namespace(body: kopf.Body) -> str:
-    namespace: str = body["metadata"]["namespace"]
-    return namespace
-
-
-def _now(deps: Deps) -> str:
-    return deps.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 async def _event(deps: Deps, body: kopf.Body, reason: str, message: str) -> None:

@@ -246,6 +246,16 @@ async def _reconcile(
             raise kopf.PermanentError(f"invalid spec fields: {fields}") from None
         started = time.monotonic()
         result = plan(observed, now=deps.clock())
+        drain = memo.get("drain")
+        if result.delete_pods and drain is not None:
+            # Deletion or rotation: whichever path gets here, a worker's VM is
+            # stopped only once it is drained and paid out (or a bound passed).
+            stale = [p for p in observed.pods if p.name in result.delete_pods]
+            waiting = await drain(body, stale, deps, logger)
+            if waiting:
+                result.waiting = waiting
+                result.delete_pods = []
+                result.events = [e for e in result.events if e.reason != "Rotating"]
         # Reserve the chosen instance before the first await, so a concurrent
         # reconcile of another worker already counts it.
         for obj in result.apply:
@@ -274,7 +284,10 @@ async def reconcile_body(body: kopf.Body, memo: Any, indexes: Indexes, logger: L
 @kopf.on.update(*WORKERS, field="spec")
 @kopf.on.update(*WORKERS, field=("metadata", "annotations", PAUSE_ANNOTATION))
 async def reconcile_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    await _reconcile(body, memo, Indexes.of(kwargs), logger)
+    result = await _reconcile(body, memo, Indexes.of(kwargs), logger)
+    if result.waiting:
+        # Retried by kopf until the old worker is drained and its pod deleted.
+        raise kopf.TemporaryError(result.waiting, delay=2)
 
 
 @kopf.timer(*WORKERS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
@@ -295,9 +308,7 @@ async def launcher_pod_changed(
 
 
 @kopf.on.delete(*WORKERS)
-async def delete_worker(
-    *, body: kopf.Body, memo: Any, logger: Logger, runtime: dt.timedelta, **kwargs: Any
-) -> None:
+async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """Drain the worker, stop the VM and release the GPU before the finalizer goes.
 
     The drain (disable, wait for in-flight requests, final payout; each bounded)
@@ -307,11 +318,9 @@ async def delete_worker(
     """
     indexes = Indexes.of(kwargs)
     meta = body["metadata"]
-    drain = memo.get("drain")
-    if drain is not None:
-        pods = list(indexes.pods.get((meta["namespace"], meta["name"]), []))
-        await drain(body, pods, memo["deps"], runtime, logger)
-    await _reconcile(body, memo, indexes, logger, deleting=True)
+    result = await _reconcile(body, memo, indexes, logger, deleting=True)
+    if result.waiting:
+        raise kopf.TemporaryError(result.waiting, delay=2)
     remaining = list(indexes.pods.get((meta["namespace"], meta["name"]), []))
     if remaining:
         names = ", ".join(sorted(p.name for p in remaining))

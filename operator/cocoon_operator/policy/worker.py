@@ -35,7 +35,8 @@ class PodFacts:
     revision: str | None = None
     instance: int | None = None
     host_ip: str | None = None
-    annotations: frozenset[str] = frozenset()  # keys only
+    drain_started: str | None = None  # when the operator began stopping this pod's worker
+    payout_requested: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 from cocoon_operator.api.v1alpha1 import ConditionStatus
 from cocoon_operator.desired.launcher import (
+    ANNOTATION_DRAIN_STARTED,
+    ANNOTATION_PAYOUT_REQUESTED,
     LABEL_INSTANCE,
     LABEL_REVISION,
     READINESS_GATE,
@@ -34,6 +36,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         if reason:
             waiting = reason
     labels = meta.get("labels", {}) or {}
+    annotations = meta.get("annotations", {}) or {}
     instance = labels.get(LABEL_INSTANCE)
     return PodFacts(
         name=meta.get("name", ""),
@@ -50,5 +53,6 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         revision=labels.get(LABEL_REVISION),
         instance=int(instance) if instance and instance.isdigit() else None,
         host_ip=status.get("hostIP") or None,
-        annotations=frozenset(meta.get("annotations") or {}),
+        drain_started=annotations.get(ANNOTATION_DRAIN_STARTED),
+        payout_requested=ANNOTATION_PAYOUT_REQUESTED in annotations,
     )

@@ -51,6 +51,8 @@ class Plan:
     delete_pods: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # Set by the caller when deletions wait for a drain (not by plan()).
+    waiting: str | None = None
 
     @property
     def empty(self) -> bool:
