@@ -83,6 +83,28 @@ def _namespaced(value: str) -> tuple[str, str]:
     return namespace, name
 
 
+async def _standby_health(endpoint: str | None) -> Any:
+    """Answer the liveness probe while waiting for the Lease, so a follower is not
+    restarted for waiting. Returns the aiohttp runner to clean up, or None."""
+    if not endpoint:
+        return None
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    from aiohttp import web  # noqa: PLC0415
+
+    url = urlparse(endpoint)
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app = web.Application()
+    app.router.add_get(url.path or "/", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port or 80).start()
+    return runner
+
+
 async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
@@ -107,7 +129,12 @@ async def _run_as_leader(
             lease_seconds=args.lease_seconds,
             renew_seconds=max(1.0, args.lease_seconds / 3),
         )
-        await elector.acquire()
+        standby = await _standby_health(args.liveness)
+        try:
+            await elector.acquire()
+        finally:
+            if standby is not None:
+                await standby.cleanup()  # kopf serves the endpoint from now on
         stop = asyncio.Event()
         running = asyncio.create_task(operator(stop))
         holding = asyncio.create_task(elector.hold())
@@ -127,8 +154,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
-    import cocoon_operator.handlers.worker  # noqa: F401, PLC0415 - registers the handlers
-    from cocoon_operator.handlers import admission, attestation, chain, control  # noqa: PLC0415
+    from cocoon_operator.handlers import (  # noqa: PLC0415
+        admission,
+        attestation,
+        chain,
+        control,
+        pool,  # noqa: F401 - importing registers the pool handlers
+        worker,  # noqa: F401 - importing registers the worker handlers
+    )
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
 

@@ -38,4 +38,17 @@ async def install_crds(api: client.ApiClient) -> list[str]:
             )
 
         await eventually(established, within=30, what=f"CRD {name} Established")
+
+        async def served(crd: dict = crd) -> bool:  # type: ignore[type-arg]
+            # Established can come before the resource's storage is ready (429).
+            spec = crd["spec"]
+            try:
+                await client.CustomObjectsApi(api).list_cluster_custom_object(
+                    spec["group"], spec["versions"][0]["name"], spec["names"]["plural"], limit=1
+                )
+            except ApiException:
+                return False
+            return True
+
+        await eventually(served, within=30, what=f"CRD {name} served")
     return names

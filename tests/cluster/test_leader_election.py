@@ -7,12 +7,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
+from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import create_worker, worker_pods
 from tests.cluster.wait import eventually
 
@@ -52,7 +54,24 @@ async def test_only_the_leader_acts_and_a_follower_takes_over_after_kill_9(
 
         leader = await eventually(led, within=30, what="a leader")
         assert str(first.pid) in leader
-        with running_operator(stack.kubeconfig, namespace, tmp_path / "b.log", *args) as second:
+        probe = free_port()
+        liveness = ("--liveness", f"http://127.0.0.1:{probe}/healthz")
+        with running_operator(
+            stack.kubeconfig, namespace, tmp_path / "b.log", *args, *liveness
+        ) as second:
+
+            async def standing_by() -> bool:
+                try:
+                    async with (
+                        aiohttp.ClientSession() as session,
+                        session.get(f"http://127.0.0.1:{probe}/healthz") as resp,
+                    ):
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            # The follower answers its liveness probe while it waits.
+            await eventually(standing_by, within=30, what="the follower's liveness endpoint")
             await create_worker(api, namespace, "w0")
             await eventually(
                 lambda: worker_pods(api, namespace, "w0"), within=30, what="the leader's launcher"
@@ -71,7 +90,8 @@ async def test_only_the_leader_acts_and_a_follower_takes_over_after_kill_9(
 
             await eventually(taken_over, within=LEASE_SECONDS * 4, what="failover")
             failover = time.monotonic() - killed_at
-            assert failover < LEASE_SECONDS + LEASE_SECONDS / 3 + 3, failover
+            # Lease expiry plus one retry period, with slack for a loaded machine.
+            assert failover < 2 * LEASE_SECONDS + 3, failover
 
             await create_worker(api, namespace, "w1")
             await eventually(

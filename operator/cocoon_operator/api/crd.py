@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cocoon_operator.api import v1alpha1
+from cocoon_operator.api import pool, v1alpha1
 
 # Keywords carried over from pydantic's output; anything else is dropped.
 _KEEP = {
@@ -111,25 +111,32 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def cocoonworker_crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(v1alpha1.CocoonWorkerSpec)
-    status_schema = openapi_schema(v1alpha1.CocoonWorkerStatus)
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    columns: list[dict[str, Any]],
+    description: str,
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}",
+            "name": f"{plural}.{v1alpha1.GROUP}",
             "annotations": {"cocoon.network/generated-by": "hack/gen-crds"},
         },
         "spec": {
             "group": v1alpha1.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": v1alpha1.KIND,
-                "listKind": f"{v1alpha1.KIND}List",
-                "plural": v1alpha1.PLURAL,
-                "singular": v1alpha1.KIND.lower(),
-                "shortNames": ["cw"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
                 "categories": ["cocoon"],
             },
             "versions": [
@@ -138,19 +145,18 @@ def cocoonworker_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": v1alpha1.PRINTER_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "One COCOON worker: a confidential VM (Intel TDX)"
-                            " with one NVIDIA GPU in CC mode, serving one model on TON.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                "spec": openapi_schema(spec),
+                                "status": openapi_schema(status),
                             },
                         }
                     },
@@ -160,6 +166,35 @@ def cocoonworker_crd() -> dict[str, Any]:
     }
 
 
+def cocoonworker_crd() -> dict[str, Any]:
+    return _crd(
+        kind=v1alpha1.KIND,
+        plural=v1alpha1.PLURAL,
+        short="cw",
+        spec=v1alpha1.CocoonWorkerSpec,
+        status=v1alpha1.CocoonWorkerStatus,
+        columns=v1alpha1.PRINTER_COLUMNS,
+        description="One COCOON worker: a confidential VM (Intel TDX)"
+        " with one NVIDIA GPU in CC mode, serving one model on TON.",
+    )
+
+
+def cocoonworkerpool_crd() -> dict[str, Any]:
+    return _crd(
+        kind=pool.POOL_KIND,
+        plural=pool.POOL_PLURAL,
+        short="cwp",
+        spec=pool.CocoonWorkerPoolSpec,
+        status=pool.CocoonWorkerPoolStatus,
+        columns=pool.POOL_PRINTER_COLUMNS,
+        description="A pool of identical CocoonWorkers, rolled at most maxUnavailable at a"
+        " time with up to maxSurge extra workers.",
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name under ``crds/`` -> CRD object."""
-    return {f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml": cocoonworker_crd()}
+    return {
+        f"{v1alpha1.GROUP}_{v1alpha1.PLURAL}.yaml": cocoonworker_crd(),
+        f"{v1alpha1.GROUP}_{pool.POOL_PLURAL}.yaml": cocoonworkerpool_crd(),
+    }

@@ -282,8 +282,8 @@ class Toleration(Model):
     ] = None
 
 
-class CocoonWorkerSpec(Model):
-    """Desired state of one COCOON worker: one confidential VM with one GPU."""
+class WorkerSpecBase(Model):
+    """Every field of a worker's spec but its node wallet key (see CocoonWorkerSpec)."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -329,7 +329,6 @@ class CocoonWorkerSpec(Model):
             description="price multiplier, per-mille (1000 = 1.0x); applied live",
         ),
     ] = COEFFICIENT_DEFAULT
-    node_wallet_key_secret_ref: SecretKeyRef
     hf_token_secret_ref: SecretKeyRef | None = None
     gpu: GPUSelector = GPUSelector()
     funding: Funding = Funding()
@@ -338,6 +337,12 @@ class CocoonWorkerSpec(Model):
     paused: Annotated[
         bool, Field(description="stop reconciling this worker; nothing is changed or deleted")
     ] = False
+
+
+class CocoonWorkerSpec(WorkerSpecBase):
+    """Desired state of one COCOON worker: one confidential VM with one GPU."""
+
+    node_wallet_key_secret_ref: SecretKeyRef
 
 
 class ConditionStatus(StrEnum):

@@ -57,5 +57,9 @@ async def record(
     try:
         await client.CoreV1Api(api).create_namespaced_event(meta["namespace"], event)
     except ApiException as err:
-        if err.status not in (403, 404):  # terminating namespace
+        # A terminating namespace refuses new objects (403 with that reason, or
+        # 404): the Event has nowhere to go. Any other 403 is missing RBAC and
+        # must be seen, not swallowed.
+        terminating = err.status == 403 and "terminat" in str(err.body or "")
+        if err.status != 404 and not terminating:
             raise

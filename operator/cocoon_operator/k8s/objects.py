@@ -14,6 +14,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.pool import POOL_PLURAL
 
 # The client's typed signatures omit its ``_content_type`` switch; a merge patch
 # (not a JSON patch) is what a partial status document is.
@@ -22,7 +23,7 @@ STRATEGIC_PATCH: dict[str, Any] = {"_content_type": "application/strategic-merge
 
 
 async def create_if_absent(api: client.ApiClient, obj: dict[str, Any]) -> bool:
-    """Create a namespaced Pod or ConfigMap; False if it already existed."""
+    """Create a namespaced Pod, ConfigMap, Secret or CocoonWorker; False if it already existed."""
     core = client.CoreV1Api(api)
     namespace = obj["metadata"]["namespace"]
     # The builders produce plain manifests; the client serialises dicts as they are.
@@ -32,6 +33,12 @@ async def create_if_absent(api: client.ApiClient, obj: dict[str, Any]) -> bool:
             await core.create_namespaced_pod(namespace, body)
         elif obj["kind"] == "ConfigMap":
             await core.create_namespaced_config_map(namespace, body)
+        elif obj["kind"] == "Secret":
+            await core.create_namespaced_secret(namespace, body)
+        elif obj["kind"] == v1alpha1.KIND:
+            await client.CustomObjectsApi(api).create_namespaced_custom_object(
+                v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, body
+            )
         else:
             raise ValueError(f"create_if_absent does not handle {obj['kind']}")
     except ApiException as err:
@@ -106,3 +113,53 @@ async def annotate_pod(
             return False
         raise
     return True
+
+
+async def delete_worker(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Delete a CocoonWorker (its finalizer drains it); False if it was already gone."""
+    try:
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, name
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+async def patch_worker_spec(
+    api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> None:
+    """Merge-patch a CocoonWorker's spec; a vanished worker is not an error."""
+    try:
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            namespace,
+            v1alpha1.PLURAL,
+            name,
+            {"spec": spec},
+            **MERGE_PATCH,
+        )
+    except ApiException as err:
+        if err.status != 404:
+            raise
+
+
+async def patch_pool_status(
+    api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
+) -> None:
+    try:
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            v1alpha1.GROUP,
+            v1alpha1.VERSION,
+            namespace,
+            POOL_PLURAL,
+            name,
+            {"status": status},
+            **MERGE_PATCH,
+        )
+    except ApiException as err:
+        if err.status != 404:
+            raise

@@ -1,0 +1,82 @@
+"""What a pool's workers and their wallet-key Secrets look like (pure builders)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cocoon_operator.api.pool import POOL_KIND, WorkerTemplate
+from cocoon_operator.api.v1alpha1 import API_VERSION, GROUP, KIND
+
+LABEL_POOL: Final = f"{GROUP}/pool"
+LABEL_POOL_REVISION: Final = f"{GROUP}/pool-revision"
+WALLET_KEY: Final = "node-wallet-key"
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+def template_revision(template: WorkerTemplate) -> str:
+    """A short hash of the template: workers made from another template are old."""
+    doc = template.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # The coefficient is applied live by each worker: changing it rolls nothing.
+    doc.get("spec", {}).pop("coefficient", None)
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:10]
+
+
+def wallet_secret_name(worker: str) -> str:
+    return f"{worker}-wallet"
+
+
+def wallet_secret(pool: PoolRef, worker: str, key: bytes) -> dict[str, Any]:
+    """The worker's node wallet key. Deliberately not owned by the pool or the worker:
+    a key may hold money, and garbage collection must never delete it."""
+    if len(key) != 32:
+        raise ValueError("a node wallet key is 32 bytes")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": wallet_secret_name(worker),
+            "namespace": pool.namespace,
+            "labels": {LABEL_POOL: pool.name, "app.kubernetes.io/managed-by": "cocoon-operator"},
+        },
+        "type": "Opaque",
+        "data": {WALLET_KEY: base64.b64encode(base64.b64encode(key)).decode()},
+    }
+
+
+def pool_worker(
+    pool: PoolRef, template: WorkerTemplate, revision: str, name: str
+) -> dict[str, Any]:
+    """A CocoonWorker of ``pool`` at ``revision``, owned by the pool."""
+    spec = template.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["nodeWalletKeySecretRef"] = {"name": wallet_secret_name(name), "key": WALLET_KEY}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": pool.namespace,
+            "labels": {**template.labels, LABEL_POOL: pool.name, LABEL_POOL_REVISION: revision},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": POOL_KIND,
+                    "name": pool.name,
+                    "uid": pool.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,198 @@
+"""kopf handlers for CocoonWorkerPool: create and delete workers, one roll step at a time.
+
+Every cause (the pool changed, one of its workers changed, a slow resync) runs
+the same reconcile: gather the pool's workers from an index, ``plan_pool``,
+then create (wallet Secret first, then the worker) and delete (the worker's
+own finalizer drains and pays it out). Creates and deletes are idempotent, so
+a reconcile that runs again before it sees its own writes is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.conditions import ConditionType
+from cocoon_operator.api.pool import POOL_PLURAL, CocoonWorkerPool
+from cocoon_operator.desired.pool import (
+    LABEL_POOL,
+    LABEL_POOL_REVISION,
+    PoolRef,
+    pool_worker,
+    template_revision,
+    wallet_secret,
+)
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger
+from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.objects import (
+    create_if_absent,
+    delete_worker,
+    patch_pool_status,
+    patch_worker_spec,
+)
+from cocoon_operator.policy.pool import PoolMember, PoolPlan, next_names, plan_pool
+
+POOLS = (v1alpha1.GROUP, v1alpha1.VERSION, POOL_PLURAL)
+RESYNC_SECONDS = 300.0
+
+Members = kopf.Index[tuple[str, str], tuple[PoolMember, int | None]]
+Pools = kopf.Index[tuple[str, str], dict[str, Any]]
+
+
+def _ready(body: kopf.Body) -> bool:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ConditionType.READY:
+            return bool(cond.get("status") == "True")
+    return False
+
+
+@kopf.index(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
+def pool_members(
+    *,
+    namespace: str | None,
+    labels: kopf.Labels,
+    name: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    **_: Any,
+) -> dict[tuple[str, str], tuple[PoolMember, int | None]]:
+    """Workers by (namespace, pool), with their spec's coefficient."""
+    member = PoolMember(
+        name=name,
+        revision=labels.get(LABEL_POOL_REVISION),
+        ready=_ready(body),
+        deleting=body["metadata"].get("deletionTimestamp") is not None,
+    )
+    coefficient = spec.get("coefficient")
+    return {(namespace or "", labels[LABEL_POOL]): (member, coefficient)}
+
+
+@kopf.index(*POOLS)
+def pools(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): dict(body)}
+
+
+async def _reconcile_pool(
+    body: kopf.Body, memo: Any, members_index: Members, logger: Logger
+) -> None:
+    deps: Deps = memo["deps"]
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        return  # garbage collection deletes the workers; their finalizers drain them
+    try:
+        pool = CocoonWorkerPool.model_validate(dict(body))
+    except ValidationError as err:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
+        raise kopf.PermanentError(f"invalid pool spec fields: {fields}") from None
+    async with deps.locks[("pool", namespace + "/" + name)]:
+        entries = list(members_index.get((namespace, name), []))
+        members = [m for m, _ in entries]
+        revision = template_revision(pool.spec.template)
+        plan = plan_pool(
+            members,
+            replicas=pool.spec.replicas,
+            revision=revision,
+            max_unavailable=pool.spec.strategy.max_unavailable,
+            max_surge=pool.spec.strategy.max_surge,
+        )
+        ref = PoolRef(name, namespace, meta["uid"])
+        if not pool.spec.paused:
+            await _apply(
+                deps,
+                body,
+                ref,
+                pool=pool,
+                revision=revision,
+                plan=plan,
+                members=members,
+                logger=logger,
+            )
+            await _sync_coefficients(deps, namespace, entries, pool.spec.template.spec.coefficient)
+        status = {
+            "replicas": plan.replicas,
+            "readyReplicas": plan.ready,
+            "updatedReplicas": plan.updated,
+            "unavailableReplicas": plan.unavailable,
+            "updateRevision": revision,
+            "observedGeneration": meta.get("generation"),
+        }
+        current = {k: (body.get("status") or {}).get(k) for k in status}
+        if current != status:
+            await patch_pool_status(deps.api, namespace, name, status)
+
+
+async def _apply(
+    deps: Deps,
+    body: kopf.Body,
+    ref: PoolRef,
+    *,
+    pool: CocoonWorkerPool,
+    revision: str,
+    plan: PoolPlan,
+    members: Sequence[PoolMember],
+    logger: Logger,
+) -> None:
+    for worker in plan.delete:
+        if await delete_worker(deps.api, ref.namespace, worker):
+            await record(
+                deps.api,
+                body,
+                reason="WorkerDeleted",
+                message=f"deleted worker {worker}",
+                now=deps.clock(),
+            )
+            logger.info("pool %s: deleted worker %s", ref.name, worker)
+    taken = {m.name for m in members}
+    for worker in next_names(ref.name, revision, taken, plan.create):
+        # The key Secret first: a worker never exists without its wallet.
+        await create_if_absent(deps.api, wallet_secret(ref, worker, os.urandom(32)))
+        if await create_if_absent(deps.api, pool_worker(ref, pool.spec.template, revision, worker)):
+            await record(
+                deps.api,
+                body,
+                reason="WorkerCreated",
+                message=f"created worker {worker} (revision {revision})",
+                now=deps.clock(),
+            )
+            logger.info("pool %s: created worker %s", ref.name, worker)
+
+
+async def _sync_coefficients(
+    deps: Deps, namespace: str, entries: Sequence[tuple[PoolMember, int | None]], wanted: int
+) -> None:
+    """The coefficient is not part of the revision: set it on every worker in place."""
+    for member, coefficient in entries:
+        if not member.deleting and coefficient != wanted:
+            await patch_worker_spec(deps.api, namespace, member.name, {"coefficient": wanted})
+
+
+@kopf.on.resume(*POOLS)
+@kopf.on.create(*POOLS)
+@kopf.on.update(*POOLS, field="spec")
+async def reconcile_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    await _reconcile_pool(body, memo, kwargs["pool_members"], logger)
+
+
+@kopf.timer(*POOLS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
+async def resync_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    await _reconcile_pool(body, memo, kwargs["pool_members"], logger)
+
+
+@kopf.on.event(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
+async def pool_worker_changed(
+    *, namespace: str | None, labels: kopf.Labels, memo: Any, logger: Logger, **kwargs: Any
+) -> None:
+    """A worker of a pool changed (Ready, deleted): take the pool's next roll step."""
+    snapshots: Pools = kwargs["pools"]
+    for snapshot in snapshots.get((namespace or "", labels[LABEL_POOL]), []):
+        await _reconcile_pool(
+            kopf.Body(cast(kopf.RawBody, snapshot)), memo, kwargs["pool_members"], logger
+        )

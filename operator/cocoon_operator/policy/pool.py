@@ -1,0 +1,88 @@
+"""Rolling a pool of workers (pure): what to create and delete now.
+
+The rules of a Deployment's rolling update, over CocoonWorkers instead of
+pods: never more than ``replicas + maxSurge`` live workers, never fewer than
+``replicas - maxUnavailable`` Ready ones because of a deletion of ours, old
+revisions that are not Ready go first, then old Ready ones as far as the
+availability bound allows, and new ones are created into the room left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    name: str
+    revision: str | None
+    ready: bool
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    create: int
+    delete: tuple[str, ...]
+    replicas: int  # live workers
+    ready: int
+    updated: int  # live workers at the target revision
+    unavailable: int
+
+
+def plan_pool(
+    members: Sequence[PoolMember],
+    *,
+    replicas: int,
+    revision: str,
+    max_unavailable: int,
+    max_surge: int,
+) -> PoolPlan:
+    live = [m for m in members if not m.deleting]
+    new = [m for m in live if m.revision == revision]
+    old = [m for m in live if m.revision != revision]
+    ready = sum(m.ready for m in live)
+    min_available = max(0, replicas - max_unavailable)
+    available = ready
+    delete: list[str] = []
+    # Old workers: the not-Ready ones cost no availability; Ready ones only
+    # while enough others stay Ready.
+    for member in sorted(old, key=lambda m: (m.ready, m.name)):
+        if not member.ready:
+            delete.append(member.name)
+        elif available - 1 >= min_available:
+            delete.append(member.name)
+            available -= 1
+    # More new workers than wanted (a scale-down): the not-Ready ones first.
+    surplus = len(new) - replicas
+    if surplus > 0:
+        for member in sorted(new, key=lambda m: (m.ready, m.name))[:surplus]:
+            delete.append(member.name)
+    remaining = len(live) - len(delete)
+    room = replicas + max_surge - remaining
+    create = max(0, min(replicas - len(new), room))
+    return PoolPlan(
+        create=create,
+        delete=tuple(delete),
+        replicas=len(live),
+        ready=ready,
+        updated=len(new),
+        unavailable=max(0, replicas - ready),
+    )
+
+
+def next_names(pool: str, revision: str, taken: set[str], count: int) -> list[str]:
+    """``count`` worker names for ``revision``: the lowest indexes not taken.
+
+    Deterministic, so a reconcile that runs twice before it sees its own
+    creations asks for the same names and the second create is a no-op (409).
+    """
+    names: list[str] = []
+    index = 0
+    while len(names) < count:
+        name = f"{pool}-{revision[:8]}-{index}"
+        if name not in taken:
+            names.append(name)
+        index += 1
+    return names

@@ -1,0 +1,530 @@
+"""The Helm chart (charts/cocoon-operator): it lints and renders, installs into
+the real local apiserver, and its RBAC is exactly enough: the real operator,
+run with a token of the chart's ServiceAccount, reconciles a CocoonWorker with
+no permission error, while the same token is refused what the operator never
+does. ``helm uninstall`` removes the cluster-scoped objects again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.pool import POOL_PLURAL
+from cocoon_operator.desired.launcher import LABEL_WORKER, READINESS_GATE
+from cocoon_operator.desired.pool import LABEL_POOL
+from cocoon_operator.k8s.client import connect
+from tests.cluster.crds import install_crds
+from tests.cluster.fixtures import REPO, Stack
+from tests.cluster.operator import running_operator
+from tests.cluster.test_worker_lifecycle import (
+    API,
+    conditions,
+    create_worker,
+    get_worker,
+    phase_is,
+    worker_pods,
+)
+from tests.cluster.wait import eventually
+
+CHART = REPO / "charts" / "cocoon-operator"
+Doc = dict[str, Any]
+# What a missing permission looks like in the operator's log: the API client's
+# "(403) Reason: Forbidden", kopf's APIForbiddenError and its fallback warnings.
+DENIED = re.compile(r"forbidden|not enough (rbac )?permissions", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def helm_bin() -> Path:
+    out = subprocess.run(
+        [str(REPO / "hack" / "build-tools"), "--print"], check=True, capture_output=True, text=True
+    )
+    path = Path(out.stdout.strip()) / "helm"
+    if not path.exists():
+        pytest.skip(f"helm not built yet ({path}): run hack/build-tools")
+    return path
+
+
+@pytest.fixture
+def helm(helm_bin: Path, tmp_path: Path) -> Iterator[Any]:
+    """Run helm with its state in tmp_path; returns stdout, fails the test on errors."""
+    home = tmp_path / "helm-home"
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, kubeconfig: Path | None = None, check: bool = True) -> str:
+        extra = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
+        out = subprocess.run(
+            [str(helm_bin), *args],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout + (out.stderr if not check else "")
+
+    yield run
+
+
+def render(helm: Any, *args: str) -> list[Doc]:
+    text = helm("template", "rel", str(CHART), "--namespace", "ops", *args)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(docs: list[Doc]) -> Doc:
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def granted(docs: list[Doc]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) over every Role and ClusterRole rendered."""
+    out = set()
+    for doc in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        out.add((group, resource, verb))
+    return out
+
+
+def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
+    helm("lint", "--strict", str(CHART))
+    docs = render(helm)
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    }
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(docs)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["image"] == "cocoon-operator:0.1.0.dev0"
+    assert c["args"][0] == "run"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert not [a for a in c["args"] if a.startswith(("--namespace", "--webhook"))]
+    assert one(docs, "Service")["spec"]["ports"][0]["name"] == "metrics"
+    # Cluster-wide: the workload rules are bound by a ClusterRoleBinding.
+    bindings = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
+    assert bindings == {"rel-cocoon-operator", "rel-cocoon-operator-workloads"}
+    rules = granted(docs)
+    assert ("", "pods", "create") in rules
+    assert ("cocoon.network", "cocoonworkers/status", "patch") in rules
+    # Secrets: pool members' wallet keys are created, no Secret is ever read.
+    assert [r for r in rules if r[1] == "secrets"] == [("", "secrets", "create")]
+    assert not [r for r in rules if r[1] == "validatingwebhookconfigurations"]
+    assert not [r for r in rules if r[1] == "namespaces"]  # kopf needs them only when namespaced
+    assert not [r for r in rules if "*" in r]
+
+
+def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "webhook.enabled=true,webhook.certSecret=cocoon-webhook-tls",
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+    )
+    args = container(docs)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    host = "rel-cocoon-operator-webhook.ops.svc"
+    for arg in (
+        "--webhook-addr=0.0.0.0",
+        "--webhook-port=9443",
+        f"--webhook-host={host}",
+        "--webhook-config=rel-cocoon-operator.cocoon.network",
+        "--webhook-cert=/etc/cocoon-operator/webhook/tls.crt",
+        "--webhook-key=/etc/cocoon-operator/webhook/tls.key",
+    ):
+        assert arg in args
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "webhook-tls"]
+    assert tls["secret"]["secretName"] == "cocoon-webhook-tls"
+    svc = one(docs, "Service", "rel-cocoon-operator-webhook")
+    assert svc["spec"]["ports"] == [
+        {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    # Namespaced: one RoleBinding per namespace, no cluster-wide workload rights.
+    role_bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["team-a", "team-b"]
+    assert {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")} == {
+        "rel-cocoon-operator"
+    }
+    cluster = one(docs, "ClusterRole", "rel-cocoon-operator")
+    webhook_rules = [
+        r for r in cluster["rules"] if r["resources"] == ["validatingwebhookconfigurations"]
+    ]
+    assert webhook_rules == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["rel-cocoon-operator.cocoon.network"],
+            "verbs": ["patch", "delete"],
+        },
+    ]
+    assert ("", "namespaces", "watch") in granted(docs)
+    # Without a Secret the operator self-signs: no volume, no cert arguments.
+    docs = render(helm, "--set", "webhook.enabled=true")
+    assert not [a for a in container(docs)["args"] if a.startswith("--webhook-cert")]
+
+
+def test_chart_refuses_bad_values(helm: Any) -> None:
+    for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
+        out = helm("template", "rel", str(CHART), "--set", bad, check=False)
+        assert "Error" in out, bad
+
+
+# --- installed into the local control plane -----------------------------------
+
+
+def release_for(namespace: str) -> str:
+    """Cluster-scoped objects carry the release's name: unique per test namespace."""
+    return f"co-{namespace[-6:]}"
+
+
+async def sa_kubeconfig(
+    api: client.ApiClient, stack: Stack, namespace: str, sa: str, path: Path
+) -> Path:
+    """A kubeconfig for ``sa``: the stack's server and CA, a TokenRequest token."""
+    request: Any = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    }
+    token = await client.CoreV1Api(api).create_namespaced_service_account_token(
+        sa, namespace, request
+    )
+    admin = json.loads(stack.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token.status.token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
+        "current-context": "sa",
+    }
+    path.write_text(json.dumps(config))  # noqa: ASYNC240 - a small local file
+    path.chmod(0o600)  # noqa: ASYNC240
+    return path
+
+
+async def can(
+    api: client.ApiClient,
+    verb: str,
+    resource: str,
+    *,
+    group: str = "",
+    namespace: str | None = None,
+    subresource: str | None = None,
+) -> bool:
+    review: Any = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                "namespace": namespace,
+                "subresource": subresource,
+            }
+        },
+    }
+    got = await client.AuthorizationV1Api(api).create_self_subject_access_review(review)
+    return bool(got.status.allowed)
+
+
+async def exists(read: Any, *args: Any) -> bool:
+    try:
+        await read(*args)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+POOL_EXAMPLE = REPO / "examples" / "cocoonworkerpool.yaml"
+
+
+async def create_pool(api: client.ApiClient, namespace: str) -> None:
+    body = yaml.safe_load(POOL_EXAMPLE.read_text())
+    body["spec"]["replicas"] = 1
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *API, namespace, POOL_PLURAL, body
+    )
+
+
+async def pool_members(api: client.ApiClient, namespace: str) -> list[Doc]:
+    got = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *API, namespace, v1alpha1.PLURAL, label_selector=LABEL_POOL
+    )
+    return list(got["items"])
+
+
+async def release_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """After a failure with no operator left: let the namespace go."""
+    custom = client.CustomObjectsApi(api)
+    workers = await custom.list_namespaced_custom_object(*API, namespace, v1alpha1.PLURAL)
+    for worker in workers["items"]:
+        with contextlib.suppress(ApiException):
+            await custom.patch_namespaced_custom_object(
+                *API,
+                namespace,
+                v1alpha1.PLURAL,
+                worker["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )
+
+
+async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
+    stack: Stack, api: client.ApiClient, namespace: str, helm: Any, tmp_path: Path
+) -> None:
+    await install_crds(api)
+    release = release_for(namespace)
+    fullname = f"{release}-cocoon-operator"
+    rbac = client.RbacAuthorizationV1Api(api)
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        kubeconfig=stack.kubeconfig,
+    )
+    try:
+        core = client.CoreV1Api(api)
+        assert await exists(core.read_namespaced_service_account, fullname, namespace)
+        assert await exists(rbac.read_cluster_role, fullname)
+        assert await exists(rbac.read_cluster_role_binding, fullname)
+        assert await exists(rbac.read_cluster_role, f"{fullname}-workloads")
+        assert await exists(rbac.read_namespaced_role_binding, f"{fullname}-workloads", namespace)
+        assert not await exists(rbac.read_cluster_role_binding, f"{fullname}-workloads")
+        deployment = await client.AppsV1Api(api).read_namespaced_deployment(fullname, namespace)
+        assert deployment.spec.template.spec.security_context.run_as_user == 65532
+
+        # The Deployment's pod passes admission (its security settings are valid).
+        async def operator_pod() -> list[client.V1Pod]:
+            pods = await core.list_namespaced_pod(
+                namespace, label_selector=f"app.kubernetes.io/instance={release}"
+            )
+            return list(pods.items)
+
+        await eventually(operator_pod, within=60, what="the chart's operator pod created")
+
+        kubeconfig = await sa_kubeconfig(api, stack, namespace, fullname, tmp_path / "sa.json")
+        async with connect(str(kubeconfig)) as sa:
+            assert await can(sa, "create", "pods", namespace=namespace)
+            assert await can(sa, "patch", "pods", namespace=namespace, subresource="status")
+            assert await can(
+                sa, "patch", "cocoonworkers", group=v1alpha1.GROUP, namespace=namespace
+            )
+            assert await can(sa, "watch", "nodes")
+            # What it never does:
+            assert not await can(sa, "delete", "nodes")
+            assert not await can(sa, "patch", "nodes")
+            assert not await can(sa, "list", "secrets", namespace=namespace)
+            assert not await can(sa, "get", "secrets", namespace=namespace)
+            assert not await can(sa, "delete", "configmaps", namespace=namespace)
+            assert not await can(sa, "create", "pods", namespace="default")
+            assert not await can(sa, "list", "pods")  # not cluster-wide: one namespace
+            assert not await can(sa, "update", "cocoonworkers", group=v1alpha1.GROUP)
+            assert not await can(
+                sa, "delete", "cocoonworkerpools", group=v1alpha1.GROUP, namespace=namespace
+            )
+            assert not await can(sa, "watch", "secrets", namespace=namespace)
+            assert not await can(
+                sa,
+                "create",
+                "validatingwebhookconfigurations",
+                group="admissionregistration.k8s.io",
+            )
+            assert not await can(sa, "create", "clusterroles", group="rbac.authorization.k8s.io")
+            # A refused call, for real: the apiserver answers 403.
+            with pytest.raises(ApiException) as refused:
+                await client.CoreV1Api(sa).list_namespaced_secret(namespace)
+            assert refused.value.status == 403
+
+        custom = client.CustomObjectsApi(api)
+        log = tmp_path / "operator.log"
+        with running_operator(kubeconfig, namespace, log) as proc:
+            await create_worker(api, namespace, "w0")
+            await eventually(
+                lambda: phase_is(api, namespace, "w0", "Attesting"), within=90, what="Attesting"
+            )
+
+            # The attestation step wrote the pod's gate (pods/status) and the
+            # worker's status.attestation. Whether a simulated worker answers
+            # on this stack or not, the verdict is negative: no Intel evidence.
+            async def gate_written() -> client.V1PodCondition | None:
+                pods = await worker_pods(api, namespace, "w0")
+                conds = [c for p in pods for c in p.status.conditions or []]
+                return next((c for c in conds if c.type == READINESS_GATE), None)
+
+            gate = await eventually(gate_written, within=60, what="the pod's attestation gate")
+            assert gate.status == "False"
+
+            async def summary_written() -> Doc | None:
+                w = await get_worker(api, namespace, "w0")
+                return w if w.get("status", {}).get("attestation") else None
+
+            worker = await eventually(summary_written, within=30, what="status.attestation")
+            assert conditions(worker)["Attested"]["status"] == "False"
+            # Events are created (the operator ignores a 403 on Events, so look).
+            events = await core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=w0"
+            )
+            assert "LauncherCreated" in {e.reason for e in events.items}
+
+            # Deletion: pod deleted, finalizer released (kopf's patch).
+            await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, "w0"
+            )
+
+            async def worker_gone() -> bool:
+                return not await exists(get_worker, api, namespace, "w0")
+
+            await eventually(worker_gone, within=90, what="worker deleted (finalizer released)")
+            assert await worker_pods(api, namespace, "w0") == []
+
+            # A pool: the operator creates its member (and the member's wallet
+            # key Secret), writes the pool's status, and the member goes with it.
+            await create_pool(api, namespace)
+
+            async def member_and_key() -> str | None:
+                members = await pool_members(api, namespace)
+                if not members:
+                    return None
+                name = members[0]["metadata"]["name"]
+                key = f"{name}-wallet"
+                return name if await exists(core.read_namespaced_secret, key, namespace) else None
+
+            member = await eventually(member_and_key, within=60, what="pool member and wallet")
+
+            async def pool_status() -> bool:
+                pool = await custom.get_namespaced_custom_object(
+                    *API, namespace, POOL_PLURAL, "fleet"
+                )
+                return bool(pool.get("status", {}).get("replicas"))
+
+            await eventually(pool_status, within=60, what="the pool's status.replicas")
+            await eventually(
+                lambda: worker_pods(api, namespace, member), within=60, what="member's pod"
+            )
+            await custom.delete_namespaced_custom_object(
+                *API, namespace, POOL_PLURAL, "fleet", propagation_policy="Foreground"
+            )
+
+            async def members_gone() -> bool:
+                return not await pool_members(api, namespace)
+
+            await eventually(members_gone, within=90, what="pool members deleted")
+            assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+        text = log.read_text()
+        denied = [line for line in text.splitlines() if DENIED.search(line)]
+        assert not denied, "permission errors in the operator's log:\n" + "\n".join(denied[:20])
+        pods = await core.list_namespaced_pod(namespace, label_selector=LABEL_WORKER)
+        assert pods.items == []
+    finally:
+        await release_finalizers(api, namespace)
+        helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=stack.kubeconfig)
+    assert not await exists(rbac.read_cluster_role, fullname)
+    assert not await exists(rbac.read_cluster_role, f"{fullname}-workloads")
+    assert not await exists(rbac.read_cluster_role_binding, fullname)
+
+
+async def test_cluster_wide_install_grants_workloads_everywhere_but_no_secrets(
+    stack: Stack, api: client.ApiClient, namespace: str, helm: Any, tmp_path: Path
+) -> None:
+    release = release_for(namespace)
+    fullname = f"{release}-cocoon-operator"
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "replicaCount=0,webhook.enabled=true,leaderElection.enabled=true",
+        kubeconfig=stack.kubeconfig,
+    )
+    try:
+        kubeconfig = await sa_kubeconfig(api, stack, namespace, fullname, tmp_path / "sa.json")
+        async with connect(str(kubeconfig)) as sa:
+            assert await can(sa, "list", "pods")
+            assert await can(sa, "watch", "cocoonworkers", group=v1alpha1.GROUP)
+            assert await can(sa, "create", "events", namespace="default")
+            assert await can(
+                sa,
+                "create",
+                "validatingwebhookconfigurations",
+                group="admissionregistration.k8s.io",
+            )
+            assert await can(
+                sa, "create", "leases", group="coordination.k8s.io", namespace=namespace
+            )
+            assert not await can(
+                sa, "create", "leases", group="coordination.k8s.io", namespace="default"
+            )
+            assert not await can(
+                sa,
+                "delete",
+                "validatingwebhookconfigurations",
+                group="admissionregistration.k8s.io",
+            )  # only its own, by name
+            assert not await can(sa, "list", "secrets")
+            assert not await can(sa, "list", "namespaces")  # kopf needs it only when namespaced
+            assert not await can(sa, "delete", "nodes")
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=stack.kubeconfig)

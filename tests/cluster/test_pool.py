@@ -1,0 +1,166 @@
+"""A CocoonWorkerPool of ten workers on the local stack: all reach Ready (attested,
+allowed, funded), a model change rolls them at most maxUnavailable at a time, a
+coefficient change is applied in place, and deleting the pool drains its workers
+but keeps their wallet keys."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from tests.cluster.crds import install_crds
+from tests.cluster.fixtures import Stack
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import Chain, running_agent, running_local_chain
+from tests.cluster.test_admission import example_worker
+from tests.cluster.test_chain import Env
+from tests.cluster.test_worker_lifecycle import conditions
+from tests.cluster.wait import eventually
+
+API = ("cocoon.network", "v1alpha1")
+REPLICAS, MAX_UNAVAILABLE = 10, 3
+
+
+@pytest.fixture
+async def env(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[Env]:
+    await install_crds(api)
+    with (
+        running_local_chain(tmp_path) as chain,
+        running_agent(stack.kubeconfig, namespace, tmp_path) as agent,
+    ):
+        await treasury_secret(api, namespace, chain)
+        yield Env(agent, chain, namespace)
+
+
+async def treasury_secret(api: client.ApiClient, namespace: str, chain: Chain) -> None:
+    seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()
+    await client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
+    )
+
+
+def pool_body() -> dict[str, Any]:
+    spec = example_worker()["spec"]
+    spec.pop("nodeWalletKeySecretRef")
+    return {
+        "apiVersion": "cocoon.network/v1alpha1",
+        "kind": "CocoonWorkerPool",
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "replicas": REPLICAS,
+            "strategy": {"maxUnavailable": MAX_UNAVAILABLE, "maxSurge": 0},
+            "template": {"labels": {"team": "gpu"}, "spec": spec},
+        },
+    }
+
+
+async def pool_workers(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listed = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *API, namespace, "cocoonworkers", label_selector="cocoon.network/pool=fleet"
+    )
+    items: list[dict[str, Any]] = listed["items"]
+    return items
+
+
+def is_ready(worker: dict[str, Any]) -> bool:
+    return conditions(worker).get("Ready", {}).get("status") == "True"
+
+
+async def patch_template(api: client.ApiClient, namespace: str, spec: dict[str, Any]) -> None:
+    await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        *API,
+        namespace,
+        "cocoonworkerpools",
+        "fleet",
+        {"spec": {"template": {"spec": spec}}},
+        _content_type="application/merge-patch+json",
+    )
+
+
+async def test_a_pool_rolls_within_max_unavailable_and_keeps_wallet_keys(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+        await client.CustomObjectsApi(api).create_namespaced_custom_object(
+            *API, namespace, "cocoonworkerpools", pool_body()
+        )
+
+        async def all_ready() -> list[dict[str, Any]] | None:
+            workers = await pool_workers(api, namespace)
+            live = [w for w in workers if "deletionTimestamp" not in w["metadata"]]
+            return live if len(live) == REPLICAS and all(map(is_ready, live)) else None
+
+        first = await eventually(all_ready, within=180, what="ten Ready workers")
+        first_names = {w["metadata"]["name"] for w in first}
+        assert all(w["metadata"]["labels"]["team"] == "gpu" for w in first)
+
+        # Roll to another model; watch availability all the way.
+        model = example_worker()["spec"]["model"] | {"commit": "3" * 40}
+        await patch_template(api, namespace, {"model": model})
+        fewest_ready = REPLICAS
+        for _ in range(1200):
+            workers = await pool_workers(api, namespace)
+            live = [w for w in workers if "deletionTimestamp" not in w["metadata"]]
+            fewest_ready = min(fewest_ready, sum(map(is_ready, live)))
+            rolled = [w for w in live if w["spec"]["model"]["commit"] == "3" * 40]
+            if len(live) == REPLICAS and len(rolled) == REPLICAS and all(map(is_ready, rolled)):
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError("the roll did not finish within 300 s")
+        assert fewest_ready >= REPLICAS - MAX_UNAVAILABLE, fewest_ready
+        assert not first_names & {w["metadata"]["name"] for w in live}
+
+        pool = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            *API, namespace, "cocoonworkerpools", "fleet"
+        )
+
+        async def status_settled() -> bool:
+            p = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+                *API, namespace, "cocoonworkerpools", "fleet"
+            )
+            s = p.get("status", {})
+            return s.get("readyReplicas") == REPLICAS and s.get("updatedReplicas") == REPLICAS
+
+        await eventually(status_settled, within=30, what="pool status")
+        assert (
+            pool["status"]["updateRevision"]
+            in live[0]["metadata"]["labels"]["cocoon.network/pool-revision"]
+        )
+
+        # The coefficient is applied in place: same workers, new value.
+        names = {w["metadata"]["name"] for w in live}
+        await patch_template(api, namespace, {"coefficient": 1300})
+
+        async def repriced() -> bool:
+            workers = await pool_workers(api, namespace)
+            return {w["metadata"]["name"] for w in workers} == names and all(
+                w["spec"]["coefficient"] == 1300 for w in workers
+            )
+
+        await eventually(repriced, within=30, what="coefficient set on every worker in place")
+
+        # Deleting the pool deletes its workers (drained by their finalizers) but never keys.
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            *API, namespace, "cocoonworkerpools", "fleet", propagation_policy="Foreground"
+        )
+
+        async def workers_gone() -> bool:
+            return not await pool_workers(api, namespace)
+
+        await eventually(workers_gone, within=120, what="pool workers deleted")
+        secrets = await client.CoreV1Api(api).list_namespaced_secret(
+            namespace, label_selector="cocoon.network/pool=fleet"
+        )
+        assert len(secrets.items) == 2 * REPLICAS  # one key per worker ever made, all kept
+        assert proc.poll() is None, log.read_text()[-3000:]

@@ -1,0 +1,128 @@
+"""What can be checked of the packaging without a container engine or a cluster.
+
+The operator image (images/operator/Dockerfile) is not built here or in CI:
+these tests read it as text and check what a build would depend on. The Helm
+chart's CRD copy and version are checked against their sources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import yaml
+
+import cocoon_operator
+from cocoon_operator.api.crd import all_crds
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "images" / "operator" / "Dockerfile"
+CHART = REPO / "charts" / "cocoon-operator"
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line: comments dropped, continuations joined."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, "a continuation runs off the end of the Dockerfile"
+    out = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for ins in instructions:
+        if ins[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(ins)
+    return stages
+
+
+def test_dockerfile_is_multi_stage_on_a_pinned_python_311_slim_tag() -> None:
+    instructions = _instructions(DOCKERFILE.read_text())
+    args = dict(a.split("=", 1) for kind, a in instructions if kind == "ARG" and "=" in a)
+    base = args["PYTHON_IMAGE"]
+    # A full version tag on slim Debian, never a floating one.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), base
+    stages = _stages(instructions)
+    assert len(stages) >= 2
+    assert all(stage[0][1].startswith("${PYTHON_IMAGE}") for stage in stages)
+
+
+def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_keeps() -> None:
+    instructions = _instructions(DOCKERFILE.read_text())
+    sources = []
+    for kind, rest in instructions:
+        if kind != "COPY" or "--from=" in rest:
+            continue
+        parts = [p for p in shlex.split(rest) if not p.startswith("--")]
+        sources.extend(parts[:-1])
+    assert sources, "no COPY from the build context"
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
+        assert source.rstrip("/") in kept, f"COPY {source}: excluded by .dockerignore"
+    # pip builds the package from these: the readme is named in pyproject.toml.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["readme"] in sources
+    assert "pyproject.toml" in sources
+
+
+def test_dockerfile_runs_the_operator_as_uid_65532() -> None:
+    final = _stages(_instructions(DOCKERFILE.read_text()))[-1]
+    users = [rest for kind, rest in final if kind == "USER"]
+    assert users == ["65532:65532"]  # numeric, so runAsNonRoot can verify it
+    entrypoint = [rest for kind, rest in final if kind == "ENTRYPOINT"]
+    cmd = [rest for kind, rest in final if kind == "CMD"]
+    assert [json.loads(e) for e in entrypoint] == [["cocoon-operator"]]
+    assert [json.loads(c) for c in cmd] == [["run"]]
+    # The console script the entrypoint names exists.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "cocoon-operator" in project["scripts"]
+    env = " ".join(rest for kind, rest in final if kind == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env  # nothing written on a read-only root
+    # The runtime stage installs nothing: it only copies the built virtualenv.
+    assert not [rest for kind, rest in final if kind == "RUN" and "pip" in rest]
+
+
+def test_chart_crds_are_the_repository_crds() -> None:
+    """Helm installs CRDs only from the chart's crds/: hack/gen-crds writes both copies
+    (and ``hack/gen-crds --check`` compares both with the models)."""
+    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    repo = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
+    assert sorted(chart) == sorted(repo) == sorted(all_crds())
+    for name, text in repo.items():
+        assert chart[name] == text, f"charts/cocoon-operator/crds/{name} differs: run hack/gen-crds"
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"] == cocoon_operator.__version__
+
+
+def test_chart_values_satisfy_their_own_schema_shape() -> None:
+    """Every top-level key of values.yaml is declared (the schema refuses unknown keys)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(values) <= set(schema["properties"])
