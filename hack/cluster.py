@@ -7,7 +7,7 @@ nodes and pod lifecycle. Nothing here is mocked: pods are placed by the real
 scheduler and garbage-collected by the real controller-manager; only kubelets
 are simulated.
 
-    hack/cluster up [--cc-nodes N] [--gpu-nodes N] [--cpu-nodes N]
+    hack/cluster up [--cc-nodes N] [--gpu-nodes N] [--cpu-nodes N] [--audit]
     hack/cluster down
     hack/cluster status
     hack/cluster env           # shell exports: KUBECONFIG and PATH
@@ -18,6 +18,10 @@ State (certificates, kubeconfig, data, logs, pids) lives in ``$COCOON_STACK_DIR`
 (default ``<repo>/.stack``). ``up`` on a running stack is a no-op apart from
 adding missing nodes, so tests and developers can share one stack.
 
+``up --audit`` (opt-in, for benchmarks) starts the apiserver with an audit log
+at level Metadata for every request (``logs/audit.log``, one JSON event per
+line, stage RequestReceived omitted); ``restart`` keeps it on.
+
 Only the standard library and ``cryptography`` are used, so the script runs from
 the project's virtualenv before the operator itself is importable.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import os
@@ -87,6 +92,7 @@ class State:
     dir: Path
     ports: Ports | None = None
     pids: dict[str, int] = field(default_factory=dict)
+    audit: bool = False
 
     @property
     def file(self) -> Path:
@@ -104,17 +110,22 @@ class State:
     def logs(self) -> Path:
         return self.dir / "logs"
 
+    @property
+    def audit_policy(self) -> Path:
+        return self.dir / "audit-policy.yaml"
+
     def load(self) -> State:
         if self.file.exists():
             raw = json.loads(self.file.read_text())
             self.ports = Ports(**raw["ports"])
             self.pids = {k: int(v) for k, v in raw.get("pids", {}).items()}
+            self.audit = bool(raw.get("audit", False))
         return self
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         assert self.ports is not None
-        payload = {"ports": asdict(self.ports), "pids": self.pids}
+        payload = {"ports": asdict(self.ports), "pids": self.pids, "audit": self.audit}
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(self.file)
@@ -307,6 +318,22 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
+def write_audit_policy(path: Path) -> None:
+    """Every request at level Metadata (who, verb, resource, code; no bodies).
+
+    JSON is valid YAML. RequestReceived is omitted, so a request logs one event
+    (ResponseComplete) and a watch two (ResponseStarted, then ResponseComplete
+    when it ends), all sharing the request's auditID.
+    """
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata"}],
+    }
+    path.write_text(json.dumps(policy, indent=2))
+
+
 # --------------------------------------------------------------------------- REST
 
 
@@ -371,7 +398,20 @@ class NodeSpec:
     cpu: int = 1
 
 
-def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
+NODES_PER_BLOCK = 4096
+
+
+def address_block(stack_dir: Path) -> int:
+    """Which of 16 address blocks this stack's nodes use (127.K.B*16.x).
+
+    Stacks in different directories (a developer's, the tests', a benchmark's)
+    then never give two nodes the same loopback address, so their simulated
+    workers cannot answer each other's operators.
+    """
+    return hashlib.sha256(str(stack_dir.resolve()).encode()).digest()[0] % 16
+
+
+def node_manifests(spec: NodeSpec, block: int = 0) -> Iterator[dict[str, Any]]:
     """Simulated nodes: CC-ready TDX+H100, GPU without CC, plain CPU."""
     base_capacity = {"cpu": "128", "memory": "1024Gi", "pods": "110", "hugepages-1Gi": "512Gi"}
     kinds: list[tuple[str, int, dict[str, str], dict[str, str]]] = [
@@ -403,7 +443,10 @@ def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
             # pods' hostIP, and the worker simulators listen on it, so the
             # operator reaches a worker at <hostIP>:<host port> as it would
             # on real nodes.
-            address = str(ipaddress.ip_address(f"127.{k}.0.0") + i + 1)
+            if i + 1 >= NODES_PER_BLOCK:
+                raise SystemExit(f"at most {NODES_PER_BLOCK - 1} {kind} nodes per stack")
+            offset = block * NODES_PER_BLOCK + i + 1
+            address = str(ipaddress.ip_address(f"127.{k}.0.0") + offset)
             capacity = {**base_capacity, **extra}
             yield {
                 "apiVersion": "v1",
@@ -444,7 +487,7 @@ def node_manifests(spec: NodeSpec) -> Iterator[dict[str, Any]]:
 def create_nodes(state: State, spec: NodeSpec) -> int:
     """Create the nodes that do not exist yet; 409 (already there) is fine."""
     api = Api(state)
-    manifests = list(node_manifests(spec))
+    manifests = list(node_manifests(spec, address_block(state.dir)))
 
     def create(node: dict[str, Any]) -> int:
         for attempt in range(5):
@@ -505,8 +548,18 @@ def component_args(name: str, state: State, bins: Path) -> list[str]:
             "--log-level=warn",
         ]
     if name == "kube-apiserver":
+        audit = (
+            [
+                f"--audit-policy-file={state.audit_policy}",
+                f"--audit-log-path={state.logs / 'audit.log'}",
+                "--audit-log-format=json",
+            ]
+            if state.audit
+            else []
+        )
         return [
             str(bins / "kube-apiserver"),
+            *audit,
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
@@ -636,12 +689,18 @@ def wait_component(name: str, state: State) -> None:
             time.sleep(0.1)
 
 
-def up(state: State, nodes: NodeSpec) -> None:
+def up(state: State, nodes: NodeSpec, *, audit: bool = False) -> None:
     bins = ensure_binaries()
     state.load()
     if state.ports is None:
         state.ports = Ports(free_port(), free_port(), free_port())
     state.dir.mkdir(parents=True, exist_ok=True)
+    if audit and not state.audit:
+        if running(state)["kube-apiserver"]:
+            log("--audit: the apiserver is already running without an audit log; restart it")
+        state.audit = True
+    if state.audit:
+        write_audit_policy(state.audit_policy)
     make_pki(state.pki)
     write_kubeconfig(state.kubeconfig, state.server, state.pki, "admin")
     for user in ("kube-controller-manager", "kube-scheduler", "kwok"):
@@ -724,6 +783,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cc-nodes", type=int, default=3, help="TDX + H100 CC-ready nodes")
         p.add_argument("--gpu-nodes", type=int, default=1, help="GPU nodes without CC")
         p.add_argument("--cpu-nodes", type=int, default=1, help="plain CPU nodes")
+        if cmd == "up":
+            p.add_argument(
+                "--audit",
+                action="store_true",
+                help="audit log of every request at level Metadata in logs/audit.log (benchmarks)",
+            )
     sub.add_parser("down")
     sub.add_parser("status")
     sub.add_parser("env")
@@ -733,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
 
     state = State(Path(os.environ.get("COCOON_STACK_DIR", DEFAULT_STATE)).resolve())
     if args.cmd == "up":
-        up(state, NodeSpec(args.cc_nodes, args.gpu_nodes, args.cpu_nodes))
+        up(state, NodeSpec(args.cc_nodes, args.gpu_nodes, args.cpu_nodes), audit=args.audit)
     elif args.cmd == "nodes":
         state.load()
         create_nodes(state, NodeSpec(args.cc_nodes, args.gpu_nodes, args.cpu_nodes))

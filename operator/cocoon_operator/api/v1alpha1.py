@@ -436,6 +436,9 @@ class EarningsStatus(Model):
     earned_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
     paid_out_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
     payouts: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    checked_at: Annotated[
+        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+    ] = None
 
 
 class CocoonWorkerStatus(Model):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from cocoon_operator.handlers.worker import (
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
 from cocoon_operator.k8s.objects import patch_worker_status
 from cocoon_operator.metrics import Metrics
+from cocoon_operator.policy.chain import earnings_due
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.ton.address import normalize_address
@@ -285,8 +287,9 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         earned_tokens=stats.earned_tokens,
         paid_out_tokens=stats.paid_out_tokens,
         payouts=stats.payouts,
+        checked_at=rfc3339(now),
     )
-    await _record(deps, body, chain, wallet, earnings)
+    await _record(deps, body, chain, wallet, earnings, now=now)
     await reconcile_body(
         _with_status(body, chain, wallet, earnings), memo, Indexes.of(kwargs), logger
     )
@@ -311,6 +314,8 @@ async def _record(
     chain: ChainStatus,
     wallet: WalletStatus,
     earnings: EarningsStatus,
+    *,
+    now: dt.datetime,
 ) -> None:
     """Write what changed; a check that finds the same facts writes nothing."""
     status = body.get("status") or {}
@@ -320,7 +325,7 @@ async def _record(
         patch["chain"] = _dump(chain)
     if _changed(parsed.wallet, wallet):
         patch["wallet"] = _dump(wallet)
-    if parsed.earnings is None or _changed(parsed.earnings, earnings):
+    if earnings_due(parsed.earnings, earnings, now=now):
         patch["earnings"] = _dump(earnings)
     if patch:
         meta = body["metadata"]

@@ -75,19 +75,24 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     pod = next(
         (p for p in pods.get((meta["namespace"], meta["name"]), []) if p.revision == rev), None
     )
-    client = _client(pod, worker) if pod is not None else None
+    key = (meta["namespace"], meta["name"])
+    wanted = worker.spec.coefficient
+    if pod is None or deps.coefficients.get(key) == (pod.name, wanted):
+        return
+    client = _client(pod, worker)
     if client is None:
         return
-    wanted = worker.spec.coefficient
     async with client:
         try:
             stats = await client.stats()
             if stats.coefficient is None or stats.coefficient == wanted:
+                deps.coefficients[key] = (pod.name, wanted)
                 return
             await client.set_coefficient(wanted)
         except (WorkerStatsError, OSError, TimeoutError) as exc:
             logger.warning("coefficient of %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
+    deps.coefficients[key] = (pod.name, wanted)
     message = f"coefficient {stats.coefficient} -> {wanted} per mille, applied live"
     await record(deps.api, body, reason="CoefficientApplied", message=message, now=deps.clock())
     logger.info("%s", message)
