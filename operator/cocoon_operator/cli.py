@@ -196,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
         check_seconds=args.attestation_check_seconds,
+        boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
     attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
     control.register(kopf.get_default_registry(), args.attestation_check_seconds)
@@ -311,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
     )
     ton.add_argument("--chain-check-seconds", type=float, default=30.0)
+    att.add_argument(
+        "--attestation-boot-grace-seconds",
+        type=float,
+        default=180.0,
+        help="a new VM that does not answer yet is booting, not failing, for this long",
+    )
     run.set_defaults(func=cmd_run)
 
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415

@@ -398,7 +398,10 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
 
         custom = client.CustomObjectsApi(api)
         log = tmp_path / "operator.log"
-        with running_operator(kubeconfig, namespace, log) as proc:
+        # No simulated worker answers here: with no boot grace the first
+        # check already writes its (negative) verdict, which uses pods/status.
+        no_grace = ("--attestation-boot-grace-seconds", "0")
+        with running_operator(kubeconfig, namespace, log, *no_grace) as proc:
             await create_worker(api, namespace, "w0")
             await eventually(
                 lambda: phase_is(api, namespace, "w0", "Attesting"), within=90, what="Attesting"

@@ -13,6 +13,7 @@ from cocoon_operator.policy.attestation import (
     Verified,
     decide,
     needs_verification,
+    still_booting,
     tdx_policy,
 )
 from cocoon_operator.policy.conditions import rfc3339
@@ -184,3 +185,17 @@ def test_the_trust_root_requirement_comes_from_the_operator_not_the_spec() -> No
     assert intel.allowed_image_hashes == frozenset({bytes.fromhex("ab" * 32)})
     assert tdx_policy(spec, TrustMode.TEST).require_production_root is False
     assert tdx_policy(AttestationPolicy(), TrustMode.INTEL).allowed_image_hashes is None
+
+
+def test_a_vm_that_never_answered_is_booting_for_a_while_not_failing() -> None:
+    gone = Rejected(UNREACHABLE, "refused")
+    started = NOW - timedelta(seconds=30)
+    assert still_booting(gone, previous=None, pod="p1", started_at=started, now=NOW)
+    late = NOW + timedelta(seconds=600)
+    assert not still_booting(gone, previous=None, pod="p1", started_at=started, now=late)
+    # Once verified, unreachable is news; bad evidence is never "booting".
+    assert not still_booting(
+        gone, previous=verified_summary(), pod="p1", started_at=started, now=NOW
+    )
+    bad = Rejected("quote_signature", "bad")
+    assert not still_booting(bad, previous=None, pod="p1", started_at=started, now=NOW)

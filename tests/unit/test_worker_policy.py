@@ -17,7 +17,7 @@ from cocoon_operator.policy.conditions import Observed as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
-from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.reconcile.worker import Observed, phase_event, plan
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 REPO = Path(__file__).resolve().parents[2]
@@ -216,3 +216,14 @@ def test_invalid_addresses_stop_all_actions_and_say_why() -> None:
     ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "spec.ownerAddress" in ready["message"]
+
+
+def test_only_ready_failed_and_leaving_ready_are_announced() -> None:
+    assert phase_event("Pending", Phase.STARTING) is None
+    assert phase_event(None, Phase.READY) is None
+    ready = phase_event("Registering", Phase.READY)
+    assert ready is not None and not ready.warning
+    failed = phase_event("Starting", Phase.FAILED)
+    assert failed is not None and failed.warning
+    left = phase_event("Ready", Phase.ATTESTING)
+    assert left is not None and left.warning and "no longer Ready" in left.message

@@ -37,11 +37,13 @@ from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import patch_pod_condition, patch_worker_status
 from cocoon_operator.policy.attestation import (
+    BOOT_GRACE_SECONDS,
     GateDecision,
     Rejected,
     TrustMode,
     decide,
     needs_verification,
+    still_booting,
 )
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
@@ -59,12 +61,14 @@ class AttestationOptions:
     test_root: Path | None = None
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
+    boot_grace_seconds: float = BOOT_GRACE_SECONDS
 
 
 @dataclass
 class Attestation:
     checker: EvidenceChecker
     session: aiohttp.ClientSession
+    boot_grace_seconds: float = BOOT_GRACE_SECONDS
 
 
 def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
@@ -92,7 +96,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     checker = EvidenceChecker(
         root=root, trust=trust, collateral=collateral, timeout_seconds=options.timeout_seconds
     )
-    memo["attestation"] = Attestation(checker, session)
+    memo["attestation"] = Attestation(checker, session, options.boot_grace_seconds)
 
 
 async def stop(*, memo: Any, **_: Any) -> None:
@@ -164,6 +168,16 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             deps.metrics.attestations.labels("verified", "").inc()
     else:
         outcome = fetched
+    started = pod.started_at
+    if still_booting(
+        outcome,
+        previous=previous,
+        pod=pod.name,
+        started_at=dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None,
+        now=now,
+        grace_seconds=state.boot_grace_seconds,
+    ):
+        return
     decision = decide(
         outcome,
         previous=previous,

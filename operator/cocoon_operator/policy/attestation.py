@@ -81,6 +81,27 @@ class Rejected:
 Outcome = Verified | Rejected
 
 
+BOOT_GRACE_SECONDS = 180
+
+
+def still_booting(
+    outcome: Outcome,
+    *,
+    previous: AttestationSummary | None,
+    pod: str,
+    started_at: datetime | None,
+    now: datetime,
+    grace_seconds: float = BOOT_GRACE_SECONDS,
+) -> bool:
+    """An unreachable VM that has never been verified and started moments ago is
+    booting, not failing: nothing is written until it answers or the grace ends."""
+    if not isinstance(outcome, Rejected) or outcome.step != UNREACHABLE:
+        return False
+    if previous is not None and previous.pod == pod and previous.verified_at:
+        return False
+    return started_at is not None and now - started_at < timedelta(seconds=grace_seconds)
+
+
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 

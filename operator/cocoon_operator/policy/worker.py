@@ -35,6 +35,7 @@ class PodFacts:
     revision: str | None = None
     instance: int | None = None
     host_ip: str | None = None
+    started_at: str | None = None  # status.startTime
     drain_started: str | None = None  # when the operator began stopping this pod's worker
     payout_requested: bool = False
 

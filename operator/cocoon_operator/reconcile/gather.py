@@ -53,6 +53,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         revision=labels.get(LABEL_REVISION),
         instance=int(instance) if instance and instance.isdigit() else None,
         host_ip=status.get("hostIP") or None,
+        started_at=status.get("startTime"),
         drain_started=annotations.get(ANNOTATION_DRAIN_STARTED),
         payout_requested=ANNOTATION_PAYOUT_REQUESTED in annotations,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
@@ -145,8 +146,24 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         }
     )
     out.status = _status_changes(obs.status, desired)
-    if "phase" in out.status and obs.status.phase is not None:
-        out.events.append(
-            Event("PhaseChanged", f"phase {obs.status.phase} -> {worker_view.phase.value}")
-        )
+    event = phase_event(obs.status.phase, worker_view.phase)
+    if "phase" in out.status and event is not None:
+        out.events.append(event)
     return out
+
+
+# The phases worth an Event of their own: reaching Ready, and failing. The
+# steps in between are in the conditions (with their transition times); an
+# Event for each would cost a write per step per worker for no new fact.
+_ANNOUNCED = frozenset({Phase.READY, Phase.FAILED})
+
+
+def phase_event(old: str | None, new: Phase) -> Event | None:
+    """The Event for a phase change, if it deserves one."""
+    if old is None or old == new.value:
+        return None
+    if new in _ANNOUNCED:
+        return Event("PhaseChanged", f"phase {old} -> {new.value}", warning=new is Phase.FAILED)
+    if old == Phase.READY.value:
+        return Event("PhaseChanged", f"phase {old} -> {new.value}: no longer Ready", warning=True)
+    return None
