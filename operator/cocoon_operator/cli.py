@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
 
     add_subparsers(sub)
+    from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
+
+    add_ton_subparsers(sub)
     return parser
 
 

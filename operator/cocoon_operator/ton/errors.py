@@ -6,6 +6,7 @@ Tree::
     ├── AddressError (ValueError)     malformed / wrong-checksum / wrong-workchain address
     ├── AmountError (ValueError)      malformed or out-of-range TON amount
     ├── WalletError                   cannot build a wallet message (too many transfers, ...)
+    ├── RootContractError (ValueError)  bad input for a root-contract message or query (hash, model)
     ├── LocalChainError               the local emulated chain refused an operation
     └── TonClientError                anything that went wrong talking to a v2 HTTP API
         ├── TonTransportError         no usable HTTP response (connection refused, reset, DNS)
@@ -45,6 +46,10 @@ class AmountError(TonError, ValueError):
 
 class WalletError(TonError):
     """A wallet message could not be built."""
+
+
+class RootContractError(TonError, ValueError):
+    """A root-contract hash, model id or message argument is malformed."""
 
 
 class LocalChainError(TonError):
