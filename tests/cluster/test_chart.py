@@ -221,6 +221,274 @@ def test_chart_refuses_bad_values(helm: Any) -> None:
         assert "Error" in out, bad
 
 
+# --- optional objects: disruption budget, monitoring, dashboards, cert-manager ----
+
+EVERYTHING = (
+    "replicaCount=3,leaderElection.enabled=true,webhook.enabled=true,"
+    "webhook.certManager.enabled=true,monitoring.serviceMonitor.enabled=true,"
+    "monitoring.prometheusRule.enabled=true,dashboards.enabled=true"
+)
+OPTIONAL_KINDS = {
+    "PodDisruptionBudget",
+    "ServiceMonitor",
+    "PrometheusRule",
+    "Issuer",
+    "Certificate",
+}
+
+
+def pod_labels(docs: list[Doc]) -> dict[str, str]:
+    labels: dict[str, str] = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_chart_lints_with_every_option_enabled(helm: Any) -> None:
+    helm("lint", "--strict", str(CHART), "--set", EVERYTHING)
+    docs = render(helm, "--set", EVERYTHING)
+    assert {d["kind"] for d in docs} >= OPTIONAL_KINDS
+    assert "rel-cocoon-operator-dashboards" in {
+        d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")
+    }
+    # Secrets are referenced by name only: the chart renders none.
+    assert not by_kind(docs, "Secret")
+
+
+def test_chart_renders_no_optional_object_by_default(helm: Any) -> None:
+    docs = render(helm)
+    assert not OPTIONAL_KINDS & {d["kind"] for d in docs}
+    assert not by_kind(docs, "ConfigMap")
+
+
+def test_chart_renders_pod_disruption_budget_only_with_replicas_to_spare(helm: Any) -> None:
+    # One replica: a budget would only block node drains, so none.
+    assert not by_kind(render(helm, "--set", "leaderElection.enabled=true"), "PodDisruptionBudget")
+    docs = render(helm, "--set", "replicaCount=2,leaderElection.enabled=true")
+    pdb = one(docs, "PodDisruptionBudget", "rel-cocoon-operator")
+    assert pdb["metadata"]["namespace"] == "ops"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in pdb["spec"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selects(selector, pod_labels(docs))
+    # maxUnavailable, when set, replaces minAvailable; percentages stay strings.
+    docs = render(
+        helm,
+        "--set",
+        "replicaCount=4,leaderElection.enabled=true,podDisruptionBudget.maxUnavailable=50%",
+    )
+    spec = one(docs, "PodDisruptionBudget")["spec"]
+    assert spec["maxUnavailable"] == "50%"
+    assert "minAvailable" not in spec
+    docs = render(
+        helm,
+        "--set",
+        "replicaCount=2,leaderElection.enabled=true,podDisruptionBudget.enabled=false",
+    )
+    assert not by_kind(docs, "PodDisruptionBudget")
+
+
+def test_chart_renders_service_monitor_for_the_metrics_service_only(helm: Any) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "webhook.enabled=true,monitoring.serviceMonitor.enabled=true,"
+        "monitoring.serviceMonitor.labels.release=kube-prometheus-stack,"
+        "monitoring.serviceMonitor.interval=15s",
+    )
+    monitor = one(docs, "ServiceMonitor", "rel-cocoon-operator")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    metrics_svc = one(docs, "Service", "rel-cocoon-operator-metrics")
+    webhook_svc = one(docs, "Service", "rel-cocoon-operator-webhook")
+    assert selects(selector, metrics_svc["metadata"]["labels"])
+    assert not selects(selector, webhook_svc["metadata"]["labels"])
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = metrics_svc["spec"]["ports"]
+    assert endpoint["port"] == port["name"]
+    assert endpoint["interval"] == "15s"
+    assert endpoint["path"] == "/metrics"
+    # The Service it scrapes reaches the operator's metrics port.
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"name": port["targetPort"], "containerPort": port["port"], "protocol": "TCP"} in c[
+        "ports"
+    ]
+    assert selects(metrics_svc["spec"]["selector"], pod_labels(docs))
+
+
+def test_chart_renders_prometheus_rule_scoped_to_the_release(helm: Any) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.labels.release=prom,"
+        "monitoring.prometheusRule.alertLabels.team=gpu,monitoring.prometheusRule.notReadyFor=45m,"
+        "monitoring.prometheusRule.walletMinimumNanoton=7000000000",
+    )
+    rule = one(docs, "PrometheusRule", "rel-cocoon-operator")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "CocoonWorkersNotReady",
+        "CocoonWorkersFailed",
+        "CocoonAttestationRejected",
+        "CocoonWalletBelowMinimum",
+        "CocoonWalletBelowStartFloor",
+        "CocoonChainErrors",
+        "CocoonReconcileErrors",
+        "CocoonOperatorNoLeader",
+    } <= set(rules)
+    assert "${" not in json.dumps(rule)  # every placeholder filled
+    for name, r in rules.items():
+        # Only this release's series: what its ServiceMonitor scrape is labelled.
+        assert 'job="rel-cocoon-operator-metrics",namespace="ops"' in r["expr"], name
+        assert r["labels"]["team"] == "gpu", name
+        assert r["labels"]["severity"] in {"warning", "critical"}, name
+    assert rules["CocoonWorkersNotReady"]["for"] == "45m"
+    assert rules["CocoonWalletBelowMinimum"]["expr"].endswith("< 7000000000")
+    # Prometheus's own templating reaches the rule untouched.
+    assert "{{ $labels.reason }}" in rules["CocoonAttestationRejected"]["annotations"]["summary"]
+    # A selector of one's own, for another way of scraping.
+    docs = render(
+        helm,
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set-string",
+        'monitoring.prometheusRule.selector=job="cocoon"',
+    )
+    for group in one(docs, "PrometheusRule")["spec"]["groups"]:
+        for r in group["rules"]:
+            assert 'job="cocoon"' in r["expr"] and "rel-cocoon-operator" not in r["expr"]
+
+
+def test_chart_renders_dashboard_config_map_for_the_grafana_sidecar(helm: Any) -> None:
+    shipped = json.loads((CHART / "files" / "dashboards" / "cocoon-operator.json").read_text())
+    docs = render(
+        helm,
+        "--set",
+        "dashboards.enabled=true,dashboards.namespace=monitoring,"
+        "dashboards.annotations.grafana_folder=COCOON",
+    )
+    cm = one(docs, "ConfigMap", "rel-cocoon-operator-dashboards")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "COCOON"}
+    assert json.loads(cm["data"]["cocoon-operator.json"]) == shipped
+    docs = render(helm, "--set", "dashboards.enabled=true,dashboards.label=my_dashboards")
+    cm = one(docs, "ConfigMap", "rel-cocoon-operator-dashboards")
+    assert cm["metadata"]["namespace"] == "ops"
+    assert cm["metadata"]["labels"]["my_dashboards"] == "1"
+
+
+def webhook_tls_secret(docs: list[Doc]) -> str | None:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    found = [v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "webhook-tls"]
+    return found[0] if found else None
+
+
+def test_chart_renders_cert_manager_certificate_for_the_webhook(helm: Any) -> None:
+    # The default stays the operator's own self-signed certificate.
+    docs = render(helm, "--set", "webhook.enabled=true")
+    assert not by_kind(docs, "Certificate") and not by_kind(docs, "Issuer")
+    assert webhook_tls_secret(docs) is None
+
+    docs = render(helm, "--set", "webhook.enabled=true,webhook.certManager.enabled=true")
+    cert = one(docs, "Certificate", "rel-cocoon-operator-webhook")
+    issuer = one(docs, "Issuer", "rel-cocoon-operator-selfsigned")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert cert["spec"]["issuerRef"] == {
+        "name": "rel-cocoon-operator-selfsigned",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    args = container(docs)["args"]
+    assert cert["spec"]["dnsNames"] == [
+        a.removeprefix("--webhook-host=") for a in args if a.startswith("--webhook-host=")
+    ]
+    assert cert["spec"]["dnsNames"] == ["rel-cocoon-operator-webhook.ops.svc"]
+    # The Secret cert-manager writes is the one the operator is given.
+    assert cert["spec"]["secretName"] == "rel-cocoon-operator-webhook-tls"
+    assert webhook_tls_secret(docs) == cert["spec"]["secretName"]
+    assert "--webhook-cert=/etc/cocoon-operator/webhook/tls.crt" in args
+    assert "--webhook-key=/etc/cocoon-operator/webhook/tls.key" in args
+
+    # An issuer of one's own, and a Secret name of one's own.
+    docs = render(
+        helm,
+        "--set",
+        "webhook.enabled=true,webhook.certManager.enabled=true,webhook.certSecret=hook-tls,"
+        "webhook.certManager.issuerRef.name=corp-ca,webhook.certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert not by_kind(docs, "Issuer")
+    cert = one(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert cert["spec"]["secretName"] == "hook-tls" == webhook_tls_secret(docs)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "key"),
+    [
+        ("--set", "podDisruptionBudget.minAvailable=most", "podDisruptionBudget/minAvailable"),
+        ("--set", "podDisruptionBudget.bogus=1", "bogus"),
+        ("--set", "podDisruptionBudget.minAvailable=", "podDisruptionBudget"),
+        (
+            "--set",
+            "replicaCount=2,leaderElection.enabled=true,podDisruptionBudget.minAvailable=2",
+            "podDisruptionBudget.minAvailable",
+        ),
+        ("--set", "monitoring.serviceMonitor.interval=soon", "monitoring/serviceMonitor/interval"),
+        ("--set", "monitoring.serviceMonitor.bogus=1", "bogus"),
+        (
+            "--set",
+            "metrics.enabled=false,monitoring.serviceMonitor.enabled=true",
+            "monitoring.serviceMonitor.enabled",
+        ),
+        (
+            "--set",
+            "metrics.enabled=false,monitoring.prometheusRule.enabled=true",
+            "monitoring.prometheusRule.enabled",
+        ),
+        (
+            "--set",
+            "monitoring.prometheusRule.walletMinimumNanoton=-1",
+            "monitoring/prometheusRule/walletMinimumNanoton",
+        ),
+        (
+            "--set",
+            "monitoring.prometheusRule.chainErrorRatio=2",
+            "monitoring/prometheusRule/chainErrorRatio",
+        ),
+        (
+            "--set-string",
+            'monitoring.prometheusRule.selector=job="x"}',
+            "monitoring/prometheusRule/selector",
+        ),
+        ("--set", "dashboards.label=not a label", "dashboards/label"),
+        ("--set", "dashboards.bogus=1", "bogus"),
+        ("--set", "webhook.certManager.enabled=true", "webhook.certManager.enabled"),
+        (
+            "--set",
+            "webhook.enabled=true,webhook.certManager.issuerRef.kind=issuer",
+            "webhook/certManager/issuerRef/kind",
+        ),
+        ("--set", "webhook.certManager.duration=1y", "webhook/certManager/duration"),
+        ("--set", "webhook.certManager.bogus=1", "bogus"),
+    ],
+)
+def test_chart_refuses_bad_optional_values(helm: Any, flag: str, value: str, key: str) -> None:
+    out = helm("template", "rel", str(CHART), flag, value, check=False)
+    assert "Error" in out, value
+    assert key in out, f"{value}: the error does not name {key}:\n{out}"
+
+
 # --- installed into the local control plane -----------------------------------
 
 

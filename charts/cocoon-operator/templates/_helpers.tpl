@@ -78,6 +78,34 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default .Release.Namespace .Values.chain.treasurySecret.namespace }}
 {{- end }}
 
+{{/*
+The kubernetes.io/tls Secret the operator's webhook serves from: webhook.certSecret,
+or, when cert-manager issues it, <fullname>-webhook-tls; empty: the operator
+makes a self-signed certificate at each start.
+*/}}
+{{- define "cocoon-operator.webhookCertSecret" -}}
+{{- if .Values.webhook.enabled }}
+{{- if .Values.webhook.certSecret }}
+{{- .Values.webhook.certSecret }}
+{{- else if .Values.webhook.certManager.enabled }}
+{{- printf "%s-tls" (include "cocoon-operator.webhookService" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cocoon-operator.metricsService" -}}
+{{- printf "%s-metrics" (include "cocoon-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+PromQL label matchers selecting this release's operator series in the alert
+rules. Default: what a ServiceMonitor scrape gives (job = the Service's name,
+namespace = the target's namespace).
+*/}}
+{{- define "cocoon-operator.metricsSelector" -}}
+{{- default (printf "job=%q,namespace=%q" (include "cocoon-operator.metricsService" .) .Release.Namespace) .Values.monitoring.prometheusRule.selector }}
+{{- end }}
+
 {{/* Refuse combinations the operator cannot run with. */}}
 {{- define "cocoon-operator.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
@@ -85,5 +113,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if and .Values.chain.treasurySecret.name (not .Values.chain.endpoint) }}
 {{- fail "chain.treasurySecret is set but chain.endpoint is empty: the chain step is off" }}
+{{- end }}
+{{- if and .Values.monitoring.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "monitoring.serviceMonitor.enabled needs metrics.enabled: there is nothing to scrape" }}
+{{- end }}
+{{- if and .Values.monitoring.prometheusRule.enabled (not .Values.metrics.enabled) }}
+{{- fail "monitoring.prometheusRule.enabled needs metrics.enabled: every rule would watch absent series" }}
+{{- end }}
+{{- if and .Values.webhook.certManager.enabled (not .Values.webhook.enabled) }}
+{{- fail "webhook.certManager.enabled needs webhook.enabled: there is no webhook to serve the certificate" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled (eq (toString $pdb.minAvailable) "") (eq (toString $pdb.maxUnavailable) "") }}
+{{- fail "podDisruptionBudget needs minAvailable or maxUnavailable" }}
+{{- end }}
+{{- if and $pdb.enabled (gt (int .Values.replicaCount) 1) (eq (toString $pdb.maxUnavailable) "") (not (kindIs "string" $pdb.minAvailable)) }}
+{{- if ge (int $pdb.minAvailable) (int .Values.replicaCount) }}
+{{- fail "podDisruptionBudget.minAvailable must be below replicaCount: otherwise no operator pod could ever be evicted (node drains would hang)" }}
+{{- end }}
 {{- end }}
 {{- end }}
