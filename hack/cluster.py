@@ -11,7 +11,7 @@ are simulated.
     hack/cluster down
     hack/cluster status
     hack/cluster env           # shell exports: KUBECONFIG and PATH
-    hack/cluster restart COMPONENT
+    hack/cluster restart COMPONENT      # etcd, apiserver (kube-apiserver), ...
     hack/cluster nodes --cc-nodes N ...   # add simulated nodes to a running stack
 
 State (certificates, kubeconfig, data, logs, pids) lives in ``$COCOON_STACK_DIR``
@@ -71,6 +71,8 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_KIND_LABEL = "cocoon.network/sim-node-kind"
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Short names for ``restart`` (fault tests: ``hack/cluster restart apiserver``).
+ALIASES = {"apiserver": "kube-apiserver"}
 
 
 def log(msg: str) -> None:
@@ -793,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status")
     sub.add_parser("env")
     r = sub.add_parser("restart")
-    r.add_argument("component", choices=COMPONENTS)
+    r.add_argument("component", choices=(*COMPONENTS, *ALIASES))
     args = parser.parse_args(argv)
 
     state = State(Path(os.environ.get("COCOON_STACK_DIR", DEFAULT_STATE)).resolve())
@@ -805,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         down(state)
     elif args.cmd == "restart":
-        restart(state, args.component)
+        restart(state, ALIASES.get(args.component, args.component))
     elif args.cmd == "env":
         state.load()
         print("\n".join(env_lines(state)))

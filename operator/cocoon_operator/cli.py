@@ -204,6 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             treasury = _namespaced(args.treasury_secret) if args.treasury_secret else None
             ledger = _namespaced(args.funding_ledger)
+            owner = _namespaced(args.root_owner_secret) if args.root_owner_secret else None
+            registrations = _namespaced(args.registration_ledger)
             cap = parse_ton(args.funding_daily_cap)
         except ValueError as exc:
             print(f"cocoon-operator run: {exc}", file=sys.stderr)
@@ -215,6 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             global_daily_cap=cap,
             ledger=ledger,
             check_seconds=args.chain_check_seconds,
+            root_owner_secret=owner,
+            registration_ledger=registrations,
         )
         chain.register(kopf.get_default_registry(), args.chain_check_seconds)
 
@@ -312,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
     )
     ton.add_argument("--chain-check-seconds", type=float, default=30.0)
+    ton.add_argument(
+        "--root-owner-secret",
+        default=None,
+        help="NAMESPACE/NAME of the Secret with the wallet owning your own root contract (key"
+        " 'mnemonic' or 'seed'); workers with spec.registerOnRoot get their attested hashes"
+        " registered on it. Without it nothing is registered",
+    )
+    ton.add_argument(
+        "--registration-ledger",
+        default="default/cocoon-registration-ledger",
+        help="NAMESPACE/NAME of the ConfigMap recording every registration message",
+    )
     att.add_argument(
         "--attestation-boot-grace-seconds",
         type=float,

@@ -7,13 +7,14 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.cluster.operator import REPO, stop_process
+from tests.cluster.test_admission import example_worker
 
 
 def first_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
@@ -44,7 +45,10 @@ class Agent:
 
 
 @contextmanager
-def running_agent(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[Agent]:
+def running_agent(
+    kubeconfig: Path, namespace: str, workdir: Path, *agent_args: str
+) -> Iterator[Agent]:
+    """The agent; ``agent_args`` go to its command line (e.g. ``--fault ratls-hang``)."""
     root = workdir / "test-root.pem"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with (workdir / "agent.log").open("ab") as err:
@@ -57,6 +61,7 @@ def running_agent(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[A
                 namespace,
                 "--root-out",
                 str(root),
+                *agent_args,
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -74,22 +79,66 @@ def running_agent(kubeconfig: Path, namespace: str, workdir: Path) -> Iterator[A
 class Chain:
     api_url: str
     genesis_seed_hex: str
+    root_address: str  # the project's root contract, deployed at start
+    root_owner_seed_hex: str
+
+
+def example_model(**changes: str) -> str:
+    """The example worker's model as ``Name@commit:verity``, with ``changes`` (e.g. commit)."""
+    model = {**example_worker()["spec"]["model"], **changes}
+    return f"{model['name']}@{model['commit']}:{model['verityHash']}"
+
+
+def example_image_hash() -> str:
+    """The image hash the simulator's TD measurements of the example release give."""
+    from cocoon_operator.attestation.testpki import TdMeasurements  # noqa: PLC0415
+
+    image = example_worker()["spec"]["release"]["image"]
+    return TdMeasurements.from_label(image).image_hash.hex()
 
 
 @contextmanager
-def running_local_chain(workdir: Path) -> Iterator[Chain]:
-    """The local TON chain (real TVM) as its own process, as the demo runs it."""
-    from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED  # noqa: PLC0415
+def running_local_chain(
+    workdir: Path,
+    *,
+    models: Sequence[str] | None = None,
+    image_hashes: Sequence[str] | None = None,
+) -> Iterator[Chain]:
+    """The local TON chain (real TVM) as its own process, as the demo runs it, with the
+    project's root contract listing ``models`` and ``image_hashes`` (default: the
+    example worker's model and image hash)."""
+    from cocoon_operator.ton.localchain import (  # noqa: PLC0415
+        DEFAULT_GENESIS_SEED,
+        DEFAULT_ROOT_OWNER_SEED,
+    )
 
+    listed = []
+    for model in [example_model()] if models is None else models:
+        listed += ["--root-model", model]
+    for image in [example_image_hash()] if image_hashes is None else image_hashes:
+        listed += ["--root-image-hash", image]
     with (workdir / "chain.log").open("ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cocoon_operator.ton.localchain", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "cocoon_operator.ton.localchain",
+                "--port",
+                "0",
+                "--root",
+                *listed,
+            ],
             stdout=subprocess.PIPE,
             stderr=err,
             cwd=REPO,
         )
     try:
         info = first_json_line(proc, "the local chain")
-        yield Chain(api_url=info["api_url"], genesis_seed_hex=DEFAULT_GENESIS_SEED.hex())
+        yield Chain(
+            api_url=info["api_url"],
+            genesis_seed_hex=DEFAULT_GENESIS_SEED.hex(),
+            root_address=info["root_address"],
+            root_owner_seed_hex=DEFAULT_ROOT_OWNER_SEED.hex(),
+        )
     finally:
         stop_process(proc, grace=10)

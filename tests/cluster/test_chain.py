@@ -187,3 +187,33 @@ async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(
         assert all(i["state"] == "confirmed" for i in intents)
         assert await treasury_seqno(env) == len(intents)
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+        # The simulated worker earns 120 tokens a second, committed 1000 at a time.
+        await create_worker(api, namespace, "p0", payout={"minimumUnpaidTokens": 1000})
+        await create_worker(api, namespace, "p1")  # no policy: never paid out while serving
+
+        async def paid_out() -> dict[str, Any] | None:
+            worker = await get_worker(api, namespace, "p0")
+            earnings = worker.get("status", {}).get("earnings", {})
+            return worker if earnings.get("payouts", 0) >= 1 else None
+
+        worker = await eventually(paid_out, within=120, what="a payout shown in status")
+        assert worker["status"]["earnings"]["paidOutTokens"] >= 1000
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=p0,reason=PayoutRequested"
+        )
+        assert events.items
+        assert "spec.payout.minimumUnpaidTokens (1000)" in events.items[0].message
+        other = await eventually(ready(api, namespace, "p1"), within=60, what="p1 Ready")
+        assert other["status"]["earnings"].get("payouts", 0) == 0
+        quiet = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
+        )
+        assert quiet.items == []
+        assert proc.poll() is None, log.read_text()[-3000:]

@@ -22,7 +22,7 @@ from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import running_agent, running_local_chain
+from tests.cluster.simulated import example_model, running_agent, running_local_chain
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_chain import TARGET, Env
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
@@ -74,7 +74,9 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     await install_crds(api)
     log = tmp_path / "operator.log"
     with (
-        running_local_chain(tmp_path) as chain,
+        running_local_chain(
+            tmp_path, models=[example_model(), example_model(commit="2" * 40)]
+        ) as chain,
         running_agent(stack.kubeconfig, namespace, tmp_path) as agent,
     ):
         seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()

@@ -215,6 +215,37 @@ def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
     assert not [a for a in container(docs)["args"] if a.startswith("--webhook-cert")]
 
 
+def test_chart_renders_registration_with_one_more_secret_and_its_ledger(helm: Any) -> None:
+    chain = "chain.endpoint=https://toncenter.example/api/v2"
+    docs = render(helm, "--set", chain)
+    assert not [a for a in container(docs)["args"] if a.startswith("--root-owner-secret")]
+    assert not [d for d in by_kind(docs, "Role") if "root-owner" in d["metadata"]["name"]]
+
+    owner = "chain.rootOwnerSecret.name=root-owner,chain.rootOwnerSecret.namespace=keys"
+    docs = render(helm, "--set", chain, "--set", owner)
+    args = container(docs)["args"]
+    assert "--root-owner-secret=keys/root-owner" in args
+    assert "--registration-ledger=ops/cocoon-registration-ledger" in args
+    role = one(docs, "Role", "rel-cocoon-operator-root-owner")
+    assert role["metadata"]["namespace"] == "keys"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["root-owner"],
+            "verbs": ["get"],
+        }
+    ]
+    binding = one(docs, "RoleBinding", "rel-cocoon-operator-root-owner")
+    assert binding["roleRef"]["name"] == "rel-cocoon-operator-root-owner"
+    ledger = one(docs, "Role", "rel-cocoon-operator-registration-ledger")
+    assert {"resourceNames": ["cocoon-registration-ledger"]}.items() <= ledger["rules"][1].items()
+    assert ledger["rules"][1]["verbs"] == ["get", "update"]
+
+    out = helm("template", "rel", str(CHART), "--set", "chain.rootOwnerSecret.name=x", check=False)
+    assert "chain.rootOwnerSecret is set but chain.endpoint is empty" in out
+
+
 def test_chart_refuses_bad_values(helm: Any) -> None:
     for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

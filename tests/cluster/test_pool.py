@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Chain, running_agent, running_local_chain
+from tests.cluster.simulated import Chain, example_model, running_agent, running_local_chain
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_chain import Env
 from tests.cluster.test_worker_lifecycle import conditions
@@ -33,7 +33,9 @@ async def env(
 ) -> AsyncIterator[Env]:
     await install_crds(api)
     with (
-        running_local_chain(tmp_path) as chain,
+        running_local_chain(
+            tmp_path, models=[example_model(), example_model(commit="3" * 40)]
+        ) as chain,
         running_agent(stack.kubeconfig, namespace, tmp_path) as agent,
     ):
         await treasury_secret(api, namespace, chain)

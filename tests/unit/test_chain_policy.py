@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cocoon_operator.api.v1alpha1 import EarningsStatus
-from cocoon_operator.policy.chain import EARNINGS_WRITE_SECONDS, earnings_due
+from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
+from cocoon_operator.policy.chain import EARNINGS_WRITE_SECONDS, earnings_due, payout_due
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -20,3 +20,23 @@ def test_first_figures_are_written_then_changes_wait_their_turn() -> None:
     later = NOW + timedelta(seconds=EARNINGS_WRITE_SECONDS)
     assert earnings_due(earned(5), earned(9), now=later)
     assert not earnings_due(earned(5), earned(5), now=later + timedelta(days=1))
+
+
+def test_a_completed_payout_is_written_at_once() -> None:
+    old = EarningsStatus(
+        earned_tokens=10, paid_out_tokens=0, payouts=0, checked_at="2026-01-01T00:00:00Z"
+    )
+    paid = EarningsStatus(earned_tokens=10, paid_out_tokens=10, payouts=1)
+    moments_later = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert earnings_due(old, paid, now=moments_later)
+    more_tokens = EarningsStatus(earned_tokens=20, paid_out_tokens=0, payouts=0)
+    assert not earnings_due(old, more_tokens, now=moments_later)
+
+
+def test_payout_policy_asks_only_above_its_threshold_and_never_twice_at_once() -> None:
+    off = PayoutPolicy()
+    assert not payout_due(off, unpaid_tokens=10**12, running=False)
+    policy = PayoutPolicy(minimum_unpaid_tokens=1000)
+    assert not payout_due(policy, unpaid_tokens=999, running=False)
+    assert payout_due(policy, unpaid_tokens=1000, running=False)
+    assert not payout_due(policy, unpaid_tokens=5000, running=True)

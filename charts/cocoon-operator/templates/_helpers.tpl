@@ -74,6 +74,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default .Release.Namespace .Values.chain.fundingLedger.namespace }}
 {{- end }}
 
+{{- define "cocoon-operator.rootOwnerNamespace" -}}
+{{- default .Release.Namespace .Values.chain.rootOwnerSecret.namespace }}
+{{- end }}
+
+{{- define "cocoon-operator.registrationLedgerNamespace" -}}
+{{- default .Release.Namespace .Values.chain.registrationLedger.namespace }}
+{{- end }}
+
 {{- define "cocoon-operator.treasuryNamespace" -}}
 {{- default .Release.Namespace .Values.chain.treasurySecret.namespace }}
 {{- end }}
@@ -113,6 +121,9 @@ namespace = the target's namespace).
 {{- end }}
 {{- if and .Values.chain.treasurySecret.name (not .Values.chain.endpoint) }}
 {{- fail "chain.treasurySecret is set but chain.endpoint is empty: the chain step is off" }}
+{{- end }}
+{{- if and .Values.chain.rootOwnerSecret.name (not .Values.chain.endpoint) }}
+{{- fail "chain.rootOwnerSecret is set but chain.endpoint is empty: the chain step is off" }}
 {{- end }}
 {{- if and .Values.monitoring.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "monitoring.serviceMonitor.enabled needs metrics.enabled: there is nothing to scrape" }}

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     NO_CHAIN_ACCESS = "NoChainAccess"
     LISTED = "Listed"
     NOT_LISTED = "NotListed"
+    CHAIN_ERROR = "ChainError"
     FUNDED = "Funded"
     BELOW_MINIMUM = "BelowMinimum"
     INSUFFICIENT_BALANCE = "InsufficientBalance"

@@ -272,6 +272,21 @@ class AttestationPolicy(Model):
     ] = REATTEST_DEFAULT
 
 
+class PayoutPolicy(Model):
+    """When the operator asks the worker's proxies to pay out, besides every drain."""
+
+    minimum_unpaid_tokens: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="request a payout once this many earned tokens committed to the"
+            " blockchain are not paid out yet; 0: only when the worker is drained (deletion,"
+            " rotation, ownerAddress change)",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = 0
+
+
 class Toleration(Model):
     key: Annotated[str | None, Field(default=None, max_length=316)] = None
     operator: Literal["Exists", "Equal"] | None = None
@@ -332,10 +347,19 @@ class WorkerSpecBase(Model):
     hf_token_secret_ref: SecretKeyRef | None = None
     gpu: GPUSelector = GPUSelector()
     funding: Funding = Funding()
+    payout: PayoutPolicy = PayoutPolicy()
     attestation: AttestationPolicy = AttestationPolicy()
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     paused: Annotated[
         bool, Field(description="stop reconciling this worker; nothing is changed or deleted")
+    ] = False
+    register_on_root: Annotated[
+        bool,
+        Field(
+            description="add this worker's attested image hash and its model hash to the root"
+            " contract's allow-lists when missing; only on a root owned by the key the operator"
+            " was given (--root-owner-secret)",
+        ),
     ] = False
 
 
@@ -416,17 +440,32 @@ class WalletStatus(Model):
 class ChainStatus(Model):
     """Whether the root contract lists this worker's image and model hashes."""
 
+    revision: Annotated[
+        str | None, Field(default=None, description="the worker revision this reading is for")
+    ] = None
     image_hash_listed: bool | None = None
     model_hash_listed: bool | None = None
+    image_hash: Annotated[
+        str | None,
+        Field(default=None, description="the attested image hash that was looked up"),
+    ] = None
     model_hash: Annotated[
         str | None, Field(default=None, description="SHA-256 of Name@commit:verity")
     ] = None
     source: Annotated[
         str | None,
-        Field(default=None, description="who read the root contract: the operator, or the worker"),
+        Field(default=None, description="who read the root contract: the operator"),
+    ] = None
+    error: Annotated[
+        str | None, Field(default=None, description="why the last reading failed, if it did")
     ] = None
     checked_at: Annotated[
-        str | None, Field(default=None, json_schema_extra={"format": "date-time"})
+        str | None,
+        Field(
+            default=None,
+            description="when the reading last changed",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None
 
 

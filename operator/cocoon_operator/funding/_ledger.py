@@ -26,6 +26,11 @@ class PlannedTransfer(BaseModel):
     worker: str  # namespace/name
     address: str  # raw form
     amount: int = Field(gt=0)  # nanoTON
+    # A contract call rather than a top-up: bounceable, with a body (base64
+    # BOC), and a purpose naming what it does, so nobody asks for it twice.
+    bounce: bool = False
+    body: str | None = None
+    purpose: str | None = None
 
 
 class Intent(BaseModel):
@@ -40,6 +45,9 @@ class Intent(BaseModel):
     created_at: datetime
     state: IntentState = IntentState.PENDING
     resolved_at: datetime | None = None
+    # Confirmed: the logical time its transfers left the treasury. A node
+    # wallet's state whose last transaction is not later predates the credit.
+    sent_lt: int | None = None
 
     @property
     def day(self) -> str:
@@ -56,6 +64,15 @@ class Ledger(BaseModel):
 
     def pending(self) -> list[Intent]:
         return [i for i in self.intents if i.state is IntentState.PENDING]
+
+    def has_purpose(self, purpose: str) -> bool:
+        """Whether a pending or confirmed intent carries a transfer for ``purpose``."""
+        return any(
+            t.purpose == purpose
+            for i in self.intents
+            if i.state is not IntentState.EXPIRED
+            for t in i.transfers
+        )
 
     def _counting(self, day: str) -> list[Intent]:
         # Pending intents count as spent: they may yet land.

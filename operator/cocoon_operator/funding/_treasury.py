@@ -23,6 +23,7 @@ from cocoon_operator.funding._ledger import (
 )
 from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
 from cocoon_operator.ton.amounts import Nanoton
+from cocoon_operator.ton.cells import cell_from_boc
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonMessageRejectedError
 from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2
@@ -107,14 +108,26 @@ class Treasury:
 
     # ------------------------------------------------------------------ chain lookups
 
-    async def _landed(self, intent: Intent) -> bool:
+    async def _landed(self, intent: Intent) -> int | None:
+        """If the intent's message is on chain: the logical time its transfers left."""
         wanted = base64.b64encode(bytes.fromhex(intent.message_hash)).decode()
         txs = await self._ton.get_transactions(self.address, limit=LOOKUP_DEPTH)
-        return any(tx.in_msg is not None and tx.in_msg.hash == wanted for tx in txs)
+        for tx in txs:
+            if tx.in_msg is not None and tx.in_msg.hash == wanted:
+                return max((m.created_lt for m in tx.out_msgs), default=tx.transaction_id.lt)
+        return None
 
-    async def _seqno(self) -> int:
-        info = await self._ton.get_wallet_information(self.address)
-        return info.seqno or 0
+    async def _seqno_after(self, valid_until: int) -> int | None:
+        """The treasury's seqno in a state later than ``valid_until`` (chain time), or
+        None when the API's state is not that late (it lags, or the chain's clock
+        has not got there): only such a state proves an unapplied message dead."""
+        state = await self._ton.get_address_information(self.address)
+        if state.sync_utime is not None and state.sync_utime <= valid_until:
+            return None
+        if state.data is None:
+            return 0  # not deployed: nothing was ever applied
+        seqno: int = cell_from_boc(state.data).begin_parse().load_uint(32)
+        return seqno
 
     async def _send(self, intent: Intent) -> None:
         try:
@@ -126,19 +139,29 @@ class Treasury:
 
     # ------------------------------------------------------------------ resolution
 
-    async def _resolve_one(self, intent: Intent) -> IntentState:
-        if await self._landed(intent):
-            return IntentState.CONFIRMED
+    async def _resolve_one(self, intent: Intent) -> tuple[IntentState, int | None]:
+        """The intent's state now, and when confirmed the logical time it was sent."""
+        sent_lt = await self._landed(intent)
+        if sent_lt is not None:
+            return IntentState.CONFIRMED, sent_lt
         now = self._clock()
         if now <= intent.valid_until:
             await self._send(intent)  # same BOC: applied at most once
-            return IntentState.CONFIRMED if await self._landed(intent) else IntentState.PENDING
-        if await self._seqno() == intent.seqno:
-            return IntentState.EXPIRED  # the seqno is unused and the message is dead
+            sent_lt = await self._landed(intent)
+            if sent_lt is not None:
+                return IntentState.CONFIRMED, sent_lt
+            return IntentState.PENDING, None
+        seqno = await self._seqno_after(intent.valid_until)
+        if seqno is None:
+            # A lagging API (or a chain clock behind ours): its state predates
+            # valid_until, so the message may yet be, or already be, applied.
+            return IntentState.PENDING, None
+        if seqno == intent.seqno:
+            return IntentState.EXPIRED, None  # the seqno is unused and the message is dead
         # The seqno moved on but the message is not among recent transactions:
         # only this treasury's key signs, so look no further and hold.
         log.warning("intent %s: seqno used but its transaction not found; holding", intent.id)
-        return IntentState.PENDING
+        return IntentState.PENDING, None
 
     async def _resolve(
         self, ledger: Ledger, version: str | None, report: FundingReport
@@ -148,9 +171,11 @@ class Treasury:
         for stored in ledger.intents:
             intent = stored
             if stored.state is IntentState.PENDING:
-                state = await self._resolve_one(stored)
+                state, sent_lt = await self._resolve_one(stored)
                 if state is not IntentState.PENDING:
-                    intent = stored.model_copy(update={"state": state, "resolved_at": self._now()})
+                    intent = stored.model_copy(
+                        update={"state": state, "resolved_at": self._now(), "sent_lt": sent_lt}
+                    )
                     changed = True
                 bucket = {
                     IntentState.CONFIRMED: report.confirmed,
@@ -166,26 +191,46 @@ class Treasury:
 
     # ------------------------------------------------------------------ planning
 
-    async def _fresh(self, requests: Sequence[TopUpRequest]) -> list[TopUpRequest]:
-        """The requests with balances read now, after pending intents were resolved.
+    async def _fresh(
+        self, requests: Sequence[TopUpRequest], ledger: Ledger
+    ) -> tuple[list[TopUpRequest], frozenset[str]]:
+        """The requests with balances read now, after pending intents were resolved,
+        and the workers whose balance does not show their last confirmed top-up yet.
 
-        A caller's balance may predate a top-up this cycle just confirmed;
-        trusting it would pay twice.
+        A caller's balance may predate a top-up this cycle just confirmed, and
+        an API node may lag behind the chain; trusting either would pay twice.
+        Whether a balance includes a top-up is decided by logical time (the
+        wallet's last transaction against when the top-up left), not by a clock.
         """
-        out = []
+        sent: dict[str, int] = {}
+        for intent in ledger.intents:
+            if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
+                for t in intent.transfers:
+                    sent[t.worker] = max(sent.get(t.worker, 0), intent.sent_lt)
+        out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                balance = await self._ton.get_address_balance(req.address)
+                if req.worker in sent:
+                    state = await self._ton.get_address_information(req.address)
+                    last = state.last_transaction_id.lt if state.last_transaction_id else 0
+                    if last <= sent[req.worker]:
+                        unsettled.add(req.worker)
+                    balance = state.balance
+                else:
+                    balance = await self._ton.get_address_balance(req.address)
                 req = dataclasses.replace(req, balance=balance)  # noqa: PLW2901
             out.append(req)
-        return out
+        return out, frozenset(unsettled)
 
     def _settling(self, ledger: Ledger) -> frozenset[str]:
+        """Workers topped up moments ago by intents recorded without ``sent_lt``
+        (older ledgers): a time window stands in for the logical-time check."""
         now = self._now()
         return frozenset(
             t.worker
             for i in ledger.intents
             if i.state is IntentState.CONFIRMED
+            and i.sent_lt is None
             and i.resolved_at is not None
             and (now - i.resolved_at).total_seconds() < self._settle
             for t in i.transfers
@@ -198,9 +243,17 @@ class Treasury:
         valid_until = int(self._clock()) + self._ttl
         signed = self.wallet.create_transfer(
             self._key,
-            # Node wallets may not be deployed yet: non-bounceable, or the
-            # value would come straight back.
-            [Transfer(t.address, Nanoton(t.amount), bounce=False) for t in batch],
+            # Node wallets may not be deployed yet: top-ups are non-bounceable
+            # (PlannedTransfer.bounce), or the value would come straight back.
+            [
+                Transfer(
+                    t.address,
+                    Nanoton(t.amount),
+                    bounce=t.bounce,
+                    body_boc=base64.b64decode(t.body) if t.body is not None else None,
+                )
+                for t in batch
+            ],
             seqno=seqno,
             valid_until=valid_until,
         )
@@ -214,13 +267,14 @@ class Treasury:
             created_at=now,
         )
 
-    async def _confirm(self, intent: Intent) -> IntentState:
+    async def _confirm(self, intent: Intent) -> tuple[IntentState, int | None]:
         deadline = time.monotonic() + self._confirm_timeout
         while True:
-            if await self._landed(intent):
-                return IntentState.CONFIRMED
+            sent_lt = await self._landed(intent)
+            if sent_lt is not None:
+                return IntentState.CONFIRMED, sent_lt
             if time.monotonic() >= deadline:
-                return IntentState.PENDING
+                return IntentState.PENDING, None
             await self._sleep(self._poll)
 
     async def settle(self) -> FundingReport:
@@ -240,15 +294,47 @@ class Treasury:
             return report  # never sign past an unresolved message
         info = await self._ton.get_wallet_information(self.address)
         seqno = info.seqno or 0
+        fresh, unsettled = await self._fresh(requests, ledger)
         transfers, refusals = plan_topups(
-            await self._fresh(requests),
+            fresh,
             ledger,
             day=self._now().date().isoformat(),
             global_daily_cap=self._global_cap,
             available=info.balance - self._reserve,
-            settling=self._settling(ledger),
+            settling=self._settling(ledger) | unsettled,
         )
         report.refused.extend(refusals)
+        await self._deliver(ledger, version, transfers, seqno, report)
+        return report
+
+    async def ledger(self) -> Ledger:
+        """The stored ledger (to see what was asked for already)."""
+        return (await self._load())[0]
+
+    async def send(self, transfers: Sequence[PlannedTransfer]) -> FundingReport:
+        """Send ``transfers`` as given (no caps, no planning), each at most once.
+
+        As :meth:`fund`: pending intents are resolved first and nothing is
+        signed while one stays unresolved; every message is recorded before it
+        can leave. Callers check :meth:`Ledger.has_purpose` to ask only once.
+        """
+        report = FundingReport()
+        ledger, version = await self._load()
+        ledger, version = await self._resolve(ledger, version, report)
+        if ledger.pending():
+            return report
+        info = await self._ton.get_wallet_information(self.address)
+        await self._deliver(ledger, version, list(transfers), info.seqno or 0, report)
+        return report
+
+    async def _deliver(
+        self,
+        ledger: Ledger,
+        version: str | None,
+        transfers: list[PlannedTransfer],
+        seqno: int,
+        report: FundingReport,
+    ) -> None:
         for start in range(0, len(transfers), MESSAGES_PER_EXTERNAL):
             batch = transfers[start : start + MESSAGES_PER_EXTERNAL]
             intent = self._sign(batch, seqno)
@@ -258,13 +344,14 @@ class Treasury:
             await self._send(intent)
             report.messages_sent += 1
             failpoint("funding.after-send")
-            state = await self._confirm(intent)
+            state, sent_lt = await self._confirm(intent)
             if state is IntentState.PENDING:
                 report.pending.extend(batch)
                 break  # the rest waits for the next cycle
-            resolved = intent.model_copy(update={"state": state, "resolved_at": self._now()})
+            resolved = intent.model_copy(
+                update={"state": state, "resolved_at": self._now(), "sent_lt": sent_lt}
+            )
             ledger = ledger.model_copy(update={"intents": [*ledger.intents[:-1], resolved]})
             version = await self._save(ledger, version)
             report.confirmed.extend(batch)
             seqno += 1
-        return report

@@ -33,6 +33,7 @@ from cocoon_operator.attestation import (
 )
 from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import patch_pod_condition, patch_worker_status
@@ -234,4 +235,6 @@ def register(registry: kopf.OperatorRegistry, interval: float) -> None:
     """Add the attestation step to ``registry``, checking every ``interval`` seconds."""
     kopf.on.startup(id="attestation-start", registry=registry)(start)
     kopf.on.cleanup(id="attestation-stop", registry=registry)(stop)
-    kopf.timer(*WORKERS, interval=interval, id="attestation", registry=registry)(attest_worker)
+    kopf.timer(*WORKERS, interval=interval, id="attestation", registry=registry)(
+        riding_out_outages(attest_worker, delay=interval)
+    )

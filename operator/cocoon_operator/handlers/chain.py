@@ -1,18 +1,27 @@
 """The chain step: allow-lists, the node wallet and its funding, earnings.
 
-Runs only for attested workers (the pod's gate is True), so nothing unverified
-is ever funded. A timer per worker:
+Allow-lists: the worker's reconcile asks :func:`read_lists` (injected as
+``memo["allowlists"]``) for the root contract's verdict on the revision's
+model hash and attested image hash before it starts a VM and on every pass
+after; readings are cached per hash for a check interval and shared by the
+fleet (:class:`AllowListReader`), so a thousand workers of one model cost one
+get-method call per interval. :mod:`cocoon_operator.policy.allowlist` decides.
+
+The wallet part runs only for attested workers (the pod's gate is True), so
+nothing unverified is ever funded. A timer per worker:
 
 1. reads ``/jsonstats`` over the RA-TLS channel pinned to the certificate the
-   attestation step verified: the node wallet's address, whether the worker
-   finds its image and model hashes on the root contract, token counts;
+   attestation step verified: the node wallet's address and token counts;
 2. reads the wallet's balance from the chain (authoritative, unlike the
    worker's own figure);
-3. when both hashes are listed and the balance is below ``funding.minimum``,
-   asks the fleet's :class:`FundingBatcher` for a top-up, which the treasury
-   sends crash-safely, four transfers per message;
-4. writes ``status.chain``, ``status.wallet`` and ``status.earnings`` and runs
-   the worker's reconcile, which derives OnChainAllowed, WalletFunded, Ready.
+3. when the operator found both hashes listed and the balance is below
+   ``funding.minimum``, asks the fleet's :class:`FundingBatcher` for a
+   top-up, which the treasury sends crash-safely, four transfers per message;
+4. writes ``status.wallet`` and ``status.earnings`` and runs the worker's
+   reconcile, which derives OnChainAllowed, WalletFunded, Ready.
+
+A worker held for unlisted hashes has no pod; the timer re-runs its reconcile,
+which re-reads the lists, so it starts once they are listed.
 
 Enabled by ``cocoon-operator run --ton-endpoint`` (see :func:`register`).
 """
@@ -22,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
-import hashlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,9 +45,11 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
-from cocoon_operator.api.v1alpha1 import ChainStatus, EarningsStatus, WalletStatus
-from cocoon_operator.desired.launcher import revision
+from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
+from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import FundingReport, TopUpRequest, Treasury
+from cocoon_operator.handlers.registration import Registrar
+from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import (
     WORKERS,
     Deps,
@@ -45,18 +58,22 @@ from cocoon_operator.handlers.worker import (
     PodIndex,
     reconcile_body,
 )
+from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
 from cocoon_operator.k8s.objects import patch_worker_status
 from cocoon_operator.metrics import Metrics
-from cocoon_operator.policy.chain import earnings_due
+from cocoon_operator.policy import allowlist
+from cocoon_operator.policy.chain import earnings_due, payout_due
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
+from cocoon_operator.reconcile.worker import Observed
 from cocoon_operator.ton.address import normalize_address
-from cocoon_operator.ton.amounts import format_ton
+from cocoon_operator.ton.amounts import Nanoton, format_ton
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonError
+from cocoon_operator.ton.root import AllowList, RootContract
 from cocoon_operator.ton.wallet import WalletKey
-from cocoon_operator.workerapi import WorkerStatsError, fetch_stats
+from cocoon_operator.workerapi import WorkerClient, WorkerStatsError, fetch_stats
 
 SETTLE_SECONDS = 10.0
 
@@ -71,6 +88,8 @@ class ChainOptions:
     global_daily_cap: int = 1000 * v1alpha1.NANO_PER_TON
     ledger: tuple[str, str] = ("default", "cocoon-funding-ledger")
     check_seconds: float = 30.0
+    root_owner_secret: tuple[str, str] | None = None  # namespace, name
+    registration_ledger: tuple[str, str] = ("default", "cocoon-registration-ledger")
 
 
 def _describe(report: FundingReport, worker: str) -> str:
@@ -150,14 +169,83 @@ class FundingBatcher:
         m.funding_nanoton.inc(sum(t.amount for t in report.confirmed))
 
 
+class AllowListReader:
+    """Root-contract membership reads, cached per (root, list, hash) for ``ttl`` seconds.
+
+    Concurrent askers of one key share one in-flight call; a failed call is not
+    cached, so the next asker tries again.
+    """
+
+    def __init__(
+        self,
+        ton: TonClient,
+        *,
+        ttl: float,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ton = ton
+        self._ttl = ttl
+        self._metrics = metrics
+        self._clock = clock
+        self._cache: dict[tuple[str, AllowList, bytes], tuple[float, asyncio.Task[bool]]] = {}
+
+    async def listed(self, root: str, kind: AllowList, value: bytes) -> bool:
+        key = (root, kind, value)
+        now = self._clock()
+        hit = self._cache.get(key)
+        if hit is None or hit[0] <= now or (hit[1].done() and hit[1].exception() is not None):
+            hit = (now + self._ttl, asyncio.ensure_future(self._read(root, kind, value)))
+            self._cache[key] = hit
+            if len(self._cache) > 4096:  # drop what expired
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        return await asyncio.shield(hit[1])
+
+    def forget(self, root: str, kind: AllowList, value: bytes) -> None:
+        """Read ``value`` afresh next time (after this operator changed the list)."""
+        self._cache.pop((root, kind, value), None)
+
+    async def _read(self, root: str, kind: AllowList, value: bytes) -> bool:
+        try:
+            with self._metrics.chain_seconds.labels("runGetMethod").time():
+                return await RootContract(self._ton, root).is_allowed(kind, value)
+        except TonError:
+            self._metrics.chain_errors.labels("runGetMethod").inc()
+            raise
+
+
 @dataclass
 class Chain:
     ton: TonClient
     batcher: FundingBatcher | None
-    settler: asyncio.Task[None] | None = None
+    lists: AllowListReader
+    settlers: list[asyncio.Task[None]] = field(default_factory=list)
+    registrar: Registrar | None = None
 
 
-async def _treasury_key(api: client.ApiClient, namespace: str, name: str) -> WalletKey:
+async def read_lists(state: Chain, observed: Observed) -> Observed:
+    """``observed`` with the root contract's verdict on its revision's hashes."""
+    spec, ref, lists = observed.spec, observed.ref, state.lists
+    observed = dataclasses.replace(
+        observed, registering=state.registrar is not None and spec.register_on_root
+    )
+    rev = revision(spec)
+    model = allowlist.model_hash(spec.model)
+    image = allowlist.attested_image_hash(observed.status.attestation, pod_name(ref, rev))
+    root = normalize_address(spec.root_contract_address)
+    try:
+        model_listed = await lists.listed(root, AllowList.MODEL, bytes.fromhex(model))
+        image_listed = (
+            await lists.listed(root, AllowList.WORKER, bytes.fromhex(image)) if image else None
+        )
+    except (TonError, ValueError) as exc:
+        # Redacted by the TON client; never a key. The reading is simply not taken.
+        return dataclasses.replace(observed, listing_error=f"{type(exc).__name__}: {exc}"[:300])
+    listing = allowlist.Listing(rev, model, model_listed, image, image_listed)
+    return dataclasses.replace(observed, listing=listing)
+
+
+async def _wallet_key(api: client.ApiClient, namespace: str, name: str) -> WalletKey:
     secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
     data: dict[str, str] = secret.data or {}
     if "seed" in data:
@@ -176,7 +264,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     ton = TonClient(options.endpoint, api_key=api_key, timeout=10.0)
     batcher = None
     if options.treasury_secret is not None:
-        key = await _treasury_key(deps.api, *options.treasury_secret)
+        key = await _wallet_key(deps.api, *options.treasury_secret)
         store = ConfigMapLedgerStore(deps.api, *options.ledger)
         treasury = Treasury(ton, key, store, global_daily_cap=options.global_daily_cap)
         batcher = FundingBatcher(treasury, deps.metrics)
@@ -185,19 +273,32 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
             treasury.address,
             *options.ledger,
         )
-    settler = (
-        asyncio.create_task(batcher.settle_forever(SETTLE_SECONDS, logger)) if batcher else None
+    settlers = (
+        [asyncio.create_task(batcher.settle_forever(SETTLE_SECONDS, logger))] if batcher else []
     )
-    memo["chain"] = Chain(ton, batcher, settler)
+    lists = AllowListReader(ton, ttl=options.check_seconds, metrics=deps.metrics)
+    registrar = None
+    if options.root_owner_secret is not None:
+        owner_key = await _wallet_key(deps.api, *options.root_owner_secret)
+        store = ConfigMapLedgerStore(deps.api, *options.registration_ledger)
+        # Owner commands carry no value worth capping: 0.05 TON each, once per hash.
+        owner = Treasury(ton, owner_key, store, global_daily_cap=0)
+        registrar = Registrar(ton, owner)
+        settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
+        logger.info("registering attested hashes on roots owned by %s", owner.address)
+    state = Chain(ton, batcher, lists, settlers, registrar)
+    memo["chain"] = state
+    hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(state, obs)  # noqa: E731
+    memo["allowlists"] = hook
 
 
 async def stop(*, memo: Any, **_: Any) -> None:
     state: Chain | None = memo.get("chain")
     if state is not None:
-        if state.settler is not None:
-            state.settler.cancel()
+        for task in state.settlers:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await state.settler
+                await task
         await state.ton.close()
 
 
@@ -227,8 +328,20 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     pods: PodIndex = kwargs["launcher_pods"]
-    pod = _attested_pod(list(pods.get(key, [])), revision(worker.spec))
+    rev = revision(worker.spec)
+    pod = _attested_pod(list(pods.get(key, [])), rev)
     summary = worker.status.attestation
+    reading = worker.status.chain
+    needed = allowlist.unregistered(reading, rev)
+    if needed:
+        # Registered together, in one owner message, once the image is attested.
+        complete = reading is not None and reading.image_hash is not None
+        if pod and complete and state.registrar is not None and worker.spec.register_on_root:
+            await _register(state, state.registrar, body, worker, needed, deps=deps, logger=logger)
+        # Registered, or held: the reconcile re-reads the lists (and starts a
+        # held worker's VM once they are listed).
+        await reconcile_body(body, memo, Indexes.of(kwargs), logger)
+        return
     if pod is None or summary is None or not summary.certificate_sha256:
         return
     assert pod.host_ip is not None and pod.instance is not None
@@ -249,37 +362,18 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         logger.warning("chain check of %s/%s: %s", *key, exc)
         return
-    model_hash = hashlib.sha256(worker.spec.model.cocoon_id.encode()).hexdigest()
-    chain = ChainStatus(
-        image_hash_listed=stats.image_hash_listed,
-        model_hash_listed=stats.model_listed,
-        model_hash=model_hash,
-        source="worker",
-        checked_at=rfc3339(now),
-    )
-    funding = worker.spec.funding
+    unpaid = stats.earned_tokens - stats.paid_out_tokens
+    if payout_due(worker.spec.payout, unpaid_tokens=unpaid, running=stats.payout_running):
+        await _payout(
+            body, pod, summary.certificate_sha256, stats.proxies, unpaid=unpaid, deps=deps
+        )
     note = worker.status.wallet.funding if worker.status.wallet else None
-    listed = stats.image_hash_listed and stats.model_listed
-    if listed and balance < funding.minimum:
-        if state.batcher is None:
-            note = "below the minimum; no treasury configured"
-        else:
-            note = await state.batcher.request(
-                TopUpRequest(
-                    worker=f"{key[0]}/{key[1]}",
-                    address=address,
-                    balance=balance,
-                    minimum=funding.minimum,
-                    target=funding.target,
-                    daily_cap=funding.daily_cap,
-                )
-            )
-            try:
-                balance = await state.ton.get_address_balance(address)
-            except TonError as exc:
-                logger.warning("balance of %s/%s after funding: %s", *key, exc)
-            if note.startswith("topped up"):
-                logger.info("%s/%s: %s", *key, note)
+    if not allowlist.listed(worker.status.chain, rev):
+        note = "not funded until the root contract lists the image and model hashes"
+    elif balance < worker.spec.funding.minimum:
+        note, balance = await _top_up(
+            state, worker.spec.funding, key, address, balance, logger=logger
+        )
     wallet = WalletStatus(address=address, balance=balance, funding=note, checked_at=rfc3339(now))
     deps.metrics.balance.labels(*key).set(balance)
     deps.metrics.earned_tokens.labels(*key).set(stats.earned_tokens)
@@ -289,10 +383,106 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         payouts=stats.payouts,
         checked_at=rfc3339(now),
     )
-    await _record(deps, body, chain, wallet, earnings, now=now)
-    await reconcile_body(
-        _with_status(body, chain, wallet, earnings), memo, Indexes.of(kwargs), logger
+    await _record(deps, body, wallet, earnings, now=now)
+    await reconcile_body(_with_status(body, wallet, earnings), memo, Indexes.of(kwargs), logger)
+
+
+async def _payout(
+    body: kopf.Body,
+    pod: PodFacts,
+    certificate_sha256: str,
+    proxies: tuple[str, ...],
+    *,
+    unpaid: int,
+    deps: Deps,
+) -> None:
+    """Ask each proxy for a payout, as spec.payout says; an Event with the answers."""
+    assert pod.host_ip is not None and pod.instance is not None
+    port = InstanceSlot(pod.instance).ratls_port
+    try:
+        async with WorkerClient(pod.host_ip, port, certificate_sha256=certificate_sha256) as w:
+            answers = [f"{p}: {await w.payout(p)}" for p in proxies]
+    except (WorkerStatsError, OSError, TimeoutError) as exc:
+        answers = [f"worker unreachable ({exc})"]
+    deps.metrics.payout_requests.inc(len(proxies))
+    threshold = body["spec"].get("payout", {}).get("minimumUnpaidTokens")
+    await record(
+        deps.api,
+        body,
+        reason="PayoutRequested",
+        message=f"{unpaid} unpaid tokens >= spec.payout.minimumUnpaidTokens ({threshold}); "
+        + "; ".join(answers),
+        now=deps.clock(),
     )
+
+
+async def _register(
+    state: Chain,
+    registrar: Registrar,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    needed: list[tuple[str, str]],
+    *,
+    deps: Deps,
+    logger: Logger,
+) -> None:
+    """Register the missing hashes of an attested worker; an Event when something went."""
+    meta = body["metadata"]
+    root = normalize_address(worker.spec.root_contract_address)
+    wanted = [(AllowList(kind), value) for kind, value in needed]
+    try:
+        note = await registrar.register(f"{meta['namespace']}/{meta['name']}", root, wanted)
+    except TonError as exc:
+        deps.metrics.chain_errors.labels("register").inc()
+        logger.warning("registration for %s/%s: %s", meta["namespace"], meta["name"], exc)
+        return
+    for kind, value in wanted:
+        state.lists.forget(root, kind, bytes.fromhex(value))
+    what = " and ".join(f"{k.value} hash {v}" for k, v in wanted)
+    logger.info("%s/%s: %s: %s", meta["namespace"], meta["name"], note, what)
+    if note in {"registered", "registration in flight"}:
+        await record(
+            deps.api,
+            body,
+            reason="Registered" if note == "registered" else "RegistrationSent",
+            message=f"{note} on root {root}: {what}",
+            now=deps.clock(),
+        )
+    elif note.startswith("not registered"):
+        await record(
+            deps.api, body, reason="NotRegistered", message=note, warning=True, now=deps.clock()
+        )
+
+
+async def _top_up(
+    state: Chain,
+    funding: v1alpha1.Funding,
+    key: tuple[str, str],
+    address: str,
+    balance: Nanoton,
+    *,
+    logger: Logger,
+) -> tuple[str, Nanoton]:
+    """Ask the treasury for a top-up; the decision's note and the balance after it."""
+    if state.batcher is None:
+        return "below the minimum; no treasury configured", balance
+    note = await state.batcher.request(
+        TopUpRequest(
+            worker=f"{key[0]}/{key[1]}",
+            address=address,
+            balance=balance,
+            minimum=funding.minimum,
+            target=funding.target,
+            daily_cap=funding.daily_cap,
+        )
+    )
+    try:
+        balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        logger.warning("balance of %s/%s after funding: %s", *key, exc)
+    if note.startswith("topped up"):
+        logger.info("%s/%s: %s", *key, note)
+    return note, balance
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -311,7 +501,6 @@ def _changed(old: Any, new: Any, *, ignore: str = "checkedAt") -> bool:
 async def _record(
     deps: Deps,
     body: kopf.Body,
-    chain: ChainStatus,
     wallet: WalletStatus,
     earnings: EarningsStatus,
     *,
@@ -321,8 +510,6 @@ async def _record(
     status = body.get("status") or {}
     parsed = v1alpha1.CocoonWorkerStatus.model_validate(dict(status))
     patch: dict[str, Any] = {}
-    if _changed(parsed.chain, chain):
-        patch["chain"] = _dump(chain)
     if _changed(parsed.wallet, wallet):
         patch["wallet"] = _dump(wallet)
     if earnings_due(parsed.earnings, earnings, now=now):
@@ -332,12 +519,10 @@ async def _record(
         await patch_worker_status(deps.api, meta["namespace"], meta["name"], patch)
 
 
-def _with_status(
-    body: kopf.Body, chain: ChainStatus, wallet: WalletStatus, earnings: EarningsStatus
-) -> kopf.Body:
+def _with_status(body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus) -> kopf.Body:
     raw = dict(body)
     status = dict(raw.get("status") or {})
-    status.update(chain=_dump(chain), wallet=_dump(wallet), earnings=_dump(earnings))
+    status.update(wallet=_dump(wallet), earnings=_dump(earnings))
     raw["status"] = status
     return kopf.Body(cast(kopf.RawBody, raw))
 
@@ -346,7 +531,9 @@ def register(registry: kopf.OperatorRegistry, interval: float) -> None:
     """Add the chain step to ``registry``, checking each attested worker every ``interval`` s."""
     kopf.on.startup(id="chain-start", registry=registry)(start)
     kopf.on.cleanup(id="chain-stop", registry=registry)(stop)
-    kopf.timer(*WORKERS, interval=interval, id="chain", registry=registry)(check_chain)
+    kopf.timer(*WORKERS, interval=interval, id="chain", registry=registry)(
+        riding_out_outages(check_chain, delay=interval)
+    )
 
 
 __all__ = ["ChainOptions", "FundingBatcher", "register"]

@@ -27,6 +27,7 @@ from cocoon_operator.desired.launcher import (
     ANNOTATION_PAYOUT_REQUESTED,
     revision,
 )
+from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
@@ -170,4 +171,6 @@ async def start(*, memo: Any, **_: Any) -> None:
 def register(registry: kopf.OperatorRegistry, interval: float) -> None:
     """Live coefficient changes (checked every ``interval`` s) and drain before stop."""
     kopf.on.startup(id="control-start", registry=registry)(start)
-    kopf.timer(*WORKERS, interval=interval, id="coefficient", registry=registry)(sync_coefficient)
+    kopf.timer(*WORKERS, interval=interval, id="coefficient", registry=registry)(
+        riding_out_outages(sync_coefficient, delay=interval)
+    )

@@ -9,6 +9,7 @@ polled, so a fleet at rest costs no API requests beyond the watches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -32,7 +33,7 @@ from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
-from cocoon_operator.reconcile.worker import Observed, Plan, plan
+from cocoon_operator.reconcile.worker import DRAIN_HELD_EVENTS, Observed, Plan, plan
 
 FIELD_MANAGER = "cocoon-operator"
 PAUSE_ANNOTATION = f"{v1alpha1.GROUP}/paused"
@@ -248,6 +249,17 @@ async def _reconcile(
             kopf.warn(body, reason="InvalidSpec", message=f"cannot parse fields: {fields}")
             raise kopf.PermanentError(f"invalid spec fields: {fields}") from None
         started = time.monotonic()
+        read_lists = memo.get("allowlists")
+        if read_lists is not None and not (
+            observed.deleting or observed.paused or observed.spec_errors
+        ):
+            # The chain step's reading of the root's allow-lists (cached there):
+            # taken before any VM is started for this revision. Instance usage
+            # is counted again after this await: others may have reserved some.
+            observed = dataclasses.replace(
+                await read_lists(observed),
+                instances_in_use=deps.instances_in_use(indexes.instances),
+            )
         result = plan(observed, now=deps.clock())
         drain = memo.get("drain")
         if result.delete_pods and drain is not None:
@@ -258,7 +270,7 @@ async def _reconcile(
             if waiting:
                 result.waiting = waiting
                 result.delete_pods = []
-                result.events = [e for e in result.events if e.reason != "Rotating"]
+                result.events = [e for e in result.events if e.reason not in DRAIN_HELD_EVENTS]
         # Reserve the chosen instance before the first await, so a concurrent
         # reconcile of another worker already counts it.
         for obj in result.apply:

@@ -1,10 +1,10 @@
-"""When the chain step writes what it read (pure)."""
+"""When the chain step writes what it read, and when it asks for a payout (pure)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from cocoon_operator.api.v1alpha1 import EarningsStatus
+from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
 
 EARNINGS_WRITE_SECONDS = 300.0
 
@@ -15,10 +15,20 @@ def earnings_due(old: EarningsStatus | None, new: EarningsStatus, *, now: dt.dat
     The metrics carry the live figure; status is for people and GitOps, and a
     write per worker per check would make a fleet at rest cost API requests.
     """
-    if old is None or old.checked_at is None:
-        return True
+    if old is None or old.checked_at is None or old.payouts != new.payouts:
+        return True  # a completed payout is news: shown at once
     counters = ("earned_tokens", "paid_out_tokens", "payouts")
     if all(getattr(old, c) == getattr(new, c) for c in counters):
         return False
     last = dt.datetime.fromisoformat(old.checked_at.replace("Z", "+00:00"))
     return (now - last).total_seconds() >= EARNINGS_WRITE_SECONDS
+
+
+def payout_due(policy: PayoutPolicy, *, unpaid_tokens: int, running: bool) -> bool:
+    """Whether the declared policy asks for a payout now.
+
+    Never while one is running (COCOON's proxies refuse a second request, and
+    a request costs the node wallet a fee); never when the policy is off (0).
+    """
+    threshold = policy.minimum_unpaid_tokens
+    return threshold > 0 and not running and unpaid_tokens >= threshold

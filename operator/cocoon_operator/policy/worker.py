@@ -53,6 +53,7 @@ class ChainFacts:
     minimum: int = FUNDING_MINIMUM_DEFAULT
     funding_note: str | None = None
     enabled: bool = True  # False: the operator has no chain access configured
+    error: str | None = None  # why the last reading of the root contract failed
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,10 @@ class WorkerView:
     conditions: tuple[Observed, ...]
 
 
-def _scheduled(pod: PodFacts | None) -> Observed:
+def _scheduled(pod: PodFacts | None, held: str | None = None) -> Observed:
     kind = ConditionType.SCHEDULED
+    if pod is None and held:
+        return Observed(kind, F, Reason.NOT_LISTED, f"no VM is started: {held}")
     if pod is None:
         return Observed(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
     if pod.node:
@@ -101,19 +104,30 @@ def _on_chain(chain: ChainFacts) -> Observed:
     kind = ConditionType.ON_CHAIN_ALLOWED
     if not chain.enabled:
         return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
-    if chain.image_listed is None or chain.model_listed is None:
-        return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+    if chain.model_listed is None:
+        if chain.error:
+            return Observed(
+                kind, U, Reason.CHAIN_ERROR, f"cannot read the root contract: {chain.error}"
+            )
+        return Observed(kind, U, Reason.NOT_CHECKED, "the root contract has not been read yet")
     missing = []
-    if not chain.image_listed:
-        missing.append(f"image hash {chain.image_hash or '?'}")
     if not chain.model_listed:
         missing.append(f"model hash {chain.model_hash or '?'}")
+    if chain.image_listed is False:
+        missing.append(f"image hash {chain.image_hash or '?'}")
     if missing:
         return Observed(
             kind,
             F,
             Reason.NOT_LISTED,
             "the root contract does not list the " + " and ".join(missing),
+        )
+    if chain.image_listed is None:
+        return Observed(
+            kind,
+            U,
+            Reason.NOT_CHECKED,
+            "model hash listed; the image hash is looked up once the VM is attested",
         )
     return Observed(
         kind, T, Reason.LISTED, f"image and model hashes listed (read by {chain.source})"
@@ -142,9 +156,13 @@ def view(
     paused: bool = False,
     deleting: bool = False,
     spec_errors: tuple[str, ...] = (),
+    held: str | None = None,
 ) -> WorkerView:
-    """Conditions and phase for a worker whose launcher pod is ``pod``."""
-    scheduled, running, attested = _scheduled(pod), _vm_running(pod), _attested(pod)
+    """Conditions and phase for a worker whose launcher pod is ``pod``.
+
+    ``held``: why no VM may run now (see :mod:`cocoon_operator.policy.allowlist`).
+    """
+    scheduled, running, attested = _scheduled(pod, held), _vm_running(pod), _attested(pod)
     facts = chain if chain is not None else ChainFacts()
     allowed, funded = _on_chain(facts), _funded(facts)
     gates = (scheduled, running, attested, allowed, funded)

@@ -17,8 +17,9 @@ from typing import Any
 
 from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
-from cocoon_operator.api.v1alpha1 import CocoonWorkerSpec, CocoonWorkerStatus
+from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
+from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
@@ -37,6 +38,12 @@ class Observed:
     # Rule violations the webhook would have refused (it may have been down).
     spec_errors: tuple[str, ...] = ()
     chain_enabled: bool = False
+    # The operator's reading of the root contract's allow-lists for this
+    # revision, taken just now (None: not taken, or it failed with listing_error).
+    listing: allowlist.Listing | None = None
+    listing_error: str | None = None
+    # The operator registers this worker's hashes on a root it owns.
+    registering: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,24 @@ class Plan:
 
 
 def _status_changes(current: CocoonWorkerStatus, desired: CocoonWorkerStatus) -> dict[str, Any]:
-    """Top-level status fields whose value changes, in wire form."""
+    """Top-level status fields whose value changes, in wire form (a merge patch)."""
     old = current.model_dump(mode="json", by_alias=True, exclude_none=True)
     new = desired.model_dump(mode="json", by_alias=True, exclude_none=True)
-    changes = {key: value for key, value in new.items() if old.get(key) != value}
-    # Fields that disappear are cleared explicitly (a merge patch keeps them otherwise).
-    changes.update({key: None for key in old.keys() - new.keys()})
-    return changes
+    return {key: value for key, value in _merge_patch(old, new).items() if old.get(key) != value}
+
+
+def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` as a merge patch over ``old``: keys that disappear, at any depth, are
+    cleared explicitly (a merge patch keeps them otherwise, e.g. a recovered
+    ``status.chain.error``)."""
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(before, dict) and isinstance(value, dict):
+            value = _merge_patch(before, value)  # noqa: PLW2901
+        out[key] = value
+    out.update({key: None for key in old.keys() - new.keys()})
+    return out
 
 
 def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
@@ -94,15 +112,33 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
     return current
 
 
-def chain_facts(obs: Observed) -> ChainFacts:
-    """What the chain step recorded in status, with the spec's funding bounds."""
-    chain, wallet, att = obs.status.chain, obs.status.wallet, obs.status.attestation
+# Events for stopping a VM that a drain may hold back (they are repeated
+# only once the deletion really happens).
+DRAIN_HELD_EVENTS = frozenset({"Rotating", "StoppingUnlisted"})
+
+
+def _hold(obs: Observed, held: str, plan: Plan) -> None:
+    """No VM for a worker whose hashes are not listed: stop any, start none."""
+    was = allowlist.hold(obs.status.chain, revision(obs.spec), registering=obs.registering)
+    if was != held:
+        plan.events.append(Event("NotListed", f"no VM is started: {held}", warning=True))
+    for pod in obs.pods:
+        if not pod.deleting:
+            plan.delete_pods.append(pod.name)
+            plan.events.append(Event("StoppingUnlisted", f"stopping pod {pod.name}: {held}"))
+
+
+def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFacts:
+    """What the chain readings say of revision ``rev``, with the spec's funding bounds."""
+    wallet = obs.status.wallet
+    current = chain if chain is not None and chain.revision == rev else None
     return ChainFacts(
-        image_listed=chain.image_hash_listed if chain else None,
-        model_listed=chain.model_hash_listed if chain else None,
-        image_hash=att.image_hash if att else None,
-        model_hash=chain.model_hash if chain else None,
-        source=chain.source if chain else None,
+        image_listed=current.image_hash_listed if current else None,
+        model_listed=current.model_hash_listed if current else None,
+        image_hash=current.image_hash if current else None,
+        model_hash=current.model_hash if current else None,
+        source=current.source if current else None,
+        error=chain.error if chain else None,
         balance=wallet.balance if wallet else None,
         minimum=obs.spec.funding.minimum,
         funding_note=wallet.funding if wallet else None,
@@ -113,21 +149,29 @@ def chain_facts(obs: Observed) -> ChainFacts:
 def plan(obs: Observed, *, now: datetime) -> Plan:
     out = Plan()
     rev = revision(obs.spec)
+    chain = obs.status.chain
+    held = None
+    if obs.chain_enabled:
+        chain = allowlist.record(chain, obs.listing, obs.listing_error, now)
+        held = allowlist.hold(chain, rev, registering=obs.registering)
     current: PodFacts | None = None
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
     elif obs.paused or obs.spec_errors:
         current = next((p for p in obs.pods if p.revision == rev), None)
+    elif held:
+        _hold(obs, held, out)
     else:
         current = _pod_actions(obs, rev, out)
 
     worker_view = view(
         current,
-        chain=chain_facts(obs),
+        chain=chain_facts(obs, chain, rev),
         paused=obs.paused,
         deleting=obs.deleting,
         spec_errors=obs.spec_errors,
+        held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now
@@ -143,6 +187,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
             "observed_generation": obs.generation,
             "current_revision": running_rev,
             "target_revision": rev,
+            "chain": chain,
         }
     )
     out.status = _status_changes(obs.status, desired)

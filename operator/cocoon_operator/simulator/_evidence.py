@@ -32,6 +32,10 @@ _RTMR3_IN_BODY = 16 + 48 + 48 + 8 + 8 + 8 + 48 * 4 + 48 * 3
 _HEADER = {4: 48, 5: 48 + 6}
 
 
+# What a worker serving garbage puts where its quote belongs: not a quote at all.
+GARBAGE_QUOTE = b"\x04\x00garbage, not a TDX quote" * 8
+
+
 def tamper_quote(quote: bytes) -> bytes:
     """The quote with one bit of RTMR3 flipped: well formed, but its signature no longer holds."""
     version = int.from_bytes(quote[:2], "little")
@@ -52,11 +56,22 @@ class RaTlsEvidence:
     not_before: datetime
     validity: timedelta
 
-    def certificate_pem(self, *, tampered: bool = False) -> bytes:
+    def certificate_pem(
+        self,
+        *,
+        tampered: bool = False,
+        garbage: bool = False,
+        signer: Ed25519PrivateKey | None = None,
+    ) -> bytes:
+        """The certificate; fault variants: a flipped quote bit (``tampered``), bytes
+        that are no quote at all (``garbage``), or another key than the one the
+        quote's REPORTDATA binds (``signer``: that key signs and is certified)."""
         quote = tamper_quote(self.quote) if tampered else self.quote
+        if garbage:
+            quote = GARBAGE_QUOTE
         return build_ratls_certificate(
             quote,
-            private_key=self.private_key,
+            private_key=signer or self.private_key,
             not_before=self.not_before,
             validity=self.validity,
             common_name="cocoon-worker-simulator",
@@ -68,11 +83,15 @@ class RaTlsEvidence:
         return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
     def private_key_pem(self) -> bytes:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_key_pem(self.private_key)
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def make_evidence(

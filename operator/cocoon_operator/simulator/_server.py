@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote as urlquote
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import Collateral, TrustedRoot, model_hash
 from cocoon_operator.attestation.testpki import (
@@ -25,7 +26,12 @@ from cocoon_operator.attestation.testpki import (
     TdMeasurements,
     generate_test_pki,
 )
-from cocoon_operator.simulator._evidence import RaTlsEvidence, TlsIdentity, make_evidence
+from cocoon_operator.simulator._evidence import (
+    RaTlsEvidence,
+    TlsIdentity,
+    make_evidence,
+    private_key_pem,
+)
 from cocoon_operator.simulator._state import (
     NANO,
     LoadModel,
@@ -61,6 +67,12 @@ class Faults:
     wrong_model: bool = False  # reports another model; status.actual_model is false
     hang: bool = False  # worker endpoints never answer (the TLS handshake still completes)
     garbage_json: bool = False  # /jsonstats and /perf answer with broken JSON
+    # The RA-TLS port accepts connections and never completes a TLS handshake.
+    ratls_hang: bool = False
+    # The RA-TLS certificate carries garbage where the quote belongs.
+    garbage_evidence: bool = False
+    # The RA-TLS certificate's key is not the one the quote's REPORTDATA binds.
+    foreign_key: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -184,6 +196,7 @@ class WorkerSimulator:
             started_at=now,
         )
         self.evidence = self._new_evidence(generation=1)
+        self._foreign_key = Ed25519PrivateKey.generate()  # for the foreign_key fault
         self._tls = TlsIdentity()
         self._install_certificate()
         self._runner: web.AppRunner | None = None
@@ -191,6 +204,12 @@ class WorkerSimulator:
         self._tls_port = 0
         self._release = asyncio.Event()
         self._rotation_task: asyncio.Task[None] | None = None
+        # The RA-TLS listener: the TLS site, or (ratls_hang) a plain server holding sockets.
+        self._tls_site: web.TCPSite | None = None
+        self._hang_server: asyncio.Server | None = None
+        self._held: set[asyncio.StreamWriter] = set()
+        self._listener_lock = asyncio.Lock()
+        self._listener_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ evidence
 
@@ -205,12 +224,17 @@ class WorkerSimulator:
         )
 
     def _install_certificate(self) -> None:
-        self._tls.install(self.certificate_pem, self.evidence.private_key_pem())
+        key = self._foreign_key if self.faults.foreign_key else self.evidence.private_key
+        self._tls.install(self.certificate_pem, private_key_pem(key))
 
     @property
     def certificate_pem(self) -> bytes:
-        """The RA-TLS certificate as served now (tampered if that fault is on)."""
-        return self.evidence.certificate_pem(tampered=self.faults.tampered_evidence)
+        """The RA-TLS certificate as served now (with the evidence faults that are on)."""
+        return self.evidence.certificate_pem(
+            tampered=self.faults.tampered_evidence,
+            garbage=self.faults.garbage_evidence,
+            signer=self._foreign_key if self.faults.foreign_key else None,
+        )
 
     def rotate_certificate(self) -> RaTlsEvidence:
         """A new Ed25519 key, quote and certificate; new TLS handshakes present it."""
@@ -226,12 +250,64 @@ class WorkerSimulator:
             raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
         before = self.faults
         self.faults = dataclasses.replace(self.faults, **changes)
-        if before.tampered_evidence != self.faults.tampered_evidence:
+        evidence = ("tampered_evidence", "garbage_evidence", "foreign_key")
+        if any(getattr(before, f) != getattr(self.faults, f) for f in evidence):
             self._install_certificate()
         if not self.faults.hang:
             self._release.set()
             self._release = asyncio.Event()
+        if before.ratls_hang != self.faults.ratls_hang and self._runner is not None:
+            # Swapping listeners is I/O: done in the loop; await faults_applied().
+            self._listener_task = asyncio.get_running_loop().create_task(self._sync_listener())
         return self.faults
+
+    async def faults_applied(self) -> None:
+        """Wait until the RA-TLS listener matches the ``ratls_hang`` fault."""
+        if self._listener_task is not None:
+            await self._listener_task
+
+    async def _sync_listener(self) -> None:
+        async with self._listener_lock:
+            runner = self._runner
+            if runner is None:
+                return
+            if self.faults.ratls_hang and self._hang_server is None:
+                if self._tls_site is not None:
+                    await self._tls_site.stop()
+                    self._tls_site = None
+                self._hang_server = await asyncio.start_server(
+                    self._hold, self.host, self._tls_port
+                )
+            elif not self.faults.ratls_hang and self._hang_server is not None:
+                await self._close_hang_server()
+                await self._start_tls_site(runner, self._tls_port)
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Accept, read whatever comes (a ClientHello), never answer."""
+        self._held.add(writer)
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self._held.discard(writer)
+            writer.close()
+
+    async def _close_hang_server(self) -> None:
+        server, self._hang_server = self._hang_server, None
+        if server is None:
+            return
+        server.close()
+        for writer in list(self._held):
+            writer.close()
+        await server.wait_closed()
+
+    async def _start_tls_site(self, runner: web.AppRunner, port: int) -> int:
+        site = web.TCPSite(runner, self.host, port, ssl_context=self._tls.context)
+        await site.start()
+        self._tls_site = site
+        return _last_bound_port(runner)
 
     # ------------------------------------------------------------------ identity facts
 
@@ -529,6 +605,7 @@ class WorkerSimulator:
             faults = self.set_faults(**{name: value})
         except (ValueError, TypeError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
+        await self.faults_applied()
         return web.json_response({"faults": dataclasses.asdict(faults)})
 
     async def _admin_rotate(self, request: web.Request) -> web.StreamResponse:
@@ -583,15 +660,13 @@ class WorkerSimulator:
         try:
             await web.TCPSite(runner, self.host, self.config.port).start()
             self._http_port = _last_bound_port(runner)
-            tls_site = web.TCPSite(
-                runner, self.host, self.config.tls_port, ssl_context=self._tls.context
-            )
-            await tls_site.start()
-            self._tls_port = _last_bound_port(runner)
+            self._tls_port = await self._start_tls_site(runner, self.config.tls_port)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
+        if self.faults.ratls_hang:
+            await self._sync_listener()
         if self.config.rotate_every is not None:
             self._rotation_task = asyncio.create_task(
                 self._rotate_forever(self.config.rotate_every.total_seconds())
@@ -610,6 +685,9 @@ class WorkerSimulator:
             self._rotation_task = None
         self._release.set()
         runner, self._runner = self._runner, None
+        async with self._listener_lock:
+            await self._close_hang_server()
+            self._tls_site = None
         if runner is not None:
             await runner.cleanup()
         self._tls.close()

@@ -11,7 +11,7 @@ pod goes. One test PKI serves all of them; the agent also runs one PCCS
 stand-in for the operator's collateral.
 
     python -m cocoon_operator.simulator.agent [--kubeconfig K] [--namespace NS]
-        --root-out FILE
+        [--fault NAME]... --root-out FILE
 
 prints one JSON line (``pccs_url``, ``test_root``, ``test_root_sha256``) once
 ready, then serves until SIGINT/SIGTERM. For tests and the local stack only.
@@ -45,7 +45,7 @@ from cocoon_operator.attestation.testpki import (
 )
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER
 from cocoon_operator.k8s.client import load
-from cocoon_operator.simulator._server import SimulatorConfig, WorkerSimulator
+from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
 log = logging.getLogger("cocoon_operator.simulator.agent")
 
@@ -100,7 +100,9 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
     )
 
 
-def simulator_config(worker: PodWorker, worker_ini: str | None) -> SimulatorConfig:
+def simulator_config(
+    worker: PodWorker, worker_ini: str | None, faults: Faults | None = None
+) -> SimulatorConfig:
     """The simulator for ``worker``: its ports, its release's measurements, its config."""
     node: dict[str, str] = {}
     if worker_ini:
@@ -127,16 +129,24 @@ def simulator_config(worker: PodWorker, worker_ini: str | None) -> SimulatorConf
         measurements=TdMeasurements.from_label(worker.image),
         # One node wallet per worker, as one node_wallet_key per worker gives.
         wallet_label=f"{worker.namespace}/{worker.worker}",
+        faults=faults or Faults(),
         **extra,
     )
 
 
 class Agent:
-    def __init__(self, api: client.ApiClient, pki: DcapTestPki, namespace: str | None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        pki: DcapTestPki,
+        namespace: str | None,
+        faults: Faults | None = None,
+    ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._pki = pki
         self._namespace = namespace
+        self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
 
     async def _worker_ini(self, worker: PodWorker) -> str | None:
@@ -162,7 +172,7 @@ class Agent:
             return
         if key in self._running:
             return
-        config = simulator_config(worker, await self._worker_ini(worker))
+        config = simulator_config(worker, await self._worker_ini(worker), self._faults)
         sim = WorkerSimulator(config, pki=self._pki)
         try:
             await sim.start()
@@ -211,7 +221,8 @@ async def _main(args: argparse.Namespace) -> int:
     pccs = WorkerSimulator(SimulatorConfig(host="127.0.0.1", port=args.pccs_port), pki=pki)
     await pccs.start()
     api = client.ApiClient(await load(args.kubeconfig))
-    agent = Agent(api, pki, args.namespace)
+    faults = Faults(**{name.replace("-", "_"): True for name in args.fault})
+    agent = Agent(api, pki, args.namespace, faults)
     print(
         json.dumps(
             {
@@ -246,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", default=None, help="default: all namespaces")
     parser.add_argument("--root-out", type=Path, required=True, help="write the test root here")
     parser.add_argument("--pccs-port", type=int, default=0)
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=[name.replace("_", "-") for name in Faults.names()],
+        help="every worker started misbehaves so from the start (repeatable; fault tests)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(

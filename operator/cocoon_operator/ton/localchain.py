@@ -59,7 +59,10 @@ from .cells import (
 )
 from .emulator import EmulatedTransaction, TransactionEmulator, run_get_method
 from .errors import AddressError, AmountError, LocalChainError
-from .wallet import WALLET_V4R2_CODE_BOC, WalletKey, WalletV4R2
+from .root import AllowList, allowlist_body, model_hash, parse_hash
+from .root import deploy_local as deploy_root
+from .root import state_init as root_state_init
+from .wallet import WALLET_V4R2_CODE_BOC, Transfer, WalletKey, WalletV4R2
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ log = logging.getLogger(__name__)
 MINT_SOURCE = Address(-1, bytes(32))
 #: Well-known dev seed of the default genesis wallet (test chains only!).
 DEFAULT_GENESIS_SEED = hashlib.sha256(b"cocoon-operator localchain genesis v1").digest()
+#: Well-known dev seed of the wallet owning the root ``--root`` deploys (test chains only!).
+DEFAULT_ROOT_OWNER_SEED = hashlib.sha256(b"cocoon-operator localchain root owner v1").digest()
+ROOT_OWNER_BALANCE = Nanoton(100 * 1_000_000_000)
 DEFAULT_GENESIS_BALANCE = parse_ton("1000000")
 _LT_STEP = 1000
 _V4R2_CODE_HASH = cell_hash(cell_from_boc(WALLET_V4R2_CODE_BOC))
@@ -783,6 +789,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--genesis-balance", default=format_ton(DEFAULT_GENESIS_BALANCE), help="TON"
     )
     parser.add_argument("--api-key", default=None, help="require this X-API-Key header")
+    parser.add_argument(
+        "--root",
+        action="store_true",
+        help="deploy the project's COCOON root contract, owned by a wallet of its own",
+    )
+    parser.add_argument(
+        "--root-owner-seed-hex",
+        default=DEFAULT_ROOT_OWNER_SEED.hex(),
+        help="32-byte hex Ed25519 seed of the root owner's wallet (funded with 100 TON; dev only)",
+    )
+    parser.add_argument(
+        "--root-model",
+        action="append",
+        default=[],
+        metavar="NAME@COMMIT:VERITY",
+        help="a model the root lists from the start (repeatable)",
+    )
+    parser.add_argument(
+        "--root-image-hash",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="a worker image hash the root lists from the start (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -790,12 +820,43 @@ def main(argv: Sequence[str] | None = None) -> None:
         chain = LocalChain()
         key = WalletKey(bytes.fromhex(args.genesis_seed_hex))
         wallet = chain.deploy_wallet(key, parse_ton(args.genesis_balance))
+        root: dict[str, str] = {}
+        if args.root:
+            owner_key = WalletKey(bytes.fromhex(args.root_owner_seed_hex))
+            owner = chain.deploy_wallet(owner_key, ROOT_OWNER_BALANCE)
+            # Empty at deployment, so the address depends on the owner only
+            # (examples/ name it); then listed by the owner, as on a real chain.
+            address = deploy_root(chain, root_state_init(owner.address), Nanoton(1_000_000_000))
+            bodies = [
+                allowlist_body(AllowList.MODEL, model_hash(m), add=True) for m in args.root_model
+            ]
+            bodies += [
+                allowlist_body(AllowList.WORKER, parse_hash(h), add=True)
+                for h in args.root_image_hash
+            ]
+            for seqno, start in enumerate(range(0, len(bodies), 4)):
+                signed = owner.create_transfer(
+                    owner_key,
+                    [
+                        Transfer(address, Nanoton(50_000_000), bounce=True, body_boc=body)
+                        for body in bodies[start : start + 4]
+                    ],
+                    seqno=seqno,
+                    valid_until=chain.now() + 60,
+                )
+                chain.send_external(signed.boc)
+            root = {
+                "root_address": address.to_friendly(bounceable=True),
+                "root_address_raw": address.to_raw(),
+                "root_owner_wallet_raw": owner.address.to_raw(),
+            }
         running = await start_local_chain(
             chain, host=args.host, port=args.port, api_key=args.api_key
         )
         print(
             json.dumps(
                 {
+                    **root,
                     "api_url": running.api_url,
                     "genesis_wallet": wallet.address.to_friendly(bounceable=False),
                     "genesis_wallet_raw": wallet.address.to_raw(),

@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cocoon_operator.ton import root as root_mod
-from cocoon_operator.ton.address import Address
+from cocoon_operator.ton.address import Address, normalize_address
 from cocoon_operator.ton.amounts import parse_ton
 from cocoon_operator.ton.cells import begin_cell, boc_hash, cell_from_boc, cell_to_boc
 from cocoon_operator.ton.client import StackNum, TonClient
 from cocoon_operator.ton.errors import RootContractError
-from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
+from cocoon_operator.ton.localchain import (
+    DEFAULT_ROOT_OWNER_SEED,
+    LocalChain,
+    RunningLocalChain,
+    start_local_chain,
+)
 from cocoon_operator.ton.root import (
     EXIT_NOT_OWNER,
     EXIT_UNKNOWN_OP,
@@ -316,3 +322,17 @@ def test_committed_code_matches_the_source() -> None:
         "contracts/cocoon_root.fc changed: run hack/build-contracts"
     )
     assert len(boc_hash(ROOT_CODE_BOC)) == 32
+
+
+def test_examples_name_the_root_the_local_chain_deploys() -> None:
+    """examples/ point at the root ``localchain --root`` deploys (empty at deployment,
+    owned by the dev root-owner wallet), so the demo needs no edits to reach it."""
+    owner = WalletV4R2(WalletKey(DEFAULT_ROOT_OWNER_SEED).public_key).address
+    expected = root_mod.root_address(owner).to_raw()
+    repo = Path(__file__).resolve().parents[3]
+    for name in ("cocoonworker.yaml", "cocoonworkerpool.yaml"):
+        for doc in yaml.safe_load_all((repo / "examples" / name).read_text()):
+            spec = doc.get("spec", {})
+            spec = spec.get("template", {}).get("spec", spec)
+            if "rootContractAddress" in spec:
+                assert normalize_address(spec["rootContractAddress"]) == expected, name

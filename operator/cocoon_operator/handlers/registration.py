@@ -1,0 +1,111 @@
+"""Registration of attested hashes on a root contract this operator owns (opt-in).
+
+A fleet owner who runs their own COCOON root (a private network, a test
+network) gives the operator the root owner's wallet key
+(``--root-owner-secret``). For each worker with ``spec.registerOnRoot`` whose
+VM is attested, the chain step asks :class:`Registrar` to add the worker's
+attested image hash and model hash to the root's lists when the operator's own
+reading found them missing. Nothing is registered that was not verified, and
+only on a root whose ``get_owner`` is this key's wallet.
+
+Every command goes through the same machinery as funding
+(:class:`~cocoon_operator.funding.Treasury` over its own ledger ConfigMap): a
+durable intent is recorded before the message can leave, confirmed by the
+wallet's transactions, resent only as the identical BOC, and each
+``(root, list, hash)`` is asked for once (:meth:`Ledger.has_purpose`), so a
+crash or a fleet of workers of one model never registers twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cocoon_operator.funding import FundingReport, PlannedTransfer, Treasury
+from cocoon_operator.ton.client import TonClient
+from cocoon_operator.ton.errors import TonError
+from cocoon_operator.ton.root import AllowList, RootContract, allowlist_body
+
+COMMAND_NANOTON = 50_000_000  # 0.05 TON with each owner command: gas, the rest stays
+
+
+def purpose(root: str, kind: AllowList, hash_hex: str) -> str:
+    return f"register:{root}:{kind.value}:{hash_hex}"
+
+
+def _outcome(report: FundingReport, wanted: list[str]) -> str:
+    sent = {t.purpose for t in report.confirmed}
+    if sent and all(p in sent for p in wanted):
+        return "registered"
+    if report.pending:
+        return "registration in flight"
+    return "registration waits for an earlier owner message to resolve"
+
+
+@dataclass
+class Registrar:
+    """The root owner's wallet, sending allow-list additions at most once each."""
+
+    ton: TonClient
+    owner: Treasury
+    _owns: dict[str, bool] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def owns(self, root: str) -> bool:
+        """Whether the root's ``get_owner`` is this operator's owner wallet (cached once known)."""
+        if root not in self._owns:
+            owner = await RootContract(self.ton, root).owner()
+            self._owns[root] = owner.to_raw() == self.owner.address
+        return self._owns[root]
+
+    async def settle_forever(
+        self, interval: float, logger: logging.Logger | logging.LoggerAdapter[Any]
+    ) -> None:
+        """Resolve owner messages left pending by a crash, even when no worker
+        needs a registration any more (the first pass runs at start)."""
+        while True:
+            async with self._lock:
+                try:
+                    report = await self.owner.settle()
+                except Exception as exc:  # a transient chain error: try again later
+                    logger.warning("settling pending registrations: %s", exc)
+                else:
+                    for transfer in report.confirmed:
+                        logger.info("registration %s confirmed on chain", transfer.purpose)
+                    for transfer in report.expired:
+                        logger.info("registration %s expired unsent", transfer.purpose)
+            await asyncio.sleep(interval)
+
+    async def register(self, worker: str, root: str, needed: list[tuple[AllowList, str]]) -> str:
+        """Add ``needed`` (list, hex hash) to ``root``; a note on what happened.
+
+        Raises :class:`TonError` when the chain cannot be read or written now.
+        """
+        async with self._lock:
+            if not await self.owns(root):
+                return f"not registered: root {root} is not owned by this operator's owner key"
+            ledger = await self.owner.ledger()
+            todo = [(k, h) for k, h in needed if not ledger.has_purpose(purpose(root, k, h))]
+            if not todo:
+                return "registration asked for before; the root does not list it (yet)"
+            transfers = [
+                PlannedTransfer(
+                    worker=worker,
+                    address=root,
+                    amount=COMMAND_NANOTON,
+                    bounce=True,  # the root exists; a refusal brings the value back
+                    body=base64.b64encode(
+                        allowlist_body(kind, bytes.fromhex(value), add=True)
+                    ).decode(),
+                    purpose=purpose(root, kind, value),
+                )
+                for kind, value in todo
+            ]
+            report = await self.owner.send(transfers)
+            return _outcome(report, [t.purpose or "" for t in transfers])
+
+
+__all__ = ["COMMAND_NANOTON", "Registrar", "TonError", "purpose"]

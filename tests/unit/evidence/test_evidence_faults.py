@@ -1,0 +1,101 @@
+"""The simulator's evidence-endpoint faults, seen through the operator's checker: an
+RA-TLS port that never completes a handshake is unreachable (bounded by the
+checker's timeout) and answers again once cleared; garbage where the quote
+belongs and a certificate whose key REPORTDATA does not bind are rejected,
+naming the step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from cocoon_operator.api.v1alpha1 import AttestationPolicy
+from cocoon_operator.attestation import CollateralCache, PccsCollateralSource
+from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
+from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
+from cocoon_operator.simulator import WorkerSimulator, fetch_peer_certificate, start_simulator
+from tests.unit.evidence.test_checker import START, Clock, check, checker_for
+
+
+@pytest.fixture(scope="module")
+def pki() -> DcapTestPki:
+    return generate_test_pki(now=START.replace(hour=0))
+
+
+@pytest.fixture
+async def sim(pki: DcapTestPki) -> AsyncIterator[WorkerSimulator]:
+    async with await start_simulator(pki=pki, clock=Clock(), proxies=1) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_a_hanging_ratls_port_is_unreachable_within_the_timeout_then_recovers(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    collateral = CollateralCache(PccsCollateralSource(sim.http_url, session))
+    checker = EvidenceChecker(
+        root=sim.trusted_root, trust=TrustMode.TEST, collateral=collateral, timeout_seconds=0.5
+    )
+    port = sim.tls_port
+    sim.set_faults(ratls_hang=True)
+    await sim.faults_applied()
+    started = time.monotonic()
+    fetched = await checker.fetch(sim.host, port)
+    assert time.monotonic() - started < 3
+    assert isinstance(fetched, Rejected) and fetched.step == UNREACHABLE
+    assert "TimeoutError" in fetched.message
+
+    sim.set_faults(ratls_hang=False)
+    await sim.faults_applied()
+    assert sim.tls_port == port  # the same port serves TLS again
+    assert isinstance(await check(checker, sim), Verified)
+    assert await fetch_peer_certificate(sim.host, port, timeout_seconds=2)
+
+
+async def test_garbage_evidence_is_rejected_as_a_quote_format_error(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    sim.set_faults(garbage_evidence=True)
+    outcome = await check(checker, sim)
+    assert isinstance(outcome, Rejected) and outcome.step == "quote_format", outcome
+    sim.set_faults(garbage_evidence=False)
+    assert isinstance(await check(checker, sim), Verified)
+
+
+async def test_a_key_that_reportdata_does_not_bind_is_rejected(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    good = await check(checker, sim)
+    sim.set_faults(foreign_key=True)
+    outcome = await check(checker, sim)
+    # The quote itself is genuine (signature, chain, TCB pass); only the binding fails.
+    assert isinstance(outcome, Rejected) and outcome.step == "report_data", outcome
+    assert isinstance(good, Verified) and outcome.certificate_sha256 != good.certificate_sha256
+    sim.set_faults(foreign_key=False)
+    assert isinstance(await check(checker, sim), Verified)
+
+
+async def test_a_skewed_clock_fails_the_validity_step_never_verifies(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    """The same genuine evidence checked with the operator's clock a year off."""
+    checker, _ = checker_for(sim, session)
+    der = await checker.fetch(sim.host, sim.tls_port)
+    assert isinstance(der, bytes)
+    policy = AttestationPolicy()
+    assert isinstance(await checker.verify(der, policy=policy, now=START), Verified)
+    for now in (START + timedelta(days=365), START - timedelta(days=365)):
+        outcome = await checker.verify(der, policy=policy, now=now)
+        assert isinstance(outcome, Rejected) and outcome.step == "certificate_validity", outcome
