@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from cocoon_operator.kubectl_plugin.cli import main as plugin_main
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
 from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
@@ -216,4 +217,22 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
             namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
         )
         assert quiet.items == []
+
+        # A person asks: `kubectl cocoon payout p1`, acted upon once.
+        argv = ["--kubeconfig", str(stack.kubeconfig), "-n", namespace, "payout", "p1"]
+        assert await asyncio.to_thread(plugin_main, argv) == 0
+        annotations = (await get_worker(api, namespace, "p1"))["metadata"]["annotations"]
+        asked = annotations["cocoon.network/payout-request"]
+
+        async def handled() -> dict[str, Any] | None:
+            worker = await get_worker(api, namespace, "p1")
+            return worker if worker["status"].get("payoutRequestHandled") == asked else None
+
+        await eventually(handled, within=60, what="the payout request acted upon")
+        await asyncio.sleep(5)  # later checks do not ask again
+        asks = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
+        )
+        assert [e.count or 1 for e in asks.items] == [1]
+        assert f"requested ({asked})" in asks.items[0].message
         assert proc.poll() is None, log.read_text()[-3000:]

@@ -40,3 +40,15 @@ def test_payout_policy_asks_only_above_its_threshold_and_never_twice_at_once() -
     assert not payout_due(policy, unpaid_tokens=999, running=False)
     assert payout_due(policy, unpaid_tokens=1000, running=False)
     assert not payout_due(policy, unpaid_tokens=5000, running=True)
+
+
+def test_a_persons_payout_request_is_acted_upon_once_per_value() -> None:
+    off = PayoutPolicy()
+    asked = payout_due(off, unpaid_tokens=0, running=False, requested="t1", handled=None)
+    assert asked == "requested (t1)"
+    assert payout_due(off, unpaid_tokens=0, running=False, requested="t1", handled="t1") is None
+    assert payout_due(off, unpaid_tokens=0, running=False, requested="t2", handled="t1")
+    assert payout_due(off, unpaid_tokens=0, running=True, requested="t2", handled="t1") is None
+    policy = PayoutPolicy(minimum_unpaid_tokens=10)
+    why = payout_due(policy, unpaid_tokens=12, running=False, requested="t1", handled="t1")
+    assert why == "12 unpaid tokens >= spec.payout.minimumUnpaidTokens (10)"

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "cocoon.network"
+#: Set (to any new value, e.g. a timestamp) to ask for one payout now:
+#: ``kubectl cocoon payout NAME``. The operator acts once per value.
+PAYOUT_REQUEST_ANNOTATION: Final = f"{GROUP}/payout-request"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "CocoonWorker"
@@ -504,6 +507,13 @@ class CocoonWorkerStatus(Model):
     ] = None
     current_revision: str | None = None
     target_revision: str | None = None
+    payout_request_handled: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the cocoon.network/payout-request annotation value last acted upon",
+        ),
+    ] = None
 
 
 class CocoonWorker(Model):

@@ -27,7 +27,7 @@ from cocoon_operator.funding._ledger import (
     PlannedTransfer,
 )
 from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
-from cocoon_operator.funding._treasury import FundingReport, Treasury, failpoint
+from cocoon_operator.funding._treasury import FundingReport, Treasury, failpoint, settle_forever
 
 __all__ = [
     "FileLedgerStore",
@@ -44,4 +44,5 @@ __all__ = [
     "Treasury",
     "failpoint",
     "plan_topups",
+    "settle_forever",
 ]

@@ -355,3 +355,27 @@ class Treasury:
             version = await self._save(ledger, version)
             report.confirmed.extend(batch)
             seqno += 1
+
+
+async def settle_forever(
+    treasury: Treasury,
+    lock: asyncio.Lock,
+    interval: float,
+    on_report: Callable[[FundingReport], None],
+) -> None:
+    """Resolve a treasury's pending intents every ``interval`` s, the first pass at once.
+
+    Left pending by a crash or a lost response, they would otherwise wait for
+    the next caller that wants to send; ``lock`` is the one the senders hold,
+    so the ledger keeps a single writer. A transient error is logged and the
+    next pass tries again.
+    """
+    while True:
+        async with lock:
+            try:
+                report = await treasury.settle()
+            except Exception as exc:
+                log.warning("settling pending intents of %s: %s", treasury.address, exc)
+            else:
+                on_report(report)
+        await asyncio.sleep(interval)

@@ -47,7 +47,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
-from cocoon_operator.funding import FundingReport, TopUpRequest, Treasury
+from cocoon_operator.funding import FundingReport, TopUpRequest, Treasury, settle_forever
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import (
@@ -73,7 +73,7 @@ from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract
 from cocoon_operator.ton.wallet import WalletKey
-from cocoon_operator.workerapi import WorkerClient, WorkerStatsError, fetch_stats
+from cocoon_operator.workerapi import WorkerClient, WorkerStats, WorkerStatsError, fetch_stats
 
 SETTLE_SECONDS = 10.0
 
@@ -129,19 +129,15 @@ class FundingBatcher:
     async def settle_forever(self, interval: float, logger: Logger) -> None:
         """Resolve intents left pending (by a crash, a lost response) without waiting
         for another worker to need funds; the first pass runs at start."""
-        while True:
-            async with self._lock:
-                try:
-                    report = await self.treasury.settle()
-                except Exception as exc:  # a transient chain error: try again later
-                    logger.warning("settling pending funding intents: %s", exc)
-                else:
-                    self._count(report)
-                    for transfer in report.confirmed:
-                        logger.info("funding of %s confirmed on chain", transfer.worker)
-                    for transfer in report.expired:
-                        logger.info("funding of %s expired unsent", transfer.worker)
-            await asyncio.sleep(interval)
+
+        def report(done: FundingReport) -> None:
+            self._count(done)
+            for transfer in done.confirmed:
+                logger.info("funding of %s confirmed on chain", transfer.worker)
+            for transfer in done.expired:
+                logger.info("funding of %s expired unsent", transfer.worker)
+
+        await settle_forever(self.treasury, self._lock, interval, report)
 
     async def _flush(self) -> None:
         await asyncio.sleep(self.window_seconds)
@@ -362,11 +358,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         logger.warning("chain check of %s/%s: %s", *key, exc)
         return
-    unpaid = stats.earned_tokens - stats.paid_out_tokens
-    if payout_due(worker.spec.payout, unpaid_tokens=unpaid, running=stats.payout_running):
-        await _payout(
-            body, pod, summary.certificate_sha256, stats.proxies, unpaid=unpaid, deps=deps
-        )
+    await _payout_if_due(body, worker, pod, stats, deps=deps)
     note = worker.status.wallet.funding if worker.status.wallet else None
     if not allowlist.listed(worker.status.chain, rev):
         note = "not funded until the root contract lists the image and model hashes"
@@ -387,16 +379,49 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     await reconcile_body(_with_status(body, wallet, earnings), memo, Indexes.of(kwargs), logger)
 
 
+async def _payout_if_due(
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    stats: WorkerStats,
+    *,
+    deps: Deps,
+) -> None:
+    """A payout when a person asked for one (annotation) or spec.payout says so."""
+    meta = body["metadata"]
+    summary = worker.status.attestation
+    assert summary is not None and summary.certificate_sha256 is not None
+    unpaid = stats.earned_tokens - stats.paid_out_tokens
+    requested = (meta.get("annotations") or {}).get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
+    handled = worker.status.payout_request_handled
+    why = payout_due(
+        worker.spec.payout,
+        unpaid_tokens=unpaid,
+        running=stats.payout_running,
+        requested=requested,
+        handled=handled,
+    )
+    if why is None:
+        return
+    await _payout(body, pod, summary.certificate_sha256, stats.proxies, why=why, deps=deps)
+    if requested and requested != handled:
+        # Acted upon: a crash before this write asks once more, which the
+        # proxies answer with "already running" or a payout of nothing new.
+        await patch_worker_status(
+            deps.api, meta["namespace"], meta["name"], {"payoutRequestHandled": requested}
+        )
+
+
 async def _payout(
     body: kopf.Body,
     pod: PodFacts,
     certificate_sha256: str,
     proxies: tuple[str, ...],
     *,
-    unpaid: int,
+    why: str,
     deps: Deps,
 ) -> None:
-    """Ask each proxy for a payout, as spec.payout says; an Event with the answers."""
+    """Ask each proxy for a payout; an Event saying why, with the answers."""
     assert pod.host_ip is not None and pod.instance is not None
     port = InstanceSlot(pod.instance).ratls_port
     try:
@@ -405,13 +430,11 @@ async def _payout(
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         answers = [f"worker unreachable ({exc})"]
     deps.metrics.payout_requests.inc(len(proxies))
-    threshold = body["spec"].get("payout", {}).get("minimumUnpaidTokens")
     await record(
         deps.api,
         body,
         reason="PayoutRequested",
-        message=f"{unpaid} unpaid tokens >= spec.payout.minimumUnpaidTokens ({threshold}); "
-        + "; ".join(answers),
+        message=f"{why}; " + "; ".join(answers),
         now=deps.clock(),
     )
 

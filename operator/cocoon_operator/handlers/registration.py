@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from cocoon_operator.funding import FundingReport, PlannedTransfer, Treasury
+from cocoon_operator.funding import FundingReport, PlannedTransfer, Treasury, settle_forever
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract, allowlist_body
@@ -66,18 +66,14 @@ class Registrar:
     ) -> None:
         """Resolve owner messages left pending by a crash, even when no worker
         needs a registration any more (the first pass runs at start)."""
-        while True:
-            async with self._lock:
-                try:
-                    report = await self.owner.settle()
-                except Exception as exc:  # a transient chain error: try again later
-                    logger.warning("settling pending registrations: %s", exc)
-                else:
-                    for transfer in report.confirmed:
-                        logger.info("registration %s confirmed on chain", transfer.purpose)
-                    for transfer in report.expired:
-                        logger.info("registration %s expired unsent", transfer.purpose)
-            await asyncio.sleep(interval)
+
+        def report(done: FundingReport) -> None:
+            for transfer in done.confirmed:
+                logger.info("registration %s confirmed on chain", transfer.purpose)
+            for transfer in done.expired:
+                logger.info("registration %s expired unsent", transfer.purpose)
+
+        await settle_forever(self.owner, self._lock, interval, report)
 
     async def register(self, worker: str, root: str, needed: list[tuple[AllowList, str]]) -> str:
         """Add ``needed`` (list, hex hash) to ``root``; a note on what happened.

@@ -218,6 +218,35 @@ async def do_resume(api: Any, args: argparse.Namespace) -> int:
     return await _set_paused(api, args, pause=False)
 
 
+async def do_payout(api: Any, args: argparse.Namespace) -> int:
+    """Ask for one payout now: a new value of the payout-request annotation, which
+    the operator acts upon once, at its next check of the worker's chain facts."""
+    from kubernetes_asyncio import client  # noqa: PLC0415
+
+    from cocoon_operator.k8s.objects import MERGE_PATCH  # noqa: PLC0415
+
+    view = _parse(await _read_worker(api, args.namespace, args.name))
+    value = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    patch = {"metadata": {"annotations": {v1alpha1.PAYOUT_REQUEST_ANNOTATION: value}}}
+    try:
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            *API, args.namespace, v1alpha1.PLURAL, args.name, patch, **MERGE_PATCH
+        )
+    except _api_errors() as err:
+        raise _api_error(err, _worker_ref(args.namespace, args.name)) from err
+    ref = _worker_ref(view.namespace, view.name)
+    if args.output == "json":
+        _print_json(
+            {"worker": ref, "annotation": v1alpha1.PAYOUT_REQUEST_ANNOTATION, "value": value}
+        )
+    else:
+        print(
+            f"payout requested for {ref} ({v1alpha1.PAYOUT_REQUEST_ANNOTATION}={value}); the"
+            " operator asks the proxies at its next check: watch for the PayoutRequested Event"
+        )
+    return 0
+
+
 Command = Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
@@ -288,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("name", metavar="NAME")
     resume = command("resume", do_resume, f"remove the annotation {render.PAUSE_ANNOTATION}")
     resume.add_argument("name", metavar="NAME")
+    payout = command(
+        "payout",
+        do_payout,
+        f"ask for one payout now (annotation {v1alpha1.PAYOUT_REQUEST_ANNOTATION})",
+    )
+    payout.add_argument("name", metavar="NAME")
     return parser
 
 

@@ -24,11 +24,26 @@ def earnings_due(old: EarningsStatus | None, new: EarningsStatus, *, now: dt.dat
     return (now - last).total_seconds() >= EARNINGS_WRITE_SECONDS
 
 
-def payout_due(policy: PayoutPolicy, *, unpaid_tokens: int, running: bool) -> bool:
-    """Whether the declared policy asks for a payout now.
+def payout_due(
+    policy: PayoutPolicy,
+    *,
+    unpaid_tokens: int,
+    running: bool,
+    requested: str | None = None,
+    handled: str | None = None,
+) -> str | None:
+    """Why a payout is to be asked for now, or None.
 
-    Never while one is running (COCOON's proxies refuse a second request, and
-    a request costs the node wallet a fee); never when the policy is off (0).
+    A person's request (the payout-request annotation, a value not acted upon
+    yet) or the declared threshold. Never while one is running (COCOON's
+    proxies refuse a second request, and a request costs the node wallet a
+    fee); the threshold never when the policy is off (0).
     """
+    if running:
+        return None
+    if requested and requested != handled:
+        return f"requested ({requested})"
     threshold = policy.minimum_unpaid_tokens
-    return threshold > 0 and not running and unpaid_tokens >= threshold
+    if threshold > 0 and unpaid_tokens >= threshold:
+        return f"{unpaid_tokens} unpaid tokens >= spec.payout.minimumUnpaidTokens ({threshold})"
+    return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -13,10 +12,9 @@ import pytest
 
 from cocoon_operator.api.v1alpha1 import AttestationPolicy
 from cocoon_operator.attestation import CollateralCache, PccsCollateralSource, intel_sgx_root_ca
-from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
-from cocoon_operator.simulator import WorkerSimulator, start_simulator
+from cocoon_operator.simulator import WorkerSimulator
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -27,23 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture(scope="module")
-def pki() -> DcapTestPki:
-    return generate_test_pki(now=START.replace(hour=0))
-
-
-@pytest.fixture
-async def sim(pki: DcapTestPki) -> AsyncIterator[WorkerSimulator]:
-    async with await start_simulator(pki=pki, clock=Clock(), proxies=1) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 class CountingSource:

@@ -7,36 +7,16 @@ naming the step."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
-import pytest
 
 from cocoon_operator.api.v1alpha1 import AttestationPolicy
 from cocoon_operator.attestation import CollateralCache, PccsCollateralSource
-from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
-from cocoon_operator.simulator import WorkerSimulator, fetch_peer_certificate, start_simulator
-from tests.unit.evidence.test_checker import START, Clock, check, checker_for
-
-
-@pytest.fixture(scope="module")
-def pki() -> DcapTestPki:
-    return generate_test_pki(now=START.replace(hour=0))
-
-
-@pytest.fixture
-async def sim(pki: DcapTestPki) -> AsyncIterator[WorkerSimulator]:
-    async with await start_simulator(pki=pki, clock=Clock(), proxies=1) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
+from cocoon_operator.simulator import WorkerSimulator, fetch_peer_certificate
+from tests.unit.evidence.test_checker import START, check, checker_for
 
 
 async def test_a_hanging_ratls_port_is_unreachable_within_the_timeout_then_recovers(
