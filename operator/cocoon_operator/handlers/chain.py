@@ -140,21 +140,28 @@ class FundingBatcher:
         await settle_forever(self.treasury, self._lock, interval, report)
 
     async def _flush(self) -> None:
-        await asyncio.sleep(self.window_seconds)
-        async with self._lock:
-            batch, self._waiting = self._waiting, []
-            if not batch:
-                return
-            try:
-                report = await self.treasury.fund([req for req, _ in batch])
-            except Exception as exc:  # every waiter must get an answer
-                # Exception texts of the TON client are redacted; keys never reach them.
-                for _, future in batch:
-                    future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
-                return
-            self._count(report)
-            for req, future in batch:
-                future.set_result(_describe(report, req.worker))
+        # Requests that arrive while a cycle runs are taken by the next pass of
+        # this loop: their callers wait on them and would ask nothing else, so
+        # leaving them to a later request's flusher could leave them forever.
+        while True:
+            await asyncio.sleep(self.window_seconds)
+            async with self._lock:
+                batch, self._waiting = self._waiting, []
+                if not batch:
+                    return  # no await follows: a new request starts a new flusher
+                await self._cycle(batch)
+
+    async def _cycle(self, batch: list[tuple[TopUpRequest, asyncio.Future[str]]]) -> None:
+        try:
+            report = await self.treasury.fund([req for req, _ in batch])
+        except Exception as exc:  # every waiter must get an answer
+            # Exception texts of the TON client are redacted; keys never reach them.
+            for _, future in batch:
+                future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
+            return
+        self._count(report)
+        for req, future in batch:
+            future.set_result(_describe(report, req.worker))
 
     def _count(self, report: FundingReport) -> None:
         m = self.metrics

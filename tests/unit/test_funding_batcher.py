@@ -1,0 +1,54 @@
+"""The fleet's FundingBatcher answers every request, including those that arrive
+while a treasury cycle is running (found at 1,000 workers: they waited forever)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+from cocoon_operator.funding import FundingReport, PlannedTransfer, TopUpRequest, Treasury
+from cocoon_operator.handlers.chain import FundingBatcher
+
+
+class SlowTreasury:
+    """fund() blocks until released and tops up everyone it is asked for."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.cycles: list[list[str]] = []
+        self.started = asyncio.Event()
+
+    async def fund(self, requests: Sequence[TopUpRequest]) -> FundingReport:
+        self.cycles.append([r.worker for r in requests])
+        self.started.set()
+        await self.release.wait()
+        done = [PlannedTransfer(worker=r.worker, address=r.address, amount=1) for r in requests]
+        return FundingReport(confirmed=done)
+
+
+def request(worker: str) -> TopUpRequest:
+    return TopUpRequest(
+        worker=worker,
+        address="0:" + "11" * 32,
+        balance=0,
+        minimum=5,
+        target=10,
+        daily_cap=100,
+    )
+
+
+async def test_requests_during_a_cycle_are_answered_by_the_next_one() -> None:
+    treasury = SlowTreasury()
+    batcher = FundingBatcher(cast(Treasury, treasury), window_seconds=0.01)
+    first = asyncio.create_task(batcher.request(request("ns/a")))
+    await asyncio.wait_for(treasury.started.wait(), 5)
+    # The cycle for "a" is running; these arrive now, and nobody asks after them.
+    late: list[asyncio.Task[Any]] = [
+        asyncio.create_task(batcher.request(request(f"ns/{n}"))) for n in ("b", "c")
+    ]
+    await asyncio.sleep(0.05)
+    treasury.release.set()
+    answers = await asyncio.wait_for(asyncio.gather(first, *late), 5)
+    assert answers == ["topped up 0.000000001 TON"] * 3
+    assert treasury.cycles == [["ns/a"], ["ns/b", "ns/c"]]
