@@ -103,18 +103,36 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
 
         with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
 
+            seen: dict[str, Any] = {}
+
             async def converged() -> list[dict[str, Any]] | None:
                 items = (
                     await client.CustomObjectsApi(api).list_namespaced_custom_object(
                         *API, namespace, "cocoonworkers"
                     )
                 )["items"]
+                seen["workers"] = {
+                    w["metadata"]["name"]: {
+                        "phase": w.get("status", {}).get("phase"),
+                        "deleting": "deletionTimestamp" in w["metadata"],
+                        "finalizers": w["metadata"].get("finalizers"),
+                        "false": {
+                            t: (c.get("reason"), c.get("message"))
+                            for t, c in conditions(w).items()
+                            if c.get("status") != "True"
+                        },
+                    }
+                    for w in items
+                }
                 if sorted(w["metadata"]["name"] for w in items) != list(NAMES[:2]):
                     return None
                 ready = all(conditions(w).get("Ready", {}).get("status") == "True" for w in items)
                 return items if ready else None
 
-            workers = await eventually(converged, within=180, what="convergence after 50 kills")
+            try:
+                workers = await eventually(converged, within=180, what="convergence after 50 kills")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; workers: {seen.get('workers')}") from None
             for w in workers:
                 assert w["spec"]["model"]["commit"] == "2" * 40
                 assert w["status"]["currentRevision"] == w["status"]["targetRevision"]

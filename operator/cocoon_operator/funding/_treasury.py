@@ -201,19 +201,22 @@ class Treasury:
         an API node may lag behind the chain; trusting either would pay twice.
         Whether a balance includes a top-up is decided by logical time (the
         wallet's last transaction against when the top-up left), not by a clock.
+        Only a top-up of the same wallet counts: a worker whose node wallet
+        changed (a new VM, a new key) waits for nothing sent to the old one.
         """
-        sent: dict[str, int] = {}
+        sent: dict[tuple[str, str], int] = {}
         for intent in ledger.intents:
             if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
                 for t in intent.transfers:
-                    sent[t.worker] = max(sent.get(t.worker, 0), intent.sent_lt)
+                    key = (t.worker, t.address)
+                    sent[key] = max(sent.get(key, 0), intent.sent_lt)
         out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                if req.worker in sent:
+                if (req.worker, req.address) in sent:
                     state = await self._ton.get_address_information(req.address)
                     last = state.last_transaction_id.lt if state.last_transaction_id else 0
-                    if last <= sent[req.worker]:
+                    if last <= sent[(req.worker, req.address)]:
                         unsettled.add(req.worker)
                     balance = state.balance
                 else:
@@ -222,19 +225,20 @@ class Treasury:
             out.append(req)
         return out, frozenset(unsettled)
 
-    def _settling(self, ledger: Ledger) -> frozenset[str]:
-        """Workers topped up moments ago by intents recorded without ``sent_lt``
-        (older ledgers): a time window stands in for the logical-time check."""
+    def _settling(self, ledger: Ledger, requests: Sequence[TopUpRequest]) -> frozenset[str]:
+        """Workers whose wallet was topped up moments ago by intents recorded without
+        ``sent_lt`` (older ledgers): a time window stands in for the logical-time check."""
         now = self._now()
-        return frozenset(
-            t.worker
+        recent = {
+            (t.worker, t.address)
             for i in ledger.intents
             if i.state is IntentState.CONFIRMED
             and i.sent_lt is None
             and i.resolved_at is not None
             and (now - i.resolved_at).total_seconds() < self._settle
             for t in i.transfers
-        )
+        }
+        return frozenset(r.worker for r in requests if (r.worker, r.address) in recent)
 
     # ------------------------------------------------------------------ sending
 
@@ -301,7 +305,7 @@ class Treasury:
             day=self._now().date().isoformat(),
             global_daily_cap=self._global_cap,
             available=info.balance - self._reserve,
-            settling=self._settling(ledger) | unsettled,
+            settling=self._settling(ledger, fresh) | unsettled,
         )
         report.refused.extend(refusals)
         await self._deliver(ledger, version, transfers, seqno, report)

@@ -212,3 +212,27 @@ async def test_a_clock_far_behind_the_chain_pays_nothing_and_expires_its_message
     assert await seqno(env) == 0
     ledger = await t.ledger()
     assert ledger.intents[0].state is IntentState.EXPIRED
+
+
+async def test_a_worker_whose_node_wallet_changed_is_funded_at_its_new_address(
+    env: Env,
+) -> None:
+    # A worker was topped up at one node wallet; its new VM (a rotation, a new
+    # node wallet key) reports another, empty one. The old top-up says nothing
+    # about the new wallet's balance: it must not wait for it to "settle" there.
+    clock = SkewedClock()
+    t = treasury(env, LaggingTransport(frozenset()), clock)
+    first = await t.fund([await request(t)])
+    assert [tr.address for tr in first.confirmed] == [NODE]
+
+    moved = WalletV4R2(WalletKey(b"\x08" * 32).public_key).address.to_raw()
+    balance = await t._ton.get_address_balance(moved)
+    assert balance == 0
+    second = await t.fund(
+        [TopUpRequest("ns/w", moved, balance, 5 * TON, 10 * TON, daily_cap=20 * TON)]
+    )
+    assert not second.refused, second.refused
+    assert [(tr.address, tr.amount) for tr in second.confirmed] == [(moved, 10 * TON)]
+    assert await env.ton.get_address_balance(moved) == 10 * TON
+    assert await env.ton.get_address_balance(NODE) == 10 * TON
+    assert await seqno(env) == 2
