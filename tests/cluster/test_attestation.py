@@ -6,6 +6,7 @@ trusts only when started with it explicitly."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,38 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
         await eventually(
             lambda: has_event(api, namespace, "w", "CoefficientApplied"), within=10, what="Event"
         )
+
+        # Paused by the annotation (kubectl cocoon pause): a coefficient change
+        # waits, over several checks (every 2 s), until it is resumed.
+        async def annotate(value: str | None) -> None:
+            await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                "cocoon.network",
+                "v1alpha1",
+                namespace,
+                "cocoonworkers",
+                "w",
+                {"metadata": {"annotations": {"cocoon.network/paused": value}}},
+                _content_type="application/merge-patch+json",
+            )
+
+        await annotate("true")
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "cocoon.network",
+            "v1alpha1",
+            namespace,
+            "cocoonworkers",
+            "w",
+            {"spec": {"coefficient": 1700}},
+            _content_type="application/merge-patch+json",
+        )
+        await asyncio.sleep(8)
+        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1500
+        await annotate(None)
+
+        async def resumed() -> bool:
+            return (await simulator_stats(pod))["localconfig"]["coefficient"] == 1700
+
+        await eventually(resumed, within=30, what="the coefficient applied once resumed")
 
         # Deletion: disabled, drained, paid out, then stopped.
         await client.CustomObjectsApi(api).delete_namespaced_custom_object(

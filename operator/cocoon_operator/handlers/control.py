@@ -28,7 +28,7 @@ from cocoon_operator.desired.launcher import (
     revision,
 )
 from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
 from cocoon_operator.policy.conditions import rfc3339
@@ -69,7 +69,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     deps: Deps = memo["deps"]
     worker = _parse(body)
     meta = body["metadata"]
-    if worker is None or meta.get("deletionTimestamp") or worker.spec.paused:
+    if worker is None or meta.get("deletionTimestamp") or paused(body):
         return
     pods: PodIndex = kwargs["launcher_pods"]
     rev = revision(worker.spec)

@@ -174,6 +174,12 @@ class Indexes:
         return cls(kwargs["launcher_pods"], kwargs["launcher_instances"])
 
 
+def paused(body: kopf.Body) -> bool:
+    """Paused by ``spec.paused`` or the pause annotation: no step acts on the worker's VM."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    return bool(body.get("spec", {}).get("paused")) or annotations.get(PAUSE_ANNOTATION) == "true"
+
+
 def _observe(
     body: kopf.Body,
     pods: PodIndex,
@@ -185,7 +191,6 @@ def _observe(
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
     ref = WorkerRef(meta["name"], meta["namespace"], meta["uid"])
-    annotations = meta.get("annotations") or {}
     return Observed(
         ref=ref,
         generation=int(meta.get("generation", 0)),
@@ -193,7 +198,7 @@ def _observe(
         status=parsed.status,
         pods=tuple(pods.get((ref.namespace, ref.name), [])),
         instances_in_use=instances_in_use,
-        paused=parsed.spec.paused or annotations.get(PAUSE_ANNOTATION) == "true",
+        paused=paused(body),
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
         chain_enabled=chain_enabled,
