@@ -199,6 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
     attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    if args.node_report_namespace:
+        from cocoon_operator.handlers import nodes  # noqa: PLC0415
+
+        memo["node_report_options"] = nodes.NodeReportOptions(
+            namespace=args.node_report_namespace,
+            grace_seconds=args.orphan_grace_seconds,
+        )
+        nodes.register(kopf.get_default_registry())
     control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
@@ -334,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=180.0,
         help="a new VM that does not answer yet is booting, not failing, for this long",
     )
+    agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
+    agents.add_argument(
+        "--node-report-namespace",
+        default=None,
+        help="the namespace of the node agents' report ConfigMaps (only these are trusted)",
+    )
+    agents.add_argument(
+        "--orphan-grace-seconds",
+        type=float,
+        default=60.0,
+        help="a VM running without its launcher pod this long is reported as orphaned",
+    )
     run.set_defaults(func=cmd_run)
 
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
@@ -342,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
 
     add_ton_subparsers(sub)
+    from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
+
+    add_agent(sub)
+    from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
+
+    add_launch(sub)
     return parser
 
 

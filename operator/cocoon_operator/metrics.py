@@ -63,6 +63,18 @@ class Metrics:
         self.chain_seconds = Histogram(
             "cocoon_chain_request_duration_seconds", "TON API calls", ["operation"], registry=r
         )
+        self.node_host_ready = Gauge(
+            "cocoon_node_host_ready",
+            "1 when every host check of the node's agent passes, else 0",
+            ["node"],
+            registry=r,
+        )
+        self.orphaned_vms = Gauge(
+            "cocoon_orphaned_vms",
+            "worker VMs still running on the node with no launcher pod",
+            ["node"],
+            registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:

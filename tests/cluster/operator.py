@@ -23,19 +23,24 @@ def running_operator(
     env_extra: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards."""
+    args = ("run", "--namespace", namespace, "--verbose", *extra_args)
+    with running_cli(kubeconfig, log, *args, env_extra=env_extra, grace=15) as proc:
+        yield proc
+
+
+@contextmanager
+def running_cli(
+    kubeconfig: Path,
+    log: Path,
+    *args: str,
+    env_extra: dict[str, str] | None = None,
+    grace: float = 5,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cocoon-operator ARGS`` with its output in ``log``; stop it afterwards."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env_extra or {})}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cocoon_operator",
-                "run",
-                "--namespace",
-                namespace,
-                "--verbose",
-                *extra_args,
-            ],
+            [sys.executable, "-m", "cocoon_operator", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -44,7 +49,7 @@ def running_operator(
     try:
         yield proc
     finally:
-        stop_process(proc, grace=15)
+        stop_process(proc, grace=grace)
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, grace: float) -> None:

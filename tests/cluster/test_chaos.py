@@ -102,7 +102,6 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         assert kills >= 45, kills  # nearly every run was cut short
 
         with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
-
             seen: dict[str, Any] = {}
 
             async def converged() -> list[dict[str, Any]] | None:

@@ -6,11 +6,13 @@ does. ``helm uninstall`` removes the cluster-scoped objects again."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,11 +125,17 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
+        "DaemonSet",
         "Service",
     }
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert (
+        pod["serviceAccountName"]
+        == one(docs, "ServiceAccount", "rel-cocoon-operator")["metadata"]["name"]
+    )
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -154,6 +162,51 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
     assert not [r for r in rules if r[1] == "validatingwebhookconfigurations"]
     assert not [r for r in rules if r[1] == "namespaces"]  # kopf needs them only when namespaced
     assert not [r for r in rules if "*" in r]
+
+
+def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
+    helm: Any,
+) -> None:
+    docs = render(helm)
+    ds = one(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"feature.node.kubernetes.io/cpu-security.tdx.enabled": "true"}
+    assert pod["serviceAccountName"] == "rel-cocoon-operator-node-agent"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["image"] == "cocoon-node-agent:0.1.0.dev0"
+    assert c["args"][:2] == ["node-agent", "--host-root=/host"]
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert all(m["readOnly"] for m in c["volumeMounts"])
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {
+        "/host/sys",
+        "/host/dev",
+        "/host/proc",
+        "/host/run/cocoon",
+    }
+    # No selector of the operator's matches the agents' pods.
+    agent_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert selects(ds["spec"]["selector"]["matchLabels"], agent_labels)
+    assert not selects(one(docs, "Deployment")["spec"]["selector"]["matchLabels"], agent_labels)
+    assert not selects(one(docs, "Service")["spec"]["selector"], agent_labels)
+    # The agent: ConfigMaps in the release namespace, nothing else; the
+    # operator reads them there and is told to trust that namespace only.
+    agent_role = one(docs, "Role", "rel-cocoon-operator-node-agent")
+    assert agent_role["metadata"]["namespace"] == "ops"
+    assert agent_role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}
+    ]
+    bound = one(docs, "RoleBinding", "rel-cocoon-operator-node-agent")
+    assert [s["name"] for s in bound["subjects"]] == ["rel-cocoon-operator-node-agent"]
+    reader = one(docs, "RoleBinding", "rel-cocoon-operator-node-agent-reports")
+    assert [s["name"] for s in reader["subjects"]] == ["rel-cocoon-operator"]
+    assert "--node-report-namespace=ops" in container(docs)["args"]
+    assert "--orphan-grace-seconds=60" in container(docs)["args"]
+
+    off = render(helm, "--set", "nodeAgent.enabled=false")
+    assert not by_kind(off, "DaemonSet") and not by_kind(off, "Role")
+    assert not [a for a in container(off)["args"] if a.startswith("--node-report")]
 
 
 def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
@@ -187,7 +240,9 @@ def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
         {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
     ]
     # Namespaced: one RoleBinding per namespace, no cluster-wide workload rights.
-    role_bindings = by_kind(docs, "RoleBinding")
+    role_bindings = [
+        b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-workloads")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["team-a", "team-b"]
     assert {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")} == {
         "rel-cocoon-operator"
@@ -512,6 +567,9 @@ def test_chart_renders_cert_manager_certificate_for_the_webhook(helm: Any) -> No
         ),
         ("--set", "webhook.certManager.duration=1y", "webhook/certManager/duration"),
         ("--set", "webhook.certManager.bogus=1", "bogus"),
+        ("--set", "nodeAgent.intervalSeconds=0", "nodeAgent/intervalSeconds"),
+        ("--set", "nodeAgent.image.digest=latest", "nodeAgent/image/digest"),
+        ("--set", "nodeAgent.bogus=1", "bogus"),
     ],
 )
 def test_chart_refuses_bad_optional_values(helm: Any, flag: str, value: str, key: str) -> None:
@@ -700,7 +758,58 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
         # No simulated worker answers here: with no boot grace the first
         # check already writes its (negative) verdict, which uses pods/status.
         no_grace = ("--attestation-boot-grace-seconds", "0")
-        with running_operator(kubeconfig, namespace, log, *no_grace) as proc:
+        # As the chart runs it: the node agents' reports are read from here.
+        reports = ("--node-report-namespace", namespace)
+
+        # The DaemonSet's pods pass admission, on the TDX hosts only.
+        async def agent_pods() -> list[client.V1Pod]:
+            pods = await core.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/component=node-agent"
+            )
+            return list(pods.items)
+
+        agents = await eventually(agent_pods, within=60, what="the chart's node agent pods")
+        hosts = {p.spec.node_name for p in agents}
+        tdx = await core.list_node(
+            label_selector="feature.node.kubernetes.io/cpu-security.tdx.enabled=true"
+        )
+        assert hosts <= {n.metadata.name for n in tdx.items}, hosts
+
+        # The agent, with a token of its own ServiceAccount, publishes a report
+        # and may do nothing else.
+        agent_sa = f"{fullname}-node-agent"
+        agent_config = await sa_kubeconfig(api, stack, namespace, agent_sa, tmp_path / "agent.json")
+        host = tmp_path / "host"
+        host.mkdir()
+        published = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "cocoon_operator",
+                "node-agent",
+                "--once",
+                "--node-name=some-node",
+                f"--namespace={namespace}",
+                f"--kubeconfig={agent_config}",
+                f"--host-root={host}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert published.returncode == 0, published.stderr[-2000:]
+        assert await exists(core.read_namespaced_config_map, "cocoon-node-some-node", namespace)
+        async with connect(str(agent_config)) as agent:
+            assert not await can(agent, "list", "configmaps", namespace=namespace)
+            assert not await can(agent, "delete", "configmaps", namespace=namespace)
+            assert not await can(agent, "get", "secrets", namespace=namespace)
+            assert not await can(agent, "get", "pods", namespace=namespace)
+            assert not await can(agent, "get", "nodes")
+            assert not await can(agent, "create", "configmaps", namespace="default")
+
+        with running_operator(kubeconfig, namespace, log, *no_grace, *reports) as proc:
             await create_worker(api, namespace, "w0")
             await eventually(
                 lambda: phase_is(api, namespace, "w0", "Attesting"), within=90, what="Attesting"

@@ -53,6 +53,7 @@ def ready_status(pod: str) -> dict[str, Any]:
     return {
         "phase": "Ready",
         "node": "sim-cc-0",
+        "gpu": "0000:1b:00.0",
         "pod": pod,
         "instance": 0,
         "observedGeneration": 1,
@@ -169,6 +170,7 @@ async def test_status_shows_the_status_subresource(
         "PHASE",
         "READY",
         "NODE",
+        "GPU",
         "POD",
         "MODEL",
         "ATTESTED",
@@ -177,11 +179,12 @@ async def test_status_shows_the_status_subresource(
         "AGE",
     ]
     table = rows(out.stdout)
-    assert table["w0"][:10] == [
+    assert table["w0"][:11] == [
         "w0",
         "Ready",
         "True",
         "sim-cc-0",
+        "0000:1b:00.0",
         "w0-r0c0ffee-0",
         "Qwen/Qwen3-8B@9b5a8ef",
         "UpToDate/test",
@@ -189,7 +192,7 @@ async def test_status_shows_the_status_subresource(
         "TON",
         "424242",
     ]
-    assert table["w1"][1:5] == ["-", "-", "-", "-"]
+    assert table["w1"][1:6] == ["-", "-", "-", "-", "-"]
 
     everywhere = await plugin(stack, "status", "-A")
     assert everywhere.returncode == 0, everywhere.stderr

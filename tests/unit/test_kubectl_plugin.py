@@ -187,6 +187,7 @@ def test_status_table_of_a_ready_worker() -> None:
         "PHASE",
         "READY",
         "NODE",
+        "GPU",
         "POD",
         "MODEL",
         "ATTESTED",
@@ -199,6 +200,7 @@ def test_status_table_of_a_ready_worker() -> None:
         "Ready",
         "True",
         "sim-cc-0",
+        "0000:17:00.0",
         "w0-r1a2b3-0",
         "Qwen/Qwen3-8B@9b5a8ef",
         "UpToDate/test",
@@ -215,7 +217,7 @@ def test_status_table_of_a_ready_worker() -> None:
 def test_status_table_with_missing_status_fields() -> None:
     text = render.status_table([view(name="new")], NOW, all_namespaces=False)
     row = text.splitlines()[1].split()
-    assert row == ["new", "-", "-", "-", "-", "Qwen/Qwen3-8B@9b5a8ef", "-", "-", "-", "120m"]
+    assert row == ["new", "-", "-", "-", "-", "-", "Qwen/Qwen3-8B@9b5a8ef", "-", "-", "-", "120m"]
 
 
 def test_status_table_all_namespaces_sorted() -> None:

@@ -1,7 +1,7 @@
 """What can be checked of the packaging without a container engine or a cluster.
 
-The operator image (images/operator/Dockerfile) is not built here or in CI:
-these tests read it as text and check what a build would depend on. The Helm
+The images (images/operator/Dockerfile, images/node-agent/Dockerfile) are not
+built here or in CI: these tests read them as text and check what a build would depend on. The Helm
 chart's CRD copy and version are checked against their sources.
 """
 
@@ -13,13 +13,27 @@ import shlex
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 import cocoon_operator
 from cocoon_operator.api.crd import all_crds
+from cocoon_operator.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "images" / "operator" / "Dockerfile"
+# Python images: each Dockerfile and the command its runtime stage runs.
+PYTHON_IMAGES = {
+    "operator": ["run"],
+    "node-agent": ["node-agent", "--host-root=/host"],
+}
+dockerfiles = pytest.mark.parametrize("image", sorted(PYTHON_IMAGES))
+all_dockerfiles = pytest.mark.parametrize("image", [*sorted(PYTHON_IMAGES), "launcher"])
+
+
+def dockerfile(image: str) -> Path:
+    return REPO / "images" / image / "Dockerfile"
+
+
 CHART = REPO / "charts" / "cocoon-operator"
 
 
@@ -56,8 +70,9 @@ def _stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return stages
 
 
-def test_dockerfile_is_multi_stage_on_a_pinned_python_311_slim_tag() -> None:
-    instructions = _instructions(DOCKERFILE.read_text())
+@all_dockerfiles
+def test_dockerfile_is_multi_stage_on_a_pinned_python_311_slim_tag(image: str) -> None:
+    instructions = _instructions(dockerfile(image).read_text())
     args = dict(a.split("=", 1) for kind, a in instructions if kind == "ARG" and "=" in a)
     base = args["PYTHON_IMAGE"]
     # A full version tag on slim Debian, never a floating one.
@@ -67,14 +82,24 @@ def test_dockerfile_is_multi_stage_on_a_pinned_python_311_slim_tag() -> None:
     assert all(stage[0][1].startswith("${PYTHON_IMAGE}") for stage in stages)
 
 
-def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_keeps() -> None:
-    instructions = _instructions(DOCKERFILE.read_text())
+@all_dockerfiles
+def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_keeps(image: str) -> None:
+    instructions = _instructions(dockerfile(image).read_text())
+    args = dict(a.split("=", 1) for kind, a in instructions if kind == "ARG" and "=" in a)
     sources = []
     for kind, rest in instructions:
         if kind != "COPY" or "--from=" in rest:
             continue
         parts = [p for p in shlex.split(rest) if not p.startswith("--")]
-        sources.extend(parts[:-1])
+        for source in parts[:-1]:
+            if source.startswith("${"):
+                # A build argument (the launcher's release files): its default
+                # is a path the user provides; it must be one .dockerignore admits.
+                default = args[source.strip("${}")]
+                ignore = (REPO / ".dockerignore").read_text().splitlines()
+                assert f"!{default}" in ignore, f"COPY {source}={default}: excluded"
+                continue
+            sources.append(source)
     assert sources, "no COPY from the build context"
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
@@ -87,17 +112,20 @@ def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_keeps() ->
     assert "pyproject.toml" in sources
 
 
-def test_dockerfile_runs_the_operator_as_uid_65532() -> None:
-    final = _stages(_instructions(DOCKERFILE.read_text()))[-1]
+@dockerfiles
+def test_dockerfile_runs_its_command_as_uid_65532(image: str) -> None:
+    final = _stages(_instructions(dockerfile(image).read_text()))[-1]
     users = [rest for kind, rest in final if kind == "USER"]
     assert users == ["65532:65532"]  # numeric, so runAsNonRoot can verify it
     entrypoint = [rest for kind, rest in final if kind == "ENTRYPOINT"]
     cmd = [rest for kind, rest in final if kind == "CMD"]
     assert [json.loads(e) for e in entrypoint] == [["cocoon-operator"]]
-    assert [json.loads(c) for c in cmd] == [["run"]]
-    # The console script the entrypoint names exists.
+    assert [json.loads(c) for c in cmd] == [PYTHON_IMAGES[image]]
+    # The console script the entrypoint names exists, and takes that command.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "cocoon-operator" in project["scripts"]
+    args = build_parser().parse_args(PYTHON_IMAGES[image])
+    assert args.command == PYTHON_IMAGES[image][0]
     env = " ".join(rest for kind, rest in final if kind == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env  # nothing written on a read-only root
     # The runtime stage installs nothing: it only copies the built virtualenv.
@@ -126,3 +154,27 @@ def test_chart_values_satisfy_their_own_schema_shape() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
     assert set(values) <= set(schema["properties"])
+
+
+def test_launcher_image_checks_every_download_and_release_file_it_takes() -> None:
+    instructions = _instructions(dockerfile("launcher").read_text())
+    runs = " ".join(rest for kind, rest in instructions if kind == "RUN")
+    # QEMU's tarball only with the checksum given at build time (no default).
+    assert 'echo "${QEMU_SHA256}  qemu.tar.xz" | sha256sum -c -' in runs
+    assert 'test -n "${QEMU_SHA256}"' in runs
+    for name in ("OVMF.fd", "vmlinuz", "initrd.img"):
+        assert name in runs
+    assert "sha256sum -c" in runs.split("cd /opt/cocoon/release", 1)[1]
+    # Where the launcher looks for them by default.
+    args = build_parser().parse_args(
+        ["launch", "--config=c", "--vcpus=1", "--memory-gib=1", "--disk-gib=1", "--machine=q35"]
+        + [f"--expect-{n}-sha256=x" for n in ("ovmf", "kernel", "initrd")]
+    )
+    assert args.release_dir == "/opt/cocoon/release"
+    final = _stages(instructions)[-1]
+    assert [json.loads(r) for k, r in final if k == "ENTRYPOINT"] == [["cocoon-operator"]]
+    env = " ".join(rest for kind, rest in final if kind == "ENV")
+    assert "/opt/qemu/bin" in env  # --qemu's default, qemu-system-x86_64, is found
+    # Root on purpose (KVM, VFIO, memory locking), said so in the file.
+    assert [rest for kind, rest in final if kind == "USER"] == ["0:0"]
+    assert "Runs as root, on purpose" in dockerfile("launcher").read_text()

@@ -29,6 +29,13 @@ app.kubernetes.io/name: {{ include "cocoon-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The node agent's pods: another app name, so no selector of the operator's
+     (Deployment, Services, PodDisruptionBudget) ever matches them. */}}
+{{- define "cocoon-operator.nodeAgentSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-node-agent" (include "cocoon-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "cocoon-operator.labels" -}}
 helm.sh/chart: {{ include "cocoon-operator.chart" . }}
 {{ include "cocoon-operator.selectorLabels" . }}
@@ -51,6 +58,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+{{- end }}
+
+{{/* The node agent's image: its own repository, the operator's tag by default. */}}
+{{- define "cocoon-operator.nodeAgentImage" -}}
+{{- $img := .Values.nodeAgent.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The node agent's ServiceAccount and object names. */}}
+{{- define "cocoon-operator.nodeAgentName" -}}
+{{- printf "%s-node-agent" (include "cocoon-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The Service the apiserver calls for admission reviews. */}}

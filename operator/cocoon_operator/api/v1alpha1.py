@@ -496,7 +496,14 @@ class CocoonWorkerStatus(Model):
     ] = []
     node: str | None = None
     pod: str | None = None
-    gpu: str | None = None
+    gpu: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="PCI address of the GPU the worker's VM holds, as the node agent"
+            " reports it (empty without node agents)",
+        ),
+    ] = None
     instance: Annotated[int | None, Field(default=None, ge=0, le=9)] = None
     attestation: AttestationSummary | None = None
     chain: ChainStatus | None = None

@@ -46,6 +46,8 @@ COMMON_LABELS: Final = {
     "app.kubernetes.io/managed-by": "cocoon-operator",
 }
 CONFIG_PATH: Final = "/etc/cocoon/worker.ini"
+# Shared with the node agent: the launcher's record of each VM on the host.
+LAUNCHER_STATE_DIR: Final = "/run/cocoon"
 # Time the launcher gets to disable the worker, drain in-flight requests and
 # shut the VM down cleanly before the kubelet kills it.
 TERMINATION_GRACE_SECONDS: Final = 300
@@ -170,6 +172,10 @@ def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
     }
 
 
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
 def _host_path(name: str, path: str, kind: str) -> dict[str, Any]:
     return {"name": name, "hostPath": {"path": path, "type": kind}}
 
@@ -272,6 +278,14 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                             "protocol": "TCP",
                         },
                     ],
+                    # Who this VM belongs to, for the node agent's report
+                    # (the launcher writes it to /run/cocoon).
+                    "env": [
+                        _field_env("POD_NAME", "metadata.name"),
+                        _field_env("POD_NAMESPACE", "metadata.namespace"),
+                        _field_env("POD_UID", "metadata.uid"),
+                        {"name": "COCOON_WORKER", "value": worker.name},
+                    ],
                     "resources": {"requests": resources, "limits": resources},
                     # QEMU needs /dev/kvm, /dev/vhost-vsock and the VFIO group
                     # of the allocated GPU; none are reachable unprivileged
@@ -285,6 +299,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                         {"name": "dev-vfio", "mountPath": "/dev/vfio"},
                         {"name": "hugepages", "mountPath": "/dev/hugepages"},
                         {"name": "persistent", "mountPath": PERSISTENT_DIR},
+                        {"name": "launcher-state", "mountPath": LAUNCHER_STATE_DIR},
                     ],
                 }
             ],
@@ -301,6 +316,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),
                 {"name": "hugepages", "emptyDir": {"medium": "HugePages-1Gi"}},
+                _host_path("launcher-state", LAUNCHER_STATE_DIR, "DirectoryOrCreate"),
                 _host_path(
                     "persistent",
                     f"/var/lib/cocoon/{worker.namespace}/{worker.name}",

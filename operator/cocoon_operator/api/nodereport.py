@@ -1,0 +1,92 @@
+"""What the per-node agent reports about a worker host: a typed document in a ConfigMap.
+
+The agent (a DaemonSet, ``cocoon-operator node-agent``) runs on each TDX + CC
+GPU node and writes one ConfigMap per node, ``cocoon-node-<node>`` in its own
+namespace, labelled :data:`REPORT_LABEL`, holding :class:`NodeReport` as JSON
+under :data:`REPORT_KEY`. The operator reads only reports from the namespace it
+is told to trust (``--node-report-namespace``): anyone able to write a ConfigMap
+elsewhere must not be able to speak for a node.
+
+A ConfigMap, not a field on the Node: the agent then needs no permission on
+Nodes at all, only on ConfigMaps of one namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from cocoon_operator.api.v1alpha1 import GROUP
+
+REPORT_LABEL: Final = f"{GROUP}/node-report"
+REPORT_KEY: Final = "report.json"
+#: When the agent last wrote (or confirmed) its report, RFC 3339 UTC.
+REPORTED_AT_ANNOTATION: Final = f"{GROUP}/reported-at"
+NODE_LABEL: Final = f"{GROUP}/node"
+_PREFIX: Final = "cocoon-node-"
+_MAX_NAME: Final = 253
+
+
+def report_name(node: str) -> str:
+    """The report ConfigMap's name: ``cocoon-node-<node>``, hashed when too long."""
+    name = _PREFIX + node
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(node.encode()).hexdigest()[:16]
+    return f"{name[: _MAX_NAME - 17].rstrip('.-')}-{digest}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class HostCheck(_Model):
+    """One thing the host must provide for a worker VM to boot and attest."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+class GpuDevice(_Model):
+    """An NVIDIA GPU on the host's PCI bus."""
+
+    pci: str  # domain:bus:device.function, e.g. 0000:1b:00.0
+    device_id: str  # vendor:device, e.g. 10de:2330 (H100 SXM5 80GB)
+    driver: str | None  # vfio-pci when it can be passed to a VM
+    iommu_group: str | None
+
+
+class VmRecord(_Model):
+    """A worker VM the launcher started on this host (its state file), and whether it runs."""
+
+    instance: int
+    namespace: str
+    worker: str
+    pod: str
+    pod_uid: str
+    pci: str | None
+    pid: int
+    running: bool
+
+
+class NodeReport(_Model):
+    node: str
+    agent_version: str
+    checks: list[HostCheck] = []
+    gpus: list[GpuDevice] = []
+    vms: list[VmRecord] = []
+
+    @property
+    def host_ready(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failing(self) -> list[HostCheck]:
+        return [c for c in self.checks if not c.ok]
+
+    def to_json(self) -> str:
+        """Stable serialisation: the agent compares it to decide whether to write."""
+        return self.model_dump_json(by_alias=True, indent=None)

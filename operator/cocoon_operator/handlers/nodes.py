@@ -1,0 +1,228 @@
+"""The per-node agents' reports, read by the operator: GPUs into status, orphaned VMs reported.
+
+Off unless ``--node-report-namespace`` names the one namespace whose report
+ConfigMaps are trusted (the chart's: where the agent DaemonSet runs). A watch
+on that namespace keeps the reports in memory; the launcher pods' watch events
+keep the set of live pods. A sweep every few seconds compares the two, in
+memory, with no API reads:
+
+- a VM the agent sees running with no launcher pod of its uid, for longer than
+  the grace, gets a Warning Event ``OrphanedVM`` on its worker, once, and counts
+  in ``cocoon_orphaned_vms``; ``OrphanedVMGone`` when the agent sees it stopped;
+- each running worker's GPU (PCI address) goes to ``status.gpu`` when it changes,
+  and is cleared when that VM stops or its pod goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client, watch
+from pydantic import ValidationError
+
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport
+from cocoon_operator.desired.launcher import LABEL_WORKER
+from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps
+from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.objects import patch_worker_status
+from cocoon_operator.policy.nodereports import LivePod, Orphan, orphaned, worker_gpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeReportOptions:
+    namespace: str
+    grace_seconds: float = 60.0
+    sweep_seconds: float = 5.0
+
+
+@dataclass
+class NodeReports:
+    """What the operator knows of nodes and launcher pods, and what it already said."""
+
+    options: NodeReportOptions
+    reports: dict[str, NodeReport] = field(default_factory=dict)
+    report_nodes: dict[str, str] = field(default_factory=dict)  # ConfigMap name -> node
+    live: dict[str, LivePod] = field(default_factory=dict)
+    # Worker uids from every launcher pod seen: an orphan's own pod is gone.
+    worker_uids: dict[tuple[str, str], str] = field(default_factory=dict)
+    first_seen: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    announced: dict[tuple[str, str], Orphan] = field(default_factory=dict)
+    gpus_written: dict[tuple[str, str], str] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def observe_pod(self, event_type: str | None, body: kopf.Body) -> None:
+        meta = body.get("metadata", {})
+        uid = meta.get("uid")
+        if not uid:
+            return
+        if event_type == "DELETED":
+            self.live.pop(uid, None)
+            return
+        owner: dict[str, Any] = next(
+            (o for o in meta.get("ownerReferences", []) or [] if o.get("kind") == v1alpha1.KIND),
+            {},
+        )
+        pod = LivePod(
+            namespace=meta.get("namespace", ""),
+            worker=(meta.get("labels") or {}).get(LABEL_WORKER, ""),
+            worker_uid=owner.get("uid"),
+            pod=meta.get("name", ""),
+            node=(body.get("spec") or {}).get("nodeName") or None,
+        )
+        self.live[uid] = pod
+        if pod.worker_uid:
+            self.worker_uids[(pod.namespace, pod.worker)] = pod.worker_uid
+
+    def observe_report(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        text = (obj.get("data") or {}).get(REPORT_KEY)
+        name = obj.get("metadata", {}).get("name", "?")
+        if event_type == "DELETED" or text is None:
+            node = self.report_nodes.pop(name, None)
+            if node is not None:
+                self.reports.pop(node, None)
+            return
+        try:
+            report = NodeReport.model_validate_json(text)
+        except ValidationError as exc:
+            log.warning("node report %s is not valid: %s", name, exc.errors()[:1])
+            return
+        self.report_nodes[name] = report.node
+        self.reports[report.node] = report
+
+    def worker_ref(self, namespace: str, worker: str) -> dict[str, Any] | None:
+        """A reference to the worker to hang an Event on, if one of its pods was seen."""
+        uid = self.worker_uids.get((namespace, worker))
+        if uid is None:
+            return None
+        return {
+            "apiVersion": v1alpha1.API_VERSION,
+            "kind": v1alpha1.KIND,
+            "metadata": {"name": worker, "namespace": namespace, "uid": uid},
+        }
+
+
+async def sweep(tracker: NodeReports, deps: Deps) -> None:
+    """One comparison of reports and pods; acts only on what changed since the last."""
+    now = deps.clock()
+    found, tracker.first_seen = orphaned(
+        tracker.reports,
+        tracker.live,
+        tracker.first_seen,
+        now=now,
+        grace=dt.timedelta(seconds=tracker.options.grace_seconds),
+    )
+    per_node: dict[str, int] = dict.fromkeys(tracker.reports, 0)
+    current = {o.key: o for o in found}
+    for o in found:
+        per_node[o.node] = per_node.get(o.node, 0) + 1
+    for node, report in tracker.reports.items():
+        deps.metrics.node_host_ready.labels(node).set(1 if report.host_ready else 0)
+    for node, count in per_node.items():
+        deps.metrics.orphaned_vms.labels(node).set(count)
+    for key, o in current.items():
+        if key in tracker.announced:
+            continue
+        tracker.announced[key] = o
+        log.warning("orphaned VM: %s", o.describe())
+        ref = tracker.worker_ref(o.vm.namespace, o.vm.worker)
+        if ref is not None:
+            await record(
+                deps.api, ref, reason="OrphanedVM", message=o.describe(), warning=True, now=now
+            )
+    for key in [k for k in tracker.announced if k not in current]:
+        o = tracker.announced.pop(key)
+        message = f"VM of pod {o.vm.pod} on node {o.node} is no longer running"
+        log.info("%s", message)
+        ref = tracker.worker_ref(o.vm.namespace, o.vm.worker)
+        if ref is not None:
+            await record(deps.api, ref, reason="OrphanedVMGone", message=message, now=now)
+    gpus = worker_gpus(tracker.reports, tracker.live)
+    for (namespace, worker), pci in gpus.items():
+        if tracker.gpus_written.get((namespace, worker)) != pci:
+            await patch_worker_status(deps.api, namespace, worker, {"gpu": pci})
+            tracker.gpus_written[(namespace, worker)] = pci
+    for namespace, worker in [k for k in tracker.gpus_written if k not in gpus]:
+        # Its VM stopped or its pod went: that GPU is no longer the worker's.
+        await patch_worker_status(deps.api, namespace, worker, {"gpu": None})
+        del tracker.gpus_written[(namespace, worker)]
+
+
+async def _watch_reports(tracker: NodeReports, api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    namespace = tracker.options.namespace
+    selector = f"{REPORT_LABEL}=true"
+    while True:
+        stream = watch.Watch()
+        try:
+            listed = await core.list_namespaced_config_map(namespace, label_selector=selector)
+            tracker.reports.clear()
+            tracker.report_nodes.clear()
+            for cm in listed.items:
+                tracker.observe_report("ADDED", api.sanitize_for_serialization(cm))
+            async for event in stream.stream(
+                core.list_namespaced_config_map,
+                namespace,
+                label_selector=selector,
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=300,
+            ):
+                tracker.observe_report(event["type"], event["raw_object"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("watching node reports in %s: %s; retrying", namespace, exc)
+            await asyncio.sleep(5)
+        finally:
+            await stream.close()
+
+
+async def _sweep_forever(tracker: NodeReports, deps: Deps) -> None:
+    while True:
+        await asyncio.sleep(tracker.options.sweep_seconds)
+        try:
+            await sweep(tracker, deps)
+        except Exception as exc:
+            log.warning("node report sweep: %s", exc)
+
+
+async def start(*, memo: Any, **_: Any) -> None:
+    options: NodeReportOptions = memo["node_report_options"]
+    deps: Deps = memo["deps"]
+    tracker = NodeReports(options)
+    memo["node_reports"] = tracker
+    tracker.tasks = [
+        asyncio.create_task(_watch_reports(tracker, deps.api)),
+        asyncio.create_task(_sweep_forever(tracker, deps)),
+    ]
+
+
+async def stop(*, memo: Any, **_: Any) -> None:
+    tracker: NodeReports | None = memo.get("node_reports")
+    if tracker is None:
+        return
+    for task in tracker.tasks:
+        task.cancel()
+    await asyncio.gather(*tracker.tasks, return_exceptions=True)
+
+
+async def launcher_pod_seen(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    tracker: NodeReports | None = memo.get("node_reports")
+    if tracker is not None:
+        tracker.observe_pod(type, body)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the node-report step to ``registry``."""
+    kopf.on.startup(id="node-reports-start", registry=registry)(start)
+    kopf.on.cleanup(id="node-reports-stop", registry=registry)(stop)
+    kopf.on.event("pods", labels=LAUNCHER_SELECTOR, id="node-reports-pods", registry=registry)(
+        launcher_pod_seen
+    )

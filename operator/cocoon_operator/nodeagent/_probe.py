@@ -1,0 +1,183 @@
+"""Probe a worker host through a read-only view of its filesystem, and its vsock services.
+
+The view is rooted anywhere (the DaemonSet mounts the host's ``/sys``, ``/dev``,
+``/proc`` and ``/run/cocoon`` under ``/host``; tests build a tree in a temporary
+directory), so the probe is the same code in both. Nothing here writes.
+
+The launcher's contract with the agent: for each VM it starts it writes
+``/run/cocoon/instance-<i>.json`` (``instance``, ``namespace``, ``worker``,
+``pod``, ``podUid``, ``pci``, ``pid``) and names the QEMU process
+``cocoon-instance-<i>`` (``-name``); it removes the file once QEMU has exited.
+A record whose process is gone (or is another program, the pid reused) is
+reported as not running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pydantic import ValidationError
+
+from cocoon_operator import __version__
+from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
+from cocoon_operator.launcher import vm_running
+
+log = logging.getLogger(__name__)
+
+NVIDIA_VENDOR: Final = "0x10de"
+# PCI class 0x03: display controllers (0x0300 VGA, 0x0302 3D: the H100/H200).
+DISPLAY_CLASS_PREFIX: Final = "0x03"
+VFIO_DRIVER: Final = "vfio-pci"
+LAUNCHER_STATE_DIR: Final = "run/cocoon"
+# COCOON's host services, reached by guests at the host's vsock CID 2.
+QGS_PORT: Final = 4050
+SEAL_SERVER_PORT: Final = 12345
+VMADDR_CID_LOCAL: Final = 1  # this host, from the host
+
+#: Try a vsock connection; None when it connected, else why not.
+VsockConnect = Callable[[int, int], str | None]
+
+
+def connect_vsock(cid: int, port: int, timeout: float = 2.0) -> str | None:
+    """Connect to ``cid:port`` over AF_VSOCK and close at once."""
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        return "this kernel or Python has no AF_VSOCK"
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect((cid, port))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+@dataclass(frozen=True)
+class HostView:
+    """The host's filesystem as the agent sees it: every path is under ``root``."""
+
+    root: Path
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def read(self, relative: str) -> str | None:
+        try:
+            return self.path(relative).read_text().strip()
+        except OSError:
+            return None
+
+    def link_name(self, relative: str) -> str | None:
+        """The last component of a symlink's target (a driver's or group's name)."""
+        try:
+            return Path(self.path(relative).readlink()).name
+        except OSError:
+            return None
+
+
+def scan_gpus(host: HostView) -> list[GpuDevice]:
+    """NVIDIA display-class devices on the PCI bus, by address."""
+    devices = host.path("sys/bus/pci/devices")
+    try:
+        entries = sorted(p.name for p in devices.iterdir())
+    except OSError:
+        return []
+    gpus = []
+    for bdf in entries:
+        base = f"sys/bus/pci/devices/{bdf}"
+        if host.read(f"{base}/vendor") != NVIDIA_VENDOR:
+            continue
+        if not (host.read(f"{base}/class") or "").startswith(DISPLAY_CLASS_PREFIX):
+            continue  # the NVSwitches and bridges of an HGX board are not GPUs
+        device = (host.read(f"{base}/device") or "0x????").removeprefix("0x")
+        gpus.append(
+            GpuDevice(
+                pci=bdf,
+                device_id=f"10de:{device}",
+                driver=host.link_name(f"{base}/driver"),
+                iommu_group=host.link_name(f"{base}/iommu_group"),
+            )
+        )
+    return gpus
+
+
+def read_vms(host: HostView) -> list[VmRecord]:
+    """The launcher's state files, each with whether its QEMU still runs."""
+    try:
+        files = sorted(host.path(LAUNCHER_STATE_DIR).glob("instance-*.json"))
+    except OSError:
+        return []
+    vms = []
+    for f in files:
+        try:
+            raw = json.loads(f.read_text())
+            raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), int(raw["instance"]))
+            vms.append(VmRecord.model_validate(raw))
+        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+            # A half-written or foreign file: say so, report the rest.
+            log.warning("ignoring launcher state file %s: %s", f.name, exc)
+    return vms
+
+
+def _check(name: str, problem: str | None, ok_message: str) -> HostCheck:
+    return HostCheck(name=name, ok=problem is None, message=problem or ok_message)
+
+
+def host_checks(host: HostView, gpus: list[GpuDevice], connect: VsockConnect) -> list[HostCheck]:
+    """What a worker VM needs of its host, each with a message an SRE can act on."""
+    tdx = host.read("sys/module/kvm_intel/parameters/tdx")
+    not_vfio = [g.pci for g in gpus if g.driver != VFIO_DRIVER]
+    qgs = connect(VMADDR_CID_LOCAL, QGS_PORT)
+    seal = connect(VMADDR_CID_LOCAL, SEAL_SERVER_PORT)
+    return [
+        _check(
+            "tdx",
+            None if tdx in ("Y", "1") else f"kvm_intel tdx parameter is {tdx or 'absent'}",
+            "kvm_intel has TDX enabled",
+        ),
+        _check(
+            "kvm",
+            None if host.path("dev/kvm").exists() else "/dev/kvm is missing",
+            "/dev/kvm present",
+        ),
+        _check(
+            "vhost-vsock",
+            None if host.path("dev/vhost-vsock").exists() else "/dev/vhost-vsock is missing",
+            "/dev/vhost-vsock present",
+        ),
+        _check(
+            "gpus-vfio",
+            "no NVIDIA GPU found on the PCI bus"
+            if not gpus
+            else (f"not bound to {VFIO_DRIVER}: {', '.join(not_vfio)}" if not_vfio else None),
+            f"{len(gpus)} NVIDIA GPU(s) bound to {VFIO_DRIVER}",
+        ),
+        _check(
+            "quote-service",
+            None if qgs is None else f"TDX quote service, vsock port {QGS_PORT}: {qgs}",
+            f"TDX quote service answers on vsock port {QGS_PORT}",
+        ),
+        _check(
+            "seal-server",
+            None if seal is None else f"seal server, vsock port {SEAL_SERVER_PORT}: {seal}",
+            f"seal server answers on vsock port {SEAL_SERVER_PORT}",
+        ),
+    ]
+
+
+def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> NodeReport:
+    """One look at the host."""
+    gpus = scan_gpus(host)
+    return NodeReport(
+        node=node,
+        agent_version=__version__,
+        checks=host_checks(host, gpus, connect),
+        gpus=gpus,
+        vms=read_vms(host),
+    )
