@@ -60,7 +60,6 @@ from cocoon_operator.handlers.worker import (
 )
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
-from cocoon_operator.k8s.objects import patch_worker_status
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.chain import earnings_due, payout_due
@@ -324,6 +323,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     if state is None or body["metadata"].get("deletionTimestamp"):
         return
     deps: Deps = memo["deps"]
+    body = deps.fresh(body)
     try:
         worker = v1alpha1.CocoonWorker.model_validate(dict(body))
     except ValidationError:
@@ -414,8 +414,8 @@ async def _payout_if_due(
     if requested and requested != handled:
         # Acted upon: a crash before this write asks once more, which the
         # proxies answer with "already running" or a payout of nothing new.
-        await patch_worker_status(
-            deps.api, meta["namespace"], meta["name"], {"payoutRequestHandled": requested}
+        await deps.patch_status(
+            meta["namespace"], meta["name"], {"payoutRequestHandled": requested}
         )
 
 
@@ -546,7 +546,7 @@ async def _record(
         patch["earnings"] = _dump(earnings)
     if patch:
         meta = body["metadata"]
-        await patch_worker_status(deps.api, meta["namespace"], meta["name"], patch)
+        await deps.patch_status(meta["namespace"], meta["name"], patch)
 
 
 def _with_status(body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus) -> kopf.Body:

@@ -67,6 +67,7 @@ def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
 async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """Apply ``spec.coefficient`` to the running worker when it differs."""
     deps: Deps = memo["deps"]
+    body = deps.fresh(body)
     worker = _parse(body)
     meta = body["metadata"]
     if worker is None or meta.get("deletionTimestamp") or paused(body):

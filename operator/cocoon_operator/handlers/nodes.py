@@ -30,7 +30,6 @@ from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport
 from cocoon_operator.desired.launcher import LABEL_WORKER
 from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps
 from cocoon_operator.k8s.events import record
-from cocoon_operator.k8s.objects import patch_worker_status
 from cocoon_operator.policy.nodereports import LivePod, Orphan, orphaned, worker_gpus
 
 log = logging.getLogger(__name__)
@@ -147,11 +146,11 @@ async def sweep(tracker: NodeReports, deps: Deps) -> None:
     gpus = worker_gpus(tracker.reports, tracker.live)
     for (namespace, worker), pci in gpus.items():
         if tracker.gpus_written.get((namespace, worker)) != pci:
-            await patch_worker_status(deps.api, namespace, worker, {"gpu": pci})
+            await deps.patch_status(namespace, worker, {"gpu": pci})
             tracker.gpus_written[(namespace, worker)] = pci
     for namespace, worker in [k for k in tracker.gpus_written if k not in gpus]:
         # Its VM stopped or its pod went: that GPU is no longer the worker's.
-        await patch_worker_status(deps.api, namespace, worker, {"gpu": None})
+        await deps.patch_status(namespace, worker, {"gpu": None})
         del tracker.gpus_written[(namespace, worker)]
 
 

@@ -27,6 +27,7 @@ from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABE
 from cocoon_operator.handlers import admission
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.latest import LatestObjects
 from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import nodes as policy_nodes
@@ -64,6 +65,18 @@ class Deps:
     # The coefficient each worker's running pod is known to have: (pod, per mille).
     # Spares a TLS round trip per worker per check when nothing changed.
     coefficients: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    # Our own status writes, until kopf's watch delivers them: every step
+    # decides on the newest copy, never on one that predates our last write.
+    latest: LatestObjects = field(default_factory=LatestObjects)
+
+    def fresh(self, body: kopf.Body) -> kopf.Body:
+        """``body``, or the newer copy of it this operator's last status write returned."""
+        newest = self.latest.freshest(body)
+        return body if newest is body else kopf.Body(cast(kopf.RawBody, newest))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a worker's status and remember the answer (see :attr:`latest`)."""
+        self.latest.wrote(await patch_worker_status(self.api, namespace, name, status))
 
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
@@ -216,7 +229,7 @@ async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) ->
     for name in result.delete_pods:
         await delete_pod(deps.api, namespace, name)
     if result.status:
-        await patch_worker_status(deps.api, namespace, body["metadata"]["name"], result.status)
+        await deps.patch_status(namespace, body["metadata"]["name"], result.status)
     for event in result.events:
         await record(
             deps.api,
@@ -240,6 +253,8 @@ async def _reconcile(
     deps: Deps = memo["deps"]
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     async with deps.locks[key]:
+        # After the lock: a reconcile that held it may have just written status.
+        body = deps.fresh(body)
         try:
             observed = _observe(
                 body,
@@ -348,6 +363,7 @@ async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     deps: Deps = memo["deps"]
     deps.metrics.set_phase(meta["namespace"], meta["name"], None)
     deps.coefficients.pop((meta["namespace"], meta["name"]), None)
+    deps.latest.forget((meta["namespace"], meta["name"]))
 
 
 @kopf.on.event("nodes")

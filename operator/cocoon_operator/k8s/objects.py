@@ -61,10 +61,12 @@ async def delete_pod(api: client.ApiClient, namespace: str, name: str) -> bool:
 
 async def patch_worker_status(
     api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
-) -> None:
-    """Merge-patch the status subresource; a vanished worker is not an error."""
+) -> dict[str, Any] | None:
+    """Merge-patch the status subresource; the worker as patched, None if it vanished."""
     try:
-        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        patched: dict[str, Any] = await client.CustomObjectsApi(
+            api
+        ).patch_namespaced_custom_object_status(
             v1alpha1.GROUP,
             v1alpha1.VERSION,
             namespace,
@@ -76,6 +78,8 @@ async def patch_worker_status(
     except ApiException as err:
         if err.status != 404:
             raise
+        return None
+    return patched
 
 
 async def patch_pod_condition(
