@@ -5,6 +5,7 @@ reports the orphaned VM on the worker (once), then reports it gone once it stops
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -17,11 +18,21 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from cocoon_operator.api.nodereport import REPORT_KEY, report_name
+from cocoon_operator.api.nodereport import (
+    REPORT_KEY,
+    GpuDevice,
+    HostCheck,
+    NodeReport,
+    VmRecord,
+    report_name,
+)
+from cocoon_operator.desired.nodeagent import report_config_map
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_cli, running_operator
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker, worker_pods
+from tests.cluster.simulated import running_agent
+from tests.cluster.test_attestation import attested_is
+from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
 from tests.cluster.wait import eventually
 from tests.unit.nodeagent.hosts import gpu, tdx_host, vm_state
 
@@ -159,3 +170,74 @@ async def test_the_agent_reports_the_gpu_and_a_force_deleted_pods_vm_is_reported
             assert len(gone) == 1 and node in gone[0].message
             assert len(await reported("OrphanedVM")) == 1  # said once, not every sweep
         assert operator.poll() is None, log.read_text()[-3000:]
+
+
+async def _write_report(api: client.ApiClient, namespace: str, pod: Any, *, tdx_ok: bool) -> None:
+    """The node's report as its agent would publish it: one VM, this pod's, holding a GPU."""
+    report = NodeReport(
+        node=pod.spec.node_name,
+        agent_version="test",
+        checks=[
+            HostCheck(
+                name="tdx",
+                ok=tdx_ok,
+                message="kvm_intel tdx=Y" if tdx_ok else "kvm_intel tdx is not enabled",
+            )
+        ],
+        gpus=[GpuDevice(pci=PCI, device_id="10de:2330", driver="vfio-pci", iommu_group="37")],
+        vms=[
+            VmRecord(
+                instance=int(pod.metadata.labels["cocoon.network/instance"]),
+                namespace=namespace,
+                worker="w",
+                pod=pod.metadata.name,
+                pod_uid=pod.metadata.uid,
+                pci=PCI,
+                pid=1,
+                running=True,
+            )
+        ],
+    )
+    body: Any = report_config_map(namespace, report, dt.datetime.now(dt.UTC))
+    core = client.CoreV1Api(api)
+    try:
+        await core.create_namespaced_config_map(namespace, body)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+        await core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
+
+
+async def test_a_host_its_node_agent_objects_to_keeps_the_worker_out_of_ready(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """Evidence that verifies is not enough: the node agent's report of the host
+    (TDX enabled, the VM's GPU passed through) must vouch for it too."""
+    await install_crds(api)
+    log = tmp_path / "operator.log"
+    with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
+        args = (*agent.operator_args(), "--node-report-namespace", namespace)
+        with running_operator(stack.kubeconfig, namespace, log, *args) as operator:
+            await create_worker(api, namespace, "w")
+
+            async def running() -> Any:
+                pods = [p for p in await worker_pods(api, namespace, "w") if p.spec.node_name]
+                return pods[0] if pods and pods[0].status.phase == "Running" else None
+
+            pod = await eventually(running, within=60, what="a running launcher pod")
+            await _write_report(api, namespace, pod, tdx_ok=False)
+            worker = await eventually(
+                attested_is(api, namespace, "w", "False", "HostRejected"),
+                within=30,
+                what="Attested=False for the host",
+            )
+            message = conditions(worker)["Attested"]["message"]
+            assert "tdx is not enabled" in message and pod.spec.node_name in message, message
+            assert worker["status"]["phase"] != "Ready"
+
+            await _write_report(api, namespace, pod, tdx_ok=True)
+            worker = await eventually(
+                attested_is(api, namespace, "w", "True"), within=30, what="Attested=True"
+            )
+            assert "failure" not in worker["status"]["attestation"]
+            assert operator.poll() is None, log.read_text()[-3000:]

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from cocoon_operator.api.v1alpha1 import AttestationPolicy, AttestationSummary, ConditionStatus
 from cocoon_operator.policy.attestation import (
+    HOST,
+    HOST_UNREPORTED,
     UNREACHABLE,
     GateReason,
     Rejected,
@@ -119,6 +121,17 @@ def test_bad_evidence_closes_the_gate_at_once_even_when_the_last_verdict_is_vali
         now=NOW,
     )
     assert again.event_reason is None and again.gate is F
+    # ... and writes nothing new: the failure began when it began.
+    later = decide(
+        bad,
+        previous=d.summary,
+        pod="p1",
+        gate=F,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW + timedelta(seconds=30),
+    )
+    assert later.summary == d.summary
 
 
 def test_an_unreachable_worker_keeps_a_valid_verdict_until_it_expires() -> None:
@@ -199,3 +212,45 @@ def test_a_vm_that_never_answered_is_booting_for_a_while_not_failing() -> None:
     )
     bad = Rejected("quote_signature", "bad")
     assert not still_booting(bad, previous=None, pod="p1", started_at=started, now=NOW)
+
+
+def test_a_host_the_node_agent_objects_to_closes_the_gate_with_its_own_reason() -> None:
+    prev = verified_summary()
+    host = Rejected(HOST, "host checks failing on n1: tdx: TDX module not initialised", CERT)
+    d = decide(
+        host, previous=prev, pod="p1", gate=T, trust=TrustMode.TEST, reattest_seconds=900, now=NOW
+    )
+    assert (d.gate, d.reason, d.event_reason, d.warning) == (
+        F,
+        GateReason.HOST_REJECTED,
+        "AttestationFailed",
+        True,
+    )
+    assert d.summary.failure is not None and d.summary.failure.startswith("host: host checks")
+
+
+def test_a_vm_the_node_agent_has_not_reported_yet_is_waited_for_like_a_booting_one() -> None:
+    unreported = Rejected(HOST_UNREPORTED, "the node agent on n1 does not report this pod's VM")
+    started = NOW - timedelta(seconds=30)
+    assert still_booting(unreported, previous=None, pod="p1", started_at=started, now=NOW)
+    # A verdict still valid survives it; past the grace, a never-verified VM is held.
+    held = decide(
+        unreported,
+        previous=verified_summary(),
+        pod="p1",
+        gate=T,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW + timedelta(seconds=60),
+    )
+    assert held.gate is T and held.event_reason == "HostNotReported"
+    never = decide(
+        unreported,
+        previous=None,
+        pod="p1",
+        gate=None,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW + timedelta(seconds=600),
+    )
+    assert (never.gate, never.reason) == (F, GateReason.HOST_UNREPORTED)

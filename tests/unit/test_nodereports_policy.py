@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from cocoon_operator.api.nodereport import NodeReport, VmRecord, report_name
+from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord, report_name
 from cocoon_operator.desired.nodeagent import report_config_map
-from cocoon_operator.policy.nodereports import LivePod, orphaned, worker_gpus
+from cocoon_operator.policy.nodereports import LivePod, host_problem, orphaned, worker_gpus
 
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 GRACE = dt.timedelta(seconds=60)
@@ -82,3 +83,48 @@ def test_report_names_fit_a_configmap_name_however_long_the_node_name() -> None:
     assert "cocoon.network/node" not in cm["metadata"]["labels"]  # not a valid label value
     assert cm["metadata"]["annotations"]["cocoon.network/reported-at"] == "2026-11-25T12:00:00Z"
     assert NodeReport.model_validate_json(cm["data"]["report.json"]).node == long
+
+
+def host_report(
+    *, checks_ok: bool = True, driver: str | None = "vfio-pci", **vm_kw: Any
+) -> NodeReport:
+    return NodeReport(
+        node="n1",
+        agent_version="test",
+        checks=[
+            HostCheck(
+                name="tdx",
+                ok=checks_ok,
+                message="TDX module initialised" if checks_ok else "TDX module not initialised",
+            )
+        ],
+        gpus=[
+            GpuDevice(pci="0000:1b:00.0", device_id="10de:2330", driver=driver, iommu_group="12")
+        ],
+        vms=[vm("u1", **vm_kw)],
+    )
+
+
+def test_the_node_agent_vouches_for_a_vm_holding_a_gpu_passed_through_on_a_ready_host() -> None:
+    assert host_problem(host_report(), node="n1", pod_uid="u1") is None
+
+
+def test_a_failing_host_check_or_a_gpu_not_passed_through_is_a_definite_objection() -> None:
+    failing = host_problem(host_report(checks_ok=False), node="n1", pod_uid="u1")
+    assert failing is not None and failing.definite
+    assert "tdx: TDX module not initialised" in failing.message
+    shared = host_problem(host_report(driver="nvidia"), node="n1", pod_uid="u1")
+    assert shared is not None and shared.definite and "bound to nvidia" in shared.message
+    no_gpu = host_problem(host_report(pci=None), node="n1", pod_uid="u1")
+    assert no_gpu is not None and no_gpu.definite and "holds no GPU" in no_gpu.message
+    foreign = host_problem(host_report(pci="0000:9a:00.0"), node="n1", pod_uid="u1")
+    assert foreign is not None and foreign.definite and "not among" in foreign.message
+
+
+def test_no_report_or_no_vm_yet_is_waited_for() -> None:
+    missing = host_problem(None, node="n1", pod_uid="u1")
+    assert missing is not None and not missing.definite and "n1" in missing.message
+    other = host_problem(host_report(), node="n1", pod_uid="u2")
+    assert other is not None and not other.definite
+    stopped = host_problem(host_report(running=False), node="n1", pod_uid="u1")
+    assert stopped is not None and not stopped.definite

@@ -33,13 +33,17 @@ from cocoon_operator.attestation import (
 )
 from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
 from cocoon_operator.k8s.events import record
-from cocoon_operator.k8s.objects import patch_pod_condition, patch_worker_status
+from cocoon_operator.k8s.objects import patch_pod_condition
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
+    HOST,
+    HOST_UNREPORTED,
     GateDecision,
+    Outcome,
     Rejected,
     TrustMode,
     decide,
@@ -47,6 +51,7 @@ from cocoon_operator.policy.attestation import (
     still_booting,
 )
 from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.nodereports import HostProblem, host_problem
 from cocoon_operator.policy.worker import PodFacts
 
 INTEL_PCS = "https://api.trustedservices.intel.com"
@@ -130,12 +135,61 @@ def _gate_condition(decision: GateDecision, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def _host(memo: Any, pod: PodFacts) -> HostProblem | None:
+    """The node agent's objection to ``pod``'s host; None when it has none, or when the
+    operator reads no node reports (``--node-report-namespace`` not given)."""
+    reports: NodeReports | None = memo.get("node_reports")
+    if reports is None or pod.node is None or pod.uid is None:
+        return None
+    return host_problem(reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid)
+
+
+async def _outcome(
+    state: Attestation,
+    fetched: bytes | Rejected,
+    *,
+    deps: Deps,
+    host: HostProblem | None,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    now: dt.datetime,
+) -> Outcome | None:
+    """The check's outcome: the host's objection, the evidence's verdict, or None when
+    the certificate was verified recently enough and nothing else changed."""
+    if not isinstance(fetched, bytes):
+        return fetched
+    fingerprint = hashlib.sha256(fetched).hexdigest()
+    if host is not None:
+        # The host does not vouch for the VM: no verdict on its evidence yet.
+        step = HOST if host.definite else HOST_UNREPORTED
+        if host.definite:
+            deps.metrics.attestations.labels("rejected", step).inc()
+        return Rejected(step, host.message, fingerprint)
+    policy = worker.spec.attestation
+    if not needs_verification(
+        worker.status.attestation,
+        pod=pod.name,
+        gate=pod.attested_gate,
+        certificate_sha256=fingerprint,
+        reattest_seconds=policy.reattest_seconds,
+        now=now,
+    ):
+        return None
+    outcome = await state.checker.verify(fetched, policy=policy, now=now)
+    if isinstance(outcome, Rejected):
+        deps.metrics.attestations.labels("rejected", outcome.step).inc()
+    else:
+        deps.metrics.attestations.labels("verified", "").inc()
+    return outcome
+
+
 async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """Check one worker's evidence when its VM runs; a no-op when nothing is due."""
     state: Attestation | None = memo.get("attestation")
     if state is None:
         return
     deps: Deps = memo["deps"]
+    body = deps.fresh(body)
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
@@ -151,24 +205,11 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     previous = worker.status.attestation
     now = deps.clock()
     fetched = await state.checker.fetch(pod.host_ip, InstanceSlot(pod.instance).ratls_port)
-    if isinstance(fetched, bytes):
-        fingerprint = hashlib.sha256(fetched).hexdigest()
-        if not needs_verification(
-            previous,
-            pod=pod.name,
-            gate=pod.attested_gate,
-            certificate_sha256=fingerprint,
-            reattest_seconds=policy.reattest_seconds,
-            now=now,
-        ):
-            return
-        outcome = await state.checker.verify(fetched, policy=policy, now=now)
-        if isinstance(outcome, Rejected):
-            deps.metrics.attestations.labels("rejected", outcome.step).inc()
-        else:
-            deps.metrics.attestations.labels("verified", "").inc()
-    else:
-        outcome = fetched
+    outcome = await _outcome(
+        state, fetched, deps=deps, host=_host(memo, pod), worker=worker, pod=pod, now=now
+    )
+    if outcome is None:
+        return
     started = pod.started_at
     if still_booting(
         outcome,
@@ -207,7 +248,7 @@ async def _apply(
     if summary != old:
         # A merge patch keeps keys it does not mention: clear the dropped ones.
         dropped = {key: None for key in (old or {}).keys() - summary.keys()}
-        await patch_worker_status(deps.api, namespace, name, {"attestation": summary | dropped})
+        await deps.patch_status(namespace, name, {"attestation": summary | dropped})
     unchanged = (
         pod.attested_gate is decision.gate
         and pod.attested_reason == decision.reason.value

@@ -40,9 +40,18 @@ class GateReason(StrEnum):
     REJECTED = "EvidenceRejected"
     EXPIRED = "EvidenceExpired"
     UNREACHABLE = "WorkerUnreachable"
+    HOST_REJECTED = "HostRejected"
+    HOST_UNREPORTED = "HostNotReported"
 
 
 UNREACHABLE = "unreachable"  # the failed step when no certificate could be fetched
+# The node agent's report does not vouch for the VM's host (see
+# cocoon_operator.policy.nodereports.host_problem): wrong, or not reported yet.
+HOST = "host"
+HOST_UNREPORTED = "host-unreported"
+# Steps that say nothing against the VM itself: waited out during boot, and a
+# verdict still valid survives them.
+TRANSIENT_STEPS = frozenset({UNREACHABLE, HOST_UNREPORTED})
 
 
 def tdx_policy(spec: AttestationPolicy, trust: TrustMode) -> TdxPolicy:
@@ -95,7 +104,7 @@ def still_booting(
 ) -> bool:
     """An unreachable VM that has never been verified and started moments ago is
     booting, not failing: nothing is written until it answers or the grace ends."""
-    if not isinstance(outcome, Rejected) or outcome.step != UNREACHABLE:
+    if not isinstance(outcome, Rejected) or outcome.step not in TRANSIENT_STEPS:
         return False
     if previous is not None and previous.pod == pod and previous.verified_at:
         return False
@@ -185,27 +194,34 @@ def decide(
 
     base = previous if previous is not None and previous.pod == pod else AttestationSummary(pod=pod)
     failure = f"{outcome.step}: {outcome.message}"
-    summary = base.model_copy(update={"failure": failure, "failed_at": stamp})
     repeated = previous is not None and previous.failure == failure
+    # failedAt is when this failure began: a repeat writes nothing new.
+    failed_at = previous.failed_at if repeated and previous and previous.failed_at else stamp
+    summary = base.model_copy(update={"failure": failure, "failed_at": failed_at})
     event_reason = None if repeated else "AttestationFailed"
-    if outcome.step == UNREACHABLE:
+    if outcome.step in TRANSIENT_STEPS:
+        unreachable = outcome.step == UNREACHABLE
         if gate is ConditionStatus.TRUE and _still_valid(previous, pod, now):
+            why = "worker unreachable" if unreachable else "host not reported"
             return GateDecision(
                 ConditionStatus.TRUE,
                 GateReason.VERIFIED,
-                f"last evidence still valid until {base.expires_at}; worker unreachable",
+                f"last evidence still valid until {base.expires_at}; {why}",
                 summary,
-                event_reason and "WorkerUnreachable",
+                event_reason and ("WorkerUnreachable" if unreachable else "HostNotReported"),
                 failure,
                 warning=True,
             )
-        reason = GateReason.EXPIRED if base.verified_at else GateReason.UNREACHABLE
+        if base.verified_at:
+            reason = GateReason.EXPIRED
+        else:
+            reason = GateReason.UNREACHABLE if unreachable else GateReason.HOST_UNREPORTED
         return GateDecision(
             ConditionStatus.FALSE, reason, failure, summary, event_reason, failure, warning=True
         )
     return GateDecision(
         ConditionStatus.FALSE,
-        GateReason.REJECTED,
+        GateReason.HOST_REJECTED if outcome.step == HOST else GateReason.REJECTED,
         failure,
         summary,
         event_reason,

@@ -83,3 +83,53 @@ def worker_gpus(
             if vm.running and vm.pci and pod is not None and pod.node == node:
                 out[(pod.namespace, pod.worker)] = vm.pci
     return out
+
+
+@dataclass(frozen=True)
+class HostProblem:
+    """Why the node agent's report does not vouch for a worker's VM.
+
+    ``definite``: the host is wrong (a failing host check, a GPU not passed to
+    the VM); otherwise the agent has simply not reported the VM yet, which is
+    waited out like a VM that is still booting.
+    """
+
+    message: str
+    definite: bool
+
+
+def host_problem(report: NodeReport | None, *, node: str, pod_uid: str) -> HostProblem | None:
+    """What is wrong with the host of the VM of launcher pod ``pod_uid`` on ``node``, if anything.
+
+    The evidence a VM presents proves what runs inside it; the agent's report
+    is the operator's view of the host around it: TDX and the devices the
+    launch needs present, and this VM holding a GPU bound to ``vfio-pci``
+    (passed through, not shared with the host's driver).
+    """
+    if report is None:
+        return HostProblem(f"no report from the node agent on {node}", definite=False)
+    failing = report.failing()
+    if failing:
+        checks = "; ".join(f"{c.name}: {c.message}" for c in failing)
+        return HostProblem(f"host checks failing on {node}: {checks}", definite=True)
+    vm = next((v for v in report.vms if v.pod_uid == pod_uid and v.running), None)
+    if vm is None:
+        return HostProblem(
+            f"the node agent on {node} does not report this pod's VM running (yet)",
+            definite=False,
+        )
+    return _gpu_problem(report, vm, node)
+
+
+def _gpu_problem(report: NodeReport, vm: VmRecord, node: str) -> HostProblem | None:
+    if not vm.pci:
+        return HostProblem(f"the VM on {node} holds no GPU", definite=True)
+    gpu = next((g for g in report.gpus if g.pci == vm.pci), None)
+    if gpu is None:
+        return HostProblem(f"GPU {vm.pci} of the VM is not among {node}'s GPUs", definite=True)
+    if gpu.driver != "vfio-pci":
+        return HostProblem(
+            f"GPU {vm.pci} on {node} is bound to {gpu.driver or 'no driver'}, not vfio-pci",
+            definite=True,
+        )
+    return None

@@ -24,6 +24,7 @@ class PodFacts:
     name: str
     node: str | None
     phase: str | None
+    uid: str | None = None
     scheduled: ConditionStatus | None = None
     scheduled_reason: str | None = None
     scheduled_message: str | None = None

@@ -40,6 +40,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     instance = labels.get(LABEL_INSTANCE)
     return PodFacts(
         name=meta.get("name", ""),
+        uid=meta.get("uid") or None,
         node=spec.get("nodeName") or None,
         phase=status.get("phase"),
         scheduled=_status(scheduled.get("status")),
