@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, cast
 
+from cocoon_operator.api.v1alpha1 import ConditionStatus
+from cocoon_operator.desired.launcher import READINESS_GATE
+from cocoon_operator.handlers.worker import Deps
 from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
+from cocoon_operator.reconcile.gather import pod_facts
 
 
 def obj(rv: str, *, uid: str = "u1", phase: str = "Pending", name: str = "w") -> dict[str, Any]:
@@ -78,3 +83,26 @@ def test_a_recreated_worker_is_decided_on_from_its_own_body() -> None:
     body = obj("30", uid="new")
     assert latest.freshest(body) is body
     assert len(latest) == 0
+
+
+def launcher(rv: str, *, gate: str | None) -> dict[str, Any]:
+    conditions = [] if gate is None else [{"type": READINESS_GATE, "status": gate}]
+    return {
+        "metadata": {"namespace": "ns", "name": "w-abc", "uid": "p1", "resourceVersion": rv},
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "conditions": conditions},
+    }
+
+
+def test_a_gate_we_wrote_counts_before_the_pods_watch_delivers_it() -> None:
+    # A gate not yet in the index would be verified and announced again.
+    deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+    index = {("ns", "w"): [pod_facts(launcher("5", gate=None))]}
+    deps.latest_pods.wrote(launcher("7", gate="True"))
+    (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
+    assert pod.attested_gate is ConditionStatus.TRUE
+    # The watch caught up (and someone closed the gate since): the index wins.
+    index = {("ns", "w"): [pod_facts(launcher("9", gate="False"))]}
+    (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
+    assert pod.attested_gate is ConditionStatus.FALSE
+    assert len(deps.latest_pods) == 0

@@ -35,9 +35,8 @@ from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger
 from cocoon_operator.k8s.events import record
-from cocoon_operator.k8s.objects import patch_pod_condition
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
     HOST,
@@ -197,8 +196,8 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         worker = v1alpha1.CocoonWorker.model_validate(dict(body))
     except ValidationError:
         return  # the reconcile reports unparseable specs
-    pods: PodIndex = kwargs["launcher_pods"]
-    pod = _serving_pod(list(pods.get((meta["namespace"], meta["name"]), [])), revision(worker.spec))
+    pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
+    pod = _serving_pod(pods, revision(worker.spec))
     if pod is None or pod.host_ip is None or pod.instance is None:
         return
     policy = worker.spec.attestation
@@ -258,7 +257,7 @@ async def _apply(
         condition = _gate_condition(decision, now)
         if pod.attested_gate is not decision.gate:
             condition["lastTransitionTime"] = rfc3339(now)
-        await patch_pod_condition(deps.api, namespace, pod.name, condition)
+        await deps.patch_pod_condition(namespace, pod.name, condition)
     if decision.event_reason:
         await record(
             deps.api,

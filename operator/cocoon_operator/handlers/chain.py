@@ -55,7 +55,6 @@ from cocoon_operator.handlers.worker import (
     Deps,
     Indexes,
     Logger,
-    PodIndex,
     reconcile_body,
 )
 from cocoon_operator.k8s.events import record
@@ -330,9 +329,8 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
-    pods: PodIndex = kwargs["launcher_pods"]
     rev = revision(worker.spec)
-    pod = _attested_pod(list(pods.get(key, [])), rev)
+    pod = _attested_pod(deps.worker_pods(kwargs["launcher_pods"], *key), rev)
     summary = worker.status.attestation
     reading = worker.status.chain
     needed = allowlist.unregistered(reading, rev)

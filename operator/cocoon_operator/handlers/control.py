@@ -28,7 +28,7 @@ from cocoon_operator.desired.launcher import (
     revision,
 )
 from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, PodIndex, paused
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
 from cocoon_operator.policy.conditions import rfc3339
@@ -72,11 +72,9 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     meta = body["metadata"]
     if worker is None or meta.get("deletionTimestamp") or paused(body):
         return
-    pods: PodIndex = kwargs["launcher_pods"]
     rev = revision(worker.spec)
-    pod = next(
-        (p for p in pods.get((meta["namespace"], meta["name"]), []) if p.revision == rev), None
-    )
+    pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
+    pod = next((p for p in pods if p.revision == rev), None)
     key = (meta["namespace"], meta["name"])
     wanted = worker.spec.coefficient
     if pod is None or deps.coefficients.get(key) == (pod.name, wanted):

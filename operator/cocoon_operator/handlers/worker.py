@@ -28,7 +28,12 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import LatestObjects
-from cocoon_operator.k8s.objects import create_if_absent, delete_pod, patch_worker_status
+from cocoon_operator.k8s.objects import (
+    create_if_absent,
+    delete_pod,
+    patch_pod_condition,
+    patch_worker_status,
+)
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
@@ -68,6 +73,9 @@ class Deps:
     # Our own status writes, until kopf's watch delivers them: every step
     # decides on the newest copy, never on one that predates our last write.
     latest: LatestObjects = field(default_factory=LatestObjects)
+    # The same for launcher pods whose readiness gate we wrote: the pods'
+    # index lags too, and a gate not yet seen there would be verified again.
+    latest_pods: LatestObjects = field(default_factory=LatestObjects)
 
     def fresh(self, body: kopf.Body) -> kopf.Body:
         """``body``, or the newer copy of it this operator's last status write returned."""
@@ -77,6 +85,28 @@ class Deps:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch a worker's status and remember the answer (see :attr:`latest`)."""
         self.latest.wrote(await patch_worker_status(self.api, namespace, name, status))
+
+    async def patch_pod_condition(
+        self, namespace: str, pod: str, condition: dict[str, Any]
+    ) -> None:
+        """Set a launcher pod's condition and remember the answer (see :attr:`latest_pods`)."""
+        self.latest_pods.wrote(await patch_pod_condition(self.api, namespace, pod, condition))
+
+    def worker_pods(self, pods: PodIndex, namespace: str, worker: str) -> list[PodFacts]:
+        """A worker's launcher pods from the index, each replaced by our newer copy if any."""
+        out = []
+        for facts in pods.get((namespace, worker), []):
+            seen = {
+                "metadata": {
+                    "namespace": namespace,
+                    "name": facts.name,
+                    "uid": facts.uid,
+                    "resourceVersion": facts.resource_version,
+                }
+            }
+            newest = self.latest_pods.freshest(seen)
+            out.append(facts if newest is seen else pod_facts(newest))
+        return out
 
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
@@ -195,7 +225,7 @@ def paused(body: kopf.Body) -> bool:
 
 def _observe(
     body: kopf.Body,
-    pods: PodIndex,
+    pods: list[PodFacts],
     instances_in_use: dict[int, int],
     *,
     deleting: bool = False,
@@ -209,7 +239,7 @@ def _observe(
         generation=int(meta.get("generation", 0)),
         spec=parsed.spec,
         status=parsed.status,
-        pods=tuple(pods.get((ref.namespace, ref.name), [])),
+        pods=tuple(pods),
         instances_in_use=instances_in_use,
         paused=paused(body),
         spec_errors=tuple(address_errors(body.get("spec", {}))),
@@ -258,7 +288,7 @@ async def _reconcile(
         try:
             observed = _observe(
                 body,
-                indexes.pods,
+                deps.worker_pods(indexes.pods, *key),
                 deps.instances_in_use(indexes.instances),
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
@@ -333,9 +363,21 @@ async def resync_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
 
 @kopf.on.event("pods", labels=LAUNCHER_SELECTOR)
 async def launcher_pod_changed(
-    *, namespace: str | None, labels: kopf.Labels, memo: Any, logger: Logger, **kwargs: Any
+    *,
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: Any,
+    logger: Logger,
+    **kwargs: Any,
 ) -> None:
     """A launcher pod moved (scheduled, running, gate flipped, gone): reconcile its worker."""
+    deps: Deps = memo["deps"]
+    if type == "DELETED":
+        deps.latest_pods.forget(LatestObjects.key(body))
+    else:
+        deps.latest_pods.freshest(body)  # forgets our copy once the watch has it
     snapshots: WorkerIndex = kwargs["workers"]
     for snapshot in snapshots.get((namespace or "", labels.get(LABEL_WORKER, "")), []):
         body = kopf.Body(cast(kopf.RawBody, snapshot))

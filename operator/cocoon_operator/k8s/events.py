@@ -15,6 +15,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from cocoon_operator.k8s.objects import RAW, raw_json
+
 COMPONENT = "cocoon-operator"
 MAX_MESSAGE = 1024
 
@@ -55,7 +57,9 @@ async def record(
         "count": 1,
     }
     try:
-        await client.CoreV1Api(api).create_namespaced_event(meta["namespace"], event)
+        await raw_json(
+            client.CoreV1Api(api).create_namespaced_event(meta["namespace"], event, **RAW)
+        )
     except ApiException as err:
         # A terminating namespace refuses new objects (403 with that reason, or
         # 404): the Event has nowhere to go. Any other 403 is missing RBAC and

@@ -8,6 +8,8 @@ retried or concurrent reconcile harmless.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -20,6 +22,27 @@ from cocoon_operator.api.pool import POOL_PLURAL
 # (not a JSON patch) is what a partial status document is.
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 STRATEGIC_PATCH: dict[str, Any] = {"_content_type": "application/strategic-merge-patch+json"}
+
+
+# Returns the raw response: the client would otherwise build typed models of
+# every answer (a V1Pod, a V1Event), which cost more CPU than the request.
+RAW: dict[str, Any] = {"_preload_content": False}
+
+
+async def raw_json(call: Awaitable[Any]) -> dict[str, Any]:
+    """The JSON body of a call made with :data:`RAW`; ApiException on an error status,
+    as the client raises it otherwise."""
+    response = await call
+    try:
+        data = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        err = ApiException(status=response.status, reason=response.reason)
+        err.body = data.decode(errors="replace")
+        raise err
+    out: dict[str, Any] = json.loads(data)
+    return out
 
 
 async def create_if_absent(api: client.ApiClient, obj: dict[str, Any]) -> bool:
@@ -84,24 +107,27 @@ async def patch_worker_status(
 
 async def patch_pod_condition(
     api: client.ApiClient, namespace: str, name: str, condition: dict[str, Any]
-) -> bool:
-    """Set one condition in a pod's status (a readiness gate); False if the pod is gone.
+) -> dict[str, Any] | None:
+    """Set one condition in a pod's status (a readiness gate); the pod as patched,
+    None if it is gone.
 
     A strategic merge patch: pod conditions merge by ``type``, so the
     kubelet's own conditions are left as they are.
     """
     try:
-        await client.CoreV1Api(api).patch_namespaced_pod_status(
-            name,
-            namespace,
-            {"status": {"conditions": [condition]}},
-            **STRATEGIC_PATCH,
+        return await raw_json(
+            client.CoreV1Api(api).patch_namespaced_pod_status(
+                name,
+                namespace,
+                {"status": {"conditions": [condition]}},
+                **STRATEGIC_PATCH,
+                **RAW,
+            )
         )
     except ApiException as err:
         if err.status == 404:
-            return False
+            return None
         raise
-    return True
 
 
 async def annotate_pod(

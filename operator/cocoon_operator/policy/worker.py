@@ -24,7 +24,6 @@ class PodFacts:
     name: str
     node: str | None
     phase: str | None
-    uid: str | None = None
     scheduled: ConditionStatus | None = None
     scheduled_reason: str | None = None
     scheduled_message: str | None = None
@@ -39,6 +38,8 @@ class PodFacts:
     started_at: str | None = None  # status.startTime
     drain_started: str | None = None  # when the operator began stopping this pod's worker
     payout_requested: bool = False
+    uid: str | None = None
+    resource_version: str | None = None  # of the copy these facts were taken from
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     return PodFacts(
         name=meta.get("name", ""),
         uid=meta.get("uid") or None,
+        resource_version=meta.get("resourceVersion") or None,
         node=spec.get("nodeName") or None,
         phase=status.get("phase"),
         scheduled=_status(scheduled.get("status")),
