@@ -4,7 +4,7 @@ while a treasury cycle is running (found at 1,000 workers: they waited forever).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from cocoon_operator.funding import FundingReport, PlannedTransfer, TopUpRequest, Treasury
@@ -19,7 +19,11 @@ class SlowTreasury:
         self.cycles: list[list[str]] = []
         self.started = asyncio.Event()
 
-    async def fund(self, requests: Sequence[TopUpRequest]) -> FundingReport:
+    async def fund(
+        self,
+        requests: Sequence[TopUpRequest],
+        on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
+    ) -> FundingReport:
         self.cycles.append([r.worker for r in requests])
         self.started.set()
         await self.release.wait()
@@ -52,3 +56,36 @@ async def test_requests_during_a_cycle_are_answered_by_the_next_one() -> None:
     answers = await asyncio.wait_for(asyncio.gather(first, *late), 5)
     assert answers == ["topped up 0.000000001 TON"] * 3
     assert treasury.cycles == [["ns/a"], ["ns/b", "ns/c"]]
+
+
+class OneByOneTreasury:
+    """Confirms one message per request, then waits before the next: a long cycle."""
+
+    def __init__(self) -> None:
+        self.next_message = asyncio.Event()
+
+    async def fund(
+        self,
+        requests: Sequence[TopUpRequest],
+        on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
+    ) -> FundingReport:
+        report = FundingReport()
+        for r in requests:
+            batch = [PlannedTransfer(worker=r.worker, address=r.address, amount=2)]
+            report.confirmed.extend(batch)
+            if on_confirmed is not None:
+                on_confirmed(batch)
+            await self.next_message.wait()
+            self.next_message.clear()
+        return report
+
+
+async def test_a_worker_is_answered_when_its_message_confirms_not_when_the_cycle_ends() -> None:
+    treasury = OneByOneTreasury()
+    batcher = FundingBatcher(cast(Treasury, treasury), window_seconds=0.01)
+    first, second = (asyncio.create_task(batcher.request(request(f"ns/{n}"))) for n in "ab")
+    assert await asyncio.wait_for(first, 5) == "topped up 0.000000002 TON"
+    assert not second.done()  # its message has not been sent yet
+    treasury.next_message.set()
+    assert await asyncio.wait_for(second, 5) == "topped up 0.000000002 TON"
+    treasury.next_message.set()  # the cycle ends

@@ -289,8 +289,18 @@ class Treasury:
             await self._resolve(ledger, version, report)
         return report
 
-    async def fund(self, requests: Sequence[TopUpRequest]) -> FundingReport:
-        """One cycle: resolve pending intents, then top up who needs it, batch by batch."""
+    async def fund(
+        self,
+        requests: Sequence[TopUpRequest],
+        on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
+    ) -> FundingReport:
+        """One cycle: resolve pending intents, then top up who needs it, batch by batch.
+
+        ``on_confirmed`` hears of each message's transfers as soon as they are
+        confirmed: a cycle for a large fleet sends many messages one after the
+        other (each waits for its seqno), and the first workers need not wait
+        for the last.
+        """
         report = FundingReport()
         ledger, version = await self._load()
         ledger, version = await self._resolve(ledger, version, report)
@@ -308,7 +318,9 @@ class Treasury:
             settling=self._settling(ledger, fresh) | unsettled,
         )
         report.refused.extend(refusals)
-        await self._deliver(ledger, version, transfers, seqno, report)
+        await self._deliver(
+            ledger, version, transfers, seqno, report=report, on_confirmed=on_confirmed
+        )
         return report
 
     async def ledger(self) -> Ledger:
@@ -328,7 +340,7 @@ class Treasury:
         if ledger.pending():
             return report
         info = await self._ton.get_wallet_information(self.address)
-        await self._deliver(ledger, version, list(transfers), info.seqno or 0, report)
+        await self._deliver(ledger, version, list(transfers), info.seqno or 0, report=report)
         return report
 
     async def _deliver(
@@ -337,7 +349,9 @@ class Treasury:
         version: str | None,
         transfers: list[PlannedTransfer],
         seqno: int,
+        *,
         report: FundingReport,
+        on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
     ) -> None:
         for start in range(0, len(transfers), MESSAGES_PER_EXTERNAL):
             batch = transfers[start : start + MESSAGES_PER_EXTERNAL]
@@ -358,6 +372,8 @@ class Treasury:
             ledger = ledger.model_copy(update={"intents": [*ledger.intents[:-1], resolved]})
             version = await self._save(ledger, version)
             report.confirmed.extend(batch)
+            if on_confirmed is not None:
+                on_confirmed(batch)
             seqno += 1
 
 

@@ -34,7 +34,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -47,7 +47,13 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
-from cocoon_operator.funding import FundingReport, TopUpRequest, Treasury, settle_forever
+from cocoon_operator.funding import (
+    FundingReport,
+    PlannedTransfer,
+    TopUpRequest,
+    Treasury,
+    settle_forever,
+)
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import (
@@ -150,16 +156,27 @@ class FundingBatcher:
                 await self._cycle(batch)
 
     async def _cycle(self, batch: list[tuple[TopUpRequest, asyncio.Future[str]]]) -> None:
+        waiting = {req.worker: future for req, future in batch}
+
+        def confirmed(transfers: Sequence[PlannedTransfer]) -> None:
+            # Answered as each message confirms, not when the whole cycle ends.
+            for transfer in transfers:
+                future = waiting.get(transfer.worker)
+                if future is not None and not future.done():
+                    future.set_result(f"topped up {format_ton(transfer.amount)} TON")
+
         try:
-            report = await self.treasury.fund([req for req, _ in batch])
+            report = await self.treasury.fund([req for req, _ in batch], confirmed)
         except Exception as exc:  # every waiter must get an answer
             # Exception texts of the TON client are redacted; keys never reach them.
             for _, future in batch:
-                future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
+                if not future.done():
+                    future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
             return
         self._count(report)
         for req, future in batch:
-            future.set_result(_describe(report, req.worker))
+            if not future.done():
+                future.set_result(_describe(report, req.worker))
 
     def _count(self, report: FundingReport) -> None:
         m = self.metrics
