@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 from cocoon_operator.api import labels, v1alpha1
 from cocoon_operator.desired.config import InstanceSlot, worker_config
 from cocoon_operator.desired.launcher import (
+    _REVISION_FIELDS,
     READINESS_GATE,
     WorkerRef,
     config_map,
@@ -148,3 +151,15 @@ def test_worker_config_is_cocoons_node_section() -> None:
     assert parsed["launcher"]["node_wallet_key_file"].startswith("/run/secrets/")
     assert parsed["launcher"]["http_port"] == "12040"
     assert parsed["launcher"]["guest_cid"] == "46"
+
+
+def test_the_revision_is_the_digest_of_the_canonical_form_it_always_was() -> None:
+    """Pod names carry it: another digest for the same spec would restart every VM on
+    upgrade. The cached path must give what the canonical form gives, and the
+    example's revision is pinned."""
+    tolerations = [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for each in (spec(), spec(coefficient=1500), spec(tolerations=tolerations)):
+        canonical = each.model_dump(mode="json", by_alias=True, include=set(_REVISION_FIELDS))
+        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+        assert revision(each) == digest[:10]
+    assert revision(spec()) == "33beacc2c7"

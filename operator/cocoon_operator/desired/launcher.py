@@ -15,6 +15,7 @@ the worker's attestation verifies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -91,25 +92,37 @@ class WorkerRef:
     uid: str
 
 
+_REVISION_FIELDS: Final = frozenset(
+    {
+        "release",
+        "model",
+        "owner_address",
+        "root_contract_address",
+        "network",
+        "gpu",
+        "tolerations",
+        "node_wallet_key_secret_ref",
+        "hf_token_secret_ref",
+    }
+)
+
+
 def revision(spec: CocoonWorkerSpec) -> str:
     """Hash of what requires a new VM when it changes (model, release, owner,
     network, root, GPU choice, tolerations). Coefficient, funding and pause are
-    applied without a restart, so they are left out."""
-    relevant = spec.model_dump(
-        mode="json",
-        by_alias=True,
-        include={
-            "release",
-            "model",
-            "owner_address",
-            "root_contract_address",
-            "network",
-            "gpu",
-            "tolerations",
-            "node_wallet_key_secret_ref",
-            "hf_token_secret_ref",
-        },
-    )
+    applied without a restart, so they are left out.
+
+    Every timer of every worker asks for it; the digest is kept per distinct
+    value of those fields (a compact JSON dump is the key: cheap, unlike the
+    canonical form the digest is taken of, which must never change: it names
+    the running pods).
+    """
+    return _revision_of(spec.model_dump_json(by_alias=True, include=set(_REVISION_FIELDS)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _revision_of(relevant_json: str) -> str:
+    relevant = json.loads(relevant_json)
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
