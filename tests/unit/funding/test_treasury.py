@@ -98,6 +98,12 @@ async def test_twenty_wallets_are_funded_in_batches_of_four_exactly_once(env: En
     again = await treasury.fund(await requests_for(env, env.nodes))
     assert again.messages_sent == 0 and not again.confirmed
     assert await treasury_seqno(env) == 5
+    # The stored ledger keeps what the caps need, not the signed messages.
+    stored = await treasury.ledger()
+    assert len(stored.intents) == 5 and all(
+        i.state is IntentState.CONFIRMED for i in stored.intents
+    )
+    assert all(i.boc == "" and len(i.transfers) == 4 for i in stored.intents)
 
 
 async def test_the_global_daily_cap_holds_across_cycles(env: Env) -> None:
