@@ -83,6 +83,19 @@ async def _reconcile_pool(
     body: kopf.Body, memo: Any, members_index: Members, logger: Logger
 ) -> None:
     deps: Deps = memo["deps"]
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    async with deps.locks[("pool", namespace + "/" + name)]:
+        # Every member's event reconciles the pool from kopf's snapshot of it,
+        # which lags the status this operator wrote a moment ago.
+        newest = deps.latest_pools.freshest(body)
+        if newest is not body:
+            body = kopf.Body(cast(kopf.RawBody, newest))
+        await _reconcile_pool_locked(body, deps, members_index, logger)
+
+
+async def _reconcile_pool_locked(
+    body: kopf.Body, deps: Deps, members_index: Members, logger: Logger
+) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
@@ -92,41 +105,40 @@ async def _reconcile_pool(
     except ValidationError as err:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
         raise kopf.PermanentError(f"invalid pool spec fields: {fields}") from None
-    async with deps.locks[("pool", namespace + "/" + name)]:
-        entries = list(members_index.get((namespace, name), []))
-        members = [m for m, _ in entries]
-        revision = template_revision(pool.spec.template)
-        plan = plan_pool(
-            members,
-            replicas=pool.spec.replicas,
+    entries = list(members_index.get((namespace, name), []))
+    members = [m for m, _ in entries]
+    revision = template_revision(pool.spec.template)
+    plan = plan_pool(
+        members,
+        replicas=pool.spec.replicas,
+        revision=revision,
+        max_unavailable=pool.spec.strategy.max_unavailable,
+        max_surge=pool.spec.strategy.max_surge,
+    )
+    ref = PoolRef(name, namespace, meta["uid"])
+    if not pool.spec.paused:
+        await _apply(
+            deps,
+            body,
+            ref,
+            pool=pool,
             revision=revision,
-            max_unavailable=pool.spec.strategy.max_unavailable,
-            max_surge=pool.spec.strategy.max_surge,
+            plan=plan,
+            members=members,
+            logger=logger,
         )
-        ref = PoolRef(name, namespace, meta["uid"])
-        if not pool.spec.paused:
-            await _apply(
-                deps,
-                body,
-                ref,
-                pool=pool,
-                revision=revision,
-                plan=plan,
-                members=members,
-                logger=logger,
-            )
-            await _sync_coefficients(deps, namespace, entries, pool.spec.template.spec.coefficient)
-        status = {
-            "replicas": plan.replicas,
-            "readyReplicas": plan.ready,
-            "updatedReplicas": plan.updated,
-            "unavailableReplicas": plan.unavailable,
-            "updateRevision": revision,
-            "observedGeneration": meta.get("generation"),
-        }
-        current = {k: (body.get("status") or {}).get(k) for k in status}
-        if current != status:
-            await patch_pool_status(deps.api, namespace, name, status)
+        await _sync_coefficients(deps, namespace, entries, pool.spec.template.spec.coefficient)
+    status = {
+        "replicas": plan.replicas,
+        "readyReplicas": plan.ready,
+        "updatedReplicas": plan.updated,
+        "unavailableReplicas": plan.unavailable,
+        "updateRevision": revision,
+        "observedGeneration": meta.get("generation"),
+    }
+    current = {k: (body.get("status") or {}).get(k) for k in status}
+    if current != status:
+        deps.latest_pools.wrote(await patch_pool_status(deps.api, namespace, name, status))
 
 
 async def _apply(

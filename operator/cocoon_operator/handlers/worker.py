@@ -76,6 +76,7 @@ class Deps:
     # The same for launcher pods whose readiness gate we wrote: the pods'
     # index lags too, and a gate not yet seen there would be verified again.
     latest_pods: LatestObjects = field(default_factory=LatestObjects)
+    latest_pools: LatestObjects = field(default_factory=LatestObjects)
 
     def fresh(self, body: kopf.Body) -> kopf.Body:
         """``body``, or the newer copy of it this operator's last status write returned."""

@@ -179,9 +179,12 @@ async def patch_worker_spec(
 
 async def patch_pool_status(
     api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
-) -> None:
+) -> dict[str, Any] | None:
+    """Merge-patch a pool's status; the pool as patched, None if it vanished."""
     try:
-        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        patched: dict[str, Any] = await client.CustomObjectsApi(
+            api
+        ).patch_namespaced_custom_object_status(
             v1alpha1.GROUP,
             v1alpha1.VERSION,
             namespace,
@@ -193,3 +196,5 @@ async def patch_pool_status(
     except ApiException as err:
         if err.status != 404:
             raise
+        return None
+    return patched
