@@ -15,7 +15,7 @@ from cocoon_operator.desired.pool import (
     template_revision,
     wallet_secret,
 )
-from cocoon_operator.policy.pool import PoolMember, next_names, plan_pool
+from cocoon_operator.policy.pool import Expectations, PoolMember, next_names, plan_pool
 
 
 def simulate(
@@ -140,3 +140,37 @@ def test_the_coefficient_does_not_change_the_revision_but_the_model_does() -> No
     model = TEMPLATE.spec.model.model_copy(update={"commit": "8" * 40})
     other = TEMPLATE.model_copy(update={"spec": TEMPLATE.spec.model_copy(update={"model": model})})
     assert template_revision(other) != base
+
+
+def test_a_lagging_index_does_not_make_the_pool_delete_past_max_unavailable() -> None:
+    """The pool deleted three old workers a moment ago; its members' index still
+    shows them Ready and not deleting. Without what the pool expects, the plan
+    counts ten Ready and deletes again."""
+    old = [PoolMember(f"old-{i}", "r1", ready=True) for i in range(10)]
+    expected = Expectations()
+    first = plan_pool(old, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
+    assert len(first.delete) == 3
+    for name in first.delete:
+        expected.deleted[name] = 0.0
+    for i in range(first.create):
+        expected.created[f"new-{i}"] = ("r2", 0.0)
+
+    # The index has not caught up; another member's event plans again.
+    seen = expected.apply(old, now=1.0)
+    again = plan_pool(seen, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
+    assert again.delete == () and again.create == 0
+    assert again.ready == 7  # what really is Ready
+
+    # The index catches up: the deletions show, the creations appear; nothing is held.
+    caught_up = [
+        PoolMember(m.name, m.revision, m.ready, deleting=m.name in first.delete) for m in old
+    ] + [PoolMember(f"new-{i}", "r2", ready=False) for i in range(3)]
+    assert expected.apply(caught_up, now=2.0) == caught_up
+    assert not expected.deleted and not expected.created
+
+
+def test_expectations_lapse_when_nothing_confirms_them() -> None:
+    expected = Expectations(ttl=60.0)
+    expected.created["new-0"] = ("r2", 0.0)
+    assert [m.name for m in expected.apply([], now=10.0)] == ["new-0"]
+    assert expected.apply([], now=61.0) == []

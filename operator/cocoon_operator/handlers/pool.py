@@ -10,6 +10,7 @@ a reconcile that runs again before it sees its own writes is harmless.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -35,7 +36,13 @@ from cocoon_operator.k8s.objects import (
     patch_pool_status,
     patch_worker_spec,
 )
-from cocoon_operator.policy.pool import PoolMember, PoolPlan, next_names, plan_pool
+from cocoon_operator.policy.pool import (
+    Expectations,
+    PoolMember,
+    PoolPlan,
+    next_names,
+    plan_pool,
+)
 
 POOLS = (v1alpha1.GROUP, v1alpha1.VERSION, POOL_PLURAL)
 RESYNC_SECONDS = 300.0
@@ -90,11 +97,17 @@ async def _reconcile_pool(
         newest = deps.latest_pools.freshest(body)
         if newest is not body:
             body = kopf.Body(cast(kopf.RawBody, newest))
-        await _reconcile_pool_locked(body, deps, members_index, logger)
+        expectations: dict[tuple[str, str], Expectations] = memo.setdefault("pool_expectations", {})
+        expected = expectations.setdefault((namespace, name), Expectations())
+        await _reconcile_pool_locked(body, deps, members_index, expected, logger)
 
 
 async def _reconcile_pool_locked(
-    body: kopf.Body, deps: Deps, members_index: Members, logger: Logger
+    body: kopf.Body,
+    deps: Deps,
+    members_index: Members,
+    expected: Expectations,
+    logger: Logger,
 ) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -106,7 +119,7 @@ async def _reconcile_pool_locked(
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
         raise kopf.PermanentError(f"invalid pool spec fields: {fields}") from None
     entries = list(members_index.get((namespace, name), []))
-    members = [m for m, _ in entries]
+    members = expected.apply([m for m, _ in entries], time.monotonic())
     revision = template_revision(pool.spec.template)
     plan = plan_pool(
         members,
@@ -125,6 +138,7 @@ async def _reconcile_pool_locked(
             revision=revision,
             plan=plan,
             members=members,
+            expected=expected,
             logger=logger,
         )
         await _sync_coefficients(deps, namespace, entries, pool.spec.template.spec.coefficient)
@@ -150,9 +164,11 @@ async def _apply(
     revision: str,
     plan: PoolPlan,
     members: Sequence[PoolMember],
+    expected: Expectations,
     logger: Logger,
 ) -> None:
     for worker in plan.delete:
+        expected.deleted[worker] = time.monotonic()
         if await delete_worker(deps.api, ref.namespace, worker):
             await record(
                 deps.api,
@@ -166,7 +182,11 @@ async def _apply(
     for worker in next_names(ref.name, revision, taken, plan.create):
         # The key Secret first: a worker never exists without its wallet.
         await create_if_absent(deps.api, wallet_secret(ref, worker, os.urandom(32)))
-        if await create_if_absent(deps.api, pool_worker(ref, pool.spec.template, revision, worker)):
+        created = await create_if_absent(
+            deps.api, pool_worker(ref, pool.spec.template, revision, worker)
+        )
+        expected.created[worker] = (revision, time.monotonic())
+        if created:
             await record(
                 deps.api,
                 body,

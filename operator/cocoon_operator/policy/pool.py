@@ -9,8 +9,9 @@ availability bound allows, and new ones are created into the room left.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,36 @@ def next_names(pool: str, revision: str, taken: set[str], count: int) -> list[st
             names.append(name)
         index += 1
     return names
+
+
+@dataclass
+class Expectations:
+    """A pool's own creates and deletes that its members' index has not shown yet.
+
+    Under load the index lags the operator's writes; a plan made from it alone
+    would count a worker it just deleted as still Ready and delete another in
+    its place, or miss one it just created. Entries go when the index shows
+    them, or after ``ttl`` seconds (someone else may have undone them).
+    """
+
+    ttl: float = 60.0
+    deleted: dict[str, float] = field(default_factory=dict)  # name -> when
+    created: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> revision, when
+
+    def apply(self, members: Sequence[PoolMember], now: float) -> list[PoolMember]:
+        """``members`` as this pool's own recent writes leave them; forgets what is seen."""
+        seen = {m.name: m for m in members}
+        self.deleted = {
+            n: t
+            for n, t in self.deleted.items()
+            if now - t < self.ttl and n in seen and not seen[n].deleting
+        }
+        self.created = {
+            n: (r, t) for n, (r, t) in self.created.items() if now - t < self.ttl and n not in seen
+        }
+        out = [
+            dataclasses.replace(m, deleting=True, ready=False) if m.name in self.deleted else m
+            for m in members
+        ]
+        out += [PoolMember(n, r, ready=False) for n, (r, _) in sorted(self.created.items())]
+        return out
