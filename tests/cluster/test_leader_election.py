@@ -76,9 +76,15 @@ async def test_only_the_leader_acts_and_a_follower_takes_over_after_kill_9(
             await eventually(
                 lambda: worker_pods(api, namespace, "w0"), within=30, what="the leader's launcher"
             )
+
+            # The leader logs its LauncherCreated after the pod exists (the pod,
+            # the status, the Event, then the log line): wait for the line.
+            async def leader_logged() -> bool:
+                return "LauncherCreated" in (tmp_path / "a.log").read_text()
+
+            await eventually(leader_logged, within=30, what="the leader's LauncherCreated")
             # The follower waits: it never started its handlers.
             assert "LauncherCreated" not in (tmp_path / "b.log").read_text()
-            assert "LauncherCreated" in (tmp_path / "a.log").read_text()
 
             first.kill()  # kill -9: no release, the Lease must expire
             first.wait()
