@@ -150,6 +150,19 @@ async def _run_as_leader(
     return 0
 
 
+def _check_test_roots(args: argparse.Namespace) -> str | None:
+    """What is wrong with the test-root flags, if anything (a GPU test root only
+    on a stack that trusts a test DCAP root, so ``trustRoot: test`` covers both)."""
+    dcap, gpu = args.attestation_test_root, args.gpu_attestation_test_root
+    if dcap is not None and not dcap.is_file():
+        return f"--attestation-test-root: no such file {dcap}"
+    if gpu is not None and dcap is None:
+        return "--gpu-attestation-test-root needs --attestation-test-root"
+    if gpu is not None and not gpu.is_file():
+        return f"--gpu-attestation-test-root: no such file {gpu}"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
@@ -188,13 +201,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             certfile=args.webhook_cert,
             keyfile=args.webhook_key,
         )
-    if args.attestation_test_root is not None and not args.attestation_test_root.is_file():
-        root = args.attestation_test_root
-        print(f"--attestation-test-root: no such file {root}", file=sys.stderr)
+    problem = _check_test_roots(args)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     memo["attestation_options"] = attestation.AttestationOptions(
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
+        gpu_test_root=args.gpu_attestation_test_root,
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
@@ -246,6 +260,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _add_attestation_args(run: argparse.ArgumentParser) -> None:
+    att = run.add_argument_group("attestation")
+    att.add_argument(
+        "--pccs-url",
+        default="https://api.trustedservices.intel.com",
+        help="PCCS or Intel PCS serving TDX collateral (API v4)",
+    )
+    att.add_argument(
+        "--attestation-test-root",
+        type=Path,
+        default=None,
+        help="trust this TEST root instead of Intel's (local stack only; never in production)",
+    )
+    att.add_argument(
+        "--gpu-attestation-test-root",
+        type=Path,
+        default=None,
+        help="with --attestation-test-root: verify GPU evidence (spec.attestation.gpu.mode"
+        " Verify) against this TEST device root instead of NVIDIA's",
+    )
+    att.add_argument(
+        "--attestation-check-seconds",
+        type=float,
+        default=10.0,
+        help="how often each running worker's certificate is checked for changes",
+    )
+    att.add_argument(
+        "--attestation-boot-grace-seconds",
+        type=float,
+        default=180.0,
+        help="a new VM that does not answer yet is booting, not failing, for this long",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -286,24 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
     hook.add_argument("--webhook-key", default=None)
-    att = run.add_argument_group("attestation")
-    att.add_argument(
-        "--pccs-url",
-        default="https://api.trustedservices.intel.com",
-        help="PCCS or Intel PCS serving TDX collateral (API v4)",
-    )
-    att.add_argument(
-        "--attestation-test-root",
-        type=Path,
-        default=None,
-        help="trust this TEST root instead of Intel's (local stack only; never in production)",
-    )
-    att.add_argument(
-        "--attestation-check-seconds",
-        type=float,
-        default=10.0,
-        help="how often each running worker's certificate is checked for changes",
-    )
+    _add_attestation_args(run)
     ton = run.add_argument_group(
         "chain: allow-lists, node wallets, funding (off without --ton-endpoint)"
     )
@@ -335,12 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--registration-ledger",
         default="default/cocoon-registration-ledger",
         help="NAMESPACE/NAME of the ConfigMap recording every registration message",
-    )
-    att.add_argument(
-        "--attestation-boot-grace-seconds",
-        type=float,
-        default=180.0,
-        help="a new VM that does not answer yet is booting, not failing, for this long",
     )
     agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
     agents.add_argument(

@@ -31,14 +31,17 @@ def first_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
 class Agent:
     pccs_url: str
     test_root: Path
+    gpu_test_root: Path
 
     def operator_args(self) -> tuple[str, ...]:
-        """What the operator needs to trust the agent's test PKI (explicitly)."""
+        """What the operator needs to trust the agent's test PKIs (explicitly)."""
         return (
             "--pccs-url",
             self.pccs_url,
             "--attestation-test-root",
             str(self.test_root),
+            "--gpu-attestation-test-root",
+            str(self.gpu_test_root),
             "--attestation-check-seconds",
             "2",
         )
@@ -61,6 +64,8 @@ def running_agent(
                 namespace,
                 "--root-out",
                 str(root),
+                "--gpu-root-out",
+                str(workdir / "gpu-test-root.pem"),
                 *agent_args,
             ],
             env=env,
@@ -70,7 +75,11 @@ def running_agent(
         )
     try:
         info = first_json_line(proc, "the simulation agent")
-        yield Agent(pccs_url=info["pccs_url"], test_root=Path(info["test_root"]))
+        yield Agent(
+            pccs_url=info["pccs_url"],
+            test_root=Path(info["test_root"]),
+            gpu_test_root=Path(info["gpu_test_root"]),
+        )
     finally:
         stop_process(proc, grace=10)
 

@@ -90,6 +90,19 @@ BAD_SPECS: list[tuple[str, str, Any, str]] = [
         "mainnet",
         "spec.ownerAddress is a testnet address but spec.network is mainnet",
     ),
+    ("unknown GPU evidence mode", "attestation.gpu.mode", "Trust", "spec.attestation.gpu.mode"),
+    (
+        "VBIOS version malformed",
+        "attestation.gpu",
+        {"mode": "Verify", "allowedVbiosVersions": ["96.0.5E"]},
+        "spec.attestation.gpu.allowedVbiosVersions[0]",
+    ),
+    (
+        "GPU version lists without Verify",
+        "attestation.gpu",
+        {"allowedDriverVersions": ["550.54.15"]},
+        "spec.attestation.gpu.allowedDriverVersions and allowedVbiosVersions need mode Verify",
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from cocoon_operator.api import v1alpha1
 from cocoon_operator.attestation.testpki import TdMeasurements
 from cocoon_operator.desired.launcher import READINESS_GATE
 from tests.cluster.crds import install_crds
@@ -22,7 +23,13 @@ from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, running_agent
 from tests.cluster.test_admission import example_worker
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
+from tests.cluster.test_worker_lifecycle import (
+    API,
+    conditions,
+    create_worker,
+    get_worker,
+    worker_pods,
+)
 from tests.cluster.wait import eventually
 
 
@@ -137,6 +144,54 @@ async def test_evidence_opens_the_gate_bad_evidence_closes_it_rotation_is_reatte
         await eventually(
             lambda: has_event(api, namespace, "w", "Reattested"), within=10, what="Reattested"
         )
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_gpu_evidence_is_verified_when_the_spec_asks_and_tampering_closes_the_gate(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        attestation = {**example_worker()["spec"].get("attestation", {}), "reattestSeconds": 60}
+        await create_worker(api, namespace, "w", attestation=attestation)
+        worker = await eventually(
+            attested_is(api, namespace, "w", "True"), within=60, what="Attested=True (TDX)"
+        )
+        assert "gpu" not in worker["status"]["attestation"]  # InGuest: nothing claimed
+
+        # Asking for GPU evidence re-verifies at once, not at the next reattestation.
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            *API,
+            namespace,
+            v1alpha1.PLURAL,
+            "w",
+            {"spec": {"attestation": {"gpu": {"mode": "Verify"}}}},
+            _content_type="application/merge-patch+json",
+        )
+
+        async def gpu_verified() -> dict[str, Any] | None:
+            w = await get_worker(api, namespace, "w")
+            return w if w["status"].get("attestation", {}).get("gpu") else None
+
+        worker = await eventually(gpu_verified, within=20, what="GPU evidence verified")
+        gpu = worker["status"]["attestation"]["gpu"]
+        assert (gpu["driverVersion"], gpu["vbiosVersion"]) == ("550.54.15", "96.00.5E.00.01")
+        assert gpu["revocation"] == "not_checked"
+        assert "TDX and GPU evidence verified" in conditions(worker)["Attested"]["message"]
+
+        # The GPU's signed measurements no longer verify: out of Ready at the next check
+        # (a new certificate makes that check due at once).
+        pod, _ = await pod_conditions(api, namespace, "w")
+        await simulator_admin(pod, "/simulator/fault?name=gpu_tampered&enabled=true")
+        await simulator_admin(pod, "/simulator/rotate")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceRejected"),
+            within=30,
+            what="Attested=False on tampered GPU evidence",
+        )
+        assert worker["status"]["attestation"]["failure"].startswith("gpu_evidence_signature")
+        _, conds = await pod_conditions(api, namespace, "w")
+        assert conds[READINESS_GATE].status == "False"
         assert proc.poll() is None, log.read_text()[-3000:]
 
 

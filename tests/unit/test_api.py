@@ -42,7 +42,7 @@ def test_cel_rules_reach_the_crd_with_field_named_messages() -> None:
         for path, node in walk(schema)
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert {p for p, _ in rules} == {".spec", ".spec.funding"}
+    assert {p for p, _ in rules} == {".spec", ".spec.funding", ".spec.attestation.gpu"}
     for _, rule in rules:
         assert rule["rule"] and rule["message"].startswith("spec."), rule
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from cocoon_operator.api.v1alpha1 import AttestationPolicy, AttestationSummary, ConditionStatus
+from cocoon_operator.api.v1alpha1 import (
+    AttestationPolicy,
+    AttestationSummary,
+    ConditionStatus,
+    GpuSummary,
+)
 from cocoon_operator.policy.attestation import (
     HOST,
     HOST_UNREPORTED,
@@ -254,3 +260,36 @@ def test_a_vm_the_node_agent_has_not_reported_yet_is_waited_for_like_a_booting_o
         now=NOW + timedelta(seconds=600),
     )
     assert (never.gate, never.reason) == (F, GateReason.HOST_UNREPORTED)
+
+
+def test_gpu_evidence_is_kept_in_the_summary_and_named_in_the_message() -> None:
+    gpu = GpuSummary(driver_version="550.54.15", vbios_version="96.00.5E.00.01")
+    d = decide(
+        replace(GOOD, gpu=gpu),
+        previous=None,
+        pod="p1",
+        gate=None,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW,
+    )
+    assert d.summary.gpu == gpu
+    assert d.message.startswith("TDX and GPU evidence verified")
+    assert verified_summary().gpu is None  # InGuest: nothing claimed about the GPU
+
+
+def test_asking_for_gpu_evidence_makes_a_tdx_only_verdict_due_at_once() -> None:
+    summary = verified_summary()  # verified just now, without GPU evidence
+    due = {
+        required: needs_verification(
+            summary,
+            pod="p1",
+            gate=T,
+            certificate_sha256=CERT,
+            reattest_seconds=900,
+            now=NOW + timedelta(seconds=5),
+            gpu_required=required,
+        )
+        for required in (False, True)
+    }
+    assert due == {False: False, True: True}

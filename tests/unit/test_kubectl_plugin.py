@@ -325,6 +325,7 @@ def test_describe_shows_every_section() -> None:
     assert "  Verified:      2026-03-01T11:57:00Z (3m ago)" in lines
     assert "  Expires:       2026-03-01T12:27:00Z (in 27m)" in lines
     assert "  Last failure:  <none>" in lines
+    assert "  GPU:           InGuest: checked by the attested image at boot" in lines
     assert "  Image hash listed:  yes" in lines
     assert f"  Model hash:         {MODEL_HASH}" in lines
     assert "  Balance:  12.345 TON (12345678901 nanoTON)" in lines
@@ -335,6 +336,21 @@ def test_describe_shows_every_section() -> None:
     assert "  Current:              r1a2b3" in lines
     assert "  Observed generation:  1 (of 1)" in lines
     assert "Paused:       no" in lines
+
+
+def test_describe_shows_what_the_operator_verified_of_the_gpu() -> None:
+    verify = {"gpu": {"mode": "Verify"}}
+    pending = render.describe(view(status=READY_STATUS, attestation=verify), [], NOW)
+    assert "  GPU:           Verify: not verified yet" in pending.splitlines()
+    status = copy.deepcopy(READY_STATUS)
+    status["attestation"]["gpu"] = {
+        "driverVersion": "550.54.15",
+        "vbiosVersion": "96.00.5E.00.01",
+        "revocation": "not_checked",
+    }
+    done = render.describe(view(status=status, attestation=verify), [], NOW)
+    line = "  GPU:           driver 550.54.15, VBIOS 96.00.5E.00.01, revocation not_checked"
+    assert line in done.splitlines()
 
 
 def test_describe_lists_the_last_ten_events_newest_first() -> None:

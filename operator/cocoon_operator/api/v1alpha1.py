@@ -230,6 +230,64 @@ REATTEST_DEFAULT: Final = 900
 REATTEST_MAX: Final = 3600
 
 
+class GpuEvidenceMode(StrEnum):
+    IN_GUEST = "InGuest"
+    VERIFY = "Verify"
+
+
+VBIOS_VERSION = r"^[0-9A-Fa-f]{2}(\.[0-9A-Fa-f]{2}){4}$"
+
+
+class GpuAttestationPolicy(Model):
+    """Where the GPU's own evidence is checked.
+
+    COCOON's worker attests its GPU inside the VM at boot (NVIDIA's verifier,
+    SPDM report, RIMs) and does not start without it; the TDX image hash pins
+    the code that makes that check, so ``InGuest`` trusts it through the quote.
+    ``Verify`` makes the operator check it too: it asks the worker, over the
+    TLS channel whose certificate it has just attested, for the GPU's SPDM
+    measurements signed over a fresh nonce, and verifies them against NVIDIA's
+    device root. Only workers that serve ``/attestation/gpu`` support it.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            _cel(
+                "self.mode == 'Verify' || ((!has(self.allowedDriverVersions)"
+                " || size(self.allowedDriverVersions) == 0) && (!has(self.allowedVbiosVersions)"
+                " || size(self.allowedVbiosVersions) == 0))",
+                "spec.attestation.gpu.allowedDriverVersions and allowedVbiosVersions need"
+                " mode Verify: with InGuest the operator never sees the versions",
+                ".mode",
+            ),
+        ),
+    )
+
+    mode: Annotated[
+        GpuEvidenceMode,
+        Field(
+            description="InGuest: the attested image checks its GPU at boot; Verify: the"
+            " operator also verifies the GPU's signed measurements over a fresh nonce",
+        ),
+    ] = GpuEvidenceMode.IN_GUEST
+    allowed_driver_versions: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9][0-9.]*$")]],
+        Field(
+            max_length=32,
+            description="driver versions accepted (e.g. 550.54.15); empty: any",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = []
+    allowed_vbios_versions: Annotated[
+        list[Annotated[str, Field(pattern=VBIOS_VERSION)]],
+        Field(
+            max_length=32,
+            description="VBIOS versions accepted (e.g. 96.00.5E.00.01); empty: any",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = []
+
+
 class AttestationPolicy(Model):
     """What the worker's TDX evidence must satisfy beyond a valid DCAP chain.
 
@@ -273,6 +331,7 @@ class AttestationPolicy(Model):
             " certificate changes",
         ),
     ] = REATTEST_DEFAULT
+    gpu: GpuAttestationPolicy = GpuAttestationPolicy()
 
 
 class PayoutPolicy(Model):
@@ -391,6 +450,27 @@ class Condition(Model):
     last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
+class GpuSummary(Model):
+    """The GPU evidence the operator verified itself (``spec.attestation.gpu.mode: Verify``)."""
+
+    driver_version: str | None = None
+    vbios_version: str | None = None
+    device_certificate: Annotated[
+        str | None, Field(default=None, description="subject of the GPU's signing certificate")
+    ] = None
+    measurements_checked: Annotated[
+        int | None, Field(default=None, description="measurements compared with a RIM")
+    ] = None
+    revocation: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the device chain's revocation status: good, or not_checked when"
+            " the operator has no OCSP checker",
+        ),
+    ] = None
+
+
 class AttestationSummary(Model):
     """The last verified evidence, and the last failure if one followed it."""
 
@@ -418,6 +498,7 @@ class AttestationSummary(Model):
     expires_at: Annotated[
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None
+    gpu: GpuSummary | None = None
 
 
 class WalletStatus(Model):

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from cocoon_operator.api.v1alpha1 import AttestationPolicy
+import aiohttp
+
+from cocoon_operator.api.v1alpha1 import (
+    AttestationPolicy,
+    GpuAttestationPolicy,
+    GpuEvidenceMode,
+    GpuSummary,
+)
 from cocoon_operator.attestation import (
     CollateralCache,
+    GpuVerifier,
     RaTlsCertificate,
     TdxQuote,
     TdxVerifier,
     TrustedRoot,
+    VerifiedGpuEvidence,
     evaluate_tdx_policy,
     parse_ratls_certificate,
 )
@@ -26,9 +36,18 @@ from cocoon_operator.policy.attestation import (
     Verified,
     tdx_policy,
 )
-from cocoon_operator.workerapi import fetch_ratls_certificate
+from cocoon_operator.workerapi import (
+    CertificateChangedError,
+    GpuEvidenceDocument,
+    WorkerClient,
+    WorkerStatsError,
+    fetch_ratls_certificate,
+)
 
 Fetch = Callable[[str, int], Awaitable[bytes]]
+# (host, port, certificate SHA-256 to pin, nonce) -> the GPU's evidence from that VM
+GpuFetch = Callable[[str, int, str, bytes], Awaitable[GpuEvidenceDocument]]
+GPU_STEP = "gpu_"  # prefix of every GPU step, e.g. gpu_evidence_signature
 CERTIFICATE_CACHE = 4096  # two certificates per worker for a fleet of 2,000
 
 
@@ -47,6 +66,9 @@ class EvidenceChecker:
         trust: TrustMode,
         collateral: CollateralCache,
         fetch: Fetch | None = None,
+        gpu: GpuVerifier | None = None,
+        gpu_fetch: GpuFetch | None = None,
+        nonce: Callable[[], bytes] = lambda: secrets.token_bytes(32),
         timeout_seconds: float = 5.0,
     ) -> None:
         if trust is TrustMode.INTEL and not root.production:
@@ -56,6 +78,9 @@ class EvidenceChecker:
         self._collateral = collateral
         self._timeout = timeout_seconds
         self._fetch: Fetch = fetch if fetch is not None else self._fetch_tls
+        self._gpu = gpu
+        self._gpu_fetch: GpuFetch = gpu_fetch if gpu_fetch is not None else self._fetch_gpu
+        self._nonce = nonce
         # Parsed certificates (and their quotes) whose self-signature verified, by SHA-256 of
         # their DER: both are properties of the bytes alone, and a worker
         # presents the same certificate for an hour. Dates and everything in
@@ -78,6 +103,14 @@ class EvidenceChecker:
     async def _fetch_tls(self, host: str, port: int) -> bytes:
         return await fetch_ratls_certificate(host, port, timeout_seconds=self._timeout)
 
+    async def _fetch_gpu(
+        self, host: str, port: int, certificate_sha256: str, nonce: bytes
+    ) -> GpuEvidenceDocument:
+        async with WorkerClient(
+            host, port, certificate_sha256=certificate_sha256, timeout_seconds=self._timeout
+        ) as client:
+            return await client.gpu_evidence(nonce)
+
     async def fetch(self, host: str, port: int) -> bytes | Rejected:
         """The certificate ``host:port`` presents, or why none could be had."""
         try:
@@ -86,8 +119,17 @@ class EvidenceChecker:
             detail = str(exc) or type(exc).__name__
             return Rejected(UNREACHABLE, f"no certificate from {host}:{port}: {detail}")
 
-    async def verify(self, der: bytes, *, policy: AttestationPolicy, now: datetime) -> Outcome:
-        """Verify a fetched certificate: self-signature, quote, collateral, policy."""
+    async def verify(
+        self,
+        der: bytes,
+        *,
+        policy: AttestationPolicy,
+        now: datetime,
+        endpoint: tuple[str, int] | None = None,
+    ) -> Outcome:
+        """Verify a fetched certificate: self-signature, quote, collateral, policy; then,
+        with ``policy.gpu.mode: Verify``, the GPU's evidence from ``endpoint`` (the
+        RA-TLS host and port the certificate came from)."""
         fingerprint = hashlib.sha256(der).hexdigest()
         try:
             cert, quote = self._certificate(fingerprint, der)
@@ -103,10 +145,85 @@ class EvidenceChecker:
         if not verdict.trusted:
             rule = verdict.failed_rule.value if verdict.failed_rule else "policy"
             return Rejected(rule, verdict.reason, fingerprint)
+        gpu: GpuSummary | None = None
+        if policy.gpu.mode is GpuEvidenceMode.VERIFY:
+            checked = await self._verify_gpu(policy.gpu, endpoint, fingerprint, now=now)
+            if isinstance(checked, Rejected):
+                return checked
+            gpu = checked
         return Verified(
             certificate_sha256=fingerprint,
             image_hash=verified.image_hash.hex(),
             mrtd=verified.mrtd.hex(),
             tcb_status=verified.tcb_status,
             valid_until=min(cert.certificate.not_valid_after_utc, verified.collateral_expires_at),
+            gpu=gpu,
         )
+
+    async def _gpu_document(
+        self, endpoint: tuple[str, int], fingerprint: str, nonce: bytes
+    ) -> GpuEvidenceDocument | Rejected:
+        host, port = endpoint
+        try:
+            return await self._gpu_fetch(host, port, fingerprint, nonce)
+        except CertificateChangedError as exc:
+            # Rotated since it was fetched: the next check verifies the new one.
+            return Rejected(UNREACHABLE, f"GPU evidence: {exc}", fingerprint)
+        except WorkerStatsError as exc:
+            return Rejected(GPU_STEP + "evidence", str(exc), fingerprint)
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            detail = str(exc) or type(exc).__name__
+            return Rejected(UNREACHABLE, f"no GPU evidence from {host}:{port}: {detail}")
+
+    async def _verify_gpu(
+        self,
+        policy: GpuAttestationPolicy,
+        endpoint: tuple[str, int] | None,
+        fingerprint: str,
+        *,
+        now: datetime,
+    ) -> GpuSummary | Rejected:
+        """Ask the attested VM (pinned to ``fingerprint``) for its GPU's measurements over
+        a fresh nonce and verify them: a relayed or replayed report fails the nonce, a
+        report from outside the VM fails the pin."""
+        if self._gpu is None or endpoint is None:
+            return Rejected(
+                GPU_STEP + "unsupported", "GPU evidence cannot be checked here", fingerprint
+            )
+        nonce = self._nonce()
+        document = await self._gpu_document(endpoint, fingerprint, nonce)
+        if isinstance(document, Rejected):
+            return document
+        try:
+            evidence = self._gpu.verify(
+                document.evidence, document.certificate_chain, now=now, expected_nonce=nonce
+            )
+        except AttestationError as exc:
+            return Rejected(GPU_STEP + exc.code, f"GPU evidence: {exc}", fingerprint)
+        problem = gpu_version_problem(policy, evidence)
+        if problem is not None:
+            return Rejected(problem[0], problem[1], fingerprint)
+        return GpuSummary(
+            driver_version=evidence.driver_version,
+            vbios_version=evidence.vbios_version,
+            device_certificate=evidence.device_certificate,
+            measurements_checked=evidence.measurements_checked,
+            revocation=evidence.device_revocation.value,
+        )
+
+
+def gpu_version_problem(
+    policy: GpuAttestationPolicy, evidence: VerifiedGpuEvidence
+) -> tuple[str, str] | None:
+    """The (step, message) of the first version the policy does not allow, if any."""
+    for field, value, allowed in (
+        ("driver", evidence.driver_version, policy.allowed_driver_versions),
+        ("vbios", evidence.vbios_version, policy.allowed_vbios_versions),
+    ):
+        if allowed and (value or "").lower() not in {a.lower() for a in allowed}:
+            return (
+                f"{GPU_STEP}{field}_version",
+                f"GPU {field} version {value} is not in"
+                f" spec.attestation.gpu.allowed{field.capitalize()}Versions",
+            )
+    return None

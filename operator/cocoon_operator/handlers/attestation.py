@@ -27,9 +27,12 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.attestation import (
     CollateralCache,
+    GpuVerifier,
+    NoRevocationCheck,
     PccsCollateralSource,
     TrustedRoot,
     intel_sgx_root_ca,
+    nvidia_device_root,
 )
 from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
@@ -64,6 +67,8 @@ class AttestationOptions:
     # A test PKI's root (the local stack's). Never a default: the operator
     # trusts Intel's root unless this is given on the command line.
     test_root: Path | None = None
+    # The test PKI's GPU device root; only with ``test_root`` (see cli.py).
+    gpu_test_root: Path | None = None
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
@@ -85,6 +90,18 @@ def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
     return root, TrustMode.TEST
 
 
+def _gpu_verifier(options: AttestationOptions, trust: TrustMode) -> GpuVerifier:
+    """NVIDIA's device root; a test root only on a stack that trusts a test DCAP root.
+
+    Revocation is not checked (NVIDIA's OCSP needs the network and is a pluggable
+    step): each summary says ``revocation: not_checked``, so nobody assumes it was.
+    """
+    root = nvidia_device_root()
+    if options.gpu_test_root is not None and trust is TrustMode.TEST:
+        root = TrustedRoot.load(options.gpu_test_root.read_bytes(), label="test GPU")
+    return GpuVerifier(root, revocation=NoRevocationCheck())
+
+
 async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     options: AttestationOptions = memo.get("attestation_options") or AttestationOptions()
     root, trust = _root(options)
@@ -98,8 +115,18 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         PccsCollateralSource(options.pccs_url, session),
         refresh_before_expiry=dt.timedelta(hours=1),
     )
+    gpu = _gpu_verifier(options, trust)
+    if not gpu.device_root.production:
+        logger.warning(
+            "GPU attestation trusts a TEST device root (sha256 %s): for the local stack only",
+            gpu.device_root.fingerprint,
+        )
     checker = EvidenceChecker(
-        root=root, trust=trust, collateral=collateral, timeout_seconds=options.timeout_seconds
+        root=root,
+        trust=trust,
+        collateral=collateral,
+        gpu=gpu,
+        timeout_seconds=options.timeout_seconds,
     )
     memo["attestation"] = Attestation(checker, session, options.boot_grace_seconds)
 
@@ -151,6 +178,7 @@ async def _outcome(
     host: HostProblem | None,
     worker: v1alpha1.CocoonWorker,
     pod: PodFacts,
+    endpoint: tuple[str, int],
     now: dt.datetime,
 ) -> Outcome | None:
     """The check's outcome: the host's objection, the evidence's verdict, or None when
@@ -172,9 +200,10 @@ async def _outcome(
         certificate_sha256=fingerprint,
         reattest_seconds=policy.reattest_seconds,
         now=now,
+        gpu_required=policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY,
     ):
         return None
-    outcome = await state.checker.verify(fetched, policy=policy, now=now)
+    outcome = await state.checker.verify(fetched, policy=policy, now=now, endpoint=endpoint)
     if isinstance(outcome, Rejected):
         deps.metrics.attestations.labels("rejected", outcome.step).inc()
     else:
@@ -203,9 +232,17 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     policy = worker.spec.attestation
     previous = worker.status.attestation
     now = deps.clock()
-    fetched = await state.checker.fetch(pod.host_ip, InstanceSlot(pod.instance).ratls_port)
+    endpoint = (pod.host_ip, InstanceSlot(pod.instance).ratls_port)
+    fetched = await state.checker.fetch(*endpoint)
     outcome = await _outcome(
-        state, fetched, deps=deps, host=_host(memo, pod), worker=worker, pod=pod, now=now
+        state,
+        fetched,
+        deps=deps,
+        host=_host(memo, pod),
+        worker=worker,
+        pod=pod,
+        endpoint=endpoint,
+        now=now,
     )
     if outcome is None:
         return

@@ -310,6 +310,18 @@ def _indent(text: str) -> list[str]:
     return ["  " + line for line in text.splitlines()]
 
 
+def _gpu_line(gpu: v1alpha1.GpuSummary | None, mode: v1alpha1.GpuEvidenceMode) -> str:
+    """What the operator verified of the GPU itself, or where that check is left."""
+    if mode is v1alpha1.GpuEvidenceMode.IN_GUEST:
+        return "InGuest: checked by the attested image at boot"
+    if gpu is None:
+        return "Verify: not verified yet"
+    return (
+        f"driver {gpu.driver_version or '?'}, VBIOS {gpu.vbios_version or '?'},"
+        f" revocation {gpu.revocation or '?'}"
+    )
+
+
 def _section(title: str, body: list[str]) -> list[str]:
     return [f"{title}:", *(body or [f"  {NONE}"])]
 
@@ -375,6 +387,7 @@ def describe(view: WorkerView, events: Sequence[EventView], now: dt.datetime) ->
                 ("From pod", att.pod or "-"),
                 ("Verified", when(att.verified_at, now) if att.verified_at else "-"),
                 ("Expires", when(att.expires_at, now) if att.expires_at else "-"),
+                ("GPU", _gpu_line(att.gpu, spec.attestation.gpu.mode)),
                 (
                     "Last failure",
                     f"{att.failure}, at {when(att.failed_at, now)}" if att.failure else NONE,

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from cocoon_operator.api.v1alpha1 import AttestationPolicy, AttestationSummary, ConditionStatus
+from cocoon_operator.api.v1alpha1 import (
+    AttestationPolicy,
+    AttestationSummary,
+    ConditionStatus,
+    GpuSummary,
+)
 from cocoon_operator.attestation import TdxPolicy, hex_set
 from cocoon_operator.policy.conditions import rfc3339
 
@@ -76,6 +81,7 @@ class Verified:
     mrtd: str
     tcb_status: str
     valid_until: datetime  # the certificate's or the collateral's end, whichever is first
+    gpu: GpuSummary | None = None  # when the operator verified the GPU's evidence too
 
 
 @dataclass(frozen=True)
@@ -123,9 +129,13 @@ def needs_verification(
     certificate_sha256: str,
     reattest_seconds: int,
     now: datetime,
+    gpu_required: bool = False,
 ) -> bool:
-    """Whether the certificate just fetched from ``pod`` must be verified in full."""
+    """Whether the certificate just fetched from ``pod`` must be verified in full
+    (``gpu_required``: the policy now asks for GPU evidence the last check did not cover)."""
     if summary is None or gate is not ConditionStatus.TRUE or summary.failure:
+        return True
+    if gpu_required and summary.gpu is None:
         return True
     if summary.pod != pod or summary.certificate_sha256 != certificate_sha256:
         return True
@@ -176,8 +186,10 @@ def decide(
             pod=pod,
             verified_at=stamp,
             expires_at=rfc3339(expires),
+            gpu=outcome.gpu,
         )
-        message = f"TDX evidence verified (TCB {outcome.tcb_status}, {trust.value} root)"
+        what = "TDX and GPU evidence" if outcome.gpu is not None else "TDX evidence"
+        message = f"{what} verified (TCB {outcome.tcb_status}, {trust.value} root)"
         event: str | None = None
         if gate is not ConditionStatus.TRUE or previous is None or previous.pod != pod:
             event = "Attested"

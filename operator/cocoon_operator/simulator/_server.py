@@ -20,6 +20,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import Collateral, TrustedRoot, model_hash
+from cocoon_operator.attestation.testgpu import (
+    DEFAULT_GPU_SEED,
+    GpuMeasurements,
+    GpuTestPki,
+    build_gpu_evidence,
+    generate_test_gpu_pki,
+)
 from cocoon_operator.attestation.testpki import (
     DEFAULT_SEED,
     DcapTestPki,
@@ -73,6 +80,8 @@ class Faults:
     garbage_evidence: bool = False
     # The RA-TLS certificate's key is not the one the quote's REPORTDATA binds.
     foreign_key: bool = False
+    # The GPU evidence (/attestation/gpu) has one signed byte flipped.
+    gpu_tampered: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -165,15 +174,17 @@ class WorkerSimulator:
         config: SimulatorConfig | None = None,
         *,
         pki: DcapTestPki | None = None,
+        gpu_pki: GpuTestPki | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.config = config if config is not None else SimulatorConfig()
         self._clock = clock
         now = clock()
+        day = _instant(now).replace(hour=0, minute=0, second=0, microsecond=0)
         if pki is None:
-            day = _instant(now).replace(hour=0, minute=0, second=0, microsecond=0)
             pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
         self.pki = pki
+        self.gpu_pki = gpu_pki or generate_test_gpu_pki(DEFAULT_GPU_SEED, now=day)
         self.faults = self.config.faults
         cfg = self.config
         owner = cfg.owner_address or derived_address("owner", cfg.instance)
@@ -542,6 +553,29 @@ class WorkerSimulator:
     async def _certificate(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.certificate_pem, content_type="application/x-pem-file")
 
+    def gpu_evidence(self, nonce: bytes) -> bytes:
+        """The simulated GPU's SPDM measurements signed over ``nonce`` (test device PKI)."""
+        evidence = build_gpu_evidence(self.gpu_pki, nonce, GpuMeasurements())
+        if self.faults.gpu_tampered:
+            flipped = bytearray(evidence)
+            flipped[-100] ^= 0x01  # inside the signed response, before the signature
+            evidence = bytes(flipped)
+        return evidence
+
+    async def _gpu(self, request: web.Request) -> web.StreamResponse:
+        try:
+            nonce = bytes.fromhex(request.query.get("nonce", ""))
+        except ValueError:
+            nonce = b""
+        if len(nonce) != 32:
+            raise web.HTTPBadRequest(text="nonce: 64 hex digits (32 bytes) required")
+        return web.json_response(
+            {
+                "evidence": self.gpu_evidence(nonce).hex(),
+                "certificateChain": self.gpu_pki.chain_pem.decode(),
+            }
+        )
+
     # PCCS / Intel PCS v4 stand-in, so PccsCollateralSource works against the simulator.
 
     async def _pccs_tcb(self, request: web.Request) -> web.StreamResponse:
@@ -635,6 +669,7 @@ class WorkerSimulator:
             ("/request/change_coefficient", self._change_coefficient),
             ("/request/payout", self._payout),
             ("/attestation/certificate", self._certificate),
+            ("/attestation/gpu", self._gpu),
             ("/tdx/certification/v4/tcb", self._pccs_tcb),
             ("/tdx/certification/v4/qe/identity", self._pccs_qe),
             ("/sgx/certification/v4/pckcrl", self._pccs_pckcrl),
@@ -714,6 +749,7 @@ async def start_simulator(
     config: SimulatorConfig | None = None,
     *,
     pki: DcapTestPki | None = None,
+    gpu_pki: GpuTestPki | None = None,
     clock: Clock = time.time,
     **overrides: Any,
 ) -> WorkerSimulator:
@@ -724,7 +760,7 @@ async def start_simulator(
     base = config if config is not None else SimulatorConfig()
     if overrides:
         base = dataclasses.replace(base, **overrides)
-    sim = WorkerSimulator(base, pki=pki, clock=clock)
+    sim = WorkerSimulator(base, pki=pki, gpu_pki=gpu_pki, clock=clock)
     await sim.start()
     return sim
 

@@ -11,10 +11,11 @@ pod goes. One test PKI serves all of them; the agent also runs one PCCS
 stand-in for the operator's collateral.
 
     python -m cocoon_operator.simulator.agent [--kubeconfig K] [--namespace NS]
-        [--fault NAME]... --root-out FILE
+        [--fault NAME]... --root-out FILE [--gpu-root-out FILE]
 
-prints one JSON line (``pccs_url``, ``test_root``, ``test_root_sha256``) once
-ready, then serves until SIGINT/SIGTERM. For tests and the local stack only.
+prints one JSON line (``pccs_url``, ``test_root``, ``test_root_sha256``, and
+``gpu_test_root`` when asked for) once ready, then serves until SIGINT/SIGTERM.
+For tests and the local stack only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.attestation.testgpu import (
+    DEFAULT_GPU_SEED,
+    GpuTestPki,
+    generate_test_gpu_pki,
+)
 from cocoon_operator.attestation.testpki import (
     DEFAULT_SEED,
     DcapTestPki,
@@ -141,10 +147,12 @@ class Agent:
         pki: DcapTestPki,
         namespace: str | None,
         faults: Faults | None = None,
+        gpu_pki: GpuTestPki | None = None,
     ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._pki = pki
+        self._gpu_pki = gpu_pki
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
@@ -173,7 +181,7 @@ class Agent:
         if key in self._running:
             return
         config = simulator_config(worker, await self._worker_ini(worker), self._faults)
-        sim = WorkerSimulator(config, pki=self._pki)
+        sim = WorkerSimulator(config, pki=self._pki, gpu_pki=self._gpu_pki)
         try:
             await sim.start()
         except OSError as exc:  # the port is taken: the scheduler should have prevented it
@@ -217,18 +225,24 @@ async def _main(args: argparse.Namespace) -> int:
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
     args.root_out.write_bytes(pki.root_pem)
+    gpu_pki = generate_test_gpu_pki(DEFAULT_GPU_SEED, now=day)
+    ready: dict[str, str] = {}
+    if args.gpu_root_out is not None:
+        args.gpu_root_out.write_bytes(gpu_pki.root_pem)
+        ready["gpu_test_root"] = str(args.gpu_root_out)
     # The collateral server: the test PKI's PCCS endpoints on a loopback port.
     pccs = WorkerSimulator(SimulatorConfig(host="127.0.0.1", port=args.pccs_port), pki=pki)
     await pccs.start()
     api = client.ApiClient(await load(args.kubeconfig))
     faults = Faults(**{name.replace("-", "_"): True for name in args.fault})
-    agent = Agent(api, pki, args.namespace, faults)
+    agent = Agent(api, pki, args.namespace, faults, gpu_pki)
     print(
         json.dumps(
             {
                 "pccs_url": pccs.http_url,
                 "test_root": str(args.root_out),
                 "test_root_sha256": pki.trusted_root.fingerprint,
+                **ready,
             }
         ),
         flush=True,
@@ -256,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--namespace", default=None, help="default: all namespaces")
     parser.add_argument("--root-out", type=Path, required=True, help="write the test root here")
+    parser.add_argument(
+        "--gpu-root-out", type=Path, default=None, help="write the test GPU device root here"
+    )
     parser.add_argument("--pccs-port", type=int, default=0)
     parser.add_argument(
         "--fault",

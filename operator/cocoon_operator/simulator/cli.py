@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root-out", type=Path, help="write the test root certificate (PEM) here")
     p.add_argument("--collateral-out", type=Path, help="write the collateral JSON here")
+    p.add_argument(
+        "--gpu-root-out", type=Path, help="write the test GPU device root certificate (PEM) here"
+    )
     return p
 
 
@@ -125,6 +128,8 @@ async def _serve(sim: WorkerSimulator, args: argparse.Namespace) -> None:
             args.root_out.write_bytes(sim.pki.root_pem)
         if args.collateral_out is not None:
             args.collateral_out.write_text(sim.pki.collateral_json())
+        if args.gpu_root_out is not None:
+            args.gpu_root_out.write_bytes(sim.gpu_pki.root_pem)
         line = {
             "http": sim.http_url,
             "tls": sim.tls_url,

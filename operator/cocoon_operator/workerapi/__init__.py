@@ -11,18 +11,24 @@ from __future__ import annotations
 
 from cocoon_operator.workerapi._ratls import fetch_ratls_certificate
 from cocoon_operator.workerapi._stats import (
+    CertificateChangedError,
+    GpuEvidenceDocument,
     WorkerClient,
     WorkerStats,
     WorkerStatsError,
     fetch_stats,
+    parse_gpu_evidence,
     parse_stats,
 )
 
 __all__ = [
+    "CertificateChangedError",
+    "GpuEvidenceDocument",
     "WorkerClient",
     "WorkerStats",
     "WorkerStatsError",
     "fetch_ratls_certificate",
     "fetch_stats",
+    "parse_gpu_evidence",
     "parse_stats",
 ]

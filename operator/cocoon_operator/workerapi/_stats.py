@@ -16,6 +16,35 @@ class WorkerStatsError(Exception):
     """The worker answered, but not with the document COCOON workers serve."""
 
 
+class CertificateChangedError(WorkerStatsError):
+    """The worker presented another certificate than the attested one (it may have
+    rotated it since: COCOON does hourly), so nothing it said was accepted."""
+
+
+@dataclass(frozen=True)
+class GpuEvidenceDocument:
+    """``GET /attestation/gpu?nonce=HEX``: the GPU's SPDM exchange and its device chain."""
+
+    evidence: bytes  # GET_MEASUREMENTS request || signed MEASUREMENTS response
+    certificate_chain: bytes  # PEM, leaf first
+
+
+def parse_gpu_evidence(doc: Any) -> GpuEvidenceDocument:
+    """The document's two fields, or :class:`WorkerStatsError` naming the bad one."""
+    if not isinstance(doc, dict):
+        raise WorkerStatsError("GPU evidence: not a JSON object")
+    evidence, chain = doc.get("evidence"), doc.get("certificateChain")
+    if not isinstance(evidence, str):
+        raise WorkerStatsError("GPU evidence: 'evidence' (hex) is missing")
+    if not isinstance(chain, str) or "BEGIN CERTIFICATE" not in chain:
+        raise WorkerStatsError("GPU evidence: 'certificateChain' (PEM) is missing")
+    try:
+        raw = bytes.fromhex(evidence)
+    except ValueError:
+        raise WorkerStatsError("GPU evidence: 'evidence' is not hex") from None
+    return GpuEvidenceDocument(raw, chain.encode())
+
+
 @dataclass(frozen=True)
 class WorkerStats:
     """What the operator uses of a worker's ``/jsonstats`` (token counts, not money)."""
@@ -125,7 +154,7 @@ class WorkerClient:
                     raise WorkerStatsError(f"{path}: HTTP {resp.status}")
                 return await resp.text()
         except aiohttp.ServerFingerprintMismatch:
-            raise WorkerStatsError(
+            raise CertificateChangedError(
                 "the worker presented another certificate than the attested one"
             ) from None
 
@@ -136,6 +165,16 @@ class WorkerClient:
         except ValueError as exc:
             raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
         return parse_stats(doc)
+
+    async def gpu_evidence(self, nonce: bytes) -> GpuEvidenceDocument:
+        """The GPU's measurements signed over ``nonce`` (not a COCOON endpoint: only
+        workers that serve it support ``spec.attestation.gpu.mode: Verify``)."""
+        text = await self._get("/attestation/gpu", {"nonce": nonce.hex()})
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise WorkerStatsError(f"GPU evidence is not JSON: {exc}") from None
+        return parse_gpu_evidence(doc)
 
     async def set_coefficient(self, per_mille: int) -> None:
         """COCOON takes a multiplier: 1500 per mille is ``1.5``."""

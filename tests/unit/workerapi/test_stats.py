@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from cocoon_operator.simulator import start_simulator
-from cocoon_operator.workerapi import WorkerStatsError, fetch_stats, parse_stats
+from cocoon_operator.workerapi import (
+    WorkerStatsError,
+    fetch_stats,
+    parse_gpu_evidence,
+    parse_stats,
+)
 
 
 async def test_stats_come_over_the_attested_channel_and_another_certificate_is_refused() -> None:
@@ -57,3 +62,25 @@ def test_token_counts_are_summed_over_proxies() -> None:
 def test_a_malformed_document_is_an_error_not_zeros(broken: Any, message: str) -> None:
     with pytest.raises(WorkerStatsError, match=message):
         parse_stats(broken)
+
+
+@pytest.mark.parametrize(
+    ("doc", "names"),
+    [
+        ([], "not a JSON object"),
+        ({"certificateChain": "-----BEGIN CERTIFICATE-----"}, "'evidence'"),
+        ({"evidence": "zz", "certificateChain": "-----BEGIN CERTIFICATE-----"}, "not hex"),
+        ({"evidence": "11e0"}, "'certificateChain'"),
+        ({"evidence": "11e0", "certificateChain": "not pem"}, "'certificateChain'"),
+    ],
+)
+def test_gpu_evidence_document_errors_name_the_field(doc: object, names: str) -> None:
+    with pytest.raises(WorkerStatsError, match=names):
+        parse_gpu_evidence(doc)
+
+
+def test_gpu_evidence_document_is_decoded() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+    parsed = parse_gpu_evidence({"evidence": "11e0ff", "certificateChain": pem})
+    assert parsed.evidence == b"\x11\xe0\xff"
+    assert parsed.certificate_chain == pem.encode()
