@@ -170,14 +170,17 @@ async def test_gpu_evidence_is_verified_when_the_spec_asks_and_tampering_closes_
         )
 
         async def gpu_verified() -> dict[str, Any] | None:
+            # The gate's message reaches the Attested condition on the reconcile that
+            # follows the summary's write: wait for both.
             w = await get_worker(api, namespace, "w")
-            return w if w["status"].get("attestation", {}).get("gpu") else None
+            message = conditions(w).get("Attested", {}).get("message", "")
+            gpu = w["status"].get("attestation", {}).get("gpu")
+            return w if gpu and "TDX and GPU evidence verified" in message else None
 
         worker = await eventually(gpu_verified, within=20, what="GPU evidence verified")
         gpu = worker["status"]["attestation"]["gpu"]
         assert (gpu["driverVersion"], gpu["vbiosVersion"]) == ("550.54.15", "96.00.5E.00.01")
         assert gpu["revocation"] == "not_checked"
-        assert "TDX and GPU evidence verified" in conditions(worker)["Attested"]["message"]
 
         # The GPU's signed measurements no longer verify: out of Ready at the next check
         # (a new certificate makes that check due at once).
