@@ -126,6 +126,48 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
     assert "LauncherCreated" in {e.reason for e in events.items}
 
 
+async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_instance(
+    api: client.ApiClient, namespace: str, operator: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    cc = await core.list_node(label_selector="cocoon.network/sim-node-kind=cc")
+    # Something else already listens on instance 0's host port on every CC node.
+    for node in cc.items:
+        await core.create_namespaced_pod(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"squatter-{node.metadata.name}"},
+                "spec": {
+                    "nodeName": node.metadata.name,
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "registry.local/squatter:1",
+                            "ports": [{"containerPort": 12000, "hostPort": 12000}],
+                        }
+                    ],
+                },
+            },
+        )
+    await create_worker(api, namespace, "w0")
+
+    async def scheduled() -> dict[str, Any] | None:
+        w = await get_worker(api, namespace, "w0")
+        return w if conditions(w).get("Scheduled", {}).get("status") == "True" else None
+
+    worker = await eventually(scheduled, within=60, what="scheduled on another instance")
+    assert worker["status"]["instance"] != 0
+    assert "instancesTried" not in worker["status"]  # cleared once placed
+    (pod,) = await worker_pods(api, namespace, "w0")
+    ports = {p.host_port for p in pod.spec.containers[0].ports}
+    assert 12000 not in ports
+    events = await core.list_namespaced_event(namespace, field_selector="involvedObject.name=w0")
+    moved = [e.message for e in events.items if e.reason == "InstanceMoved"]
+    assert moved and "instance 0" in moved[0]
+
+
 async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
     api: client.ApiClient, namespace: str, operator: Path
 ) -> None:

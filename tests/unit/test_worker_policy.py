@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.launcher import WorkerRef, revision
 from cocoon_operator.policy.conditions import Observed as Obs
 from cocoon_operator.policy.conditions import merge
-from cocoon_operator.policy.instances import choose_instance
+from cocoon_operator.policy.instances import choose_instance, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 from cocoon_operator.reconcile.worker import Observed, phase_event, plan
 
@@ -227,3 +228,61 @@ def test_only_ready_failed_and_leaving_ready_are_announced() -> None:
     assert failed is not None and failed.warning
     left = phase_event("Ready", Phase.ATTESTING)
     assert left is not None and left.warning and "no longer Ready" in left.message
+
+
+PORTS_MESSAGE = (
+    "0/6 nodes are available: 3 node(s) didn't have free ports for the requested pod ports,"
+    " 3 node(s) didn't match Pod's node affinity/selector."
+)
+
+
+def blocked_pod(rev: str, instance: int = 1, message: str = PORTS_MESSAGE) -> PodFacts:
+    return running_pod(
+        rev,
+        node=None,
+        phase="Pending",
+        scheduled=F,
+        scheduled_reason="Unschedulable",
+        scheduled_message=message,
+        instance=instance,
+    )
+
+
+def test_a_pod_whose_host_ports_are_taken_everywhere_moves_to_another_instance() -> None:
+    rev = revision(spec())
+    moved = plan(observed((blocked_pod(rev, instance=1),)), now=T0)
+    assert moved.delete_pods == [f"w-{rev}"] and moved.apply == []
+    assert [e.reason for e in moved.events][:1] == ["InstanceMoved"]
+    assert moved.status["instancesTried"] == [1]
+    # While it terminates, nothing new: the new pod needs its name.
+    tried = CocoonWorkerStatus(instances_tried=[1])
+    terminating = blocked_pod(rev, instance=1)
+    terminating = dataclasses.replace(terminating, deleting=True)
+    waiting = plan(observed((terminating,), status=tried), now=T0)
+    assert waiting.apply == [] and waiting.delete_pods == []
+    # Once gone, the new pod avoids the index given up (1 would be the least used).
+    fresh = plan(observed((), status=tried, instances_in_use={0: 5}), now=T0)
+    pod = next(o for o in fresh.apply if o["kind"] == "Pod")
+    assert pod["metadata"]["labels"]["cocoon.network/instance"] == "2"
+    config = next(o for o in fresh.apply if o["kind"] == "ConfigMap")
+    assert config["metadata"]["name"].endswith("-i2-config")  # not the first one's ports
+    # Scheduled at last: the record of tried indexes is cleared.
+    placed = plan(observed((running_pod(rev, instance=2),), status=tried), now=T0)
+    assert placed.status["instancesTried"] is None
+
+
+def test_other_scheduling_failures_do_not_move_the_instance() -> None:
+    rev = revision(spec())
+    no_gpu = blocked_pod(rev, message="0/5 nodes are available: 5 Insufficient nvidia.com/pgpu.")
+    p = plan(observed((no_gpu,)), now=T0)
+    assert p.delete_pods == [] and "InstanceMoved" not in [e.reason for e in p.events]
+
+
+def test_moves_stop_once_every_instance_was_tried() -> None:
+    rev = revision(spec())
+    nine = CocoonWorkerStatus(instances_tried=[0, 1, 2, 3, 4, 5, 6, 7, 8])
+    p = plan(observed((blocked_pod(rev, instance=9),), status=nine), now=T0)
+    assert p.delete_pods == []  # ports may hide "no GPU free": stay and say why
+    assert p.status["conditions"][0]["reason"] == "Unschedulable"
+    assert try_another(range(9), 9) is None
+    assert try_another([3], 5) == (3, 5)

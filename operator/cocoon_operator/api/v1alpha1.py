@@ -586,6 +586,15 @@ class CocoonWorkerStatus(Model):
         ),
     ] = None
     instance: Annotated[int | None, Field(default=None, ge=0, le=9)] = None
+    instances_tried: Annotated[
+        list[Annotated[int, Field(ge=0, le=9)]] | None,
+        Field(
+            default=None,
+            max_length=10,
+            description="instance indexes whose host ports the scheduler found taken on every"
+            " node that could take the pod; not picked again until the pod is scheduled",
+        ),
+    ] = None
     attestation: AttestationSummary | None = None
     chain: ChainStatus | None = None
     wallet: WalletStatus | None = None

@@ -131,8 +131,10 @@ def pod_name(worker: WorkerRef, rev: str) -> str:
     return f"{worker.name}-{rev}"
 
 
-def config_map_name(worker: WorkerRef, rev: str) -> str:
-    return f"{worker.name}-{rev}-config"
+def config_map_name(worker: WorkerRef, rev: str, slot: InstanceSlot) -> str:
+    """Per instance too: the ports and CID in it are the instance's, and a pod moved to
+    another instance must not mount the first one's configuration."""
+    return f"{worker.name}-{rev}-i{slot.index}-config"
 
 
 def _owner_reference(worker: WorkerRef) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def config_map(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) ->
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": config_map_name(worker, rev),
+            "name": config_map_name(worker, rev, slot),
             "namespace": worker.namespace,
             "labels": _labels(worker, rev),
             "ownerReferences": [_owner_reference(worker)],
@@ -320,7 +322,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                 {
                     "name": "config",
                     "configMap": {
-                        "name": config_map_name(worker, rev),
+                        "name": config_map_name(worker, rev, slot),
                         "items": [{"key": "worker.ini", "path": "worker.ini"}],
                     },
                 },

@@ -21,7 +21,7 @@ from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWo
 from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
-from cocoon_operator.policy.instances import choose_instance
+from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 
 
@@ -88,9 +88,33 @@ def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
-    """Create the current revision's pod or retire old ones; return the current pod."""
+def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
+    """Give up ``current``'s instance when its host ports are taken wherever it could
+    run: delete the unscheduled pod; the next reconcile starts one on another index.
+    Returns the indexes tried, or None to leave the pod where it is."""
+    if current.node is not None or current.instance is None:
+        return None
+    if not ports_taken(current.scheduled_reason, current.scheduled_message):
+        return None
+    tried = try_another(obs.status.instances_tried or (), current.instance)
+    if tried is None:
+        return None
+    plan.delete_pods.append(current.name)
+    plan.events.append(
+        Event(
+            "InstanceMoved",
+            f"pod {current.name}: the host ports of instance {current.instance} are taken on"
+            " every node that could take it; starting it on another instance",
+        )
+    )
+    return tried
+
+
+def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, list[int] | None]:
+    """Create the current revision's pod or retire old ones; return the current pod and
+    the instance indexes given up for it so far (``status.instancesTried``)."""
     current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
+    tried = list(obs.status.instances_tried or ()) or None
     stale = [p for p in obs.pods if p.revision != rev]
     for pod in stale:
         if not pod.deleting:
@@ -98,10 +122,17 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
             plan.events.append(
                 Event("Rotating", f"stopping pod {pod.name} of revision {pod.revision}")
             )
-    if current is None and not stale:
-        # Stop before start: a rotated worker keeps its wallet and persistent
-        # state, which two VMs must never share.
-        slot = InstanceSlot(choose_instance(obs.instances_in_use))
+    if current is not None:
+        moved = _move(obs, current, plan)
+        if moved is not None:
+            return None, list(moved)
+        return current, None if current.node else tried
+    # Stop before start: a rotated worker keeps its wallet and persistent state,
+    # which two VMs must never share. A pod of this revision still terminating
+    # holds the name the new one needs.
+    if not stale and not any(p.revision == rev for p in obs.pods):
+        avoid = frozenset(tried or ())
+        slot = InstanceSlot(choose_instance(obs.instances_in_use, avoid=avoid))
         plan.apply.append(config_map(obs.ref, obs.spec, slot))
         desired_pod = launcher_pod(obs.ref, obs.spec, slot)
         plan.apply.append(desired_pod)
@@ -109,7 +140,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> PodFacts | None:
         plan.events.append(
             Event("LauncherCreated", f"created pod {name} (revision {rev}, instance {slot.index})")
         )
-    return current
+    return None, tried
 
 
 # Events for stopping a VM that a drain may hold back (they are repeated
@@ -155,6 +186,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         chain = allowlist.record(chain, obs.listing, obs.listing_error, now)
         held = allowlist.hold(chain, rev, registering=obs.registering)
     current: PodFacts | None = None
+    tried = list(obs.status.instances_tried or ()) or None
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
@@ -163,7 +195,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     elif held:
         _hold(obs, held, out)
     else:
-        current = _pod_actions(obs, rev, out)
+        current, tried = _pod_actions(obs, rev, out)
 
     worker_view = view(
         current,
@@ -184,6 +216,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
             "node": current.node if current else None,
             "pod": current.name if current else None,
             "instance": current.instance if current else None,
+            "instances_tried": tried,
             "observed_generation": obs.generation,
             "current_revision": running_rev,
             "target_revision": rev,
