@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
@@ -17,6 +19,7 @@ from cocoon_operator.api.v1alpha1 import (
     GpuSummary,
 )
 from cocoon_operator.attestation import (
+    Collateral,
     CollateralCache,
     GpuVerifier,
     RaTlsCertificate,
@@ -24,6 +27,7 @@ from cocoon_operator.attestation import (
     TdxVerifier,
     TrustedRoot,
     VerifiedGpuEvidence,
+    VerifiedTdxQuote,
     evaluate_tdx_policy,
     parse_ratls_certificate,
 )
@@ -51,6 +55,14 @@ GPU_STEP = "gpu_"  # prefix of every GPU step, e.g. gpu_evidence_signature
 CERTIFICATE_CACHE = 4096  # two certificates per worker for a fleet of 2,000
 
 
+@dataclass(frozen=True)
+class _EngineVerdict:
+    """The engine's verdict on one certificate's quote, and the collateral it used."""
+
+    collateral: Collateral
+    verified: VerifiedTdxQuote
+
+
 class EvidenceChecker:
     """Verify workers' RA-TLS evidence against one pinned root.
 
@@ -70,6 +82,7 @@ class EvidenceChecker:
         gpu_fetch: GpuFetch | None = None,
         nonce: Callable[[], bytes] = lambda: secrets.token_bytes(32),
         timeout_seconds: float = 5.0,
+        remembered_verdicts: int = CERTIFICATE_CACHE,
     ) -> None:
         if trust is TrustMode.INTEL and not root.production:
             raise ValueError("a non-production root needs TrustMode.TEST, chosen explicitly")
@@ -86,6 +99,9 @@ class EvidenceChecker:
         # presents the same certificate for an hour. Dates and everything in
         # the quote are checked on every verification.
         self._certificates: OrderedDict[str, tuple[RaTlsCertificate, TdxQuote]] = OrderedDict()
+        # The engine's verdict per certificate (see _engine_verdict).
+        self._verdicts: OrderedDict[str, _EngineVerdict] = OrderedDict()
+        self._remembered = remembered_verdicts
 
     def _certificate(self, fingerprint: str, der: bytes) -> tuple[RaTlsCertificate, TdxQuote]:
         hit = self._certificates.get(fingerprint)
@@ -99,6 +115,31 @@ class EvidenceChecker:
         while len(self._certificates) > CERTIFICATE_CACHE:
             self._certificates.popitem(last=False)
         return entry
+
+    def _engine_verdict(
+        self, fingerprint: str, quote: TdxQuote, collateral: Collateral, now: datetime
+    ) -> VerifiedTdxQuote:
+        """DCAP's verdict on ``quote`` with ``collateral`` at ``now``.
+
+        A worker presents one certificate for an hour and is re-attested every
+        ``reattestSeconds`` in between: the engine's inputs (the quote's bytes and
+        the collateral object) are then the same, and only ``now`` moved. What
+        ``now`` decides is checked again on every call: the certificate's and
+        the PCK chain's dates (by the caller) and every collateral window here;
+        the engine itself runs again for a new certificate, for collateral the
+        cache refreshed (a TCB recovery, a new CRL) and when time went backwards.
+        """
+        hit = self._verdicts.get(fingerprint)
+        if hit is not None and hit.collateral is collateral and hit.verified.verified_at <= now:
+            collateral.check_time(now)
+            self._verdicts.move_to_end(fingerprint)
+            return dataclasses.replace(hit.verified, verified_at=now)
+        verified = self._verifier.verify(quote, collateral, now=now)
+        if self._remembered > 0:
+            self._verdicts[fingerprint] = _EngineVerdict(collateral, verified)
+            while len(self._verdicts) > self._remembered:
+                self._verdicts.popitem(last=False)
+        return verified
 
     async def _fetch_tls(self, host: str, port: int) -> bytes:
         return await fetch_ratls_certificate(host, port, timeout_seconds=self._timeout)
@@ -136,7 +177,7 @@ class EvidenceChecker:
             cert.check_validity(now=now)
             key = self._verifier.collateral_key(quote, now=now)
             collateral = await self._collateral.get(key, now=now)
-            verified = self._verifier.verify(quote, collateral, now=now)
+            verified = self._engine_verdict(fingerprint, quote, collateral, now)
         except AttestationError as exc:
             return Rejected(exc.code, str(exc), fingerprint)
         verdict = evaluate_tdx_policy(

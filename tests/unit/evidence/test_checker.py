@@ -11,7 +11,15 @@ import aiohttp
 import pytest
 
 from cocoon_operator.api.v1alpha1 import AttestationPolicy
-from cocoon_operator.attestation import CollateralCache, PccsCollateralSource, intel_sgx_root_ca
+from cocoon_operator.attestation import (
+    Collateral,
+    CollateralCache,
+    EngineReport,
+    PccsCollateralSource,
+    QuoteVerifierEngine,
+    intel_sgx_root_ca,
+)
+from cocoon_operator.attestation.errors import AttestationError
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator
@@ -133,3 +141,67 @@ async def test_nothing_listening_is_unreachable_not_an_exception(
     assert isinstance(fetched, Rejected)
     assert fetched.step == UNREACHABLE
     assert f"127.0.0.1:{port}" in fetched.message
+
+
+class CountingEngine:
+    """The real engine, counted."""
+
+    def __init__(self, inner: QuoteVerifierEngine) -> None:
+        self.inner, self.calls, self.name = inner, 0, inner.name
+
+    def verify(
+        self, quote: bytes, collateral: Collateral, *, root_ca_der: bytes, now: datetime
+    ) -> EngineReport:
+        self.calls += 1
+        return self.inner.verify(quote, collateral, root_ca_der=root_ca_der, now=now)
+
+
+def counted(checker: EvidenceChecker) -> CountingEngine:
+    engine = CountingEngine(checker._verifier.engine)
+    checker._verifier.engine = engine
+    return engine
+
+
+async def test_reattesting_an_unchanged_certificate_reuses_the_engines_verdict(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    engine = counted(checker)
+    der = await checker.fetch(sim.host, sim.tls_port)
+    assert isinstance(der, bytes)
+    for minutes in (0, 15, 30):
+        outcome = await checker.verify(
+            der, policy=AttestationPolicy(), now=START + timedelta(minutes=minutes)
+        )
+        assert isinstance(outcome, Verified), outcome
+    assert engine.calls == 1
+    # A new certificate is verified by the engine again.
+    sim.rotate_certificate()
+    assert isinstance(await check(checker, sim), Verified)
+    assert engine.calls == 2
+
+
+async def test_the_engine_runs_again_for_new_collateral_and_when_time_goes_back(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    engine = counted(checker)
+    der = await checker.fetch(sim.host, sim.tls_port)
+    assert isinstance(der, bytes)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    _, quote = checker._certificate(fingerprint, der)
+    first = sim.collateral
+    same_content = Collateral.from_json(sim.pki.collateral_json())
+    later = START + timedelta(minutes=10)
+    checker._engine_verdict(fingerprint, quote, first, later)
+    checker._engine_verdict(fingerprint, quote, first, later)
+    assert engine.calls == 1
+    checker._engine_verdict(fingerprint, quote, same_content, later)  # refreshed by the cache
+    assert engine.calls == 2
+    checker._engine_verdict(fingerprint, quote, same_content, START)  # the clock went back
+    assert engine.calls == 3
+    # Every collateral window is still checked on a reused verdict.
+    with pytest.raises(AttestationError) as raised:
+        checker._engine_verdict(fingerprint, quote, same_content, START + timedelta(days=400))
+    assert raised.value.code == "collateral_expired"
+    assert engine.calls == 3
