@@ -156,19 +156,22 @@ class CountingEngine:
         return self.inner.verify(quote, collateral, root_ca_der=root_ca_der, now=now)
 
 
-def counted(checker: EvidenceChecker) -> CountingEngine:
+async def counted(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> tuple[EvidenceChecker, CountingEngine, bytes]:
+    """A checker whose engine calls are counted, and the certificate ``sim`` presents."""
+    checker, _ = checker_for(sim, session)
     engine = CountingEngine(checker._verifier.engine)
     checker._verifier.engine = engine
-    return engine
+    der = await checker.fetch(sim.host, sim.tls_port)
+    assert isinstance(der, bytes)
+    return checker, engine, der
 
 
 async def test_reattesting_an_unchanged_certificate_reuses_the_engines_verdict(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    checker, _ = checker_for(sim, session)
-    engine = counted(checker)
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes)
+    checker, engine, der = await counted(sim, session)
     for minutes in (0, 15, 30):
         outcome = await checker.verify(
             der, policy=AttestationPolicy(), now=START + timedelta(minutes=minutes)
@@ -184,10 +187,7 @@ async def test_reattesting_an_unchanged_certificate_reuses_the_engines_verdict(
 async def test_the_engine_runs_again_for_new_collateral_and_when_time_goes_back(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    checker, _ = checker_for(sim, session)
-    engine = counted(checker)
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes)
+    checker, engine, der = await counted(sim, session)
     fingerprint = hashlib.sha256(der).hexdigest()
     _, quote = checker._certificate(fingerprint, der)
     first = sim.collateral
