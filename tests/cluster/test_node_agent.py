@@ -241,3 +241,44 @@ async def test_a_host_its_node_agent_objects_to_keeps_the_worker_out_of_ready(
             )
             assert "failure" not in worker["status"]["attestation"]
             assert operator.poll() is None, log.read_text()[-3000:]
+
+
+async def test_the_simulation_agent_stands_in_for_node_agents_on_the_local_stack(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """With ``--node-reports`` the simulation agent publishes each simulated node's
+    report as the DaemonSet would: the gate gets the host's vouching and the worker's
+    ``status.gpu`` the PCI address of its VM's GPU; a deleted pod's VM leaves the report."""
+    await install_crds(api)
+    log = tmp_path / "operator.log"
+    with running_agent(stack.kubeconfig, namespace, tmp_path, "--node-reports", namespace) as agent:
+        args = (*agent.operator_args(), "--node-report-namespace", namespace)
+        with running_operator(stack.kubeconfig, namespace, log, *args) as operator:
+            await create_worker(api, namespace, "w")
+
+            async def attested_with_gpu() -> dict[str, Any] | None:
+                w = await get_worker(api, namespace, "w")
+                attested = conditions(w).get("Attested", {}).get("status") == "True"
+                return w if attested and w["status"].get("gpu") else None
+
+            worker = await eventually(attested_with_gpu, within=60, what="Attested, status.gpu")
+            (pod,) = await worker_pods(api, namespace, "w")
+            cm = await client.CoreV1Api(api).read_namespaced_config_map(
+                report_name(pod.spec.node_name), namespace
+            )
+            report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
+            (vm,) = [v for v in report.vms if v.pod_uid == pod.metadata.uid]
+            assert worker["status"]["gpu"] == vm.pci
+            assert report.host_ready and vm.running
+
+            await client.CoreV1Api(api).delete_namespaced_pod(pod.metadata.name, namespace)
+
+            async def vm_gone() -> bool:
+                cm = await client.CoreV1Api(api).read_namespaced_config_map(
+                    report_name(pod.spec.node_name), namespace
+                )
+                now = NodeReport.model_validate_json(cm.data[REPORT_KEY])
+                return all(v.pod_uid != pod.metadata.uid for v in now.vms)
+
+            await eventually(vm_gone, within=30, what="the deleted pod's VM left the report")
+            assert operator.poll() is None, log.read_text()[-3000:]

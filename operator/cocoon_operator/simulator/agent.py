@@ -12,6 +12,7 @@ stand-in for the operator's collateral.
 
     python -m cocoon_operator.simulator.agent [--kubeconfig K] [--namespace NS]
         [--fault NAME]... --root-out FILE [--gpu-root-out FILE]
+        [--node-reports NAMESPACE]
 
 prints one JSON line (``pccs_url``, ``test_root``, ``test_root_sha256``, and
 ``gpu_test_root`` when asked for) once ready, then serves until SIGINT/SIGTERM.
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import configparser
 import contextlib
+import datetime as dt
 import json
 import logging
 import signal
@@ -51,6 +53,7 @@ from cocoon_operator.attestation.testpki import (
 )
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER
 from cocoon_operator.k8s.client import load
+from cocoon_operator.simulator._nodes import SimulatedNodes
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
 log = logging.getLogger("cocoon_operator.simulator.agent")
@@ -67,6 +70,9 @@ class PodWorker:
 
     key: str  # namespace/name/uid
     host: str
+    node: str
+    pod: str
+    pod_uid: str
     slot: InstanceSlot
     image: str
     config_map: str | None
@@ -98,6 +104,9 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
     return PodWorker(
         key=f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}",
         host=host,
+        node=spec.get("nodeName", ""),
+        pod=meta["name"],
+        pod_uid=meta.get("uid", ""),
         slot=InstanceSlot(int(instance)),
         image=containers[0].get("image", ""),
         config_map=config_map,
@@ -146,13 +155,17 @@ class Agent:
         api: client.ApiClient,
         pki: DcapTestPki,
         namespace: str | None,
+        *,
         faults: Faults | None = None,
         gpu_pki: GpuTestPki | None = None,
+        nodes: SimulatedNodes | None = None,
     ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._pki = pki
         self._gpu_pki = gpu_pki
+        self._nodes = nodes  # node reports, when the agent stands in for node agents too
+        self._where: dict[str, tuple[str, str]] = {}  # key -> (node, pod uid)
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
@@ -177,6 +190,10 @@ class Agent:
             if sim is not None:
                 await sim.stop()
                 log.info("stopped worker %s", key)
+            where = self._where.pop(key, None)
+            if where is not None and self._nodes is not None:
+                self._nodes.stopped(*where)
+                await self._nodes.publish(where[0], dt.datetime.now(dt.UTC))
             return
         if key in self._running:
             return
@@ -188,6 +205,17 @@ class Agent:
             log.error("worker %s cannot listen on %s: %s", key, worker.host, exc)
             return
         self._running[key] = sim
+        if self._nodes is not None:
+            self._nodes.started(
+                worker.node,
+                namespace=worker.namespace,
+                worker=worker.worker,
+                pod=worker.pod,
+                pod_uid=worker.pod_uid,
+                instance=worker.slot.index,
+            )
+            self._where[key] = (worker.node, worker.pod_uid)
+            await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(
             "started worker %s on %s:%d (RA-TLS :%d, image hash %s)",
             key,
@@ -221,6 +249,20 @@ class Agent:
         self._running.clear()
 
 
+HEARTBEAT_SECONDS = 30.0
+
+
+async def _heartbeat(nodes: SimulatedNodes) -> None:
+    """Re-publish every node's report now and then, as the DaemonSet does (and so a
+    report whose write failed is written at the next beat)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS / 3)
+        try:
+            await nodes.publish_all(dt.datetime.now(dt.UTC))
+        except (ApiException, OSError, TimeoutError) as exc:
+            log.warning("node reports not published: %s", exc)
+
+
 async def _main(args: argparse.Namespace) -> int:
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
@@ -235,7 +277,11 @@ async def _main(args: argparse.Namespace) -> int:
     await pccs.start()
     api = client.ApiClient(await load(args.kubeconfig))
     faults = Faults(**{name.replace("-", "_"): True for name in args.fault})
-    agent = Agent(api, pki, args.namespace, faults, gpu_pki)
+    nodes = None
+    if args.node_reports:
+        nodes = SimulatedNodes(api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS))
+        ready["node_reports"] = args.node_reports
+    agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes)
     print(
         json.dumps(
             {
@@ -251,11 +297,14 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(agent.run())
+    tasks = [asyncio.create_task(agent.run())]
+    if nodes is not None:
+        tasks.append(asyncio.create_task(_heartbeat(nodes)))
     await stop.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await agent.stop()
     await pccs.stop()
     await api.close()
@@ -272,6 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root-out", type=Path, required=True, help="write the test root here")
     parser.add_argument(
         "--gpu-root-out", type=Path, default=None, help="write the test GPU device root here"
+    )
+    parser.add_argument(
+        "--node-reports",
+        default=None,
+        metavar="NAMESPACE",
+        help="also publish each simulated node's report there, as the per-node agent would",
     )
     parser.add_argument("--pccs-port", type=int, default=0)
     parser.add_argument(

@@ -1,0 +1,95 @@
+"""Node reports for the simulated nodes: what the per-node agent would publish.
+
+kwok's nodes have no host to probe, so the simulation agent stands in for the
+DaemonSet (:mod:`cocoon_operator.nodeagent`) too: every simulated node has
+eight H100s bound to ``vfio-pci`` and passes every host check, and each
+simulated worker VM is reported running on the node of its launcher pod with
+one of those GPUs, as the launcher's state file would say on a real host. The
+reports go through the real agent's :class:`~cocoon_operator.nodeagent._publish.Publisher`,
+so the operator reads exactly what it reads in production: the readiness gate
+gets the host's vouching, and ``status.gpu`` the VM's PCI address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from kubernetes_asyncio import client
+
+from cocoon_operator import __version__
+from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
+from cocoon_operator.nodeagent._publish import Publisher
+
+SIMULATED_GPUS = 8  # capacity nvidia.com/pgpu of a simulated CC node
+H100_SXM5 = "10de:2330"
+CHECKS = ("tdx", "kvm", "vhost-vsock", "gpus-vfio", "quote-service", "seal-server")
+
+
+def simulated_gpus() -> list[GpuDevice]:
+    """The GPUs of every simulated CC node: eight H100s on vfio-pci."""
+    return [
+        GpuDevice(
+            pci=f"0000:{0x18 + 0x10 * i:02x}:00.0",
+            device_id=H100_SXM5,
+            driver="vfio-pci",
+            iommu_group=str(20 + i),
+        )
+        for i in range(SIMULATED_GPUS)
+    ]
+
+
+class SimulatedNodes:
+    """The VMs running on each simulated node, published as that node's report."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, heartbeat: dt.timedelta) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._heartbeat = heartbeat
+        self._gpus = simulated_gpus()
+        self._vms: dict[str, dict[str, VmRecord]] = {}
+        self._publishers: dict[str, Publisher] = {}
+
+    def started(
+        self, node: str, *, namespace: str, worker: str, pod: str, pod_uid: str, instance: int
+    ) -> VmRecord:
+        """Record a VM on ``node`` holding the first GPU no other VM there holds."""
+        vms = self._vms.setdefault(node, {})
+        taken = {vm.pci for vm in vms.values()}
+        pci = next((g.pci for g in self._gpus if g.pci not in taken), None)
+        vm = VmRecord(
+            instance=instance,
+            namespace=namespace,
+            worker=worker,
+            pod=pod,
+            pod_uid=pod_uid,
+            pci=pci,
+            pid=os.getpid(),
+            running=True,
+        )
+        vms[pod_uid] = vm
+        return vm
+
+    def stopped(self, node: str, pod_uid: str) -> None:
+        self._vms.get(node, {}).pop(pod_uid, None)
+
+    def report(self, node: str) -> NodeReport:
+        return NodeReport(
+            node=node,
+            agent_version=f"{__version__}+simulated",
+            checks=[HostCheck(name=name, ok=True, message="simulated host") for name in CHECKS],
+            gpus=self._gpus,
+            vms=sorted(self._vms.get(node, {}).values(), key=lambda vm: vm.instance),
+        )
+
+    async def publish(self, node: str, now: dt.datetime) -> bool:
+        publisher = self._publishers.get(node)
+        if publisher is None:
+            publisher = Publisher(self._api, self._namespace, self._heartbeat)
+            self._publishers[node] = publisher
+        return await publisher.publish(self.report(node), now)
+
+    async def publish_all(self, now: dt.datetime) -> None:
+        """Every node seen so far (a heartbeat; unchanged reports are not rewritten)."""
+        for node in list(self._vms):
+            await self.publish(node, now)

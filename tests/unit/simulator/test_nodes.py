@@ -1,0 +1,51 @@
+"""The simulation agent's node reports satisfy the operator's real host policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cocoon_operator.policy.nodereports import host_problem
+from cocoon_operator.simulator._nodes import SIMULATED_GPUS, SimulatedNodes
+
+
+def nodes() -> SimulatedNodes:
+    return SimulatedNodes(api=None, namespace="ns", heartbeat=dt.timedelta(seconds=30))  # type: ignore[arg-type]
+
+
+def start(sim: SimulatedNodes, node: str, uid: str, instance: int) -> str | None:
+    vm = sim.started(
+        node,
+        namespace="ns",
+        worker=f"w{instance}",
+        pod=f"p{instance}",
+        pod_uid=uid,
+        instance=instance,
+    )
+    return vm.pci
+
+
+def test_each_vm_holds_its_own_gpu_and_the_host_vouches_for_it() -> None:
+    sim = nodes()
+    a, b = start(sim, "n1", "uid-a", 0), start(sim, "n1", "uid-b", 1)
+    other = start(sim, "n2", "uid-c", 0)
+    assert a and b and a != b
+    assert other == a  # another node, its own GPUs
+    report = sim.report("n1")
+    assert [vm.pod_uid for vm in report.vms] == ["uid-a", "uid-b"]
+    for uid in ("uid-a", "uid-b"):
+        assert host_problem(report, node="n1", pod_uid=uid) is None
+    # A VM not (or no longer) reported is waited for, not refused.
+    sim.stopped("n1", "uid-a")
+    gone = host_problem(sim.report("n1"), node="n1", pod_uid="uid-a")
+    assert gone is not None and not gone.definite
+    # Its GPU is free again.
+    assert start(sim, "n1", "uid-d", 2) == a
+
+
+def test_a_node_has_as_many_gpus_as_its_capacity_says() -> None:
+    sim = nodes()
+    pcis = [start(sim, "n1", f"uid-{i}", i) for i in range(SIMULATED_GPUS)]
+    assert None not in pcis and len(set(pcis)) == SIMULATED_GPUS
+    assert start(sim, "n1", "uid-extra", 9) is None  # the scheduler never places a ninth
+    problem = host_problem(sim.report("n1"), node="n1", pod_uid="uid-extra")
+    assert problem is not None and problem.definite
