@@ -94,9 +94,7 @@ async def _reconcile_pool(
     async with deps.locks[("pool", namespace + "/" + name)]:
         # Every member's event reconciles the pool from kopf's snapshot of it,
         # which lags the status this operator wrote a moment ago.
-        newest = deps.latest_pools.freshest(body)
-        if newest is not body:
-            body = kopf.Body(cast(kopf.RawBody, newest))
+        body = deps.fresh(body, deps.latest_pools)
         expectations: dict[tuple[str, str], Expectations] = memo.setdefault("pool_expectations", {})
         expected = expectations.setdefault((namespace, name), Expectations())
         await _reconcile_pool_locked(body, deps, members_index, expected, logger)

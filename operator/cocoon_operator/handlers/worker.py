@@ -78,9 +78,10 @@ class Deps:
     latest_pods: LatestObjects = field(default_factory=LatestObjects)
     latest_pools: LatestObjects = field(default_factory=LatestObjects)
 
-    def fresh(self, body: kopf.Body) -> kopf.Body:
-        """``body``, or the newer copy of it this operator's last status write returned."""
-        newest = self.latest.freshest(body)
+    def fresh(self, body: kopf.Body, store: LatestObjects | None = None) -> kopf.Body:
+        """``body``, or the newer copy of it this operator's last status write returned
+        (kept in ``store``: :attr:`latest` for workers, :attr:`latest_pools` for pools)."""
+        newest = (self.latest if store is None else store).freshest(body)
         return body if newest is body else kopf.Body(cast(kopf.RawBody, newest))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -82,10 +82,11 @@ async def delete_pod(api: client.ApiClient, namespace: str, name: str) -> bool:
     return True
 
 
-async def patch_worker_status(
-    api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
+async def _patch_custom_status(
+    api: client.ApiClient, plural: str, namespace: str, name: str, status: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """Merge-patch the status subresource; the worker as patched, None if it vanished."""
+    """Merge-patch the status subresource of one of our objects; the object as patched,
+    None if it vanished (a deleted object's status needs no writing)."""
     try:
         patched: dict[str, Any] = await client.CustomObjectsApi(
             api
@@ -93,7 +94,7 @@ async def patch_worker_status(
             v1alpha1.GROUP,
             v1alpha1.VERSION,
             namespace,
-            v1alpha1.PLURAL,
+            plural,
             name,
             {"status": status},
             **MERGE_PATCH,
@@ -103,6 +104,13 @@ async def patch_worker_status(
             raise
         return None
     return patched
+
+
+async def patch_worker_status(
+    api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Merge-patch a worker's status; the worker as patched, None if it vanished."""
+    return await _patch_custom_status(api, v1alpha1.PLURAL, namespace, name, status)
 
 
 async def patch_pod_condition(
@@ -181,20 +189,4 @@ async def patch_pool_status(
     api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Merge-patch a pool's status; the pool as patched, None if it vanished."""
-    try:
-        patched: dict[str, Any] = await client.CustomObjectsApi(
-            api
-        ).patch_namespaced_custom_object_status(
-            v1alpha1.GROUP,
-            v1alpha1.VERSION,
-            namespace,
-            POOL_PLURAL,
-            name,
-            {"status": status},
-            **MERGE_PATCH,
-        )
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        return None
-    return patched
+    return await _patch_custom_status(api, POOL_PLURAL, namespace, name, status)

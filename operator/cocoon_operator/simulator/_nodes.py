@@ -70,8 +70,12 @@ class SimulatedNodes:
         vms[pod_uid] = vm
         return vm
 
-    def stopped(self, node: str, pod_uid: str) -> None:
-        self._vms.get(node, {}).pop(pod_uid, None)
+    def stopped(self, pod_uid: str) -> str | None:
+        """Forget the VM of launcher pod ``pod_uid``; the node it ran on, if it was known."""
+        for node, vms in self._vms.items():
+            if vms.pop(pod_uid, None) is not None:
+                return node
+        return None
 
     def report(self, node: str) -> NodeReport:
         return NodeReport(

@@ -184,7 +184,8 @@ class WorkerSimulator:
         if pki is None:
             pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
         self.pki = pki
-        self.gpu_pki = gpu_pki or generate_test_gpu_pki(DEFAULT_GPU_SEED, now=day)
+        self._gpu_pki = gpu_pki
+        self._day = day
         self.faults = self.config.faults
         cfg = self.config
         owner = cfg.owner_address or derived_address("owner", cfg.instance)
@@ -552,6 +553,14 @@ class WorkerSimulator:
 
     async def _certificate(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.certificate_pem, content_type="application/x-pem-file")
+
+    @property
+    def gpu_pki(self) -> GpuTestPki:
+        """The simulated GPU's device PKI: the one given, else the day's default, made
+        on first use (most simulators are never asked for GPU evidence)."""
+        if self._gpu_pki is None:
+            self._gpu_pki = generate_test_gpu_pki(DEFAULT_GPU_SEED, now=self._day)
+        return self._gpu_pki
 
     def gpu_evidence(self, nonce: bytes) -> bytes:
         """The simulated GPU's SPDM measurements signed over ``nonce`` (test device PKI)."""

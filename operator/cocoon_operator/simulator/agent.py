@@ -165,7 +165,6 @@ class Agent:
         self._pki = pki
         self._gpu_pki = gpu_pki
         self._nodes = nodes  # node reports, when the agent stands in for node agents too
-        self._where: dict[str, tuple[str, str]] = {}  # key -> (node, pod uid)
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
@@ -190,10 +189,10 @@ class Agent:
             if sim is not None:
                 await sim.stop()
                 log.info("stopped worker %s", key)
-            where = self._where.pop(key, None)
-            if where is not None and self._nodes is not None:
-                self._nodes.stopped(*where)
-                await self._nodes.publish(where[0], dt.datetime.now(dt.UTC))
+            if self._nodes is not None:
+                node = self._nodes.stopped(meta.get("uid", ""))
+                if node is not None:
+                    await self._nodes.publish(node, dt.datetime.now(dt.UTC))
             return
         if key in self._running:
             return
@@ -214,7 +213,6 @@ class Agent:
                 pod_uid=worker.pod_uid,
                 instance=worker.slot.index,
             )
-            self._where[key] = (worker.node, worker.pod_uid)
             await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(
             "started worker %s on %s:%d (RA-TLS :%d, image hash %s)",

@@ -35,7 +35,8 @@ def test_each_vm_holds_its_own_gpu_and_the_host_vouches_for_it() -> None:
     for uid in ("uid-a", "uid-b"):
         assert host_problem(report, node="n1", pod_uid=uid) is None
     # A VM not (or no longer) reported is waited for, not refused.
-    sim.stopped("n1", "uid-a")
+    assert sim.stopped("uid-a") == "n1"
+    assert sim.stopped("uid-a") is None  # already gone
     gone = host_problem(sim.report("n1"), node="n1", pod_uid="uid-a")
     assert gone is not None and not gone.definite
     # Its GPU is free again.
