@@ -177,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
+    from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     # The API client logs whole response bodies at DEBUG, Secrets included:
@@ -236,6 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             endpoint=args.ton_endpoint,
             api_key_file=args.ton_api_key_file,
             treasury_secret=treasury,
+            treasury_wallet=WalletVersion(args.treasury_wallet),
+            ton_global_id=args.ton_global_id,
             global_daily_cap=cap,
             ledger=ledger,
             check_seconds=args.chain_check_seconds,
@@ -345,6 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="NAMESPACE/NAME of the Secret with the treasury wallet (key 'mnemonic' or 'seed');"
         " without it node wallets are checked, never funded",
+    )
+    ton.add_argument(
+        "--treasury-wallet",
+        choices=["v4r2", "v5r1"],  # ton.wallet.WalletVersion, not imported to parse flags
+        default="v4r2",
+        help="the treasury's wallet contract: v4r2 sends 4 top-ups per message, v5r1 255 (for"
+        " fleets beyond a few dozen workers). The same key has a different address under each",
+    )
+    ton.add_argument(
+        "--ton-global-id",
+        type=int,
+        default=-239,  # ton.wallet.MAINNET_GLOBAL_ID
+        help="the network's global id (config param 19: -239 mainnet, -3 testnet); a v5r1"
+        " wallet's id, and so its address, depends on it",
     )
     ton.add_argument(
         "--funding-ledger",

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 from cocoon_operator.kubectl_plugin.cli import main as plugin_main
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
-from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
+from cocoon_operator.ton.wallet import WalletKey, WalletV4R2, WalletVersion
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -39,6 +39,7 @@ class Env:
     agent: Agent
     chain: Chain
     namespace: str
+    wallet: WalletVersion = WalletVersion.V4R2  # the treasury's
 
     def operator_args(self) -> tuple[str, ...]:
         return (
@@ -47,6 +48,8 @@ class Env:
             self.chain.api_url,
             "--treasury-secret",
             f"{self.namespace}/treasury",
+            "--treasury-wallet",
+            self.wallet.value,
             "--funding-ledger",
             f"{self.namespace}/cocoon-funding-ledger",
             "--chain-check-seconds",

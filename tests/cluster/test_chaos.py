@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
-from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
+from cocoon_operator.ton.wallet import WalletKey, WalletVersion, make_wallet
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -84,7 +84,9 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
             namespace,
             {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
         )
-        env = Env(agent, chain, namespace)
+        # A v5r1 treasury here (test_chain and test_faults run v4r2): the
+        # local chain's genesis key has both wallets, equally funded.
+        env = Env(agent, chain, namespace, wallet=WalletVersion.V5R1)
         kills = 0
         for name in NAMES:
             await create_worker(api, namespace, name)
@@ -157,7 +159,8 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
             confirmed = [t for i in intents if i["state"] == "confirmed" for t in i["transfers"]]
             per_wallet = Counter(t["address"] for t in confirmed)
             assert max(per_wallet.values()) == 1, per_wallet  # nobody funded twice
-            treasury = WalletV4R2(WalletKey(DEFAULT_GENESIS_SEED).public_key).address
+            key = WalletKey(DEFAULT_GENESIS_SEED)
+            treasury = make_wallet(WalletVersion.V5R1, key.public_key).address
             async with TonClient(chain.api_url, timeout=10) as ton:
                 for address in per_wallet:
                     assert await ton.get_address_balance(address) == TARGET

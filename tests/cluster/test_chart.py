@@ -301,6 +301,27 @@ def test_chart_renders_registration_with_one_more_secret_and_its_ledger(helm: An
     assert "chain.rootOwnerSecret is set but chain.endpoint is empty" in out
 
 
+def test_chart_renders_the_treasury_wallet_version_and_refuses_unknown_ones(helm: Any) -> None:
+    chain = "chain.endpoint=https://toncenter.example/api/v2,chain.treasurySecret.name=treasury"
+    args = container(render(helm, "--set", chain))["args"]
+    assert "--treasury-wallet=v4r2" in args  # the default: an upgrade keeps its address
+    assert "--ton-global-id=-239" in args
+    testnet = "chain.treasuryWallet=v5r1,chain.globalId=-3"
+    args = container(render(helm, "--set", chain, "--set", testnet))["args"]
+    assert "--treasury-wallet=v5r1" in args and "--ton-global-id=-3" in args
+    out = helm(
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        chain,
+        "--set",
+        "chain.treasuryWallet=v3r2",
+        check=False,
+    )
+    assert "treasuryWallet" in out and "v5r1" in out, out
+
+
 def test_chart_refuses_bad_values(helm: Any) -> None:
     for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

@@ -309,7 +309,7 @@ async def chain_faults(api: client.ApiClient, namespace: str, env: Env, proxy: C
     # 3. The API answers again, but its balance and wallet readings lag: the
     # node wallet reads 0 and the treasury's seqno stays where it was, after
     # the top-up landed. One top-up only, while the stale readings last.
-    stale = frozenset({"getAddressBalance", "getWalletInformation"})
+    stale = frozenset({"getAddressBalance", "getWalletInformation", "getAddressInformation"})
     proxy.set_mode("stale", frozen=stale)
 
     async def funded_once() -> list[dict[str, Any]] | None:

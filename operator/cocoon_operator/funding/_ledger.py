@@ -65,6 +65,12 @@ class Ledger(BaseModel):
     def pending(self) -> list[Intent]:
         return [i for i in self.intents if i.state is IntentState.PENDING]
 
+    def next_seqno(self) -> int:
+        """One past the highest seqno a confirmed intent used (0 when none is kept)."""
+        return max(
+            (i.seqno + 1 for i in self.intents if i.state is IntentState.CONFIRMED), default=0
+        )
+
     def has_purpose(self, purpose: str) -> bool:
         """Whether a pending or confirmed intent carries a transfer for ``purpose``."""
         return any(

@@ -23,15 +23,13 @@ from cocoon_operator.funding._ledger import (
 )
 from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
 from cocoon_operator.ton.amounts import Nanoton
-from cocoon_operator.ton.cells import cell_from_boc
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonMessageRejectedError
-from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2
+from cocoon_operator.ton.wallet import Transfer, Wallet, WalletKey, WalletV4R2
 
 log = logging.getLogger(__name__)
 
 FAILPOINTS_ENV = "COCOON_FAILPOINTS"
-MESSAGES_PER_EXTERNAL = 4  # wallet v4r2
 LOOKUP_DEPTH = 64  # treasury transactions searched for an intent's message
 
 
@@ -59,7 +57,13 @@ class TreasuryMismatchError(Exception):
 
 
 class Treasury:
-    """A v4r2 treasury wallet that tops node wallets up, never paying twice."""
+    """A treasury wallet (v4r2 unless told otherwise) that tops node wallets up,
+    never paying twice.
+
+    Both wallet versions refuse a message whose seqno is not the stored one,
+    and apply each seqno once: the crash-safety argument below is the same for
+    either; only how many transfers one message carries differs (4 or 255).
+    """
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class Treasury:
         store: LedgerStore,
         *,
         global_daily_cap: int,
+        wallet: Wallet | None = None,
         reserve: int = 1_000_000_000,
         message_ttl: int = 60,
         settle_seconds: float = 120.0,
@@ -79,7 +84,9 @@ class Treasury:
         self._ton = ton
         self._key = key
         self._store = store
-        self.wallet = WalletV4R2(key.public_key)
+        self.wallet: Wallet = wallet if wallet is not None else WalletV4R2(key.public_key)
+        if self.wallet.public_key != key.public_key:
+            raise ValueError("the treasury key does not belong to the treasury wallet")
         self.address = self.wallet.address.to_raw()
         self._global_cap = global_daily_cap
         self._reserve = reserve
@@ -126,8 +133,19 @@ class Treasury:
             return None
         if state.data is None:
             return 0  # not deployed: nothing was ever applied
-        seqno: int = cell_from_boc(state.data).begin_parse().load_uint(32)
-        return seqno
+        return self.wallet.seqno_of(state.data)
+
+    async def _state(self, ledger: Ledger) -> tuple[int, int]:
+        """The seqno to sign with next, and the balance.
+
+        Read from the account's own data (any wallet version, whatever the API
+        knows of wallet types). An API that lags may show an older seqno; a
+        seqno our own confirmed message has used is never signed again, since
+        a message with it could only be refused, and would then sit pending.
+        """
+        state = await self._ton.get_address_information(self.address)
+        seqno = self.wallet.seqno_of(state.data) if state.data else 0
+        return max(seqno, ledger.next_seqno()), state.balance
 
     async def _send(self, intent: Intent) -> None:
         try:
@@ -156,8 +174,10 @@ class Treasury:
             # A lagging API (or a chain clock behind ours): its state predates
             # valid_until, so the message may yet be, or already be, applied.
             return IntentState.PENDING, None
-        if seqno == intent.seqno:
-            return IntentState.EXPIRED, None  # the seqno is unused and the message is dead
+        if seqno <= intent.seqno:
+            # The seqno is unused (or not even reached, as after a chain reset)
+            # in a state past valid_until: the message can never be applied.
+            return IntentState.EXPIRED, None
         # The seqno moved on but the message is not among recent transactions:
         # only this treasury's key signs, so look no further and hold.
         log.warning("intent %s: seqno used but its transaction not found; holding", intent.id)
@@ -306,15 +326,14 @@ class Treasury:
         ledger, version = await self._resolve(ledger, version, report)
         if ledger.pending():
             return report  # never sign past an unresolved message
-        info = await self._ton.get_wallet_information(self.address)
-        seqno = info.seqno or 0
+        seqno, balance = await self._state(ledger)
         fresh, unsettled = await self._fresh(requests, ledger)
         transfers, refusals = plan_topups(
             fresh,
             ledger,
             day=self._now().date().isoformat(),
             global_daily_cap=self._global_cap,
-            available=info.balance - self._reserve,
+            available=balance - self._reserve,
             settling=self._settling(ledger, fresh) | unsettled,
         )
         report.refused.extend(refusals)
@@ -339,8 +358,8 @@ class Treasury:
         ledger, version = await self._resolve(ledger, version, report)
         if ledger.pending():
             return report
-        info = await self._ton.get_wallet_information(self.address)
-        await self._deliver(ledger, version, list(transfers), info.seqno or 0, report=report)
+        seqno, _balance = await self._state(ledger)
+        await self._deliver(ledger, version, list(transfers), seqno, report=report)
         return report
 
     async def _deliver(
@@ -353,8 +372,9 @@ class Treasury:
         report: FundingReport,
         on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
     ) -> None:
-        for start in range(0, len(transfers), MESSAGES_PER_EXTERNAL):
-            batch = transfers[start : start + MESSAGES_PER_EXTERNAL]
+        size = self.wallet.max_messages
+        for start in range(0, len(transfers), size):
+            batch = transfers[start : start + size]
             intent = self._sign(batch, seqno)
             ledger = ledger.model_copy(update={"intents": [*ledger.intents, intent]})
             version = await self._save(ledger, version)  # durable before it can be sent

@@ -16,7 +16,8 @@ nothing unverified is ever funded. A timer per worker:
    worker's own figure);
 3. when the operator found both hashes listed and the balance is below
    ``funding.minimum``, asks the fleet's :class:`FundingBatcher` for a
-   top-up, which the treasury sends crash-safely, four transfers per message;
+   top-up, which the treasury sends crash-safely, 4 (v4r2) or 255 (v5r1)
+   transfers per message;
 4. writes ``status.wallet`` and ``status.earnings`` and runs the worker's
    reconcile, which derives OnChainAllowed, WalletFunded, Ready.
 
@@ -76,7 +77,7 @@ from cocoon_operator.ton.amounts import Nanoton, format_ton
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract
-from cocoon_operator.ton.wallet import WalletKey
+from cocoon_operator.ton.wallet import MAINNET_GLOBAL_ID, WalletKey, WalletVersion, make_wallet
 from cocoon_operator.workerapi import WorkerClient, WorkerStats, WorkerStatsError, fetch_stats
 
 SETTLE_SECONDS = 10.0
@@ -89,6 +90,8 @@ class ChainOptions:
     endpoint: str
     api_key_file: Path | None = None
     treasury_secret: tuple[str, str] | None = None  # namespace, name
+    treasury_wallet: WalletVersion = WalletVersion.V4R2
+    ton_global_id: int = MAINNET_GLOBAL_ID
     global_daily_cap: int = 1000 * v1alpha1.NANO_PER_TON
     ledger: tuple[str, str] = ("default", "cocoon-funding-ledger")
     check_seconds: float = 30.0
@@ -284,11 +287,17 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     if options.treasury_secret is not None:
         key = await _wallet_key(deps.api, *options.treasury_secret)
         store = ConfigMapLedgerStore(deps.api, *options.ledger)
-        treasury = Treasury(ton, key, store, global_daily_cap=options.global_daily_cap)
+        wallet = make_wallet(
+            options.treasury_wallet, key.public_key, network_global_id=options.ton_global_id
+        )
+        treasury = Treasury(
+            ton, key, store, global_daily_cap=options.global_daily_cap, wallet=wallet
+        )
         batcher = FundingBatcher(treasury, deps.metrics)
         logger.info(
-            "funding node wallets from treasury %s (ledger %s/%s)",
+            "funding node wallets from treasury %s (wallet %s, ledger %s/%s)",
             treasury.address,
+            wallet.version,
             *options.ledger,
         )
     settlers = (

@@ -6,7 +6,7 @@ What is real
     action and bounce phases, fees under the blockchain config, signature
     checks, ``accept_message`` semantics for external messages, bounces of
     bounceable messages to uninitialised accounts. Contracts run their real code
-    (wallet v4r2 as published, the project's own root contract, ...).
+    (wallets v4r2 and v5r1 as published, the project's own root contract, ...).
     Get-methods run in the same TVM.
 
 What is simplified
@@ -62,7 +62,16 @@ from .errors import AddressError, AmountError, LocalChainError
 from .root import AllowList, allowlist_body, model_hash, parse_hash
 from .root import deploy_local as deploy_root
 from .root import state_init as root_state_init
-from .wallet import WALLET_V4R2_CODE_BOC, Transfer, WalletKey, WalletV4R2
+from .wallet import (
+    WALLET_V4R2_CODE_HASH,
+    WALLET_V5R1_CODE_HASH,
+    Transfer,
+    WalletKey,
+    WalletV4R2,
+    WalletV5R1,
+    WalletVersion,
+    make_wallet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,12 @@ DEFAULT_ROOT_OWNER_SEED = hashlib.sha256(b"cocoon-operator localchain root owner
 ROOT_OWNER_BALANCE = Nanoton(100 * 1_000_000_000)
 DEFAULT_GENESIS_BALANCE = parse_ton("1000000")
 _LT_STEP = 1000
-_V4R2_CODE_HASH = cell_hash(cell_from_boc(WALLET_V4R2_CODE_BOC))
+#: Wallet codes the API reports as wallets (toncenter's ``wallet_type`` names),
+#: and the wallet id's bit offset in their data.
+_WALLET_TYPES = {
+    bytes.fromhex(WALLET_V4R2_CODE_HASH): ("wallet v4 r2", 32),
+    bytes.fromhex(WALLET_V5R1_CODE_HASH): ("wallet v5 r1", 33),
+}
 
 
 def default_config_boc() -> bytes:
@@ -403,9 +417,17 @@ class LocalChain:
         msg = lib.MessageAny(info=info, init=init, body=body).serialize()
         return self._process(dest, cell_to_boc(msg), external=False)
 
-    def deploy_wallet(self, key: WalletKey, amount: int, *, workchain: int = 0) -> WalletV4R2:
-        """Mint ``amount`` to a v4r2 wallet of ``key`` and deploy it in the same message."""
-        wallet = WalletV4R2(key.public_key, workchain=workchain)
+    def deploy_wallet(
+        self,
+        key: WalletKey,
+        amount: int,
+        *,
+        workchain: int = 0,
+        version: WalletVersion = WalletVersion.V4R2,
+    ) -> WalletV4R2 | WalletV5R1:
+        """Mint ``amount`` to a wallet of ``key`` (v4r2 unless told; mainnet wallet
+        id for v5r1) and deploy it in the same message."""
+        wallet = make_wallet(version, key.public_key, workchain=workchain)
         self.mint(wallet.address, amount, state_init_boc=wallet.state_init_boc)
         return wallet
 
@@ -569,16 +591,19 @@ class LocalChainApi:
     def _wallet_fields(self, view: AccountView) -> dict[str, Any]:
         if view.status != "active" or view.code_boc is None:
             return {"wallet": False}
-        if cell_hash(cell_from_boc(view.code_boc)) != _V4R2_CODE_HASH:
+        known = _WALLET_TYPES.get(cell_hash(cell_from_boc(view.code_boc)))
+        if known is None:
             return {"wallet": False}
+        wallet_type, id_offset = known
+        # The seqno as toncenter gets it: the contract's own get-method.
         exit_code, _gas, stack = self.chain.run_get_method(view.address, "seqno")
-        data = cell_from_boc(view.data_boc or b"").begin_parse()
-        data.load_uint(32)
-        wallet_id = int(data.load_uint(32))
         seqno = int(stack[0]) if exit_code == 0 and stack else 0
+        data = cell_from_boc(view.data_boc or b"").begin_parse()
+        data.skip_bits(id_offset)
+        wallet_id = int(data.load_uint(32))
         return {
             "wallet": True,
-            "wallet_type": "wallet v4 r2",
+            "wallet_type": wallet_type,
             "seqno": seqno,
             "wallet_id": wallet_id,
         }
@@ -820,6 +845,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         chain = LocalChain()
         key = WalletKey(bytes.fromhex(args.genesis_seed_hex))
         wallet = chain.deploy_wallet(key, parse_ton(args.genesis_balance))
+        # The same key's v5r1 wallet too, equally funded: a treasury may be either.
+        wallet_v5 = chain.deploy_wallet(
+            key, parse_ton(args.genesis_balance), version=WalletVersion.V5R1
+        )
         root: dict[str, str] = {}
         if args.root:
             owner_key = WalletKey(bytes.fromhex(args.root_owner_seed_hex))
@@ -860,6 +889,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "api_url": running.api_url,
                     "genesis_wallet": wallet.address.to_friendly(bounceable=False),
                     "genesis_wallet_raw": wallet.address.to_raw(),
+                    "genesis_wallet_v5r1_raw": wallet_v5.address.to_raw(),
                     "genesis_public_key": key.public_key.hex(),
                     "genesis_balance_nanoton": str(chain.balance(wallet.address)),
                 }

@@ -1,9 +1,15 @@
-"""Wallet v4r2: addresses, signed external messages, message hashes.
+"""Wallets v4r2 and v5r1: addresses, signed external messages, message hashes.
 
-The contract code is the standard wallet v4r2 BOC as shipped by ``tonsdk``
-(a published fact: its code hash identifies v4r2 wallets on chain).
+The contract codes are the standard BOCs as shipped by ``tonsdk`` (v4r2) and
+``pytoniq`` (v5r1): published facts, whose code hashes identify such wallets
+on chain (tests pin both hashes).
 
-Layout facts used here:
+Why two: a v4r2 message carries at most 4 transfers, and each message must
+wait for the previous one's seqno, so a treasury topping up 1,000 node wallets
+needs 250 messages one after another. A v5r1 message carries up to 255, with
+the same seqno rule (so the same proof that re-sending is harmless).
+
+Layout facts used here, v4r2:
 
 * data (c4): ``seqno:uint32 wallet_id:uint32 public_key:bits256 plugins:(Maybe ^Cell)``,
   with ``wallet_id = 698983191 + workchain`` by convention;
@@ -20,13 +26,33 @@ The message hash (:attr:`SignedExternal.message_hash`) is the representation
 hash of the whole external message cell: the hash toncenter's
 ``sendBocReturnHash`` returns and ``getTransactions`` reports as ``in_msg.hash``,
 so a transfer can be looked up later.
+
+Layout facts used here, v5r1 (:class:`WalletV5R1`):
+
+* data (c4): ``is_signature_allowed:bit seqno:uint32 wallet_id:uint32
+  public_key:bits256 extensions:(HashmapE 256 int1)``;
+* ``wallet_id`` is ``network_global_id XOR context``, the client context being
+  ``1:bit workchain:int8 version:uint8(0) subwallet:uint15``: on mainnet
+  (global id -239), workchain 0, subwallet 0 that is 2147483409;
+* signed body: ``0x7369676e ("sign") wallet_id:uint32 valid_until:uint32
+  seqno:uint32 actions:(Maybe ^OutList) has_other_actions:bit(0)`` and then
+  ``signature:bits512`` at the *end*; the signature is over the representation
+  hash of the cell without it;
+* ``OutList`` is a chain of cells, each ``^prev action_send_msg#0ec3c86d
+  mode:uint8 ^Message``, at most 255 long; an external request's send modes
+  must include +2 (ignore errors), which :data:`SEND_MODE_DEFAULT` does;
+* rejection before acceptance, seqno increment and ``valid_until`` as for v4r2.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,6 +79,17 @@ from .errors import WalletError
 DEFAULT_WALLET_ID_BASE = 698983191
 #: A v4r2 external message carries at most this many outgoing messages.
 MAX_MESSAGES_PER_EXTERNAL = 4
+#: A v5r1 external message carries at most this many (the TVM's action limit).
+MAX_MESSAGES_PER_EXTERNAL_V5 = 255
+#: ``global_id`` of TON's networks (config param 19); v5r1 wallet ids depend on it.
+MAINNET_GLOBAL_ID = -239
+TESTNET_GLOBAL_ID = -3
+#: Published code hashes (hex) of the standard wallets.
+WALLET_V4R2_CODE_HASH = "feb5ff6820e2ff0d9483e7e0d62c817d846789fb4ae580c878866d959dabd5c0"
+WALLET_V5R1_CODE_HASH = "20834b7b72b112147e1b2fb457b84e74d1a30f04f737d4f62a668e9552d2b72f"
+
+_V5_SIGNED_EXTERNAL_OP = 0x7369676E  # "sign"
+_V5_ACTION_SEND_MSG = 0x0EC3C86D
 
 #: Send modes (flags of the ``mode`` byte of an outgoing message).
 SEND_MODE_PAY_FEES_SEPARATELY = 1
@@ -71,6 +108,24 @@ def _v4r2_code_boc() -> bytes:
 
 
 WALLET_V4R2_CODE_BOC: bytes = _v4r2_code_boc()
+
+
+@functools.cache
+def wallet_v5r1_code_boc() -> bytes:
+    """The v5r1 code BOC, read from ``pytoniq`` on first use (importing it costs
+    about 0.4 s, which only an operator with a v5r1 treasury should pay)."""
+    module = importlib.import_module("pytoniq.contract.wallets.wallet_v5")
+    boc = cell_to_boc(module.WALLET_V5_R1_CODE)
+    if cell_hash(cell_from_boc(boc)).hex() != WALLET_V5R1_CODE_HASH:
+        raise WalletError("pytoniq's wallet v5r1 code is not the published one")
+    return boc
+
+
+class WalletVersion(StrEnum):
+    """The treasury wallet contracts this package can sign for."""
+
+    V4R2 = "v4r2"
+    V5R1 = "v5r1"
 
 
 class WalletKey:
@@ -202,8 +257,16 @@ class WalletV4R2:
         )
         self.address: Address = contract_address(self._code, self._data, workchain)
 
+    version = WalletVersion.V4R2
+    max_messages = MAX_MESSAGES_PER_EXTERNAL
+
     def __repr__(self) -> str:
         return f"WalletV4R2(address={self.address.to_raw()}, wallet_id={self.wallet_id})"
+
+    @staticmethod
+    def seqno_of(data_boc: bytes) -> int:
+        """The seqno stored in a v4r2 wallet's data (its first 32 bits)."""
+        return int(cell_from_boc(data_boc).begin_parse().load_uint(32))
 
     @property
     def code_boc(self) -> bytes:
@@ -231,17 +294,7 @@ class WalletV4R2:
         ``include_state_init`` defaults to ``seqno == 0`` (the first message deploys
         the wallet). ``valid_until`` is a unix time; the caller's clock decides it.
         """
-        if key.public_key != self.public_key:
-            raise WalletError("signing key does not belong to this wallet")
-        if len(transfers) > MAX_MESSAGES_PER_EXTERNAL:
-            raise WalletError(
-                f"wallet v4r2 sends at most {MAX_MESSAGES_PER_EXTERNAL} messages per external"
-                f" message, got {len(transfers)}"
-            )
-        if not 0 <= seqno < 2**32:
-            raise WalletError(f"seqno {seqno} out of range")
-        if not 0 <= valid_until < 2**32:
-            raise WalletError(f"valid_until {valid_until} out of range")
+        _check_transfer(self, key, transfers, seqno, valid_until)
         signed = (
             begin_cell()
             .store_uint(self.wallet_id, 32)
@@ -250,22 +303,203 @@ class WalletV4R2:
             .store_uint(0, 8)
         )
         for transfer in transfers:
-            if not 0 <= transfer.mode < 256:
-                raise WalletError(f"send mode {transfer.mode} out of range")
             signed = signed.store_uint(transfer.mode, 8).store_ref(internal_message_cell(transfer))
         signed_cell = signed.end_cell()
         signature = key.sign(cell_hash(signed_cell))
         body = begin_cell().store_bytes(signature).store_cell(signed_cell).end_cell()
-
-        lib = core()
         with_init = seqno == 0 if include_state_init is None else include_state_init
-        init = lib.StateInit(code=self._code, data=self._data) if with_init else None
-        info = lib.ExternalMsgInfo(src=None, dest=to_core_address(self.address), import_fee=0)
-        message = lib.MessageAny(info=info, init=init, body=body).serialize()
-        return SignedExternal(
-            boc=cell_to_boc(message),
-            message_hash=cell_hash(message),
-            wallet=self.address,
+        return _external(
+            self,
+            self._code,
+            self._data,
+            body,
             seqno=seqno,
             valid_until=valid_until,
+            with_init=with_init,
         )
+
+
+def _check_transfer(
+    wallet: Wallet, key: WalletKey, transfers: Sequence[Transfer], seqno: int, valid_until: int
+) -> None:
+    if key.public_key != wallet.public_key:
+        raise WalletError("signing key does not belong to this wallet")
+    if len(transfers) > wallet.max_messages:
+        raise WalletError(
+            f"wallet {wallet.version} sends at most {wallet.max_messages} messages per"
+            f" external message, got {len(transfers)}"
+        )
+    if not 0 <= seqno < 2**32:
+        raise WalletError(f"seqno {seqno} out of range")
+    if not 0 <= valid_until < 2**32:
+        raise WalletError(f"valid_until {valid_until} out of range")
+    for transfer in transfers:
+        if not 0 <= transfer.mode < 256:
+            raise WalletError(f"send mode {transfer.mode} out of range")
+
+
+def _external(
+    wallet: Wallet,
+    code: Cell,
+    data: Cell,
+    body: Cell,
+    *,
+    seqno: int,
+    valid_until: int,
+    with_init: bool,
+) -> SignedExternal:
+    """The external message to ``wallet`` carrying ``body`` (and its StateInit if asked)."""
+    lib = core()
+    init = lib.StateInit(code=code, data=data) if with_init else None
+    info = lib.ExternalMsgInfo(src=None, dest=to_core_address(wallet.address), import_fee=0)
+    message = lib.MessageAny(info=info, init=init, body=body).serialize()
+    return SignedExternal(
+        boc=cell_to_boc(message),
+        message_hash=cell_hash(message),
+        wallet=wallet.address,
+        seqno=seqno,
+        valid_until=valid_until,
+    )
+
+
+def v5r1_wallet_id(
+    network_global_id: int = MAINNET_GLOBAL_ID, *, workchain: int = 0, subwallet: int = 0
+) -> int:
+    """The default (client context) v5r1 wallet id, as wallet apps compute it."""
+    if not 0 <= subwallet < 2**15:
+        raise WalletError(f"v5r1 subwallet number {subwallet} out of range (15 bits)")
+    context = (1 << 31) | ((workchain & 0xFF) << 23) | subwallet  # version 0
+    return (context ^ network_global_id) & 0xFFFFFFFF
+
+
+class WalletV5R1:
+    """A wallet v5r1 identified by its public key, workchain and wallet id."""
+
+    version = WalletVersion.V5R1
+    max_messages = MAX_MESSAGES_PER_EXTERNAL_V5
+
+    def __init__(
+        self,
+        public_key: bytes,
+        *,
+        workchain: int = 0,
+        network_global_id: int = MAINNET_GLOBAL_ID,
+        wallet_id: int | None = None,
+    ) -> None:
+        if len(public_key) != 32:
+            raise WalletError("public key must be 32 bytes")
+        self.public_key = public_key
+        self.workchain = workchain
+        self.wallet_id = (
+            wallet_id
+            if wallet_id is not None
+            else v5r1_wallet_id(network_global_id, workchain=workchain)
+        )
+        self._code = cell_from_boc(wallet_v5r1_code_boc())
+        self._data = (
+            begin_cell()
+            .store_bit(1)  # signatures allowed
+            .store_uint(0, 32)
+            .store_uint(self.wallet_id, 32)
+            .store_bytes(public_key)
+            .store_bit(0)  # no extensions
+            .end_cell()
+        )
+        self.address: Address = contract_address(self._code, self._data, workchain)
+
+    def __repr__(self) -> str:
+        return f"WalletV5R1(address={self.address.to_raw()}, wallet_id={self.wallet_id})"
+
+    @staticmethod
+    def seqno_of(data_boc: bytes) -> int:
+        """The seqno stored in a v5r1 wallet's data (after its signature-allowed bit)."""
+        data = cell_from_boc(data_boc).begin_parse()
+        data.skip_bits(1)
+        return int(data.load_uint(32))
+
+    @property
+    def state_init_boc(self) -> bytes:
+        return cell_to_boc(state_init_cell(self._code, self._data))
+
+    def create_transfer(
+        self,
+        key: WalletKey,
+        transfers: Sequence[Transfer],
+        *,
+        seqno: int,
+        valid_until: int,
+        include_state_init: bool | None = None,
+    ) -> SignedExternal:
+        """Sign an external message carrying 0..255 transfers (as :class:`WalletV4R2`)."""
+        _check_transfer(self, key, transfers, seqno, valid_until)
+        actions = empty_cell()
+        for transfer in transfers:  # the head of the list is the last action
+            actions = (
+                begin_cell()
+                .store_ref(actions)
+                .store_uint(_V5_ACTION_SEND_MSG, 32)
+                .store_uint(transfer.mode, 8)
+                .store_ref(internal_message_cell(transfer))
+                .end_cell()
+            )
+        signed = (
+            begin_cell()
+            .store_uint(_V5_SIGNED_EXTERNAL_OP, 32)
+            .store_uint(self.wallet_id, 32)
+            .store_uint(valid_until, 32)
+            .store_uint(seqno, 32)
+        )
+        signed = signed.store_maybe_ref(actions if transfers else None).store_bit(0)
+        signed_cell = signed.end_cell()
+        signature = key.sign(cell_hash(signed_cell))
+        body = begin_cell().store_cell(signed_cell).store_bytes(signature).end_cell()
+        with_init = seqno == 0 if include_state_init is None else include_state_init
+        return _external(
+            self,
+            self._code,
+            self._data,
+            body,
+            seqno=seqno,
+            valid_until=valid_until,
+            with_init=with_init,
+        )
+
+
+class Wallet(Protocol):
+    """What a treasury needs of a wallet contract."""
+
+    version: WalletVersion
+    max_messages: int
+    public_key: bytes
+    address: Address
+
+    @property
+    def state_init_boc(self) -> bytes: ...
+
+    @staticmethod
+    def seqno_of(data_boc: bytes) -> int: ...
+
+    def create_transfer(
+        self,
+        key: WalletKey,
+        transfers: Sequence[Transfer],
+        *,
+        seqno: int,
+        valid_until: int,
+        include_state_init: bool | None = None,
+    ) -> SignedExternal: ...
+
+
+def make_wallet(
+    version: WalletVersion | str,
+    public_key: bytes,
+    *,
+    workchain: int = 0,
+    network_global_id: int = MAINNET_GLOBAL_ID,
+) -> WalletV4R2 | WalletV5R1:
+    """The standard wallet of ``version`` for ``public_key`` (default wallet id)."""
+    match WalletVersion(version):
+        case WalletVersion.V4R2:
+            return WalletV4R2(public_key, workchain=workchain)
+        case WalletVersion.V5R1:
+            return WalletV5R1(public_key, workchain=workchain, network_global_id=network_global_id)

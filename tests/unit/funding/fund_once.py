@@ -1,6 +1,6 @@
 """One funding cycle as its own process, so tests can kill -9 it mid-flight.
 
-    python -m tests.unit.funding.fund_once API_URL LEDGER TREASURY_SEED_HEX CLOCK_OFFSET ADDR...
+    python -m tests.unit.funding.fund_once API LEDGER SEED_HEX WALLET CLOCK_OFFSET ADDR...
 
 Reads each node wallet's balance from the chain, asks the treasury to top up
 those below 5 TON to 10 TON, prints the report as JSON. Crash points come from
@@ -17,18 +17,22 @@ from pathlib import Path
 
 from cocoon_operator.funding import FileLedgerStore, TopUpRequest, Treasury
 from cocoon_operator.ton.client import TonClient
-from cocoon_operator.ton.wallet import WalletKey
+from cocoon_operator.ton.wallet import WalletKey, make_wallet
 
 TON = 1_000_000_000
 
 
-async def main(api: str, ledger: str, seed: str, offset: float, addresses: list[str]) -> None:
+async def main(
+    api: str, ledger: str, seed: str, wallet: str, offset: float, addresses: list[str]
+) -> None:
+    key = WalletKey(bytes.fromhex(seed))
     async with TonClient(api, timeout=10) as ton:
         treasury = Treasury(
             ton,
-            WalletKey(bytes.fromhex(seed)),
+            key,
             FileLedgerStore(Path(ledger)),
-            global_daily_cap=1000 * TON,
+            wallet=make_wallet(wallet, key.public_key),
+            global_daily_cap=100_000 * TON,
             confirm_timeout=5,
             poll_interval=0.1,
             clock=lambda: time.time() + offset,
@@ -51,5 +55,5 @@ async def main(api: str, ledger: str, seed: str, offset: float, addresses: list[
 
 
 if __name__ == "__main__":
-    api_url, ledger_path, seed_hex, clock_offset, *wallets = sys.argv[1:]
-    asyncio.run(main(api_url, ledger_path, seed_hex, float(clock_offset), wallets))
+    api_url, ledger_path, seed_hex, version, clock_offset, *wallets = sys.argv[1:]
+    asyncio.run(main(api_url, ledger_path, seed_hex, version, float(clock_offset), wallets))

@@ -23,7 +23,7 @@ from cocoon_operator.ton.localchain import (
     method_id,
     start_local_chain,
 )
-from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2
+from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2, WalletV5R1, WalletVersion
 
 NOW = 1_700_000_000
 
@@ -55,6 +55,51 @@ def test_method_id_known_values() -> None:
     # well-known ids: seqno = 85143, get_public_key = 78748
     assert method_id("seqno") == 85143
     assert method_id("get_public_key") == 78748
+
+
+async def test_a_v5r1_wallet_sends_255_transfers_in_one_message_once(
+    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+) -> None:
+    running, client, clock, _genesis_key, _genesis = env
+    key = WalletKey(b"\x09" * 32)
+    wallet = running.chain.deploy_wallet(key, parse_ton("1000"), version=WalletVersion.V5R1)
+    assert isinstance(wallet, WalletV5R1)
+    info = await client.get_wallet_information(wallet.address)
+    assert info.wallet and info.wallet_type == "wallet v5 r1"
+    assert info.seqno == 0 and info.wallet_id == 2147483409
+
+    receivers = [Address(0, os.urandom(32)) for _ in range(255)]
+    amounts = [parse_ton("1") + i for i in range(255)]  # each one told apart
+    batch = wallet.create_transfer(
+        key,
+        [Transfer(r, a, bounce=False) for r, a in zip(receivers, amounts, strict=True)],
+        seqno=0,
+        valid_until=NOW + 60,
+    )
+    before = await client.get_address_balance(wallet.address)
+    await client.send_boc(batch.boc)
+    [tx] = await client.get_transactions(wallet.address, limit=1)
+    assert tx.in_msg is not None and tx.in_msg.hash == batch.message_hash_b64
+    assert sorted(m.value for m in tx.out_msgs) == amounts
+    spent = sum(m.value + m.fwd_fee for m in tx.out_msgs) + tx.fee
+    after = await client.get_address_balance(wallet.address)
+    assert after == before - spent
+    for receiver, amount in zip(receivers, amounts, strict=True):
+        assert running.chain.balance(receiver) == amount  # uninitialised: no fee yet
+    assert (await client.run_get_method(wallet.address, "seqno")).num(0) == 1
+    assert WalletV5R1.seqno_of(running.chain.account(wallet.address).data_boc or b"") == 1
+
+    # The same BOC again, and a message past its valid_until: refused, nobody pays.
+    with pytest.raises(TonMessageRejectedError):
+        await client.send_boc(batch.boc)
+    clock.now = NOW + 1000
+    late = wallet.create_transfer(
+        key, [Transfer(receivers[0], parse_ton("1"), bounce=False)], seqno=1, valid_until=NOW + 500
+    )
+    with pytest.raises(TonMessageRejectedError):
+        await client.send_boc(late.boc)
+    assert await client.get_address_balance(wallet.address) == after
+    assert running.chain.balance(receivers[0]) == amounts[0]
 
 
 async def _only_tx(client: TonClient, address: Address) -> TransactionInfo:
