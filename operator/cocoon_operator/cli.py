@@ -187,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     memo = kopf.Memo()
     metrics = Metrics()
     memo["metrics"] = metrics
+    memo["probe_limit"] = args.max_concurrent_probes
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.webhook_addr:
@@ -290,11 +291,25 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         help="how often each running worker's certificate is checked for changes",
     )
     att.add_argument(
+        "--max-concurrent-probes",
+        type=_positive_int,
+        default=64,
+        help="worker probes (certificate checks, verifications, stats reads) at once, in all;"
+        " beyond it they queue, checks of workers not yet Ready first",
+    )
+    att.add_argument(
         "--attestation-boot-grace-seconds",
         type=float,
         default=180.0,
         help="a new VM that does not answer yet is booting, not failing, for this long",
     )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

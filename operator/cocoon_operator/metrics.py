@@ -75,7 +75,24 @@ class Metrics:
             ["node"],
             registry=r,
         )
+        self.probes_running = Gauge(
+            "cocoon_probes_running",
+            "worker probes (attestation, chain, coefficient) holding a slot of the budget",
+            registry=r,
+        )
+        self.probes_waiting = Gauge(
+            "cocoon_probes_waiting",
+            "worker probes waiting for a slot: urgent (a worker not yet Ready) or routine",
+            ["urgency"],
+            registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
+
+    def set_probes(self, running: int, urgent: int, routine: int) -> None:
+        """The probe budget's occupancy (``ProbeBudget(on_change=...)``)."""
+        self.probes_running.set(running)
+        self.probes_waiting.labels("urgent").set(urgent)
+        self.probes_waiting.labels("routine").set(routine)
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
         """Record a worker's phase (None: the worker is gone) and refresh the gauge."""

@@ -233,17 +233,19 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     previous = worker.status.attestation
     now = deps.clock()
     endpoint = (pod.host_ip, InstanceSlot(pod.instance).ratls_port)
-    fetched = await state.checker.fetch(*endpoint)
-    outcome = await _outcome(
-        state,
-        fetched,
-        deps=deps,
-        host=_host(memo, pod),
-        worker=worker,
-        pod=pod,
-        endpoint=endpoint,
-        now=now,
-    )
+    # Urgent while the gate is not open: this check decides whether it opens.
+    async with deps.probes.slot(urgent=pod.attested_gate is not v1alpha1.ConditionStatus.TRUE):
+        fetched = await state.checker.fetch(*endpoint)
+        outcome = await _outcome(
+            state,
+            fetched,
+            deps=deps,
+            host=_host(memo, pod),
+            worker=worker,
+            pod=pod,
+            endpoint=endpoint,
+            now=now,
+        )
     if outcome is None:
         return
     started = pod.started_at

@@ -45,6 +45,7 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
@@ -374,14 +375,17 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     assert pod.host_ip is not None and pod.instance is not None
     now = deps.clock()
     try:
-        stats = await fetch_stats(
-            pod.host_ip,
-            InstanceSlot(pod.instance).ratls_port,
-            certificate_sha256=summary.certificate_sha256,
-        )
-        address = normalize_address(stats.wallet_address)
-        with deps.metrics.chain_seconds.labels("getAddressBalance").time():
-            balance = await state.ton.get_address_balance(address)
+        # Urgent until the worker is Ready: this reading may make it so. The
+        # slot is not held while a top-up is awaited (below).
+        async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
+            stats = await fetch_stats(
+                pod.host_ip,
+                InstanceSlot(pod.instance).ratls_port,
+                certificate_sha256=summary.certificate_sha256,
+            )
+            address = normalize_address(stats.wallet_address)
+            with deps.metrics.chain_seconds.labels("getAddressBalance").time():
+                balance = await state.ton.get_address_balance(address)
     except TonError as exc:
         deps.metrics.chain_errors.labels("getAddressBalance").inc()
         logger.warning("chain check of %s/%s: %s", *key, exc)

@@ -82,7 +82,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     client = _client(pod, worker)
     if client is None:
         return
-    async with client:
+    async with deps.probes.slot(urgent=False), client:
         try:
             stats = await client.stats()
             if stats.coefficient is None or stats.coefficient == wanted:

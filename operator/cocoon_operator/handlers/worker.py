@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
 from cocoon_operator.handlers import admission
+from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import LatestObjects
@@ -77,6 +78,8 @@ class Deps:
     # index lags too, and a gate not yet seen there would be verified again.
     latest_pods: LatestObjects = field(default_factory=LatestObjects)
     latest_pools: LatestObjects = field(default_factory=LatestObjects)
+    # Worker probes at once, process-wide (see handlers/probes.py).
+    probes: ProbeBudget = field(default_factory=ProbeBudget)
 
     def fresh(self, body: kopf.Body, store: LatestObjects | None = None) -> kopf.Body:
         """``body``, or the newer copy of it this operator's last status write returned
@@ -148,10 +151,12 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    metrics = memo.get("metrics") or Metrics()
     memo["deps"] = Deps(
         api=client.ApiClient(await load()),
         clock=_utcnow,
-        metrics=memo.get("metrics") or Metrics(),
+        metrics=metrics,
+        probes=ProbeBudget(memo.get("probe_limit", DEFAULT_LIMIT), on_change=metrics.set_probes),
     )
     webhook: admission.WebhookOptions | None = memo.get("webhook")
     if webhook is not None:
