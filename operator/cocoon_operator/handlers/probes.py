@@ -4,10 +4,10 @@ Why: every worker has an attestation timer and a chain timer, and each tick
 probes the worker (a TLS handshake, a verification, an HTTP read). Left alone,
 a fleet whose probes need more CPU than the operator has fills the event loop's
 ready queue with them: at 1,000 workers on the benchmark's machine a single
-loop turn took 2-5 seconds. Everything else waits as long: the watch streams
-were closed by the apiserver as unresponsive, and re-listing 1,000 workers took
-minutes (kopf hands each listed object on with an ``await``), so new workers
-sat without a status for ten minutes while Ready ones were re-checked.
+loop turn took 2-5 seconds. Everything else waits as long: the apiserver closed
+the operator's watch streams as unresponsive, kopf took minutes to re-list and
+watch again, and new workers sat without a status for ten minutes while Ready
+ones were re-checked every few seconds.
 
 A budget of ``limit`` probes at once keeps the ready queue short, so watches,
 handlers and the webhook stay responsive, and probes slow down instead (their
