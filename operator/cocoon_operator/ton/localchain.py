@@ -66,6 +66,7 @@ from .wallet import (
     WALLET_V4R2_CODE_HASH,
     WALLET_V5R1_CODE_HASH,
     Transfer,
+    Wallet,
     WalletKey,
     WalletV4R2,
     WalletV5R1,
@@ -84,11 +85,10 @@ DEFAULT_ROOT_OWNER_SEED = hashlib.sha256(b"cocoon-operator localchain root owner
 ROOT_OWNER_BALANCE = Nanoton(100 * 1_000_000_000)
 DEFAULT_GENESIS_BALANCE = parse_ton("1000000")
 _LT_STEP = 1000
-#: Wallet codes the API reports as wallets (toncenter's ``wallet_type`` names),
-#: and the wallet id's bit offset in their data.
-_WALLET_TYPES = {
-    bytes.fromhex(WALLET_V4R2_CODE_HASH): ("wallet v4 r2", 32),
-    bytes.fromhex(WALLET_V5R1_CODE_HASH): ("wallet v5 r1", 33),
+#: Wallet codes the API reports as wallets (toncenter's ``wallet_type`` names).
+_WALLET_TYPES: dict[bytes, tuple[str, type[Wallet]]] = {
+    bytes.fromhex(WALLET_V4R2_CODE_HASH): ("wallet v4 r2", WalletV4R2),
+    bytes.fromhex(WALLET_V5R1_CODE_HASH): ("wallet v5 r1", WalletV5R1),
 }
 
 
@@ -594,13 +594,11 @@ class LocalChainApi:
         known = _WALLET_TYPES.get(cell_hash(cell_from_boc(view.code_boc)))
         if known is None:
             return {"wallet": False}
-        wallet_type, id_offset = known
+        wallet_type, kind = known
         # The seqno as toncenter gets it: the contract's own get-method.
         exit_code, _gas, stack = self.chain.run_get_method(view.address, "seqno")
         seqno = int(stack[0]) if exit_code == 0 and stack else 0
-        data = cell_from_boc(view.data_boc or b"").begin_parse()
-        data.skip_bits(id_offset)
-        wallet_id = int(data.load_uint(32))
+        wallet_id = kind.wallet_id_of(view.data_boc or b"")
         return {
             "wallet": True,
             "wallet_type": wallet_type,

@@ -46,13 +46,14 @@ Layout facts used here, v5r1 (:class:`WalletV5R1`):
 
 from __future__ import annotations
 
+import abc
 import base64
 import functools
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -235,50 +236,62 @@ def internal_message_cell(transfer: Transfer) -> Cell:
     return lib.MessageAny(info=info, init=init, body=_body_cell(transfer)).serialize()
 
 
-class WalletV4R2:
-    """A wallet v4r2 identified by its public key, workchain and subwallet id."""
+class Wallet(abc.ABC):
+    """A standard wallet contract of one key: its address, the seqno and id in its
+    data, and the signed external messages it accepts.
 
-    def __init__(
-        self, public_key: bytes, *, workchain: int = 0, wallet_id: int | None = None
-    ) -> None:
+    Subclasses say how their data is laid out and how a request is signed;
+    the checks, the StateInit of the first message and the message envelope
+    are the same for every version.
+    """
+
+    version: ClassVar[WalletVersion]
+    max_messages: ClassVar[int]
+    #: Bits of the data before the seqno (the wallet id follows the seqno).
+    _SEQNO_OFFSET: ClassVar[int]
+
+    def __init__(self, public_key: bytes, *, workchain: int, wallet_id: int, code_boc: bytes):
         if len(public_key) != 32:
             raise WalletError("public key must be 32 bytes")
         self.public_key = public_key
         self.workchain = workchain
-        self.wallet_id = wallet_id if wallet_id is not None else DEFAULT_WALLET_ID_BASE + workchain
-        self._code = cell_from_boc(WALLET_V4R2_CODE_BOC)
-        self._data = (
-            begin_cell()
-            .store_uint(0, 32)
-            .store_uint(self.wallet_id, 32)
-            .store_bytes(public_key)
-            .store_bit(0)
-            .end_cell()
-        )
+        self.wallet_id = wallet_id
+        self._code = cell_from_boc(code_boc)
+        self._data = self._initial_data()
         self.address: Address = contract_address(self._code, self._data, workchain)
 
-    version = WalletVersion.V4R2
-    max_messages = MAX_MESSAGES_PER_EXTERNAL
-
     def __repr__(self) -> str:
-        return f"WalletV4R2(address={self.address.to_raw()}, wallet_id={self.wallet_id})"
+        return f"{type(self).__name__}(address={self.address.to_raw()}, wallet_id={self.wallet_id})"
+
+    @classmethod
+    def seqno_of(cls, data_boc: bytes) -> int:
+        """The seqno stored in such a wallet's data."""
+        return cls._data_uint(data_boc, cls._SEQNO_OFFSET)
+
+    @classmethod
+    def wallet_id_of(cls, data_boc: bytes) -> int:
+        """The wallet id stored in such a wallet's data."""
+        return cls._data_uint(data_boc, cls._SEQNO_OFFSET + 32)
 
     @staticmethod
-    def seqno_of(data_boc: bytes) -> int:
-        """The seqno stored in a v4r2 wallet's data (its first 32 bits)."""
-        return int(cell_from_boc(data_boc).begin_parse().load_uint(32))
-
-    @property
-    def code_boc(self) -> bytes:
-        return cell_to_boc(self._code)
-
-    @property
-    def initial_data_boc(self) -> bytes:
-        return cell_to_boc(self._data)
+    def _data_uint(data_boc: bytes, offset: int) -> int:
+        data = cell_from_boc(data_boc).begin_parse()
+        data.skip_bits(offset)
+        return int(data.load_uint(32))
 
     @property
     def state_init_boc(self) -> bytes:
         return cell_to_boc(state_init_cell(self._code, self._data))
+
+    @abc.abstractmethod
+    def _initial_data(self) -> Cell:
+        """The data (c4) of the freshly deployed wallet."""
+
+    @abc.abstractmethod
+    def _signed_body(
+        self, key: WalletKey, transfers: Sequence[Transfer], seqno: int, valid_until: int
+    ) -> Cell:
+        """The external message's body: the request and its signature."""
 
     def create_transfer(
         self,
@@ -289,12 +302,70 @@ class WalletV4R2:
         valid_until: int,
         include_state_init: bool | None = None,
     ) -> SignedExternal:
-        """Sign an external message carrying 0..4 transfers.
+        """Sign an external message carrying up to :attr:`max_messages` transfers.
 
         ``include_state_init`` defaults to ``seqno == 0`` (the first message deploys
         the wallet). ``valid_until`` is a unix time; the caller's clock decides it.
         """
-        _check_transfer(self, key, transfers, seqno, valid_until)
+        if key.public_key != self.public_key:
+            raise WalletError("signing key does not belong to this wallet")
+        if len(transfers) > self.max_messages:
+            raise WalletError(
+                f"wallet {self.version} sends at most {self.max_messages} messages per"
+                f" external message, got {len(transfers)}"
+            )
+        if not 0 <= seqno < 2**32:
+            raise WalletError(f"seqno {seqno} out of range")
+        if not 0 <= valid_until < 2**32:
+            raise WalletError(f"valid_until {valid_until} out of range")
+        for transfer in transfers:
+            if not 0 <= transfer.mode < 256:
+                raise WalletError(f"send mode {transfer.mode} out of range")
+        body = self._signed_body(key, transfers, seqno, valid_until)
+        with_init = seqno == 0 if include_state_init is None else include_state_init
+        lib = core()
+        init = lib.StateInit(code=self._code, data=self._data) if with_init else None
+        info = lib.ExternalMsgInfo(src=None, dest=to_core_address(self.address), import_fee=0)
+        message = lib.MessageAny(info=info, init=init, body=body).serialize()
+        return SignedExternal(
+            boc=cell_to_boc(message),
+            message_hash=cell_hash(message),
+            wallet=self.address,
+            seqno=seqno,
+            valid_until=valid_until,
+        )
+
+
+class WalletV4R2(Wallet):
+    """A wallet v4r2 identified by its public key, workchain and subwallet id."""
+
+    version = WalletVersion.V4R2
+    max_messages = MAX_MESSAGES_PER_EXTERNAL
+    _SEQNO_OFFSET = 0
+
+    def __init__(
+        self, public_key: bytes, *, workchain: int = 0, wallet_id: int | None = None
+    ) -> None:
+        super().__init__(
+            public_key,
+            workchain=workchain,
+            wallet_id=wallet_id if wallet_id is not None else DEFAULT_WALLET_ID_BASE + workchain,
+            code_boc=WALLET_V4R2_CODE_BOC,
+        )
+
+    def _initial_data(self) -> Cell:
+        return (
+            begin_cell()
+            .store_uint(0, 32)
+            .store_uint(self.wallet_id, 32)
+            .store_bytes(self.public_key)
+            .store_bit(0)
+            .end_cell()
+        )
+
+    def _signed_body(
+        self, key: WalletKey, transfers: Sequence[Transfer], seqno: int, valid_until: int
+    ) -> Cell:
         signed = (
             begin_cell()
             .store_uint(self.wallet_id, 32)
@@ -306,60 +377,7 @@ class WalletV4R2:
             signed = signed.store_uint(transfer.mode, 8).store_ref(internal_message_cell(transfer))
         signed_cell = signed.end_cell()
         signature = key.sign(cell_hash(signed_cell))
-        body = begin_cell().store_bytes(signature).store_cell(signed_cell).end_cell()
-        with_init = seqno == 0 if include_state_init is None else include_state_init
-        return _external(
-            self,
-            self._code,
-            self._data,
-            body,
-            seqno=seqno,
-            valid_until=valid_until,
-            with_init=with_init,
-        )
-
-
-def _check_transfer(
-    wallet: Wallet, key: WalletKey, transfers: Sequence[Transfer], seqno: int, valid_until: int
-) -> None:
-    if key.public_key != wallet.public_key:
-        raise WalletError("signing key does not belong to this wallet")
-    if len(transfers) > wallet.max_messages:
-        raise WalletError(
-            f"wallet {wallet.version} sends at most {wallet.max_messages} messages per"
-            f" external message, got {len(transfers)}"
-        )
-    if not 0 <= seqno < 2**32:
-        raise WalletError(f"seqno {seqno} out of range")
-    if not 0 <= valid_until < 2**32:
-        raise WalletError(f"valid_until {valid_until} out of range")
-    for transfer in transfers:
-        if not 0 <= transfer.mode < 256:
-            raise WalletError(f"send mode {transfer.mode} out of range")
-
-
-def _external(
-    wallet: Wallet,
-    code: Cell,
-    data: Cell,
-    body: Cell,
-    *,
-    seqno: int,
-    valid_until: int,
-    with_init: bool,
-) -> SignedExternal:
-    """The external message to ``wallet`` carrying ``body`` (and its StateInit if asked)."""
-    lib = core()
-    init = lib.StateInit(code=code, data=data) if with_init else None
-    info = lib.ExternalMsgInfo(src=None, dest=to_core_address(wallet.address), import_fee=0)
-    message = lib.MessageAny(info=info, init=init, body=body).serialize()
-    return SignedExternal(
-        boc=cell_to_boc(message),
-        message_hash=cell_hash(message),
-        wallet=wallet.address,
-        seqno=seqno,
-        valid_until=valid_until,
-    )
+        return begin_cell().store_bytes(signature).store_cell(signed_cell).end_cell()
 
 
 def v5r1_wallet_id(
@@ -372,11 +390,12 @@ def v5r1_wallet_id(
     return (context ^ network_global_id) & 0xFFFFFFFF
 
 
-class WalletV5R1:
+class WalletV5R1(Wallet):
     """A wallet v5r1 identified by its public key, workchain and wallet id."""
 
     version = WalletVersion.V5R1
     max_messages = MAX_MESSAGES_PER_EXTERNAL_V5
+    _SEQNO_OFFSET = 1  # after the signature-allowed bit
 
     def __init__(
         self,
@@ -386,52 +405,31 @@ class WalletV5R1:
         network_global_id: int = MAINNET_GLOBAL_ID,
         wallet_id: int | None = None,
     ) -> None:
-        if len(public_key) != 32:
-            raise WalletError("public key must be 32 bytes")
-        self.public_key = public_key
-        self.workchain = workchain
-        self.wallet_id = (
-            wallet_id
-            if wallet_id is not None
-            else v5r1_wallet_id(network_global_id, workchain=workchain)
+        super().__init__(
+            public_key,
+            workchain=workchain,
+            wallet_id=(
+                wallet_id
+                if wallet_id is not None
+                else v5r1_wallet_id(network_global_id, workchain=workchain)
+            ),
+            code_boc=wallet_v5r1_code_boc(),
         )
-        self._code = cell_from_boc(wallet_v5r1_code_boc())
-        self._data = (
+
+    def _initial_data(self) -> Cell:
+        return (
             begin_cell()
             .store_bit(1)  # signatures allowed
             .store_uint(0, 32)
             .store_uint(self.wallet_id, 32)
-            .store_bytes(public_key)
+            .store_bytes(self.public_key)
             .store_bit(0)  # no extensions
             .end_cell()
         )
-        self.address: Address = contract_address(self._code, self._data, workchain)
 
-    def __repr__(self) -> str:
-        return f"WalletV5R1(address={self.address.to_raw()}, wallet_id={self.wallet_id})"
-
-    @staticmethod
-    def seqno_of(data_boc: bytes) -> int:
-        """The seqno stored in a v5r1 wallet's data (after its signature-allowed bit)."""
-        data = cell_from_boc(data_boc).begin_parse()
-        data.skip_bits(1)
-        return int(data.load_uint(32))
-
-    @property
-    def state_init_boc(self) -> bytes:
-        return cell_to_boc(state_init_cell(self._code, self._data))
-
-    def create_transfer(
-        self,
-        key: WalletKey,
-        transfers: Sequence[Transfer],
-        *,
-        seqno: int,
-        valid_until: int,
-        include_state_init: bool | None = None,
-    ) -> SignedExternal:
-        """Sign an external message carrying 0..255 transfers (as :class:`WalletV4R2`)."""
-        _check_transfer(self, key, transfers, seqno, valid_until)
+    def _signed_body(
+        self, key: WalletKey, transfers: Sequence[Transfer], seqno: int, valid_until: int
+    ) -> Cell:
         actions = empty_cell()
         for transfer in transfers:  # the head of the list is the last action
             actions = (
@@ -452,42 +450,7 @@ class WalletV5R1:
         signed = signed.store_maybe_ref(actions if transfers else None).store_bit(0)
         signed_cell = signed.end_cell()
         signature = key.sign(cell_hash(signed_cell))
-        body = begin_cell().store_cell(signed_cell).store_bytes(signature).end_cell()
-        with_init = seqno == 0 if include_state_init is None else include_state_init
-        return _external(
-            self,
-            self._code,
-            self._data,
-            body,
-            seqno=seqno,
-            valid_until=valid_until,
-            with_init=with_init,
-        )
-
-
-class Wallet(Protocol):
-    """What a treasury needs of a wallet contract."""
-
-    version: WalletVersion
-    max_messages: int
-    public_key: bytes
-    address: Address
-
-    @property
-    def state_init_boc(self) -> bytes: ...
-
-    @staticmethod
-    def seqno_of(data_boc: bytes) -> int: ...
-
-    def create_transfer(
-        self,
-        key: WalletKey,
-        transfers: Sequence[Transfer],
-        *,
-        seqno: int,
-        valid_until: int,
-        include_state_init: bool | None = None,
-    ) -> SignedExternal: ...
+        return begin_cell().store_cell(signed_cell).store_bytes(signature).end_cell()
 
 
 def make_wallet(
