@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 
+from cocoon_operator.api import v1alpha1
 from cocoon_operator.kubectl_plugin.cli import main as plugin_main
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
@@ -157,6 +159,75 @@ async def scrape(port: int) -> dict[str, float]:
             series, _, value = line.rpartition(" ")
             out[series] = float(value)
     return out
+
+
+class StatusHistory:
+    """Every status version of a namespace's workers, in order, from a watch opened
+    before they exist: one entry per status write the apiserver stored."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.versions: dict[str, list[dict[str, Any]]] = {}
+        self.opened = asyncio.Event()
+
+    async def run(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        api = (v1alpha1.GROUP, v1alpha1.VERSION, self.namespace, v1alpha1.PLURAL)
+        listed = await custom.list_namespaced_custom_object(*api)
+        assert not listed["items"], "the history must begin before the workers"
+        w = watch.Watch()
+        self.opened.set()
+        async for event in w.stream(
+            custom.list_namespaced_custom_object,
+            *api,
+            resource_version=listed["metadata"]["resourceVersion"],
+            timeout_seconds=300,
+        ):
+            obj = event["object"]
+            seen = self.versions.setdefault(obj["metadata"]["name"], [])
+            status = obj.get("status") or {}
+            if status and (not seen or seen[-1] != status):
+                seen.append(status)
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+async def test_each_step_writes_its_facts_and_the_conditions_they_imply_at_once(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    """Every status write is a watch event for every watcher, so a step that learns
+    something (the attestation summary, the wallet) writes it in the same patch
+    as the conditions it implies, and the pod the reconcile creates is recorded
+    with it: from creation to Ready, one write per step."""
+    history = StatusHistory(api, namespace)
+    watcher = asyncio.create_task(history.run())
+    await history.opened.wait()
+    with running_operator(stack.kubeconfig, namespace, tmp_path / "op.log", *env.operator_args()):
+        await create_worker(api, namespace, "w0")
+        await eventually(ready(api, namespace, "w0"), within=90, what="w0 Ready")
+    await asyncio.sleep(1)  # the watch's last events
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+    versions = history.versions["w0"]
+    phases = [v.get("phase") for v in versions]
+    versions = versions[: phases.index("Ready") + 1]
+    phases = phases[: len(versions)]
+    # Pending with its pod, Starting (scheduled), Attesting (the VM runs),
+    # Registering (attested), Ready (funded): each written once, in order.
+    # (kopf may take two quick pod events as one, skipping Starting.)
+    order = ["Pending", "Starting", "Attesting", "Registering", "Ready"]
+    assert phases == [p for p in order if p in phases], phases
+    assert {"Pending", "Registering", "Ready"} <= set(phases), phases
+    assert versions[0]["pod"] and "instance" in versions[0]
+    summary_first = next(v for v in versions if "attestation" in v)
+    assert _condition(summary_first, "Attested")["status"] == "True"
+    wallet_first = next(v for v in versions if "wallet" in v)
+    assert _condition(wallet_first, "WalletFunded")["reason"] == "Funded"
+    assert wallet_first["phase"] == "Ready"
 
 
 async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(

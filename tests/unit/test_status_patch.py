@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus
-from cocoon_operator.reconcile.worker import plan
+from cocoon_operator.reconcile.worker import apply_merge_patch, plan
 from tests.unit.test_allowlist_policy import reading
 from tests.unit.test_worker_policy import T0, T1, observed
 
@@ -40,3 +40,25 @@ def test_a_chain_error_is_cleared_once_the_root_contract_reads_again() -> None:
     status = CocoonWorkerStatus.model_validate(stored)
     again = plan(observed(chain_enabled=True, listing=reading(), status=status), now=T1)
     assert "chain" not in again.status
+
+
+def test_a_steps_facts_are_planned_on_as_the_apiserver_will_store_them() -> None:
+    """``apply_merge_patch`` is what the reconcile plans on when a step hands it facts
+    to write in the same patch; it must agree with the apiserver's reading."""
+    stored = {
+        "phase": "Attesting",
+        "attestation": {"verdict": "Verified", "error": "old", "gpu": {"mode": "Verify"}},
+        "wallet": {"balance": 1},
+    }
+    patch = {
+        "attestation": {"verdict": "Rejected", "error": None, "gpu": {"count": 1}},
+        "wallet": None,
+        "earnings": {"earnedTokens": 5},
+    }
+    assert apply_merge_patch(stored, patch) == merge_patch(stored, patch)
+    assert apply_merge_patch(stored, patch) == {
+        "phase": "Attesting",
+        "attestation": {"verdict": "Rejected", "gpu": {"mode": "Verify", "count": 1}},
+        "earnings": {"earnedTokens": 5},
+    }
+    assert stored["wallet"] == {"balance": 1}  # the input is left as it was

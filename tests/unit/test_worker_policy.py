@@ -173,6 +173,27 @@ def test_plan_creates_config_and_pod_for_a_new_worker() -> None:
     assert p.status["targetRevision"] == revision(spec())
 
 
+def test_the_pod_created_is_in_the_same_status_write_and_its_first_sight_adds_none() -> None:
+    created = plan(observed(), now=T0)
+    pod = created.apply[1]
+    assert created.status["pod"] == pod["metadata"]["name"]
+    assert created.status["instance"] == 1
+    scheduled = next(c for c in created.status["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["reason"] == "PodCreated"
+
+    # The watch then shows the pod, pending and not yet placed: nothing to write.
+    seen = PodFacts(
+        name=pod["metadata"]["name"],
+        node=None,
+        phase="Pending",
+        revision=revision(spec()),
+        instance=1,
+    )
+    status = CocoonWorkerStatus.model_validate(created.status)
+    again = plan(observed((seen,), status=status), now=T1)
+    assert again.empty, again
+
+
 def test_plan_is_empty_once_the_world_matches() -> None:
     rev = revision(spec())
     pods = (running_pod(rev),)

@@ -3,8 +3,9 @@
 A timer per worker fetches the RA-TLS certificate its VM presents, verifies it
 in full when policy says so (first time, every ``reattestSeconds``, on a new
 certificate), then writes the gate condition on the pod and the summary in
-``status.attestation``. The gate change wakes the worker's reconcile, which
-derives the Attested condition and the phase from it.
+``status.attestation``. When the gate changes, the worker's reconcile runs at
+once and writes the summary together with the Attested condition and the
+phase it derives from the gate.
 
 Enabled by ``cocoon-operator run`` (see :func:`register`); the checker, its
 pinned root and its collateral cache are built at startup from
@@ -38,7 +39,7 @@ from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger
+from cocoon_operator.handlers.worker import WORKERS, Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
@@ -267,7 +268,23 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         reattest_seconds=policy.reattest_seconds,
         now=now,
     )
-    await _apply(deps, body, pod, decision, previous=previous, now=now, logger=logger)
+    indexes = Indexes.of(kwargs)
+    await _apply(
+        deps, body, pod, decision, previous=previous, now=now, logger=logger, then=(memo, indexes)
+    )
+
+
+def summary_change(
+    decision: GateDecision, previous: v1alpha1.AttestationSummary | None
+) -> dict[str, Any] | None:
+    """``status.attestation`` as a merge patch, None when the decision changes nothing."""
+    summary = decision.summary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    old = previous.model_dump(mode="json", by_alias=True, exclude_none=True) if previous else None
+    if summary == old:
+        return None
+    # A merge patch keeps keys it does not mention: clear the dropped ones.
+    dropped = {key: None for key in (old or {}).keys() - summary.keys()}
+    return {"attestation": summary | dropped}
 
 
 async def _apply(
@@ -279,35 +296,47 @@ async def _apply(
     previous: v1alpha1.AttestationSummary | None,
     now: dt.datetime,
     logger: Logger,
+    then: tuple[Any, Indexes],
 ) -> None:
+    """Write the decision: the gate, an Event, the summary; ``then`` (kopf's memo and
+    the indexes) for the reconcile that follows a gate change."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    summary = decision.summary.model_dump(mode="json", by_alias=True, exclude_none=True)
-    old = previous.model_dump(mode="json", by_alias=True, exclude_none=True) if previous else None
-    if summary != old:
-        # A merge patch keeps keys it does not mention: clear the dropped ones.
-        dropped = {key: None for key in (old or {}).keys() - summary.keys()}
-        await deps.patch_status(namespace, name, {"attestation": summary | dropped})
+    change = summary_change(decision, previous)
     unchanged = (
         pod.attested_gate is decision.gate
         and pod.attested_reason == decision.reason.value
         and pod.attested_message == decision.message[:1024]
     )
-    if not unchanged:
-        condition = _gate_condition(decision, now)
-        if pod.attested_gate is not decision.gate:
-            condition["lastTransitionTime"] = rfc3339(now)
-        await deps.patch_pod_condition(namespace, pod.name, condition)
-    if decision.event_reason:
-        await record(
-            deps.api,
-            body,
-            reason=decision.event_reason,
-            message=decision.event_message,
-            warning=decision.warning,
-            now=now,
-        )
-        log = logger.warning if decision.warning else logger.info
-        log("%s: %s", decision.event_reason, decision.event_message)
+
+    async def gate_and_event() -> None:
+        if not unchanged:
+            condition = _gate_condition(decision, now)
+            if pod.attested_gate is not decision.gate:
+                condition["lastTransitionTime"] = rfc3339(now)
+            await deps.patch_pod_condition(namespace, pod.name, condition)
+        if decision.event_reason:
+            await record(
+                deps.api,
+                body,
+                reason=decision.event_reason,
+                message=decision.event_message,
+                warning=decision.warning,
+                now=now,
+            )
+            log = logger.warning if decision.warning else logger.info
+            log("%s: %s", decision.event_reason, decision.event_message)
+
+    if unchanged:
+        if change is not None:
+            await deps.patch_status(namespace, name, change)
+        await gate_and_event()
+        return
+    # A new gate: written first, under the worker's lock, so the summary never
+    # claims a verdict the gate does not carry yet. The reconcile then writes
+    # the summary with the Attested condition and phase in one status write,
+    # and the gate's own watch event, reconciled after it, finds nothing left.
+    memo, indexes = then
+    await reconcile_body(body, memo, indexes, logger, first=gate_and_event, recorded=change)
 
 
 def register(registry: kopf.OperatorRegistry, interval: float) -> None:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes_asyncio import client
@@ -410,8 +410,8 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         payouts=stats.payouts,
         checked_at=rfc3339(now),
     )
-    await _record(deps, body, wallet, earnings, now=now)
-    await reconcile_body(_with_status(body, wallet, earnings), memo, Indexes.of(kwargs), logger)
+    changes = status_changes(body, wallet, earnings, now=now)
+    await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
 
 
 async def _payout_if_due(
@@ -556,33 +556,18 @@ def _changed(old: Any, new: Any, *, ignore: str = "checkedAt") -> bool:
     return before != after
 
 
-async def _record(
-    deps: Deps,
-    body: kopf.Body,
-    wallet: WalletStatus,
-    earnings: EarningsStatus,
-    *,
-    now: dt.datetime,
-) -> None:
-    """Write what changed; a check that finds the same facts writes nothing."""
-    status = body.get("status") or {}
-    parsed = v1alpha1.CocoonWorkerStatus.model_validate(dict(status))
+def status_changes(
+    body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus, *, now: dt.datetime
+) -> dict[str, Any]:
+    """The wallet and earnings fields worth a write (a merge patch; empty when a
+    check found the same facts). The reconcile writes them with the conditions."""
+    parsed = v1alpha1.CocoonWorkerStatus.model_validate(dict(body.get("status") or {}))
     patch: dict[str, Any] = {}
     if _changed(parsed.wallet, wallet):
         patch["wallet"] = _dump(wallet)
     if earnings_due(parsed.earnings, earnings, now=now):
         patch["earnings"] = _dump(earnings)
-    if patch:
-        meta = body["metadata"]
-        await deps.patch_status(meta["namespace"], meta["name"], patch)
-
-
-def _with_status(body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus) -> kopf.Body:
-    raw = dict(body)
-    status = dict(raw.get("status") or {})
-    status.update(wallet=_dump(wallet), earnings=_dump(earnings))
-    raw["status"] = status
-    return kopf.Body(cast(kopf.RawBody, raw))
+    return patch
 
 
 def register(registry: kopf.OperatorRegistry, interval: float) -> None:

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -40,7 +40,13 @@ from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
-from cocoon_operator.reconcile.worker import DRAIN_HELD_EVENTS, Observed, Plan, plan
+from cocoon_operator.reconcile.worker import (
+    DRAIN_HELD_EVENTS,
+    Observed,
+    Plan,
+    apply_merge_patch,
+    plan,
+)
 
 FIELD_MANAGER = "cocoon-operator"
 PAUSE_ANNOTATION = f"{v1alpha1.GROUP}/paused"
@@ -286,12 +292,28 @@ async def _reconcile(
     logger: Logger,
     *,
     deleting: bool = False,
+    recorded: Mapping[str, Any] | None = None,
+    first: Callable[[], Awaitable[None]] | None = None,
 ) -> Plan:
+    """Plan on the newest copy of ``body`` and execute the plan.
+
+    ``recorded``: status fields a step has just learned (a merge patch). The
+    plan sees them as already stored, and they go out in the same status
+    write as the conditions they imply: one watch event per step, not two.
+    ``first``: a step's own writes, made under the worker's lock before the
+    plan, so that the watch events they cause reconcile after this one.
+    """
     deps: Deps = memo["deps"]
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     async with deps.locks[key]:
+        if first is not None:
+            await first()
         # After the lock: a reconcile that held it may have just written status.
         body = deps.fresh(body)
+        if recorded:
+            raw = dict(body)
+            raw["status"] = apply_merge_patch(raw.get("status") or {}, recorded)
+            body = kopf.Body(cast(kopf.RawBody, raw))
         try:
             observed = _observe(
                 body,
@@ -318,6 +340,8 @@ async def _reconcile(
                 instances_in_use=deps.instances_in_use(indexes.instances),
             )
         result = plan(observed, now=deps.clock())
+        if recorded:
+            result.status = {**recorded, **result.status}
         drain = memo.get("drain")
         if result.delete_pods and drain is not None:
             # Deletion or rotation: whichever path gets here, a worker's VM is
@@ -346,9 +370,22 @@ async def _reconcile(
     return result
 
 
-async def reconcile_body(body: kopf.Body, memo: Any, indexes: Indexes, logger: Logger) -> None:
-    """Reconcile ``body`` now: for steps that just recorded facts its status derives from."""
-    await _reconcile(body, memo, indexes, logger)
+async def reconcile_body(
+    body: kopf.Body,
+    memo: Any,
+    indexes: Indexes,
+    logger: Logger,
+    *,
+    recorded: Mapping[str, Any] | None = None,
+    first: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Reconcile ``body`` now: for steps that learned facts its status derives from.
+
+    ``recorded`` (a status merge patch) is written together with the
+    conditions and phase the reconcile derives from it; ``first`` runs under
+    the worker's lock before the plan (see :func:`_reconcile`).
+    """
+    await _reconcile(body, memo, indexes, logger, recorded=recorded, first=first)
 
 
 @kopf.on.resume(*WORKERS)

@@ -23,6 +23,7 @@ from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
+from cocoon_operator.reconcile.gather import pod_facts
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,25 @@ def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` as the apiserver stores it after the merge patch ``patch`` (RFC 7386):
+    None removes a key, objects merge key by key, anything else replaces.
+
+    For a step that records facts and lets the reconcile write them together
+    with the conditions they imply: the plan must see the status as it will be.
+    """
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            before = out.get(key)
+            out[key] = apply_merge_patch(before if isinstance(before, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
 def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
     """Give up ``current``'s instance when its host ports are taken wherever it could
     run: delete the unscheduled pod; the next reconcile starts one on another index.
@@ -140,6 +160,9 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         plan.events.append(
             Event("LauncherCreated", f"created pod {name} (revision {rev}, instance {slot.index})")
         )
+        # The status describes the pod as created (unscheduled), so the watch
+        # event that first shows it changes nothing and costs no status write.
+        return pod_facts(desired_pod), tried
     return None, tried
 
 
