@@ -18,7 +18,7 @@ import kopf
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.handlers.worker import Deps, Indexes, _reconcile
+from cocoon_operator.handlers.worker import Deps, Indexes, _reconcile, reconcile_body
 from cocoon_operator.reconcile.gather import pod_facts
 from tests.cluster.crds import install_crds
 from tests.cluster.test_launcher_scheduling import create_worker
@@ -69,6 +69,13 @@ async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wr
     for cond in second["status"]["conditions"]:
         if cond["type"] not in flipped:
             assert cond["lastTransitionTime"] == times[cond["type"]], cond
+
+    # A step hands our copy on to the reconcile, as the attestation and chain
+    # steps do: that is not the watch catching up, so our copy is kept and the
+    # stale body after it still decides on it.
+    ours = deps.fresh(stale)
+    await reconcile_body(ours, memo, Indexes(pods=index, instances={}), logger)  # type: ignore[arg-type]
+    assert len(deps.latest) == 1
 
     # Once more on the same stale body and the same facts: nothing left to write.
     clock[0] = T0 + dt.timedelta(seconds=10)

@@ -58,6 +58,20 @@ def test_the_copy_is_dropped_once_the_watch_delivers_it_or_something_newer() -> 
     assert len(latest) == 0
 
 
+def test_a_copy_handed_on_by_a_step_is_not_taken_for_the_watch_catching_up() -> None:
+    # A timer takes our copy over kopf's older body, then hands it to the
+    # reconcile, which asks again: kopf has still not seen version 11.
+    latest = LatestObjects()
+    latest.wrote(obj("11", phase="Ready"))
+    ours = latest.freshest(obj("10", phase="Registering"))
+    assert latest.freshest(ours, delivered=False) is ours
+    assert latest.freshest(obj("10", phase="Registering"))["status"]["phase"] == "Ready"
+    # Something newer than our copy is newer whoever hands it over.
+    body = obj("12", phase="Failed")
+    assert latest.freshest(body, delivered=False) is body
+    assert len(latest) == 0
+
+
 def test_only_a_newer_write_replaces_the_held_copy() -> None:
     latest = LatestObjects()
     latest.wrote(obj("12", phase="Ready"))

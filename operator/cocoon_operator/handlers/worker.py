@@ -87,10 +87,14 @@ class Deps:
     # Worker probes at once, process-wide (see handlers/probes.py).
     probes: ProbeBudget = field(default_factory=ProbeBudget)
 
-    def fresh(self, body: kopf.Body, store: LatestObjects | None = None) -> kopf.Body:
+    def fresh(
+        self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
+    ) -> kopf.Body:
         """``body``, or the newer copy of it this operator's last status write returned
-        (kept in ``store``: :attr:`latest` for workers, :attr:`latest_pools` for pools)."""
-        newest = (self.latest if store is None else store).freshest(body)
+        (kept in ``store``: :attr:`latest` for workers, :attr:`latest_pools` for pools).
+        ``delivered``: ``body`` is kopf's, not a copy a step already got from here
+        (see :meth:`LatestObjects.freshest`)."""
+        newest = (self.latest if store is None else store).freshest(body, delivered=delivered)
         return body if newest is body else kopf.Body(cast(kopf.RawBody, newest))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -154,6 +158,11 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     # Our own Events explain each change; kopf's per-handler log Events would
     # add a write per handler run for nothing.
     settings.posting.level = logging.WARNING
+    # kopf waits this long for the watch to show its own last patch before it
+    # takes an older body as current, and an older body without its diff-base
+    # annotation reads as a new object: at 1,000 workers the watch ran more
+    # than kopf's 5 s behind, and a quarter of the workers were "created" twice.
+    settings.persistence.consistency_timeout = 60
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -294,6 +303,7 @@ async def _reconcile(
     deleting: bool = False,
     recorded: Mapping[str, Any] | None = None,
     first: Callable[[], Awaitable[None]] | None = None,
+    delivered: bool = True,
 ) -> Plan:
     """Plan on the newest copy of ``body`` and execute the plan.
 
@@ -302,6 +312,8 @@ async def _reconcile(
     write as the conditions they imply: one watch event per step, not two.
     ``first``: a step's own writes, made under the worker's lock before the
     plan, so that the watch events they cause reconcile after this one.
+    ``delivered``: False when ``body`` is a copy a step already took from
+    :attr:`Deps.latest` (see :meth:`LatestObjects.freshest`).
     """
     deps: Deps = memo["deps"]
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -309,7 +321,7 @@ async def _reconcile(
         if first is not None:
             await first()
         # After the lock: a reconcile that held it may have just written status.
-        body = deps.fresh(body)
+        body = deps.fresh(body, delivered=delivered)
         if recorded:
             raw = dict(body)
             raw["status"] = apply_merge_patch(raw.get("status") or {}, recorded)
@@ -383,9 +395,11 @@ async def reconcile_body(
 
     ``recorded`` (a status merge patch) is written together with the
     conditions and phase the reconcile derives from it; ``first`` runs under
-    the worker's lock before the plan (see :func:`_reconcile`).
+    the worker's lock before the plan (see :func:`_reconcile`). ``body`` is
+    the step's own copy, taken through :meth:`Deps.fresh`: it does not prove
+    that the watch has caught up with this operator's writes.
     """
-    await _reconcile(body, memo, indexes, logger, recorded=recorded, first=first)
+    await _reconcile(body, memo, indexes, logger, recorded=recorded, first=first, delivered=False)
 
 
 @kopf.on.resume(*WORKERS)

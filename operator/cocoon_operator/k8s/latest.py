@@ -69,15 +69,25 @@ class LatestObjects:
         if held is None or newer(obj, held):
             self._ahead[key] = dict(obj)
 
-    def freshest(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``body``, or our newer copy; a copy the watch caught up with is dropped."""
+    def freshest(self, body: Mapping[str, Any], *, delivered: bool = True) -> Mapping[str, Any]:
+        """``body``, or our newer copy; a copy the watch caught up with is dropped.
+
+        ``delivered``: ``body`` came from kopf (a watch event, an index), so
+        kopf's copy is at least this new. False for a copy a step already got
+        from here and hands on: at the same version it is our own copy, not
+        proof that the watch delivered it, and dropping it then would leave
+        the next step with kopf's body, however far behind (at 1,000 workers,
+        minutes: workers re-announced their attestation and their Ready phase).
+        """
         key = self.key(body)
         held = self._ahead.get(key)
         if held is None:
             return body
         if newer(held, body):
             return held
-        del self._ahead[key]  # the watch delivered it (or something newer), or it is another uid
+        if delivered or newer(body, held):
+            # The watch delivered it (or something newer), or it is another uid.
+            del self._ahead[key]
         return body
 
     def forget(self, key: Key) -> None:
