@@ -150,8 +150,7 @@ def test_a_lagging_index_does_not_make_the_pool_delete_past_max_unavailable() ->
     expected = Expectations()
     first = plan_pool(old, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
     assert len(first.delete) == 3
-    for name in first.delete:
-        expected.deleted[name] = 0.0
+    expected.deleted.update(first.delete)
     for i in range(first.create):
         expected.created[f"new-{i}"] = ("r2", 0.0)
 
@@ -169,8 +168,25 @@ def test_a_lagging_index_does_not_make_the_pool_delete_past_max_unavailable() ->
     assert not expected.deleted and not expected.created
 
 
-def test_expectations_lapse_when_nothing_confirms_them() -> None:
+def test_a_creation_lapses_when_nothing_confirms_it() -> None:
     expected = Expectations(ttl=60.0)
     expected.created["new-0"] = ("r2", 0.0)
     assert [m.name for m in expected.apply([], now=10.0)] == ["new-0"]
     assert expected.apply([], now=61.0) == []
+
+
+def test_a_deletion_is_held_for_as_long_as_the_index_lags() -> None:
+    """At 1,000 workers the index ran minutes behind the pool's deletions; a
+    deletion that lapsed after a minute let each batch be deleted again."""
+    old = [PoolMember(f"old-{i}", "r1", ready=True) for i in range(10)]
+    expected = Expectations(ttl=60.0)
+    first = plan_pool(old, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
+    expected.deleted.update(first.delete)
+    for minute in range(1, 11):
+        seen = expected.apply(old, now=60.0 * minute)
+        again = plan_pool(seen, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
+        assert again.delete == (), minute
+    # Gone from the index: nothing left to hold.
+    rest = [m for m in old if m.name not in first.delete]
+    assert expected.apply(rest, now=900.0) == rest
+    assert not expected.deleted

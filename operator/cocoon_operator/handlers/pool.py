@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -30,6 +30,7 @@ from cocoon_operator.desired.pool import (
 )
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger
 from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.latest import resource_version
 from cocoon_operator.k8s.objects import (
     create_if_absent,
     delete_worker,
@@ -47,36 +48,49 @@ from cocoon_operator.policy.pool import (
 POOLS = (v1alpha1.GROUP, v1alpha1.VERSION, POOL_PLURAL)
 RESYNC_SECONDS = 300.0
 
-Members = kopf.Index[tuple[str, str], tuple[PoolMember, int | None]]
+# Per (namespace, pool): each member, its spec's coefficient, and the resource
+# version the index saw it at.
+Members = kopf.Index[tuple[str, str], tuple[PoolMember, int | None, int | None]]
 Pools = kopf.Index[tuple[str, str], dict[str, Any]]
 
 
-def _ready(body: kopf.Body) -> bool:
+def _member(body: Mapping[str, Any]) -> PoolMember:
+    meta = body.get("metadata") or {}
+    ready = False
     for cond in (body.get("status") or {}).get("conditions") or []:
         if cond.get("type") == ConditionType.READY:
-            return bool(cond.get("status") == "True")
-    return False
+            ready = cond.get("status") == "True"
+    return PoolMember(
+        name=meta.get("name") or "",
+        revision=(meta.get("labels") or {}).get(LABEL_POOL_REVISION),
+        ready=ready,
+        deleting=meta.get("deletionTimestamp") is not None,
+    )
 
 
 @kopf.index(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
 def pool_members(
-    *,
-    namespace: str | None,
-    labels: kopf.Labels,
-    name: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    **_: Any,
-) -> dict[tuple[str, str], tuple[PoolMember, int | None]]:
-    """Workers by (namespace, pool), with their spec's coefficient."""
-    member = PoolMember(
-        name=name,
-        revision=labels.get(LABEL_POOL_REVISION),
-        ready=_ready(body),
-        deleting=body["metadata"].get("deletionTimestamp") is not None,
-    )
-    coefficient = spec.get("coefficient")
-    return {(namespace or "", labels[LABEL_POOL]): (member, coefficient)}
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], tuple[PoolMember, int | None, int | None]]:
+    """Workers by (namespace, pool), with their spec's coefficient and version."""
+    value = (_member(body), spec.get("coefficient"), resource_version(body))
+    return {(namespace or "", labels[LABEL_POOL]): value}
+
+
+def _members(deps: Deps, namespace: str, index: Members, key: tuple[str, str]) -> list[PoolMember]:
+    """The pool's members from its index, each as new as this operator knows it.
+
+    The index follows kopf's watch, which under load runs minutes behind the
+    status this operator writes: at 1,000 workers it still showed 999 of them
+    not Ready minutes after they all were, and old workers that are not Ready
+    cost a rotation no availability, so all of them were deleted at once. A
+    worker whose own status write is newer than the index is read from that.
+    """
+    members = []
+    for member, _, version in index.get(key, []):
+        newer = deps.latest.ahead_of((namespace, member.name), version)
+        members.append(member if newer is None else _member(newer))
+    return members
 
 
 @kopf.index(*POOLS)
@@ -117,7 +131,9 @@ async def _reconcile_pool_locked(
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
         raise kopf.PermanentError(f"invalid pool spec fields: {fields}") from None
     entries = list(members_index.get((namespace, name), []))
-    members = expected.apply([m for m, _ in entries], time.monotonic())
+    members = expected.apply(
+        _members(deps, namespace, members_index, (namespace, name)), time.monotonic()
+    )
     revision = template_revision(pool.spec.template)
     plan = plan_pool(
         members,
@@ -166,8 +182,12 @@ async def _apply(
     logger: Logger,
 ) -> None:
     for worker in plan.delete:
-        expected.deleted[worker] = time.monotonic()
-        if await delete_worker(deps.api, ref.namespace, worker):
+        deleted = await delete_worker(deps.api, ref.namespace, worker)
+        # Deleting or gone either way (False: it already was); held until the
+        # index shows it. A request that raised is not held: the next plan
+        # sees the worker as it is and may ask for the same deletion again.
+        expected.deleted.add(worker)
+        if deleted:
             await record(
                 deps.api,
                 body,
@@ -196,10 +216,13 @@ async def _apply(
 
 
 async def _sync_coefficients(
-    deps: Deps, namespace: str, entries: Sequence[tuple[PoolMember, int | None]], wanted: int
+    deps: Deps,
+    namespace: str,
+    entries: Sequence[tuple[PoolMember, int | None, int | None]],
+    wanted: int,
 ) -> None:
     """The coefficient is not part of the revision: set it on every worker in place."""
-    for member, coefficient in entries:
+    for member, coefficient, _ in entries:
         if not member.deleting and coefficient != wanted:
             await patch_worker_spec(deps.api, namespace, member.name, {"coefficient": wanted})
 

@@ -90,5 +90,19 @@ class LatestObjects:
             del self._ahead[key]
         return body
 
+    def ahead_of(self, key: Key, version: int | None) -> Mapping[str, Any] | None:
+        """Our copy of ``key`` if it is certainly newer than ``version``, else None.
+
+        For what an index recorded of an object (its resource version), not a
+        body a handler decides on: nothing is dropped. Resource versions are
+        the store's one growing revision, so a higher one is the later state
+        of whatever object now bears the name.
+        """
+        held = self._ahead.get(key)
+        if held is None or version is None:
+            return None
+        mine = resource_version(held)
+        return held if mine is not None and mine > version else None
+
     def forget(self, key: Key) -> None:
         self._ahead.pop(key, None)

@@ -95,22 +95,26 @@ class Expectations:
 
     Under load the index lags the operator's writes; a plan made from it alone
     would count a worker it just deleted as still Ready and delete another in
-    its place, or miss one it just created. Entries go when the index shows
-    them, or after ``ttl`` seconds (someone else may have undone them).
+    its place, or miss one it just created.
+
+    A deletion is held until the index shows the worker deleting or gone, for
+    however long that takes: it cannot be undone, and letting it lapse while
+    the index still shows the worker Ready is exactly the mistake above. At
+    1,000 workers the index ran minutes behind, and a 60 s lapse let a
+    rotation with maxUnavailable 100 delete 999 workers in a quarter of an
+    hour, 932 of them Ready. A creation is held until the index shows it, or
+    for ``ttl`` seconds (someone else may have deleted it before the index
+    saw it; forgetting it costs only a create that answers 409).
     """
 
     ttl: float = 60.0
-    deleted: dict[str, float] = field(default_factory=dict)  # name -> when
+    deleted: set[str] = field(default_factory=set)
     created: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> revision, when
 
     def apply(self, members: Sequence[PoolMember], now: float) -> list[PoolMember]:
         """``members`` as this pool's own recent writes leave them; forgets what is seen."""
         seen = {m.name: m for m in members}
-        self.deleted = {
-            n: t
-            for n, t in self.deleted.items()
-            if now - t < self.ttl and n in seen and not seen[n].deleting
-        }
+        self.deleted = {n for n in self.deleted if n in seen and not seen[n].deleting}
         self.created = {
             n: (r, t) for n, (r, t) in self.created.items() if now - t < self.ttl and n not in seen
         }

@@ -1,0 +1,62 @@
+"""The pool plans on each member as new as the operator knows it, not as its index last saw it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from cocoon_operator.desired.pool import LABEL_POOL, LABEL_POOL_REVISION
+from cocoon_operator.handlers.pool import Members, _members
+from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.policy.pool import PoolMember, plan_pool
+
+KEY = ("fleet", "pool")
+
+
+def worker(name: str, version: int, *, ready: bool, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "namespace": "fleet",
+        "name": name,
+        "uid": "u-" + name,
+        "resourceVersion": str(version),
+        "labels": {LABEL_POOL: "pool", LABEL_POOL_REVISION: "r1"},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-05T13:37:00Z"
+    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return {"metadata": meta, "status": status}
+
+
+def deps() -> Deps:
+    return Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+
+
+def test_a_ready_status_written_after_the_index_saw_the_worker_counts() -> None:
+    """The index saw ten workers before they were Ready; this operator has
+    since written Ready on all of them. A rotation at maxUnavailable 3 may
+    delete three, not the ten the index would have it delete."""
+    d = deps()
+    index: dict[tuple[str, str], list[tuple[PoolMember, int | None, int | None]]] = {KEY: []}
+    for i in range(10):
+        index[KEY].append((PoolMember(f"w{i}", "r1", ready=False), 1000, 10 + i))
+        d.latest.wrote(worker(f"w{i}", 100 + i, ready=True))
+    members = _members(d, "fleet", cast(Members, index), KEY)
+    assert all(m.ready for m in members)
+    plan = plan_pool(members, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
+    assert len(plan.delete) == 3
+    # From the index alone: every old worker "not Ready", every one deleted.
+    stale = [m for m, _, _ in index[KEY]]
+    assert (
+        len(plan_pool(stale, replicas=10, revision="r2", max_unavailable=3, max_surge=0).delete)
+        == 10
+    )
+
+
+def test_what_the_index_saw_after_our_write_wins() -> None:
+    """Our copy says Ready, but the index has since seen the worker deleting."""
+    d = deps()
+    d.latest.wrote(worker("w0", 100, ready=True))
+    index = {KEY: [(PoolMember("w0", "r1", ready=True, deleting=True), 1000, 105)]}
+    (member,) = _members(d, "fleet", cast(Members, index), KEY)
+    assert member.deleting
+    assert len(d.latest) == 1  # an index entry is not a delivered body: nothing is dropped
