@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from typing import Any, cast
 
 from cocoon_operator.desired.pool import LABEL_POOL, LABEL_POOL_REVISION
@@ -60,3 +62,44 @@ def test_what_the_index_saw_after_our_write_wins() -> None:
     (member,) = _members(d, "fleet", cast(Members, index), KEY)
     assert member.deleting
     assert len(d.latest) == 1  # an index entry is not a delivered body: nothing is dropped
+
+
+async def test_member_events_that_wait_for_one_pass_share_it(monkeypatch: Any) -> None:
+    """Fifty member events while a pass runs: one more pass after it, not fifty;
+    an event after that pass started gets a pass of its own."""
+    from cocoon_operator.handlers import pool as handlers  # noqa: PLC0415
+
+    d = deps()
+    passes: list[int] = []
+    running = asyncio.Event()
+    release = asyncio.Event()
+
+    async def reconcile(body: Any, deps: Deps, members: Any, logger: Any) -> None:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            running.set()
+            await release.wait()
+
+    monkeypatch.setattr(handlers, "_reconcile_pool_held", reconcile)
+    snapshot = {"metadata": {"namespace": "fleet", "name": "pool"}}
+
+    async def event() -> None:
+        await handlers.pool_worker_changed(
+            namespace="fleet",
+            labels={LABEL_POOL: "pool"},
+            memo={"deps": d},
+            logger=logging.getLogger("test"),
+            pools={KEY: [snapshot]},
+            pool_members={},
+        )
+
+    first = asyncio.create_task(event())
+    await running.wait()
+    waiting = [asyncio.create_task(event()) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert len(passes) == 2
+    await event()
+    assert len(passes) == 3
+    assert not d.pools_queued

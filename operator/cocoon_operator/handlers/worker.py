@@ -38,6 +38,7 @@ from cocoon_operator.k8s.objects import (
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
+from cocoon_operator.policy.pool import Expectations
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import (
@@ -84,6 +85,14 @@ class Deps:
     # index lags too, and a gate not yet seen there would be verified again.
     latest_pods: LatestObjects = field(default_factory=LatestObjects)
     latest_pools: LatestObjects = field(default_factory=LatestObjects)
+    # Each pool's own creates and deletes its members' index has not shown yet.
+    # Here and not in ``memo``: kopf gives every object a shallow copy of the
+    # memo, so a dict added to it by one object's handler is that object's
+    # alone, and each member's event would plan with expectations of its own.
+    pool_expectations: dict[tuple[str, str], Expectations] = field(default_factory=dict)
+    # Pools with a member-event pass waiting for the pool's lock (see
+    # handlers/pool.py: pool_worker_changed).
+    pools_queued: set[tuple[str, str]] = field(default_factory=set)
     # Worker probes at once, process-wide (see handlers/probes.py).
     probes: ProbeBudget = field(default_factory=ProbeBudget)
 
