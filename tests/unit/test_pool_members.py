@@ -1,4 +1,6 @@
-"""The pool plans on each member as new as the operator knows it, not as its index last saw it."""
+"""The pool's handler without a cluster: it plans on each member as new as the
+operator knows it (not as its index last saw it), member events that wait share
+one pass, and its writes go in growing batches that stop at the first failure."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import asyncio
 import datetime as dt
 import logging
 from typing import Any, cast
+
+import pytest
 
 from cocoon_operator.desired.pool import LABEL_POOL, LABEL_POOL_REVISION
 from cocoon_operator.handlers.pool import Members, _members
@@ -103,3 +107,30 @@ async def test_member_events_that_wait_for_one_pass_share_it(monkeypatch: Any) -
     await event()
     assert len(passes) == 3
     assert not d.pools_queued
+
+
+async def test_a_failing_batch_is_the_last_and_its_error_is_raised() -> None:
+    from cocoon_operator.handlers.pool import _in_batches  # noqa: PLC0415
+
+    tried: list[str] = []
+
+    async def write(worker: str) -> None:
+        tried.append(worker)
+        if worker == "w4":
+            raise RuntimeError("quota exceeded")
+
+    names = [f"w{i}" for i in range(20)]
+    with pytest.raises(RuntimeError, match="quota"):
+        await _in_batches(names, write)
+    # Batches 1, 2, 4: w4 is in the third, which still runs to its end.
+    assert tried == names[:7]
+
+    tried.clear()
+
+    async def refused(worker: str) -> None:
+        tried.append(worker)
+        raise RuntimeError("admission webhook denied the request")
+
+    with pytest.raises(RuntimeError, match="denied"):
+        await _in_batches(names, refused)
+    assert tried == ["w0"]  # one request, not twenty

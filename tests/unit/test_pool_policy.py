@@ -15,7 +15,13 @@ from cocoon_operator.desired.pool import (
     template_revision,
     wallet_secret,
 )
-from cocoon_operator.policy.pool import Expectations, PoolMember, next_names, plan_pool
+from cocoon_operator.policy.pool import (
+    Expectations,
+    PoolMember,
+    next_names,
+    plan_pool,
+    slow_start,
+)
 
 
 def simulate(
@@ -190,3 +196,12 @@ def test_a_deletion_is_held_for_as_long_as_the_index_lags() -> None:
     rest = [m for m in old if m.name not in first.delete]
     assert expected.apply(rest, now=900.0) == rest
     assert not expected.deleted
+
+
+def test_writes_go_in_batches_that_double_up_to_a_cap() -> None:
+    assert slow_start(0) == []
+    assert slow_start(1) == [1]
+    assert slow_start(10) == [1, 2, 4, 3]
+    sizes = slow_start(1000, most=16)
+    assert sizes[:6] == [1, 2, 4, 8, 16, 16]
+    assert sum(sizes) == 1000 and max(sizes) == 16

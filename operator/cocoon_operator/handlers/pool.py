@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -44,6 +44,7 @@ from cocoon_operator.policy.pool import (
     PoolPlan,
     next_names,
     plan_pool,
+    slow_start,
 )
 
 POOLS = (v1alpha1.GROUP, v1alpha1.VERSION, POOL_PLURAL)
@@ -192,23 +193,19 @@ async def _apply(
     expected: Expectations,
     logger: Logger,
 ) -> None:
-    for worker in plan.delete:
+
+    async def delete(worker: str) -> None:
         deleted = await delete_worker(deps.api, ref.namespace, worker)
         # Deleting or gone either way (False: it already was); held until the
         # index shows it. A request that raised is not held: the next plan
         # sees the worker as it is and may ask for the same deletion again.
         expected.deleted.add(worker)
         if deleted:
-            await record(
-                deps.api,
-                body,
-                reason="WorkerDeleted",
-                message=f"deleted worker {worker}",
-                now=deps.clock(),
-            )
-            logger.info("pool %s: deleted worker %s", ref.name, worker)
-    taken = {m.name for m in members}
-    for worker in next_names(ref.name, revision, taken, plan.create):
+            message = f"deleted worker {worker}"
+            await record(deps.api, body, reason="WorkerDeleted", message=message, now=deps.clock())
+            logger.info("pool %s: %s", ref.name, message)
+
+    async def create(worker: str) -> None:
         # The key Secret first: a worker never exists without its wallet.
         await create_if_absent(deps.api, wallet_secret(ref, worker, os.urandom(32)))
         created = await create_if_absent(
@@ -216,14 +213,26 @@ async def _apply(
         )
         expected.created[worker] = (revision, time.monotonic())
         if created:
-            await record(
-                deps.api,
-                body,
-                reason="WorkerCreated",
-                message=f"created worker {worker} (revision {revision})",
-                now=deps.clock(),
-            )
-            logger.info("pool %s: created worker %s", ref.name, worker)
+            message = f"created worker {worker} (revision {revision})"
+            await record(deps.api, body, reason="WorkerCreated", message=message, now=deps.clock())
+            logger.info("pool %s: %s", ref.name, message)
+
+    await _in_batches(list(plan.delete), delete)
+    taken = {m.name for m in members}
+    await _in_batches(next_names(ref.name, revision, taken, plan.create), create)
+
+
+async def _in_batches(workers: list[str], write: Callable[[str], Awaitable[None]]) -> None:
+    """``write`` each worker, in growing batches (``slow_start``); a batch with a
+    failure is the last, and its first error is raised once the batch is done."""
+    start = 0
+    for size in slow_start(len(workers)):
+        batch = workers[start : start + size]
+        start += size
+        results = await asyncio.gather(*(write(w) for w in batch), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 async def _sync_coefficients(
