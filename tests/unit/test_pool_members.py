@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from cocoon_operator.desired.pool import LABEL_POOL, LABEL_POOL_REVISION
-from cocoon_operator.handlers.pool import Members, _members
+from cocoon_operator.handlers.pool import _members
 from cocoon_operator.handlers.worker import Deps
 from cocoon_operator.policy.pool import PoolMember, plan_pool
 
@@ -46,7 +46,7 @@ def test_a_ready_status_written_after_the_index_saw_the_worker_counts() -> None:
     for i in range(10):
         index[KEY].append((PoolMember(f"w{i}", "r1", ready=False), 1000, 10 + i))
         d.latest.wrote(worker(f"w{i}", 100 + i, ready=True))
-    members = _members(d, "fleet", cast(Members, index), KEY)
+    members = _members(d, "fleet", index[KEY])
     assert all(m.ready for m in members)
     plan = plan_pool(members, replicas=10, revision="r2", max_unavailable=3, max_surge=0)
     assert len(plan.delete) == 3
@@ -62,8 +62,8 @@ def test_what_the_index_saw_after_our_write_wins() -> None:
     """Our copy says Ready, but the index has since seen the worker deleting."""
     d = deps()
     d.latest.wrote(worker("w0", 100, ready=True))
-    index = {KEY: [(PoolMember("w0", "r1", ready=True, deleting=True), 1000, 105)]}
-    (member,) = _members(d, "fleet", cast(Members, index), KEY)
+    entries = [(PoolMember("w0", "r1", ready=True, deleting=True), 1000, 105)]
+    (member,) = _members(d, "fleet", entries)
     assert member.deleting
     assert len(d.latest) == 1  # an index entry is not a delivered body: nothing is dropped
 

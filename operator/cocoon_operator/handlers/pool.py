@@ -79,7 +79,9 @@ def pool_members(
     return {(namespace or "", labels[LABEL_POOL]): value}
 
 
-def _members(deps: Deps, namespace: str, index: Members, key: tuple[str, str]) -> list[PoolMember]:
+def _members(
+    deps: Deps, namespace: str, entries: Sequence[tuple[PoolMember, int | None, int | None]]
+) -> list[PoolMember]:
     """The pool's members from its index, each as new as this operator knows it.
 
     The index follows kopf's watch, which under load runs minutes behind the
@@ -89,7 +91,7 @@ def _members(deps: Deps, namespace: str, index: Members, key: tuple[str, str]) -
     worker whose own status write is newer than the index is read from that.
     """
     members = []
-    for member, _, version in index.get(key, []):
+    for member, _, version in entries:
         newer = deps.latest.ahead_of((namespace, member.name), version)
         members.append(member if newer is None else _member(newer))
     return members
@@ -121,18 +123,6 @@ async def _reconcile_pool_held(
     # Every member's event reconciles the pool from kopf's snapshot of it,
     # which lags the status this operator wrote a moment ago.
     body = deps.fresh(body, deps.latest_pools)
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    expected = deps.pool_expectations.setdefault(key, Expectations())
-    await _reconcile_pool_locked(body, deps, members_index, expected, logger)
-
-
-async def _reconcile_pool_locked(
-    body: kopf.Body,
-    deps: Deps,
-    members_index: Members,
-    expected: Expectations,
-    logger: Logger,
-) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
@@ -143,9 +133,8 @@ async def _reconcile_pool_locked(
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
         raise kopf.PermanentError(f"invalid pool spec fields: {fields}") from None
     entries = list(members_index.get((namespace, name), []))
-    members = expected.apply(
-        _members(deps, namespace, members_index, (namespace, name)), time.monotonic()
-    )
+    expected = deps.pool_expectations.setdefault((namespace, name), Expectations())
+    members = expected.apply(_members(deps, namespace, entries), time.monotonic())
     revision = template_revision(pool.spec.template)
     plan = plan_pool(
         members,
