@@ -192,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         admission,
         attestation,
         chain,
+        checks,
         control,
         pool,  # noqa: F401 - importing registers the pool handlers
         worker,  # noqa: F401 - importing registers the worker handlers
@@ -237,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
-    attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    periodic = [attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)]
     if args.node_report_namespace:
         from cocoon_operator.handlers import nodes  # noqa: PLC0415
 
@@ -246,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             grace_seconds=args.orphan_grace_seconds,
         )
         nodes.register(kopf.get_default_registry())
-    control.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
             treasury = _namespaced(args.treasury_secret) if args.treasury_secret else None
@@ -269,7 +270,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             root_owner_secret=owner,
             registration_ledger=registrations,
         )
-        chain.register(kopf.get_default_registry(), args.chain_check_seconds)
+        periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
+    # In this order: a worker whose attestation opens its gate is registered and
+    # funded in the same tick.
+    checks.register(kopf.get_default_registry(), [*periodic, coefficient])
 
     async def operator(stop: asyncio.Event | None = None) -> None:
         await kopf.operator(

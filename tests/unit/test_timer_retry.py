@@ -1,10 +1,12 @@
-"""Timers ride out an apiserver outage: connection errors, 5xx and 429 become a
-one-line kopf.TemporaryError retried after the timer's interval (kopf's default
-is a traceback and 60 s of backoff); other errors reach kopf unchanged. Found by
-the apiserver-restart fault test (tests/cluster/test_faults.py)."""
+"""The workers' one shared timer (handlers/checks.py): it runs each check when due,
+rides out an apiserver outage in one line and the check's own tick (kopf's default
+is a traceback and 60 s of backoff; found by the apiserver-restart fault test,
+tests/cluster/test_faults.py), backs a failing check off without holding up the
+others, and is the only per-worker timer the three periodic steps register."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiohttp
@@ -12,8 +14,10 @@ import kopf
 import pytest
 from kubernetes_asyncio.client.rest import ApiException
 
-from cocoon_operator.handlers import attestation, chain, control
-from cocoon_operator.handlers.retry import riding_out_outages, transient_api_error
+from cocoon_operator.handlers import attestation, chain, checks, control
+from cocoon_operator.handlers.retry import transient_api_error
+
+LOG = logging.getLogger("test.checks")
 
 
 def refused() -> aiohttp.ClientConnectorError:
@@ -21,51 +25,151 @@ def refused() -> aiohttp.ClientConnectorError:
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Step:
+    """A check that records its runs and raises what it is told to."""
+
+    def __init__(self, name: str, runs: list[str]) -> None:
+        self.name, self.runs = name, runs
+        self.raises: Exception | None = None
+
+    async def __call__(self, **kwargs: Any) -> None:
+        assert "memo" in kwargs and "logger" in kwargs and kwargs["body"] == {"x": 1}
+        self.runs.append(self.name)
+        if self.raises is not None:
+            raise self.raises
+
+
+def timer(steps: list[checks.Check], clock: Clock) -> Any:
+    registry = kopf.OperatorRegistry()
+    checks.register(registry, steps, clock=clock)
+    (handler,) = registry._spawning.get_all_handlers()
+    return handler.fn
+
+
+async def tick(fn: Any, memo: dict[str, Any], clock: Clock, seconds: float) -> None:
+    await fn(memo=memo, logger=LOG, body={"x": 1})
+    clock.now += seconds
+
+
+def test_due_keeps_order_and_runs_what_never_ran() -> None:
+    async def nothing(**_: Any) -> None: ...
+
+    a, b, c = (checks.Check(n, nothing, e) for n, e in (("a", 5.0), ("b", 10.0), ("c", 5.0)))
+    assert checks.tick_of([a, b, c]) == 5.0
+    assert checks.due([a, b, c], {}, 0.0, 5.0) == [a, b, c]
+    # b next due at 10; at 7.4 it is more than half a tick away, at 7.6 it is not.
+    assert checks.due([a, b, c], {"a": 5.0, "b": 10.0, "c": 5.0}, 7.4, 5.0) == [a, c]
+    assert checks.due([a, b, c], {"a": 5.0, "b": 10.0, "c": 5.0}, 7.6, 5.0) == [a, b, c]
+
+
+async def test_each_check_runs_at_its_own_interval_in_order() -> None:
+    runs: list[str] = []
+    clock = Clock()
+    fn = timer(
+        [
+            checks.Check("attestation", Step("attestation", runs), 5.0),
+            checks.Check("chain", Step("chain", runs), 15.0),
+            checks.Check("coefficient", Step("coefficient", runs), 5.0),
+        ],
+        clock,
+    )
+    memo: dict[str, Any] = {}
+    for _ in range(6):  # a timer fires a little after its interval
+        await tick(fn, memo, clock, 5.1)
+    assert runs.count("attestation") == 6 and runs.count("coefficient") == 6
+    assert runs.count("chain") == 2
+    assert runs[:3] == ["attestation", "chain", "coefficient"]
+
+
 @pytest.mark.parametrize(
     "exc",
     [refused(), ApiException(status=503), ApiException(status=429), ConnectionResetError()],
     ids=["refused", "503", "429", "reset"],
 )
-async def test_an_unavailable_apiserver_is_retried_after_the_interval(exc: Exception) -> None:
-    async def timer(**_: Any) -> None:
-        raise exc
-
+async def test_an_unavailable_apiserver_is_retried_next_tick_in_one_line(
+    exc: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
     assert transient_api_error(exc)
-    with pytest.raises(kopf.TemporaryError) as caught:
-        await riding_out_outages(timer, delay=2.0)(body={})
-    assert caught.value.delay == 2.0
-    assert "Kubernetes API unavailable" in str(caught.value)
+    runs: list[str] = []
+    clock = Clock()
+    failing, other = Step("attestation", runs), Step("chain", runs)
+    failing.raises = exc
+    fn = timer(
+        [checks.Check("attestation", failing, 2.0), checks.Check("chain", other, 30.0)], clock
+    )
+    memo: dict[str, Any] = {}
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        await tick(fn, memo, clock, 2.1)
+    assert runs == ["attestation", "chain"]  # the outage held up nothing else
+    (record,) = caplog.records
+    assert "Kubernetes API unavailable" in record.getMessage()
+    assert "retrying in 2s" in record.getMessage()
+    assert record.exc_info is None  # one line, no traceback
+    failing.raises = None
+    await tick(fn, memo, clock, 2.1)
+    assert runs == ["attestation", "chain", "attestation"]  # again one tick later
 
 
 @pytest.mark.parametrize(
     "exc", [ApiException(status=404), ApiException(status=422), ValueError("bug")]
 )
-async def test_other_errors_reach_kopf_unchanged(exc: Exception) -> None:
-    async def timer(**_: Any) -> None:
-        raise exc
-
+async def test_other_errors_back_off_that_check_alone_with_a_traceback(
+    exc: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
     assert not transient_api_error(exc)
-    with pytest.raises(type(exc)):
-        await riding_out_outages(timer, delay=2.0)()
+    runs: list[str] = []
+    clock = Clock()
+    failing, other = Step("chain", runs), Step("coefficient", runs)
+    failing.raises = exc
+    fn = timer(
+        [checks.Check("chain", failing, 5.0), checks.Check("coefficient", other, 5.0)], clock
+    )
+    memo: dict[str, Any] = {}
+    with caplog.at_level(logging.ERROR, logger=LOG.name):
+        await tick(fn, memo, clock, 5.1)
+    (record,) = caplog.records
+    assert "'chain' failed" in record.getMessage() and record.exc_info is not None
+    failing.raises = None
+    for _ in range(10):  # 51 s: still within the backoff
+        await tick(fn, memo, clock, 5.1)
+    assert runs.count("chain") == 1 and runs.count("coefficient") == 11
+    await tick(fn, memo, clock, 5.1)  # at 56.1 s, within half a tick of 60
+    await tick(fn, memo, clock, 5.1)
+    assert runs.count("chain") == 2
 
 
-async def test_results_pass_through() -> None:
-    async def timer(*, x: int, **_: Any) -> int:
-        return x + 1
+async def test_due_times_are_kept_per_worker() -> None:
+    runs: list[str] = []
+    clock = Clock()
+    fn = timer([checks.Check("chain", Step("chain", runs), 30.0)], clock)
+    first: dict[str, Any] = {}
+    await tick(fn, first, clock, 5.0)
+    await tick(fn, first, clock, 5.0)  # not due for this worker yet
+    await tick(fn, {}, clock, 5.0)  # another worker's memo: its own due times
+    assert runs == ["chain", "chain"]
 
-    assert await riding_out_outages(timer, delay=1.0)(x=1) == 2
 
-
-def test_the_per_worker_timers_are_registered_riding_out_outages() -> None:
+def test_the_periodic_steps_share_one_worker_timer() -> None:
     registry = kopf.OperatorRegistry()
-    attestation.register(registry, 2.0)
-    chain.register(registry, 2.0)
-    control.register(registry, 2.0)
-    timers = {h.id: h.fn for h in registry._spawning.get_all_handlers()}
-    wrapped = {
-        "attestation": attestation.attest_worker,
-        "chain": chain.check_chain,
-        "coefficient": control.sync_coefficient,
-    }
-    for handler_id, fn in wrapped.items():
-        assert getattr(timers[handler_id], "__wrapped__", None) is fn, handler_id
+    steps = [
+        attestation.register(registry, 5.0),
+        chain.register(registry, 15.0),
+        control.register(registry, 5.0),
+    ]
+    checks.register(registry, steps)
+    timers: list[Any] = list(registry._spawning.get_all_handlers())
+    assert [t.id for t in timers] == ["checks"]
+    assert timers[0].interval == 5.0  # the shortest of the three
+    assert [(s.id, s.fn, s.every) for s in steps] == [
+        ("attestation", attestation.attest_worker, 5.0),
+        ("chain", chain.check_chain, 15.0),
+        ("coefficient", control.sync_coefficient, 5.0),
+    ]

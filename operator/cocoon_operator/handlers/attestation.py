@@ -37,9 +37,9 @@ from cocoon_operator.attestation import (
 )
 from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
+from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
-from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Indexes, Logger, reconcile_body
+from cocoon_operator.handlers.worker import Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
@@ -339,10 +339,9 @@ async def _apply(
     await reconcile_body(body, memo, indexes, logger, first=gate_and_event, recorded=change)
 
 
-def register(registry: kopf.OperatorRegistry, interval: float) -> None:
-    """Add the attestation step to ``registry``, checking every ``interval`` seconds."""
+def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
+    """Add the attestation step's start and stop to ``registry``; the check, every
+    ``interval`` seconds, for the workers' shared timer (:mod:`.checks`)."""
     kopf.on.startup(id="attestation-start", registry=registry)(start)
     kopf.on.cleanup(id="attestation-stop", registry=registry)(stop)
-    kopf.timer(*WORKERS, interval=interval, id="attestation", registry=registry)(
-        riding_out_outages(attest_worker, delay=interval)
-    )
+    return Check("attestation", attest_worker, interval)

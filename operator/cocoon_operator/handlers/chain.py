@@ -56,10 +56,9 @@ from cocoon_operator.funding import (
     Treasury,
     settle_forever,
 )
+from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.registration import Registrar
-from cocoon_operator.handlers.retry import riding_out_outages
 from cocoon_operator.handlers.worker import (
-    WORKERS,
     Deps,
     Indexes,
     Logger,
@@ -570,13 +569,12 @@ def status_changes(
     return patch
 
 
-def register(registry: kopf.OperatorRegistry, interval: float) -> None:
-    """Add the chain step to ``registry``, checking each attested worker every ``interval`` s."""
+def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
+    """Add the chain step's start and stop to ``registry``; the check of each attested
+    worker, every ``interval`` s, for the workers' shared timer (:mod:`.checks`)."""
     kopf.on.startup(id="chain-start", registry=registry)(start)
     kopf.on.cleanup(id="chain-stop", registry=registry)(stop)
-    kopf.timer(*WORKERS, interval=interval, id="chain", registry=registry)(
-        riding_out_outages(check_chain, delay=interval)
-    )
+    return Check("chain", check_chain, interval)
 
 
 __all__ = ["ChainOptions", "FundingBatcher", "register"]

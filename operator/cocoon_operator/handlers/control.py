@@ -27,8 +27,8 @@ from cocoon_operator.desired.launcher import (
     ANNOTATION_PAYOUT_REQUESTED,
     revision,
 )
-from cocoon_operator.handlers.retry import riding_out_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, paused
+from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
 from cocoon_operator.policy.conditions import rfc3339
@@ -167,9 +167,8 @@ async def start(*, memo: Any, **_: Any) -> None:
     memo["drain"] = drain
 
 
-def register(registry: kopf.OperatorRegistry, interval: float) -> None:
-    """Live coefficient changes (checked every ``interval`` s) and drain before stop."""
+def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
+    """Drain before stop; the check that applies coefficient changes live (every
+    ``interval`` s), for the workers' shared timer (:mod:`.checks`)."""
     kopf.on.startup(id="control-start", registry=registry)(start)
-    kopf.timer(*WORKERS, interval=interval, id="coefficient", registry=registry)(
-        riding_out_outages(sync_coefficient, delay=interval)
-    )
+    return Check("coefficient", sync_coefficient, interval)
