@@ -238,7 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
-    periodic = [attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)]
+    periodic: list[checks.Check] = []
+    attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.node_report_namespace:
         from cocoon_operator.handlers import nodes  # noqa: PLC0415
 
@@ -271,9 +272,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             registration_ledger=registrations,
         )
         periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
-    # In this order: a worker whose attestation opens its gate is registered and
-    # funded in the same tick.
-    checks.register(kopf.get_default_registry(), [*periodic, coefficient])
+    # The chain step first: its pinned connection to an attested worker shows the
+    # attestation check the certificate, sparing that check a handshake.
+    checks.register(kopf.get_default_registry(), [*periodic, attest, coefficient])
 
     async def operator(stop: asyncio.Event | None = None) -> None:
         await kopf.operator(

@@ -377,11 +377,9 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         # Urgent until the worker is Ready: this reading may make it so. The
         # slot is not held while a top-up is awaited (below).
         async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            stats = await fetch_stats(
-                pod.host_ip,
-                InstanceSlot(pod.instance).ratls_port,
-                certificate_sha256=summary.certificate_sha256,
-            )
+            endpoint = (pod.host_ip, InstanceSlot(pod.instance).ratls_port)
+            stats = await fetch_stats(*endpoint, certificate_sha256=summary.certificate_sha256)
+            deps.saw_certificate(endpoint, summary.certificate_sha256)
             address = normalize_address(stats.wallet_address)
             with deps.metrics.chain_seconds.labels("getAddressBalance").time():
                 balance = await state.ton.get_address_balance(address)

@@ -5,11 +5,7 @@ own: at 1,000 workers and 5 s intervals that is 36,000 timer runs a minute, and
 profiling the 1,000-worker benchmark put 47% of the event loop in kopf's timer
 machinery (building each run's kwargs, its logger, its outcome) rather than in
 the checks. One timer per worker ticks at the shortest interval and runs, in
-order, the checks that are due; the steps and what they decide are unchanged.
-
-Running them in one tick also orders them: a worker whose attestation opens its
-gate reaches the chain check (registration, funding) in the same tick, not up to
-an interval later.
+the order given, the checks that are due; what each step decides is unchanged.
 
 A check that fails does not hold up the others. An apiserver outage
 (:func:`~cocoon_operator.handlers.retry.transient_api_error`) is one warning

@@ -95,6 +95,11 @@ class Deps:
     pools_queued: set[tuple[str, str]] = field(default_factory=set)
     # Worker probes at once, process-wide (see handlers/probes.py).
     probes: ProbeBudget = field(default_factory=ProbeBudget)
+    # The certificate (SHA-256) each worker endpoint last presented to a pinned
+    # connection that succeeded, and when: the chain step's stats read proves
+    # what the attestation check's own handshake would (see
+    # handlers/attestation.py), so the check takes it instead of a second one.
+    pinned: dict[tuple[str, int], tuple[str, dt.datetime]] = field(default_factory=dict)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -115,6 +120,18 @@ class Deps:
     ) -> None:
         """Set a launcher pod's condition and remember the answer (see :attr:`latest_pods`)."""
         self.latest_pods.wrote(await patch_pod_condition(self.api, namespace, pod, condition))
+
+    def saw_certificate(self, endpoint: tuple[str, int], certificate_sha256: str) -> None:
+        """A pinned connection to ``endpoint`` succeeded just now (see :attr:`pinned`)."""
+        self.pinned[endpoint] = (certificate_sha256, self.clock())
+
+    def certificate_seen(self, endpoint: tuple[str, int], *, within: float) -> str | None:
+        """The certificate ``endpoint`` presented to a pinned connection in the last
+        ``within`` seconds; None when none did."""
+        seen = self.pinned.get(endpoint)
+        if seen is None or (self.clock() - seen[1]).total_seconds() >= within:
+            return None
+        return seen[0]
 
     def worker_pods(self, pods: PodIndex, namespace: str, worker: str) -> list[PodFacts]:
         """A worker's launcher pods from the index, each replaced by our newer copy if any."""
