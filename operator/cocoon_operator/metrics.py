@@ -87,6 +87,9 @@ class Metrics:
             registry=r,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        self._phase_counts = dict.fromkeys((p.value for p in Phase), 0)
+        for value in self._phase_counts:
+            self.workers.labels(value).set(0)
 
     def set_probes(self, running: int, urgent: int, routine: int) -> None:
         """The probe budget's occupancy (``ProbeBudget(on_change=...)``)."""
@@ -98,17 +101,22 @@ class Metrics:
         """Record a worker's phase (None: the worker is gone) and refresh the gauge."""
         key = (namespace, name)
         if phase is None:
-            self._phases.pop(key, None)
             for gauge in (self.balance, self.earned_tokens):
                 with contextlib.suppress(KeyError):  # never had a series
                     gauge.remove(namespace, name)
-        else:
+        # Counted as they change, not recounted: every reconcile of every worker
+        # lands here, and a recount over the fleet made the reconciles O(N) each.
+        old = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+        if phase is not None:
             self._phases[key] = phase
-        counts = dict.fromkeys((p.value for p in Phase), 0)
-        for value in self._phases.values():
-            counts[value] = counts.get(value, 0) + 1
-        for value, count in counts.items():
-            self.workers.labels(value).set(count)
+        if old == phase:
+            return
+        if old is not None:
+            self._phase_counts[old] -= 1
+            self.workers.labels(old).set(self._phase_counts[old])
+        if phase is not None:
+            self._phase_counts[phase] = self._phase_counts.get(phase, 0) + 1
+            self.workers.labels(phase).set(self._phase_counts[phase])
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's port
         start_http_server(port, addr=addr, registry=self.registry)

@@ -24,4 +24,8 @@ def test_phase_counts_move_with_workers_and_gone_workers_are_dropped() -> None:
     assert value(m, "cocoon_workers", phase="Ready") == 0
     assert value(m, "cocoon_wallet_balance_nanoton", namespace="ns", worker="a") is None
     m.set_phase("ns", "never-funded", None)  # no series: nothing to remove, no error
+    m.set_phase("ns", "a", None)  # gone twice: counted once
+    m.set_phase("ns", "b", "Attesting")  # the same phase again: counted once
+    assert value(m, "cocoon_workers", phase="Ready") == 0
+    assert value(m, "cocoon_workers", phase="Attesting") == 1
     assert b"cocoon_funding_nanoton_total" in generate_latest(m.registry)

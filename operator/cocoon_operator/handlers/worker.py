@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -254,6 +254,33 @@ def workers(
     return {(namespace or "", name): dict(body)}
 
 
+class InstanceCounts(Mapping[int, int]):
+    """Launcher pods per instance index, counted on first use.
+
+    Counting reads every launcher pod in the index, and every reconcile of every
+    worker observes the counts; only one that starts a VM reads them. Counted
+    eagerly, a tick of the fleet's checks cost O(N^2).
+    """
+
+    def __init__(self, count: Callable[[], dict[int, int]]) -> None:
+        self._count = count
+        self._counts: dict[int, int] | None = None
+
+    def _get(self) -> dict[int, int]:
+        if self._counts is None:
+            self._counts = self._count()
+        return self._counts
+
+    def __getitem__(self, index: int) -> int:
+        return self._get()[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 @dataclass(frozen=True)
 class Indexes:
     pods: PodIndex
@@ -274,7 +301,7 @@ def paused(body: kopf.Body) -> bool:
 def _observe(
     body: kopf.Body,
     pods: list[PodFacts],
-    instances_in_use: dict[int, int],
+    instances_in_use: Mapping[int, int],
     *,
     deleting: bool = False,
     chain_enabled: bool = False,
@@ -356,7 +383,7 @@ async def _reconcile(
             observed = _observe(
                 body,
                 deps.worker_pods(indexes.pods, *key),
-                deps.instances_in_use(indexes.instances),
+                InstanceCounts(lambda: deps.instances_in_use(indexes.instances)),
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
             )
@@ -375,7 +402,7 @@ async def _reconcile(
             # is counted again after this await: others may have reserved some.
             observed = dataclasses.replace(
                 await read_lists(observed),
-                instances_in_use=deps.instances_in_use(indexes.instances),
+                instances_in_use=InstanceCounts(lambda: deps.instances_in_use(indexes.instances)),
             )
         result = plan(observed, now=deps.clock())
         if recorded:
