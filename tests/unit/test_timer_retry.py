@@ -146,6 +146,36 @@ async def test_other_errors_back_off_that_check_alone_with_a_traceback(
     assert runs.count("chain") == 2
 
 
+@pytest.mark.parametrize(
+    ("exc", "retry_after", "level"),
+    [
+        (kopf.TemporaryError("old pod still draining", delay=12), 12.0, logging.WARNING),
+        (kopf.PermanentError("invalid spec fields: spec.model"), 60.0, logging.ERROR),
+    ],
+    ids=["temporary", "permanent"],
+)
+async def test_a_steps_own_kopf_errors_are_one_line_and_their_delay(
+    exc: Exception, retry_after: float, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[str] = []
+    clock = Clock()
+    failing = Step("chain", runs)
+    failing.raises = exc
+    fn = timer([checks.Check("chain", failing, 5.0)], clock)
+    memo: dict[str, Any] = {}
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        await fn(memo=memo, logger=LOG, body={"x": 1})
+    (record,) = caplog.records
+    assert record.levelno == level and record.exc_info is None
+    assert str(exc) in record.getMessage()
+    failing.raises = None
+    clock.now += retry_after - 5.0 / 2 - 0.1  # not yet due
+    await fn(memo=memo, logger=LOG, body={"x": 1})
+    clock.now += 0.2
+    await fn(memo=memo, logger=LOG, body={"x": 1})
+    assert runs == ["chain", "chain"]
+
+
 async def test_due_times_are_kept_per_worker() -> None:
     runs: list[str] = []
     clock = Clock()

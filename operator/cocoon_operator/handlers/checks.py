@@ -9,9 +9,12 @@ the order given, the checks that are due; what each step decides is unchanged.
 
 A check that fails does not hold up the others. An apiserver outage
 (:func:`~cocoon_operator.handlers.retry.transient_api_error`) is one warning
-line and the check is due again next tick; any other exception is logged with
-its traceback and the check backs off for :data:`BACKOFF_SECONDS` (kopf's own
-default for a failing handler), while the worker's other checks go on.
+line and the check is due again next tick; a step's ``kopf.TemporaryError`` is
+one line and its own delay; a ``kopf.PermanentError`` one line and
+:data:`BACKOFF_SECONDS` (a timer kopf stopped for good would never see the
+spec fixed); any other exception is logged with its traceback and the check
+backs off for :data:`BACKOFF_SECONDS` (kopf's own default for a failing
+handler). The worker's other checks go on meanwhile.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> 
         for check in due(checks, next_at, clock(), tick):
             try:
                 await check.fn(memo=memo, logger=logger, **kwargs)
+            except kopf.TemporaryError as exc:
+                # A step's own "not yet", with its delay: no traceback.
+                delay = exc.delay if exc.delay is not None else tick
+                logger.warning("Check %r: %s; retrying in %gs", check.id, exc, delay)
+                next_at[check.id] = clock() + delay
+            except kopf.PermanentError as exc:
+                # Nothing a retry fixes soon (an unparseable spec): said once a backoff.
+                logger.error("Check %r: %s; retrying in %gs", check.id, exc, BACKOFF_SECONDS)
+                next_at[check.id] = clock() + BACKOFF_SECONDS
             except Exception as exc:
                 if transient_api_error(exc):
                     logger.warning(
