@@ -22,8 +22,8 @@ from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
 class RoutineTimerSuccesses(logging.Filter):
     """Drops kopf's ``Timer 'x' succeeded.`` lines (INFO, logger ``kopf.objects``).
 
-    Every worker has timers that run every few seconds and nearly always find
-    nothing to do: at 1,000 workers they were 98% of the operator's log (about
+    Every worker has timers (the checks every few seconds, a slow resync) that
+    nearly always find nothing to do: at 1,000 workers they were 98% of the operator's log (about
     160,000 lines in five minutes) and buried what changed, which the
     operator logs and records as Events itself. A timer that fails still logs;
     ``--verbose`` keeps these lines too. The text is kopf's (``f"{handler}

@@ -54,6 +54,22 @@ def timer(steps: list[checks.Check], clock: Clock) -> Any:
     return handler.fn
 
 
+def failing_first(
+    exc: Exception, first: tuple[str, float], second: tuple[str, float]
+) -> tuple[Any, list[str], Clock, Step]:
+    """A timer of two checks (id, interval), the first raising ``exc``: the timer,
+    the runs it records, its clock and the failing step."""
+    runs: list[str] = []
+    clock = Clock()
+    failing, other = Step(first[0], runs), Step(second[0], runs)
+    failing.raises = exc
+    fn = timer(
+        [checks.Check(first[0], failing, first[1]), checks.Check(second[0], other, second[1])],
+        clock,
+    )
+    return fn, runs, clock, failing
+
+
 async def tick(fn: Any, memo: dict[str, Any], clock: Clock, seconds: float) -> None:
     await fn(memo=memo, logger=LOG, body={"x": 1})
     clock.now += seconds
@@ -98,13 +114,7 @@ async def test_an_unavailable_apiserver_is_retried_next_tick_in_one_line(
     exc: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert transient_api_error(exc)
-    runs: list[str] = []
-    clock = Clock()
-    failing, other = Step("attestation", runs), Step("chain", runs)
-    failing.raises = exc
-    fn = timer(
-        [checks.Check("attestation", failing, 2.0), checks.Check("chain", other, 30.0)], clock
-    )
+    fn, runs, clock, failing = failing_first(exc, ("attestation", 2.0), ("chain", 30.0))
     memo: dict[str, Any] = {}
     with caplog.at_level(logging.WARNING, logger=LOG.name):
         await tick(fn, memo, clock, 2.1)
@@ -125,13 +135,7 @@ async def test_other_errors_back_off_that_check_alone_with_a_traceback(
     exc: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert not transient_api_error(exc)
-    runs: list[str] = []
-    clock = Clock()
-    failing, other = Step("chain", runs), Step("coefficient", runs)
-    failing.raises = exc
-    fn = timer(
-        [checks.Check("chain", failing, 5.0), checks.Check("coefficient", other, 5.0)], clock
-    )
+    fn, runs, clock, failing = failing_first(exc, ("chain", 5.0), ("coefficient", 5.0))
     memo: dict[str, Any] = {}
     with caplog.at_level(logging.ERROR, logger=LOG.name):
         await tick(fn, memo, clock, 5.1)

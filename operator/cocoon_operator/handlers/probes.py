@@ -1,7 +1,8 @@
 """A process-wide budget for the periodic probes of workers.
 
-Why: every worker has an attestation timer and a chain timer, and each tick
-probes the worker (a TLS handshake, a verification, an HTTP read). Left alone,
+Why: every worker's timer (handlers/checks.py) runs its attestation and chain
+checks every few seconds, and each probes the worker (a TLS handshake, a
+verification, an HTTP read). Left alone,
 a fleet whose probes need more CPU than the operator has fills the event loop's
 ready queue with them: at 1,000 workers on the benchmark's machine a single
 loop turn took 2-5 seconds. Everything else waits as long: the apiserver closed
