@@ -33,6 +33,13 @@ class Metrics:
             ["result", "reason"],
             registry=r,
         )
+        self.attestation_checks = Counter(
+            "cocoon_attestation_checks_total",
+            "attestation checks by where the certificate came from: their own handshake,"
+            " or the chain step's connection pinned to the verified certificate",
+            ["certificate"],
+            registry=r,
+        )
         self.balance = Gauge(
             "cocoon_wallet_balance_nanoton",
             "node wallet balance read from the chain",

@@ -27,6 +27,12 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
+from tests.cluster.test_attestation import (
+    attested_is,
+    has_event,
+    pod_conditions,
+    simulator_admin,
+)
 from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
 from tests.cluster.wait import eventually
@@ -309,4 +315,48 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         )
         assert [e.count or 1 for e in asks.items] == [1]
         assert f"requested ({asked})" in asks.items[0].message
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_pinned_read_stands_in_for_the_handshake_and_changes_are_still_caught(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    """With the chain step on, the attestation check takes the chain step's pinned
+    read of a Ready worker for its own handshake; a rotated certificate and evidence
+    that no longer verifies are still found within a few checks."""
+    log = tmp_path / "operator.log"
+    port = free_port()
+    args = (*env.operator_args(), "--metrics-port", str(port))
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+        await create_worker(api, namespace, "r0")
+        worker = await eventually(ready(api, namespace, "r0"), within=90, what="r0 Ready")
+        series = 'cocoon_attestation_checks_total{certificate="pinned"}'
+
+        async def pinned_checks() -> float | None:
+            return (await scrape(port)).get(series) or None
+
+        await eventually(pinned_checks, within=20, what="a check spared its handshake")
+        before = worker["status"]["attestation"]["certificateSha256"]
+        pod, _ = await pod_conditions(api, namespace, "r0")
+
+        # COCOON rotates its RA-TLS key: the pinned read fails, the check fetches.
+        await simulator_admin(pod, "/simulator/rotate")
+
+        async def rotated() -> dict[str, Any] | None:
+            w = await get_worker(api, namespace, "r0")
+            sha = w["status"]["attestation"].get("certificateSha256")
+            return w if sha not in (None, before) else None
+
+        await eventually(rotated, within=30, what="the new certificate verified")
+        await eventually(
+            lambda: has_event(api, namespace, "r0", "Reattested"), within=10, what="Reattested"
+        )
+
+        # Evidence that no longer verifies (a new certificate carrying it) closes the gate.
+        await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=true")
+        await eventually(
+            attested_is(api, namespace, "r0", "False", "EvidenceRejected"),
+            within=30,
+            what="Attested=False",
+        )
         assert proc.poll() is None, log.read_text()[-3000:]

@@ -38,6 +38,7 @@ class Verified(Exception):
 class Checker:
     def __init__(self) -> None:
         self.fetches = 0
+        self.pinned = 0.0  # the operator's count of checks that took a pinned read
 
     async def fetch(self, host: str, port: int) -> bytes:
         assert (host, port) == ENDPOINT
@@ -95,15 +96,22 @@ async def check(*, seen: tuple[str, float] | None, verified_seconds_ago: float =
         logger=logging.getLogger("test"),
         launcher_pods=index,
     )
+    sample = deps.metrics.registry.get_sample_value(
+        "cocoon_attestation_checks_total", {"certificate": "pinned"}
+    )
+    checker.pinned = sample or 0.0
     return checker
 
 
 async def test_without_a_pinned_connection_the_check_fetches_the_certificate() -> None:
-    assert (await check(seen=None)).fetches == 1
+    checker = await check(seen=None)
+    assert checker.fetches == 1 and checker.pinned == 0
 
 
 async def test_a_pinned_connection_in_this_interval_spares_the_handshake() -> None:
-    assert (await check(seen=(SHA, 1.0))).fetches == 0
+    checker = await check(seen=(SHA, 1.0))
+    assert checker.fetches == 0
+    assert checker.pinned == 1  # and the metric says so
 
 
 async def test_one_from_an_earlier_interval_does_not() -> None:

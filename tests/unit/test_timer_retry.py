@@ -6,6 +6,7 @@ others, and is the only per-worker timer the three periodic steps register."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -207,3 +208,37 @@ def test_the_periodic_steps_share_one_worker_timer() -> None:
         ("chain", chain.check_chain, 15.0),
         ("coefficient", control.sync_coefficient, 5.0),
     ]
+
+
+async def test_a_slow_check_goes_on_alone_and_is_not_started_twice() -> None:
+    """A top-up awaiting its confirmation must not hold up the worker's attestation
+    check: after a tick the slow check goes on by itself, and later ticks leave it
+    be until it is done."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(**_: Any) -> None:
+        runs.append("chain")
+        await release.wait()
+        runs.append("chain done")
+
+    clock = Clock()
+    tick_seconds = 0.05  # asyncio.wait's timeout is real time
+    fn = timer(
+        [
+            checks.Check("chain", slow, tick_seconds),
+            checks.Check("attestation", Step("attestation", runs), tick_seconds),
+        ],
+        clock,
+    )
+    memo: dict[str, Any] = {}
+    # Bounded: a timer that waited for the slow check would never return.
+    await asyncio.wait_for(tick(fn, memo, clock, tick_seconds), timeout=2)
+    await asyncio.wait_for(tick(fn, memo, clock, tick_seconds), timeout=2)
+    assert runs == ["chain", "attestation", "attestation"]  # never started twice
+    release.set()
+    await asyncio.sleep(0)  # the slow check finishes: due again an interval later
+    assert runs[-1] == "chain done"
+    await tick(fn, memo, clock, tick_seconds)
+    await tick(fn, memo, clock, tick_seconds)
+    assert runs.count("chain") == 2  # started again an interval after it was done

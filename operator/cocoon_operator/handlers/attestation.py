@@ -254,6 +254,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         # Urgent while the gate is not open: this check decides whether it opens.
         gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
         async with deps.probes.slot(urgent=not gate_open):
+            deps.metrics.attestation_checks.labels("handshake").inc()
             fetched = await state.checker.fetch(*endpoint)
             outcome = await _outcome(
                 state,
@@ -265,6 +266,8 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
                 endpoint=endpoint,
                 now=now,
             )
+    else:
+        deps.metrics.attestation_checks.labels("pinned").inc()
     if outcome is None:
         return
     started = pod.started_at

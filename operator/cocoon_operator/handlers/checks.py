@@ -7,6 +7,13 @@ machinery (building each run's kwargs, its logger, its outcome) rather than in
 the checks. One timer per worker ticks at the shortest interval and runs, in
 the order given, the checks that are due; what each step decides is unchanged.
 
+Each check gets up to a tick before the next one starts. One that takes longer
+(a top-up awaiting its confirmation, a verification fetching collateral) goes
+on by itself, so it holds up neither the worker's other checks nor its next
+ticks, and is not started again until it is done. Such a check outlives the
+timer when kopf stops it (the worker deleted, the operator stopping) only
+until its own timeouts end it.
+
 A check that fails does not hold up the others. An apiserver outage
 (:func:`~cocoon_operator.handlers.retry.transient_api_error`) is one warning
 line and the check is due again next tick; a step's ``kopf.TemporaryError`` is
@@ -19,6 +26,8 @@ handler). The worker's other checks go on meanwhile.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +43,8 @@ BACKOFF_SECONDS = 60.0
 # Where each worker's next due times live: kopf gives every object its own
 # shallow copy of the operator's memo, kept until the object is gone.
 _DUE_KEY = "checks_due"
+# The checks of the worker still at work from an earlier tick (see _timer).
+_RUNNING_KEY = "checks_running"
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -63,36 +74,63 @@ def due(
     return [c for c in checks if next_at.get(c.id, now) <= now + tick / 2]
 
 
+def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
+    running.pop(key, None)
+
+
 def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> Handler:
     async def run_checks(*, memo: Any, logger: Logger, **kwargs: Any) -> None:
         next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
+        running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
         for check in due(checks, next_at, clock(), tick):
+            if check.id in running:
+                continue  # still at work from an earlier tick
+            task = asyncio.create_task(run_one(check, next_at, memo=memo, logger=logger, **kwargs))
             try:
-                await check.fn(memo=memo, logger=logger, **kwargs)
-            except kopf.TemporaryError as exc:
-                # A step's own "not yet", with its delay: no traceback.
-                delay = exc.delay if exc.delay is not None else tick
-                logger.warning("Check %r: %s; retrying in %gs", check.id, exc, delay)
-                next_at[check.id] = clock() + delay
-            except kopf.PermanentError as exc:
-                # Nothing a retry fixes soon (an unparseable spec): said once a backoff.
-                logger.error("Check %r: %s; retrying in %gs", check.id, exc, BACKOFF_SECONDS)
-                next_at[check.id] = clock() + BACKOFF_SECONDS
-            except Exception as exc:
-                if transient_api_error(exc):
-                    logger.warning(
-                        "Check %r: Kubernetes API unavailable (%s: %s); retrying in %gs",
-                        check.id,
-                        type(exc).__name__,
-                        str(exc)[:200],
-                        tick,
-                    )
-                    next_at[check.id] = clock() + tick
-                else:
-                    logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)
-                    next_at[check.id] = clock() + BACKOFF_SECONDS
+                done, _ = await asyncio.wait({task}, timeout=tick)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if not done:
+                # A slow step (a top-up awaiting its confirmation, a verification
+                # fetching collateral) goes on alone; the next checks do not wait.
+                running[check.id] = task
+                task.add_done_callback(functools.partial(_forget, running, check.id))
+
+    async def run_one(
+        check: Check,
+        next_at: MutableMapping[str, float],
+        *,
+        memo: Any,
+        logger: Logger,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            await check.fn(memo=memo, logger=logger, **kwargs)
+        except kopf.TemporaryError as exc:
+            # A step's own "not yet", with its delay: no traceback.
+            delay = exc.delay if exc.delay is not None else tick
+            logger.warning("Check %r: %s; retrying in %gs", check.id, exc, delay)
+            next_at[check.id] = clock() + delay
+        except kopf.PermanentError as exc:
+            # Nothing a retry fixes soon (an unparseable spec): said once a backoff.
+            logger.error("Check %r: %s; retrying in %gs", check.id, exc, BACKOFF_SECONDS)
+            next_at[check.id] = clock() + BACKOFF_SECONDS
+        except Exception as exc:
+            if transient_api_error(exc):
+                logger.warning(
+                    "Check %r: Kubernetes API unavailable (%s: %s); retrying in %gs",
+                    check.id,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    tick,
+                )
+                next_at[check.id] = clock() + tick
             else:
-                next_at[check.id] = clock() + check.every
+                logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)
+                next_at[check.id] = clock() + BACKOFF_SECONDS
+        else:
+            next_at[check.id] = clock() + check.every
 
     return run_checks
 
