@@ -29,6 +29,7 @@ from cocoon_operator.desired.pool import (
     template_revision,
     wallet_secret,
 )
+from cocoon_operator.handlers.retry import quiet_outages
 from cocoon_operator.handlers.worker import WORKERS, Deps, Logger
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import resource_version
@@ -249,6 +250,7 @@ async def resync_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
 
 
 @kopf.on.event(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
+@quiet_outages
 async def pool_worker_changed(
     *, namespace: str | None, labels: kopf.Labels, memo: Any, logger: Logger, **kwargs: Any
 ) -> None:

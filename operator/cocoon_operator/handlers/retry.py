@@ -6,11 +6,16 @@ will do. Left to kopf, any exception is logged with a traceback and the handler
 backs off for 60 seconds, so a ten-second apiserver restart kept workers out of
 Ready for a minute. The shared timer (:mod:`.checks`) uses
 :func:`transient_api_error` to retry those after its own tick, in one line.
+Event handlers, which kopf never retries, log them in one line too
+(:func:`quiet_outages`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
@@ -23,4 +28,32 @@ def transient_api_error(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
 
 
-__all__ = ["transient_api_error"]
+Handler = Callable[..., Awaitable[Any]]
+
+
+def quiet_outages(handler: Handler) -> Handler:
+    """``handler``, a kopf event handler, with an apiserver outage logged in one line.
+
+    kopf does not retry an event handler: it logs the exception with a traceback
+    and goes on. An outage has nothing to show in a traceback, and the worker's
+    next event, check or resync reconciles it again. Other errors reach kopf.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(**kwargs: Any) -> Any:
+        try:
+            return await handler(**kwargs)
+        except Exception as exc:
+            if not transient_api_error(exc):
+                raise
+            kwargs["logger"].warning(
+                "Kubernetes API unavailable (%s: %s); the next event or check reconciles again",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return None
+
+    return wrapper
+
+
+__all__ = ["quiet_outages", "transient_api_error"]

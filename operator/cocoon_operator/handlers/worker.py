@@ -26,6 +26,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
 from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
+from cocoon_operator.handlers.retry import quiet_outages
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import LatestObjects
@@ -473,6 +474,7 @@ async def resync_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
 
 
 @kopf.on.event("pods", labels=LAUNCHER_SELECTOR)
+@quiet_outages
 async def launcher_pod_changed(
     *,
     type: str | None,
@@ -520,6 +522,7 @@ async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
 
 
 @kopf.on.event("nodes")
+@quiet_outages
 async def node_changed(
     *, name: str, spec: kopf.Spec, memo: Any, logger: Logger, **kwargs: Any
 ) -> None:
