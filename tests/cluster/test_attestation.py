@@ -82,6 +82,30 @@ async def has_event(
     return (await event_reasons(api, namespace, name)).get(reason) == kind
 
 
+async def rotate_and_reverify(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    pod: client.V1Pod,
+    worker: dict[str, Any],
+) -> None:
+    """Have the simulated VM rotate its RA-TLS key; wait for the operator to verify
+    the new certificate and record ``Reattested``."""
+    before = worker["status"]["attestation"]["certificateSha256"]
+    await simulator_admin(pod, "/simulator/rotate")
+
+    async def rotated() -> dict[str, Any] | None:
+        w = await get_worker(api, namespace, name)
+        sha = w["status"]["attestation"].get("certificateSha256")
+        return w if sha not in (None, before) else None
+
+    await eventually(rotated, within=30, what="the new certificate verified")
+    # The Event follows the status write.
+    await eventually(
+        lambda: has_event(api, namespace, name, "Reattested"), within=10, what="Reattested"
+    )
+
+
 async def test_evidence_opens_the_gate_bad_evidence_closes_it_rotation_is_reattested(
     stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
 ) -> None:
@@ -129,21 +153,8 @@ async def test_evidence_opens_the_gate_bad_evidence_closes_it_rotation_is_reatte
         worker = await eventually(
             attested_is(api, namespace, "w", "True"), within=30, what="re-attested"
         )
-        before = worker["status"]["attestation"]["certificateSha256"]
-
         # COCOON rotates its RA-TLS key; the new certificate is verified, not assumed.
-        await simulator_admin(pod, "/simulator/rotate")
-
-        async def rotated() -> dict[str, Any] | None:
-            w = await get_worker(api, namespace, "w")
-            sha = w["status"]["attestation"].get("certificateSha256")
-            return w if sha not in (None, before) else None
-
-        await eventually(rotated, within=30, what="the new certificate verified")
-        # The Event follows the status write.
-        await eventually(
-            lambda: has_event(api, namespace, "w", "Reattested"), within=10, what="Reattested"
-        )
+        await rotate_and_reverify(api, namespace, "w", pod, worker)
         assert proc.poll() is None, log.read_text()[-3000:]
 
 

@@ -29,8 +29,8 @@ from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
 from tests.cluster.test_attestation import (
     attested_is,
-    has_event,
     pod_conditions,
+    rotate_and_reverify,
     simulator_admin,
 )
 from tests.cluster.test_webhook import free_port
@@ -336,21 +336,10 @@ async def test_a_pinned_read_stands_in_for_the_handshake_and_changes_are_still_c
             return (await scrape(port)).get(series) or None
 
         await eventually(pinned_checks, within=20, what="a check spared its handshake")
-        before = worker["status"]["attestation"]["certificateSha256"]
         pod, _ = await pod_conditions(api, namespace, "r0")
 
         # COCOON rotates its RA-TLS key: the pinned read fails, the check fetches.
-        await simulator_admin(pod, "/simulator/rotate")
-
-        async def rotated() -> dict[str, Any] | None:
-            w = await get_worker(api, namespace, "r0")
-            sha = w["status"]["attestation"].get("certificateSha256")
-            return w if sha not in (None, before) else None
-
-        await eventually(rotated, within=30, what="the new certificate verified")
-        await eventually(
-            lambda: has_event(api, namespace, "r0", "Reattested"), within=10, what="Reattested"
-        )
+        await rotate_and_reverify(api, namespace, "r0", pod, worker)
 
         # Evidence that no longer verifies (a new certificate carrying it) closes the gate.
         await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=true")

@@ -77,3 +77,55 @@ async def test_bad_checksum_is_refused_naming_the_field(
     with pytest.raises(ApiException) as err:
         await admission.read_validating_webhook_configuration(config)
     assert err.value.status == 404
+
+
+async def test_an_object_that_got_in_while_the_webhook_was_down_stays_editable_and_deletable(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """failurePolicy Ignore lets a bad address in while the webhook is down. Once it
+    is up, the object must still take the operator's finalizer, other edits and
+    its deletion: refusing them (as a webhook that judged every request by the
+    whole object did, DELETE included) would leave it stuck."""
+    await install_crds(api)
+    custom = client.CustomObjectsApi(api)
+    stuck = example_worker()
+    stuck["metadata"]["name"] = "early"
+    stuck["spec"]["ownerAddress"] = BAD_CHECKSUM
+    assert await try_create(api, namespace, stuck) is None  # no webhook yet
+    config = f"{namespace[-6:]}.test.cocoon.network"
+    args = ("--webhook-addr", "127.0.0.1", "--webhook-port", str(free_port()))
+    with running_operator(
+        stack.kubeconfig, namespace, tmp_path / "op.log", *args, "--webhook-config", config
+    ):
+        probe = example_worker()
+        probe["metadata"]["name"] = "probe"
+        probe["spec"]["ownerAddress"] = BAD_CHECKSUM
+
+        async def webhook_up() -> str | None:
+            message = await try_create(api, namespace, probe)
+            if message is None:
+                await custom.delete_namespaced_custom_object(
+                    *API, namespace, v1alpha1.PLURAL, "probe"
+                )
+            return message
+
+        await eventually(webhook_up, within=60, what="the webhook to refuse")
+        # An edit that leaves the bad address alone goes through.
+        await custom.patch_namespaced_custom_object(
+            *API,
+            namespace,
+            v1alpha1.PLURAL,
+            "early",
+            {"metadata": {"labels": {"x": "y"}}},
+            _content_type="application/merge-patch+json",
+        )
+        await custom.delete_namespaced_custom_object(*API, namespace, v1alpha1.PLURAL, "early")
+
+        async def gone() -> bool:
+            try:
+                await custom.get_namespaced_custom_object(*API, namespace, v1alpha1.PLURAL, "early")
+            except ApiException as err:
+                return err.status == 404
+            return False
+
+        await eventually(gone, within=60, what="the early object deleted")

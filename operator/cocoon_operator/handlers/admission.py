@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.k8s.webhook_tls import self_signed
-from cocoon_operator.policy.admission import address_errors
+from cocoon_operator.policy.admission import introduced_errors
 
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 
@@ -57,8 +57,11 @@ async def remove_config(api: client.ApiClient, name: str) -> None:
             raise
 
 
-def validate_addresses(*, spec: kopf.Spec, **_: Any) -> None:
-    errors = address_errors(spec)
+def validate_addresses(*, spec: kopf.Spec, **kwargs: Any) -> None:
+    # kopf passes the stored object as ``old`` on an update.
+    stored = kwargs.get("old") or {}
+    old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
+    errors = introduced_errors(spec, old_spec)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
@@ -69,6 +72,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
     """
-    kopf.on.validate(*WORKERS, id="addresses", ignore_failures=True, registry=registry)(
-        validate_addresses
-    )
+    # Not DELETE: an object that got in with a bad address must stay deletable.
+    kopf.on.validate(
+        *WORKERS,
+        id="addresses",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
+    )(validate_addresses)

@@ -34,3 +34,19 @@ def address_errors(spec: Mapping[str, Any]) -> list[str]:
         if parsed.testnet and network == "mainnet":
             errors.append(f"spec.{field}: a testnet-only address cannot be used on mainnet")
     return errors
+
+
+def introduced_errors(spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None) -> list[str]:
+    """The address errors a request brings: all of them on a create (``old_spec``
+    None), on an update only those the stored object did not have already.
+
+    An object that got in with a bad address while the webhook was down
+    (failurePolicy Ignore) must still take updates that leave the address alone
+    (the operator's finalizer removal, a label, the fix itself) and deletion;
+    refusing them would leave it stuck.
+    """
+    errors = address_errors(spec)
+    if old_spec is None:
+        return errors
+    before = set(address_errors(old_spec))
+    return [e for e in errors if e not in before]
