@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +44,46 @@ async def try_create(api: client.ApiClient, namespace: str, body: dict[str, Any]
     return None
 
 
+def webhook_operator(
+    stack: Stack, namespace: str, tmp_path: Path
+) -> tuple[str, AbstractContextManager[subprocess.Popen[bytes]]]:
+    """The webhook configuration's name, and the operator serving it (a context manager)."""
+    # Webhook names are "<id>.<config>" and need three DNS labels.
+    config = f"{namespace[-6:]}.test.cocoon.network"
+    args = ("--webhook-addr", "127.0.0.1", "--webhook-port", str(free_port()))
+    log = tmp_path / "op.log"
+    return config, running_operator(
+        stack.kubeconfig, namespace, log, *args, "--webhook-config", config
+    )
+
+
+async def refusal_once_up(api: client.ApiClient, namespace: str, name: str) -> str:
+    """The webhook's message refusing a worker ``name`` with a bad checksum, once it is
+    registered: until then the worker is created, so it is deleted and tried again."""
+    bad = example_worker()
+    bad["metadata"]["name"] = name
+    bad["spec"]["ownerAddress"] = BAD_CHECKSUM
+
+    async def refused() -> str | None:
+        message = await try_create(api, namespace, bad)
+        if message is None:  # webhook not registered yet: undo and retry
+            await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, name
+            )
+        return message
+
+    message: str = await eventually(refused, within=60, what="the webhook to refuse")
+    return message
+
+
 async def test_bad_checksum_is_refused_naming_the_field(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     await install_crds(api)
-    # Webhook names are "<id>.<config>" and need three DNS labels.
-    config = f"{namespace[-6:]}.test.cocoon.network"
-    args = ("--webhook-addr", "127.0.0.1", "--webhook-port", str(free_port()))
     admission = client.AdmissionregistrationV1Api(api)
-    with running_operator(
-        stack.kubeconfig, namespace, tmp_path / "op.log", *args, "--webhook-config", config
-    ):
-        bad = example_worker()
-        bad["metadata"]["name"] = "typo"
-        bad["spec"]["ownerAddress"] = BAD_CHECKSUM
-
-        async def refused() -> str | None:
-            message = await try_create(api, namespace, bad)
-            if message is None:  # webhook not registered yet: undo and retry
-                await client.CustomObjectsApi(api).delete_namespaced_custom_object(
-                    *API, namespace, v1alpha1.PLURAL, "typo"
-                )
-            return message
-
-        message = await eventually(refused, within=60, what="the webhook to refuse")
+    config, operator = webhook_operator(stack, namespace, tmp_path)
+    with operator:
+        message = await refusal_once_up(api, namespace, "typo")
         assert "spec.ownerAddress: bad checksum" in message, message
         hook = await admission.read_validating_webhook_configuration(config)
         assert hook.webhooks[0].failure_policy == "Ignore"
@@ -92,24 +110,9 @@ async def test_an_object_that_got_in_while_the_webhook_was_down_stays_editable_a
     stuck["metadata"]["name"] = "early"
     stuck["spec"]["ownerAddress"] = BAD_CHECKSUM
     assert await try_create(api, namespace, stuck) is None  # no webhook yet
-    config = f"{namespace[-6:]}.test.cocoon.network"
-    args = ("--webhook-addr", "127.0.0.1", "--webhook-port", str(free_port()))
-    with running_operator(
-        stack.kubeconfig, namespace, tmp_path / "op.log", *args, "--webhook-config", config
-    ):
-        probe = example_worker()
-        probe["metadata"]["name"] = "probe"
-        probe["spec"]["ownerAddress"] = BAD_CHECKSUM
-
-        async def webhook_up() -> str | None:
-            message = await try_create(api, namespace, probe)
-            if message is None:
-                await custom.delete_namespaced_custom_object(
-                    *API, namespace, v1alpha1.PLURAL, "probe"
-                )
-            return message
-
-        await eventually(webhook_up, within=60, what="the webhook to refuse")
+    _, operator = webhook_operator(stack, namespace, tmp_path)
+    with operator:
+        await refusal_once_up(api, namespace, "probe")
         # An edit that leaves the bad address alone goes through.
         await custom.patch_namespaced_custom_object(
             *API,

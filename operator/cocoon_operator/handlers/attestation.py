@@ -25,7 +25,6 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.attestation import (
     CollateralCache,
     GpuVerifier,
@@ -239,12 +238,12 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         return  # the reconcile reports unparseable specs
     pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
     pod = _serving_pod(pods, revision(worker.spec))
-    if pod is None or pod.host_ip is None or pod.instance is None:
+    endpoint = pod.ratls_endpoint() if pod is not None else None
+    if pod is None or endpoint is None:
         return
     policy = worker.spec.attestation
     previous = worker.status.attestation
     now = deps.clock()
-    endpoint = (pod.host_ip, InstanceSlot(pod.instance).ratls_port)
     host = _host(memo, pod)
     outcome = None
     seen = deps.certificate_seen(endpoint, within=state.check_seconds)

@@ -46,7 +46,6 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import Phase
-from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import (
@@ -371,13 +370,13 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     if pod is None or summary is None or not summary.certificate_sha256:
         return
-    assert pod.host_ip is not None and pod.instance is not None
+    endpoint = pod.ratls_endpoint()
+    assert endpoint is not None  # an attested pod runs at a known address
     now = deps.clock()
     try:
         # Urgent until the worker is Ready: this reading may make it so. The
         # slot is not held while a top-up is awaited (below).
         async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            endpoint = (pod.host_ip, InstanceSlot(pod.instance).ratls_port)
             stats = await fetch_stats(*endpoint, certificate_sha256=summary.certificate_sha256)
             deps.saw_certificate(endpoint, summary.certificate_sha256)
             address = normalize_address(stats.wallet_address)
@@ -454,10 +453,10 @@ async def _payout(
     deps: Deps,
 ) -> None:
     """Ask each proxy for a payout; an Event saying why, with the answers."""
-    assert pod.host_ip is not None and pod.instance is not None
-    port = InstanceSlot(pod.instance).ratls_port
+    endpoint = pod.ratls_endpoint()
+    assert endpoint is not None
     try:
-        async with WorkerClient(pod.host_ip, port, certificate_sha256=certificate_sha256) as w:
+        async with WorkerClient(*endpoint, certificate_sha256=certificate_sha256) as w:
             answers = [f"{p}: {await w.payout(p)}" for p in proxies]
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         answers = [f"worker unreachable ({exc})"]

@@ -36,7 +36,7 @@ from typing import Any
 
 import kopf
 
-from cocoon_operator.handlers.retry import transient_api_error
+from cocoon_operator.handlers.retry import outage_message, transient_api_error
 from cocoon_operator.handlers.worker import WORKERS
 
 BACKOFF_SECONDS = 60.0
@@ -118,13 +118,7 @@ def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> 
             next_at[check.id] = clock() + BACKOFF_SECONDS
         except Exception as exc:
             if transient_api_error(exc):
-                logger.warning(
-                    "Check %r: Kubernetes API unavailable (%s: %s); retrying in %gs",
-                    check.id,
-                    type(exc).__name__,
-                    str(exc)[:200],
-                    tick,
-                )
+                logger.warning("Check %r: %s; retrying in %gs", check.id, outage_message(exc), tick)
                 next_at[check.id] = clock() + tick
             else:
                 logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)

@@ -21,7 +21,6 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.desired.launcher import (
     ANNOTATION_DRAIN_STARTED,
     ANNOTATION_PAYOUT_REQUESTED,
@@ -41,20 +40,16 @@ T = v1alpha1.ConditionStatus.TRUE
 
 def _client(pod: PodFacts, worker: v1alpha1.CocoonWorker) -> WorkerClient | None:
     summary = worker.status.attestation
+    endpoint = pod.ratls_endpoint()
     if (
         pod.attested_gate is not T
-        or pod.host_ip is None
-        or pod.instance is None
+        or endpoint is None
         or summary is None
         or summary.pod != pod.name
         or not summary.certificate_sha256
     ):
         return None
-    return WorkerClient(
-        pod.host_ip,
-        InstanceSlot(pod.instance).ratls_port,
-        certificate_sha256=summary.certificate_sha256,
-    )
+    return WorkerClient(*endpoint, certificate_sha256=summary.certificate_sha256)
 
 
 def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:

@@ -31,6 +31,11 @@ def transient_api_error(exc: BaseException) -> bool:
 Handler = Callable[..., Awaitable[Any]]
 
 
+def outage_message(exc: BaseException) -> str:
+    """One line for an error :func:`transient_api_error` accepts."""
+    return f"Kubernetes API unavailable ({type(exc).__name__}: {str(exc)[:200]})"
+
+
 def quiet_outages(handler: Handler) -> Handler:
     """``handler``, a kopf event handler, with an apiserver outage logged in one line.
 
@@ -47,13 +52,11 @@ def quiet_outages(handler: Handler) -> Handler:
             if not transient_api_error(exc):
                 raise
             kwargs["logger"].warning(
-                "Kubernetes API unavailable (%s: %s); the next event or check reconciles again",
-                type(exc).__name__,
-                str(exc)[:200],
+                "%s; the next event or check reconciles again", outage_message(exc)
             )
             return None
 
     return wrapper
 
 
-__all__ = ["quiet_outages", "transient_api_error"]
+__all__ = ["outage_message", "quiet_outages", "transient_api_error"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
+from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, FUNDING_MINIMUM_DEFAULT, ConditionStatus
 from cocoon_operator.policy.conditions import Observed
 
@@ -40,6 +41,14 @@ class PodFacts:
     payout_requested: bool = False
     uid: str | None = None
     resource_version: str | None = None  # of the copy these facts were taken from
+
+    def ratls_endpoint(self) -> tuple[str, int] | None:
+        """Where the pod's VM serves RA-TLS: its host's address and its instance's port;
+        None until both are known. One definition, because the chain step's pinned
+        reads are recorded under it and the attestation check looks them up by it."""
+        if self.host_ip is None or self.instance is None:
+            return None
+        return self.host_ip, InstanceSlot(self.instance).ratls_port
 
 
 @dataclass(frozen=True)
