@@ -28,6 +28,7 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
 from cocoon_operator.k8s.client import load
+from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import LatestObjects
 from cocoon_operator.k8s.objects import (
@@ -59,6 +60,9 @@ LAUNCHER_SELECTOR = {
     "app.kubernetes.io/component": COMMON_LABELS["app.kubernetes.io/component"],
 }
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+# kopf's diff bases of workers and pools, by uid (see k8s/diffbase.py). One per
+# process, as kopf's settings are; an object's entry goes with the object.
+DIFFBASE = MemoryDiffBaseStorage()
 
 
 @dataclass
@@ -179,9 +183,10 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     # kopf ignores annotations under its own prefix when it diffs objects, so
     # its prefix must not be ours: the pause annotation has to count as a change.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    # In the process, not an annotation: a metadata patch per handled change
+    # saved (see k8s/diffbase.py). Every handler is level-based, so a new
+    # process handles each object once as created, then only its changes.
+    settings.persistence.diffbase_storage = DIFFBASE
     # Our own Events explain each change; kopf's per-handler log Events would
     # add a write per handler run for nothing.
     settings.posting.level = logging.WARNING
@@ -519,6 +524,16 @@ async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     deps.metrics.set_phase(meta["namespace"], meta["name"], None)
     deps.coefficients.pop((meta["namespace"], meta["name"]), None)
     deps.latest.forget((meta["namespace"], meta["name"]))
+
+
+def gone(*, type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(*WORKERS, when=gone)
+def worker_gone(*, body: kopf.Body, **_: Any) -> None:
+    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py)."""
+    DIFFBASE.forget(body)
 
 
 @kopf.on.event("nodes")

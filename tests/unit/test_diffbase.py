@@ -1,0 +1,112 @@
+"""The in-process diff base: the essence kopf's own storage would build, kept by uid."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, cast
+
+import kopf
+
+from cocoon_operator.handlers.worker import KOPF_PREFIX, PAUSE_ANNOTATION
+from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
+
+PAUSED = ("metadata", "annotations", PAUSE_ANNOTATION)
+
+
+def _body(uid: str = "u-1", **spec: Any) -> kopf.Body:
+    raw = {
+        "apiVersion": "cocoon.network/v1alpha1",
+        "kind": "CocoonWorker",
+        "metadata": {
+            "name": "w",
+            "namespace": "ns",
+            "uid": uid,
+            "resourceVersion": "7",
+            "generation": 3,
+            "finalizers": ["cocoon.network/finalizer"],
+            "labels": {"team": "a"},
+            "annotations": {
+                PAUSE_ANNOTATION: "true",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                f"{KOPF_PREFIX}/checks": '{"started": "x"}',
+                "note": "kept",
+            },
+        },
+        "spec": {"model": {"name": "m"}, "coefficient": 1000, **spec},
+        "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_the_essence_is_the_one_kopfs_annotation_storage_builds() -> None:
+    body = _body()
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration")
+    ours = MemoryDiffBaseStorage()
+    for extra in ([], [PAUSED], ["status.phase"], ["metadata.finalizers"]):
+        assert ours.build(body=body, extra_fields=extra) == kopfs.build(
+            body=body, extra_fields=extra
+        ), extra
+
+
+def test_building_leaves_the_body_alone() -> None:
+    body = _body()
+    before = copy.deepcopy(dict(body))
+    essence = MemoryDiffBaseStorage().build(body=body, extra_fields=[PAUSED])
+    essence["spec"]["coefficient"] = 2  # type: ignore[index]
+    assert dict(body) == before
+
+
+def test_nothing_is_stored_for_an_object_this_process_has_not_handled() -> None:
+    assert MemoryDiffBaseStorage().fetch(body=_body()) is None
+
+
+def test_a_stored_essence_comes_back_for_the_same_object_only() -> None:
+    storage = MemoryDiffBaseStorage()
+    body = _body()
+    essence = storage.build(body=body)
+    storage.store(body=body, patch=kopf.Patch(), essence=essence)
+    assert storage.fetch(body=body) == essence
+    # The same name, re-created: another uid, nothing stored for it.
+    assert storage.fetch(body=_body(uid="u-2")) is None
+    # What fetch returns is a copy: kopf may change it without changing ours.
+    fetched = storage.fetch(body=body)
+    assert fetched is not None
+    fetched["spec"]["coefficient"] = 5  # type: ignore[index]
+    assert storage.fetch(body=body) == essence
+
+
+def test_storing_writes_nothing_to_the_object() -> None:
+    storage = MemoryDiffBaseStorage()
+    body, patch = _body(), kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert not patch
+
+
+def test_a_spec_change_shows_against_the_stored_essence() -> None:
+    storage = MemoryDiffBaseStorage()
+    body = _body()
+    storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
+    changed = _body(coefficient=1500)
+    assert storage.fetch(body=changed) != storage.build(body=changed)
+    status_only = _body()
+    status_only["status"]["phase"] = "Registering"  # type: ignore[index]
+    assert storage.fetch(body=status_only) == storage.build(body=status_only)
+
+
+def test_a_deleted_object_is_forgotten() -> None:
+    storage = MemoryDiffBaseStorage()
+    one, two = _body("u-1"), _body("u-2")
+    for body in (one, two):
+        storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
+    storage.forget(one)
+    assert storage.fetch(body=one) is None
+    assert storage.fetch(body=two) is not None
+    assert len(storage) == 1
+
+
+def test_an_object_without_uid_is_not_stored() -> None:
+    storage = MemoryDiffBaseStorage()
+    body = _body(uid="")
+    storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
+    assert len(storage) == 0
+    assert storage.fetch(body=body) is None
