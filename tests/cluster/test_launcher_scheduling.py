@@ -12,7 +12,6 @@ from cocoon_operator.desired.config import InstanceSlot
 from cocoon_operator.desired.launcher import (
     READINESS_GATE,
     WorkerRef,
-    config_map,
     launcher_pod,
 )
 from tests.cluster.crds import install_crds
@@ -25,8 +24,7 @@ FIELD_MANAGER = "cocoon-tests"
 async def apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
     core = client.CoreV1Api(api)
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    patch = core.patch_namespaced_pod if obj["kind"] == "Pod" else core.patch_namespaced_config_map
-    await patch(
+    await core.patch_namespaced_pod(
         name,
         ns,
         obj,
@@ -58,7 +56,6 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
     # One more instance-0 worker than there are CC nodes.
     workers = [await create_worker(api, namespace, f"w{i}") for i in range(len(cc_nodes) + 1)]
     for worker in workers:
-        await apply(api, config_map(worker, spec, InstanceSlot(0)))
         await apply(api, launcher_pod(worker, spec, InstanceSlot(0)))
 
     async def settled() -> list[client.V1Pod] | None:
@@ -80,7 +77,6 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
 
     # Another instance index fits beside instance 0 on the same nodes.
     extra = await create_worker(api, namespace, "w-extra")
-    await apply(api, config_map(extra, spec, InstanceSlot(1)))
     await apply(api, launcher_pod(extra, spec, InstanceSlot(1)))
 
     async def extra_placed() -> str | None:
@@ -99,7 +95,6 @@ async def test_readiness_gate_is_declared_and_left_to_the_operator(
     core = client.CoreV1Api(api)
     spec = v1alpha1.CocoonWorkerSpec.model_validate(example_worker()["spec"])
     worker = await create_worker(api, namespace, "gated")
-    await apply(api, config_map(worker, spec, InstanceSlot(0)))
     desired = launcher_pod(worker, spec, InstanceSlot(0))
     await apply(api, desired)
 

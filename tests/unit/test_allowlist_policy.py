@@ -64,7 +64,7 @@ def test_held_worker_starts_once_listed() -> None:
     held = plan(observed(chain_enabled=True, listing=reading(model=False)), now=T0)
     status = CocoonWorkerStatus.model_validate(held.status)
     p = plan(observed(chain_enabled=True, listing=reading(), status=status), now=T1)
-    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]
+    assert [o["kind"] for o in p.apply] == ["Pod"]
     assert p.status["chain"]["modelHashListed"] is True
     assert p.status["chain"]["checkedAt"] == "2026-01-01T00:05:00Z"  # it changed
 
@@ -92,13 +92,13 @@ def test_reading_of_an_old_revision_holds_nothing() -> None:
     )
     assert allowlist.hold(old, REV, registering=False) is None
     p = plan(observed(chain_enabled=True, status=CocoonWorkerStatus(chain=old)), now=T0)
-    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]
+    assert [o["kind"] for o in p.apply] == ["Pod"]
     assert conds(p)["OnChainAllowed"]["reason"] == Reason.NOT_CHECKED
 
 
 def test_failed_read_holds_nothing_keeps_the_last_reading_and_says_why() -> None:
     p = plan(observed(chain_enabled=True, listing_error="TonTimeoutError: 10 s"), now=T0)
-    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]  # not held by an outage
+    assert [o["kind"] for o in p.apply] == ["Pod"]  # not held by an outage
     c = conds(p)["OnChainAllowed"]
     assert (c["status"], c["reason"]) == ("Unknown", Reason.CHAIN_ERROR)
     assert "TonTimeoutError" in c["message"]
@@ -133,5 +133,5 @@ def test_only_the_operators_positive_reading_of_this_revision_allows_funding() -
 
 def test_without_chain_access_readings_are_ignored() -> None:
     p = plan(observed(chain_enabled=False, listing=reading(model=False)), now=T0)
-    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]
+    assert [o["kind"] for o in p.apply] == ["Pod"]
     assert conds(p)["OnChainAllowed"]["reason"] == Reason.NO_CHAIN_ACCESS

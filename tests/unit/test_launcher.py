@@ -15,9 +15,10 @@ from cocoon_operator.api import labels, v1alpha1
 from cocoon_operator.desired.config import InstanceSlot, worker_config
 from cocoon_operator.desired.launcher import (
     _REVISION_FIELDS,
+    ANNOTATION_WORKER_INI,
+    CONFIG_PATH,
     READINESS_GATE,
     WorkerRef,
-    config_map,
     launcher_pod,
     revision,
 )
@@ -107,12 +108,33 @@ def test_pod_is_owned_gated_and_labelled() -> None:
 def test_secrets_are_mounted_never_inlined() -> None:
     s = spec(hfTokenSecretRef={"name": "hf", "key": "token"})
     pod = launcher_pod(WORKER, s, InstanceSlot(0))
-    cm = config_map(WORKER, s, InstanceSlot(0))
-    text = yaml.safe_dump(pod) + yaml.safe_dump(cm)
+    text = yaml.safe_dump(pod)
     assert "c2ltdWxhdGVkLW5vZGUtd2FsbGV0LWtleS0wMDAwMDA=" not in text
     secrets = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets")
     names = [src["secret"]["name"] for src in secrets["projected"]["sources"]]
     assert names == ["worker-0-wallet", "hf"]
+
+
+def test_the_configuration_travels_in_the_pod_and_is_mounted_as_the_launchers_file() -> None:
+    s = spec()
+    slot = InstanceSlot(3)
+    pod = launcher_pod(WORKER, s, slot)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations[ANNOTATION_WORKER_INI] == worker_config(s, slot)
+    digest = hashlib.sha256(worker_config(s, slot).encode()).hexdigest()[:16]
+    assert annotations["cocoon.network/config-hash"] == digest
+    # The launcher reads --config=CONFIG_PATH; the downward API writes the
+    # annotation there (the kubelet resolves the field path).
+    assert f"--config={CONFIG_PATH}" in container(pod)["args"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
+    (item,) = volume["downwardAPI"]["items"]
+    directory, file = CONFIG_PATH.rsplit("/", 1)
+    assert item == {
+        "path": file,
+        "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_WORKER_INI}']"},
+    }
+    (mount,) = [m for m in container(pod)["volumeMounts"] if m["name"] == "config"]
+    assert mount == {"name": "config", "mountPath": directory, "readOnly": True}
 
 
 def test_tolerations_pass_through() -> None:

@@ -12,8 +12,10 @@ import yaml
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
+from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
-from cocoon_operator.desired.launcher import WorkerRef, revision
+from cocoon_operator.desired.config import worker_config
+from cocoon_operator.desired.launcher import ANNOTATION_WORKER_INI, WorkerRef, revision
 from cocoon_operator.policy.conditions import Observed as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, try_another
@@ -163,10 +165,13 @@ def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> Observed:
     return Observed(**{**base, **changes})
 
 
-def test_plan_creates_config_and_pod_for_a_new_worker() -> None:
+def test_plan_creates_the_pod_of_a_new_worker_with_its_configuration() -> None:
     p = plan(observed(), now=T0)
-    assert [o["kind"] for o in p.apply] == ["ConfigMap", "Pod"]
-    pod = p.apply[1]
+    assert [o["kind"] for o in p.apply] == ["Pod"]  # the configuration is in it
+    pod = p.apply[0]
+    assert pod["metadata"]["annotations"][ANNOTATION_WORKER_INI] == worker_config(
+        spec(), InstanceSlot(1)
+    )
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "1"  # 0 is crowded
     assert [e.reason for e in p.events] == ["LauncherCreated"]
     assert p.status["phase"] == "Pending"
@@ -175,7 +180,7 @@ def test_plan_creates_config_and_pod_for_a_new_worker() -> None:
 
 def test_the_pod_created_is_in_the_same_status_write_and_its_first_sight_adds_none() -> None:
     created = plan(observed(), now=T0)
-    pod = created.apply[1]
+    (pod,) = created.apply
     assert created.status["pod"] == pod["metadata"]["name"]
     assert created.status["instance"] == 1
     scheduled = next(c for c in created.status["conditions"] if c["type"] == "Scheduled")
@@ -212,7 +217,7 @@ def test_plan_rotates_stop_before_start() -> None:
     waiting = plan(observed((running_pod("oldrev", deleting=True),)), now=T0)
     assert waiting.delete_pods == [] and waiting.apply == []
     gone = plan(observed(()), now=T0)
-    assert [o["kind"] for o in gone.apply] == ["ConfigMap", "Pod"]
+    assert [o["kind"] for o in gone.apply] == ["Pod"]
 
 
 def test_paused_plan_touches_nothing_but_status() -> None:
@@ -285,8 +290,10 @@ def test_a_pod_whose_host_ports_are_taken_everywhere_moves_to_another_instance()
     fresh = plan(observed((), status=tried, instances_in_use={0: 5}), now=T0)
     pod = next(o for o in fresh.apply if o["kind"] == "Pod")
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "2"
-    config = next(o for o in fresh.apply if o["kind"] == "ConfigMap")
-    assert config["metadata"]["name"].endswith("-i2-config")  # not the first one's ports
+    # Its configuration is the new instance's, not the first one's ports.
+    assert pod["metadata"]["annotations"][ANNOTATION_WORKER_INI] == worker_config(
+        observed(()).spec, InstanceSlot(2)
+    )
     # Scheduled at last: the record of tried indexes is cleared.
     placed = plan(observed((running_pod(rev, instance=2),), status=tried), now=T0)
     assert placed.status["instancesTried"] is None

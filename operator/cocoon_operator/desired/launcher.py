@@ -1,4 +1,4 @@
-"""The launcher Pod of a worker, and its ConfigMap, as pure functions of the spec.
+"""The launcher Pod of a worker, as a pure function of the spec.
 
 The Pod asks the real kube-scheduler for a node that can host a TDX guest with
 a CC-mode GPU (node affinity on the NFD and GPU Operator labels) and for one
@@ -11,6 +11,11 @@ The VM shape comes from the release, never from the user: it is part of the
 TDX measurement, so any other shape would produce an image hash that proxies
 refuse. The Pod carries a readiness gate that only the operator sets, after
 the worker's attestation verifies.
+
+The worker's configuration (``worker.ini``) travels in a Pod annotation and
+reaches the launcher as a file through a downward API volume: a Pod never
+changes its configuration (a new one is a new revision, a new Pod), so a
+ConfigMap of its own would only cost a write and an object per Pod.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
+# The rendered worker.ini, mounted at CONFIG_PATH by a downward API volume.
+ANNOTATION_WORKER_INI: Final = f"{labels.GROUP}/worker.ini"
 # Set by the operator on a pod whose worker it is stopping (drain, then payout).
 ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
 ANNOTATION_PAYOUT_REQUESTED: Final = f"{labels.GROUP}/payout-requested"
@@ -131,12 +138,6 @@ def pod_name(worker: WorkerRef, rev: str) -> str:
     return f"{worker.name}-{rev}"
 
 
-def config_map_name(worker: WorkerRef, rev: str, slot: InstanceSlot) -> str:
-    """Per instance too: the ports and CID in it are the instance's, and a pod moved to
-    another instance must not mount the first one's configuration."""
-    return f"{worker.name}-{rev}-i{slot.index}-config"
-
-
 def _owner_reference(worker: WorkerRef) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -150,21 +151,6 @@ def _owner_reference(worker: WorkerRef) -> dict[str, Any]:
 
 def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
     return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
-
-
-def config_map(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
-    rev = revision(spec)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": config_map_name(worker, rev, slot),
-            "namespace": worker.namespace,
-            "labels": _labels(worker, rev),
-            "ownerReferences": [_owner_reference(worker)],
-        },
-        "data": {"worker.ini": worker_config(spec, slot)},
-    }
 
 
 def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
@@ -252,6 +238,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
             "labels": pod_labels,
             "annotations": {
                 ANNOTATION_CONFIG_HASH: hashlib.sha256(config_text.encode()).hexdigest()[:16],
+                ANNOTATION_WORKER_INI: config_text,
             },
             "ownerReferences": [_owner_reference(worker)],
         },
@@ -321,9 +308,15 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
             "volumes": [
                 {
                     "name": "config",
-                    "configMap": {
-                        "name": config_map_name(worker, rev, slot),
-                        "items": [{"key": "worker.ini", "path": "worker.ini"}],
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": CONFIG_PATH.rsplit("/", 1)[1],
+                                "fieldRef": {
+                                    "fieldPath": f"metadata.annotations['{ANNOTATION_WORKER_INI}']"
+                                },
+                            }
+                        ]
                     },
                 },
                 *_secret_volumes(spec),

@@ -18,7 +18,7 @@ from typing import Any
 from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
-from cocoon_operator.desired.launcher import WorkerRef, config_map, launcher_pod, revision
+from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
@@ -153,7 +153,6 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
     if not stale and not any(p.revision == rev for p in obs.pods):
         avoid = frozenset(tried or ())
         slot = InstanceSlot(choose_instance(obs.instances_in_use, avoid=avoid))
-        plan.apply.append(config_map(obs.ref, obs.spec, slot))
         desired_pod = launcher_pod(obs.ref, obs.spec, slot)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]

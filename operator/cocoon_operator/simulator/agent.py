@@ -51,7 +51,12 @@ from cocoon_operator.attestation.testpki import (
     TdMeasurements,
     generate_test_pki,
 )
-from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER
+from cocoon_operator.desired.launcher import (
+    ANNOTATION_WORKER_INI,
+    COMMON_LABELS,
+    LABEL_INSTANCE,
+    LABEL_WORKER,
+)
 from cocoon_operator.k8s.client import load
 from cocoon_operator.simulator._nodes import SimulatedNodes
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
@@ -75,7 +80,7 @@ class PodWorker:
     pod_uid: str
     slot: InstanceSlot
     image: str
-    config_map: str | None
+    worker_ini: str | None  # the operator's rendered configuration (a pod annotation)
     namespace: str
     worker: str
 
@@ -93,14 +98,6 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
     ):
         return None
     containers = spec.get("containers") or [{}]
-    config_map = next(
-        (
-            v["configMap"]["name"]
-            for v in spec.get("volumes") or []
-            if v.get("name") == "config" and "configMap" in v
-        ),
-        None,
-    )
     return PodWorker(
         key=f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}",
         host=host,
@@ -109,7 +106,7 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
         pod_uid=meta.get("uid", ""),
         slot=InstanceSlot(int(instance)),
         image=containers[0].get("image", ""),
-        config_map=config_map,
+        worker_ini=(meta.get("annotations") or {}).get(ANNOTATION_WORKER_INI),
         namespace=meta["namespace"],
         worker=(meta.get("labels") or {}).get(LABEL_WORKER, meta["name"]),
     )
@@ -169,17 +166,6 @@ class Agent:
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
 
-    async def _worker_ini(self, worker: PodWorker) -> str | None:
-        if worker.config_map is None:
-            return None
-        try:
-            cm = await self._core.read_namespaced_config_map(worker.config_map, worker.namespace)
-        except ApiException as err:
-            log.warning("config map %s: HTTP %s", worker.config_map, err.status)
-            return None
-        data: dict[str, str] = cm.data or {}
-        return data.get("worker.ini")
-
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}"
@@ -196,7 +182,7 @@ class Agent:
             return
         if key in self._running:
             return
-        config = simulator_config(worker, await self._worker_ini(worker), self._faults)
+        config = simulator_config(worker, worker.worker_ini, self._faults)
         sim = WorkerSimulator(config, pki=self._pki, gpu_pki=self._gpu_pki)
         try:
             await sim.start()
