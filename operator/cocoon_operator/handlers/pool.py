@@ -72,7 +72,7 @@ def _member(body: Mapping[str, Any]) -> PoolMember:
 
 
 @kopf.index(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
-def pool_members(
+async def pool_members(
     *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], tuple[PoolMember, int | None, int | None]]:
     """Workers by (namespace, pool), with their spec's coefficient and version."""
@@ -99,7 +99,7 @@ def _members(
 
 
 @kopf.index(*POOLS)
-def pools(
+async def pools(
     *, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace or "", name): dict(body)}
@@ -245,7 +245,7 @@ async def reconcile_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs
 
 
 @kopf.on.event(*POOLS, when=gone)
-def pool_gone(*, body: kopf.Body, **_: Any) -> None:
+async def pool_gone(*, body: kopf.Body, **_: Any) -> None:
     """Forget a deleted pool's diff base (see k8s/diffbase.py)."""
     DIFFBASE.forget(body)
 

@@ -226,8 +226,14 @@ InstanceIndex = kopf.Index[int, str]
 WorkerIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 
 
+# The index functions and event handlers below do no I/O, yet are async: kopf
+# runs a sync handler in a thread pool (a thread hop, a context copy and a
+# shielding task per call), and the three pod indexes alone are called for
+# every launcher pod event.
+
+
 @kopf.index("pods", labels=LAUNCHER_SELECTOR)
-def launcher_pods(
+async def launcher_pods(
     *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], PodFacts]:
     """Launcher pods by (namespace, worker)."""
@@ -235,14 +241,14 @@ def launcher_pods(
 
 
 @kopf.index("pods", labels=LAUNCHER_SELECTOR)
-def launcher_instances(*, labels: kopf.Labels, name: str, **_: Any) -> dict[int, str] | None:
+async def launcher_instances(*, labels: kopf.Labels, name: str, **_: Any) -> dict[int, str] | None:
     """Launcher pods by instance index, to spread indexes over the fleet."""
     value = labels.get(LABEL_INSTANCE, "")
     return {int(value): name} if value.isdigit() else None
 
 
 @kopf.index("pods", labels=LAUNCHER_SELECTOR)
-def launcher_pods_by_node(
+async def launcher_pods_by_node(
     *, namespace: str | None, labels: kopf.Labels, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[str, tuple[str, str, str]] | None:
     """Launcher pods by node: (namespace, worker, pod)."""
@@ -253,7 +259,7 @@ def launcher_pods_by_node(
 
 
 @kopf.index(*WORKERS)
-def workers(
+async def workers(
     *, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """A snapshot of each worker, for reconciles triggered by its pods."""
@@ -531,7 +537,7 @@ def gone(*, type: str | None, **_: Any) -> bool:
 
 
 @kopf.on.event(*WORKERS, when=gone)
-def worker_gone(*, body: kopf.Body, **_: Any) -> None:
+async def worker_gone(*, body: kopf.Body, **_: Any) -> None:
     """Forget a deleted worker's diff base (a pool's: see handlers/pool.py)."""
     DIFFBASE.forget(body)
 
