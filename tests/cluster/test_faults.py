@@ -1,6 +1,7 @@
 """Bounded fault tests on the local stack: the control plane restarted mid-rollout,
 the chain's API failing, hanging and serving stale data, workers whose RA-TLS
-endpoint hangs or presents garbage or a certificate REPORTDATA does not bind.
+endpoint hangs or presents garbage or a certificate REPORTDATA does not bind, or
+does not answer as its deletion begins.
 
 Each ends with a clear condition on the CocoonWorker and with recovery, the
 operator process alive with no traceback in its log, and Ready never claimed
@@ -34,7 +35,7 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import CLUSTER, Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Chain, running_agent, running_local_chain
-from tests.cluster.test_attestation import has_event, simulator_admin
+from tests.cluster.test_attestation import event_reasons, has_event, simulator_admin
 from tests.cluster.test_chain import TARGET, Env, balances, ledger, treasury_seqno
 from tests.cluster.test_pool import treasury_secret
 from tests.cluster.test_worker_lifecycle import (
@@ -434,3 +435,31 @@ async def evidence_faults(api: client.ApiClient, namespace: str, log: Path) -> N
     await eventually(logged, within=30, what="the bad stats reported")
     assert await ready(api, namespace, "w")()
     await simulator_fault(api, namespace, "garbage_json", False)
+
+    # f. A worker that does not answer when its deletion begins is asked
+    # again, not stopped undrained: once it answers it is disabled, drained
+    # and paid out. (It is stopped without a drain only after 30 s of no
+    # answer: DrainSkipped, which this never reaches.)
+    await simulator_fault(api, namespace, "garbage_json", True)
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        API[0], API[1], namespace, API[2], "w"
+    )
+
+    async def asked_again() -> bool:
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        return "unreachable: asking again" in text
+
+    await eventually(asked_again, within=30, what="the drain asking again")
+    await simulator_fault(api, namespace, "garbage_json", False)
+
+    async def gone() -> bool:
+        try:
+            await get_worker(api, namespace, "w")
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    await eventually(gone, within=90, what="worker drained and deleted")
+    reasons = await event_reasons(api, namespace, "w")
+    assert {"Draining", "PayoutRequested"} <= reasons.keys(), reasons
+    assert "DrainSkipped" not in reasons, reasons

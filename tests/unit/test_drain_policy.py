@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cocoon_operator.policy.drain import DrainFacts, DrainLimits, DrainStep, next_step
+from cocoon_operator.policy.drain import (
+    DrainFacts,
+    DrainLimits,
+    DrainStep,
+    next_step,
+    when_unreachable,
+)
 
 
 def facts(**changes: object) -> DrainFacts:
@@ -48,3 +54,12 @@ def test_a_worker_that_does_not_report_its_requests_is_given_the_whole_bound() -
         next_step(facts(active_requests=None, elapsed_seconds=10), limits)[0]
         is DrainStep.REQUEST_PAYOUT
     )
+
+
+def test_a_worker_that_does_not_answer_is_asked_again_until_the_bound() -> None:
+    limits = DrainLimits(unreachable_seconds=30)
+    assert when_unreachable(0, limits)[0] is DrainStep.RETRY  # the first failure
+    assert when_unreachable(29.9, limits)[0] is DrainStep.RETRY
+    step, why = when_unreachable(30, limits)
+    assert step is DrainStep.STOP
+    assert "unreachable for 30 s" in why and "undrained" in why

@@ -31,7 +31,7 @@ from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
 from cocoon_operator.policy.conditions import rfc3339
-from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step
+from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step, when_unreachable
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
 
@@ -119,10 +119,14 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
             try:
                 stats = await client.stats()
             except (WorkerStatsError, OSError, TimeoutError) as exc:
-                await _event(
-                    deps, body, "DrainSkipped", f"pod {pod.name} unreachable ({exc}): stopping it"
-                )
+                since = deps.unreachable.setdefault((namespace, pod.name), now)
+                step, why = when_unreachable((now - since).total_seconds())
+                if step is DrainStep.RETRY:
+                    return f"pod {pod.name}: {why} ({exc})"
+                del deps.unreachable[namespace, pod.name]
+                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why} ({exc})")
                 continue
+            deps.unreachable.pop((namespace, pod.name), None)
             step, why = next_step(
                 DrainFacts(
                     enabled=stats.enabled,

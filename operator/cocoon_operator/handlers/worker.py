@@ -105,6 +105,9 @@ class Deps:
     # what the attestation check's own handshake would (see
     # handlers/attestation.py), so the check takes it instead of a second one.
     pinned: dict[tuple[str, int], tuple[str, dt.datetime]] = field(default_factory=dict)
+    # Pods being stopped whose worker did not answer the drain's last read, and
+    # since when (see policy/drain.py: when_unreachable).
+    unreachable: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -500,6 +503,7 @@ async def launcher_pod_changed(
     deps: Deps = memo["deps"]
     if type == "DELETED":
         deps.latest_pods.forget(LatestObjects.key(body))
+        deps.unreachable.pop(LatestObjects.key(body), None)
     else:
         deps.latest_pods.freshest(body)  # forgets our copy once the watch has it
     snapshots: WorkerIndex = kwargs["workers"]

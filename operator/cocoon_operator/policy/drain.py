@@ -4,6 +4,11 @@ Before its VM stops, a worker is disabled (proxies send it nothing new), its
 in-flight requests finish, and a payout is requested from each proxy so
 committed earnings reach the owner. Each step is bounded: a worker that does
 not drain or pay out in time is stopped anyway, and the Event says so.
+
+A worker that does not answer is asked again for a while before it is
+stopped undrained: one failed read is as often the operator's own lag (a busy
+event loop, a certificate the worker rotated a moment ago) as a dead VM, and
+stopping on it drops the requests in flight. A dead VM costs the wait.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class DrainStep(StrEnum):
     WAIT_FOR_REQUESTS = "WaitForRequests"
     REQUEST_PAYOUT = "RequestPayout"
     WAIT_FOR_PAYOUT = "WaitForPayout"
+    RETRY = "Retry"  # the worker did not answer: ask again shortly
     STOP = "Stop"
 
 
@@ -33,6 +39,7 @@ class DrainFacts:
 class DrainLimits:
     requests_seconds: float = 120.0
     payout_seconds: float = 60.0
+    unreachable_seconds: float = 30.0
 
 
 def next_step(facts: DrainFacts, limits: DrainLimits = DrainLimits()) -> tuple[DrainStep, str]:
@@ -57,3 +64,17 @@ def next_step(facts: DrainFacts, limits: DrainLimits = DrainLimits()) -> tuple[D
     if facts.payout_running:
         return DrainStep.STOP, "stopping with the payout still running"
     return DrainStep.STOP, "drained and paid out"
+
+
+def when_unreachable(
+    unreachable_seconds: float, limits: DrainLimits = DrainLimits()
+) -> tuple[DrainStep, str]:
+    """The worker has not answered for ``unreachable_seconds`` (0 at the first failure):
+    ask again, or stop it without a drain once the bound has passed."""
+    if unreachable_seconds < limits.unreachable_seconds:
+        return DrainStep.RETRY, "unreachable: asking again"
+    return (
+        DrainStep.STOP,
+        f"unreachable for {unreachable_seconds:.0f} s (bound {limits.unreachable_seconds:g} s):"
+        " stopping it undrained",
+    )
