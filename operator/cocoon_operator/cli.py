@@ -22,7 +22,7 @@ from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
 class RoutineTimerSuccesses(logging.Filter):
     """Drops kopf's ``Timer 'x' succeeded.`` lines (INFO, logger ``kopf.objects``).
 
-    Every worker has timers (the checks every few seconds, a slow resync) that
+    Every worker has a timer (the checks every few seconds, a slow resync) that
     nearly always find nothing to do: at 1,000 workers they were 98% of the operator's log (about
     160,000 lines in five minutes) and buried what changed, which the
     operator logs and records as Events itself. A timer that fails still logs;
@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checks,
         control,
         pool,  # noqa: F401 - importing registers the pool handlers
-        worker,  # noqa: F401 - importing registers the worker handlers
+        worker,  # importing registers the worker handlers
     )
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
@@ -274,7 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
     # The chain step first: its pinned connection to an attested worker shows the
     # attestation check the certificate, sparing that check a handshake.
-    checks.register(kopf.get_default_registry(), [*periodic, attest, coefficient])
+    resync = checks.Check("resync", worker.resync_worker, worker.RESYNC_SECONDS, at_start=False)
+    checks.register(kopf.get_default_registry(), [*periodic, attest, coefficient, resync])
 
     async def operator(stop: asyncio.Event | None = None) -> None:
         await kopf.operator(

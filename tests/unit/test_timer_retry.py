@@ -210,6 +210,35 @@ def test_the_periodic_steps_share_one_worker_timer() -> None:
     ]
 
 
+async def test_a_resync_check_waits_its_interval_before_its_first_run() -> None:
+    runs: list[str] = []
+    clock = Clock()
+    fn = timer(
+        [
+            checks.Check("attestation", Step("attestation", runs), 5.0),
+            checks.Check("resync", Step("resync", runs), 20.0, at_start=False),
+        ],
+        clock,
+    )
+    memo: dict[str, Any] = {}
+    for _ in range(9):
+        await tick(fn, memo, clock, 5.0)
+    # Ticks at 0, 5, ... 40: the resync at 20 and 40, never at the worker's first tick.
+    assert runs.count("attestation") == 9
+    assert runs.count("resync") == 2
+    assert runs[:2] == ["attestation", "attestation"]
+
+
+def test_workers_have_no_kopf_timer_of_their_own_but_the_shared_one() -> None:
+    """The module-level handlers register no per-worker timer (each is a task and
+    its coroutines per worker, sleeping); the resync is a check of the shared one."""
+    registry = kopf.get_default_registry()
+    timers = [h.id for h in registry._spawning.get_all_handlers()]
+    assert worker.resync_worker is not None and pool.resync_pool is not None
+    assert "resync_worker" not in timers
+    assert set(timers) <= {"resync_pool", "checks"}, timers
+
+
 async def test_a_slow_check_goes_on_alone_and_is_not_started_twice() -> None:
     """A top-up awaiting its confirmation must not hold up the worker's attestation
     check: after a tick the slow check goes on by itself, and later ticks leave it

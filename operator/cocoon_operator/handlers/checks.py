@@ -6,6 +6,9 @@ profiling the 1,000-worker benchmark put 47% of the event loop in kopf's timer
 machinery (building each run's kwargs, its logger, its outcome) rather than in
 the checks. One timer per worker ticks at the shortest interval and runs, in
 the order given, the checks that are due; what each step decides is unchanged.
+The slow resync of each worker (every 10 minutes) is one of them too: a kopf
+timer of its own cost a task, its coroutines and a handful of events and
+flags per worker, sleeping.
 
 Each check gets up to a tick before the next one starts. One that takes longer
 (a top-up awaiting its confirmation, a verification fetching collateral) goes
@@ -56,6 +59,8 @@ class Check:
     id: str
     fn: Handler
     every: float
+    # Run on a worker's first tick (False: first after ``every``, as a resync).
+    at_start: bool = True
 
 
 def tick_of(checks: Sequence[Check]) -> float:
@@ -79,10 +84,15 @@ def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None
 
 
 def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> Handler:
+    later = [check for check in checks if not check.at_start]
+
     async def run_checks(*, memo: Any, logger: Logger, **kwargs: Any) -> None:
         next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
         running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
-        for check in due(checks, next_at, clock(), tick):
+        now = clock()
+        for check in later:
+            next_at.setdefault(check.id, now + check.every)
+        for check in due(checks, next_at, now, tick):
             if check.id in running:
                 continue  # still at work from an earlier tick
             task = asyncio.create_task(run_one(check, next_at, memo=memo, logger=logger, **kwargs))

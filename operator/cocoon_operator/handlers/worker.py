@@ -481,9 +481,9 @@ async def reconcile_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
         raise kopf.TemporaryError(result.waiting, delay=2)
 
 
-@kopf.timer(*WORKERS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
 async def resync_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    """A slow safety net; changes are handled from watch events."""
+    """A slow safety net (every :data:`RESYNC_SECONDS`, one of the shared timer's
+    checks: see handlers/checks.py); changes are handled from watch events."""
     await _reconcile(body, memo, Indexes.of(kwargs), logger)
 
 
