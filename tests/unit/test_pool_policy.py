@@ -131,6 +131,8 @@ def test_a_pool_worker_gets_its_own_key_and_is_owned_by_the_pool() -> None:
     }
     (owner,) = worker["metadata"]["ownerReferences"]
     assert owner["uid"] == "uid-1" and owner["controller"] is True
+    # The operator's own finalizer from the start: no patch of kopf's to add it.
+    assert worker["metadata"]["finalizers"] == ["cocoon.network/finalizer"]
     secret = wallet_secret(POOL, "p-rev-0", bytes(range(32)))
     assert "ownerReferences" not in secret["metadata"]  # keys outlive pools and workers
     stored = base64.b64decode(secret["data"]["node-wallet-key"])

@@ -23,6 +23,9 @@ GROUP: Final = "cocoon.network"
 #: Set (to any new value, e.g. a timestamp) to ask for one payout now:
 #: ``kubectl cocoon payout NAME``. The operator acts once per value.
 PAYOUT_REQUEST_ANNOTATION: Final = f"{GROUP}/payout-request"
+# The operator's finalizer on every worker: its VM is drained, paid out and
+# stopped before the worker goes.
+WORKER_FINALIZER: Final = f"{GROUP}/finalizer"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "CocoonWorker"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cocoon_operator.api.pool import POOL_KIND, WorkerTemplate
-from cocoon_operator.api.v1alpha1 import API_VERSION, GROUP, KIND
+from cocoon_operator.api.v1alpha1 import API_VERSION, GROUP, KIND, WORKER_FINALIZER
 
 LABEL_POOL: Final = f"{GROUP}/pool"
 LABEL_POOL_REVISION: Final = f"{GROUP}/pool-revision"
@@ -57,7 +57,12 @@ def wallet_secret(pool: PoolRef, worker: str, key: bytes) -> dict[str, Any]:
 def pool_worker(
     pool: PoolRef, template: WorkerTemplate, revision: str, name: str
 ) -> dict[str, Any]:
-    """A CocoonWorker of ``pool`` at ``revision``, owned by the pool."""
+    """A CocoonWorker of ``pool`` at ``revision``, owned by the pool.
+
+    It carries the operator's finalizer from the start: kopf would otherwise add
+    it in a patch of its own (a write, and a watch event, per member) before it
+    handled the new worker.
+    """
     spec = template.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     spec["nodeWalletKeySecretRef"] = {"name": wallet_secret_name(name), "key": WALLET_KEY}
     return {
@@ -67,6 +72,7 @@ def pool_worker(
             "name": name,
             "namespace": pool.namespace,
             "labels": {**template.labels, LABEL_POOL: pool.name, LABEL_POOL_REVISION: revision},
+            "finalizers": [WORKER_FINALIZER],
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,

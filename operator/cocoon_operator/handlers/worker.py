@@ -182,7 +182,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    settings.persistence.finalizer = f"{v1alpha1.GROUP}/finalizer"
+    settings.persistence.finalizer = v1alpha1.WORKER_FINALIZER
     # kopf ignores annotations under its own prefix when it diffs objects, so
     # its prefix must not be ours: the pause annotation has to count as a change.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
