@@ -30,7 +30,7 @@ from cocoon_operator.desired.pool import (
     wallet_secret,
 )
 from cocoon_operator.handlers.retry import quiet_outages
-from cocoon_operator.handlers.worker import DIFFBASE, WORKERS, Deps, Logger, gone
+from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, gone
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.latest import resource_version
 from cocoon_operator.k8s.objects import (
@@ -245,9 +245,10 @@ async def reconcile_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs
 
 
 @kopf.on.event(*POOLS, when=gone)
-async def pool_gone(*, body: kopf.Body, **_: Any) -> None:
+async def pool_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Forget a deleted pool's diff base (see k8s/diffbase.py)."""
-    DIFFBASE.forget(body)
+    deps: Deps = memo["deps"]
+    deps.diffbase.forget(body)
 
 
 @kopf.timer(*POOLS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)

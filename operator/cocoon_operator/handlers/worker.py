@@ -60,9 +60,6 @@ LAUNCHER_SELECTOR = {
     "app.kubernetes.io/component": COMMON_LABELS["app.kubernetes.io/component"],
 }
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-# kopf's diff bases of workers and pools, by uid (see k8s/diffbase.py). One per
-# process, as kopf's settings are; an object's entry goes with the object.
-DIFFBASE = MemoryDiffBaseStorage()
 
 
 @dataclass
@@ -108,6 +105,9 @@ class Deps:
     # Pods being stopped whose worker did not answer the drain's last read, and
     # since when (see policy/drain.py: when_unreachable).
     unreachable: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    # kopf's diff bases of workers and pools (its settings hold the same object):
+    # an object's entry goes when the object does (see worker_gone).
+    diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -186,10 +186,6 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     # kopf ignores annotations under its own prefix when it diffs objects, so
     # its prefix must not be ours: the pause annotation has to count as a change.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    # In the process, not an annotation: a metadata patch per handled change
-    # saved (see k8s/diffbase.py). Every handler is level-based, so a new
-    # process handles each object once as created, then only its changes.
-    settings.persistence.diffbase_storage = DIFFBASE
     # Our own Events explain each change; kopf's per-handler log Events would
     # add a write per handler run for nothing.
     settings.posting.level = logging.WARNING
@@ -202,12 +198,16 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     metrics = memo.get("metrics") or Metrics()
-    memo["deps"] = Deps(
+    deps = memo["deps"] = Deps(
         api=client.ApiClient(await load()),
         clock=_utcnow,
         metrics=metrics,
         probes=ProbeBudget(memo.get("probe_limit", DEFAULT_LIMIT), on_change=metrics.set_probes),
     )
+    # In the process, not an annotation: a metadata patch per handled change
+    # saved (see k8s/diffbase.py). Every handler is level-based, so a new
+    # process handles each object once as created, then only its changes.
+    settings.persistence.diffbase_storage = deps.diffbase
     webhook: admission.WebhookOptions | None = memo.get("webhook")
     if webhook is not None:
         admission.configure(settings, webhook, _utcnow())
@@ -537,13 +537,15 @@ async def delete_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
 
 
 def gone(*, type: str | None, **_: Any) -> bool:
+    """kopf's filter for the handlers of an object's DELETED event (checked in line)."""
     return type == "DELETED"
 
 
 @kopf.on.event(*WORKERS, when=gone)
-async def worker_gone(*, body: kopf.Body, **_: Any) -> None:
+async def worker_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Forget a deleted worker's diff base (a pool's: see handlers/pool.py)."""
-    DIFFBASE.forget(body)
+    deps: Deps = memo["deps"]
+    deps.diffbase.forget(body)
 
 
 def being_drained(*, spec: kopf.Spec, **_: Any) -> bool:
