@@ -105,6 +105,11 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
     assert status["pod"] == pod.metadata.name
     node = await client.CoreV1Api(api).read_node(pod.spec.node_name)
     assert node.metadata.labels["cocoon.network/sim-node-kind"] == "cc"
+    # kopf's diff base is kept by the operator, not written onto the worker
+    # (k8s/diffbase.py); its finalizer is the one metadata write it makes.
+    annotations = worker["metadata"].get("annotations") or {}
+    assert not [a for a in annotations if a.startswith("kopf.")], annotations
+    assert worker["metadata"]["finalizers"] == ["cocoon.network/finalizer"]
 
     # No worker answers on this stack without the simulation agent: the
     # attestation step says so, naming the address it tried. The condition's

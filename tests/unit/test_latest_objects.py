@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from cocoon_operator.api.v1alpha1 import ConditionStatus
-from cocoon_operator.desired.launcher import READINESS_GATE
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
+from cocoon_operator.desired.launcher import READINESS_GATE, WorkerRef
 from cocoon_operator.handlers.worker import Deps
 from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
 from cocoon_operator.reconcile.gather import pod_facts
+from cocoon_operator.reconcile.worker import Observed, plan
+from tests.unit.test_worker_policy import T0, spec
 
 
 def obj(rv: str, *, uid: str = "u1", phase: str = "Pending", name: str = "w") -> dict[str, Any]:
@@ -120,3 +123,74 @@ def test_a_gate_we_wrote_counts_before_the_pods_watch_delivers_it() -> None:
     (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
     assert pod.attested_gate is ConditionStatus.FALSE
     assert len(deps.latest_pods) == 0
+
+
+def test_a_pod_we_created_counts_before_the_pods_watch_shows_it() -> None:
+    """At 3,000 workers a reconcile ran before the watch showed the pod the one
+    before had created, and planned it again: a 409 and a second LauncherCreated."""
+    worker_spec = spec()
+    ref = WorkerRef("w", "ns", "u1")
+    first = plan(worker_observed(ref, worker_spec, ()), now=T0)
+    (created,) = first.apply
+    deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+    deps.created_pod("ns", "w", created)
+    index: dict[Any, list[Any]] = {}
+    (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
+    assert pod.name == created["metadata"]["name"] and pod.node is None
+    assert deps.worker_pods(cast(Any, index), "ns", "other") == []
+    # A reconcile now plans no second pod, and writes nothing more than the first did.
+    status = CocoonWorkerStatus.model_validate(first.status)
+    pods = tuple(deps.worker_pods(cast(Any, index), "ns", "w"))
+    again = plan(worker_observed(ref, worker_spec, pods, status), now=T0)
+    assert again.empty, again
+    # Without it (the index alone), the same reconcile creates the pod again.
+    assert plan(worker_observed(ref, worker_spec, (), status), now=T0).apply
+    # The watch shows it: the index speaks for it (one copy, not two), then the entry goes.
+    shown = {**created, "spec": {**created["spec"], "nodeName": "n1"}}
+    index = {("ns", "w"): [pod_facts(shown)]}
+    (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
+    assert pod.node == "n1"
+    deps.pod_seen("ns", "w", created["metadata"]["name"])
+    assert deps.unindexed_pods == {}
+    assert deps.worker_pods(cast(Any, {}), "ns", "w") == []
+
+
+def worker_observed(
+    ref: WorkerRef,
+    worker_spec: v1alpha1.CocoonWorkerSpec,
+    pods: tuple[Any, ...],
+    status: CocoonWorkerStatus | None = None,
+) -> Observed:
+    return Observed(
+        ref=ref,
+        generation=1,
+        spec=worker_spec,
+        status=status or CocoonWorkerStatus(),
+        pods=pods,
+        instances_in_use={},
+    )
+
+
+async def test_a_pod_that_already_existed_is_not_announced_again(monkeypatch: Any) -> None:
+    from cocoon_operator.handlers import worker as handlers  # noqa: PLC0415
+    from cocoon_operator.reconcile.worker import Event, Plan  # noqa: PLC0415
+
+    recorded: list[str] = []
+
+    async def exists(api: Any, obj: dict[str, Any]) -> bool:
+        return False  # 409: another reconcile (or replica) created it
+
+    async def record(api: Any, body: Any, *, reason: str, **_: Any) -> None:
+        recorded.append(reason)
+
+    monkeypatch.setattr(handlers, "create_if_absent", exists)
+    monkeypatch.setattr(handlers, "record", record)
+    ref = WorkerRef("w", "ns", "u1")
+    first = plan(worker_observed(ref, spec(), ()), now=T0)
+    (pod,) = first.apply
+    deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+    body: Any = {"metadata": {"namespace": "ns", "name": "w"}}
+    result = Plan(apply=[pod], events=[*first.events, Event("Other", "something else")])
+    await handlers._execute(deps, body, result, handlers.logging.getLogger("test"))
+    assert recorded == ["Other"]
+    assert [p.name for p in deps.worker_pods(cast(Any, {}), "ns", "w")] == [pod["metadata"]["name"]]

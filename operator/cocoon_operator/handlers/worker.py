@@ -77,6 +77,12 @@ class Deps:
     # Pods created but not yet seen in the index: counted when choosing the
     # next instance index, so a burst of creations still spreads indexes.
     pending_instances: dict[str, int] = field(default_factory=dict)
+    # The same pods by (namespace, pod), as created: a reconcile of their worker
+    # counts them until the pods' watch shows them. Without, a reconcile that
+    # came before the watch planned the pod again (at 3,000 workers 612 times:
+    # a 409 each, a LauncherCreated Event and a status write for nothing).
+    # By (namespace, worker), then pod name.
+    unindexed_pods: dict[tuple[str, str], dict[str, PodFacts]] = field(default_factory=dict)
     # The coefficient each worker's running pod is known to have: (pod, per mille).
     # Spares a TLS round trip per worker per check when nothing changed.
     coefficients: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
@@ -142,9 +148,11 @@ class Deps:
         return seen[0]
 
     def worker_pods(self, pods: PodIndex, namespace: str, worker: str) -> list[PodFacts]:
-        """A worker's launcher pods from the index, each replaced by our newer copy if any."""
+        """A worker's launcher pods from the index, each replaced by our newer copy if
+        any, and those this operator created that the index does not show yet."""
         out = []
-        for facts in pods.get((namespace, worker), []):
+        indexed: list[PodFacts] = list(pods.get((namespace, worker), []))
+        for facts in indexed:
             seen = {
                 "metadata": {
                     "namespace": namespace,
@@ -155,7 +163,25 @@ class Deps:
             }
             newest = self.latest_pods.freshest(seen)
             out.append(facts if newest is seen else pod_facts(newest))
+        created = self.unindexed_pods.get((namespace, worker))
+        if created:
+            names = {facts.name for facts in indexed}
+            out.extend(facts for name, facts in created.items() if name not in names)
         return out
+
+    def created_pod(self, namespace: str, worker: str, pod: dict[str, Any]) -> None:
+        """A launcher pod this operator just created (or found existing): counted as the
+        worker's until the pods' watch shows it (see :attr:`unindexed_pods`)."""
+        facts = pod_facts(pod)
+        self.unindexed_pods.setdefault((namespace, worker), {})[facts.name] = facts
+
+    def pod_seen(self, namespace: str, worker: str, pod: str) -> None:
+        """The pods' watch showed ``pod`` (or its deletion): the index speaks for it now."""
+        created = self.unindexed_pods.get((namespace, worker))
+        if created is not None:
+            created.pop(pod, None)
+            if not created:
+                del self.unindexed_pods[namespace, worker]
 
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
@@ -339,18 +365,25 @@ def _observe(
 
 
 async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) -> None:
+    namespace, worker = body["metadata"]["namespace"], body["metadata"]["name"]
+    events = result.events
     for obj in result.apply:
         try:
-            await create_if_absent(deps.api, obj)
+            created = await create_if_absent(deps.api, obj)
         except Exception:
             deps.pending_instances.pop(obj["metadata"]["name"], None)
             raise
-    namespace = body["metadata"]["namespace"]
+        if obj["kind"] == "Pod":
+            deps.created_pod(namespace, worker, obj)
+        if not created:
+            # Another reconcile (or replica) made it first: its Event said so.
+            name = obj["metadata"]["name"]
+            events = [e for e in events if e.creates != name]
     for name in result.delete_pods:
         await delete_pod(deps.api, namespace, name)
     if result.status:
         await deps.patch_status(namespace, body["metadata"]["name"], result.status)
-    for event in result.events:
+    for event in events:
         await record(
             deps.api,
             body,
@@ -501,6 +534,7 @@ async def launcher_pod_changed(
 ) -> None:
     """A launcher pod moved (scheduled, running, gate flipped, gone): reconcile its worker."""
     deps: Deps = memo["deps"]
+    deps.pod_seen(namespace or "", labels.get(LABEL_WORKER, ""), body["metadata"]["name"])
     if type == "DELETED":
         deps.latest_pods.forget(LatestObjects.key(body))
         deps.unreachable.pop(LatestObjects.key(body), None)

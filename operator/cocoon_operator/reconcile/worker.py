@@ -52,6 +52,9 @@ class Event:
     reason: str
     message: str
     warning: bool = False
+    # The object of ``Plan.apply`` whose creation this Event announces: it is
+    # recorded only if that create really creates (not if the object exists).
+    creates: str | None = None
 
 
 @dataclass
@@ -157,7 +160,11 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
-            Event("LauncherCreated", f"created pod {name} (revision {rev}, instance {slot.index})")
+            Event(
+                "LauncherCreated",
+                f"created pod {name} (revision {rev}, instance {slot.index})",
+                creates=name,
+            )
         )
         # The status describes the pod as created (unscheduled), so the watch
         # event that first shows it changes nothing and costs no status write.
