@@ -1,4 +1,4 @@
-"""Earnings are written when first seen, then at most every five minutes."""
+"""Earnings are written when first seen, then at most every 15 minutes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def earned(tokens: int, at: datetime = NOW) -> EarningsStatus:
 def test_first_figures_are_written_then_changes_wait_their_turn() -> None:
     assert earnings_due(None, earned(5), now=NOW)
     assert not earnings_due(earned(5), earned(9), now=NOW + timedelta(seconds=60))
+    # Rising counters cost a fleet at rest at most one write per worker per 15 min.
+    assert not earnings_due(earned(5), earned(9), now=NOW + timedelta(seconds=899))
     later = NOW + timedelta(seconds=EARNINGS_WRITE_SECONDS)
     assert earnings_due(earned(5), earned(9), now=later)
     assert not earnings_due(earned(5), earned(5), now=later + timedelta(days=1))
