@@ -42,6 +42,7 @@ from tests.cluster.test_worker_lifecycle import (
     conditions,
     create_worker,
     get_worker,
+    worker_deleted,
     worker_pods,
 )
 from tests.cluster.wait import eventually
@@ -452,14 +453,9 @@ async def evidence_faults(api: client.ApiClient, namespace: str, log: Path) -> N
     await eventually(asked_again, within=30, what="the drain asking again")
     await simulator_fault(api, namespace, "garbage_json", False)
 
-    async def gone() -> bool:
-        try:
-            await get_worker(api, namespace, "w")
-        except ApiException as err:
-            return err.status == 404
-        return False
-
-    await eventually(gone, within=90, what="worker drained and deleted")
+    await eventually(
+        worker_deleted(api, namespace, "w"), within=90, what="worker drained and deleted"
+    )
     reasons = await event_reasons(api, namespace, "w")
     assert {"Draining", "PayoutRequested"} <= reasons.keys(), reasons
     assert "DrainSkipped" not in reasons, reasons

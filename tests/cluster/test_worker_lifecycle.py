@@ -6,7 +6,7 @@ leaves nothing behind on deletion."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,21 @@ async def worker_pods(api: client.ApiClient, namespace: str, name: str) -> list[
         namespace, label_selector=f"{LABEL_WORKER}={name}"
     )
     return list(pods.items)
+
+
+def worker_deleted(
+    api: client.ApiClient, namespace: str, name: str
+) -> Callable[[], Awaitable[bool]]:
+    """A probe for :func:`eventually`: the worker is gone (its finalizer released)."""
+
+    async def gone() -> bool:
+        try:
+            await get_worker(api, namespace, name)
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    return gone
 
 
 async def phase_is(
@@ -208,14 +223,8 @@ async def test_deletion_leaves_no_pod_and_no_finalizer(
         *API, namespace, v1alpha1.PLURAL, "gone"
     )
 
-    async def worker_gone() -> bool:
-        try:
-            await get_worker(api, namespace, "gone")
-        except ApiException as err:
-            return err.status == 404
-        return False
-
-    await eventually(worker_gone, within=60, what="worker deleted (finalizer released)")
+    gone = worker_deleted(api, namespace, "gone")
+    await eventually(gone, within=60, what="worker deleted (finalizer released)")
     assert await worker_pods(api, namespace, "gone") == []
 
     # Its configuration was in the pod (an annotation), never an object of its own.
