@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+import pytest
+
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.launcher import READINESS_GATE, WorkerRef
@@ -133,11 +135,17 @@ def test_a_pod_we_created_counts_before_the_pods_watch_shows_it() -> None:
     first = plan(worker_observed(ref, worker_spec, ()), now=T0)
     (created,) = first.apply
     deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
-    deps.created_pod("ns", "w", created)
+    deps.reserve_pod("ns", "w", created)
     index: dict[Any, list[Any]] = {}
     (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
     assert pod.name == created["metadata"]["name"] and pod.node is None
     assert deps.worker_pods(cast(Any, index), "ns", "other") == []
+    # Its instance counts too, until the instance index shows the pod (once).
+    instance = pod.instance
+    assert instance is not None
+    assert deps.instances_in_use(cast(Any, {}))[instance] == 1
+    shown_at = {instance: [created["metadata"]["name"]]}
+    assert deps.instances_in_use(cast(Any, shown_at))[instance] == 1
     # A reconcile now plans no second pod, and writes nothing more than the first did.
     status = CocoonWorkerStatus.model_validate(first.status)
     pods = tuple(deps.worker_pods(cast(Any, index), "ns", "w"))
@@ -150,7 +158,7 @@ def test_a_pod_we_created_counts_before_the_pods_watch_shows_it() -> None:
     index = {("ns", "w"): [pod_facts(shown)]}
     (pod,) = deps.worker_pods(cast(Any, index), "ns", "w")
     assert pod.node == "n1"
-    deps.pod_seen("ns", "w", created["metadata"]["name"])
+    deps.release_pod("ns", "w", created["metadata"]["name"])
     assert deps.unindexed_pods == {}
     assert deps.worker_pods(cast(Any, {}), "ns", "w") == []
 
@@ -189,8 +197,27 @@ async def test_a_pod_that_already_existed_is_not_announced_again(monkeypatch: An
     first = plan(worker_observed(ref, spec(), ()), now=T0)
     (pod,) = first.apply
     deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+    deps.reserve_pod("ns", "w", pod)  # as the reconcile does before executing
     body: Any = {"metadata": {"namespace": "ns", "name": "w"}}
     result = Plan(apply=[pod], events=[*first.events, Event("Other", "something else")])
     await handlers._execute(deps, body, result, handlers.logging.getLogger("test"))
     assert recorded == ["Other"]
     assert [p.name for p in deps.worker_pods(cast(Any, {}), "ns", "w")] == [pod["metadata"]["name"]]
+
+
+async def test_a_pod_whose_create_failed_is_no_longer_counted(monkeypatch: Any) -> None:
+    from cocoon_operator.handlers import worker as handlers  # noqa: PLC0415
+    from cocoon_operator.reconcile.worker import Plan  # noqa: PLC0415
+
+    async def refused(api: Any, obj: dict[str, Any]) -> bool:
+        raise RuntimeError("quota exceeded")
+
+    monkeypatch.setattr(handlers, "create_if_absent", refused)
+    (pod,) = plan(worker_observed(WorkerRef("w", "ns", "u1"), spec(), ()), now=T0).apply
+    deps = Deps(api=cast(Any, None), clock=lambda: dt.datetime.now(dt.UTC))
+    deps.reserve_pod("ns", "w", pod)
+    body: Any = {"metadata": {"namespace": "ns", "name": "w"}}
+    with pytest.raises(RuntimeError):
+        await handlers._execute(deps, body, Plan(apply=[pod]), handlers.logging.getLogger("t"))
+    assert deps.worker_pods(cast(Any, {}), "ns", "w") == []
+    assert deps.instances_in_use(cast(Any, {})) == {}

@@ -74,14 +74,12 @@ class Deps:
     locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
-    # Pods created but not yet seen in the index: counted when choosing the
-    # next instance index, so a burst of creations still spreads indexes.
-    pending_instances: dict[str, int] = field(default_factory=dict)
-    # The same pods by (namespace, pod), as created: a reconcile of their worker
-    # counts them until the pods' watch shows them. Without, a reconcile that
-    # came before the watch planned the pod again (at 3,000 workers 612 times:
-    # a 409 each, a LauncherCreated Event and a status write for nothing).
-    # By (namespace, worker), then pod name.
+    # Launcher pods this operator is creating or created that the pods' watch has
+    # not shown yet, as created, by (namespace, worker) then pod name. Counted
+    # when choosing the next instance index, so a burst of creations still
+    # spreads indexes; and as their worker's pods, or a reconcile that came
+    # before the watch planned the pod again (at 3,000 workers 612 times: a
+    # 409 each, a LauncherCreated Event and a status write for nothing).
     unindexed_pods: dict[tuple[str, str], dict[str, PodFacts]] = field(default_factory=dict)
     # The coefficient each worker's running pod is known to have: (pod, per mille).
     # Spares a TLS round trip per worker per check when nothing changed.
@@ -169,14 +167,15 @@ class Deps:
             out.extend(facts for name, facts in created.items() if name not in names)
         return out
 
-    def created_pod(self, namespace: str, worker: str, pod: dict[str, Any]) -> None:
-        """A launcher pod this operator just created (or found existing): counted as the
-        worker's until the pods' watch shows it (see :attr:`unindexed_pods`)."""
+    def reserve_pod(self, namespace: str, worker: str, pod: dict[str, Any]) -> None:
+        """A launcher pod about to be created: counted (its instance, and as the worker's)
+        until the pods' watch shows it (see :attr:`unindexed_pods`)."""
         facts = pod_facts(pod)
         self.unindexed_pods.setdefault((namespace, worker), {})[facts.name] = facts
 
-    def pod_seen(self, namespace: str, worker: str, pod: str) -> None:
-        """The pods' watch showed ``pod`` (or its deletion): the index speaks for it now."""
+    def release_pod(self, namespace: str, worker: str, pod: str) -> None:
+        """The pods' watch showed ``pod`` (or its deletion), so the index speaks for it
+        now; or its create failed."""
         created = self.unindexed_pods.get((namespace, worker))
         if created is not None:
             created.pop(pod, None)
@@ -185,11 +184,11 @@ class Deps:
 
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
-        for name in seen & self.pending_instances.keys():
-            del self.pending_instances[name]
         counts = {i: len(index.get(i, [])) for i in index}
-        for i in self.pending_instances.values():
-            counts[i] = counts.get(i, 0) + 1
+        for created in self.unindexed_pods.values():
+            for facts in created.values():
+                if facts.name not in seen and facts.instance is not None:
+                    counts[facts.instance] = counts.get(facts.instance, 0) + 1
         return counts
 
 
@@ -371,10 +370,8 @@ async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) ->
         try:
             created = await create_if_absent(deps.api, obj)
         except Exception:
-            deps.pending_instances.pop(obj["metadata"]["name"], None)
+            deps.release_pod(namespace, worker, obj["metadata"]["name"])
             raise
-        if obj["kind"] == "Pod":
-            deps.created_pod(namespace, worker, obj)
         if not created:
             # Another reconcile (or replica) made it first: its Event said so.
             name = obj["metadata"]["name"]
@@ -465,12 +462,11 @@ async def _reconcile(
                 result.waiting = waiting
                 result.delete_pods = []
                 result.events = [e for e in result.events if e.reason not in DRAIN_HELD_EVENTS]
-        # Reserve the chosen instance before the first await, so a concurrent
+        # Reserve the pod (and its instance) before the first await, so a concurrent
         # reconcile of another worker already counts it.
         for obj in result.apply:
-            instance = obj["metadata"].get("labels", {}).get(LABEL_INSTANCE)
-            if obj["kind"] == "Pod" and instance is not None:
-                deps.pending_instances[obj["metadata"]["name"]] = int(instance)
+            if obj["kind"] == "Pod":
+                deps.reserve_pod(*key, obj)
         try:
             await _execute(deps, body, result, logger)
         except Exception as exc:
@@ -534,7 +530,7 @@ async def launcher_pod_changed(
 ) -> None:
     """A launcher pod moved (scheduled, running, gate flipped, gone): reconcile its worker."""
     deps: Deps = memo["deps"]
-    deps.pod_seen(namespace or "", labels.get(LABEL_WORKER, ""), body["metadata"]["name"])
+    deps.release_pod(namespace or "", labels.get(LABEL_WORKER, ""), body["metadata"]["name"])
     if type == "DELETED":
         deps.latest_pods.forget(LatestObjects.key(body))
         deps.unreachable.pop(LatestObjects.key(body), None)
