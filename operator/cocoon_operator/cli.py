@@ -211,7 +211,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     memo = kopf.Memo()
     metrics = Metrics()
     memo["metrics"] = metrics
-    memo["probe_limit"] = args.max_concurrent_probes
+    memo.update(
+        probe_limit=args.max_concurrent_probes, max_recheck_stretch=args.max_recheck_stretch
+    )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.webhook_addr:
@@ -275,7 +277,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The chain step first: its pinned connection to an attested worker shows the
     # attestation check the certificate, sparing that check a handshake.
     resync = checks.Check("resync", worker.resync_worker, worker.RESYNC_SECONDS, at_start=False)
-    checks.register(kopf.get_default_registry(), [*periodic, attest, coefficient, resync])
+    checks.register(
+        kopf.get_default_registry(),
+        [*periodic, attest, coefficient, resync],
+        stretch=worker.routine_stretch,
+    )
 
     async def operator(stop: asyncio.Event | None = None) -> None:
         await kopf.operator(
@@ -327,6 +333,13 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         " beyond it they queue, checks of workers not yet Ready first",
     )
     att.add_argument(
+        "--max-recheck-stretch",
+        type=_at_least_one,
+        default=4.0,
+        help="while the operator is overloaded (its event loop over 0.1 s late), Ready"
+        " workers are re-checked up to this many times less often; 1: never",
+    )
+    att.add_argument(
         "--attestation-boot-grace-seconds",
         type=float,
         default=180.0,
@@ -338,6 +351,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_one(text: str) -> float:
+    value = float(text)
+    if not value >= 1:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 

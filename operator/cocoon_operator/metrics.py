@@ -93,6 +93,12 @@ class Metrics:
             ["urgency"],
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "cocoon_event_loop_lag_seconds",
+            "how late the operator's event loop runs what is due (recent, decaying);"
+            " above 0.1 s Ready workers' re-checks are spaced out",
+            registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         self._phase_counts = dict.fromkeys((p.value for p in Phase), 0)
         for value in self._phase_counts:

@@ -177,6 +177,7 @@ def test_alert_rules_query_only_metrics_the_operator_exports() -> None:
         "CocoonWalletBelowMinimum",
         "CocoonChainErrors",
         "CocoonReconcileErrors",
+        "CocoonOperatorOverloaded",
         "CocoonOperatorNoLeader",
     }
     for rule in rules:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import kopf
 import pytest
+from kopf._core.intents.stoppers import DaemonStopper, DaemonStoppingReason
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.handlers import attestation, chain, checks, control, pool, worker
@@ -295,3 +296,133 @@ async def test_event_handlers_log_an_outage_in_one_line_and_pass_other_errors_on
 def test_the_event_handlers_are_registered_quiet() -> None:
     for fn in (worker.launcher_pod_changed, worker.node_changed, pool.pool_worker_changed):
         assert getattr(fn, "__wrapped__", None) is not None, fn.__name__
+
+
+async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> None:
+    """Back-pressure (policy/backpressure.py): the stretch the timer is given spaces
+    out a check after it succeeds, per worker body; a check that fails keeps its
+    own retry delay."""
+    runs: list[str] = []
+    clock = Clock()
+    factors = {1: 3.0, 2: 1.0}
+    registry = kopf.OperatorRegistry()
+    checks.register(
+        registry,
+        [checks.Check("attestation", Step("attestation", runs), 5.0)],
+        clock=clock,
+        stretch=lambda body, memo: factors[memo["worker"]],
+    )
+    (handler,) = registry._spawning.get_all_handlers()
+    stretched: dict[str, Any] = {"worker": 1}
+    plain: dict[str, Any] = {"worker": 2}
+    for _ in range(6):  # ticks at 0, 5.1, ... 25.5
+        await handler.fn(memo=stretched, logger=LOG, body={"x": 1})
+        await handler.fn(memo=plain, logger=LOG, body={"x": 1})
+        clock.now += 5.1
+    # Stretched 3x: at 0, then due at 15 (run at 15.3 within half a tick), not before.
+    assert runs.count("attestation") == 6 + 2
+    assert stretched[checks._DUE_KEY]["attestation"] == pytest.approx(1015.3 + 15.0)
+
+    failing = Step("chain", runs)
+    failing.raises = kopf.TemporaryError("not yet", delay=2.0)
+    registry = kopf.OperatorRegistry()
+    checks.register(
+        registry,
+        [checks.Check("chain", failing, 5.0)],
+        clock=clock,
+        stretch=lambda body, memo: 4.0,
+    )
+    (handler,) = registry._spawning.get_all_handlers()
+    memo: dict[str, Any] = {}
+    await handler.fn(memo=memo, logger=LOG, body={"x": 1})
+    assert memo[checks._DUE_KEY]["chain"] == pytest.approx(clock.now + 2.0)
+
+
+def test_idle_for_is_the_time_until_the_soonest_check_beyond_a_tick() -> None:
+    async def nothing(**_: Any) -> None: ...
+
+    a, b = checks.Check("a", nothing, 5.0), checks.Check("b", nothing, 30.0)
+    assert checks.idle_for([a, b], {"a": 1020.0, "b": 1030.0}, 1000.0, 5.0) == 15.0
+    assert checks.idle_for([a, b], {"a": 1005.0, "b": 1030.0}, 1000.0, 5.0) == 0.0
+    assert checks.idle_for([a, b], {"b": 1030.0}, 1000.0, 5.0) == 0.0  # a never ran
+
+
+class Stopped:
+    """kopf's ``stopped`` kwarg as the timer uses it: records how long it was asked to wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def wait(self, seconds: float) -> None:  # kopf's parameter is positional here
+        self.waits.append(seconds)
+
+
+async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> None:
+    """kopf's timer run is not free: a worker whose checks are all stretched beyond
+    the next tick waits in place until the soonest is due; an unstretched one does
+    not wait at all."""
+    runs: list[str] = []
+    clock = Clock()
+    registry = kopf.OperatorRegistry()
+    checks.register(
+        registry,
+        [
+            checks.Check("attestation", Step("attestation", runs), 5.0),
+            checks.Check("chain", Step("chain", runs), 30.0),
+        ],
+        clock=clock,
+        stretch=lambda body, memo: memo["factor"],
+    )
+    (handler,) = registry._spawning.get_all_handlers()
+    stretched, plain = Stopped(), Stopped()
+    await handler.fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
+    await handler.fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
+    # Attestation due again in 4 x 5 s: 15 s in place, then kopf's own 5 s tick.
+    assert stretched.waits == [pytest.approx(15.0)]
+    assert plain.waits == []
+    assert runs == ["attestation", "chain", "attestation", "chain"]
+
+
+async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> None:
+    """The worker deleted or the operator stopping: kopf sets the timer's stopper, and
+    a wait of minutes must not hold up the deletion."""
+    clock = Clock()
+    registry = kopf.OperatorRegistry()
+    checks.register(
+        registry,
+        [checks.Check("attestation", Step("attestation", []), 60.0)],
+        clock=clock,
+        stretch=lambda body, memo: 4.0,
+    )
+    (handler,) = registry._spawning.get_all_handlers()
+    stopper: DaemonStopper = DaemonStopper()
+    run = asyncio.create_task(
+        handler.fn(memo={}, logger=LOG, body={"x": 1}, stopped=stopper.async_waiter)
+    )
+    await asyncio.sleep(0.05)
+    assert not run.done()  # waiting 180 s in place
+    stopper.set(DaemonStoppingReason.RESOURCE_DELETED)
+    await asyncio.wait_for(run, timeout=5)
+
+
+async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place() -> None:
+    gate = asyncio.Event()
+
+    async def slow(**_: Any) -> None:
+        await gate.wait()
+
+    clock = Clock()
+    registry = kopf.OperatorRegistry()
+    checks.register(
+        registry,
+        [checks.Check("chain", slow, 0.05)],
+        clock=clock,
+        stretch=lambda body, memo: 4.0,
+    )
+    (handler,) = registry._spawning.get_all_handlers()
+    stopped = Stopped()
+    memo: dict[str, Any] = {}
+    await handler.fn(memo=memo, logger=LOG, body={"x": 1}, stopped=stopped)
+    assert stopped.waits == []  # its next tick must look at the slow check again
+    gate.set()
+    await asyncio.sleep(0)

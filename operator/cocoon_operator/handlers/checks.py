@@ -25,6 +25,17 @@ one line and its own delay; a ``kopf.PermanentError`` one line and
 spec fixed); any other exception is logged with its traceback and the check
 backs off for :data:`BACKOFF_SECONDS` (kopf's own default for a failing
 handler). The worker's other checks go on meanwhile.
+
+A check that succeeds is due again after its interval times ``stretch(body,
+memo)``: 1 unless the operator is overloaded and the worker is Ready (see
+policy/backpressure.py), so routine re-checks give way to workers on their
+way to Ready. While every check of a worker is due more than a tick away
+(stretched so), its timer waits in place until the soonest, rather than be
+woken by kopf every tick for nothing: each kopf timer run costs about a
+millisecond of the event loop (its kwargs, logger, outcome and patch),
+thousands a minute across a fleet, at the very moment the loop is short.
+The wait ends at once when kopf stops the timer (the worker deleted, the
+operator stopping).
 """
 
 from __future__ import annotations
@@ -50,6 +61,12 @@ _DUE_KEY = "checks_due"
 _RUNNING_KEY = "checks_running"
 
 Handler = Callable[..., Awaitable[Any]]
+# How many intervals a worker's next check waits after a success: (body, memo).
+Stretch = Callable[[Mapping[str, Any], Any], float]
+
+
+def no_stretch(body: Mapping[str, Any], memo: Any) -> float:
+    return 1.0
 
 
 @dataclass(frozen=True)
@@ -79,14 +96,25 @@ def due(
     return [c for c in checks if next_at.get(c.id, now) <= now + tick / 2]
 
 
+def idle_for(
+    checks: Sequence[Check], next_at: Mapping[str, float], now: float, tick: float
+) -> float:
+    """How long the timer can wait before its next tick for nothing to be missed:
+    positive only while every check is due more than a tick from ``now``."""
+    soonest = min(next_at.get(c.id, now) for c in checks)
+    return max(0.0, soonest - now - tick)
+
+
 def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
     running.pop(key, None)
 
 
-def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> Handler:
+def _timer(
+    checks: Sequence[Check], tick: float, clock: Callable[[], float], stretch: Stretch
+) -> Handler:
     later = [check for check in checks if not check.at_start]
 
-    async def run_checks(*, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    async def run_checks(*, memo: Any, logger: Logger, stopped: Any = None, **kwargs: Any) -> None:
         next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
         running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
         now = clock()
@@ -106,6 +134,10 @@ def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> 
                 # fetching collateral) goes on alone; the next checks do not wait.
                 running[check.id] = task
                 task.add_done_callback(functools.partial(_forget, running, check.id))
+        if stopped is not None and not running:
+            rest = idle_for(checks, next_at, clock(), tick)
+            if rest > 0:
+                await stopped.wait(rest)  # returns early when kopf stops the timer
 
     async def run_one(
         check: Check,
@@ -134,7 +166,7 @@ def _timer(checks: Sequence[Check], tick: float, clock: Callable[[], float]) -> 
                 logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)
                 next_at[check.id] = clock() + BACKOFF_SECONDS
         else:
-            next_at[check.id] = clock() + check.every
+            next_at[check.id] = clock() + check.every * stretch(kwargs["body"], memo)
 
     return run_checks
 
@@ -144,14 +176,24 @@ def register(
     checks: Sequence[Check],
     *,
     clock: Callable[[], float] = time.monotonic,
+    stretch: Stretch = no_stretch,
 ) -> None:
     """Add the one timer that runs ``checks`` on every worker to ``registry``."""
     if not checks:
         return
     tick = tick_of(checks)
     kopf.timer(*WORKERS, interval=tick, id="checks", registry=registry)(
-        _timer(tuple(checks), tick, clock)
+        _timer(tuple(checks), tick, clock, stretch)
     )
 
 
-__all__ = ["BACKOFF_SECONDS", "Check", "due", "register", "tick_of"]
+__all__ = [
+    "BACKOFF_SECONDS",
+    "Check",
+    "Stretch",
+    "due",
+    "idle_for",
+    "no_stretch",
+    "register",
+    "tick_of",
+]

@@ -23,8 +23,10 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.conditions import Phase
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
 from cocoon_operator.handlers import admission
+from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
 from cocoon_operator.k8s.client import load
@@ -38,6 +40,7 @@ from cocoon_operator.k8s.objects import (
     patch_worker_status,
 )
 from cocoon_operator.metrics import Metrics
+from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.pool import Expectations
@@ -101,6 +104,11 @@ class Deps:
     pools_queued: set[tuple[str, str]] = field(default_factory=set)
     # Worker probes at once, process-wide (see handlers/probes.py).
     probes: ProbeBudget = field(default_factory=ProbeBudget)
+    # How late the event loop runs (see handlers/looplag.py), measured by a task
+    # of its own from startup to cleanup: Ready workers' re-checks give way
+    # when it is high (see routine_stretch).
+    lag: LoopLag = field(default_factory=LoopLag)
+    max_stretch: float = backpressure.MAX_STRETCH  # --max-recheck-stretch
     # The certificate (SHA-256) each worker endpoint last presented to a pinned
     # connection that succeeded, and when: the chain step's stats read proves
     # what the attestation check's own handshake would (see
@@ -223,12 +231,16 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     metrics = memo.get("metrics") or Metrics()
+    max_stretch: float = memo.get("max_recheck_stretch", backpressure.MAX_STRETCH)
     deps = memo["deps"] = Deps(
         api=client.ApiClient(await load()),
         clock=_utcnow,
         metrics=metrics,
         probes=ProbeBudget(memo.get("probe_limit", DEFAULT_LIMIT), on_change=metrics.set_probes),
+        lag=LoopLag(on_change=_lag_reporter(metrics, max_stretch)),
+        max_stretch=max_stretch,
     )
+    memo["lag_task"] = asyncio.create_task(deps.lag.run(), name="loop-lag")
     # In the process, not an annotation: a metadata patch per handled change
     # saved (see k8s/diffbase.py). Every handler is level-based, so a new
     # process handles each object once as created, then only its changes.
@@ -238,14 +250,48 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
         admission.configure(settings, webhook, _utcnow())
 
 
+def _lag_reporter(metrics: Metrics, max_stretch: float) -> Callable[[float], None]:
+    consequence = (
+        f"Ready workers' re-checks are spaced out (up to {max_stretch:g}x their"
+        " intervals) until it catches up"
+        if max_stretch > 1
+        else "--max-recheck-stretch 1: Ready workers' re-checks keep their intervals"
+    )
+    notice = OverloadNotice(
+        backpressure.TOLERATED_LAG_SECONDS,
+        logging.getLogger("cocoon_operator.backpressure"),
+        consequence,
+    )
+
+    def report(seconds: float) -> None:
+        metrics.loop_lag.set(seconds)
+        notice(seconds)
+
+    return report
+
+
 @kopf.on.cleanup()
 async def cleanup(*, memo: Any, **_: Any) -> None:
+    lag_task: asyncio.Task[None] | None = memo.get("lag_task")
+    if lag_task is not None:
+        lag_task.cancel()
     deps: Deps | None = memo.get("deps")
     if deps is not None:
         webhook: admission.WebhookOptions | None = memo.get("webhook")
         if webhook is not None:
             await admission.remove_config(deps.api, webhook.config_name)
         await deps.api.close()
+
+
+def routine_stretch(body: Mapping[str, Any], memo: Any) -> float:
+    """How many intervals a worker's next periodic check waits (``checks.Stretch``):
+    more than one only for a Ready worker while the event loop lags (see
+    policy/backpressure.py); a worker on its way to Ready is never slowed."""
+    deps: Deps | None = memo.get("deps")
+    phase = (body.get("status") or {}).get("phase")
+    if deps is None or phase != Phase.READY.value:
+        return 1.0
+    return backpressure.stretch(deps.lag.seconds, ceiling=deps.max_stretch)
 
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
