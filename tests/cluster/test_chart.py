@@ -159,7 +159,7 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
     assert ("cocoon.network", "cocoonworkers/status", "patch") in rules
     # Secrets: pool members' wallet keys are created, no Secret is ever read.
     assert [r for r in rules if r[1] == "secrets"] == [("", "secrets", "create")]
-    assert not [r for r in rules if r[1] == "validatingwebhookconfigurations"]
+    assert not [r for r in rules if r[1].endswith("webhookconfigurations")]
     assert not [r for r in rules if r[1] == "namespaces"]  # kopf needs them only when namespaced
     assert not [r for r in rules if "*" in r]
 
@@ -248,18 +248,17 @@ def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
         "rel-cocoon-operator"
     }
     cluster = one(docs, "ClusterRole", "rel-cocoon-operator")
-    webhook_rules = [
-        r for r in cluster["rules"] if r["resources"] == ["validatingwebhookconfigurations"]
-    ]
+    both = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
+    webhook_rules = [r for r in cluster["rules"] if r["resources"] == both]
     assert webhook_rules == [
         {
             "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["validatingwebhookconfigurations"],
+            "resources": both,
             "verbs": ["create"],
         },
         {
             "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["validatingwebhookconfigurations"],
+            "resources": both,
             "resourceNames": ["rel-cocoon-operator.cocoon.network"],
             "verbs": ["patch", "delete"],
         },
@@ -938,24 +937,16 @@ async def test_cluster_wide_install_grants_workloads_everywhere_but_no_secrets(
             assert await can(sa, "list", "pods")
             assert await can(sa, "watch", "cocoonworkers", group=v1alpha1.GROUP)
             assert await can(sa, "create", "events", namespace="default")
-            assert await can(
-                sa,
-                "create",
-                "validatingwebhookconfigurations",
-                group="admissionregistration.k8s.io",
-            )
+            for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+                assert await can(sa, "create", kind, group="admissionregistration.k8s.io")
+                # only its own, by name
+                assert not await can(sa, "delete", kind, group="admissionregistration.k8s.io")
             assert await can(
                 sa, "create", "leases", group="coordination.k8s.io", namespace=namespace
             )
             assert not await can(
                 sa, "create", "leases", group="coordination.k8s.io", namespace="default"
             )
-            assert not await can(
-                sa,
-                "delete",
-                "validatingwebhookconfigurations",
-                group="admissionregistration.k8s.io",
-            )  # only its own, by name
             assert not await can(sa, "list", "secrets")
             assert not await can(sa, "list", "namespaces")  # kopf needs it only when namespaced
             assert not await can(sa, "delete", "nodes")

@@ -1,8 +1,10 @@
 """The validating webhook refuses what CEL cannot check (a TON address's
-checksum), names the field, and cleans its configuration up on shutdown."""
+checksum) and names the field; the mutating one gives a new worker the
+operator's finalizer as it is created; both configurations go on shutdown."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -92,9 +94,13 @@ async def test_bad_checksum_is_refused_naming_the_field(
         good["metadata"]["name"] = "fine"
         assert await try_create(api, namespace, good) is None
 
-    with pytest.raises(ApiException) as err:
-        await admission.read_validating_webhook_configuration(config)
-    assert err.value.status == 404
+    for read in (
+        admission.read_validating_webhook_configuration,
+        admission.read_mutating_webhook_configuration,
+    ):
+        with pytest.raises(ApiException) as err:
+            await read(config)
+        assert err.value.status == 404
 
 
 async def test_an_object_that_got_in_while_the_webhook_was_down_stays_editable_and_deletable(
@@ -132,3 +138,54 @@ async def test_an_object_that_got_in_while_the_webhook_was_down_stays_editable_a
             return False
 
         await eventually(gone, within=60, what="the early object deleted")
+
+
+async def test_a_new_worker_has_the_finalizer_as_created_and_is_not_patched_for_it(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """Without the mutating webhook kopf patches its finalizer onto each new worker
+    and waits for the watch to bring the patch back before it handles the worker:
+    a write per worker, and minutes at 3,000 workers. With it the worker is created
+    with the finalizer, and only its creator ever writes the worker itself (the
+    operator writes its status)."""
+    await install_crds(api)
+    custom = client.CustomObjectsApi(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    config, operator = webhook_operator(stack, namespace, tmp_path)
+    names = (f"w{i}" for i in itertools.count())
+    with operator:
+
+        async def created_with_finalizer() -> dict[str, Any] | None:
+            body = example_worker()
+            body["metadata"]["name"] = next(names)
+            created: dict[str, Any] = await custom.create_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, body
+            )
+            # None: the mutating configuration is not registered yet (kopf adds
+            # its finalizer to this one itself); try another worker.
+            if v1alpha1.WORKER_FINALIZER in (created["metadata"].get("finalizers") or []):
+                return created
+            return None
+
+        created = await eventually(
+            created_with_finalizer, within=60, what="a worker created with the finalizer"
+        )
+        name = created["metadata"]["name"]
+        assert created["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
+        hook = await admission.read_mutating_webhook_configuration(config)
+        assert [w.failure_policy for w in hook.webhooks] == ["Ignore"]
+        assert hook.webhooks[0].rules[0].operations == ["CREATE"]
+
+        async def handled() -> dict[str, Any] | None:
+            worker: dict[str, Any] = await custom.get_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, name
+            )
+            return worker if (worker.get("status") or {}).get("phase") else None
+
+        worker = await eventually(handled, within=60, what=f"{name} handled by the operator")
+        creator = {m["manager"] for m in created["metadata"]["managedFields"]}
+        writers = {
+            m["manager"] for m in worker["metadata"]["managedFields"] if not m.get("subresource")
+        }
+        assert writers == creator, worker["metadata"]["managedFields"]
+        assert worker["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
