@@ -49,9 +49,11 @@ class Step:
             raise self.raises
 
 
-def timer(steps: list[checks.Check], clock: Clock) -> Any:
+def timer(
+    steps: list[checks.Check], clock: Clock, stretch: checks.Stretch = checks.no_stretch
+) -> Any:
     registry = kopf.OperatorRegistry()
-    checks.register(registry, steps, clock=clock)
+    checks.register(registry, steps, clock=clock, stretch=stretch)
     (handler,) = registry._spawning.get_all_handlers()
     return handler.fn
 
@@ -305,19 +307,16 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
     runs: list[str] = []
     clock = Clock()
     factors = {1: 3.0, 2: 1.0}
-    registry = kopf.OperatorRegistry()
-    checks.register(
-        registry,
+    fn = timer(
         [checks.Check("attestation", Step("attestation", runs), 5.0)],
-        clock=clock,
-        stretch=lambda body, memo: factors[memo["worker"]],
+        clock,
+        lambda body, memo: factors[memo["worker"]],
     )
-    (handler,) = registry._spawning.get_all_handlers()
     stretched: dict[str, Any] = {"worker": 1}
     plain: dict[str, Any] = {"worker": 2}
     for _ in range(6):  # ticks at 0, 5.1, ... 25.5
-        await handler.fn(memo=stretched, logger=LOG, body={"x": 1})
-        await handler.fn(memo=plain, logger=LOG, body={"x": 1})
+        await fn(memo=stretched, logger=LOG, body={"x": 1})
+        await fn(memo=plain, logger=LOG, body={"x": 1})
         clock.now += 5.1
     # Stretched 3x: at 0, then due at 15 (run at 15.3 within half a tick), not before.
     assert runs.count("attestation") == 6 + 2
@@ -325,16 +324,9 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
 
     failing = Step("chain", runs)
     failing.raises = kopf.TemporaryError("not yet", delay=2.0)
-    registry = kopf.OperatorRegistry()
-    checks.register(
-        registry,
-        [checks.Check("chain", failing, 5.0)],
-        clock=clock,
-        stretch=lambda body, memo: 4.0,
-    )
-    (handler,) = registry._spawning.get_all_handlers()
+    fn = timer([checks.Check("chain", failing, 5.0)], clock, lambda body, memo: 4.0)
     memo: dict[str, Any] = {}
-    await handler.fn(memo=memo, logger=LOG, body={"x": 1})
+    await fn(memo=memo, logger=LOG, body={"x": 1})
     assert memo[checks._DUE_KEY]["chain"] == pytest.approx(clock.now + 2.0)
 
 
@@ -363,20 +355,17 @@ async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> 
     not wait at all."""
     runs: list[str] = []
     clock = Clock()
-    registry = kopf.OperatorRegistry()
-    checks.register(
-        registry,
+    fn = timer(
         [
             checks.Check("attestation", Step("attestation", runs), 5.0),
             checks.Check("chain", Step("chain", runs), 30.0),
         ],
-        clock=clock,
-        stretch=lambda body, memo: memo["factor"],
+        clock,
+        lambda body, memo: memo["factor"],
     )
-    (handler,) = registry._spawning.get_all_handlers()
     stretched, plain = Stopped(), Stopped()
-    await handler.fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
-    await handler.fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
+    await fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
+    await fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
     # Attestation due again in 4 x 5 s: 15 s in place, then kopf's own 5 s tick.
     assert stretched.waits == [pytest.approx(15.0)]
     assert plain.waits == []
@@ -387,18 +376,11 @@ async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> Non
     """The worker deleted or the operator stopping: kopf sets the timer's stopper, and
     a wait of minutes must not hold up the deletion."""
     clock = Clock()
-    registry = kopf.OperatorRegistry()
-    checks.register(
-        registry,
-        [checks.Check("attestation", Step("attestation", []), 60.0)],
-        clock=clock,
-        stretch=lambda body, memo: 4.0,
+    fn = timer(
+        [checks.Check("attestation", Step("attestation", []), 60.0)], clock, lambda body, memo: 4.0
     )
-    (handler,) = registry._spawning.get_all_handlers()
     stopper: DaemonStopper = DaemonStopper()
-    run = asyncio.create_task(
-        handler.fn(memo={}, logger=LOG, body={"x": 1}, stopped=stopper.async_waiter)
-    )
+    run = asyncio.create_task(fn(memo={}, logger=LOG, body={"x": 1}, stopped=stopper.async_waiter))
     await asyncio.sleep(0.05)
     assert not run.done()  # waiting 180 s in place
     stopper.set(DaemonStoppingReason.RESOURCE_DELETED)
@@ -412,17 +394,10 @@ async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place() -> No
         await gate.wait()
 
     clock = Clock()
-    registry = kopf.OperatorRegistry()
-    checks.register(
-        registry,
-        [checks.Check("chain", slow, 0.05)],
-        clock=clock,
-        stretch=lambda body, memo: 4.0,
-    )
-    (handler,) = registry._spawning.get_all_handlers()
+    fn = timer([checks.Check("chain", slow, 0.05)], clock, lambda body, memo: 4.0)
     stopped = Stopped()
     memo: dict[str, Any] = {}
-    await handler.fn(memo=memo, logger=LOG, body={"x": 1}, stopped=stopped)
+    await fn(memo=memo, logger=LOG, body={"x": 1}, stopped=stopped)
     assert stopped.waits == []  # its next tick must look at the slow check again
     gate.set()
     await asyncio.sleep(0)
