@@ -425,7 +425,7 @@ async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) ->
     for name in result.delete_pods:
         await delete_pod(deps.api, namespace, name)
     if result.status:
-        await deps.patch_status(namespace, body["metadata"]["name"], result.status)
+        await deps.patch_status(namespace, worker, result.status)
     for event in events:
         await record(
             deps.api,
