@@ -281,6 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         kopf.get_default_registry(),
         [*periodic, attest, coefficient, resync],
         stretch=worker.routine_stretch,
+        hurry=worker.not_ready,
     )
 
     async def operator(stop: asyncio.Event | None = None) -> None:

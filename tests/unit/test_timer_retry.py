@@ -43,17 +43,20 @@ class Step:
         self.raises: Exception | None = None
 
     async def __call__(self, **kwargs: Any) -> None:
-        assert "memo" in kwargs and "logger" in kwargs and kwargs["body"] == {"x": 1}
+        assert "memo" in kwargs and "logger" in kwargs and kwargs["body"]["x"] == 1
         self.runs.append(self.name)
         if self.raises is not None:
             raise self.raises
 
 
 def timer(
-    steps: list[checks.Check], clock: Clock, stretch: checks.Stretch = checks.no_stretch
+    steps: list[checks.Check],
+    clock: Clock,
+    stretch: checks.Stretch = checks.no_stretch,
+    hurry: checks.Hurry = checks.no_hurry,
 ) -> Any:
     registry = kopf.OperatorRegistry()
-    checks.register(registry, steps, clock=clock, stretch=stretch)
+    checks.register(registry, steps, clock=clock, stretch=stretch, hurry=hurry)
     (handler,) = registry._spawning.get_all_handlers()
     return handler.fn
 
@@ -340,13 +343,22 @@ def test_idle_for_is_the_time_until_the_soonest_check_beyond_a_tick() -> None:
 
 
 class Stopped:
-    """kopf's ``stopped`` kwarg as the timer uses it: records how long it was asked to wait."""
+    """kopf's ``stopped`` kwarg as the timer uses it: records how long it was asked to
+    wait, lets that time pass on ``clock``, and runs ``during`` (once) in the wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, during: Any = None) -> None:
         self.waits: list[float] = []
+        self.clock, self.during = clock, during
 
     async def wait(self, seconds: float) -> None:  # kopf's parameter is positional here
         self.waits.append(seconds)
+        self.clock.now += seconds
+        if self.during is not None:
+            self.during, during = None, self.during
+            during()
+
+    def is_set(self) -> bool:
+        return False
 
 
 async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> None:
@@ -363,13 +375,45 @@ async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> 
         clock,
         lambda body, memo: memo["factor"],
     )
-    stretched, plain = Stopped(), Stopped()
+    stretched, plain = Stopped(clock), Stopped(clock)
     await fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
     await fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
-    # Attestation due again in 4 x 5 s: 15 s in place, then kopf's own 5 s tick.
-    assert stretched.waits == [pytest.approx(15.0)]
+    # Attestation due again in 4 x 5 s: 15 s in place (a tick at a time, to look at
+    # the worker), then kopf's own 5 s tick.
+    assert stretched.waits == [pytest.approx(5.0)] * 3
     assert plain.waits == []
     assert runs == ["attestation", "chain", "attestation", "chain"]
+
+
+async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick() -> None:
+    """Stretched while Ready, a worker whose pod is lost must not wait out the stretch:
+    the wait in place ends within a tick of kopf's live body showing it not Ready, and
+    its next run finds each check due one interval after its last run."""
+    runs: list[str] = []
+    clock = Clock()
+    fn = timer(
+        [
+            checks.Check("attestation", Step("attestation", runs), 5.0),
+            checks.Check("chain", Step("chain", runs), 30.0),
+        ],
+        clock,
+        lambda body, memo: 1.0 if body["status"]["phase"] != "Ready" else 4.0,
+        hurry=worker.not_ready,
+    )
+    body: dict[str, Any] = {"x": 1, "status": {"phase": "Ready"}}
+
+    def pod_lost() -> None:
+        body["status"] = {"phase": "Pending"}  # kopf replaces the live body in place
+
+    stopped = Stopped(clock, during=pod_lost)
+    memo: dict[str, Any] = {}
+    await fn(memo=memo, logger=LOG, body=body, stopped=stopped)
+    assert stopped.waits == [pytest.approx(5.0)]  # not the 15 s the stretch asked for
+    assert memo[checks._DUE_KEY] == {"attestation": 1020.0, "chain": 1120.0}  # stretched 4x
+    clock.now += 5.0  # kopf's tick
+    await fn(memo=memo, logger=LOG, body=body, stopped=stopped)
+    assert runs == ["attestation", "chain", "attestation"]  # due at 1005, run at 1010
+    assert memo[checks._DUE_KEY] == {"attestation": 1015.0, "chain": 1030.0}
 
 
 async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> None:
@@ -395,7 +439,7 @@ async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place() -> No
 
     clock = Clock()
     fn = timer([checks.Check("chain", slow, 0.05)], clock, lambda body, memo: 4.0)
-    stopped = Stopped()
+    stopped = Stopped(clock)
     memo: dict[str, Any] = {}
     await fn(memo=memo, logger=LOG, body={"x": 1}, stopped=stopped)
     assert stopped.waits == []  # its next tick must look at the slow check again

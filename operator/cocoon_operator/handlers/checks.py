@@ -35,7 +35,12 @@ woken by kopf every tick for nothing: each kopf timer run costs about a
 millisecond of the event loop (its kwargs, logger, outcome and patch),
 thousands a minute across a fleet, at the very moment the loop is short.
 The wait ends at once when kopf stops the timer (the worker deleted, the
-operator stopping).
+operator stopping), and within a tick when ``hurry(body)`` says the worker
+needs its checks at their own pace again (it left Ready: its pod lost, say):
+its stretched due times are then pulled back to one interval after each
+check's last run. kopf's ``body`` of a timer is live (replaced in place by
+each watch event), so looking at it once a tick costs a dict read, not a
+kopf timer run.
 """
 
 from __future__ import annotations
@@ -59,14 +64,24 @@ BACKOFF_SECONDS = 60.0
 _DUE_KEY = "checks_due"
 # The checks of the worker still at work from an earlier tick (see _timer).
 _RUNNING_KEY = "checks_running"
+# When each check would be due again had it not been stretched.
+_PLAIN_KEY = "checks_plain_due"
 
 Handler = Callable[..., Awaitable[Any]]
 # How many intervals a worker's next check waits after a success: (body, memo).
 Stretch = Callable[[Mapping[str, Any], Any], float]
 
 
+# Whether a worker's checks must not stay stretched any longer: (body).
+Hurry = Callable[[Mapping[str, Any]], bool]
+
+
 def no_stretch(body: Mapping[str, Any], memo: Any) -> float:
     return 1.0
+
+
+def no_hurry(body: Mapping[str, Any]) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -105,25 +120,61 @@ def idle_for(
     return max(0.0, soonest - now - tick)
 
 
+def unstretch(next_at: MutableMapping[str, float], plain_at: Mapping[str, float]) -> None:
+    """Pull each check's due time back to where its interval alone would put it."""
+    for key, plain in plain_at.items():
+        if plain < next_at.get(key, plain):
+            next_at[key] = plain
+
+
+async def _wait_in_place(
+    checks: Sequence[Check],
+    next_at: Mapping[str, float],
+    stopped: Any,
+    hurried: Callable[[], bool],
+    *,
+    clock: Callable[[], float],
+    tick: float,
+) -> None:
+    """Wait until a tick before the soonest check. kopf's stopper ends the wait at
+    once; ``hurried()`` (asked once a tick) within a tick."""
+    rest = idle_for(checks, next_at, clock(), tick)
+    while rest > 0 and not hurried():
+        await stopped.wait(min(rest, tick))  # returns early when kopf stops the timer
+        if stopped.is_set():
+            return
+        rest = idle_for(checks, next_at, clock(), tick)
+
+
 def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
     running.pop(key, None)
 
 
 def _timer(
-    checks: Sequence[Check], tick: float, clock: Callable[[], float], stretch: Stretch
+    checks: Sequence[Check],
+    tick: float,
+    clock: Callable[[], float],
+    stretch: Stretch,
+    hurry: Hurry,
 ) -> Handler:
     later = [check for check in checks if not check.at_start]
 
     async def run_checks(*, memo: Any, logger: Logger, stopped: Any = None, **kwargs: Any) -> None:
         next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
+        plain_at: MutableMapping[str, float] = memo.setdefault(_PLAIN_KEY, {})
         running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
+        body = kwargs["body"]
+        if hurry(body):
+            unstretch(next_at, plain_at)
         now = clock()
         for check in later:
             next_at.setdefault(check.id, now + check.every)
         for check in due(checks, next_at, now, tick):
             if check.id in running:
                 continue  # still at work from an earlier tick
-            task = asyncio.create_task(run_one(check, next_at, memo=memo, logger=logger, **kwargs))
+            task = asyncio.create_task(
+                run_one(check, next_at, plain_at, memo=memo, logger=logger, **kwargs)
+            )
             try:
                 done, _ = await asyncio.wait({task}, timeout=tick)
             except asyncio.CancelledError:
@@ -135,13 +186,14 @@ def _timer(
                 running[check.id] = task
                 task.add_done_callback(functools.partial(_forget, running, check.id))
         if stopped is not None and not running:
-            rest = idle_for(checks, next_at, clock(), tick)
-            if rest > 0:
-                await stopped.wait(rest)  # returns early when kopf stops the timer
+            await _wait_in_place(
+                checks, next_at, stopped, lambda: hurry(body), clock=clock, tick=tick
+            )
 
     async def run_one(
         check: Check,
         next_at: MutableMapping[str, float],
+        plain_at: MutableMapping[str, float],
         *,
         memo: Any,
         logger: Logger,
@@ -166,7 +218,11 @@ def _timer(
                 logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)
                 next_at[check.id] = clock() + BACKOFF_SECONDS
         else:
-            next_at[check.id] = clock() + check.every * stretch(kwargs["body"], memo)
+            done = clock()
+            plain_at[check.id] = done + check.every
+            next_at[check.id] = done + check.every * stretch(kwargs["body"], memo)
+            return
+        plain_at[check.id] = next_at[check.id]  # a retry's delay is never stretched
 
     return run_checks
 
@@ -177,23 +233,27 @@ def register(
     *,
     clock: Callable[[], float] = time.monotonic,
     stretch: Stretch = no_stretch,
+    hurry: Hurry = no_hurry,
 ) -> None:
     """Add the one timer that runs ``checks`` on every worker to ``registry``."""
     if not checks:
         return
     tick = tick_of(checks)
     kopf.timer(*WORKERS, interval=tick, id="checks", registry=registry)(
-        _timer(tuple(checks), tick, clock, stretch)
+        _timer(tuple(checks), tick, clock, stretch, hurry)
     )
 
 
 __all__ = [
     "BACKOFF_SECONDS",
     "Check",
+    "Hurry",
     "Stretch",
     "due",
     "idle_for",
+    "no_hurry",
     "no_stretch",
     "register",
     "tick_of",
+    "unstretch",
 ]

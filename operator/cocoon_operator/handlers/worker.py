@@ -288,10 +288,16 @@ def routine_stretch(body: Mapping[str, Any], memo: Any) -> float:
     more than one only for a Ready worker while the event loop lags (see
     policy/backpressure.py); a worker on its way to Ready is never slowed."""
     deps: Deps | None = memo.get("deps")
-    phase = (body.get("status") or {}).get("phase")
-    if deps is None or phase != Phase.READY.value:
+    if deps is None or not_ready(body):
         return 1.0
     return backpressure.stretch(deps.lag.seconds, ceiling=deps.max_stretch)
+
+
+def not_ready(body: Mapping[str, Any]) -> bool:
+    """Whether a worker's checks must keep their own pace (``checks.Hurry``): one that
+    has left Ready (its pod lost, its attestation gone) is on its way back, and its
+    checks stretched while it was Ready are pulled back at once."""
+    return bool((body.get("status") or {}).get("phase") != Phase.READY.value)
 
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
