@@ -50,6 +50,18 @@ def test_the_operators_own_write_wins_over_an_older_body() -> None:
     assert len(latest) == 1  # kept until the watch catches up
 
 
+def test_the_held_copy_leaves_out_managed_fields_and_keeps_the_rest() -> None:
+    latest = LatestObjects()
+    answer = obj("11", phase="Ready")
+    answer["metadata"]["managedFields"] = [{"manager": "kopf", "fieldsV1": {"f:status": {}}}]
+    latest.wrote(answer)
+    got = latest.freshest(obj("10"))
+    assert "managedFields" not in got["metadata"]
+    assert got["metadata"] == {k: v for k, v in answer["metadata"].items() if k != "managedFields"}
+    assert got["status"] == {"phase": "Ready"}
+    assert "managedFields" in answer["metadata"]  # the caller's answer is left as it was
+
+
 def test_the_copy_is_dropped_once_the_watch_delivers_it_or_something_newer() -> None:
     latest = LatestObjects()
     latest.wrote(obj("11", phase="Ready"))
