@@ -736,7 +736,7 @@ def stop_extras(state: State) -> None:
     for pidfile in sorted((state.dir / "run").glob("*.pid")):
         try:
             pid = int(pidfile.read_text().strip())
-        except ValueError:
+        except (ValueError, FileNotFoundError):  # another script's cleanup got there first
             continue
         if alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -745,7 +745,7 @@ def stop_extras(state: State) -> None:
                 time.sleep(0.1)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        pidfile.unlink()
+        pidfile.unlink(missing_ok=True)
 
 
 def down(state: State) -> None:
