@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+import kopf
 import pytest
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.launcher import READINESS_GATE, WorkerRef
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.worker import Deps, workers
 from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, plan
@@ -233,3 +234,16 @@ async def test_a_pod_whose_create_failed_is_no_longer_counted(monkeypatch: Any) 
         await handlers._execute(deps, body, Plan(apply=[pod]), handlers.logging.getLogger("t"))
     assert deps.worker_pods(cast(Any, {}), "ns", "w") == []
     assert deps.instances_in_use(cast(Any, {})) == {}
+
+
+async def test_the_workers_index_drops_managed_fields_from_the_body_kopf_keeps() -> None:
+    """kopf holds every worker's last watch body for its timer; the index sees that
+    very body and leaves it without managedFields, the rest untouched."""
+    raw = obj("7", phase="Ready")
+    raw["metadata"]["managedFields"] = [{"manager": "kopf", "fieldsV1": {"f:status": {}}}]
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    indexed = await workers(namespace="ns", name="w", body=body)
+    assert "managedFields" not in raw["metadata"]
+    assert "managedFields" not in body["metadata"]
+    assert indexed == {("ns", "w"): {"metadata": raw["metadata"], "status": {"phase": "Ready"}}}
+    assert body["metadata"]["resourceVersion"] == "7" and body["status"]["phase"] == "Ready"
