@@ -43,6 +43,7 @@ from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
+from cocoon_operator.policy.instances import instance_room
 from cocoon_operator.policy.pool import Expectations
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
@@ -190,6 +191,21 @@ class Deps:
             if not created:
                 del self.unindexed_pods[namespace, worker]
 
+    def instance_room(self, pods: PodIndex, nodes: NodeIndex) -> dict[int, int]:
+        """``policy.instances.instance_room`` over the pods' and nodes' indexes, with the
+        pods this operator created that the index does not show yet."""
+        usage = _Usage({node: gpus for node in nodes for gpus in list(nodes.get(node, []))[:1]})
+        seen: set[str] = set()
+        for key in pods:
+            for facts in pods.get(key, []):
+                seen.add(facts.name)
+                usage.hold(facts)
+        for created in self.unindexed_pods.values():
+            for facts in created.values():
+                if facts.name not in seen:
+                    usage.hold(facts)
+        return instance_room(usage.free, usage.taken, usage.waiting, usage.stopping)
+
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
         counts = {i: len(index.get(i, [])) for i in index}
@@ -198,6 +214,33 @@ class Deps:
                 if facts.name not in seen and facts.instance is not None:
                     counts[facts.instance] = counts.get(facts.instance, 0) + 1
         return counts
+
+
+@dataclass
+class _Usage:
+    """What the launcher pods hold, for ``policy.instances.instance_room``."""
+
+    free: dict[str, int]  # eligible nodes' GPUs, less those held
+    taken: dict[str, set[int]] = field(default_factory=dict)
+    waiting: dict[int, int] = field(default_factory=dict)
+    stopping: dict[int, int] = field(default_factory=dict)
+
+    def hold(self, pod: PodFacts) -> None:
+        """Count a launcher pod: its GPU and index on its node (until it is gone, and
+        as stopping once deleted or drained), or its index as waiting for a node."""
+        index = pod.instance
+        if index is None:
+            return
+        if not pod.node:
+            if not pod.deleting:
+                self.waiting[index] = self.waiting.get(index, 0) + 1
+            return
+        self.taken.setdefault(pod.node, set()).add(index)
+        if pod.node not in self.free:
+            return  # a node no new VM may go to (cordoned, say): its slot comes to nothing
+        self.free[pod.node] -= 1
+        if pod.deleting or pod.drain_started:
+            self.stopping[index] = self.stopping.get(index, 0) + 1
 
 
 def _utcnow() -> dt.datetime:
@@ -303,6 +346,7 @@ def not_ready(body: Mapping[str, Any]) -> bool:
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 PodIndex = kopf.Index[tuple[str, str], PodFacts]
 InstanceIndex = kopf.Index[int, str]
+NodeIndex = kopf.Index[str, int]
 WorkerIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 
 
@@ -336,6 +380,24 @@ async def launcher_pods_by_node(
     if not node:
         return None
     return {node: (namespace or "", labels.get(LABEL_WORKER, ""), name)}
+
+
+@kopf.index("nodes")
+async def cc_nodes(
+    *, name: str, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, int] | None:
+    """Nodes that may host a worker VM, with their passthrough GPUs: where an instance
+    index has room (see policy/instances.py). Called for every node event (a
+    heartbeat too): a label and a resource lookup, no I/O."""
+    verdict = policy_nodes.eligibility(
+        policy_nodes.NodeFacts(
+            name=name,
+            labels=dict(labels),
+            allocatable=status.get("allocatable") or {},
+            unschedulable=bool(spec.get("unschedulable")),
+        )
+    )
+    return {name: verdict.passthrough_gpus} if verdict.eligible else None
 
 
 @kopf.index(*WORKERS)
@@ -385,11 +447,20 @@ class InstanceCounts(Mapping[int, int]):
 class Indexes:
     pods: PodIndex
     instances: InstanceIndex
+    nodes: NodeIndex
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
         """kopf passes indexes as keyword arguments named after their functions."""
-        return cls(kwargs["launcher_pods"], kwargs["launcher_instances"])
+        return cls(kwargs["launcher_pods"], kwargs["launcher_instances"], kwargs["cc_nodes"])
+
+    def usage(self, deps: Deps) -> tuple[InstanceCounts, InstanceCounts]:
+        """Instance indexes in use and with room, each counted on first use: a
+        reconcile that starts no VM counts neither."""
+        return (
+            InstanceCounts(lambda: deps.instances_in_use(self.instances)),
+            InstanceCounts(lambda: deps.instance_room(self.pods, self.nodes)),
+        )
 
 
 def paused(body: kopf.Body) -> bool:
@@ -401,7 +472,7 @@ def paused(body: kopf.Body) -> bool:
 def _observe(
     body: kopf.Body,
     pods: list[PodFacts],
-    instances_in_use: Mapping[int, int],
+    usage: tuple[Mapping[int, int], Mapping[int, int]],
     *,
     deleting: bool = False,
     chain_enabled: bool = False,
@@ -415,7 +486,8 @@ def _observe(
         spec=parsed.spec,
         status=parsed.status,
         pods=tuple(pods),
-        instances_in_use=instances_in_use,
+        instances_in_use=usage[0],
+        instance_room=usage[1],
         paused=paused(body),
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
@@ -488,7 +560,7 @@ async def _reconcile(
             observed = _observe(
                 body,
                 deps.worker_pods(indexes.pods, *key),
-                InstanceCounts(lambda: deps.instances_in_use(indexes.instances)),
+                indexes.usage(deps),
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
             )
@@ -505,9 +577,9 @@ async def _reconcile(
             # The chain step's reading of the root's allow-lists (cached there):
             # taken before any VM is started for this revision. Instance usage
             # is counted again after this await: others may have reserved some.
+            in_use, room = indexes.usage(deps)
             observed = dataclasses.replace(
-                await read_lists(observed),
-                instances_in_use=InstanceCounts(lambda: deps.instances_in_use(indexes.instances)),
+                await read_lists(observed), instances_in_use=in_use, instance_room=room
             )
         result = plan(observed, now=deps.clock())
         if recorded:

@@ -34,6 +34,9 @@ class Observed:
     status: CocoonWorkerStatus
     pods: Sequence[PodFacts]
     instances_in_use: Mapping[int, int]
+    # Per index, eligible nodes with a GPU free on which it is free (see
+    # policy/instances.py: instance_room); None: not known, spreading alone.
+    instance_room: Mapping[int, int] | None = None
     paused: bool = False
     deleting: bool = False
     # Rule violations the webhook would have refused (it may have been down).
@@ -113,11 +116,18 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
 
 def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
     """Give up ``current``'s instance when its host ports are taken wherever it could
-    run: delete the unscheduled pod; the next reconcile starts one on another index.
-    Returns the indexes tried, or None to leave the pod where it is."""
+    run and no slot of that index is coming free for it: delete the unscheduled pod;
+    the next reconcile starts one on another index. Returns the indexes tried, or
+    None to leave the pod where it is."""
     if current.node is not None or current.instance is None:
         return None
     if not ports_taken(current.scheduled_reason, current.scheduled_message):
+        return None
+    if obs.instance_room is not None and obs.instance_room.get(current.instance, 0) >= 0:
+        # A slot of its index is free or being freed for each pod waiting with it,
+        # this one included: the scheduler's "ports taken" was a moment's view (in a
+        # full fleet's rotation, another index took the GPU first), and a move
+        # would cost a Pod and an Event to wait anyway.
         return None
     tried = try_another(obs.status.instances_tried or (), current.instance)
     if tried is None:
@@ -155,7 +165,9 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
     # holds the name the new one needs.
     if not stale and not any(p.revision == rev for p in obs.pods):
         avoid = frozenset(tried or ())
-        slot = InstanceSlot(choose_instance(obs.instances_in_use, avoid=avoid))
+        slot = InstanceSlot(
+            choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
+        )
         desired_pod = launcher_pod(obs.ref, obs.spec, slot)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
