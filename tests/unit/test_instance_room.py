@@ -14,7 +14,7 @@ from typing import Any, cast
 from cocoon_operator.api import labels
 from cocoon_operator.desired.launcher import LABEL_INSTANCE, revision
 from cocoon_operator.handlers.worker import Deps, Indexes, cc_nodes
-from cocoon_operator.policy.instances import choose_instance, instance_room
+from cocoon_operator.policy.instances import choose_instance, instance_room, slots_coming
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import plan
 from tests.unit.test_worker_policy import T0, blocked_pod, observed, spec
@@ -130,16 +130,37 @@ def test_indexes_take_the_nodes_index_kopf_passes() -> None:
 
 def test_a_pod_whose_index_has_a_slot_coming_waits_instead_of_moving() -> None:
     """The scheduler says "ports taken" whenever some node with a GPU free has the
-    index taken, even for a moment; a pod with a slot of its index free or being
-    freed for it stays, one without moves (as before when the room is unknown)."""
+    index taken, even for a moment; a pod for which one of the operator's VMs with its
+    index is being stopped stays, one without moves (as before when unknown)."""
     rev = revision(spec())
     waiting = blocked_pod(rev, instance=3)
-    slot_coming = dict.fromkeys(range(10), 0)  # itself counted among those waiting
-    stays = plan(observed((waiting,), instance_room=slot_coming), now=T0)
+    coming = dict.fromkeys(range(10), 0)  # itself counted among those waiting
+    stays = plan(observed((waiting,), instance_coming=coming), now=T0)
     assert stays.delete_pods == [] and "InstanceMoved" not in [e.reason for e in stays.events]
-    crowded = slot_coming | {3: -1}
-    moved = plan(observed((waiting,), instance_room=crowded), now=T0)
+    crowded = coming | {3: -1}
+    moved = plan(observed((waiting,), instance_coming=crowded), now=T0)
     assert moved.delete_pods == [waiting.name]
     assert [e.reason for e in moved.events][:1] == ["InstanceMoved"]
     unknown = plan(observed((waiting,)), now=T0)
     assert unknown.delete_pods == [waiting.name]
+    # Room on nodes that look free is no reason to wait: another workload may hold
+    # the port there (the cluster test with squatter pods on every node).
+    looks_free = plan(
+        observed((waiting,), instance_room=dict.fromkeys(range(10), 3), instance_coming=crowded),
+        now=T0,
+    )
+    assert looks_free.delete_pods == [waiting.name]
+
+
+def test_slots_coming_are_the_stopping_vms_less_the_pods_waiting() -> None:
+    coming = slots_coming({1: 2, 2: 1}, {1: 1, 2: 1, 3: 1})
+    assert coming[1] == 1 and coming[2] == 0 and coming[3] == -1 and coming[0] == 0
+    d = deps()
+    pods = {
+        ("ns", "a"): [pod("a-1", 1, "n1", deleting=True)],
+        ("ns", "b"): [pod("b-1", 1, None)],
+        ("ns", "c"): [pod("c-1", 2, "cordoned", deleting=True)],  # its slot takes no VM
+        ("ns", "d"): [pod("d-1", 2, None)],
+    }
+    usage = d.slot_usage(cast(Any, pods), cast(Any, {"n1": [8]}))
+    assert usage.coming()[1] == 0 and usage.coming()[2] == -1

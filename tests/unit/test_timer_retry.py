@@ -361,20 +361,28 @@ class Stopped:
         return False
 
 
+def attestation_and_chain(
+    runs: list[str], clock: Clock, stretch: checks.Stretch, hurry: checks.Hurry = checks.no_hurry
+) -> Any:
+    """A timer of two recording checks, every 5 s and every 30 s."""
+    return timer(
+        [
+            checks.Check("attestation", Step("attestation", runs), 5.0),
+            checks.Check("chain", Step("chain", runs), 30.0),
+        ],
+        clock,
+        stretch,
+        hurry,
+    )
+
+
 async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> None:
     """kopf's timer run is not free: a worker whose checks are all stretched beyond
     the next tick waits in place until the soonest is due; an unstretched one does
     not wait at all."""
     runs: list[str] = []
     clock = Clock()
-    fn = timer(
-        [
-            checks.Check("attestation", Step("attestation", runs), 5.0),
-            checks.Check("chain", Step("chain", runs), 30.0),
-        ],
-        clock,
-        lambda body, memo: memo["factor"],
-    )
+    fn = attestation_and_chain(runs, clock, lambda body, memo: memo["factor"])
     stretched, plain = Stopped(clock), Stopped(clock)
     await fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
     await fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
@@ -391,11 +399,8 @@ async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick() -
     its next run finds each check due one interval after its last run."""
     runs: list[str] = []
     clock = Clock()
-    fn = timer(
-        [
-            checks.Check("attestation", Step("attestation", runs), 5.0),
-            checks.Check("chain", Step("chain", runs), 30.0),
-        ],
+    fn = attestation_and_chain(
+        runs,
         clock,
         lambda body, memo: 1.0 if body["status"]["phase"] != "Ready" else 4.0,
         hurry=worker.not_ready,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -43,7 +44,7 @@ from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
-from cocoon_operator.policy.instances import instance_room
+from cocoon_operator.policy.instances import instance_room, slots_coming
 from cocoon_operator.policy.pool import Expectations
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
@@ -191,9 +192,9 @@ class Deps:
             if not created:
                 del self.unindexed_pods[namespace, worker]
 
-    def instance_room(self, pods: PodIndex, nodes: NodeIndex) -> dict[int, int]:
-        """``policy.instances.instance_room`` over the pods' and nodes' indexes, with the
-        pods this operator created that the index does not show yet."""
+    def slot_usage(self, pods: PodIndex, nodes: NodeIndex) -> _Usage:
+        """What the launcher pods hold, from the pods' and nodes' indexes and the pods
+        this operator created that the index does not show yet."""
         usage = _Usage({node: gpus for node in nodes for gpus in list(nodes.get(node, []))[:1]})
         seen: set[str] = set()
         for key in pods:
@@ -204,7 +205,11 @@ class Deps:
             for facts in created.values():
                 if facts.name not in seen:
                     usage.hold(facts)
-        return instance_room(usage.free, usage.taken, usage.waiting, usage.stopping)
+        return usage
+
+    def instance_room(self, pods: PodIndex, nodes: NodeIndex) -> dict[int, int]:
+        """``policy.instances.instance_room`` over :meth:`slot_usage`."""
+        return self.slot_usage(pods, nodes).room()
 
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
@@ -241,6 +246,12 @@ class _Usage:
         self.free[pod.node] -= 1
         if pod.deleting or pod.drain_started:
             self.stopping[index] = self.stopping.get(index, 0) + 1
+
+    def room(self) -> dict[int, int]:
+        return instance_room(self.free, self.taken, self.waiting, self.stopping)
+
+    def coming(self) -> dict[int, int]:
+        return slots_coming(self.stopping, self.waiting)
 
 
 def _utcnow() -> dt.datetime:
@@ -454,12 +465,15 @@ class Indexes:
         """kopf passes indexes as keyword arguments named after their functions."""
         return cls(kwargs["launcher_pods"], kwargs["launcher_instances"], kwargs["cc_nodes"])
 
-    def usage(self, deps: Deps) -> tuple[InstanceCounts, InstanceCounts]:
-        """Instance indexes in use and with room, each counted on first use: a
-        reconcile that starts no VM counts neither."""
+    def usage(self, deps: Deps) -> tuple[InstanceCounts, InstanceCounts, InstanceCounts]:
+        """Instance indexes in use, with room and with slots coming free, each counted on
+        first use: a reconcile that neither starts a VM nor finds one waiting for its
+        host ports counts none."""
+        slots = functools.cache(lambda: deps.slot_usage(self.pods, self.nodes))
         return (
             InstanceCounts(lambda: deps.instances_in_use(self.instances)),
-            InstanceCounts(lambda: deps.instance_room(self.pods, self.nodes)),
+            InstanceCounts(lambda: slots().room()),
+            InstanceCounts(lambda: slots().coming()),
         )
 
 
@@ -472,7 +486,7 @@ def paused(body: kopf.Body) -> bool:
 def _observe(
     body: kopf.Body,
     pods: list[PodFacts],
-    usage: tuple[Mapping[int, int], Mapping[int, int]],
+    usage: tuple[Mapping[int, int], Mapping[int, int], Mapping[int, int]],
     *,
     deleting: bool = False,
     chain_enabled: bool = False,
@@ -488,6 +502,7 @@ def _observe(
         pods=tuple(pods),
         instances_in_use=usage[0],
         instance_room=usage[1],
+        instance_coming=usage[2],
         paused=paused(body),
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
@@ -577,9 +592,12 @@ async def _reconcile(
             # The chain step's reading of the root's allow-lists (cached there):
             # taken before any VM is started for this revision. Instance usage
             # is counted again after this await: others may have reserved some.
-            in_use, room = indexes.usage(deps)
+            in_use, room, coming = indexes.usage(deps)
             observed = dataclasses.replace(
-                await read_lists(observed), instances_in_use=in_use, instance_room=room
+                await read_lists(observed),
+                instances_in_use=in_use,
+                instance_room=room,
+                instance_coming=coming,
             )
         result = plan(observed, now=deps.clock())
         if recorded:

@@ -46,6 +46,19 @@ def choose_instance(
     return min(candidates, key=lambda i: (in_use.get(i, 0), i))
 
 
+def slots_coming(stopping: Mapping[int, int], waiting: Mapping[int, int]) -> dict[int, int]:
+    """For each index: the launcher pods with it being stopped on eligible nodes, less
+    those waiting with it for a node. At zero or above, every pod waiting with the
+    index has a slot of its own coming free: this operator's VM leaving it.
+
+    Unlike :func:`instance_room` this trusts no free port the scheduler has not
+    confirmed: another workload's pod may hold an index's host port on every node
+    (the operator sees only its own pods), and a pod waiting for that would wait
+    for ever.
+    """
+    return {i: stopping.get(i, 0) - waiting.get(i, 0) for i in range(MAX_INSTANCES)}
+
+
 def instance_room(
     free_gpus: Mapping[str, int],
     taken: Mapping[str, Collection[int]],

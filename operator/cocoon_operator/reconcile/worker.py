@@ -37,6 +37,9 @@ class Observed:
     # Per index, eligible nodes with a GPU free on which it is free (see
     # policy/instances.py: instance_room); None: not known, spreading alone.
     instance_room: Mapping[int, int] | None = None
+    # Per index, this operator's VMs being stopped less the pods waiting with it
+    # (policy/instances.py: slots_coming); None: not known, no wait.
+    instance_coming: Mapping[int, int] | None = None
     paused: bool = False
     deleting: bool = False
     # Rule violations the webhook would have refused (it may have been down).
@@ -116,18 +119,18 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
 
 def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
     """Give up ``current``'s instance when its host ports are taken wherever it could
-    run and no slot of that index is coming free for it: delete the unscheduled pod;
+    run and no VM of that index is being stopped for it: delete the unscheduled pod;
     the next reconcile starts one on another index. Returns the indexes tried, or
     None to leave the pod where it is."""
     if current.node is not None or current.instance is None:
         return None
     if not ports_taken(current.scheduled_reason, current.scheduled_message):
         return None
-    if obs.instance_room is not None and obs.instance_room.get(current.instance, 0) >= 0:
-        # A slot of its index is free or being freed for each pod waiting with it,
-        # this one included: the scheduler's "ports taken" was a moment's view (in a
-        # full fleet's rotation, another index took the GPU first), and a move
-        # would cost a Pod and an Event to wait anyway.
+    if obs.instance_coming is not None and obs.instance_coming.get(current.instance, 0) >= 0:
+        # One of this operator's VMs with its index is being stopped for each pod
+        # waiting with it, this one included: in a full fleet's rotation "ports
+        # taken" is the moment before such a slot frees (another index took the
+        # GPU free now), and a move would cost a Pod and an Event to wait anyway.
         return None
     tried = try_another(obs.status.instances_tried or (), current.instance)
     if tried is None:
