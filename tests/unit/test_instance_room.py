@@ -75,7 +75,7 @@ def test_room_is_gathered_from_the_pods_and_nodes_indexes_and_unindexed_pods() -
     nodes = {"n1": [3], "n2": [1]}
     created = {"metadata": {"name": "w6-a", "labels": {LABEL_INSTANCE: "5"}}, "spec": {}}
     d.reserve_pod("ns", "w6", created)
-    room = d.instance_room(cast(Any, pods), cast(Any, nodes))
+    room = d.slot_usage(cast(Any, pods), cast(Any, nodes)).room()
     # n1: 3 GPUs, 2 held (indexes 0 and 1); n2: 1 GPU, none held.
     assert room[0] == 1  # n2 only (w5's pod is on a node that takes no VM: no room there)
     assert room[1] == 1 + 1  # n2, and n1's slot once w2's pod is gone
@@ -83,11 +83,11 @@ def test_room_is_gathered_from_the_pods_and_nodes_indexes_and_unindexed_pods() -
     assert room[3] == 2  # a deleting unscheduled pod waits for no node
     assert room[5] == 2 - 1  # the pod being created counts before the watch shows it
     n1_full = {**pods, ("ns", "w7"): [pod("w7-a", 2, "n1")]}
-    room = d.instance_room(cast(Any, n1_full), cast(Any, nodes))
+    room = d.slot_usage(cast(Any, n1_full), cast(Any, nodes)).room()
     assert room[2] == 1 - 1 and room[4] == 1  # n1 has no GPU left: n2 alone
     # A pod whose worker is being drained (annotated, not yet deleted) is stopping too.
     drained = dataclasses.replace(pod("w7-a", 2, "n1"), drain_started="2026-01-01T00:00:00Z")
-    room = d.instance_room(cast(Any, {**pods, ("ns", "w7"): [drained]}), cast(Any, nodes))
+    room = d.slot_usage(cast(Any, {**pods, ("ns", "w7"): [drained]}), cast(Any, nodes)).room()
     assert room[2] == 1 + 1 - 1
 
 

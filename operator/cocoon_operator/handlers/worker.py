@@ -207,10 +207,6 @@ class Deps:
                     usage.hold(facts)
         return usage
 
-    def instance_room(self, pods: PodIndex, nodes: NodeIndex) -> dict[int, int]:
-        """``policy.instances.instance_room`` over :meth:`slot_usage`."""
-        return self.slot_usage(pods, nodes).room()
-
     def instances_in_use(self, index: kopf.Index[int, str]) -> dict[int, int]:
         seen = {name for i in index for name in index.get(i, [])}
         counts = {i: len(index.get(i, [])) for i in index}
@@ -223,7 +219,8 @@ class Deps:
 
 @dataclass
 class _Usage:
-    """What the launcher pods hold, for ``policy.instances.instance_room``."""
+    """What the launcher pods hold: the input of ``policy.instances.instance_room``
+    and ``slots_coming``."""
 
     free: dict[str, int]  # eligible nodes' GPUs, less those held
     taken: dict[str, set[int]] = field(default_factory=dict)
