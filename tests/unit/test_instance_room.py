@@ -119,6 +119,10 @@ async def test_the_nodes_index_keeps_eligible_nodes_and_their_gpus() -> None:
     }
     cordoned: Any = {"unschedulable": True}
     assert await cc_nodes(name="n2", labels=node_labels(), spec=cordoned, status=status) is None
+    lost: Any = {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}
+    assert await cc_nodes(name="n4", labels=node_labels(), spec=lost, status=status) is None
+    tainted: Any = {"taints": [{"key": "example.com/maintenance", "effect": "NoSchedule"}]}
+    assert await cc_nodes(name="n5", labels=node_labels(), spec=tainted, status=status) == {"n5": 8}
     no_gpu: Any = {"allocatable": {}}
     assert await cc_nodes(name="n3", labels=node_labels(), spec=schedulable, status=no_gpu) is None
 

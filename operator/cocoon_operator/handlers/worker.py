@@ -395,8 +395,12 @@ async def cc_nodes(
     *, name: str, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[str, int] | None:
     """Nodes that may host a worker VM, with their passthrough GPUs: where an instance
-    index has room (see policy/instances.py). Called for every node event (a
-    heartbeat too): a label and a resource lookup, no I/O."""
+    index has room (see policy/instances.py). A node the node controller marked
+    unreachable or not ready is left out: no VM goes there, and a pod stuck
+    terminating on it frees no slot. Called for every node event (a heartbeat
+    too): a label and a resource lookup, no I/O."""
+    if policy_nodes.out_of_service(spec):
+        return None
     verdict = policy_nodes.eligibility(
         policy_nodes.NodeFacts(
             name=name,

@@ -113,6 +113,20 @@ def cordoned(spec: Mapping[str, object]) -> bool:
     )
 
 
+# Taints the node lifecycle controller puts on a node it has lost touch with.
+OUT_OF_SERVICE_TAINTS = frozenset(
+    {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
+)
+
+
+def out_of_service(spec: Mapping[str, object]) -> bool:
+    """The node lifecycle controller has marked the node unreachable or not ready."""
+    taints = spec.get("taints") or []
+    if not isinstance(taints, list):
+        return False
+    return any(isinstance(t, Mapping) and t.get("key") in OUT_OF_SERVICE_TAINTS for t in taints)
+
+
 def _kubelet_taint(taint: Mapping[str, object]) -> bool:
     """Taints the node lifecycle controller manages itself (not-ready, unreachable)."""
     key = taint.get("key")

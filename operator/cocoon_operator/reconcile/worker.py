@@ -34,8 +34,9 @@ class Observed:
     status: CocoonWorkerStatus
     pods: Sequence[PodFacts]
     instances_in_use: Mapping[int, int]
-    # Per index, eligible nodes with a GPU free on which it is free (see
-    # policy/instances.py: instance_room); None: not known, spreading alone.
+    # Per index, its room: eligible nodes with a GPU free on which it is free and
+    # VMs with it being stopped, less pods waiting with it (policy/instances.py:
+    # instance_room); None: not known, spreading alone.
     instance_room: Mapping[int, int] | None = None
     # Per index, this operator's VMs being stopped less the pods waiting with it
     # (policy/instances.py: slots_coming); None: not known, no wait.
