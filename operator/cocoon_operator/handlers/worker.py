@@ -237,9 +237,9 @@ class _Usage:
             if not pod.deleting:
                 self.waiting[index] = self.waiting.get(index, 0) + 1
             return
-        self.taken.setdefault(pod.node, set()).add(index)
         if pod.node not in self.free:
             return  # a node no new VM may go to (cordoned, say): its slot comes to nothing
+        self.taken.setdefault(pod.node, set()).add(index)
         self.free[pod.node] -= 1
         if pod.deleting or pod.drain_started:
             self.stopping[index] = self.stopping.get(index, 0) + 1

@@ -104,13 +104,7 @@ def cordoned(spec: Mapping[str, object]) -> bool:
     """A node being drained: cordoned, or tainted so running pods must leave."""
     if spec.get("unschedulable") is True:
         return True
-    taints = spec.get("taints") or []
-    if not isinstance(taints, list):
-        return False
-    return any(
-        isinstance(t, Mapping) and t.get("effect") == "NoExecute" and not _kubelet_taint(t)
-        for t in taints
-    )
+    return any(t.get("effect") == "NoExecute" and not _kubelet_taint(t) for t in _taints(spec))
 
 
 # Taints the node lifecycle controller puts on a node it has lost touch with.
@@ -121,10 +115,15 @@ OUT_OF_SERVICE_TAINTS = frozenset(
 
 def out_of_service(spec: Mapping[str, object]) -> bool:
     """The node lifecycle controller has marked the node unreachable or not ready."""
+    return any(t.get("key") in OUT_OF_SERVICE_TAINTS for t in _taints(spec))
+
+
+def _taints(spec: Mapping[str, object]) -> list[Mapping[str, object]]:
+    """The node's taints, leaving out anything in the list that is not one."""
     taints = spec.get("taints") or []
     if not isinstance(taints, list):
-        return False
-    return any(isinstance(t, Mapping) and t.get("key") in OUT_OF_SERVICE_TAINTS for t in taints)
+        return []
+    return [t for t in taints if isinstance(t, Mapping)]
 
 
 def _kubelet_taint(taint: Mapping[str, object]) -> bool:
