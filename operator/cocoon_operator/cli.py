@@ -41,20 +41,19 @@ class RoutineTimerSuccesses(logging.Filter):
 
 
 async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
-    from kubernetes_asyncio import client  # noqa: PLC0415 - keep `--help` fast
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415 - keep `--help` fast
+    from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
 
-    from cocoon_operator.k8s.client import connect  # noqa: PLC0415
-
-    async with connect(kubeconfig) as api:
-        nodes = await client.CoreV1Api(api).list_node()
+    async with Kube(load(kubeconfig)) as api:
+        nodes = await api.request("GET", path("v1", "nodes"))
     return [
         NodeFacts(
-            name=n.metadata.name,
-            labels=n.metadata.labels or {},
-            allocatable=(n.status.allocatable or {}) if n.status else {},
-            unschedulable=bool(n.spec.unschedulable) if n.spec else False,
+            name=n["metadata"]["name"],
+            labels=n["metadata"].get("labels") or {},
+            allocatable=(n.get("status") or {}).get("allocatable") or {},
+            unschedulable=bool((n.get("spec") or {}).get("unschedulable")),
         )
-        for n in nodes.items
+        for n in nodes.get("items") or []
     ]
 
 
@@ -134,14 +133,13 @@ async def _run_as_leader(
     import socket  # noqa: PLC0415
     import uuid  # noqa: PLC0415
 
-    from kubernetes_asyncio import client  # noqa: PLC0415
-
-    from cocoon_operator.k8s.client import load  # noqa: PLC0415
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
     from cocoon_operator.k8s.leader import LeaderElector  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import Kube  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE", "default")
-    async with client.ApiClient(await load()) as api:
+    async with Kube(load()) as api:
         elector = LeaderElector(
             api,
             namespace,
@@ -184,8 +182,24 @@ def _check_test_roots(args: argparse.Namespace) -> str | None:
     return None
 
 
+def without_generated_client() -> None:
+    """Keep kubernetes_asyncio out of this process (call before importing kopf).
+
+    kopf imports kubernetes_asyncio's models whenever the package is installed
+    (it is, for the node agent, the simulator and the kubectl plugin), only to
+    recognise its objects in owner-reference helpers the operator never calls
+    with them. Those imports are about a thousand modules and 38 MB of memory.
+    A None in ``sys.modules`` makes the import fail as if the package were
+    absent, which kopf handles; nothing in the operator process uses it (an
+    import-linter contract says so). A process that already imported it (a
+    test running the operator in-process) keeps it.
+    """
+    sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
+    without_generated_client()
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     from cocoon_operator.handlers import (  # noqa: PLC0415
@@ -202,9 +216,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    # The API client logs whole response bodies at DEBUG, Secrets included:
-    # never let it, whatever the operator's own verbosity.
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(RoutineTimerSuccesses())
     namespaces = args.namespace or []

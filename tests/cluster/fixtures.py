@@ -22,6 +22,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.k8s.client import connect
+from cocoon_operator.k8s.kubeconfig import load
+from cocoon_operator.k8s.rest import Kube
 from tests.cluster.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +69,13 @@ def stack() -> Iterator[Stack]:
 async def api(stack: Stack) -> AsyncIterator[client.ApiClient]:
     async with connect(str(stack.kubeconfig)) as api_client:
         yield api_client
+
+
+@pytest.fixture
+async def kube(stack: Stack) -> AsyncIterator[Kube]:
+    """The operator's own client (k8s/rest.py), for tests that call its handlers."""
+    async with Kube(load(str(stack.kubeconfig))) as operator_client:
+        yield operator_client
 
 
 @pytest.fixture

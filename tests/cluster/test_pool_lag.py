@@ -23,6 +23,7 @@ from cocoon_operator.api.pool import CocoonWorkerPool
 from cocoon_operator.desired.pool import PoolRef, pool_worker, template_revision
 from cocoon_operator.handlers.pool import Members, _reconcile_pool
 from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.policy.pool import PoolMember
 from tests.cluster.crds import install_crds
 from tests.cluster.test_pool import API, pool_body, pool_workers
@@ -32,7 +33,7 @@ HELD = "test.cocoon.network/held"
 
 
 async def test_members_events_share_what_the_pool_expects_of_its_deletions(
-    api: client.ApiClient, namespace: str
+    api: client.ApiClient, namespace: str, kube: Kube
 ) -> None:
     await install_crds(api)
     objects = client.CustomObjectsApi(api)
@@ -68,7 +69,7 @@ async def test_members_events_share_what_the_pool_expects_of_its_deletions(
         {"spec": {"template": {"spec": {"model": {"commit": "3" * 40}}}}},
         _content_type="application/merge-patch+json",
     )
-    base = {"deps": Deps(api=api, clock=lambda: dt.datetime.now(dt.UTC))}
+    base = {"deps": Deps(api=kube, clock=lambda: dt.datetime.now(dt.UTC))}
     logger = logging.getLogger("test")
     # Three members' events, each with its own copy of the memo, as kopf hands them.
     for _ in range(3):

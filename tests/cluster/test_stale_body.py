@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.handlers.worker import Deps, Indexes, _reconcile, reconcile_body
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.reconcile.gather import pod_facts
 from tests.cluster.crds import install_crds
 from tests.cluster.test_launcher_scheduling import create_worker
@@ -35,13 +36,13 @@ async def _read(api: client.ApiClient, namespace: str, name: str) -> dict[str, A
 
 
 async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wrote(
-    api: client.ApiClient, namespace: str
+    api: client.ApiClient, namespace: str, kube: Kube
 ) -> None:
     await install_crds(api)
     await create_worker(api, namespace, "w")
     stale = kopf.Body(cast(kopf.RawBody, await _read(api, namespace, "w")))
     clock = [T0]
-    deps = Deps(api=api, clock=lambda: clock[0])
+    deps = Deps(api=kube, clock=lambda: clock[0])
     memo: dict[str, Any] = {"deps": deps}
     logger = logging.getLogger("test")
 

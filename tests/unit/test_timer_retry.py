@@ -14,10 +14,10 @@ import aiohttp
 import kopf
 import pytest
 from kopf._core.intents.stoppers import DaemonStopper, DaemonStoppingReason
-from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.handlers import attestation, chain, checks, control, pool, worker
 from cocoon_operator.handlers.retry import quiet_outages, transient_api_error
+from cocoon_operator.k8s.rest import ApiError
 
 LOG = logging.getLogger("test.checks")
 
@@ -114,7 +114,7 @@ async def test_each_check_runs_at_its_own_interval_in_order() -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [refused(), ApiException(status=503), ApiException(status=429), ConnectionResetError()],
+    [refused(), ApiError(503, "x"), ApiError(429, "x"), ConnectionResetError()],
     ids=["refused", "503", "429", "reset"],
 )
 async def test_an_unavailable_apiserver_is_retried_next_tick_in_one_line(
@@ -135,9 +135,7 @@ async def test_an_unavailable_apiserver_is_retried_next_tick_in_one_line(
     assert runs == ["attestation", "chain", "attestation"]  # again one tick later
 
 
-@pytest.mark.parametrize(
-    "exc", [ApiException(status=404), ApiException(status=422), ValueError("bug")]
-)
+@pytest.mark.parametrize("exc", [ApiError(404, "x"), ApiError(422, "x"), ValueError("bug")])
 async def test_other_errors_back_off_that_check_alone_with_a_traceback(
     exc: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:

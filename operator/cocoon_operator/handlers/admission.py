@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.k8s.rest import ApiError, Kube, path
 from cocoon_operator.k8s.webhook_tls import self_signed
 from cocoon_operator.policy.admission import introduced_errors
 
@@ -55,16 +54,12 @@ def configure(settings: kopf.OperatorSettings, options: WebhookOptions, now: Any
     settings.admission.managed = options.config_name
 
 
-async def remove_config(api: client.ApiClient, name: str) -> None:
+async def remove_config(api: Kube, name: str) -> None:
     """Drop the managed configurations on shutdown, so nothing points at a closed port."""
-    admission = client.AdmissionregistrationV1Api(api)
-    for delete in (
-        admission.delete_validating_webhook_configuration,
-        admission.delete_mutating_webhook_configuration,
-    ):
+    for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
         try:
-            await delete(name)
-        except ApiException as err:
+            await api.request("DELETE", path("admissionregistration.k8s.io/v1", plural, name=name))
+        except ApiError as err:
             if err.status != 404:
                 raise
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
@@ -65,6 +64,7 @@ from cocoon_operator.handlers.worker import (
 )
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
+from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.chain import earnings_due, payout_due
@@ -265,9 +265,9 @@ async def read_lists(state: Chain, observed: Observed) -> Observed:
     return dataclasses.replace(observed, listing=listing)
 
 
-async def _wallet_key(api: client.ApiClient, namespace: str, name: str) -> WalletKey:
-    secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
-    data: dict[str, str] = secret.data or {}
+async def _wallet_key(api: Kube, namespace: str, name: str) -> WalletKey:
+    secret = await api.request("GET", path("v1", "secrets", namespace=namespace, name=name))
+    data: dict[str, str] = secret.get("data") or {}
     if "seed" in data:
         return WalletKey(bytes.fromhex(base64.b64decode(data["seed"]).decode().strip()))
     if "mnemonic" in data:

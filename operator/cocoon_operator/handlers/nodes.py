@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client, watch
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
@@ -30,6 +29,7 @@ from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport
 from cocoon_operator.desired.launcher import LABEL_WORKER
 from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps
 from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.policy.nodereports import LivePod, Orphan, orphaned, worker_gpus
 
 log = logging.getLogger(__name__)
@@ -154,33 +154,25 @@ async def sweep(tracker: NodeReports, deps: Deps) -> None:
         del tracker.gpus_written[(namespace, worker)]
 
 
-async def _watch_reports(tracker: NodeReports, api: client.ApiClient) -> None:
-    core = client.CoreV1Api(api)
+async def _watch_reports(tracker: NodeReports, api: Kube) -> None:
     namespace = tracker.options.namespace
-    selector = f"{REPORT_LABEL}=true"
+    reports = path("v1", "configmaps", namespace=namespace)
+    selector = {"labelSelector": f"{REPORT_LABEL}=true"}
     while True:
-        stream = watch.Watch()
         try:
-            listed = await core.list_namespaced_config_map(namespace, label_selector=selector)
+            listed = await api.request("GET", reports, query=selector)
             tracker.reports.clear()
             tracker.report_nodes.clear()
-            for cm in listed.items:
-                tracker.observe_report("ADDED", api.sanitize_for_serialization(cm))
-            async for event in stream.stream(
-                core.list_namespaced_config_map,
-                namespace,
-                label_selector=selector,
-                resource_version=listed.metadata.resource_version,
-                timeout_seconds=300,
-            ):
-                tracker.observe_report(event["type"], event["raw_object"])
+            for cm in listed.get("items") or []:
+                tracker.observe_report("ADDED", cm)
+            version = listed["metadata"]["resourceVersion"]
+            async for event in api.watch(reports, query={**selector, "resourceVersion": version}):
+                tracker.observe_report(event["type"], event["object"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("watching node reports in %s: %s; retrying", namespace, exc)
             await asyncio.sleep(5)
-        finally:
-            await stream.close()
 
 
 async def _sweep_forever(tracker: NodeReports, deps: Deps) -> None:

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client.rest import ApiException
+
+from cocoon_operator.k8s.rest import ApiError
 
 
 def transient_api_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the apiserver is unavailable for now, not that a request is wrong."""
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return exc.status in (0, 429) or exc.status >= 500
     return isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
 

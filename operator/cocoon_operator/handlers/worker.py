@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
@@ -30,9 +29,9 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
-from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 from cocoon_operator.k8s.events import record
+from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.latest import LatestObjects
 from cocoon_operator.k8s.objects import (
     create_if_absent,
@@ -40,6 +39,7 @@ from cocoon_operator.k8s.objects import (
     patch_pod_condition,
     patch_worker_status,
 )
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
@@ -71,7 +71,7 @@ WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 class Deps:
     """What handlers need, created at startup and kept in kopf's memo."""
 
-    api: client.ApiClient
+    api: Kube
     clock: Callable[[], dt.datetime]
     metrics: Metrics = field(default_factory=Metrics)
     # One reconcile at a time per worker: the worker's own handlers and its
@@ -284,7 +284,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     metrics = memo.get("metrics") or Metrics()
     max_stretch: float = memo.get("max_recheck_stretch", backpressure.MAX_STRETCH)
     deps = memo["deps"] = Deps(
-        api=client.ApiClient(await load()),
+        api=Kube(load()),
         clock=_utcnow,
         metrics=metrics,
         probes=ProbeBudget(memo.get("probe_limit", DEFAULT_LIMIT), on_change=metrics.set_probes),

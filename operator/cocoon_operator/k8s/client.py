@@ -1,7 +1,9 @@
-"""Build a Kubernetes API client on demand, never at import time.
+"""kubernetes_asyncio clients for the tools beside the operator, never at import time.
 
-Callers own the client's lifetime (``async with connect(...) as api``), which
-keeps tests free to point each operator instance at its own control plane.
+The node agent, the simulator, the kubectl plugin and the tests use the
+generated client; the operator process does not (see :mod:`.rest`). Callers
+own the client's lifetime (``async with connect(...) as api``), which keeps
+tests free to point each one at its own control plane.
 """
 
 from __future__ import annotations
@@ -9,8 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from kubernetes_asyncio import client, config
+
+# The client's typed signatures omit its ``_content_type`` switch; a merge patch
+# (not a JSON patch) is what a partial document is.
+MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 
 
 async def load(kubeconfig: str | None = None) -> client.Configuration:

@@ -12,17 +12,14 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
-
-from cocoon_operator.k8s.objects import RAW, raw_json
+from cocoon_operator.k8s.rest import ApiError, Kube, path
 
 COMPONENT = "cocoon-operator"
 MAX_MESSAGE = 1024
 
 
 async def record(
-    api: client.ApiClient,
+    api: Kube,
     obj: Mapping[str, Any],
     *,
     reason: str,
@@ -33,7 +30,7 @@ async def record(
     """Post an Event about ``obj``; a vanished namespace is not an error."""
     meta = obj["metadata"]
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    event: Any = {
+    event: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
@@ -57,13 +54,11 @@ async def record(
         "count": 1,
     }
     try:
-        await raw_json(
-            client.CoreV1Api(api).create_namespaced_event(meta["namespace"], event, **RAW)
-        )
-    except ApiException as err:
+        await api.request("POST", path("v1", "events", namespace=meta["namespace"]), body=event)
+    except ApiError as err:
         # A terminating namespace refuses new objects (403 with that reason, or
         # 404): the Event has nowhere to go. Any other 403 is missing RBAC and
         # must be seen, not swallowed.
-        terminating = err.status == 403 and "terminat" in str(err.body or "")
+        terminating = err.status == 403 and "terminat" in err.body
         if err.status != 404 and not terminating:
             raise

@@ -15,23 +15,36 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
+import aiohttp
 
-from cocoon_operator.k8s.objects import MERGE_PATCH
+from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
 from cocoon_operator.policy.leader import may_take
 
 log = logging.getLogger(__name__)
+
+# A Lease request that failed: an error status, or no answer in time.
+_FAILED = (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _micro_time(value: Any) -> dt.datetime | None:
+    """A Lease's MicroTime (RFC 3339, e.g. ``2026-12-06T04:40:00.123456Z``), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 class LeaderElector:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Kube,
         namespace: str,
         name: str,
         identity: str,
@@ -40,7 +53,7 @@ class LeaderElector:
         renew_seconds: float = 5.0,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
-        self._api = client.CoordinationV1Api(api)
+        self._api = api
         self.namespace, self.name, self.identity = namespace, name, identity
         self._lease_seconds = lease_seconds
         self._renew = renew_seconds
@@ -56,46 +69,51 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
+    def _path(self, name: str | None = None) -> str:
+        return path("coordination.k8s.io/v1", "leases", namespace=self.namespace, name=name)
+
     async def try_acquire(self) -> bool:
         """One attempt: True when this replica holds the Lease afterwards."""
         now = self._clock()
         try:
-            lease = await self._api.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as err:
+            lease = await self._api.request("GET", self._path(self.name))
+        except ApiError as err:
             if err.status != 404:
                 raise
-            body: Any = {
+            body = {
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(now, 0),
             }
             try:
-                await self._api.create_namespaced_lease(self.namespace, body)
-            except ApiException as create_err:
+                await self._api.request("POST", self._path(), body=body)
+            except ApiError as create_err:
                 if create_err.status == 409:
                     return False
                 raise
             return True
-        spec = lease.spec
-        holder = spec.holder_identity if spec else None
-        renewed = spec.renew_time if spec else None
-        duration = (spec.lease_duration_seconds if spec else None) or self._lease_seconds
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = _micro_time(spec.get("renewTime"))
+        duration = spec.get("leaseDurationSeconds") or self._lease_seconds
         if not may_take(holder, renewed, duration, identity=self.identity, now=now):
             return False
-        transitions = (spec.lease_transitions or 0) if spec else 0
+        transitions = spec.get("leaseTransitions") or 0
         new_spec = self._spec(now, transitions if holder == self.identity else transitions + 1)
-        if holder == self.identity and spec is not None and spec.acquire_time is not None:
-            new_spec["acquireTime"] = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        replacement: Any = {
+        if holder == self.identity and spec.get("acquireTime"):
+            new_spec["acquireTime"] = spec["acquireTime"]
+        replacement = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version,
+                "resourceVersion": lease["metadata"]["resourceVersion"],
             },
             "spec": new_spec,
         }
         try:
-            await self._api.replace_namespaced_lease(self.name, self.namespace, replacement)
-        except ApiException as err:
+            await self._api.request("PUT", self._path(self.name), body=replacement)
+        except ApiError as err:
             if err.status == 409:
                 return False  # someone else wrote it first
             raise
@@ -113,7 +131,7 @@ class LeaderElector:
                         self.name,
                     )
                     return
-            except (ApiException, OSError) as exc:
+            except _FAILED as exc:
                 log.warning("leader election: %s", exc)
             await asyncio.sleep(self._renew)
 
@@ -128,7 +146,7 @@ class LeaderElector:
                     continue
                 log.error("leader election: another replica holds the Lease")
                 return
-            except (ApiException, OSError) as exc:
+            except _FAILED as exc:
                 log.warning("leader election: renewal failed: %s", exc)
             if asyncio.get_running_loop().time() - last_renewal >= self._lease_seconds:
                 log.error("leader election: could not renew for %ss", self._lease_seconds)
@@ -137,10 +155,14 @@ class LeaderElector:
     async def release(self) -> None:
         """Hand over at once on a clean shutdown: expire our own Lease."""
         try:
-            lease = await self._api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
+            lease = await self._api.request("GET", self._path(self.name))
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
-            body: Any = {"spec": {"holderIdentity": None}}
-            await self._api.patch_namespaced_lease(self.name, self.namespace, body, **MERGE_PATCH)
-        except (ApiException, OSError) as exc:
+            await self._api.request(
+                "PATCH",
+                self._path(self.name),
+                body={"spec": {"holderIdentity": None}},
+                content_type=MERGE_PATCH,
+            )
+        except _FAILED as exc:
             log.warning("leader election: release failed: %s", exc)

@@ -9,34 +9,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
-
 from cocoon_operator.funding import Ledger, LedgerConflictError
+from cocoon_operator.k8s.rest import ApiError, Kube, path
 
 KEY = "ledger.json"
 
 
 class ConfigMapLedgerStore:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str) -> None:
-        self._core = client.CoreV1Api(api)
+    def __init__(self, api: Kube, namespace: str, name: str) -> None:
+        self._api = api
         self._namespace = namespace
         self._name = name
 
     async def load(self) -> tuple[Ledger | None, str | None]:
         try:
-            cm = await self._core.read_namespaced_config_map(self._name, self._namespace)
-        except ApiException as err:
+            cm = await self._api.request("GET", self._path(self._name))
+        except ApiError as err:
             if err.status == 404:
                 return None, None
             raise
-        raw = (cm.data or {}).get(KEY)
+        raw = (cm.get("data") or {}).get(KEY)
         ledger = Ledger.model_validate_json(raw) if raw else None
-        return ledger, cm.metadata.resource_version
+        return ledger, cm["metadata"]["resourceVersion"]
+
+    def _path(self, name: str | None = None) -> str:
+        return path("v1", "configmaps", namespace=self._namespace, name=name)
 
     async def save(self, ledger: Ledger, version: str | None) -> str:
-        # The client serialises plain dicts as they are.
-        body: Any = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -48,17 +48,15 @@ class ConfigMapLedgerStore:
         }
         try:
             if version is None:
-                cm = await self._core.create_namespaced_config_map(self._namespace, body)
+                cm = await self._api.request("POST", self._path(), body=body)
             else:
                 body["metadata"]["resourceVersion"] = version
-                cm = await self._core.replace_namespaced_config_map(
-                    self._name, self._namespace, body
-                )
-        except ApiException as err:
+                cm = await self._api.request("PUT", self._path(self._name), body=body)
+        except ApiError as err:
             if err.status == 409:
                 raise LedgerConflictError(
                     f"ConfigMap {self._namespace}/{self._name} changed"
                 ) from None
             raise
-        version_out: str = cm.metadata.resource_version
+        version_out: str = cm["metadata"]["resourceVersion"]
         return version_out

@@ -187,7 +187,7 @@ async def do_attest(api: Any, args: argparse.Namespace) -> int:
 async def _set_paused(api: Any, args: argparse.Namespace, *, pause: bool) -> int:
     from kubernetes_asyncio import client  # noqa: PLC0415
 
-    from cocoon_operator.k8s.objects import MERGE_PATCH  # noqa: PLC0415
+    from cocoon_operator.k8s.client import MERGE_PATCH  # noqa: PLC0415
 
     view = _parse(await _read_worker(api, args.namespace, args.name))
     change = render.pause_change(view.annotations, pause=pause)
@@ -223,7 +223,7 @@ async def do_payout(api: Any, args: argparse.Namespace) -> int:
     the operator acts upon once, at its next check of the worker's chain facts."""
     from kubernetes_asyncio import client  # noqa: PLC0415
 
-    from cocoon_operator.k8s.objects import MERGE_PATCH  # noqa: PLC0415
+    from cocoon_operator.k8s.client import MERGE_PATCH  # noqa: PLC0415
 
     view = _parse(await _read_worker(api, args.namespace, args.name))
     value = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

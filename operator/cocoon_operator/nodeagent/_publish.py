@@ -11,7 +11,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.desired.nodeagent import report_config_map
-from cocoon_operator.k8s.objects import MERGE_PATCH
+from cocoon_operator.k8s.client import MERGE_PATCH
 
 
 @dataclass
