@@ -299,11 +299,13 @@ def test_in_cluster_reads_the_service_account_and_brackets_an_ipv6_host(tmp_path
 
 def test_the_operator_process_loads_neither_the_generated_client_nor_its_models() -> None:
     """``run`` keeps kubernetes_asyncio out before importing kopf, which would load
-    its thousand model modules only because the package is installed."""
+    its thousand model modules only because the package is installed; building
+    the command's parser (every subcommand's module) must not load it first."""
     probe = (
         "import sys\n"
-        "from cocoon_operator.cli import without_generated_client\n"
-        "without_generated_client()\n"
+        "from cocoon_operator import cli\n"
+        "cli.build_parser().parse_args(['run'])\n"  # as main() does, every subcommand's parser
+        "cli.without_generated_client()\n"
         "import kopf\n"
         "from cocoon_operator.handlers import admission, attestation, chain, checks, control\n"
         "from cocoon_operator.handlers import nodes, pool, worker\n"

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
-
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.desired.nodeagent import report_config_map
-from cocoon_operator.k8s.client import MERGE_PATCH
+from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
 
 
 @dataclass
@@ -23,7 +19,7 @@ class Publisher:
     agent from a quiet host), not one per probe.
     """
 
-    api: client.ApiClient
+    api: Kube
     namespace: str
     heartbeat: dt.timedelta
     _written: str | None = None
@@ -32,15 +28,16 @@ class Publisher:
 
     async def _load(self, node: str) -> None:
         try:
-            cm = await client.CoreV1Api(self.api).read_namespaced_config_map(
-                report_name(node), self.namespace
-            )
-        except ApiException as err:
+            cm = await self.api.request("GET", self._path(report_name(node)))
+        except ApiError as err:
             if err.status != 404:
                 raise
         else:
-            self._written = (cm.data or {}).get(REPORT_KEY)
+            self._written = (cm.get("data") or {}).get(REPORT_KEY)
         self._loaded = True
+
+    def _path(self, name: str | None = None) -> str:
+        return path("v1", "configmaps", namespace=self.namespace, name=name)
 
     async def publish(self, report: NodeReport, now: dt.datetime) -> bool:
         """Write ``report`` if it differs from the stored one or the heartbeat is due."""
@@ -50,16 +47,14 @@ class Publisher:
         due = self._written_at is None or now - self._written_at >= self.heartbeat
         if text == self._written and not due:
             return False
-        # The builder's plain manifest; the client serialises dicts as they are.
-        body: Any = report_config_map(self.namespace, report, now)
-        core = client.CoreV1Api(self.api)
+        body = report_config_map(self.namespace, report, now)
         try:
-            await core.patch_namespaced_config_map(
-                body["metadata"]["name"], self.namespace, body, **MERGE_PATCH
+            await self.api.request(
+                "PATCH", self._path(body["metadata"]["name"]), body=body, content_type=MERGE_PATCH
             )
-        except ApiException as err:
+        except ApiError as err:
             if err.status != 404:
                 raise
-            await core.create_namespaced_config_map(self.namespace, body)
+            await self.api.request("POST", self._path(), body=body)
         self._written, self._written_at = text, now
         return True

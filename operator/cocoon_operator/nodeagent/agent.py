@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client
-
-from cocoon_operator.k8s.client import load
+from cocoon_operator.k8s.kubeconfig import load
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.nodeagent._probe import HostView, probe
 from cocoon_operator.nodeagent._publish import Publisher
 
@@ -30,7 +29,7 @@ log = logging.getLogger("cocoon_operator.nodeagent")
 
 async def _run(args: argparse.Namespace) -> int:
     host = HostView(args.host_root)
-    async with client.ApiClient(await load(args.kubeconfig)) as api:
+    async with Kube(load(args.kubeconfig)) as api:
         publisher = Publisher(api, args.namespace, dt.timedelta(seconds=args.heartbeat))
         while True:
             try:
@@ -61,7 +60,6 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
         print("node-agent: --node-name and --namespace are required", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     return asyncio.run(_run(args))
 
 

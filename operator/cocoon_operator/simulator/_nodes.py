@@ -15,10 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from kubernetes_asyncio import client
-
 from cocoon_operator import __version__
 from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.nodeagent._publish import Publisher
 
 SIMULATED_GPUS = 8  # capacity nvidia.com/pgpu of a simulated CC node
@@ -42,7 +41,7 @@ def simulated_gpus() -> list[GpuDevice]:
 class SimulatedNodes:
     """The VMs running on each simulated node, published as that node's report."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, heartbeat: dt.timedelta) -> None:
+    def __init__(self, api: Kube, namespace: str, heartbeat: dt.timedelta) -> None:
         self._api = api
         self._namespace = namespace
         self._heartbeat = heartbeat

@@ -58,6 +58,8 @@ from cocoon_operator.desired.launcher import (
     LABEL_WORKER,
 )
 from cocoon_operator.k8s.client import load
+from cocoon_operator.k8s.kubeconfig import load as load_connection
+from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.simulator._nodes import SimulatedNodes
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
@@ -262,8 +264,12 @@ async def _main(args: argparse.Namespace) -> int:
     api = client.ApiClient(await load(args.kubeconfig))
     faults = Faults(**{name.replace("-", "_"): True for name in args.fault})
     nodes = None
+    # The node agents' stand-in writes reports as the node agent does (k8s/rest.py).
+    reports_api = Kube(load_connection(args.kubeconfig))
     if args.node_reports:
-        nodes = SimulatedNodes(api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS))
+        nodes = SimulatedNodes(
+            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS)
+        )
         ready["node_reports"] = args.node_reports
     agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes)
     print(
@@ -292,6 +298,7 @@ async def _main(args: argparse.Namespace) -> int:
     await agent.stop()
     await pccs.stop()
     await api.close()
+    await reports_api.close()
     return 0
 
 
