@@ -315,3 +315,16 @@ def test_the_operator_process_loads_neither_the_generated_client_nor_its_models(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_inline_certificate_data_may_be_split_across_lines(tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path / "pki", ["127.0.0.1"], now=NOW)
+    data = _b64(cert)
+    wrapped = "\n".join(data[i : i + 64] for i in range(0, len(data), 64))
+    config = _kubeconfig(
+        tmp_path / "kubeconfig",
+        {"server": "https://127.0.0.1:6443", "certificate-authority-data": wrapped},
+        {"token": "t"},
+    )
+    context = from_kubeconfig([config]).ssl
+    assert context is not None and context.cert_store_stats()["x509_ca"] == 1

@@ -16,6 +16,7 @@ memory, with no API reads:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -166,8 +167,10 @@ async def _watch_reports(tracker: NodeReports, api: Kube) -> None:
             for cm in listed.get("items") or []:
                 tracker.observe_report("ADDED", cm)
             version = listed["metadata"]["resourceVersion"]
-            async for event in api.watch(reports, query={**selector, "resourceVersion": version}):
-                tracker.observe_report(event["type"], event["object"])
+            events = api.watch(reports, query={**selector, "resourceVersion": version})
+            async with contextlib.aclosing(events):  # the stream closes however the loop ends
+                async for event in events:
+                    tracker.observe_report(event["type"], event["object"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -42,7 +42,11 @@ class TokenFile:
     """A bearer token kept in a file that something else rotates."""
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], float] = time.monotonic, reread: float = 60.0
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        reread: float = TOKEN_REREAD_SECONDS,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -116,7 +120,7 @@ def in_cluster(
     return Connection(
         server=f"https://{host}:{port}",
         ssl=_context(ca_file=ca),
-        token=TokenFile(token, reread=TOKEN_REREAD_SECONDS),
+        token=TokenFile(token),
         namespace=namespace_file.read_text().strip() if namespace_file.is_file() else None,
     )
 
@@ -157,7 +161,8 @@ def _pem(
     data = entry.get(f"{key}-data")
     if data:
         try:
-            return base64.b64decode(data, validate=True), None
+            # Line breaks are allowed in the value, as kubectl allows them.
+            return base64.b64decode("".join(str(data).split()), validate=True), None
         except ValueError:
             raise KubeconfigError(f"kubeconfig: {field_path}.{key}-data is not base64") from None
     path = entry.get(key)
@@ -195,7 +200,7 @@ def from_kubeconfig(paths: list[Path]) -> Connection:
         _client_certificate(context_ssl, cert_data or cert_file, key_data or key_file, who)
     token_file = creds.get("tokenFile")
     token: str | TokenFile | None = creds.get("token") or (
-        TokenFile(user["dir"] / token_file, reread=TOKEN_REREAD_SECONDS) if token_file else None
+        TokenFile(user["dir"] / token_file) if token_file else None
     )
     username, password = creds.get("username"), creds.get("password")
     return Connection(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -165,7 +165,7 @@ class Kube:
 
     async def watch(
         self, url_path: str, *, query: Mapping[str, str], timeout_seconds: int = 300
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The events of a watch (``{"type", "object"}``) until the server ends it.
 
         Lines are split here rather than by aiohttp's line reader, whose limit
