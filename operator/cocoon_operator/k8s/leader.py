@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
+from cocoon_operator.policy.conditions import parse_rfc3339
 from cocoon_operator.policy.leader import may_take
 
 log = logging.getLogger(__name__)
@@ -28,17 +29,6 @@ _FAILED = (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError)
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _micro_time(value: Any) -> dt.datetime | None:
-    """A Lease's MicroTime (RFC 3339, e.g. ``2026-12-06T04:40:00.123456Z``), or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class LeaderElector:
@@ -93,7 +83,7 @@ class LeaderElector:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _micro_time(spec.get("renewTime"))
+        renewed = parse_rfc3339(spec.get("renewTime"))  # a MicroTime
         duration = spec.get("leaseDurationSeconds") or self._lease_seconds
         if not may_take(holder, renewed, duration, identity=self.identity, now=now):
             return False

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import CONDITION_ORDER, ConditionType
+from cocoon_operator.policy.conditions import parse_rfc3339
 
 PAUSE_ANNOTATION: Final = f"{v1alpha1.GROUP}/paused"
 RESOURCE: Final = f"{v1alpha1.PLURAL[:-1]}.{v1alpha1.GROUP}"  # cocoonworker.cocoon.network
@@ -114,17 +115,6 @@ def format_ton(nanoton: int | None) -> str:
     return f"{ton} TON"
 
 
-def parse_time(value: str | None) -> dt.datetime | None:
-    """An RFC 3339 timestamp as an aware datetime (UTC when no offset); None if unparsable."""
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def human_duration(seconds: float) -> str:
     """A short duration the way kubectl prints ages: 45s, 7m12s, 3h, 2d4h, 400d, 3y20d."""
     s = max(int(seconds), 0)
@@ -149,13 +139,13 @@ def human_duration(seconds: float) -> str:
 
 def age(timestamp: str | None, now: dt.datetime) -> str:
     """Time since ``timestamp`` as a kubectl age; "-" when unknown."""
-    at = parse_time(timestamp)
+    at = parse_rfc3339(timestamp)
     return "-" if at is None else human_duration((now - at).total_seconds())
 
 
 def when(timestamp: str | None, now: dt.datetime) -> str:
     """A timestamp with how long ago (or until) it is: ``2026-01-01T00:00:00Z (5m ago)``."""
-    at = parse_time(timestamp)
+    at = parse_rfc3339(timestamp)
     if at is None:
         return timestamp or NONE
     delta = (now - at).total_seconds()
@@ -335,7 +325,7 @@ def ordered_conditions(conditions: Sequence[v1alpha1.Condition]) -> list[v1alpha
 def recent_events(events: Iterable[EventView], limit: int = EVENTS_SHOWN) -> list[EventView]:
     """The newest ``limit`` events, newest first (undated ones last)."""
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return sorted(events, key=lambda e: parse_time(e.time) or epoch, reverse=True)[:limit]
+    return sorted(events, key=lambda e: parse_rfc3339(e.time) or epoch, reverse=True)[:limit]
 
 
 def describe(view: WorkerView, events: Sequence[EventView], now: dt.datetime) -> str:

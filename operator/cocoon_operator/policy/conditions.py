@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cocoon_operator.api.conditions import CONDITION_ORDER, ConditionType
 from cocoon_operator.api.v1alpha1 import Condition, ConditionStatus
@@ -27,6 +27,18 @@ class Observed:
 
 def rfc3339(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: object) -> datetime | None:
+    """An RFC 3339 timestamp (``Z`` or an offset, fractions allowed) as an aware
+    datetime, UTC when it has no offset; None when absent or unparsable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def merge(
