@@ -186,9 +186,9 @@ def without_generated_client() -> None:
     """Keep kubernetes_asyncio out of this process (call before importing kopf).
 
     kopf imports kubernetes_asyncio's models whenever the package is installed
-    (it is, for the node agent, the simulator and the kubectl plugin), only to
-    recognise its objects in owner-reference helpers the operator never calls
-    with them. Those imports are about a thousand modules and 38 MB of memory.
+    (it is, for the simulator and the kubectl plugin), only to recognise its
+    objects in owner-reference helpers the operator never calls with them.
+    Those imports are about a thousand modules and 35 MB of memory.
     A None in ``sys.modules`` makes the import fail as if the package were
     absent, which kopf handles; nothing in the operator process uses it (an
     import-linter contract says so). A process that already imported it (a

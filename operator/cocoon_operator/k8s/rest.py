@@ -3,9 +3,9 @@
 Why not kubernetes_asyncio: the operator sends and reads plain JSON documents
 (its builders make manifests as dicts, its policies read dicts), so the
 generated client's models were only ever bypassed (raw responses) or converted
-back. Importing it loads about a thousand model modules: 38 MB of the process's
-memory, a sixth of it at 1,000 workers. The few calls the operator makes are
-paths and verbs here.
+back. Importing it loads about a thousand model modules: about 35 MB of the
+process's memory, an eighth of its peak at 1,000 workers. The few calls the
+operator and the node agent make are paths and verbs here.
 
 Errors, in one place:
 
