@@ -1,7 +1,7 @@
 """kubernetes_asyncio clients for the tools beside the operator, never at import time.
 
-The node agent, the simulator, the kubectl plugin and the tests use the
-generated client; the operator process does not (see :mod:`.rest`). Callers
+The simulator's pod agent, the kubectl plugin and the tests use the generated
+client; the operator and the node agent do not (see :mod:`.rest`). Callers
 own the client's lifetime (``async with connect(...) as api``), which keeps
 tests free to point each one at its own control plane.
 """

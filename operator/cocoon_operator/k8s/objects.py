@@ -14,13 +14,12 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.pool import POOL_PLURAL
 from cocoon_operator.k8s.rest import MERGE_PATCH, STRATEGIC_PATCH, ApiError, Kube, path
 
-WORKERS_API = f"{v1alpha1.GROUP}/{v1alpha1.VERSION}"
 # The kinds create_if_absent makes, and their collections.
 _PLURALS = {
     "Pod": ("v1", "pods"),
     "ConfigMap": ("v1", "configmaps"),
     "Secret": ("v1", "secrets"),
-    v1alpha1.KIND: (WORKERS_API, v1alpha1.PLURAL),
+    v1alpha1.KIND: (v1alpha1.API_VERSION, v1alpha1.PLURAL),
 }
 
 
@@ -41,32 +40,28 @@ async def create_if_absent(api: Kube, obj: dict[str, Any]) -> bool:
     return True
 
 
-async def _gone_is_false(api: Kube, method: str, url: str, **kwargs: Any) -> bool:
-    """One request; False if its object is gone (404)."""
+async def _unless_gone(api: Kube, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
+    """One request's answer; None if its object is gone (404): a vanished object needs
+    no deleting or writing."""
     try:
-        await api.request(method, url, **kwargs)
+        return await api.request(method, url, **kwargs)
     except ApiError as err:
-        if err.status == 404:
-            return False
-        raise
-    return True
-
-
-async def delete_pod(api: Kube, namespace: str, name: str) -> bool:
-    """Delete with the pod's own grace period; False if it was already gone."""
-    return await _gone_is_false(api, "DELETE", path("v1", "pods", namespace=namespace, name=name))
+        if err.status != 404:
+            raise
+        return None
 
 
 async def _patch_or_none(
     api: Kube, url: str, body: dict[str, Any], content_type: str
 ) -> dict[str, Any] | None:
-    """The object as patched, None if it vanished (a deleted object needs no writing)."""
-    try:
-        return await api.request("PATCH", url, body=body, content_type=content_type)
-    except ApiError as err:
-        if err.status != 404:
-            raise
-        return None
+    """The object as patched, None if it vanished."""
+    return await _unless_gone(api, "PATCH", url, body=body, content_type=content_type)
+
+
+async def delete_pod(api: Kube, namespace: str, name: str) -> bool:
+    """Delete with the pod's own grace period; False if it was already gone."""
+    url = path("v1", "pods", namespace=namespace, name=name)
+    return await _unless_gone(api, "DELETE", url) is not None
 
 
 async def _patch_custom_status(
@@ -74,7 +69,7 @@ async def _patch_custom_status(
 ) -> dict[str, Any] | None:
     """Merge-patch the status subresource of one of our objects; the object as patched,
     None if it vanished."""
-    url = path(WORKERS_API, plural, namespace=namespace, name=name, subresource="status")
+    url = path(v1alpha1.API_VERSION, plural, namespace=namespace, name=name, subresource="status")
     return await _patch_or_none(api, url, {"status": status}, MERGE_PATCH)
 
 
@@ -100,24 +95,20 @@ async def patch_pod_condition(
 
 async def annotate_pod(api: Kube, namespace: str, name: str, annotations: dict[str, str]) -> bool:
     """Merge ``annotations`` into a pod's; False if the pod is gone."""
-    return await _gone_is_false(
-        api,
-        "PATCH",
-        path("v1", "pods", namespace=namespace, name=name),
-        body={"metadata": {"annotations": annotations}},
-        content_type=MERGE_PATCH,
-    )
+    url = path("v1", "pods", namespace=namespace, name=name)
+    patch = {"metadata": {"annotations": annotations}}
+    return await _patch_or_none(api, url, patch, MERGE_PATCH) is not None
 
 
 async def delete_worker(api: Kube, namespace: str, name: str) -> bool:
     """Delete a CocoonWorker (its finalizer drains it); False if it was already gone."""
-    url = path(WORKERS_API, v1alpha1.PLURAL, namespace=namespace, name=name)
-    return await _gone_is_false(api, "DELETE", url)
+    url = path(v1alpha1.API_VERSION, v1alpha1.PLURAL, namespace=namespace, name=name)
+    return await _unless_gone(api, "DELETE", url) is not None
 
 
 async def patch_worker_spec(api: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:
     """Merge-patch a CocoonWorker's spec; a vanished worker is not an error."""
-    url = path(WORKERS_API, v1alpha1.PLURAL, namespace=namespace, name=name)
+    url = path(v1alpha1.API_VERSION, v1alpha1.PLURAL, namespace=namespace, name=name)
     await _patch_or_none(api, url, {"spec": spec}, MERGE_PATCH)
 
 
