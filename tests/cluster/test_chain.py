@@ -29,9 +29,11 @@ from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
 from tests.cluster.test_attestation import (
     attested_is,
+    has_event,
     pod_conditions,
     rotate_and_reverify,
     simulator_admin,
+    simulator_stats,
 )
 from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
@@ -315,6 +317,41 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         )
         assert [e.count or 1 for e in asks.items] == [1]
         assert f"requested ({asked})" in asks.items[0].message
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    """Once applied, the coefficient is not read again by its own check; the chain
+    step's reading of the worker's stats (every check) finds it moved (the worker
+    re-read its configuration after a restart inside the VM, or was set by hand)
+    and the spec's value is applied again, in place, with an Event saying from
+    what."""
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+        await create_worker(api, namespace, "c0")
+        await eventually(ready(api, namespace, "c0"), within=90, what="c0 Ready")
+        pod, _ = await pod_conditions(api, namespace, "c0")
+        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
+        await asyncio.sleep(3)  # a coefficient check has run and found nothing to do
+        assert not await has_event(api, namespace, "c0", "CoefficientApplied")
+
+        await simulator_admin(pod, "/request/change_coefficient?coefficient=2.5")
+        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 2500
+
+        async def restored() -> bool:
+            return (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
+
+        await eventually(restored, within=30, what="the spec's coefficient applied again")
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=c0,reason=CoefficientApplied"
+        )
+        assert [e.message for e in events.items] == [
+            "coefficient 2500 -> 1000 per mille, applied live"
+        ]
+        same, _ = await pod_conditions(api, namespace, "c0")
+        assert same.metadata.uid == pod.metadata.uid  # in place, no restart
         assert proc.poll() is None, log.read_text()[-3000:]
 
 

@@ -389,6 +389,8 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         logger.warning("chain check of %s/%s: %s", *key, exc)
         return
+    # The same reading tells the coefficient check whether it has anything to do.
+    deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
     await _payout_if_due(body, worker, pod, stats, deps=deps)
     note = worker.status.wallet.funding if worker.status.wallet else None
     if not allowlist.listed(worker.status.chain, rev):

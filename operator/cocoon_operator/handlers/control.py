@@ -80,8 +80,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     async with deps.probes.slot(urgent=False), client:
         try:
             stats = await client.stats()
-            if stats.coefficient is None or stats.coefficient == wanted:
-                deps.coefficients[key] = (pod.name, wanted)
+            if deps.saw_coefficient(key, pod.name, wanted=wanted, seen=stats.coefficient):
                 return
             await client.set_coefficient(wanted)
         except (WorkerStatsError, OSError, TimeoutError) as exc:

@@ -87,7 +87,8 @@ class Deps:
     # 409 each, a LauncherCreated Event and a status write for nothing).
     unindexed_pods: dict[tuple[str, str], dict[str, PodFacts]] = field(default_factory=dict)
     # The coefficient each worker's running pod is known to have: (pod, per mille).
-    # Spares a TLS round trip per worker per check when nothing changed.
+    # Spares a TLS round trip per worker per check when nothing changed. Set and
+    # cleared by every reading of the worker's stats (see :meth:`saw_coefficient`).
     coefficients: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     # Our own status writes, until kopf's watch delivers them: every step
     # decides on the newest copy, never on one that predates our last write.
@@ -154,6 +155,25 @@ class Deps:
         if seen is None or (self.clock() - seen[1]).total_seconds() >= within:
             return None
         return seen[0]
+
+    def saw_coefficient(
+        self, key: tuple[str, str], pod: str, *, wanted: int, seen: int | None
+    ) -> bool:
+        """A reading of ``pod``'s stats showed its coefficient ``seen``; True when that
+        is ``wanted`` (or the worker does not report one, so there is nothing to set).
+
+        Whichever step read the stats (the chain step does every check), the
+        coefficient check then has nothing to do; and a value that moved away
+        from the spec since it was applied (the worker restarted inside its VM
+        and read its configuration file again, or someone set it by hand on the
+        worker) sends that check back to apply the spec's value.
+        """
+        applied = seen is None or seen == wanted
+        if applied:
+            self.coefficients[key] = (pod, wanted)
+        else:
+            self.coefficients.pop(key, None)
+        return applied
 
     def worker_pods(self, pods: PodIndex, namespace: str, worker: str) -> list[PodFacts]:
         """A worker's launcher pods from the index, each replaced by our newer copy if
