@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.attestation.testpki import TdMeasurements
-from cocoon_operator.desired.launcher import READINESS_GATE
+from cocoon_operator.desired.launcher import ANNOTATION_DRAIN_STARTED, READINESS_GATE
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -299,7 +299,14 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
 
         await eventually(resumed, within=30, what="the coefficient applied once resumed")
 
-        # Deletion: disabled, drained, paid out, then stopped.
+        # Deletion: disabled, drained, paid out, then stopped; even when the pod's
+        # drain-start annotation (anyone's to edit) holds no time: the drain
+        # starts over instead of failing on it at every retry.
+        await client.CoreV1Api(api).patch_namespaced_pod(
+            pod.metadata.name,
+            namespace,
+            {"metadata": {"annotations": {ANNOTATION_DRAIN_STARTED: "not a time"}}},
+        )
         await client.CustomObjectsApi(api).delete_namespaced_custom_object(
             "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "w"
         )

@@ -24,6 +24,14 @@ def test_first_figures_are_written_then_changes_wait_their_turn() -> None:
     assert not earnings_due(earned(5), earned(5), now=later + timedelta(days=1))
 
 
+def test_an_unreadable_last_write_time_means_the_figures_are_written() -> None:
+    # The CRD's date-time format keeps most garbage out; what still gets in (a
+    # copy restored from elsewhere, a schema change) must not stop the chain
+    # step with a ValueError, as it did before policy.conditions.parse_rfc3339.
+    garbled = EarningsStatus(earned_tokens=5, checked_at="yesterday-ish")
+    assert earnings_due(garbled, earned(9), now=NOW)
+
+
 def test_a_completed_payout_is_written_at_once() -> None:
     old = EarningsStatus(
         earned_tokens=10, paid_out_tokens=0, payouts=0, checked_at="2026-01-01T00:00:00Z"

@@ -52,7 +52,7 @@ from cocoon_operator.policy.attestation import (
     needs_verification,
     still_booting,
 )
-from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.nodereports import HostProblem, host_problem
 from cocoon_operator.policy.worker import PodFacts
 
@@ -269,12 +269,11 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         deps.metrics.attestation_checks.labels("pinned").inc()
     if outcome is None:
         return
-    started = pod.started_at
     if still_booting(
         outcome,
         previous=previous,
         pod=pod.name,
-        started_at=dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None,
+        started_at=parse_rfc3339(pod.started_at),
         now=now,
         grace_seconds=state.boot_grace_seconds,
     ):

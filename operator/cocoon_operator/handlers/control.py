@@ -14,7 +14,6 @@ Every request goes to the certificate the attestation step verified (see
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import kopf
@@ -30,7 +29,7 @@ from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.objects import annotate_pod
-from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step, when_unreachable
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
@@ -108,7 +107,8 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
         client = _client(pod, worker) if not pod.deleting else None
         if client is None:
             continue
-        started = _parse_time(pod.drain_started)
+        # Unparsable (the annotation is anyone's to edit): the drain starts over.
+        started = parse_rfc3339(pod.drain_started)
         if started is None:
             await annotate_pod(
                 deps.api, namespace, pod.name, {ANNOTATION_DRAIN_STARTED: rfc3339(now)}
@@ -151,10 +151,6 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 return why
             logger.info("pod %s: %s", pod.name, why)
     return None
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 async def _event(deps: Deps, body: kopf.Body, reason: str, message: str) -> None:

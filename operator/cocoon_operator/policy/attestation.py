@@ -30,7 +30,7 @@ from cocoon_operator.api.v1alpha1 import (
     GpuSummary,
 )
 from cocoon_operator.attestation import TdxPolicy, hex_set
-from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 
 
 class TrustMode(StrEnum):
@@ -117,10 +117,6 @@ def still_booting(
     return started_at is not None and now - started_at < timedelta(seconds=grace_seconds)
 
 
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def needs_verification(
     summary: AttestationSummary | None,
     *,
@@ -139,7 +135,7 @@ def needs_verification(
         return True
     if summary.pod != pod or summary.certificate_sha256 != certificate_sha256:
         return True
-    verified_at = _parse(summary.verified_at)
+    verified_at = parse_rfc3339(summary.verified_at)
     return verified_at is None or now >= verified_at + timedelta(seconds=reattest_seconds)
 
 
@@ -159,7 +155,7 @@ class GateDecision:
 def _still_valid(summary: AttestationSummary | None, pod: str, now: datetime) -> bool:
     if summary is None or summary.pod != pod or summary.verified_at is None:
         return False
-    expires = _parse(summary.expires_at)
+    expires = parse_rfc3339(summary.expires_at)
     return expires is not None and now < expires
 
 

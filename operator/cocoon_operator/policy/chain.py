@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
+from cocoon_operator.policy.conditions import parse_rfc3339
 
 # A fleet whose workers earn all the time writes N / (this / 60) status patches a
 # minute for earnings alone: at 5 minutes that was 0.2 per worker per minute,
@@ -23,8 +24,8 @@ def earnings_due(old: EarningsStatus | None, new: EarningsStatus, *, now: dt.dat
     counters = ("earned_tokens", "paid_out_tokens", "payouts")
     if all(getattr(old, c) == getattr(new, c) for c in counters):
         return False
-    last = dt.datetime.fromisoformat(old.checked_at.replace("Z", "+00:00"))
-    return (now - last).total_seconds() >= EARNINGS_WRITE_SECONDS
+    last = parse_rfc3339(old.checked_at)
+    return last is None or (now - last).total_seconds() >= EARNINGS_WRITE_SECONDS
 
 
 def payout_due(
