@@ -64,6 +64,9 @@ LAUNCHER_SELECTOR = {
     "app.kubernetes.io/managed-by": COMMON_LABELS["app.kubernetes.io/managed-by"],
     "app.kubernetes.io/component": COMMON_LABELS["app.kubernetes.io/component"],
 }
+# The same, as the apiserver's labelSelector for every watch and list of pods
+# (see startup): kopf's ``labels=`` filters only in the process.
+LAUNCHER_LABEL_SELECTOR = ",".join(f"{k}={v}" for k, v in sorted(LAUNCHER_SELECTOR.items()))
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 
 
@@ -284,8 +287,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-@kopf.on.startup()
-async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator (no I/O: the startup handler's first step)."""
     settings.persistence.finalizer = v1alpha1.WORKER_FINALIZER
     # kopf ignores annotations under its own prefix when it diffs objects, so
     # its prefix must not be ours: the pause annotation has to count as a change.
@@ -298,9 +301,18 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     # annotation reads as a new object: at 1,000 workers the watch ran more
     # than kopf's 5 s behind, and a quarter of the workers were "created" twice.
     settings.persistence.consistency_timeout = 60
+    # Launcher pods only, selected by the apiserver. In a cluster shared with
+    # other workloads every other pod's changes would otherwise reach the
+    # operator, each decoded and queued by kopf only to match no handler.
+    settings.watching.label_selectors["pods"] = LAUNCHER_LABEL_SELECTOR
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+
+
+@kopf.on.startup()
+async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    configure(settings)
     metrics = memo.get("metrics") or Metrics()
     max_stretch: float = memo.get("max_recheck_stretch", backpressure.MAX_STRETCH)
     deps = memo["deps"] = Deps(

@@ -1,0 +1,70 @@
+"""The apiserver, not the operator, picks the pods the operator watches: only
+launcher pods reach it. Safe only while every pod handler wants exactly those,
+and while the pods the operator builds carry the labels the selector names."""
+
+from __future__ import annotations
+
+import kopf
+
+import cocoon_operator.handlers.pool
+import cocoon_operator.handlers.worker
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.desired.launcher import launcher_pod
+from cocoon_operator.handlers import nodes
+from cocoon_operator.handlers.worker import LAUNCHER_LABEL_SELECTOR, LAUNCHER_SELECTOR, configure
+from tests.unit.test_launcher import WORKER, spec
+
+PODS = kopf.Resource("", "v1", "pods", kind="Pod", singular="pod", namespaced=True)
+NODES = kopf.Resource("", "v1", "nodes", kind="Node", singular="node", namespaced=False)
+WORKERS = kopf.Resource(
+    v1alpha1.GROUP,
+    v1alpha1.VERSION,
+    v1alpha1.PLURAL,
+    kind=v1alpha1.KIND,
+    singular="cocoonworker",
+    namespaced=True,
+)
+
+
+def terms(selector: str) -> dict[str, str]:
+    """An equality-based label selector (``k=v,k=v``) as a dict."""
+    pairs = [term.split("=", 1) for term in selector.split(",")]
+    assert all(len(p) == 2 for p in pairs), selector
+    return {k: v for k, v in pairs}
+
+
+def test_only_the_pod_watches_get_the_launcher_selector() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    assert settings.watching.label_selectors.collect(PODS) == [LAUNCHER_LABEL_SELECTOR]
+    assert settings.watching.label_selectors.collect(NODES) == []
+    assert settings.watching.label_selectors.collect(WORKERS) == []
+    assert terms(LAUNCHER_LABEL_SELECTOR) == LAUNCHER_SELECTOR
+
+
+def test_every_pod_handler_wants_exactly_the_selected_pods() -> None:
+    assert cocoon_operator.handlers.worker.launcher_pods is not None
+    assert cocoon_operator.handlers.pool.pool_members is not None
+    extra = kopf.OperatorRegistry()
+    nodes.register(extra)
+    handlers = [
+        handler
+        for registry in (kopf.get_default_registry(), extra)
+        for handler in (
+            *registry._indexing.get_all_handlers(),
+            *registry._watching.get_all_handlers(),
+            *registry._changing.get_all_handlers(),
+            *registry._spawning.get_all_handlers(),
+        )
+        if handler.selector is not None and handler.selector.check(PODS)
+    ]
+    ids = {h.id for h in handlers}
+    assert {"launcher_pods", "launcher_pod_changed", "node-reports-pods"} <= ids, ids
+    assert [h.id for h in handlers if h.labels != LAUNCHER_SELECTOR] == []
+
+
+def test_the_pods_the_operator_builds_are_selected() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    labels = pod["metadata"]["labels"]
+    assert terms(LAUNCHER_LABEL_SELECTOR).items() <= labels.items()
