@@ -68,6 +68,9 @@ async def echo() -> AsyncIterator[tuple[str, Seen]]:
         if request.path.endswith("/missing"):
             status = {"kind": "Status", "code": 404, "message": 'pods "missing" not found'}
             return web.json_response(status, status=404)
+        if request.path.endswith("/broken"):
+            status = {"kind": "Status", "code": 500, "message": "etcdserver: request timed out"}
+            return web.json_response(status, status=500)
         return web.json_response({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7"}})
 
     runner, port = await serve(handler)
@@ -125,6 +128,20 @@ async def test_an_error_status_raises_api_error_with_the_status_message(
     assert caught.value.status == 404
     assert str(caught.value) == '404 Not Found: pods "missing" not found'
     assert "s3cret" not in repr(kube) + repr(kube.connection)
+
+
+async def test_unless_gone_answers_none_for_not_found_only(echo: tuple[str, Seen]) -> None:
+    server, seen = echo
+    async with Kube(Connection(server=server, ssl=None)) as kube:
+        assert (
+            await kube.request_unless_gone("DELETE", "/api/v1/namespaces/ns/pods/missing") is None
+        )
+        got = await kube.request_unless_gone("GET", "/api/v1/namespaces/ns/pods/p")
+        assert got is not None and got["metadata"]["name"] == "p"
+        with pytest.raises(ApiError) as caught:
+            await kube.request_unless_gone("GET", "/api/v1/namespaces/ns/pods/broken")
+    assert caught.value.status == 500
+    assert [r["method"] for r in seen] == ["DELETE", "GET", "GET"]
 
 
 async def test_a_watch_yields_events_split_across_chunks_and_raises_on_an_error_event() -> None:

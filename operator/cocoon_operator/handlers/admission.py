@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.k8s.rest import ApiError, Kube, path
+from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.k8s.webhook_tls import self_signed
 from cocoon_operator.policy.admission import introduced_errors
 
@@ -57,11 +57,8 @@ def configure(settings: kopf.OperatorSettings, options: WebhookOptions, now: Any
 async def remove_config(api: Kube, name: str) -> None:
     """Drop the managed configurations on shutdown, so nothing points at a closed port."""
     for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-        try:
-            await api.request("DELETE", path("admissionregistration.k8s.io/v1", plural, name=name))
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        url = path("admissionregistration.k8s.io/v1", plural, name=name)
+        await api.request_unless_gone("DELETE", url)
 
 
 def validate_addresses(*, spec: kopf.Spec, **kwargs: Any) -> None:

@@ -22,12 +22,9 @@ class ConfigMapLedgerStore:
         self._name = name
 
     async def load(self) -> tuple[Ledger | None, str | None]:
-        try:
-            cm = await self._api.request("GET", self._path(self._name))
-        except ApiError as err:
-            if err.status == 404:
-                return None, None
-            raise
+        cm = await self._api.request_unless_gone("GET", self._path(self._name))
+        if cm is None:
+            return None, None
         raw = (cm.get("data") or {}).get(KEY)
         ledger = Ledger.model_validate_json(raw) if raw else None
         return ledger, cm["metadata"]["resourceVersion"]

@@ -40,28 +40,17 @@ async def create_if_absent(api: Kube, obj: dict[str, Any]) -> bool:
     return True
 
 
-async def _unless_gone(api: Kube, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
-    """One request's answer; None if its object is gone (404): a vanished object needs
-    no deleting or writing."""
-    try:
-        return await api.request(method, url, **kwargs)
-    except ApiError as err:
-        if err.status != 404:
-            raise
-        return None
-
-
 async def _patch_or_none(
     api: Kube, url: str, body: dict[str, Any], content_type: str
 ) -> dict[str, Any] | None:
     """The object as patched, None if it vanished."""
-    return await _unless_gone(api, "PATCH", url, body=body, content_type=content_type)
+    return await api.request_unless_gone("PATCH", url, body=body, content_type=content_type)
 
 
 async def delete_pod(api: Kube, namespace: str, name: str) -> bool:
     """Delete with the pod's own grace period; False if it was already gone."""
     url = path("v1", "pods", namespace=namespace, name=name)
-    return await _unless_gone(api, "DELETE", url) is not None
+    return await api.request_unless_gone("DELETE", url) is not None
 
 
 async def _patch_custom_status(
@@ -103,7 +92,7 @@ async def annotate_pod(api: Kube, namespace: str, name: str, annotations: dict[s
 async def delete_worker(api: Kube, namespace: str, name: str) -> bool:
     """Delete a CocoonWorker (its finalizer drains it); False if it was already gone."""
     url = path(v1alpha1.API_VERSION, v1alpha1.PLURAL, namespace=namespace, name=name)
-    return await _unless_gone(api, "DELETE", url) is not None
+    return await api.request_unless_gone("DELETE", url) is not None
 
 
 async def patch_worker_spec(api: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:

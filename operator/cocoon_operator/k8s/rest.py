@@ -163,6 +163,18 @@ class Kube:
         out: dict[str, Any] = json.loads(raw) if raw else {}
         return out
 
+    async def request_unless_gone(
+        self, method: str, url_path: str, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """:meth:`request`, with None for 404 Not Found: a read of an object that
+        does not exist, or a write or delete of one that vanished, which needs none."""
+        try:
+            return await self.request(method, url_path, **kwargs)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return None
+
     async def watch(
         self, url_path: str, *, query: Mapping[str, str], timeout_seconds: int = 300
     ) -> AsyncGenerator[dict[str, Any], None]:

@@ -27,12 +27,8 @@ class Publisher:
     _loaded: bool = False
 
     async def _load(self, node: str) -> None:
-        try:
-            cm = await self.api.request("GET", self._path(report_name(node)))
-        except ApiError as err:
-            if err.status != 404:
-                raise
-        else:
+        cm = await self.api.request_unless_gone("GET", self._path(report_name(node)))
+        if cm is not None:
             self._written = (cm.get("data") or {}).get(REPORT_KEY)
         self._loaded = True
 
