@@ -13,6 +13,7 @@ from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.desired.launcher import launcher_pod
 from cocoon_operator.handlers import nodes
 from cocoon_operator.handlers.worker import LAUNCHER_LABEL_SELECTOR, LAUNCHER_SELECTOR, configure
+from tests.unit.test_handler_registration import per_object_handlers
 from tests.unit.test_launcher import WORKER, spec
 
 PODS = kopf.Resource("", "v1", "pods", kind="Pod", singular="pod", namespaced=True)
@@ -51,12 +52,7 @@ def test_every_pod_handler_wants_exactly_the_selected_pods() -> None:
     handlers = [
         handler
         for registry in (kopf.get_default_registry(), extra)
-        for handler in (
-            *registry._indexing.get_all_handlers(),
-            *registry._watching.get_all_handlers(),
-            *registry._changing.get_all_handlers(),
-            *registry._spawning.get_all_handlers(),
-        )
+        for handler in per_object_handlers(registry)
         if handler.selector is not None and handler.selector.check(PODS)
     ]
     ids = {h.id for h in handlers}
