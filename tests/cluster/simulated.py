@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -27,11 +28,26 @@ def first_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
     return info
 
 
+# What the simulated worker logs for each payout request (simulator/_server.py).
+PAYOUT_LINE = re.compile(r"payout of (?P<pod>\S+) from proxy (?P<proxy>\S+): (?P<answer>.*)$")
+
+
 @dataclass(frozen=True)
 class Agent:
     pccs_url: str
     test_root: Path
     gpu_test_root: Path
+    log: Path  # the agent's stderr, its simulated workers' lines among them
+
+    def payout_answers(self) -> dict[tuple[str, str], list[str]]:
+        """Every payout request the simulated workers were asked, by (namespace/pod/uid,
+        proxy): their answers in order ("request sent" is a payout made, and paid for)."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            found = PAYOUT_LINE.search(line)
+            if found:
+                out.setdefault((found["pod"], found["proxy"]), []).append(found["answer"])
+        return out
 
     def operator_args(self) -> tuple[str, ...]:
         """What the operator needs to trust the agent's test PKIs (explicitly)."""
@@ -79,6 +95,7 @@ def running_agent(
             pccs_url=info["pccs_url"],
             test_root=Path(info["test_root"]),
             gpu_test_root=Path(info["gpu_test_root"]),
+            log=workdir / "agent.log",
         )
     finally:
         stop_process(proc, grace=10)

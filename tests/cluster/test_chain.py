@@ -320,6 +320,97 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         assert proc.poll() is None, log.read_text()[-3000:]
 
 
+async def killed_at_failpoint(proc: Any, what: str) -> None:
+    async def killed() -> bool:
+        return proc.poll() is not None
+
+    await eventually(killed, within=90, what=what)
+    assert proc.returncode == -9, proc.returncode
+
+
+async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    """A person's payout request, then the final payout of a deletion, each with the
+    operator killed right after the requests went out (and the final one also
+    between the written intent and the requests): every proxy is asked exactly
+    once for each, and both are seen through."""
+    log = tmp_path / "operator.log"
+
+    def operator(failpoint: str | None = None) -> Any:
+        crash = {"COCOON_FAILPOINTS": failpoint} if failpoint else {}
+        return running_operator(
+            stack.kubeconfig, namespace, log, *env.operator_args(), env_extra=crash
+        )
+
+    with operator("payout.after-send") as proc:
+        await create_worker(api, namespace, "k0")
+        worker = await eventually(ready(api, namespace, "k0"), within=90, what="k0 Ready")
+        argv = ["--kubeconfig", str(stack.kubeconfig), "-n", namespace, "payout", "k0"]
+        assert await asyncio.to_thread(plugin_main, argv) == 0
+        await killed_at_failpoint(proc, "the operator killed after asking for the payout")
+    asked = (await get_worker(api, namespace, "k0"))["metadata"]["annotations"][
+        v1alpha1.PAYOUT_REQUEST_ANNOTATION
+    ]
+    pod = await client.CoreV1Api(api).read_namespaced_pod(worker["status"]["pod"], namespace)
+    key = f"{namespace}/{pod.metadata.name}/{pod.metadata.uid}"
+
+    def answers() -> dict[str, list[str]]:
+        return {proxy: a for (p, proxy), a in env.agent.payout_answers().items() if p == key}
+
+    first = answers()
+    assert len(first) == 2 and all(a == ["request sent"] for a in first.values()), first
+
+    with operator() as proc:
+
+        async def handled() -> dict[str, Any] | None:
+            w = await get_worker(api, namespace, "k0")
+            return w if w["status"].get("payoutRequestHandled") == asked else None
+
+        await eventually(handled, within=60, what="the payout request seen through")
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=k0,reason=PayoutRequested"
+        )
+        assert [e.count or 1 for e in events.items] == [1]
+        assert "asked before the operator restarted" in events.items[0].message
+        assert answers() == first  # nobody asked twice
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+    # The final payout: killed between the intent and the requests, then after them.
+    with operator("payout.after-intent") as proc:
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "k0"
+        )
+        await killed_at_failpoint(proc, "the operator killed before asking for the final payout")
+    assert answers() == first  # the intent is written, nobody asked yet
+    with operator("payout.after-send") as proc:
+        await killed_at_failpoint(proc, "the operator killed after asking for the final payout")
+    assert {p: len(a) for p, a in answers().items()} == {p: 2 for p in first}
+    with operator() as proc:
+
+        async def gone() -> bool:
+            items = (
+                await client.CustomObjectsApi(api).list_namespaced_custom_object(
+                    "cocoon.network", "v1alpha1", namespace, "cocoonworkers"
+                )
+            )["items"]
+            return not items
+
+        await eventually(gone, within=90, what="k0 drained, paid out and deleted")
+        assert {p: a for p, a in answers().items()} == {
+            p: ["request sent", "request sent"] for p in first
+        }
+        final = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=k0,reason=PayoutRequested"
+        )
+        assert any(
+            "asked before the operator restarted" in e.message
+            for e in final.items
+            if "final payout" in e.message
+        ), [e.message for e in final.items]
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
 async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:

@@ -1,8 +1,9 @@
 """kill -9 of the operator at random moments while workers are created, funded,
-rotated and deleted (50 kills in all, some at the funding failpoints). Afterwards
-everything converges: remaining workers Ready at the new revision, deleted ones
-gone with no pod or finalizer left, no two pods on a node with one instance, and
-the local chain shows every node wallet funded exactly once."""
+rotated and deleted (50 kills in all, some at the funding and payout
+failpoints). Afterwards everything converges: remaining workers Ready at the
+new revision, deleted ones gone with no pod or finalizer left, no two pods on
+a node with one instance, the local chain shows every node wallet funded
+exactly once, and no proxy was asked twice for a stopped pod's final payout."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from tests.cluster.wait import eventually
 API = ("cocoon.network", "v1alpha1")
 NAMES = ("c0", "c1", "c2", "c3")
 KILLS = {"create": 15, "rotate": 15, "delete": 10, "funding": 10}
+FUNDING_FAILPOINTS = ("funding.after-record", "funding.after-send")
+# Rotation and deletion drain each old pod: its final payout, asked for once.
+PAYOUT_FAILPOINTS = ("", "payout.after-intent", "payout.after-send")
 
 
 async def patch_spec(
@@ -47,14 +51,20 @@ async def patch_spec(
 
 
 async def kill_randomly(
-    stack: Stack, env: Env, log: Path, rng: random.Random, times: int, failpoints: bool = False
+    stack: Stack,
+    env: Env,
+    log: Path,
+    rng: random.Random,
+    times: int,
+    failpoints: tuple[str, ...] = (),
 ) -> int:
-    """Start the operator and SIGKILL it after a random delay (or at a funding failpoint)."""
+    """Start the operator and SIGKILL it after a random delay, or at one of
+    ``failpoints`` (picked at random; "" for none) if it gets there first."""
     killed = 0
     for _ in range(times):
         extra = {}
         if failpoints:
-            extra["COCOON_FAILPOINTS"] = rng.choice(["funding.after-record", "funding.after-send"])
+            extra["COCOON_FAILPOINTS"] = rng.choice(failpoints)
         with running_operator(
             stack.kubeconfig, env.namespace, log, *env.operator_args(), env_extra=extra
         ) as proc:
@@ -91,16 +101,16 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         for name in NAMES:
             await create_worker(api, namespace, name)
         kills += await kill_randomly(stack, env, log, rng, KILLS["create"])
-        kills += await kill_randomly(stack, env, log, rng, KILLS["funding"], failpoints=True)
+        kills += await kill_randomly(stack, env, log, rng, KILLS["funding"], FUNDING_FAILPOINTS)
         model = example_worker()["spec"]["model"] | {"commit": "2" * 40}
         for name in NAMES:
             await patch_spec(api, namespace, name, {"model": model})
-        kills += await kill_randomly(stack, env, log, rng, KILLS["rotate"])
+        kills += await kill_randomly(stack, env, log, rng, KILLS["rotate"], PAYOUT_FAILPOINTS)
         for name in NAMES[2:]:
             await client.CustomObjectsApi(api).delete_namespaced_custom_object(
                 *API, namespace, "cocoonworkers", name
             )
-        kills += await kill_randomly(stack, env, log, rng, KILLS["delete"])
+        kills += await kill_randomly(stack, env, log, rng, KILLS["delete"], PAYOUT_FAILPOINTS)
         assert kills >= 45, kills  # nearly every run was cut short
 
         with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
@@ -170,4 +180,8 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
                 assert (await get_worker(api, namespace, w["metadata"]["name"]))["status"][
                     "wallet"
                 ]["balance"] == TARGET
+            # Every old pod's final payout: each proxy asked once, never twice.
+            payouts = agent.payout_answers()
+            assert payouts and all(a == ["request sent"] for a in payouts.values()), payouts
+            print(f"final payouts: {len({pod for pod, _ in payouts})} pods, {len(payouts)} asks")
             assert proc.poll() is None, log.read_text()[-3000:]

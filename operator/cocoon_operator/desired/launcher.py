@@ -48,6 +48,8 @@ ANNOTATION_WORKER_INI: Final = f"{labels.GROUP}/worker.ini"
 # Set by the operator on a pod whose worker it is stopping (drain, then payout).
 ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
 ANNOTATION_PAYOUT_REQUESTED: Final = f"{labels.GROUP}/payout-requested"
+# Written before a payout is asked for (see policy.payouts): no payout twice after a crash.
+ANNOTATION_PAYOUT_INTENT: Final = f"{labels.GROUP}/payout-intent"
 COMMON_LABELS: Final = {
     "app.kubernetes.io/name": "cocoon-worker",
     "app.kubernetes.io/component": "vm-launcher",

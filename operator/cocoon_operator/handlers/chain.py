@@ -55,6 +55,7 @@ from cocoon_operator.funding import (
     settle_forever,
 )
 from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.payouts import ask_for_payouts
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.worker import (
     Deps,
@@ -391,7 +392,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     # The same reading tells the coefficient check whether it has anything to do.
     deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
-    await _payout_if_due(body, worker, pod, stats, deps=deps)
+    await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
     note = worker.status.wallet.funding if worker.status.wallet else None
     if not allowlist.listed(worker.status.chain, rev):
         note = "not funded until the root contract lists the image and model hashes"
@@ -419,11 +420,18 @@ async def _payout_if_due(
     stats: WorkerStats,
     *,
     deps: Deps,
+    logger: Logger,
 ) -> None:
-    """A payout when a person asked for one (annotation) or spec.payout says so."""
+    """A payout when a person asked for one (annotation) or spec.payout says so.
+
+    A person's request is asked for at most once, across restarts
+    (:mod:`.payouts`); the threshold needs no record: a payout running, or
+    one completed, keeps the worker's own figures below it.
+    """
     meta = body["metadata"]
     summary = worker.status.attestation
-    assert summary is not None and summary.certificate_sha256 is not None
+    endpoint = pod.ratls_endpoint()
+    assert summary is not None and summary.certificate_sha256 is not None and endpoint
     unpaid = stats.earned_tokens - stats.paid_out_tokens
     requested = (meta.get("annotations") or {}).get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
     handled = worker.status.payout_request_handled
@@ -436,33 +444,24 @@ async def _payout_if_due(
     )
     if why is None:
         return
-    await _payout(body, pod, summary.certificate_sha256, stats.proxies, why=why, deps=deps)
-    if requested and requested != handled:
-        # Acted upon: a crash before this write asks once more, which the
-        # proxies answer with "already running" or a payout of nothing new.
-        await deps.patch_status(
-            meta["namespace"], meta["name"], {"payoutRequestHandled": requested}
-        )
-
-
-async def _payout(
-    body: kopf.Body,
-    pod: PodFacts,
-    certificate_sha256: str,
-    proxies: tuple[str, ...],
-    *,
-    why: str,
-    deps: Deps,
-) -> None:
-    """Ask each proxy for a payout; an Event saying why, with the answers."""
-    endpoint = pod.ratls_endpoint()
-    assert endpoint is not None
+    person = requested if requested and requested != handled else None
     try:
-        async with WorkerClient(*endpoint, certificate_sha256=certificate_sha256) as w:
-            answers = [f"{p}: {await w.payout(p)}" for p in proxies]
+        async with WorkerClient(*endpoint, certificate_sha256=summary.certificate_sha256) as w:
+            if person is not None:
+                answers = await ask_for_payouts(
+                    deps, meta["namespace"], pod, w, stats, purpose=person
+                )
+            else:
+                answers = []
+                for proxy in stats.proxies:
+                    answers.append(f"{proxy}: {await w.payout(proxy)}")
+                    deps.metrics.payout_requests.inc()
     except (WorkerStatsError, OSError, TimeoutError) as exc:
-        answers = [f"worker unreachable ({exc})"]
-    deps.metrics.payout_requests.inc(len(proxies))
+        # Asked again at the next check: a person's request stays unhandled.
+        logger.warning(
+            "payout of %s/%s: worker unreachable (%s)", meta["namespace"], meta["name"], exc
+        )
+        return
     await record(
         deps.api,
         body,
@@ -470,6 +469,8 @@ async def _payout(
         message=f"{why}; " + "; ".join(answers),
         now=deps.clock(),
     )
+    if person is not None:
+        await deps.patch_status(meta["namespace"], meta["name"], {"payoutRequestHandled": person})
 
 
 async def _register(

@@ -26,11 +26,12 @@ from cocoon_operator.desired.launcher import (
     revision,
 )
 from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.payouts import ask_for_payouts
 from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
-from cocoon_operator.k8s.objects import annotate_pod
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step, when_unreachable
+from cocoon_operator.policy.payouts import FINAL
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
 
@@ -110,9 +111,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
         # Unparsable (the annotation is anyone's to edit): the drain starts over.
         started = parse_rfc3339(pod.drain_started)
         if started is None:
-            await annotate_pod(
-                deps.api, namespace, pod.name, {ANNOTATION_DRAIN_STARTED: rfc3339(now)}
-            )
+            await deps.annotate_pod(namespace, pod.name, {ANNOTATION_DRAIN_STARTED: rfc3339(now)})
             started = now
         async with client:
             try:
@@ -142,10 +141,9 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
             if step in (DrainStep.WAIT_FOR_REQUESTS, DrainStep.WAIT_FOR_PAYOUT):
                 return f"pod {pod.name}: {why}"
             if step is DrainStep.REQUEST_PAYOUT:
-                answers = [f"{p}: {await client.payout(p)}" for p in stats.proxies]
-                deps.metrics.payout_requests.inc(len(answers))
-                await annotate_pod(
-                    deps.api, namespace, pod.name, {ANNOTATION_PAYOUT_REQUESTED: rfc3339(now)}
+                answers = await ask_for_payouts(deps, namespace, pod, client, stats, purpose=FINAL)
+                await deps.annotate_pod(
+                    namespace, pod.name, {ANNOTATION_PAYOUT_REQUESTED: rfc3339(now)}
                 )
                 await _event(deps, body, "PayoutRequested", f"{why}; " + "; ".join(answers))
                 return why

@@ -34,6 +34,7 @@ from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.latest import LatestObjects
 from cocoon_operator.k8s.objects import (
+    annotate_pod,
     create_if_absent,
     delete_pod,
     patch_pod_condition,
@@ -146,6 +147,14 @@ class Deps:
     ) -> None:
         """Set a launcher pod's condition and remember the answer (see :attr:`latest_pods`)."""
         self.latest_pods.wrote(await patch_pod_condition(self.api, namespace, pod, condition))
+
+    async def annotate_pod(self, namespace: str, pod: str, annotations: dict[str, str]) -> bool:
+        """Merge ``annotations`` into a launcher pod's and remember the answer (the
+        drain's and the payouts' records are read back from the pods' index, which
+        lags); False if the pod is gone."""
+        patched = await annotate_pod(self.api, namespace, pod, annotations)
+        self.latest_pods.wrote(patched)
+        return patched is not None
 
     def saw_certificate(self, endpoint: tuple[str, int], certificate_sha256: str) -> None:
         """A pinned connection to ``endpoint`` succeeded just now (see :attr:`pinned`)."""

@@ -82,11 +82,13 @@ async def patch_pod_condition(
     return await _patch_or_none(api, url, {"status": {"conditions": [condition]}}, STRATEGIC_PATCH)
 
 
-async def annotate_pod(api: Kube, namespace: str, name: str, annotations: dict[str, str]) -> bool:
-    """Merge ``annotations`` into a pod's; False if the pod is gone."""
+async def annotate_pod(
+    api: Kube, namespace: str, name: str, annotations: dict[str, str]
+) -> dict[str, Any] | None:
+    """Merge ``annotations`` into a pod's; the pod as patched, None if it is gone."""
     url = path("v1", "pods", namespace=namespace, name=name)
     patch = {"metadata": {"annotations": annotations}}
-    return await _patch_or_none(api, url, patch, MERGE_PATCH) is not None
+    return await _patch_or_none(api, url, patch, MERGE_PATCH)
 
 
 async def delete_worker(api: Kube, namespace: str, name: str) -> bool:

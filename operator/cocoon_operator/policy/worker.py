@@ -14,6 +14,7 @@ from cocoon_operator.api.conditions import ConditionType, Phase, Reason
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, FUNDING_MINIMUM_DEFAULT, ConditionStatus
 from cocoon_operator.policy.conditions import Observed
+from cocoon_operator.policy.payouts import PayoutIntent
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
@@ -39,6 +40,7 @@ class PodFacts:
     started_at: str | None = None  # status.startTime
     drain_started: str | None = None  # when the operator began stopping this pod's worker
     payout_requested: bool = False
+    payout_intent: PayoutIntent | None = None  # a payout about to be asked for, or asked
     uid: str | None = None
     resource_version: str | None = None  # of the copy these facts were taken from
 

@@ -8,11 +8,13 @@ from typing import Any
 from cocoon_operator.api.v1alpha1 import ConditionStatus
 from cocoon_operator.desired.launcher import (
     ANNOTATION_DRAIN_STARTED,
+    ANNOTATION_PAYOUT_INTENT,
     ANNOTATION_PAYOUT_REQUESTED,
     LABEL_INSTANCE,
     LABEL_REVISION,
     READINESS_GATE,
 )
+from cocoon_operator.policy.payouts import parse_intent
 from cocoon_operator.policy.worker import PodFacts
 
 
@@ -58,4 +60,5 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         started_at=status.get("startTime"),
         drain_started=annotations.get(ANNOTATION_DRAIN_STARTED),
         payout_requested=ANNOTATION_PAYOUT_REQUESTED in annotations,
+        payout_intent=parse_intent(annotations.get(ANNOTATION_PAYOUT_INTENT)),
     )

@@ -131,6 +131,7 @@ class SimulatorConfig:
     rotate_every: timedelta | None = None  # COCOON refreshes its RA-TLS key hourly
     quote_version: int = 4
     faults: Faults = field(default_factory=Faults)
+    name: str = ""  # what the log calls this worker (the agent: namespace/pod/uid)
 
     def __post_init__(self) -> None:
         _check_loopback(self.host)
@@ -548,7 +549,10 @@ class WorkerSimulator:
         return _short_answer(f"coefficient set to {per_mille / 1000:g}")
 
     async def _payout(self, request: web.Request) -> web.StreamResponse:
-        answer = self.state.request_payout(request.query.get("proxy", ""), self._clock())
+        proxy = request.query.get("proxy", "")
+        answer = self.state.request_payout(proxy, self._clock())
+        # One line per request: the crash tests count the payouts each pod made.
+        log.info("payout of %s from proxy %s: %s", self.config.name or "worker", proxy, answer)
         return _short_answer(answer)
 
     async def _certificate(self, request: web.Request) -> web.StreamResponse:

@@ -144,6 +144,7 @@ def simulator_config(
         # One node wallet per worker, as one node_wallet_key per worker gives.
         wallet_label=f"{worker.namespace}/{worker.worker}",
         faults=faults or Faults(),
+        name=worker.key,
         **extra,
     )
 

@@ -6,7 +6,8 @@ import functools
 import json
 import re
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -60,6 +61,10 @@ class WorkerStats:
     coefficient: int | None  # per-mille, as configured in the worker
     active_requests: int | None  # requests in flight, when the worker reports it
     proxies: tuple[str, ...] = ()  # proxy contract addresses, for payouts
+    # Per proxy address: payouts completed, and those with a payout running now
+    # (a payout asked for before a crash is recognised by them).
+    proxy_payouts: Mapping[str, int] = field(default_factory=dict)
+    running_payouts: frozenset[str] = frozenset()
 
 
 def _int(doc: dict[str, Any], key: str) -> int:
@@ -91,6 +96,7 @@ def parse_stats(doc: Any) -> WorkerStats:
     if not isinstance(address, str) or not address:
         raise WorkerStatsError("jsonstats has no wallet address")
     proxy_docs = [p for p in proxies if isinstance(p, dict)]
+    named = [p for p in proxy_docs if isinstance(p.get("proxy_sc_address"), str)]
     return WorkerStats(
         wallet_address=address,
         enabled=status.get("enabled") is True,
@@ -102,8 +108,10 @@ def parse_stats(doc: Any) -> WorkerStats:
         payout_running=any(p.get("running_request") is True for p in proxy_docs),
         coefficient=_optional_int(doc.get("localconfig"), "coefficient"),
         active_requests=_optional_int(status, "active_requests"),
-        proxies=tuple(
-            p["proxy_sc_address"] for p in proxy_docs if isinstance(p.get("proxy_sc_address"), str)
+        proxies=tuple(p["proxy_sc_address"] for p in named),
+        proxy_payouts={p["proxy_sc_address"]: _int(p, "payouts") for p in named},
+        running_payouts=frozenset(
+            p["proxy_sc_address"] for p in named if p.get("running_request") is True
         ),
     )
 

@@ -50,6 +50,20 @@ def test_token_counts_are_summed_over_proxies() -> None:
     assert stats.payout_running and not stats.model_listed
 
 
+def test_payouts_are_also_read_per_proxy_address() -> None:
+    a, b = "0:" + "01" * 32, "0:" + "02" * 32
+    proxies = [
+        {"proxy_sc_address": a, "payouts": 3},
+        {"proxy_sc_address": b, "payouts": 0, "running_request": True},
+        {"payouts": 7, "running_request": True},  # no address: nobody to ask or match
+    ]
+    stats = parse_stats(doc(proxies=proxies))
+    assert stats.proxies == (a, b)
+    assert stats.proxy_payouts == {a: 3, b: 0}
+    assert stats.running_payouts == {b}
+    assert (stats.payouts, stats.payout_running) == (10, True)  # the sums count every proxy
+
+
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
