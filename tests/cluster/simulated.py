@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cocoon_operator.simulator import payout_requests
 from tests.cluster.operator import REPO, stop_process
 from tests.cluster.test_admission import example_worker
 
@@ -28,10 +28,6 @@ def first_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
     return info
 
 
-# What the simulated worker logs for each payout request (simulator/_server.py).
-PAYOUT_LINE = re.compile(r"payout of (?P<pod>\S+) from proxy (?P<proxy>\S+): (?P<answer>.*)$")
-
-
 @dataclass(frozen=True)
 class Agent:
     pccs_url: str
@@ -42,12 +38,7 @@ class Agent:
     def payout_answers(self) -> dict[tuple[str, str], list[str]]:
         """Every payout request the simulated workers were asked, by (namespace/pod/uid,
         proxy): their answers in order ("request sent" is a payout made, and paid for)."""
-        out: dict[tuple[str, str], list[str]] = {}
-        for line in self.log.read_text(errors="replace").splitlines():
-            found = PAYOUT_LINE.search(line)
-            if found:
-                out.setdefault((found["pod"], found["proxy"]), []).append(found["answer"])
-        return out
+        return payout_requests(self.log.read_text(errors="replace"))
 
     def operator_args(self) -> tuple[str, ...]:
         """What the operator needs to trust the agent's test PKIs (explicitly)."""

@@ -31,6 +31,7 @@ from cocoon_operator.simulator._server import (
     Faults,
     SimulatorConfig,
     WorkerSimulator,
+    payout_requests,
     start_simulator,
     worker_http_port,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "WorkerState",
     "fetch_peer_certificate",
     "friendly_address",
+    "payout_requests",
     "start_simulator",
     "tamper_quote",
     "worker_http_port",

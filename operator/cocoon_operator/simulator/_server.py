@@ -9,6 +9,7 @@ import hashlib
 import html
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,22 @@ from cocoon_operator.simulator._state import (
 )
 
 log = logging.getLogger(__name__)
+
+# The line logged for each payout request, and its reader (:func:`payout_requests`).
+PAYOUT_LOG = "payout of %s from proxy %s: %s"
+_PAYOUT_LINE = re.compile(r"payout of (?P<name>\S+) from proxy (?P<proxy>\S+): (?P<answer>.*)$")
+
+
+def payout_requests(log_text: str) -> dict[tuple[str, str], list[str]]:
+    """Every payout request a log of simulators records, by (``SimulatorConfig.name``,
+    proxy): the answers in order ("request sent" is a payout made, and paid for)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for line in log_text.splitlines():
+        found = _PAYOUT_LINE.search(line)
+        if found:
+            out.setdefault((found["name"], found["proxy"]), []).append(found["answer"])
+    return out
+
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca:" + "5e" * 32
 DEFAULT_RELEASE = "cocoon-simulator-release"
@@ -552,7 +569,7 @@ class WorkerSimulator:
         proxy = request.query.get("proxy", "")
         answer = self.state.request_payout(proxy, self._clock())
         # One line per request: the crash tests count the payouts each pod made.
-        log.info("payout of %s from proxy %s: %s", self.config.name or "worker", proxy, answer)
+        log.info(PAYOUT_LOG, self.config.name or "worker", proxy, answer)
         return _short_answer(answer)
 
     async def _certificate(self, request: web.Request) -> web.StreamResponse:

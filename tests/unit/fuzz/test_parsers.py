@@ -17,6 +17,7 @@ from cocoon_operator.attestation import (
     parse_tdx_quote,
 )
 from cocoon_operator.attestation.errors import AttestationError
+from cocoon_operator.policy.payouts import UNREADABLE, PayoutIntent, parse_intent
 from cocoon_operator.ton.address import parse_address
 from cocoon_operator.ton.errors import AddressError
 from cocoon_operator.workerapi import WorkerStatsError, parse_stats
@@ -120,3 +121,23 @@ def test_worker_stats_parser(doc: object) -> None:
         parse_stats(json.loads(json.dumps(doc)))
     except WorkerStatsError as exc:
         assert str(exc)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), json_values.map(json.dumps)))
+def test_payout_intent_annotation_parser(raw: str) -> None:
+    """Anyone may edit the annotation: whatever it holds reads as an intent, or as
+    the unreadable one that asks nobody; never as an exception."""
+    intent = parse_intent(raw)
+    assert intent is not None
+    if intent is not UNREADABLE:
+        assert isinstance(intent.purpose, str)
+        assert all(type(v) is int for v in intent.before.values())
+        assert parse_intent(intent.to_annotation()) == intent
+
+
+@FUZZ
+@given(st.text(max_size=40), st.dictionaries(st.text(max_size=48), st.integers(0, 2**40)))
+def test_payout_intent_reads_back_as_written(purpose: str, before: dict[str, int]) -> None:
+    intent = PayoutIntent(purpose, before)
+    assert parse_intent(intent.to_annotation()) == intent

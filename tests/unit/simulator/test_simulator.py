@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from cocoon_operator.simulator import (
     SimulatorConfig,
     WorkerSimulator,
     fetch_peer_certificate,
+    payout_requests,
     start_simulator,
     worker_http_port,
 )
@@ -156,8 +158,12 @@ async def test_tampered_evidence_fails_with_quote_signature(
 
 
 async def test_control_endpoints_change_jsonstats(
-    sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    sim: WorkerSimulator,
+    http: aiohttp.ClientSession,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="cocoon_operator.simulator")
     base = sim.http_url
     stats = await _json(http, f"{base}/jsonstats")
     assert stats["status"]["enabled"] is True
@@ -191,6 +197,11 @@ async def test_control_endpoints_change_jsonstats(
     assert "proxy not found" in await _text(http, f"{base}/request/payout?proxy=unknown")
     assert "request sent" in await _text(http, f"{base}/request/payout?proxy={address}")
     assert "already running" in await _text(http, f"{base}/request/payout?proxy={address}")
+    # Each request is logged, and read back as the crash tests count payouts.
+    assert payout_requests(caplog.text) == {
+        ("worker", "unknown"): ["proxy not found"],
+        ("worker", address): ["request sent", "request is already running"],
+    }
     stats = await _json(http, f"{base}/jsonstats")
     assert stats["proxies"][0]["running_request"] is True
     assert stats["proxies"][0]["expected_cached_out_tokens"] == 1000
