@@ -1,11 +1,20 @@
-"""Earnings are written when first seen, then at most every 15 minutes."""
+"""Earnings are written when first seen, then at most every 15 minutes; payouts when
+due; node wallet balances read less often while they hold."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
-from cocoon_operator.policy.chain import EARNINGS_WRITE_SECONDS, earnings_due, payout_due
+from cocoon_operator.policy.chain import (
+    EARNINGS_WRITE_SECONDS,
+    BalanceReading,
+    balance_read_due,
+    earnings_due,
+    next_reading,
+    payout_due,
+)
+from cocoon_operator.ton.amounts import Nanoton
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -62,3 +71,44 @@ def test_a_persons_payout_request_is_acted_upon_once_per_value() -> None:
     policy = PayoutPolicy(minimum_unpaid_tokens=10)
     why = payout_due(policy, unpaid_tokens=12, running=False, requested="t1", handled="t1")
     assert why == "12 unpaid tokens >= spec.payout.minimumUnpaidTokens (10)"
+
+
+ADDRESS = "0:" + "ab" * 32
+MINIMUM = 5 * 10**9
+INTERVAL = 30.0
+
+
+def readings_over(balances: list[int], *, checks: int) -> list[int]:
+    """The checks (0, 1, ...) at which the balance is read, ``balances[i]`` being what
+    the chain holds at check i (the last one from then on)."""
+    last: BalanceReading | None = None
+    read_at = []
+    for i in range(checks):
+        now = NOW + timedelta(seconds=i * INTERVAL)
+        if balance_read_due(last, address=ADDRESS, minimum=MINIMUM, now=now, interval=INTERVAL):
+            held = Nanoton(balances[min(i, len(balances) - 1)])
+            last = next_reading(last, ADDRESS, held, now)
+            read_at.append(i)
+    return read_at
+
+
+def test_a_balance_that_holds_is_read_at_doubling_intervals_up_to_ten_checks() -> None:
+    assert readings_over([10 * 10**9], checks=60) == [0, 1, 3, 7, 15, 25, 35, 45, 55]
+
+
+def test_a_balance_that_moves_is_read_at_every_check_again() -> None:
+    spend = [10 * 10**9] * 7 + [9 * 10**9]  # the worker spends between checks 6 and 7
+    assert readings_over(spend, checks=12) == [0, 1, 3, 7, 8, 10]
+
+
+def test_a_balance_below_the_minimum_is_read_at_every_check() -> None:
+    assert readings_over([MINIMUM - 1], checks=6) == [0, 1, 2, 3, 4, 5]
+
+
+def test_another_address_is_read_at_once() -> None:
+    last = BalanceReading(ADDRESS, Nanoton(10 * 10**9), NOW, unchanged=4)
+    soon = NOW + timedelta(seconds=INTERVAL)
+    assert not balance_read_due(last, address=ADDRESS, minimum=MINIMUM, now=soon, interval=30)
+    other = "0:" + "cd" * 32  # a new VM, a new node wallet
+    assert balance_read_due(last, address=other, minimum=MINIMUM, now=soon, interval=30)
+    assert next_reading(last, other, Nanoton(10 * 10**9), soon).unchanged == 0

@@ -68,7 +68,13 @@ from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
-from cocoon_operator.policy.chain import earnings_due, payout_due
+from cocoon_operator.policy.chain import (
+    BalanceReading,
+    balance_read_due,
+    earnings_due,
+    next_reading,
+    payout_due,
+)
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import Observed
@@ -242,6 +248,9 @@ class Chain:
     lists: AllowListReader
     settlers: list[asyncio.Task[None]] = field(default_factory=list)
     registrar: Registrar | None = None
+    check_seconds: float = 30.0
+    # Each worker's last balance reading (see policy.chain.balance_read_due).
+    balances: dict[tuple[str, str], BalanceReading] = field(default_factory=dict)
 
 
 async def read_lists(state: Chain, observed: Observed) -> Observed:
@@ -313,7 +322,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         registrar = Registrar(ton, owner)
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
-    state = Chain(ton, batcher, lists, settlers, registrar)
+    state = Chain(ton, batcher, lists, settlers, registrar, options.check_seconds)
     memo["chain"] = state
     hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(state, obs)  # noqa: E731
     memo["allowlists"] = hook
@@ -342,10 +351,58 @@ def _attested_pod(pods: list[PodFacts], rev: str) -> PodFacts | None:
     return None
 
 
+async def _read_wallet(
+    state: Chain,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    certificate_sha256: str,
+    *,
+    key: tuple[str, str],
+    deps: Deps,
+    now: dt.datetime,
+    logger: Logger,
+) -> tuple[WorkerStats, BalanceReading] | None:
+    """The worker's stats over the attested channel, and its node wallet's balance:
+    read from the chain when due (:func:`~cocoon_operator.policy.chain.balance_read_due`),
+    else the last reading. None when either could not be read (logged)."""
+    endpoint = pod.ratls_endpoint()
+    assert endpoint is not None  # an attested pod runs at a known address
+    try:
+        # Urgent until the worker is Ready: this reading may make it so. The
+        # slot is not held while a top-up is awaited (by the caller).
+        async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
+            stats = await fetch_stats(*endpoint, certificate_sha256=certificate_sha256)
+            deps.saw_certificate(endpoint, certificate_sha256)
+            address = normalize_address(stats.wallet_address)
+            last = state.balances.get(key)
+            minimum = worker.spec.funding.minimum
+            interval = state.check_seconds
+            if last is not None and not balance_read_due(
+                last, address=address, minimum=minimum, now=now, interval=interval
+            ):
+                return stats, last
+            with deps.metrics.chain_seconds.labels("getAddressBalance").time():
+                balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        deps.metrics.chain_errors.labels("getAddressBalance").inc()
+        logger.warning("chain check of %s/%s: %s", *key, exc)
+        return None
+    except (WorkerStatsError, OSError, TimeoutError) as exc:
+        logger.warning("chain check of %s/%s: %s", *key, exc)
+        return None
+    reading = state.balances[key] = next_reading(last, address, balance, now)
+    return stats, reading
+
+
 async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """One worker's chain facts, and a top-up when it is due."""
     state: Chain | None = memo.get("chain")
-    if state is None or body["metadata"].get("deletionTimestamp"):
+    if state is None:
+        return
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if meta.get("deletionTimestamp"):
+        state.balances.pop(key, None)
         return
     deps: Deps = memo["deps"]
     body = deps.fresh(body)
@@ -354,7 +411,6 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     except ValidationError:
         return
     meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
     rev = revision(worker.spec)
     pod = _attested_pod(deps.worker_pods(kwargs["launcher_pods"], *key), rev)
     summary = worker.status.attestation
@@ -371,25 +427,14 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     if pod is None or summary is None or not summary.certificate_sha256:
         return
-    endpoint = pod.ratls_endpoint()
-    assert endpoint is not None  # an attested pod runs at a known address
     now = deps.clock()
-    try:
-        # Urgent until the worker is Ready: this reading may make it so. The
-        # slot is not held while a top-up is awaited (below).
-        async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            stats = await fetch_stats(*endpoint, certificate_sha256=summary.certificate_sha256)
-            deps.saw_certificate(endpoint, summary.certificate_sha256)
-            address = normalize_address(stats.wallet_address)
-            with deps.metrics.chain_seconds.labels("getAddressBalance").time():
-                balance = await state.ton.get_address_balance(address)
-    except TonError as exc:
-        deps.metrics.chain_errors.labels("getAddressBalance").inc()
-        logger.warning("chain check of %s/%s: %s", *key, exc)
+    read = await _read_wallet(
+        state, worker, pod, summary.certificate_sha256, key=key, deps=deps, now=now, logger=logger
+    )
+    if read is None:
         return
-    except (WorkerStatsError, OSError, TimeoutError) as exc:
-        logger.warning("chain check of %s/%s: %s", *key, exc)
-        return
+    stats, held = read
+    address, balance = held.address, held.balance
     # The same reading tells the coefficient check whether it has anything to do.
     deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
     await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
@@ -400,7 +445,10 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         note, balance = await _top_up(
             state, worker.spec.funding, key, address, balance, logger=logger
         )
-    wallet = WalletStatus(address=address, balance=balance, funding=note, checked_at=rfc3339(now))
+        held = state.balances[key] = next_reading(held, address, balance, now)
+    wallet = WalletStatus(
+        address=address, balance=balance, funding=note, checked_at=rfc3339(held.read_at)
+    )
     deps.metrics.balance.labels(*key).set(balance)
     deps.metrics.earned_tokens.labels(*key).set(stats.earned_tokens)
     earnings = EarningsStatus(

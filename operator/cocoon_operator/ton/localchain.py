@@ -39,7 +39,7 @@ import importlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -575,6 +575,9 @@ class LocalChainApi:
     def __init__(self, chain: LocalChain) -> None:
         self.chain = chain
         self._lock = asyncio.Lock()
+        # Answered calls by method, served at /local/calls: what a client (the
+        # operator, in the fleet benchmark) asked of the chain.
+        self.calls: Counter[str] = Counter()
 
     def _address(self, params: dict[str, Any]) -> Address:
         try:
@@ -624,6 +627,7 @@ class LocalChainApi:
         handler = handlers.get(method)
         if handler is None:
             raise _ApiError(404, f"unknown method {method}")
+        self.calls[method] += 1
         async with self._lock:
             return handler(params)
 
@@ -753,10 +757,14 @@ def build_app(chain: LocalChain, *, api_key: str | None = None) -> web.Applicati
             return reply(exc.status, {"ok": False, "error": exc.message, "code": exc.status})
         return reply(200, {"ok": True, "result": result})
 
+    async def handle_calls(_request: web.Request) -> web.Response:
+        return reply(200, {"ok": True, "result": dict(api.calls)})
+
     app = web.Application()
     app.router.add_route("GET", "/api/v2/{method}", handle)
     app.router.add_route("POST", "/api/v2/{method}", handle)
     app.router.add_route("POST", "/local/mint", handle_mint)
+    app.router.add_route("GET", "/local/calls", handle_calls)
     return app
 
 
@@ -772,6 +780,11 @@ class RunningLocalChain:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.port}/api/v2"
+
+    @property
+    def calls_url(self) -> str:
+        """Where the API calls answered so far are counted, by method (not TON's API)."""
+        return f"http://{self.host}:{self.port}/local/calls"
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -885,6 +898,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {
                     **root,
                     "api_url": running.api_url,
+                    "calls_url": running.calls_url,
                     "genesis_wallet": wallet.address.to_friendly(bounceable=False),
                     "genesis_wallet_raw": wallet.address.to_raw(),
                     "genesis_wallet_v5r1_raw": wallet_v5.address.to_raw(),

@@ -3,6 +3,7 @@
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 # No skip: the local chain needs libemulator from the pytvm wheel, which the
@@ -227,6 +228,27 @@ async def test_get_method_errors_and_pagination(
     )
     assert again == [deploy_tx]
     assert await client.get_transactions(genesis.address, to_lt=deploy_tx.transaction_id.lt) == []
+
+
+async def test_answered_calls_are_counted_by_method(
+    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+) -> None:
+    running, client, _clock, _key, genesis = env
+    before = await _calls(running)
+    await client.get_address_balance(genesis.address)
+    await client.get_address_balance(genesis.address)
+    await client.get_wallet_information(genesis.address)
+    after = await _calls(running)
+    assert after.get("getAddressBalance", 0) - before.get("getAddressBalance", 0) == 2
+    assert after.get("getWalletInformation", 0) - before.get("getWalletInformation", 0) == 1
+    assert sum(after.values()) - sum(before.values()) == 3
+
+
+async def _calls(running: RunningLocalChain) -> dict[str, int]:
+    async with aiohttp.ClientSession() as http, http.get(running.calls_url) as resp:
+        doc = await resp.json()
+    calls: dict[str, int] = doc["result"]
+    return calls
 
 
 async def test_api_key_enforced() -> None:
