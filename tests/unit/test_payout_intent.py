@@ -31,6 +31,7 @@ def test_an_intent_reads_back_as_written() -> None:
         '{"for": "final", "before": []}',
         '{"for": "final", "before": {"0:aa": "2"}}',
         '{"for": "final", "before": {"0:aa": true}}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser recurses
     ],
 )
 def test_an_intent_that_cannot_be_read_stands_for_any_purpose(raw: str) -> None:

@@ -91,7 +91,7 @@ class Collateral:
         """Parse the dcap-qvl collateral JSON. Raises :class:`CollateralFormatError`."""
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep
             raise CollateralFormatError(f"collateral is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise CollateralFormatError("collateral JSON must be an object")
@@ -136,7 +136,7 @@ class Collateral:
             fmspc = str(tcb["fmspc"]).upper()
             tee = str(tcb.get("id", "SGX"))
             eval_number = tcb.get("tcbEvaluationDataNumber")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CollateralFormatError(f"TCB info / QE identity unreadable: {exc}") from exc
         ca = ""
         for what, der in (("root_ca_crl", self.root_ca_crl), ("pck_crl", self.pck_crl)):
@@ -342,7 +342,7 @@ class PccsCollateralSource:
             qe_text = qe_body.decode("utf-8")
             tcb_sig = bytes.fromhex(json.loads(tcb_text)["signature"])
             qe_sig = bytes.fromhex(json.loads(qe_text)["signature"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CollateralFetchError(f"malformed TCB info / QE identity response: {exc}") from exc
         return Collateral(
             pck_crl_issuer_chain=self._chain(crl_headers, "SGX-PCK-CRL-Issuer-Chain"),

@@ -56,7 +56,7 @@ class EngineReport:
             return {}
         try:
             doc = json.loads(self.details())
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         return doc if isinstance(doc, dict) else {}
 

@@ -119,7 +119,7 @@ def read_vms(host: HostView) -> list[VmRecord]:
             raw = json.loads(f.read_text())
             raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), int(raw["instance"]))
             vms.append(VmRecord.model_validate(raw))
-        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ValidationError, RecursionError) as exc:
             # A half-written or foreign file: say so, report the rest.
             log.warning("ignoring launcher state file %s: %s", f.name, exc)
     return vms

@@ -57,7 +57,7 @@ def parse_intent(raw: str | None) -> PayoutIntent | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # an annotation may nest 128 K levels deep
         return UNREADABLE
     if not isinstance(doc, dict):
         return UNREADABLE

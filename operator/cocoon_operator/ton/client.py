@@ -628,7 +628,7 @@ class TonClient:
 
         try:
             body: Json = json.loads(response.body) if response.body else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
             body = None
         if response.status >= 400 or (isinstance(body, dict) and body.get("ok") is False):
             error = self._error_for(response.status, body, api_method)

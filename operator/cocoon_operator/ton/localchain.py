@@ -729,7 +729,7 @@ def build_app(chain: LocalChain, *, api_key: str | None = None) -> web.Applicati
         if request.method == "POST" and request.can_read_body:
             try:
                 body = await request.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise _ApiError(400, "body is not JSON") from None
             if not isinstance(body, dict):
                 raise _ApiError(400, "body must be a JSON object")

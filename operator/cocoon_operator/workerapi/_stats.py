@@ -170,7 +170,7 @@ class WorkerClient:
         text = await self._get("/jsonstats")
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
         return parse_stats(doc)
 
@@ -180,7 +180,7 @@ class WorkerClient:
         text = await self._get("/attestation/gpu", {"nonce": nonce.hex()})
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise WorkerStatsError(f"GPU evidence is not JSON: {exc}") from None
         return parse_gpu_evidence(doc)
 

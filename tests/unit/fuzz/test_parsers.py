@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,11 +17,11 @@ from cocoon_operator.attestation import (
     parse_spdm_measurements,
     parse_tdx_quote,
 )
-from cocoon_operator.attestation.errors import AttestationError
+from cocoon_operator.attestation.errors import AttestationError, CollateralFormatError
 from cocoon_operator.policy.payouts import UNREADABLE, PayoutIntent, parse_intent
 from cocoon_operator.ton.address import parse_address
 from cocoon_operator.ton.errors import AddressError
-from cocoon_operator.workerapi import WorkerStatsError, parse_stats
+from cocoon_operator.workerapi import WorkerClient, WorkerStatsError, parse_stats
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "attestation"
 QUOTE = (FIXTURES / "tdx" / "dcap-qvl" / "tdx_quote").read_bytes()
@@ -141,3 +142,30 @@ def test_payout_intent_annotation_parser(raw: str) -> None:
 def test_payout_intent_reads_back_as_written(purpose: str, before: dict[str, int]) -> None:
     intent = PayoutIntent(purpose, before)
     assert parse_intent(intent.to_annotation()) == intent
+
+
+# Two kilobytes of brackets are deeper than Python's JSON parser recurses: its
+# RecursionError is no ValueError, and used to escape every parser below.
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def test_collateral_nested_too_deep_is_a_collateral_format_error() -> None:
+    with pytest.raises(CollateralFormatError, match="not JSON"):
+        Collateral.from_json(DEEP)
+    doc = json.loads(COLLATERAL)
+    doc["tcb_info"] = DEEP
+    with pytest.raises(CollateralFormatError, match="unreadable"):
+        _ = Collateral.from_json(json.dumps(doc)).info
+
+
+async def test_worker_documents_nested_too_deep_are_worker_stats_errors() -> None:
+    async def deep(_path: str, _params: object = None) -> str:
+        return DEEP
+
+    client = WorkerClient("127.0.0.1", 1, certificate_sha256="00" * 32)
+    client._get = deep  # type: ignore[method-assign]  # the worker's answer, without a worker
+    async with client:
+        with pytest.raises(WorkerStatsError, match="jsonstats is not JSON"):
+            await client.stats()
+        with pytest.raises(WorkerStatsError, match="GPU evidence is not JSON"):
+            await client.gpu_evidence(b"\x00" * 32)

@@ -134,5 +134,6 @@ def test_a_half_written_state_file_is_skipped_and_the_rest_reported(
         pid=vm_process.pid,
     )
     (root / "run/cocoon/instance-5.json").write_text('{"instance": 5, "pid"')
+    (root / "run/cocoon/instance-6.json").write_text("[" * 5000 + "]" * 5000)  # too deep
     vms = probe("node-a", HostView(root), all_reachable).vms
     assert [v.instance for v in vms] == [3]

@@ -312,6 +312,10 @@ async def test_malformed_response() -> None:
     client, _, _ = make_client(sequence(HttpResponse(200, b"not json")))
     with pytest.raises(TonResponseError):
         await client.get_address_balance(ADDR)
+    # Nested deeper than the JSON parser recurses (2 KB do it): refused the same way.
+    client, _, _ = make_client(sequence(HttpResponse(200, b"[" * 5000 + b"]" * 5000)))
+    with pytest.raises(TonResponseError):
+        await client.get_address_balance(ADDR)
     client, _, _ = make_client(sequence(ok({"balance": "-5", "state": "active"})))
     with pytest.raises(TonResponseError):
         await client.get_address_information(ADDR)
