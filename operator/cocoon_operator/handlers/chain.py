@@ -55,7 +55,7 @@ from cocoon_operator.funding import (
     settle_forever,
 )
 from cocoon_operator.handlers.checks import Check
-from cocoon_operator.handlers.payouts import ask_for_payouts
+from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.worker import (
     Deps,
@@ -500,10 +500,7 @@ async def _payout_if_due(
                     deps, meta["namespace"], pod, w, stats, purpose=person
                 )
             else:
-                answers = []
-                for proxy in stats.proxies:
-                    answers.append(f"{proxy}: {await w.payout(proxy)}")
-                    deps.metrics.payout_requests.inc()
+                answers = await ask_proxies(deps, w, stats.proxies)
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         # Asked again at the next check: a person's request stays unhandled.
         logger.warning(

@@ -10,6 +10,8 @@ either side of the requests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cocoon_operator.desired.launcher import ANNOTATION_PAYOUT_INTENT
 from cocoon_operator.funding import failpoint
 from cocoon_operator.handlers.worker import Deps
@@ -41,9 +43,16 @@ async def ask_for_payouts(
         if not recorded:
             return [f"pod {pod.name} is gone: nobody asked"]
         failpoint("payout.after-intent")
-    answers = []
-    for proxy in plan.ask:
-        answers.append(f"{proxy}: {await client.payout(proxy)}")
-        deps.metrics.payout_requests.inc()
+    answers = await ask_proxies(deps, client, plan.ask)
     failpoint("payout.after-send")
     return answers + [f"{proxy}: {why}" for proxy, why in plan.not_asked.items()]
+
+
+async def ask_proxies(deps: Deps, client: WorkerClient, proxies: Sequence[str]) -> list[str]:
+    """Ask each of ``proxies`` for a payout, one after another; a line per proxy with
+    the worker's answer (counted in ``cocoon_payout_requests_total`` as it goes)."""
+    answers = []
+    for proxy in proxies:
+        answers.append(f"{proxy}: {await client.payout(proxy)}")
+        deps.metrics.payout_requests.inc()
+    return answers
