@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from cocoon_operator import jsondoc
 from cocoon_operator.attestation._time import parse_instant, utc
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ class Collateral:
     def from_json(cls, text: str | bytes) -> Collateral:
         """Parse the dcap-qvl collateral JSON. Raises :class:`CollateralFormatError`."""
         try:
-            doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep
+            doc = jsondoc.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise CollateralFormatError(f"collateral is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise CollateralFormatError("collateral JSON must be an object")
@@ -127,8 +128,8 @@ class Collateral:
     def info(self) -> CollateralInfo:
         """Parse the dates, FMSPC and CA. Raises :class:`CollateralFormatError`."""
         try:
-            tcb = json.loads(self.tcb_info)
-            qe = json.loads(self.qe_identity)
+            tcb = jsondoc.loads(self.tcb_info)
+            qe = jsondoc.loads(self.qe_identity)
             windows = [
                 ("tcb_info", parse_instant(tcb["issueDate"]), parse_instant(tcb["nextUpdate"])),
                 ("qe_identity", parse_instant(qe["issueDate"]), parse_instant(qe["nextUpdate"])),
@@ -136,7 +137,7 @@ class Collateral:
             fmspc = str(tcb["fmspc"]).upper()
             tee = str(tcb.get("id", "SGX"))
             eval_number = tcb.get("tcbEvaluationDataNumber")
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise CollateralFormatError(f"TCB info / QE identity unreadable: {exc}") from exc
         ca = ""
         for what, der in (("root_ca_crl", self.root_ca_crl), ("pck_crl", self.pck_crl)):
@@ -340,9 +341,9 @@ class PccsCollateralSource:
         try:
             tcb_text = tcb_body.decode("utf-8")
             qe_text = qe_body.decode("utf-8")
-            tcb_sig = bytes.fromhex(json.loads(tcb_text)["signature"])
-            qe_sig = bytes.fromhex(json.loads(qe_text)["signature"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            tcb_sig = bytes.fromhex(jsondoc.loads(tcb_text)["signature"])
+            qe_sig = bytes.fromhex(jsondoc.loads(qe_text)["signature"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CollateralFetchError(f"malformed TCB info / QE identity response: {exc}") from exc
         return Collateral(
             pck_crl_issuer_chain=self._chain(crl_headers, "SGX-PCK-CRL-Issuer-Chain"),

@@ -11,7 +11,6 @@ Intel root is never used).
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
+from cocoon_operator import jsondoc
 from cocoon_operator.attestation._collateral import Collateral
 from cocoon_operator.attestation._time import epoch_seconds
 from cocoon_operator.attestation.errors import (
@@ -55,8 +55,8 @@ class EngineReport:
         if self.details is None:
             return {}
         try:
-            doc = json.loads(self.details())
-        except (ValueError, RecursionError):
+            doc = jsondoc.loads(self.details())
+        except ValueError:
             return {}
         return doc if isinstance(doc, dict) else {}
 

@@ -14,7 +14,6 @@ reported as not running.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from cocoon_operator import __version__
+from cocoon_operator import __version__, jsondoc
 from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
 from cocoon_operator.launcher import vm_running
 
@@ -116,10 +115,10 @@ def read_vms(host: HostView) -> list[VmRecord]:
     vms = []
     for f in files:
         try:
-            raw = json.loads(f.read_text())
+            raw = jsondoc.loads(f.read_text())
             raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), int(raw["instance"]))
             vms.append(VmRecord.model_validate(raw))
-        except (OSError, ValueError, KeyError, TypeError, ValidationError, RecursionError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             # A half-written or foreign file: say so, report the rest.
             log.warning("ignoring launcher state file %s: %s", f.name, exc)
     return vms

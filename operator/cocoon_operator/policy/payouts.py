@@ -26,6 +26,8 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Final
 
+from cocoon_operator import jsondoc
+
 # The purpose of a drain's payout; a person's request is named by its annotation value.
 FINAL: Final = "final"
 
@@ -56,8 +58,8 @@ def parse_intent(raw: str | None) -> PayoutIntent | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):  # an annotation may nest 128 K levels deep
+        doc = jsondoc.loads(raw)
+    except ValueError:
         return UNREADABLE
     if not isinstance(doc, dict):
         return UNREADABLE

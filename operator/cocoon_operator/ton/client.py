@@ -46,6 +46,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import aiohttp
 
+from cocoon_operator import jsondoc
+
 from .address import Address, normalize_address
 from .amounts import Nanoton, parse_nanoton
 from .errors import (
@@ -627,8 +629,8 @@ class TonClient:
             ) from None
 
         try:
-            body: Json = json.loads(response.body) if response.body else None
-        except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
+            body: Json = jsondoc.loads(response.body) if response.body else None
+        except (ValueError, UnicodeDecodeError):
             body = None
         if response.status >= 400 or (isinstance(body, dict) and body.get("ok") is False):
             error = self._error_for(response.status, body, api_method)

@@ -46,6 +46,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cocoon_operator import jsondoc
+
 from .address import Address, crc16_xmodem, to_address
 from .amounts import Nanoton, format_ton, nanoton, parse_nanoton, parse_ton
 from .cells import (
@@ -728,8 +730,8 @@ def build_app(chain: LocalChain, *, api_key: str | None = None) -> web.Applicati
         params: dict[str, Any] = dict(request.query)
         if request.method == "POST" and request.can_read_body:
             try:
-                body = await request.json()
-            except (ValueError, RecursionError):
+                body = await request.json(loads=jsondoc.loads)
+            except ValueError:
                 raise _ApiError(400, "body is not JSON") from None
             if not isinstance(body, dict):
                 raise _ApiError(400, "body must be a JSON object")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 import ssl
 from collections.abc import Mapping
@@ -11,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from cocoon_operator import jsondoc
 
 
 class WorkerStatsError(Exception):
@@ -169,8 +170,8 @@ class WorkerClient:
     async def stats(self) -> WorkerStats:
         text = await self._get("/jsonstats")
         try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            doc = jsondoc.loads(text)
+        except ValueError as exc:
             raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
         return parse_stats(doc)
 
@@ -179,8 +180,8 @@ class WorkerClient:
         workers that serve it support ``spec.attestation.gpu.mode: Verify``)."""
         text = await self._get("/attestation/gpu", {"nonce": nonce.hex()})
         try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as exc:
+            doc = jsondoc.loads(text)
+        except ValueError as exc:
             raise WorkerStatsError(f"GPU evidence is not JSON: {exc}") from None
         return parse_gpu_evidence(doc)
 
