@@ -34,7 +34,13 @@ from tests.cluster.simulated import (
     running_agent,
     running_local_chain,
 )
-from tests.cluster.test_chain import TARGET, balances, ready, treasury_seqno
+from tests.cluster.test_chain import (
+    TARGET,
+    balances,
+    killed_at_failpoint,
+    ready,
+    treasury_seqno,
+)
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
 from tests.cluster.wait import eventually
 
@@ -234,12 +240,7 @@ async def test_kill_9_after_a_registration_went_out_never_registers_twice(
     crash = {"COCOON_FAILPOINTS": "funding.after-send"}
     with running_operator(stack.kubeconfig, namespace, log, *args, env_extra=crash) as proc:
         await create_worker(api, namespace, "r0", registerOnRoot=True)
-
-        async def killed() -> bool:
-            return proc.poll() is not None
-
-        await eventually(killed, within=120, what="the operator killed at the failpoint")
-        assert proc.returncode == -9
+        await killed_at_failpoint(proc, within=120)
     [sent] = await registration_intents(api, namespace)
     assert sent["state"] == "pending"  # recorded, sent, never confirmed
 

@@ -112,6 +112,18 @@ async def ledger(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
     return intents
 
 
+async def killed_at_failpoint(
+    proc: Any, what: str = "the operator killed at the failpoint", *, within: float = 90
+) -> None:
+    """Wait for the operator started with ``$COCOON_FAILPOINTS`` to die there (SIGKILL)."""
+
+    async def killed() -> bool:
+        return proc.poll() is not None
+
+    await eventually(killed, within=within, what=what)
+    assert proc.returncode == -9, proc.returncode
+
+
 async def test_attested_workers_are_funded_once_and_become_ready(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
@@ -248,12 +260,7 @@ async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(
     ) as proc:
         for name in WORKERS:
             await create_worker(api, namespace, name)
-
-        async def killed() -> bool:
-            return proc.poll() is not None
-
-        await eventually(killed, within=90, what="the operator killed at the failpoint")
-        assert proc.returncode == -9
+        await killed_at_failpoint(proc)
     sent = await ledger(api, namespace)
     assert [i["state"] for i in sent] == ["pending"]  # recorded, sent, never confirmed
 
@@ -318,14 +325,6 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         assert [e.count or 1 for e in asks.items] == [1]
         assert f"requested ({asked})" in asks.items[0].message
         assert proc.poll() is None, log.read_text()[-3000:]
-
-
-async def killed_at_failpoint(proc: Any, what: str) -> None:
-    async def killed() -> bool:
-        return proc.poll() is not None
-
-    await eventually(killed, within=90, what=what)
-    assert proc.returncode == -9, proc.returncode
 
 
 async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
