@@ -25,7 +25,13 @@ SPEC: dict[str, Any] = {
     "release": {
         "version": "sim-1.0.0",
         "image": "registry.local/cocoon/launcher@sha256:" + "f" * 64,
-        "files": {"ovmf": "1" * 64, "kernel": "2" * 64, "initrd": "3" * 64},
+        "files": {
+            "ovmf": "1" * 64,
+            "image": "4" * 64,
+            "kernel": "2" * 64,
+            "initrd": "3" * 64,
+            "cmdline": "5" * 64,
+        },
     },
     "model": {
         "name": "Qwen/Qwen3-8B",

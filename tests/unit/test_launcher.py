@@ -56,11 +56,10 @@ def test_pod_requests_one_gpu_and_the_release_shape() -> None:
     resources = container(pod)["resources"]
     assert resources["requests"] == resources["limits"]
     assert resources["requests"][labels.PASSTHROUGH_GPU_RESOURCE] == "1"
-    assert resources["requests"]["hugepages-1Gi"] == "100Gi"
+    assert resources["requests"]["memory"] == "104Gi"  # 100 GiB of guest RAM and QEMU
     assert resources["requests"]["cpu"] == "33"
     args = container(pod)["args"]
-    assert "--vcpus=32" in args
-    assert "--memory-gib=100" in args
+    assert not any(a.startswith(("--vcpus", "--memory")) for a in args)  # cocoon-launch's
     assert f"--expect-kernel-sha256={spec().release.files.kernel}" in args
 
 
@@ -171,8 +170,29 @@ def test_worker_config_is_cocoons_node_section() -> None:
     assert "node_wallet_key" not in node
     assert "hf_token" not in node
     assert parsed["launcher"]["node_wallet_key_file"].startswith("/run/secrets/")
-    assert parsed["launcher"]["http_port"] == "12040"
-    assert parsed["launcher"]["guest_cid"] == "46"
+    assert not parsed.has_option("launcher", "http_port")  # cocoon-launch: 12000 + 10*i
+    assert node["fake_ton"] == "true"  # the local network: COCOON's fake-TON mode
+    assert not parsed.has_option("node", "ton_config")
+
+
+def test_a_real_network_names_the_ton_config_files_the_pod_mounts() -> None:
+    ton = {"liteservers": {"name": "ton", "key": "global.config.json"}}
+    s = spec(
+        network="testnet", ton=ton, ownerAddress="0QC4RczYnOZQ2jk4cRP5urfxNXstuKocJUDaPO8dtJWJH3wH"
+    )
+    parsed = configparser.ConfigParser(interpolation=None)
+    parsed.read_string(worker_config(s, InstanceSlot(0)))
+    assert parsed["node"]["ton_config"] == "/etc/cocoon/ton/global.config.json"
+    assert not parsed.has_option("node", "ton_config_base")  # the release's own
+    assert not parsed.has_option("node", "fake_ton")
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["ton-config"]["configMap"] == {
+        "name": "ton",
+        "items": [{"key": "global.config.json", "path": "global.config.json"}],
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container(pod)["volumeMounts"]}
+    assert mounts["ton-config"] == "/etc/cocoon/ton"
 
 
 def test_the_revision_is_the_digest_of_the_canonical_form_it_always_was() -> None:
@@ -184,4 +204,4 @@ def test_the_revision_is_the_digest_of_the_canonical_form_it_always_was() -> Non
         canonical = each.model_dump(mode="json", by_alias=True, include=set(_REVISION_FIELDS))
         digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
         assert revision(each) == digest[:10]
-    assert revision(spec()) == "33beacc2c7"
+    assert revision(spec()) == "4b097d3ec8"

@@ -162,15 +162,14 @@ def test_launcher_image_checks_every_download_and_release_file_it_takes() -> Non
     # QEMU's tarball only with the checksum given at build time (no default).
     assert 'echo "${QEMU_SHA256}  qemu.tar.xz" | sha256sum -c -' in runs
     assert 'test -n "${QEMU_SHA256}"' in runs
-    for name in ("OVMF.fd", "vmlinuz", "initrd.img"):
-        assert name in runs
-    assert "sha256sum -c" in runs.split("cd /opt/cocoon/release", 1)[1]
+    # COCOON's release tarball layout (scripts/prepare-release), every image file checked.
+    for name in ("OVMF.fd", "image.img", "image.vmlinuz", "image.initrd", "image.cmdline"):
+        assert f"  {name}" in runs
+    assert "sha256sum -c" in runs.split("cd /opt/cocoon/release/images/prod", 1)[1]
+    assert "spec/spec-worker/init" in runs
     # Where the launcher looks for them by default.
-    args = build_parser().parse_args(
-        ["launch", "--config=c", "--vcpus=1", "--memory-gib=1", "--disk-gib=1", "--machine=q35"]
-        + [f"--expect-{n}-sha256=x" for n in ("ovmf", "kernel", "initrd")]
-    )
-    assert args.release_dir == "/opt/cocoon/release"
+    args = build_parser().parse_args(["launch", "--config=c"])
+    assert args.release == "/opt/cocoon/release"
     final = _stages(instructions)[-1]
     assert [json.loads(r) for k, r in final if k == "ENTRYPOINT"] == [["cocoon-operator"]]
     env = " ".join(rest for kind, rest in final if kind == "ENV")

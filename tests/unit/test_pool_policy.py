@@ -107,7 +107,13 @@ TEMPLATE = WorkerTemplate.model_validate(
             "release": {
                 "version": "1",
                 "image": "r/l@sha256:" + "a" * 64,
-                "files": {"ovmf": "1" * 64, "kernel": "2" * 64, "initrd": "3" * 64},
+                "files": {
+                    "ovmf": "1" * 64,
+                    "image": "4" * 64,
+                    "kernel": "2" * 64,
+                    "initrd": "3" * 64,
+                    "cmdline": "5" * 64,
+                },
             },
             "model": {"name": "M/m", "commit": "4" * 40, "verityHash": "5" * 64},
             "ownerAddress": "0:" + "6" * 64,

@@ -91,12 +91,19 @@ class SecretKeyRef(Model):
 
 
 class ReleaseFiles(Model):
-    """SHA-256 digests of the release's measured files; a mismatch at launch
-    stops the VM before it starts, because the measurement would differ."""
+    """SHA-256 digests of the release's image files, as COCOON's release tarball names
+    them (``images/prod/``, ``scripts/prepare-release``). Each is measured or decides a
+    measurement: a mismatch at launch names the file and starts no VM."""
 
-    ovmf: Annotated[str, Field(pattern=HEX64, description="OVMF firmware (measured into MRTD)")]
-    kernel: Annotated[str, Field(pattern=HEX64, description="guest kernel (RTMR1)")]
-    initrd: Annotated[str, Field(pattern=HEX64, description="initrd (RTMR2)")]
+    ovmf: Annotated[str, Field(pattern=HEX64, description="OVMF.fd, the firmware (MRTD)")]
+    image: Annotated[
+        str, Field(pattern=HEX64, description="image.img, the read-only root disk (roothash)")
+    ]
+    kernel: Annotated[str, Field(pattern=HEX64, description="image.vmlinuz, the kernel (RTMR1)")]
+    initrd: Annotated[str, Field(pattern=HEX64, description="image.initrd (RTMR2)")]
+    cmdline: Annotated[
+        str, Field(pattern=HEX64, description="image.cmdline, the kernel command line (RTMR2)")
+    ]
 
 
 class Release(Model):
@@ -151,6 +158,44 @@ class ModelRef(Model):
     @property
     def cocoon_id(self) -> str:
         return f"{self.name}@{self.commit}:{self.verity_hash}"
+
+
+class ConfigMapKeyRef(Model):
+    """A key of a ConfigMap in the worker's namespace, mounted into the launcher Pod."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_LABEL)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class TonConfig(Model):
+    """How the guest reaches TON: COCOON reads files, not URLs (``cocoon-launch``
+    ``prepare_spec``: ``ton_config_base`` becomes the measured ``global.config.json``,
+    ``ton_config`` the unmeasured ``runtime/global.config.json`` whose liteservers the
+    guest merges in, ``reprodebian/cocoon-init/cocoon-render-ton-config``)."""
+
+    fake: Annotated[
+        bool,
+        Field(
+            description="COCOON's fake-TON mode (fake_ton: spec/fake-ton, cocoon_fake_ton on the"
+            " kernel command line): no TON at all; development networks only"
+        ),
+    ] = False
+    liteservers: Annotated[
+        ConfigMapKeyRef | None,
+        Field(
+            default=None,
+            description="global config with the liteservers to use (ton_config); required"
+            " unless fake",
+        ),
+    ] = None
+    base: Annotated[
+        ConfigMapKeyRef | None,
+        Field(
+            default=None,
+            description="blockchain constants (ton_config_base); measured into the image hash,"
+            " so leave unset to use the release's own spec/mainnet-base-ton-config.json",
+        ),
+    ] = None
 
 
 class GPUSelector(Model):
@@ -378,6 +423,18 @@ class WorkerSpecBase(Model):
                 ".network",
             ),
             _cel(
+                "self.network == 'local' || (has(self.ton) && (self.ton.fake"
+                " || has(self.ton.liteservers)))",
+                "spec.ton.liteservers is required on mainnet and testnet: COCOON reads its"
+                " liteserver config from a file (ton_config)",
+                ".ton",
+            ),
+            _cel(
+                "self.network != 'mainnet' || !has(self.ton) || !self.ton.fake",
+                "spec.ton.fake is for development networks, not mainnet",
+                ".ton",
+            ),
+            _cel(
                 "self.rootContractAddress == oldSelf.rootContractAddress",
                 "spec.rootContractAddress is immutable: it identifies the network the worker"
                 " is registered in",
@@ -410,6 +467,14 @@ class WorkerSpecBase(Model):
         ),
     ] = COEFFICIENT_DEFAULT
     hf_token_secret_ref: SecretKeyRef | None = None
+    ton: Annotated[
+        TonConfig | None,
+        Field(
+            default=None,
+            description="TON configuration files for the guest; on the local network, fake TON"
+            " when unset",
+        ),
+    ] = None
     gpu: GPUSelector = GPUSelector()
     funding: Funding = Funding()
     payout: PayoutPolicy = PayoutPolicy()
@@ -432,6 +497,14 @@ class CocoonWorkerSpec(WorkerSpecBase):
     """Desired state of one COCOON worker: one confidential VM with one GPU."""
 
     node_wallet_key_secret_ref: SecretKeyRef
+
+    @property
+    def ton_config(self) -> TonConfig:
+        """The TON files the guest gets: fake TON on the local network when none are named
+        (a real guest cannot reach the local chain's HTTP API; it speaks to liteservers)."""
+        if self.ton is not None:
+            return self.ton
+        return TonConfig(fake=self.network == Network.LOCAL)
 
 
 class ConditionStatus(StrEnum):

@@ -30,12 +30,18 @@ from cocoon_operator.api import labels
 from cocoon_operator.api.v1alpha1 import API_VERSION, KIND, CocoonWorkerSpec
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
+    MODELS_DIR,
     NODE_WALLET_KEY_FILE,
     PERSISTENT_DIR,
     SECRETS_DIR,
+    TON_BASE_CONFIG_DIR,
+    TON_BASE_CONFIG_FILE,
+    TON_CONFIG_DIR,
+    TON_CONFIG_FILE,
     InstanceSlot,
     worker_config,
 )
+from cocoon_operator.launcher._cocoon import GUEST_MEMORY_GIB, GUEST_VCPUS
 from cocoon_operator.policy.nodes import required_node_labels
 
 READINESS_GATE: Final = f"{labels.GROUP}/attested"
@@ -55,7 +61,9 @@ COMMON_LABELS: Final = {
     "app.kubernetes.io/component": "vm-launcher",
     "app.kubernetes.io/managed-by": "cocoon-operator",
 }
-CONFIG_PATH: Final = "/etc/cocoon/worker.ini"
+CONFIG_PATH: Final = "/etc/cocoon/worker.conf"
+# Where each worker's persistent disks live on the node.
+HOST_DISKS_DIR: Final = "/var/lib/cocoon/disks"
 # Shared with the node agent: the launcher's record of each VM on the host.
 LAUNCHER_STATE_DIR: Final = "/run/cocoon"
 # Time the launcher gets to disable the worker, drain in-flight requests and
@@ -65,12 +73,10 @@ TERMINATION_GRACE_SECONDS: Final = 300
 
 @dataclass(frozen=True)
 class VMShape:
-    """The confidential VM's shape; measured, so fixed per release."""
+    """The confidential VM's shape, as scripts/cocoon-launch fixes it (measured)."""
 
     vcpus: int
     memory_gib: int
-    disk_gib: int
-    machine: str = "q35"
 
     @property
     def launcher_cpu(self) -> str:
@@ -78,11 +84,18 @@ class VMShape:
 
     @property
     def launcher_memory(self) -> str:
-        return "4Gi"  # QEMU, virtiofsd and the launcher; guest RAM is hugepages
+        """Guest RAM plus QEMU's own. cocoon-launch backs the guest with ordinary pages
+        (``memory-backend-ram,size=100G``, cocoon-launch:603), so the container's memory
+        limit must hold all of it, or the kubelet kills QEMU as the guest touches it."""
+        return f"{self.memory_gib + QEMU_OVERHEAD_GIB}Gi"
 
 
-# COCOON's published worker VM: 32 vCPU, 100 GiB RAM, q35 + OVMF, 100 GiB disk.
-COCOON_SHAPE: Final = VMShape(vcpus=32, memory_gib=100, disk_gib=100)
+# QEMU, the launcher and the GPU's DMA buffers beside the guest's RAM.
+QEMU_OVERHEAD_GIB: Final = 4
+# COCOON's worker VM (cocoon-launch:600, :603): 32 vCPU, 100 GiB of RAM.
+COCOON_SHAPE: Final = VMShape(vcpus=GUEST_VCPUS, memory_gib=GUEST_MEMORY_GIB)
+# Where the launcher image holds the release (the release tarball's layout).
+RELEASE_DIR: Final = "/opt/cocoon/release"
 
 
 def vm_shape(spec: CocoonWorkerSpec) -> VMShape:
@@ -112,13 +125,14 @@ _REVISION_FIELDS: Final = frozenset(
         "tolerations",
         "node_wallet_key_secret_ref",
         "hf_token_secret_ref",
+        "ton",
     }
 )
 
 
 def revision(spec: CocoonWorkerSpec) -> str:
     """Hash of what requires a new VM when it changes (model, release, owner,
-    network, root, GPU choice, tolerations). Coefficient, funding and pause are
+    network, root, TON files, GPU choice, tolerations). Coefficient, funding and pause are
     applied without a restart, so they are left out.
 
     Every timer of every worker asks for it; the digest is kept per distinct
@@ -217,18 +231,36 @@ def _secret_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
     return [{"name": "secrets", "projected": {"sources": sources, "defaultMode": 0o400}}]
 
 
+def _ton_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    """The ConfigMaps holding the TON files COCOON reads (spec.ton), one key each."""
+    ton = spec.ton_config
+    out = []
+    for name, ref, path in (
+        ("ton-config", ton.liteservers, TON_CONFIG_FILE),
+        ("ton-base-config", ton.base, TON_BASE_CONFIG_FILE),
+    ):
+        if ref is not None and not ton.fake:
+            item = {"key": ref.key, "path": path.rsplit("/", 1)[1]}
+            out.append({"name": name, "configMap": {"name": ref.name, "items": [item]}})
+    return out
+
+
+def _ton_mounts(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    where = {"ton-config": TON_CONFIG_DIR, "ton-base-config": TON_BASE_CONFIG_DIR}
+    return [
+        {"name": v["name"], "mountPath": where[v["name"]], "readOnly": True}
+        for v in _ton_volumes(spec)
+    ]
+
+
 def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
     """The desired launcher Pod for ``worker`` at the spec's current revision."""
     rev = revision(spec)
     shape = vm_shape(spec)
     gpu = labels.PASSTHROUGH_GPU_RESOURCE
-    resources = {
-        gpu: "1",
-        "cpu": shape.launcher_cpu,
-        "memory": shape.launcher_memory,
-        "hugepages-1Gi": f"{shape.memory_gib}Gi",
-    }
+    resources = {gpu: "1", "cpu": shape.launcher_cpu, "memory": shape.launcher_memory}
     config_text = worker_config(spec, slot)
+    files = spec.release.files
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
     pod_labels = {**_labels(worker, rev), LABEL_INSTANCE: str(slot.index)}
     return {
@@ -260,13 +292,12 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                     "args": [
                         "launch",
                         f"--config={CONFIG_PATH}",
-                        f"--vcpus={shape.vcpus}",
-                        f"--memory-gib={shape.memory_gib}",
-                        f"--disk-gib={shape.disk_gib}",
-                        f"--machine={shape.machine}",
-                        f"--expect-ovmf-sha256={spec.release.files.ovmf}",
-                        f"--expect-kernel-sha256={spec.release.files.kernel}",
-                        f"--expect-initrd-sha256={spec.release.files.initrd}",
+                        f"--release={RELEASE_DIR}",
+                        f"--expect-ovmf-sha256={files.ovmf}",
+                        f"--expect-image-sha256={files.image}",
+                        f"--expect-kernel-sha256={files.kernel}",
+                        f"--expect-initrd-sha256={files.initrd}",
+                        f"--expect-cmdline-sha256={files.cmdline}",
                     ],
                     "ports": [
                         {
@@ -301,9 +332,10 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                         {"name": "dev-kvm", "mountPath": "/dev/kvm"},
                         {"name": "dev-vsock", "mountPath": "/dev/vhost-vsock"},
                         {"name": "dev-vfio", "mountPath": "/dev/vfio"},
-                        {"name": "hugepages", "mountPath": "/dev/hugepages"},
                         {"name": "persistent", "mountPath": PERSISTENT_DIR},
+                        {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
                         {"name": "launcher-state", "mountPath": LAUNCHER_STATE_DIR},
+                        *_ton_mounts(spec),
                     ],
                 }
             ],
@@ -325,13 +357,15 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                 _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),
-                {"name": "hugepages", "emptyDir": {"medium": "HugePages-1Gi"}},
                 _host_path("launcher-state", LAUNCHER_STATE_DIR, "DirectoryOrCreate"),
+                # One directory per worker: its disks, one per release identity.
                 _host_path(
                     "persistent",
-                    f"/var/lib/cocoon/{worker.namespace}/{worker.name}",
+                    f"{HOST_DISKS_DIR}/{worker.namespace}/{worker.name}",
                     "DirectoryOrCreate",
                 ),
+                _host_path("models", MODELS_DIR, "DirectoryOrCreate"),
+                *_ton_volumes(spec),
             ],
         },
     }

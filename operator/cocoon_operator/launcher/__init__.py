@@ -1,36 +1,54 @@
 """The VM launcher: the process in the launcher Pod that boots the worker's TDX VM.
 
-``cocoon-operator launch`` reads the worker configuration the operator
-rendered (:mod:`cocoon_operator.desired.config`), checks the release's measured
-files against the digests in the spec, resolves what only the node knows (the
-GPU the device plugin allocated, the Secrets' files), writes COCOON's final
-``[node]`` config into the VM's private spec share, records the VM for the
-node agent and runs QEMU with exactly the release's shape. On SIGTERM (the
+``cocoon-operator launch`` does what COCOON's ``scripts/cocoon-launch`` does for a
+worker, and nothing that would change a measurement: it reads COCOON's
+``worker.conf`` (the operator renders it, with a ``[launcher]`` section naming
+where the secrets and the GPU come from), checks the release's image files
+against the digests in the spec, writes the spec share as ``prepare_spec`` does,
+gives the VM the persistent disk of the release's measured identity, records
+the VM for the node agent and runs QEMU with cocoon-launch's argv plus the
+operator's few unmeasured additions (``docs/launcher.md``). On SIGTERM (the
 pod's deletion) it asks the guest to power down, waits, and only then stops
 QEMU, so the GPU is released before the pod goes.
 
-``_plan`` is pure (config in, QEMU argv and COCOON config out); ``_run`` does
-the I/O.
+``_cocoon`` restates cocoon-launch (pure), ``_plan`` adds the operator's side
+(pure), ``_spectree`` computes the guest's spec hash, ``_run`` does the I/O.
 """
 
+from cocoon_operator.launcher._cocoon import (
+    CocoonConfigError,
+    ModelImage,
+    QemuInputs,
+    WorkerConf,
+    kernel_cmdline,
+    parse_worker_conf,
+    qemu_argv,
+    runtime_vars,
+)
 from cocoon_operator.launcher._plan import (
     LaunchError,
     LaunchPlan,
-    ReleaseFiles,
-    final_worker_config,
-    parse_launch_config,
+    measured_identity,
+    operator_argv,
     process_name,
-    qemu_argv,
 )
 from cocoon_operator.launcher._run import vm_running
+from cocoon_operator.launcher._spectree import spec_tree_hash
 
 __all__ = [
+    "CocoonConfigError",
     "LaunchError",
     "LaunchPlan",
-    "ReleaseFiles",
-    "final_worker_config",
-    "parse_launch_config",
+    "ModelImage",
+    "QemuInputs",
+    "WorkerConf",
+    "kernel_cmdline",
+    "measured_identity",
+    "operator_argv",
+    "parse_worker_conf",
     "process_name",
     "qemu_argv",
+    "runtime_vars",
+    "spec_tree_hash",
     "vm_running",
 ]

@@ -1,27 +1,35 @@
-"""From the rendered worker config to QEMU's command line and COCOON's config (pure).
+"""From the operator's worker.conf to COCOON's final config and QEMU's argv (pure).
 
-The command line follows COCOON's worker VM: q35 with TDX (``tdx-guest``,
-quotes through the host's quote service on vsock CID 2 port 4050), OVMF,
-the release's kernel, initrd and command line, one GPU by PCI address through
-vfio-pci, vsock guest CID 6+10*i, the worker's HTTP and RA-TLS ports forwarded
-from the host's 12000+10*i and 12001+10*i, a read-only 9p "spec" share with
-the config, the persistent disk, and the model's tar and dm-verity images
-read-only. Any other shape measures differently, which is why none of it is
-configurable beyond what the release fixes.
+The argv is :func:`cocoon_operator.launcher._cocoon.qemu_argv` (what
+``scripts/cocoon-launch`` runs) with the operator's deliberate differences, each
+of which changes nothing the TD measures (``docs/launcher.md`` lists them):
+
+1. ``-name cocoon-instance-<i>,process=...`` at the end: how the node agent
+   recognises the VM's process (QEMU's name is not part of the TD's state);
+2. ``-qmp unix:<socket>,server=on,wait=off`` at the end: how the launcher asks
+   the guest to power down on the pod's deletion (cocoon-launch has only
+   ``-monitor null`` and is stopped by a signal);
+3. no forward of the guest's SSH port outside test images: production images
+   serve nothing there, and the pod has no business opening a door to it.
+
+Both additions sit where cocoon-launch itself appends extra QEMU arguments
+(``*cfg.extra_qemu_args``, cocoon-launch:626), so the same argv comes out of
+``cocoon-launch worker.conf -- -name ... -qmp ...``.
 """
 
 from __future__ import annotations
 
-import configparser
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-QGS_CID: Final = 2
-QGS_PORT: Final = 4050
-GUEST_HTTP_PORT: Final = 12000  # the worker listens on the same ports inside
-GUEST_RATLS_PORT: Final = 12001
+from cocoon_operator.launcher._cocoon import (
+    IMAGE_FILES,
+    QemuInputs,
+    WorkerConf,
+    qemu_argv,
+)
 
 
 def process_name(instance: int) -> str:
@@ -34,179 +42,126 @@ class LaunchError(Exception):
 
 
 @dataclass(frozen=True)
-class LaunchConfig:
-    """The operator's rendered worker.ini: COCOON's ``[node]`` and the launcher's own keys."""
+class LauncherKeys:
+    """The ``[launcher]`` section: where the node-only values of ``[node]`` come from."""
 
-    node: dict[str, str]
-    instance: int
-    http_port: int
-    ratls_port: int
-    guest_cid: int
-    node_wallet_key_file: str
-    gpu_from_env: str
-    hf_token_file: str | None
-    model: str  # Name@commit:verity
+    node_wallet_key_file: str | None = None
+    hf_token_file: str | None = None
+    gpu_from_env: str | None = None
+    persistent_dir: str | None = None
+    model_dir: str | None = None
 
-    @property
-    def verity_hash(self) -> str:
-        return self.model.rsplit(":", 1)[1]
-
-
-def _int(section: Mapping[str, str], key: str, where: str) -> int:
-    try:
-        return int(section[key])
-    except KeyError:
-        raise LaunchError(f"{where}: [{key}] is missing") from None
-    except ValueError:
-        raise LaunchError(f"{where}: {key}={section[key]!r} is not an integer") from None
+    @classmethod
+    def from_section(cls, section: Mapping[str, str] | None) -> LauncherKeys:
+        if section is None:
+            return cls()
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise LaunchError(f"[launcher] has unknown keys: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in section.items() if v})
 
 
-def parse_launch_config(text: str, where: str = "worker.ini") -> LaunchConfig:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        parser.read_string(text)
-    except configparser.Error as exc:
-        raise LaunchError(f"{where}: {exc}") from None
-    for section in ("node", "launcher"):
-        if not parser.has_section(section):
-            raise LaunchError(f"{where}: no [{section}] section")
-    node, launcher = dict(parser["node"]), parser["launcher"]
-    for key in ("model", "instance"):
-        if key not in node:
-            raise LaunchError(f"{where}: [node] {key} is missing")
-    for key in ("node_wallet_key_file", "gpu_from_env"):
-        if key not in launcher:
-            raise LaunchError(f"{where}: [launcher] {key} is missing")
-    if ":" not in node["model"]:
-        raise LaunchError(f"{where}: [node] model={node['model']!r} is not Name@commit:verity")
-    return LaunchConfig(
-        node=node,
-        instance=_int(node, "instance", f"{where} [node]"),
-        http_port=_int(launcher, "http_port", f"{where} [launcher]"),
-        ratls_port=_int(launcher, "ratls_port", f"{where} [launcher]"),
-        guest_cid=_int(launcher, "guest_cid", f"{where} [launcher]"),
-        node_wallet_key_file=launcher["node_wallet_key_file"],
-        gpu_from_env=launcher["gpu_from_env"],
-        hf_token_file=launcher.get("hf_token_file"),
-        model=node["model"],
-    )
-
-
-def allocated_gpu(config: LaunchConfig, env: Mapping[str, str]) -> str:
+def allocated_gpu(variable: str, env: Mapping[str, str]) -> str:
     """The PCI address the device plugin handed this container (one GPU per VM)."""
-    value = env.get(config.gpu_from_env, "").strip()
+    value = env.get(variable, "").strip()
     addresses = [a for a in value.split(",") if a]
     if len(addresses) != 1:
         raise LaunchError(
-            f"${config.gpu_from_env} must name exactly one GPU PCI address, got {value!r}"
+            f"${variable} must name exactly one GPU PCI address, got {value!r}"
             " (is the GPU device plugin allocating nvidia.com/pgpu?)"
         )
     return addresses[0]
 
 
-def final_worker_config(config: LaunchConfig, gpu: str, read_secret: Callable[[str], str]) -> str:
-    """COCOON's INI as the worker reads it, secrets included: for the VM's spec share only."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    node = dict(config.node)
-    node["gpu"] = gpu
-    node["node_wallet_key"] = read_secret(config.node_wallet_key_file)
-    if config.hf_token_file is not None:
-        node["hf_token"] = read_secret(config.hf_token_file)
-    parser["node"] = node
-    lines: list[str] = []
-    for section in parser.sections():
-        lines.append(f"[{section}]")
-        lines.extend(f"{k} = {v}" for k, v in parser[section].items())
-    return "\n".join(lines) + "\n"
+def resolve_node(
+    node: Mapping[str, str],
+    keys: LauncherKeys,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str],
+) -> dict[str, str]:
+    """``[node]`` with the secrets and the GPU filled in from where ``[launcher]`` says.
+
+    A value already in ``[node]`` wins, as it would for cocoon-launch; the result is
+    COCOON's worker.conf as a person would write it by hand.
+    """
+    out = dict(node)
+    if keys.node_wallet_key_file and "node_wallet_key" not in out:
+        out["node_wallet_key"] = read_secret(keys.node_wallet_key_file)
+    if keys.hf_token_file and "hf_token" not in out:
+        out["hf_token"] = read_secret(keys.hf_token_file)
+    if keys.gpu_from_env and "gpu" not in out:
+        out["gpu"] = allocated_gpu(keys.gpu_from_env, env)
+    return out
 
 
-@dataclass(frozen=True)
-class ReleaseFiles:
-    ovmf: Path
-    kernel: Path
-    initrd: Path
-    cmdline: str
+def measured_identity(digests: Mapping[str, str], cmdline: str, spec_tree: str) -> str:
+    """What the guest's seal key depends on, as far as the host can see it.
+
+    COCOON's persistent disk is LUKS-encrypted with a key the seal server derives
+    from the TD's measurements (MRTD, RTMRs: ``docs/seal-keys.md``, "Key Properties"):
+    the firmware, the kernel, initrd and command line (the root disk through its
+    ``roothash=``), and the spec tree. Another release or mode cannot open the old
+    disk ("Disk seal key doesn't match"), so each identity gets a disk of its own.
+    """
+    missing = [name for name in IMAGE_FILES if name not in digests]
+    if missing:
+        raise LaunchError(f"no digest for {', '.join(missing)}")
+    text = "".join(f"{name} {digests[name]}\n" for name in IMAGE_FILES)
+    text += f"cmdline {cmdline}\nspec {spec_tree}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def persistent_image(directory: str, identity: str) -> str:
+    return f"{directory.rstrip('/')}/persistent-{identity}.img"
+
+
+def identity_of_image(name: str) -> str | None:
+    """The identity in a persistent disk's file name, or None for other files."""
+    if name.startswith("persistent-") and name.endswith(".img"):
+        identity = name[len("persistent-") : -len(".img")]
+        if len(identity) == 16 and all(c in "0123456789abcdef" for c in identity):
+            return identity
+    return None
+
+
+def disks_to_remove(
+    names: list[str], current: str, in_use: frozenset[str], current_is_up: bool
+) -> list[str]:
+    """Which persistent disks of a worker's directory may go.
+
+    The disk of another identity is kept while a VM still uses it, and all of them
+    are kept until the VM on the current identity has come up on its own disk (a
+    failed upgrade keeps the old one). Then they are of no use: no VM of another
+    release can open a disk sealed to this one, nor this one theirs.
+    """
+    if not current_is_up:
+        return []
+    return sorted(
+        name
+        for name in names
+        if (identity := identity_of_image(name)) is not None
+        and identity != current
+        and identity not in in_use
+    )
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    config: LaunchConfig
-    release: ReleaseFiles
-    vcpus: int
-    memory_gib: int
-    machine: str
-    gpu: str
-    spec_dir: Path
-    persistent_image: Path
-    model_tar: Path
-    model_verity: Path
+    conf: WorkerConf
+    inputs: QemuInputs
     qmp_socket: Path
 
 
-def qemu_argv(plan: LaunchPlan, qemu: str = "qemu-system-x86_64") -> list[str]:
-    c = plan.config
-    memory = f"{plan.memory_gib}G"
-    forwards = ",".join(
-        [
-            f"hostfwd=tcp::{c.http_port}-:{GUEST_HTTP_PORT}",
-            f"hostfwd=tcp::{c.ratls_port}-:{GUEST_RATLS_PORT}",
-        ]
-    )
+def operator_argv(plan: LaunchPlan, qemu: str = "qemu-system-x86_64") -> list[str]:
+    """cocoon-launch's argv with the operator's deliberate differences (module docstring)."""
+    argv = qemu_argv(plan.conf, plan.inputs, ssh=plan.conf.test)
+    name = process_name(plan.conf.instance)
     return [
         qemu,
+        *argv[1:],
         "-name",
-        f"{process_name(c.instance)},process={process_name(c.instance)}",
-        "-accel",
-        "kvm",
-        "-cpu",
-        "host",
-        "-smp",
-        str(plan.vcpus),
-        "-m",
-        memory,
-        "-object",
-        f"memory-backend-memfd,id=ram0,size={memory}",
-        "-object",
-        f'{{"qom-type":"tdx-guest","id":"tdx0",{_qgs_json()}}}',
-        "-machine",
-        f"{plan.machine},kernel-irqchip=split,confidential-guest-support=tdx0,memory-backend=ram0",
-        "-bios",
-        str(plan.release.ovmf),
-        "-kernel",
-        str(plan.release.kernel),
-        "-initrd",
-        str(plan.release.initrd),
-        "-append",
-        plan.release.cmdline,
-        "-nodefaults",
-        "-nographic",
-        "-serial",
-        "stdio",
-        "-netdev",
-        f"user,id=net0,{forwards}",
-        "-device",
-        "virtio-net-pci,netdev=net0",
-        "-device",
-        f"vhost-vsock-pci,guest-cid={c.guest_cid}",
-        "-device",
-        f"vfio-pci,host={plan.gpu}",
-        "-fsdev",
-        f"local,id=spec,path={plan.spec_dir},security_model=none,readonly=on",
-        "-device",
-        "virtio-9p-pci,fsdev=spec,mount_tag=spec",
-        "-drive",
-        f"file={plan.persistent_image},if=virtio,format=raw,cache=none",
-        "-drive",
-        f"file={plan.model_tar},if=virtio,format=raw,readonly=on",
-        "-drive",
-        f"file={plan.model_verity},if=virtio,format=raw,readonly=on",
+        f"{name},process={name}",
         "-qmp",
         f"unix:{plan.qmp_socket},server=on,wait=off",
     ]
-
-
-def _qgs_json() -> str:
-    """TDX quotes go to the host's quote generation service (QEMU's JSON object syntax)."""
-    return f'"quote-generation-socket":{{"type":"vsock","cid":"{QGS_CID}","port":"{QGS_PORT}"}}'

@@ -13,26 +13,52 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from cocoon_operator.launcher._cocoon import (
+    FAKE_TON_CONFIG,
+    GLOBAL_CONFIG,
+    IMAGE_FILES,
+    PERSISTENT_DISK_BYTES,
+    RUNTIME_VARS,
+    SPEC_FAKE_TON,
+    SPEC_WORKER,
+    CocoonConfigError,
+    ModelImage,
+    QemuInputs,
+    WorkerConf,
+    fake_ton_init,
+    fake_ton_service,
+    kernel_cmdline,
+    merge_runtime_vars,
+    parse_worker_conf,
+    read_ini,
+    runtime_vars,
+)
 from cocoon_operator.launcher._plan import (
-    LaunchConfig,
+    LauncherKeys,
     LaunchError,
     LaunchPlan,
-    ReleaseFiles,
-    allocated_gpu,
-    final_worker_config,
-    parse_launch_config,
+    disks_to_remove,
+    identity_of_image,
+    measured_identity,
+    operator_argv,
+    persistent_image,
     process_name,
-    qemu_argv,
+    resolve_node,
 )
+from cocoon_operator.launcher._spectree import SpecTreeError, spec_tree_hash
 
 log = logging.getLogger("cocoon_operator.launcher")
 
 POWERDOWN_SECONDS = 240.0  # within the pod's 300 s grace: the guest drains first
+UP_POLL_SECONDS = 10.0
 
 
 def sha256_file(path: Path) -> str:
@@ -43,21 +69,28 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_release(release: ReleaseFiles, expected: Mapping[str, str]) -> None:
-    """Each measured file must have the digest the spec names, or no VM starts."""
-    for name, path in (
-        ("ovmf", release.ovmf),
-        ("kernel", release.kernel),
-        ("initrd", release.initrd),
-    ):
+def release_digests(image_dir: Path, expected: Mapping[str, str | None]) -> dict[str, str]:
+    """The SHA-256 of each of the release's image files, checked where a digest is given.
+
+    All five files decide a measurement (OVMF.fd: MRTD; image.vmlinuz: RTMR1;
+    image.initrd and image.cmdline: RTMR2; image.img through the cmdline's
+    ``roothash=``), so a file that is not the release's starts no VM: the TD would
+    not measure as the allow-listed image hash, and its disk would not unseal.
+    """
+    digests: dict[str, str] = {}
+    for name in IMAGE_FILES:
+        path = image_dir / name
         if not path.is_file():
             raise LaunchError(f"release file {name} not found at {path}")
         got = sha256_file(path)
-        if got != expected[name]:
+        want = expected.get(name)
+        if want is not None and got != want:
             raise LaunchError(
-                f"release file {name} ({path}) has sha256 {got}, the spec expects"
-                f" {expected[name]}: the VM would not measure as the release"
+                f"release file {name} ({path}) has sha256 {got}, the spec expects {want}:"
+                " the VM would not measure as the release"
             )
+        digests[name] = got
+    return digests
 
 
 def _read_secret(path: str) -> str:
@@ -68,13 +101,46 @@ def _read_secret(path: str) -> str:
         raise LaunchError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def write_spec_share(spec_dir: Path, config_text: str) -> None:
-    """The VM's read-only config share: private to root, never logged."""
-    spec_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = spec_dir / "worker.ini"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(config_text)
+def _copy(source: Path, target: Path, what: str) -> None:
+    if not source.is_file():
+        raise LaunchError(f"{what} not found: {source}")
+    shutil.copy(source, target)
+
+
+def prepare_spec(release: Path, conf: WorkerConf, model: ModelImage, dest: Path) -> None:
+    """Write the spec share exactly as cocoon-launch's ``prepare_spec`` does
+    (cocoon-launch:399-461): a copy of the release's ``spec/spec-worker``, the TON
+    configs, fake-TON's changes, and ``runtime/runtime.vars`` (the secrets; outside
+    the measured tree, reprodebian/cocoon-init/cocoon-prepare-spec:18).
+    """
+    source = release / SPEC_WORKER
+    if not source.is_dir():
+        raise LaunchError(f"release spec not found: {source}")
+    shutil.copytree(source, dest)  # :405
+    base = conf.ton_config_base_in(release)
+    if base is not None:
+        _copy(base, dest / GLOBAL_CONFIG, "ton_config_base")  # :408-411
+    full = conf.ton_config_in(release)
+    if full is not None:
+        (dest / "runtime").mkdir(exist_ok=True)  # :414-418
+        _copy(full, dest / "runtime" / GLOBAL_CONFIG, "ton_config")
+    vars_file = dest / RUNTIME_VARS
+    vars_file.parent.mkdir(exist_ok=True)
+    # The secrets: readable by QEMU (root) only; the mode is not measured.
+    os.close(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    if conf.fake_ton:  # :421-437
+        fake = release / SPEC_FAKE_TON
+        _copy(fake / FAKE_TON_CONFIG, dest / FAKE_TON_CONFIG, "fake-TON config")
+        with vars_file.open("a") as out:
+            out.write((fake / "runtime.vars").read_text())
+        init = dest / "init"
+        if init.exists():
+            init.write_text(fake_ton_init(init.read_text()))
+    existing = vars_file.read_text() or None
+    vars_file.write_text(merge_runtime_vars(existing, runtime_vars(conf, model)))
+    if conf.fake_ton:
+        for unit in sorted(dest.glob("*.service")):  # adjust_runner_services, :334-352
+            unit.write_text(fake_ton_service(unit.read_text()))
 
 
 def vm_running(proc_root: Path, pid: int, instance: int) -> bool:
@@ -91,25 +157,69 @@ def state_file(state_dir: Path, instance: int) -> Path:
 
 
 def write_state(
-    state_dir: Path, config: LaunchConfig, gpu: str, pid: int, env: Mapping[str, str]
+    state_dir: Path, conf: WorkerConf, pid: int, env: Mapping[str, str], persistent: str
 ) -> Path:
     """Tell the node agent which pod this VM belongs to (atomically: write, then rename)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     record = {
-        "instance": config.instance,
+        "instance": conf.instance,
         "namespace": env.get("POD_NAMESPACE", ""),
         "worker": env.get("COCOON_WORKER", ""),
         "pod": env.get("POD_NAME", ""),
         "podUid": env.get("POD_UID", ""),
-        "pci": gpu,
+        "pci": conf.gpu or "",
         "pid": pid,
+        "persistent": persistent,
     }
-    path = state_file(state_dir, config.instance)
+    path = state_file(state_dir, conf.instance)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.chmod(0o644)
     tmp.replace(path)
     return path
+
+
+def identities_in_use(state_dir: Path, proc_root: Path = Path("/proc")) -> frozenset[str]:
+    """The persistent-disk identities of the VMs running on this node (from their records)."""
+    used: set[str] = set()
+    for record in state_dir.glob("instance-*.json"):
+        try:
+            data = json.loads(record.read_text())
+            pid, instance = int(data["pid"]), int(data["instance"])
+            name = Path(str(data.get("persistent", ""))).name
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        identity = identity_of_image(name)
+        if identity is not None and vm_running(proc_root, pid, instance):
+            used.add(identity)
+    return frozenset(used)
+
+
+def collect_disks(directory: Path, current: str, in_use: frozenset[str], up: bool) -> list[str]:
+    """Remove the worker's persistent disks no VM can open any more (see disks_to_remove)."""
+    names = [p.name for p in directory.iterdir()] if directory.is_dir() else []
+    removed = disks_to_remove(names, current, in_use, up)
+    for name in removed:
+        (directory / name).unlink(missing_ok=True)
+        log.info("removed persistent disk %s: sealed to another release", name)
+    return removed
+
+
+def worker_up(port: int, timeout: float = 2.0) -> bool:
+    """Whether the guest's runner answers its stats on the forwarded port.
+
+    COCOON's worker answers ``/jsonstats`` only once its runner has initialised
+    (every path is 400 before, runners/worker/WorkerRunner.cpp), which it does from
+    a guest that booted and opened its persistent disk: the sign that this VM's
+    disk is the one that counts now.
+    """
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/jsonstats", timeout=timeout
+        ) as answer:
+            return bool(answer.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def qmp_powerdown(qmp: Path, timeout: float = 5.0) -> bool:
@@ -129,19 +239,32 @@ def qmp_powerdown(qmp: Path, timeout: float = 5.0) -> bool:
     return True
 
 
-def supervise(
-    argv: list[str], state_dir: Path, config: LaunchConfig, gpu: str, *, qmp: Path, grace: float
-) -> int:
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a launch needs, checked: the plan, where its private files live."""
+
+    plan: LaunchPlan
+    release: Path
+    model: ModelImage
+    digests: dict[str, str]
+    identity: str
+    persistent_dir: Path | None
+
+
+def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
     """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU."""
+    plan = prepared.plan
     proc = subprocess.Popen(argv)
-    path = write_state(state_dir, config, gpu, proc.pid, os.environ)
+    path = write_state(state_dir, plan.conf, proc.pid, os.environ, plan.inputs.persistent)
     stopping: list[float] = []
+    collected = prepared.persistent_dir is None
+    next_poll = time.monotonic() + UP_POLL_SECONDS
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         if not stopping:
             stopping.append(time.monotonic())
             log.info("stopping: asking the guest to power down (up to %.0f s)", grace)
-            if not qmp_powerdown(qmp):
+            if not qmp_powerdown(plan.qmp_socket):
                 proc.terminate()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -150,7 +273,14 @@ def supervise(
         while True:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 return proc.wait(timeout=0.5)
-            if stopping and time.monotonic() - stopping[0] > grace:
+            now = time.monotonic()
+            if not collected and not stopping and now >= next_poll:
+                next_poll = now + UP_POLL_SECONDS
+                if worker_up(plan.conf.host_http_port) and prepared.persistent_dir is not None:
+                    in_use = identities_in_use(state_dir)
+                    collect_disks(prepared.persistent_dir, prepared.identity, in_use, up=True)
+                    collected = True
+            if stopping and now - stopping[0] > grace:
                 log.warning("the guest did not power down in %.0f s: stopping QEMU", grace)
                 proc.terminate()
                 try:
@@ -159,97 +289,183 @@ def supervise(
                     proc.kill()
                     return proc.wait()
     finally:
-        # Only once QEMU is gone (and with it the GPU): the agent stops listing the VM.
+        # Only once QEMU is gone (and with it the GPU): the agent stops listing the VM,
+        # and the VM's spec share (its secrets) goes with it.
         if proc.poll() is not None:
             path.unlink(missing_ok=True)
+            shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
 
 
-def build_plan(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[LaunchPlan, str]:
-    """The plan and the final config text (with secrets: only for the spec share)."""
-    config = parse_launch_config(Path(args.config).read_text(), str(args.config))
-    release_dir = Path(args.release_dir)
-    cmdline_file = release_dir / "cmdline"
-    if not cmdline_file.is_file():
-        raise LaunchError(f"release file cmdline not found at {cmdline_file}")
-    release = ReleaseFiles(
-        ovmf=release_dir / "OVMF.fd",
-        kernel=release_dir / "vmlinuz",
-        initrd=release_dir / "initrd.img",
-        cmdline=cmdline_file.read_text().strip(),
+def _expected(args: argparse.Namespace) -> dict[str, str | None]:
+    return {
+        "OVMF.fd": args.expect_ovmf_sha256,
+        "image.img": args.expect_image_sha256,
+        "image.vmlinuz": args.expect_kernel_sha256,
+        "image.initrd": args.expect_initrd_sha256,
+        "image.cmdline": args.expect_cmdline_sha256,
+    }
+
+
+def read_worker_conf(
+    path: Path,
+    env: Mapping[str, str],
+    instance: int | None,
+    read_secret: Callable[[str], str] = _read_secret,
+) -> tuple[WorkerConf, LauncherKeys]:
+    """The worker.conf with its ``[launcher]`` references resolved (secrets, GPU)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LaunchError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        ini = read_ini(text, str(path))
+        if not ini.has_section("node"):
+            raise LaunchError(f"{path}: no [node] section")
+        keys = LauncherKeys.from_section(
+            dict(ini["launcher"]) if ini.has_section("launcher") else None
+        )
+        node = resolve_node(dict(ini["node"]), keys, env, read_secret)
+        return parse_worker_conf(node, instance=instance, where=str(path)), keys
+    except CocoonConfigError as exc:
+        raise LaunchError(str(exc)) from None
+
+
+def prepare(args: argparse.Namespace, env: Mapping[str, str], spec_dir: Path) -> Prepared:
+    """Check the release, write the spec share into ``spec_dir``, and plan QEMU's argv."""
+    return prepare_launch(
+        Path(args.config),
+        Path(args.release),
+        spec_dir,
+        env=env,
+        instance=args.instance,
+        model_dir=args.model_dir,
+        expected=_expected(args),
     )
-    verify_release(
-        release,
-        {
-            "ovmf": args.expect_ovmf_sha256,
-            "kernel": args.expect_kernel_sha256,
-            "initrd": args.expect_initrd_sha256,
-        },
+
+
+def prepare_launch(
+    config: Path,
+    release: Path,
+    spec_dir: Path,
+    *,
+    env: Mapping[str, str],
+    instance: int | None = None,
+    model_dir: str | None = None,
+    expected: Mapping[str, str | None] | None = None,
+    read_secret: Callable[[str], str] = _read_secret,
+) -> Prepared:
+    """What ``launch`` does before QEMU, for the launcher and the local stack's simulator."""
+    conf, keys = read_worker_conf(config, env, instance, read_secret)
+    image_dir = conf.image_dir_in(release)
+    digests = release_digests(image_dir, expected or {})
+    models = Path(model_dir or keys.model_dir or ".")
+    try:
+        model = ModelImage.parse(conf.model, "")
+    except CocoonConfigError as exc:
+        raise LaunchError(f"[node] model: {exc}") from None
+    model = ModelImage.parse(conf.model, str(models / f"{model.verity_hash}.tar"))
+    if spec_dir.exists():
+        raise LaunchError(f"{spec_dir} exists: the spec share is written afresh")
+    prepare_spec(release, conf, model, spec_dir)
+    cmdline = kernel_cmdline((image_dir / "image.cmdline").read_text(), conf)
+    try:
+        identity = measured_identity(digests, cmdline, spec_tree_hash(spec_dir))
+    except SpecTreeError as exc:
+        raise LaunchError(f"the guest would refuse its spec: {exc}") from None
+    persistent_dir = Path(keys.persistent_dir) if keys.persistent_dir else None
+    if conf.persistent is None and persistent_dir is not None:
+        persistent = persistent_image(str(persistent_dir), identity)
+    else:
+        persistent = conf.persistent_path()
+    inputs = QemuInputs(
+        image_dir=image_dir,
+        cmdline=cmdline,
+        persistent=persistent,
+        spec_dir=spec_dir,
+        model=model,
     )
-    gpu = allocated_gpu(config, env)
-    models = Path(args.model_dir)
-    model_tar = models / f"{config.verity_hash}.tar"
-    model_verity = models / f"{config.verity_hash}.verity"
-    for path in (model_tar, model_verity):
-        if not path.is_file():
-            raise LaunchError(f"model image {path} not found (model {config.model})")
-    persistent = Path(config.node.get("persistent", "/var/lib/cocoon/persistent.img"))
-    if not persistent.exists():
-        with persistent.open("wb") as f:
-            f.truncate(args.disk_gib << 30)  # sparse: the guest formats it
-    run_dir = Path(args.state_dir)
-    plan = LaunchPlan(
-        config=config,
+    qmp = spec_dir.parent / f"instance-{conf.instance}.qmp"
+    return Prepared(
+        plan=LaunchPlan(conf=conf, inputs=inputs, qmp_socket=qmp),
         release=release,
-        vcpus=args.vcpus,
-        memory_gib=args.memory_gib,
-        machine=args.machine,
-        gpu=gpu,
-        spec_dir=run_dir / f"spec-{config.instance}",
-        persistent_image=persistent,
-        model_tar=model_tar,
-        model_verity=model_verity,
-        qmp_socket=run_dir / f"instance-{config.instance}.qmp",
+        model=model,
+        digests=digests,
+        identity=identity,
+        persistent_dir=persistent_dir if conf.persistent is None else None,
     )
-    return plan, final_worker_config(config, gpu, _read_secret)
+
+
+def _check_model(model: ModelImage) -> None:
+    for path in (model.tar_path, model.verity_path):
+        if not Path(path).is_file():
+            raise LaunchError(
+                f"model image {path} not found (model {model.name}@{model.commit}:"
+                f"{model.verity_hash})"
+            )
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.print_only or args.prepare_only:
+        return _dry(args)
+    state_dir = Path(args.state_dir)
+    private: Path | None = None
     try:
-        plan, config_text = build_plan(args, os.environ)
-        qemu = shutil.which(args.qemu) or args.qemu
-        argv = qemu_argv(plan, qemu)
-        if args.dry_run:
-            print(json.dumps({"argv": argv, "gpu": plan.gpu, "instance": plan.config.instance}))
-            return 0
-        previous = state_file(Path(args.state_dir), plan.config.instance)
+        instance_probe, _ = read_worker_conf(Path(args.config), os.environ, args.instance)
+        previous = state_file(state_dir, instance_probe.instance)
         if previous.exists():
             pid = int(json.loads(previous.read_text()).get("pid", 0))
-            if vm_running(Path("/proc"), pid, plan.config.instance):
+            if vm_running(Path("/proc"), pid, instance_probe.instance):
                 # A force-deleted pod's VM (the agent reports it): a second VM
                 # of this instance would fight it for the GPU, ports and CID.
                 raise LaunchError(
-                    f"the VM of instance {plan.config.instance} (pid {pid}) still runs on"
+                    f"the VM of instance {instance_probe.instance} (pid {pid}) still runs on"
                     " this node without its pod; stop it first"
                 )
             previous.unlink()  # left by a launcher that died with its VM
-        write_spec_share(plan.spec_dir, config_text)
+        # A directory of this launcher's own, private to root, removed when QEMU is gone.
+        private = state_dir / f"vm-{instance_probe.instance}"
+        shutil.rmtree(private, ignore_errors=True)
+        private.mkdir(mode=0o700, parents=True)
+        prepared = prepare(args, os.environ, private / "spec")
+        _check_model(prepared.model)
+        persistent = Path(prepared.plan.inputs.persistent)
+        if not persistent.exists():
+            persistent.parent.mkdir(parents=True, exist_ok=True)
+            with persistent.open("wb") as f:
+                f.truncate(PERSISTENT_DISK_BYTES)  # sparse, as `truncate --size=100g`
+        argv = operator_argv(prepared.plan, shutil.which(args.qemu) or args.qemu)
+    except LaunchError as exc:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+        print(f"launch: {exc}", file=sys.stderr)
+        return 1
+    conf = prepared.plan.conf
+    log.info(
+        "starting instance %d: GPU %s, model %s, persistent disk %s",
+        conf.instance,
+        conf.gpu or "none",
+        conf.model,
+        prepared.plan.inputs.persistent,
+    )
+    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds)
+
+
+def _dry(args: argparse.Namespace) -> int:
+    """``--print-only`` / ``--prepare-only DIR``: what a launch would do, starting nothing.
+
+    Neither needs KVM, a GPU or the model's files; digests are checked when given.
+    """
+    try:
+        if args.prepare_only:
+            prepared = prepare(args, os.environ, Path(args.prepare_only))
+        else:
+            with tempfile.TemporaryDirectory(prefix="cocoon-spec-") as tmp:
+                prepared = prepare(args, os.environ, Path(tmp) / "spec")
     except LaunchError as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
-    log.info(
-        "starting instance %d: GPU %s, %d vCPU, %d GiB, model %s",
-        plan.config.instance,
-        plan.gpu,
-        plan.vcpus,
-        plan.memory_gib,
-        plan.config.model,
-    )
-    return supervise(
-        argv,
-        Path(args.state_dir),
-        plan.config,
-        plan.gpu,
-        qmp=plan.qmp_socket,
-        grace=args.powerdown_seconds,
-    )
+    if args.print_only:
+        for arg in operator_argv(prepared.plan, args.qemu):
+            print(arg)
+    return 0

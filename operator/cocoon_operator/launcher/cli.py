@@ -12,21 +12,52 @@ def _launch(args: argparse.Namespace) -> int:
     return cmd_launch(args)
 
 
+# The release's image files and the flag naming each one's digest (scripts/prepare-release).
+DIGEST_FLAGS = (
+    ("ovmf", "OVMF.fd"),
+    ("image", "image.img"),
+    ("kernel", "image.vmlinuz"),
+    ("initrd", "image.initrd"),
+    ("cmdline", "image.cmdline"),
+)
+
+
 def add_subparsers(sub: Any) -> None:
-    launch = sub.add_parser("launch", help="boot this worker's TDX VM (the launcher Pod's command)")
-    launch.add_argument("--config", required=True, help="the worker.ini the operator rendered")
-    launch.add_argument("--vcpus", type=int, required=True)
-    launch.add_argument("--memory-gib", type=int, required=True)
-    launch.add_argument("--disk-gib", type=int, required=True)
-    launch.add_argument("--machine", required=True)
-    for name in ("ovmf", "kernel", "initrd"):
-        launch.add_argument(f"--expect-{name}-sha256", required=True)
-    launch.add_argument("--release-dir", default="/opt/cocoon/release")
-    launch.add_argument("--model-dir", default="/var/lib/cocoon/models")
+    launch = sub.add_parser(
+        "launch",
+        help="boot this worker's TDX VM as COCOON's scripts/cocoon-launch would"
+        " (the launcher Pod's command)",
+    )
+    launch.add_argument(
+        "--config", required=True, help="COCOON's worker.conf ([node]; [launcher] is ours)"
+    )
+    launch.add_argument(
+        "--release",
+        "--release-dir",
+        dest="release",
+        default="/opt/cocoon/release",
+        help="the release, laid out as COCOON's release tarball (scripts/prepare-release)",
+    )
+    launch.add_argument("--instance", type=int, default=None, help="overrides [node] instance")
+    for flag, name in DIGEST_FLAGS:
+        launch.add_argument(
+            f"--expect-{flag}-sha256", default=None, help=f"refuse unless {name} has this digest"
+        )
+    launch.add_argument(
+        "--model-dir", default=None, help="where <verity>.tar and <verity>.tar.verity are"
+    )
     launch.add_argument("--state-dir", default="/run/cocoon", help="shared with the node agent")
     launch.add_argument("--qemu", default="qemu-system-x86_64")
     launch.add_argument("--powerdown-seconds", type=float, default=240.0)
     launch.add_argument(
-        "--dry-run", action="store_true", help="check everything, print QEMU's argv, start nothing"
+        "--print-only",
+        action="store_true",
+        help="print QEMU's argv, one argument per line, and start nothing",
+    )
+    launch.add_argument(
+        "--prepare-only",
+        metavar="DIR",
+        default=None,
+        help="write the prepared spec share into DIR and start nothing",
     )
     launch.set_defaults(func=_launch)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import configparser
+import base64
 import contextlib
 import datetime as dt
 import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from cocoon_operator.attestation.testpki import (
     TdMeasurements,
     generate_test_pki,
 )
+from cocoon_operator.desired.config import GPU_ENV
 from cocoon_operator.desired.launcher import (
     ANNOTATION_WORKER_INI,
     COMMON_LABELS,
@@ -60,10 +62,17 @@ from cocoon_operator.desired.launcher import (
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
+from cocoon_operator.launcher import LaunchError, operator_argv
+from cocoon_operator.launcher._run import prepare_launch
+from cocoon_operator.launcher.cli import DIGEST_FLAGS
+from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
 from cocoon_operator.simulator._nodes import SimulatedNodes
+from cocoon_operator.simulator._release import write_release
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
 log = logging.getLogger("cocoon_operator.simulator.agent")
+# The PCI address the simulated device plugin hands every launcher.
+SIMULATED_GPU = "0000:1b:00.0"
 
 SELECTOR = ",".join(
     f"{k}={COMMON_LABELS[k]}"
@@ -114,25 +123,76 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
     )
 
 
+def expected_digests(pod: dict[str, Any]) -> dict[str, str | None]:
+    """The release digests the launcher container is told to check (its --expect-* args)."""
+    (container, *_) = pod.get("spec", {}).get("containers") or [{}]
+    flags = {flag: name for flag, name in DIGEST_FLAGS}
+    out: dict[str, str | None] = {}
+    for arg in container.get("args") or []:
+        flag, _, value = str(arg).removeprefix("--expect-").partition("-sha256=")
+        if flag in flags and value:
+            out[flags[flag]] = value
+    return out
+
+
+def secret_files(pod: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Where the launcher container finds each Secret key: path -> (Secret name, key)."""
+    spec = pod.get("spec", {})
+    (container, *_) = spec.get("containers") or [{}]
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
+    out: dict[str, tuple[str, str]] = {}
+    for volume in spec.get("volumes") or []:
+        if volume.get("name") not in mounts or "projected" not in volume:
+            continue
+        for source in volume["projected"].get("sources") or []:
+            secret = source.get("secret") or {}
+            for item in secret.get("items") or []:
+                path = f"{mounts[volume['name']]}/{item['path']}"
+                out[path] = (secret["name"], item["key"])
+    return out
+
+
+def prepare_guest(
+    pod: dict[str, Any],
+    worker: PodWorker,
+    release: Path,
+    secrets: dict[str, str],
+) -> GuestConfig:
+    """Run the launcher's own preparation for the pod, as the container would on a node,
+    and boot the simulated guest from the argv and spec share it produced."""
+
+    def read_secret(path: str) -> str:
+        if path not in secrets:
+            raise LaunchError(f"cannot read {path}: the pod mounts no such Secret key")
+        return secrets[path].strip()
+
+    with tempfile.TemporaryDirectory(prefix="cocoon-sim-") as tmp:
+        conf = Path(tmp) / "worker.conf"
+        conf.write_text(worker.worker_ini or "")
+        prepared = prepare_launch(
+            conf,
+            release,
+            Path(tmp) / "vm" / "spec",
+            env={GPU_ENV: SIMULATED_GPU},
+            expected=expected_digests(pod),
+            read_secret=read_secret,
+        )
+        return boot(operator_argv(prepared.plan))
+
+
 def simulator_config(
-    worker: PodWorker, worker_ini: str | None, faults: Faults | None = None
+    worker: PodWorker, guest: GuestConfig | None, faults: Faults | None = None
 ) -> SimulatorConfig:
-    """The simulator for ``worker``: its ports, its release's measurements, its config."""
-    node: dict[str, str] = {}
-    if worker_ini:
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read_string(worker_ini)
-        if parser.has_section("node"):
-            node = dict(parser["node"])
+    """The simulator for ``worker``: its ports, its release's measurements, and the
+    configuration its guest reads from the spec share."""
     extra: dict[str, Any] = {}
-    if "model" in node:
-        extra["model"] = node["model"]
-    if "owner_address" in node:
-        extra["owner_address"] = node["owner_address"]
-    if "root_contract_address" in node:
-        extra["root_contract_address"] = node["root_contract_address"]
-    if node.get("worker_coefficient", "").isdigit():
-        extra["coefficient"] = int(node["worker_coefficient"])
+    if guest is not None:
+        extra = {
+            "model": guest.model,
+            "owner_address": guest.owner_address,
+            "root_contract_address": guest.root_contract_address,
+            "coefficient": guest.coefficient,
+        }
     return SimulatorConfig(
         instance=worker.slot.index,
         host=worker.host,
@@ -159,6 +219,7 @@ class Agent:
         faults: Faults | None = None,
         gpu_pki: GpuTestPki | None = None,
         nodes: SimulatedNodes | None = None,
+        release: Path | None = None,
     ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
@@ -168,6 +229,7 @@ class Agent:
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
+        self._release = release or write_release(Path(tempfile.mkdtemp(prefix="cocoon-release-")))
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -185,7 +247,14 @@ class Agent:
             return
         if key in self._running:
             return
-        config = simulator_config(worker, worker.worker_ini, self._faults)
+        try:
+            secrets = await self._read_secrets(pod)
+            guest = prepare_guest(pod, worker, self._release, secrets)
+        except (LaunchError, GuestBootError) as exc:
+            # The container would exit, or the guest stop at boot: no worker.
+            log.error("worker %s does not start: %s", key, exc)
+            return
+        config = simulator_config(worker, guest, self._faults)
         sim = WorkerSimulator(config, pki=self._pki, gpu_pki=self._gpu_pki)
         try:
             await sim.start()
@@ -211,6 +280,19 @@ class Agent:
             worker.slot.ratls_port,
             sim.image_hash.hex(),
         )
+
+    async def _read_secrets(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The Secret keys the pod mounts, by the path the launcher reads them from."""
+        out = {}
+        for path, (name, key) in secret_files(pod).items():
+            try:
+                secret = await self._core.read_namespaced_secret(name, pod["metadata"]["namespace"])
+            except ApiException as exc:
+                raise LaunchError(f"Secret {name}: {exc.reason}") from None
+            data = secret.data or {}
+            if key in data:
+                out[path] = base64.b64decode(data[key]).decode()
+        return out
 
     async def run(self) -> None:
         while True:

@@ -1,11 +1,12 @@
-"""The VM launcher: from the operator's rendered config to QEMU's command line, the
-release's digests checked, the allocated GPU resolved, the VM recorded for the node
-agent and stopped on SIGTERM. QEMU itself is a stand-in process here (no TDX host)."""
+"""The VM launcher: from the operator's worker.conf to QEMU's command line, the
+release's digests checked, the allocated GPU resolved, the persistent disk of the
+release's identity, the VM recorded for the node agent and stopped on SIGTERM.
+QEMU itself is a stand-in process here (no TDX host). What must equal COCOON's
+own cocoon-launch is in test_cocoon_launch_oracle.py."""
 
 from __future__ import annotations
 
 import configparser
-import hashlib
 import json
 import os
 import signal
@@ -18,23 +19,28 @@ from typing import Any
 import pytest
 
 from cocoon_operator.cli import build_parser, main
-from cocoon_operator.desired.config import InstanceSlot, worker_config
-from cocoon_operator.desired.launcher import launcher_pod
-from cocoon_operator.launcher import (
-    LaunchError,
-    LaunchPlan,
-    ReleaseFiles,
-    final_worker_config,
-    parse_launch_config,
-    qemu_argv,
-    vm_running,
+from cocoon_operator.desired.config import GPU_ENV, InstanceSlot, worker_config
+from cocoon_operator.desired.launcher import COCOON_SHAPE, launcher_pod
+from cocoon_operator.launcher import LaunchError, vm_running
+from cocoon_operator.launcher._plan import (
+    LauncherKeys,
+    allocated_gpu,
+    disks_to_remove,
+    measured_identity,
+    resolve_node,
 )
-from cocoon_operator.launcher._plan import allocated_gpu
+from cocoon_operator.simulator._release import release_digests, write_release
 from tests.unit.test_launcher import WORKER, container, spec
 
 GPU = "0000:1b:00.0"
-GPU_ENV = "PCI_RESOURCE_NVIDIA_COM_PGPU"
 WALLET_KEY = "c2VjcmV0LW5vZGUtd2FsbGV0LWtleS0zMi1ieXRlcyE="
+FLAG_OF_FIELD = {
+    "ovmf": "ovmf",
+    "image": "image",
+    "kernel": "kernel",
+    "initrd": "initrd",
+    "cmdline": "cmdline",
+}
 
 
 def rendered(index: int = 3) -> str:
@@ -44,130 +50,129 @@ def rendered(index: int = 3) -> str:
 def test_the_pods_arguments_are_the_launchers_own() -> None:
     pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
     args = build_parser().parse_args(container(pod)["args"])
-    assert args.command == "launch" and args.vcpus == 32 and args.memory_gib == 100
+    assert args.command == "launch" and args.release == "/opt/cocoon/release"
+    files = spec().release.files
+    assert (args.expect_image_sha256, args.expect_cmdline_sha256) == (files.image, files.cmdline)
     env = {e["name"] for e in container(pod)["env"]}
     assert {"POD_NAME", "POD_NAMESPACE", "POD_UID", "COCOON_WORKER"} <= env
     mounts = {m["name"]: m["mountPath"] for m in container(pod)["volumeMounts"]}
     assert mounts["launcher-state"] == args.state_dir == "/run/cocoon"
 
 
-def test_the_final_config_has_the_gpu_and_secrets_and_no_launcher_keys(tmp_path: Path) -> None:
-    config = parse_launch_config(rendered())
-    assert (config.instance, config.http_port, config.ratls_port, config.guest_cid) == (
-        3,
-        12030,
-        12031,
-        36,
-    )
-    key_file = tmp_path / "key"
-    key_file.write_text(WALLET_KEY + "\n")
-    secrets = {config.node_wallet_key_file: key_file}
-    text = final_worker_config(config, GPU, lambda p: secrets[p].read_text().strip())
+def test_the_pods_memory_holds_the_guest_ram_that_qemu_backs_with_ordinary_pages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    limits = container(pod)["resources"]["limits"]
+    assert not any(name.startswith("hugepages-") for name in limits)
+    args, env = host(tmp_path)
+    with pytest.MonkeyPatch.context() as m:
+        for k, v in env.items():
+            m.setenv(k, v)
+        assert main([*args, "--print-only"]) == 0
+    argv = capsys.readouterr().out.splitlines()
+    backend = argv[argv.index("-object", argv.index("-vga")) + 3]
+    assert backend.startswith("memory-backend-ram,") and "size=100G" in backend
+    guest_gib = int(backend.rsplit("size=", 1)[1].removesuffix("G"))
+    limit_gib = int(limits["memory"].removesuffix("Gi"))
+    assert limit_gib >= guest_gib + 1 and guest_gib == COCOON_SHAPE.memory_gib
+    assert int(limits["cpu"]) == int(argv[argv.index("-smp") + 1]) + 1
+
+
+def test_the_secrets_and_the_gpu_come_from_where_the_launcher_section_says(
+    tmp_path: Path,
+) -> None:
     parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text)
-    assert parser.sections() == ["node"]
-    node = parser["node"]
+    parser.read_string(rendered())
+    keys = LauncherKeys.from_section(dict(parser["launcher"]))
+    files = {keys.node_wallet_key_file: WALLET_KEY + "\n"}
+    node = resolve_node(dict(parser["node"]), keys, {GPU_ENV: GPU}, lambda p: files[p].strip())
     assert node["gpu"] == GPU and node["node_wallet_key"] == WALLET_KEY
     assert node["type"] == "worker" and node["instance"] == "3"
     assert node["model"] == spec().model.cocoon_id
+    assert "persistent" not in node  # the launcher picks it by the release's identity
 
 
 @pytest.mark.parametrize("value", ["", "0000:1b:00.0,0000:2b:00.0"])
 def test_exactly_one_allocated_gpu_or_an_error_naming_the_variable(value: str) -> None:
-    config = parse_launch_config(rendered())
     with pytest.raises(LaunchError, match=GPU_ENV):
-        allocated_gpu(config, {GPU_ENV: value})
-    assert allocated_gpu(config, {GPU_ENV: GPU}) == GPU
+        allocated_gpu(GPU_ENV, {GPU_ENV: value})
+    assert allocated_gpu(GPU_ENV, {GPU_ENV: GPU}) == GPU
+
+
+def test_an_unknown_launcher_key_is_refused_naming_it() -> None:
+    with pytest.raises(LaunchError, match="gpu_from_envv"):
+        LauncherKeys.from_section({"gpu_from_envv": "X"})
+
+
+DIGESTS = {
+    "OVMF.fd": "a" * 64,
+    "image.img": "b" * 64,
+    "image.vmlinuz": "c" * 64,
+    "image.initrd": "d" * 64,
+    "image.cmdline": "e" * 64,
+}
 
 
 @pytest.mark.parametrize(
-    ("text", "names"),
+    "change",
     [
-        ("[node]\nmodel = a@b:c\ninstance = 1\n", "[launcher]"),
-        (rendered().replace("instance = 3", "instance = three"), "instance"),
-        ("not ini at all", "worker.ini"),
+        lambda d, c, s: ({**d, "image.img": "f" * 64}, c, s),
+        lambda d, c, s: (d, c + " cocoon_debug", s),
+        lambda d, c, s: (d, c, "1" * 64),
     ],
+    ids=["another root disk", "another command line", "another spec tree"],
 )
-def test_a_broken_config_is_refused_naming_the_key(text: str, names: str) -> None:
-    with pytest.raises(LaunchError, match=names.replace("[", r"\[").replace("]", r"\]")):
-        parse_launch_config(text)
+def test_anything_the_seal_key_depends_on_gives_another_persistent_disk(change: Any) -> None:
+    base = measured_identity(DIGESTS, "ro cocoon_gpu", "0" * 64)
+    assert measured_identity(*change(DIGESTS, "ro cocoon_gpu", "0" * 64)) != base
+    assert measured_identity(dict(DIGESTS), "ro cocoon_gpu", "0" * 64) == base
 
 
-def test_qemu_gets_cocoons_shape_tdx_the_gpu_and_the_instances_ports() -> None:
-    config = parse_launch_config(rendered())
-    plan = LaunchPlan(
-        config=config,
-        release=ReleaseFiles(Path("/r/OVMF.fd"), Path("/r/vmlinuz"), Path("/r/initrd"), "ro"),
-        vcpus=32,
-        memory_gib=100,
-        machine="q35",
-        gpu=GPU,
-        spec_dir=Path("/run/cocoon/spec-3"),
-        persistent_image=Path("/var/lib/cocoon/persistent.img"),
-        model_tar=Path("/m/x.tar"),
-        model_verity=Path("/m/x.verity"),
-        qmp_socket=Path("/run/cocoon/instance-3.qmp"),
-    )
-    argv = qemu_argv(plan)
-    pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
-    assert argv[0] == "qemu-system-x86_64"
-    assert argv[argv.index("-smp") + 1] == "32" and argv[argv.index("-m") + 1] == "100G"
-    assert argv[argv.index("-name") + 1].startswith("cocoon-instance-3,")
-    assert argv[argv.index("-bios") + 1] == "/r/OVMF.fd"
-    tdx = json.loads(next(a for a in argv if "tdx-guest" in a))
-    assert tdx["quote-generation-socket"] == {"type": "vsock", "cid": "2", "port": "4050"}
-    assert "confidential-guest-support=tdx0" in argv[argv.index("-machine") + 1]
-    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
-    assert f"vfio-pci,host={GPU}" in devices
-    assert "vhost-vsock-pci,guest-cid=36" in devices
-    net = argv[argv.index("-netdev") + 1]
-    assert "hostfwd=tcp::12030-:12000" in net and "hostfwd=tcp::12031-:12001" in net
-    assert "readonly=on" in pairs["-fsdev"] and "/run/cocoon/spec-3" in pairs["-fsdev"]
-    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
-    assert sum("readonly=on" in d for d in drives) == 2  # the model's images
+def test_old_disks_stay_until_the_new_vm_is_up_and_then_only_unused_ones_go() -> None:
+    names = [
+        "persistent-" + "1" * 16 + ".img",
+        "persistent-" + "2" * 16 + ".img",
+        "persistent-" + "3" * 16 + ".img",
+        "notes.txt",
+    ]
+    current = "3" * 16
+    assert disks_to_remove(names, current, frozenset(), current_is_up=False) == []
+    assert disks_to_remove(names, current, frozenset({"2" * 16}), current_is_up=True) == [
+        "persistent-" + "1" * 16 + ".img"
+    ]
 
 
 # --- the command, on a host tree -----------------------------------------------
 
 
-def host(tmp_path: Path, *, tamper: bool = False) -> tuple[list[str], dict[str, str]]:
+def host(tmp_path: Path, *, tamper: str | None = None) -> tuple[list[str], dict[str, str]]:
     """A release dir, model images, secrets and a config; the launch arguments and env."""
-    release = tmp_path / "release"
-    release.mkdir()
-    digests = {}
-    for name, file in (("ovmf", "OVMF.fd"), ("kernel", "vmlinuz"), ("initrd", "initrd.img")):
-        (release / file).write_bytes(f"{name} bytes".encode())
-        digests[name] = hashlib.sha256(f"{name} bytes".encode()).hexdigest()
-    (release / "cmdline").write_text("console=ttyS0 ro\n")
-    if tamper:
-        (release / "vmlinuz").write_bytes(b"another kernel")
-    config = parse_launch_config(rendered())
+    release = write_release(tmp_path / "release")
+    if tamper is not None:
+        (release / "images" / "prod" / tamper).write_bytes(b"not the release's")
+    verity = spec().model.verity_hash
     models = tmp_path / "models"
     models.mkdir()
-    for ext in ("tar", "verity"):
-        (models / f"{config.verity_hash}.{ext}").write_bytes(b"model")
+    for name in (f"{verity}.tar", f"{verity}.tar.verity"):
+        (models / name).write_bytes(b"model")
     key = tmp_path / "node-wallet-key"
     key.write_text(WALLET_KEY)
-    ini = tmp_path / "worker.ini"
-    text = rendered().replace(config.node_wallet_key_file, str(key))
-    text = text.replace("/var/lib/cocoon/persistent.img", str(tmp_path / "persistent.img"))
-    ini.write_text(text)
+    conf = tmp_path / "worker.conf"
+    text = rendered().replace("/run/secrets/cocoon/node-wallet-key", str(key))
+    text = text.replace("/var/lib/cocoon/persistent", str(tmp_path / "disks"))
+    text = text.replace("/var/lib/cocoon/models", str(models))
+    conf.write_text(text)
     qemu = tmp_path / "qemu"
     # QEMU's stand-in: runs until SIGTERM, as QEMU does.
     qemu.write_text(f"#!{sys.executable}\nimport time\nwhile True: time.sleep(1)\n")
     qemu.chmod(0o755)
+    digests = release_digests()
     args = [
         "launch",
-        f"--config={ini}",
-        "--vcpus=32",
-        "--memory-gib=100",
-        "--disk-gib=1",
-        "--machine=q35",
-        f"--expect-ovmf-sha256={digests['ovmf']}",
-        f"--expect-kernel-sha256={digests['kernel']}",
-        f"--expect-initrd-sha256={digests['initrd']}",
-        f"--release-dir={release}",
-        f"--model-dir={models}",
+        f"--config={conf}",
+        f"--release={release}",
+        *(f"--expect-{FLAG_OF_FIELD[k]}-sha256={v}" for k, v in digests.items()),
         f"--state-dir={tmp_path / 'run'}",
         f"--qemu={qemu}",
         "--powerdown-seconds=2",
@@ -182,29 +187,56 @@ def host(tmp_path: Path, *, tamper: bool = False) -> tuple[list[str], dict[str, 
     return args, env
 
 
+@pytest.mark.parametrize(
+    "tampered", ["OVMF.fd", "image.img", "image.vmlinuz", "image.initrd", "image.cmdline"]
+)
 def test_a_release_file_that_does_not_match_its_digest_starts_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tampered: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    args, env = host(tmp_path, tamper=True)
+    args, env = host(tmp_path, tamper=tampered)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert main([*args, "--dry-run"]) == 1
+    assert main(args) == 1
     err = capsys.readouterr().err
-    assert "kernel" in err and "vmlinuz" in err and "expects" in err
-    assert not (tmp_path / "run").exists()
+    assert tampered in err and "expects" in err
+    assert not list((tmp_path / "run").glob("instance-*.json"))
+    assert not (tmp_path / "disks").exists()
 
 
-def test_a_dry_run_prints_qemus_argv_without_any_secret(
+def test_print_only_prints_qemus_argv_one_per_line_without_any_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args, env = host(tmp_path)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert main([*args, "--dry-run"]) == 0
+    assert main([*args, "--print-only"]) == 0
     out = capsys.readouterr().out
-    doc: dict[str, Any] = json.loads(out)
-    assert doc["gpu"] == GPU and doc["instance"] == 3
+    argv = out.splitlines()
+    assert argv[argv.index("-device", argv.index("-netdev")) + 1] == (
+        f"vfio-pci,host={GPU},bus=pci.0,iommufd=iommufd0"
+    )
+    assert "cocoon_gpu" in argv[argv.index("-append") + 1].split()
     assert WALLET_KEY not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_prepare_only_writes_the_spec_share_with_the_secrets_in_runtime_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args, env = host(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "prepared"
+    assert main([*args, f"--prepare-only={out}"]) == 0
+    assert (out / "init").is_file() and (out / "fake-ton-config.json").is_file()
+    runtime = (out / "runtime" / "runtime.vars").read_text()
+    assert f"NODE_WALLET_KEY={WALLET_KEY}" in runtime
+    assert (out / "runtime" / "runtime.vars").stat().st_mode & 0o077 == 0
+    elsewhere = [p for p in out.rglob("*") if p.is_file() and "runtime" not in p.parts]
+    assert all(WALLET_KEY not in p.read_text() for p in elsewhere)
 
 
 def wait_for(probe: Any, within: float = 10.0) -> Any:
@@ -249,11 +281,17 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
             "podUid": "uid-1",
             "pci": GPU,
             "pid": record["pid"],
+            "persistent": record["persistent"],
         }
+        # One disk, named by the release's measured identity, in the worker's directory.
+        (disk,) = (tmp_path / "disks").iterdir()
+        assert record["persistent"] == str(disk) and disk.name.startswith("persistent-")
+        assert disk.stat().st_size == 100 << 30 and disk.stat().st_blocks == 0  # sparse
         # What the node agent checks (once the child has exec'd QEMU's stand-in).
         assert wait_for(lambda: vm_running(Path("/proc"), record["pid"], 3))
-        share = tmp_path / "run" / "spec-3" / "worker.ini"
-        assert WALLET_KEY in share.read_text() and share.stat().st_mode & 0o077 == 0
+        private = tmp_path / "run" / "vm-3"
+        share = private / "spec" / "runtime" / "runtime.vars"
+        assert WALLET_KEY in share.read_text() and private.stat().st_mode & 0o077 == 0
 
         # The pod's replacement, while this VM still runs: it starts nothing.
         second = start(args, env)
@@ -265,6 +303,7 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
         proc.send_signal(signal.SIGTERM)  # the pod is deleted
         proc.wait(timeout=20)
         assert not state.exists()  # QEMU is gone: the agent stops listing the VM
+        assert not private.exists()  # and the VM's secrets are gone with its share
         assert not vm_running(Path("/proc"), record["pid"], 3)
         assert WALLET_KEY not in (proc.stderr.read() if proc.stderr else "")
     finally:
