@@ -1,6 +1,10 @@
 """``ton`` subcommands: look at addresses, wallets and root allow-lists; one JSON object out.
 
 * ``ton address ADDR``: validate and normalise an address, print all its forms;
+* ``ton node-wallet --key-file FILE --owner ADDRESS [--testnet]``: the address of
+  the COCOON node wallet a worker with that ``node_wallet_key`` and owner uses,
+  computed offline; two labelled text lines (``raw:`` and ``non-bounceable:``),
+  not JSON, so a shell can ``grep``/``cut`` them;
 * ``ton wallet --endpoint URL ADDRESS``: state, balance, seqno (when a wallet);
 * ``ton allowlist --endpoint URL --root ADDRESS [--image-hash HEX]...
   [--model Name@commit:verity | --model-hash HEX]... [--proxy-hash HEX]...``:
@@ -8,10 +12,12 @@
 
 Exit status: 0 done (for ``allowlist`` also when a hash is not listed: see
 ``all_allowed``), 1 failure (invalid address for ``ton address``, the API or
-the contract failed), 2 usage (bad arguments, unreadable API key file).
+the contract failed), 2 usage (bad arguments, unreadable API key file; for
+``node-wallet`` a bad key file or owner, as one line on stderr naming the flag).
 
 The toncenter API key comes from ``--api-key-file`` or ``$TONCENTER_API_KEY``
-and is only ever sent as a header: it is never printed.
+and is only ever sent as a header: it is never printed. Nor is the node wallet
+key: ``node-wallet`` errors say what is wrong with it, never what it is.
 
 Wiring: ``register(subparsers)`` adds the ``ton`` group to an existing argparse
 sub-parser set; each subcommand sets ``func`` (Namespace -> exit status).
@@ -31,13 +37,16 @@ from typing import Any
 from .address import Address, ParsedAddress, parse_address
 from .amounts import format_ton
 from .client import TonClient
-from .errors import AddressError, RootContractError, TonError
+from .cocoonwallet import node_wallet_address, parse_node_wallet_key
+from .errors import AddressError, NodeWalletKeyError, RootContractError, TonError
 from .root import AllowList, RootContract, model_hash, parse_hash
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 API_KEY_ENV = "TONCENTER_API_KEY"
+#: A key file is 44 characters and a newline; anything much bigger is not one.
+MAX_KEY_FILE_BYTES = 4096
 
 
 class UsageError(Exception):
@@ -154,6 +163,48 @@ def cmd_wallet(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+# ------------------------------------------------------------------ node-wallet
+
+
+def _read_key_file(path: Path) -> str:
+    """The key text of ``path``, whitespace around it stripped as the launcher does
+    before handing it to COCOON (``launcher._run._read_secret``), so any file the
+    launcher accepts is read the same here. Errors name the file, not its content."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--key-file: cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise UsageError(
+            f"--key-file: {path} is over {MAX_KEY_FILE_BYTES} bytes, not a node_wallet_key"
+        )
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UsageError(f"--key-file: {path} is not UTF-8 text") from None
+
+
+def cmd_node_wallet(args: argparse.Namespace) -> int:
+    """Print the node wallet address of a key file and an owner (no network)."""
+    try:
+        owner = _parsed(args.owner, "--owner")
+        try:
+            key = parse_node_wallet_key(_read_key_file(args.key_file))
+        except NodeWalletKeyError as exc:
+            raise UsageError(f"--key-file: {exc}") from None
+    except UsageError as exc:
+        sys.stderr.write(f"cocoon-operator ton node-wallet: {exc}\n")
+        return EXIT_USAGE
+    address = node_wallet_address(key.public_key, owner.address)
+    # COCOON's generate-cocoon-wallet-address takes the testnet flag from the owner
+    # (runners/utils/generate-cocoon-wallet-address.cpp:63); --testnet forces it.
+    testnet = bool(args.testnet or owner.testnet)
+    sys.stdout.write(f"raw: {address.to_raw()}\n")
+    sys.stdout.write(f"non-bounceable: {address.to_friendly(bounceable=False, testnet=testnet)}\n")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------ allowlist
 
 
@@ -224,9 +275,11 @@ def _add_endpoint(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``ton {address,wallet,allowlist}`` to an ``add_subparsers()`` result."""
+    """Add ``ton {address,wallet,node-wallet,allowlist}`` to an ``add_subparsers()`` result."""
     ton: argparse.ArgumentParser = subparsers.add_parser(
-        "ton", help="TON addresses, wallets and root allow-lists (one JSON object on stdout)"
+        "ton",
+        help="TON addresses, wallets, node wallet addresses and root allow-lists"
+        " (one JSON object on stdout; node-wallet: labelled text lines)",
     )
     sub = ton.add_subparsers(dest="ton_command", required=True)
 
@@ -240,6 +293,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     _add_endpoint(wallet)
     wallet.add_argument("address", metavar="ADDRESS")
     wallet.set_defaults(func=cmd_wallet)
+
+    node = sub.add_parser(
+        "node-wallet",
+        help="address of a COCOON node wallet from its key and owner (offline; text lines)",
+    )
+    node.add_argument(
+        "--key-file",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="file holding the node_wallet_key: base64 of the 32-byte Ed25519 seed",
+    )
+    node.add_argument(
+        "--owner", required=True, metavar="ADDRESS", help="the worker's owner_address"
+    )
+    node.add_argument(
+        "--testnet",
+        action="store_true",
+        help="testnet user-friendly form (also implied by a testnet-form --owner)",
+    )
+    node.set_defaults(func=cmd_node_wallet)
 
     allow = sub.add_parser("allowlist", help="check hashes against a root contract's allow-lists")
     _add_endpoint(allow)

@@ -6,6 +6,7 @@ Tree::
     ├── AddressError (ValueError)     malformed / wrong-checksum / wrong-workchain address
     ├── AmountError (ValueError)      malformed or out-of-range TON amount
     ├── WalletError                   cannot build a wallet message (too many transfers, ...)
+    │   └── NodeWalletKeyError (ValueError)  a node_wallet_key COCOON would refuse (never echoed)
     ├── RootContractError (ValueError)  bad input for a root-contract message or query (hash, model)
     ├── LocalChainError               the local emulated chain refused an operation
     └── TonClientError                anything that went wrong talking to a v2 HTTP API
@@ -46,6 +47,14 @@ class AmountError(TonError, ValueError):
 
 class WalletError(TonError):
     """A wallet message could not be built."""
+
+
+class NodeWalletKeyError(WalletError, ValueError):
+    """A ``node_wallet_key`` that COCOON's runner would refuse.
+
+    Its message says what is wrong (length, alphabet, padding) and never
+    contains the key text or any part of it: the key controls the node's money.
+    """
 
 
 class RootContractError(TonError, ValueError):
