@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
 
     add_launch(sub)
+    from cocoon_operator.models.cli import add_subparsers as add_model  # noqa: PLC0415
+
+    add_model(sub)
     return parser
 
 
