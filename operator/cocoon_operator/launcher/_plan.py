@@ -10,7 +10,13 @@ of which changes nothing the TD measures (``docs/launcher.md`` lists them):
    the guest to power down on the pod's deletion (cocoon-launch has only
    ``-monitor null`` and is stopped by a signal);
 3. no forward of the guest's SSH port outside test images: production images
-   serve nothing there, and the pod has no business opening a door to it.
+   serve nothing there, and the pod has no business opening a door to it;
+4. the ``tdx-guest`` object's ``quote-generation-socket`` is the launcher's
+   quote relay (a unix socket) instead of the host's QGS on vsock CID 2 port
+   4050: the relay forwards every request to that QGS byte for byte and keeps
+   the quotes the guest really produced, which the operator verifies
+   (``launcher/_quoterelay.py``). Where QEMU sends a quote request is not part
+   of the TD's measurements.
 
 Both additions sit where cocoon-launch itself appends extra QEMU arguments
 (``*cfg.extra_qemu_args``, cocoon-launch:626), so the same argv comes out of
@@ -20,6 +26,7 @@ Both additions sit where cocoon-launch itself appends extra QEMU arguments
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +36,7 @@ from cocoon_operator.launcher._cocoon import (
     QemuInputs,
     WorkerConf,
     qemu_argv,
+    tdx_object,
 )
 
 
@@ -151,11 +159,22 @@ class LaunchPlan:
     conf: WorkerConf
     inputs: QemuInputs
     qmp_socket: Path
+    qgs_socket: Path | None = None  # the quote relay's, when the launcher runs one
+
+
+def relayed_tdx_object(socket: Path) -> str:
+    """cocoon-launch's ``tdx-guest`` object (cocoon-launch:589-590) with its quotes
+    sent to the launcher's relay; same id, same everything else."""
+    obj = json.loads(tdx_object())
+    obj["quote-generation-socket"] = {"type": "unix", "path": str(socket)}
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def operator_argv(plan: LaunchPlan, qemu: str = "qemu-system-x86_64") -> list[str]:
     """cocoon-launch's argv with the operator's deliberate differences (module docstring)."""
     argv = qemu_argv(plan.conf, plan.inputs, ssh=plan.conf.test)
+    if plan.qgs_socket is not None:
+        argv = [relayed_tdx_object(plan.qgs_socket) if a == tdx_object() else a for a in argv]
     name = process_name(plan.conf.instance)
     return [
         qemu,

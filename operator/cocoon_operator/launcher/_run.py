@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,6 +53,15 @@ from cocoon_operator.launcher._plan import (
     persistent_image,
     process_name,
     resolve_node,
+)
+from cocoon_operator.launcher._quoterelay import (
+    HOST_QGS,
+    Address,
+    QuoteStore,
+    UnixAddress,
+    parse_address,
+    relay_socket_path,
+    start_quote_relay,
 )
 from cocoon_operator.launcher._spectree import SpecTreeError, spec_tree_hash
 
@@ -249,11 +259,22 @@ class Prepared:
     digests: dict[str, str]
     identity: str
     persistent_dir: Path | None
+    qgs_upstream: Address = HOST_QGS
 
 
 def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
     """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU."""
     plan = prepared.plan
+    quotes = QuoteStore()
+    relay = None
+    if plan.qgs_socket is not None:
+        # Listening before QEMU starts: the guest asks for its first quote at boot.
+        relay = start_quote_relay(
+            vm=process_name(plan.conf.instance),
+            listen=UnixAddress(plan.qgs_socket),
+            capture=quotes.add,
+            upstream=prepared.qgs_upstream,
+        )
     proc = subprocess.Popen(argv)
     path = write_state(state_dir, plan.conf, proc.pid, os.environ, plan.inputs.persistent)
     stopping: list[float] = []
@@ -292,6 +313,8 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
         # Only once QEMU is gone (and with it the GPU): the agent stops listing the VM,
         # and the VM's spec share (its secrets) goes with it.
         if proc.poll() is not None:
+            if relay is not None:
+                relay.stop()
             path.unlink(missing_ok=True)
             shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
 
@@ -385,8 +408,9 @@ def prepare_launch(
         model=model,
     )
     qmp = spec_dir.parent / f"instance-{conf.instance}.qmp"
+    qgs = relay_socket_path(spec_dir.parent, conf.instance)
     return Prepared(
-        plan=LaunchPlan(conf=conf, inputs=inputs, qmp_socket=qmp),
+        plan=LaunchPlan(conf=conf, inputs=inputs, qmp_socket=qmp, qgs_socket=qgs),
         release=release,
         model=model,
         digests=digests,
@@ -434,6 +458,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
             persistent.parent.mkdir(parents=True, exist_ok=True)
             with persistent.open("wb") as f:
                 f.truncate(PERSISTENT_DISK_BYTES)  # sparse, as `truncate --size=100g`
+        try:
+            upstream = parse_address(args.quote_service)
+        except ValueError as exc:
+            raise LaunchError(f"--quote-service: {exc}") from None
+        prepared = dataclasses.replace(prepared, qgs_upstream=upstream)
         argv = operator_argv(prepared.plan, shutil.which(args.qemu) or args.qemu)
     except LaunchError as exc:
         if private is not None:

@@ -292,6 +292,9 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
         private = tmp_path / "run" / "vm-3"
         share = private / "spec" / "runtime" / "runtime.vars"
         assert WALLET_KEY in share.read_text() and private.stat().st_mode & 0o077 == 0
+        # QEMU's quotes go to the launcher's relay, listening before QEMU starts.
+        relay = private / "instance-3.qgs"
+        assert relay.is_socket() and relay.stat().st_mode & 0o077 == 0
 
         # The pod's replacement, while this VM still runs: it starts nothing.
         second = start(args, env)
