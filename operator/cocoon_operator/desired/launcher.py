@@ -12,7 +12,7 @@ TDX measurement, so any other shape would produce an image hash that proxies
 refuse. The Pod carries a readiness gate that only the operator sets, after
 the worker's attestation verifies.
 
-The worker's configuration (``worker.ini``) travels in a Pod annotation and
+The worker's configuration (COCOON's ``worker.conf``) travels in a Pod annotation and
 reaches the launcher as a file through a downward API volume: a Pod never
 changes its configuration (a new one is a new revision, a new Pod), so a
 ConfigMap of its own would only cost a write and an object per Pod.
@@ -49,7 +49,8 @@ LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
-# The rendered worker.ini, mounted at CONFIG_PATH by a downward API volume.
+# The rendered worker.conf, mounted at CONFIG_PATH by a downward API volume (the key keeps
+# its first name: running pods carry it).
 ANNOTATION_WORKER_INI: Final = f"{labels.GROUP}/worker.ini"
 # Set by the operator on a pod whose worker it is stopping (drain, then payout).
 ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
