@@ -9,9 +9,11 @@ deliberately simple and deterministic:
   round-robin over the proxies;
 - after a disable, the requests that were in flight drain linearly to zero in
   ``drain_seconds`` (each one that finishes still counts and earns);
-- a payout runs for ``payout_seconds``; when it completes the proxy's tokens
-  committed to the blockchain are cashed out, the wallet pays a fee and its
-  seqno advances.
+- a payout is sent whatever is owed, as COCOON's ``/request/payout`` does
+  (WorkerRunner.cpp:732-755): the proxy's expected cash-out jumps at once to
+  the tokens committed then (``run_payout``, WorkerProxyInfo.h:84-86), it runs
+  for ``payout_seconds`` (``running_request``), then those tokens are cashed
+  out; the wallet pays a fee and its seqno advances.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class ProxyState:
     cashed_out: int = 0
     payout_running_until: float | None = None
     payout_amount: int = 0
-    payouts: int = 0
+    # exp_tokens_processed_ (WorkerProxyInfo.h:145), set when a payout is sent (:86).
+    expected_processed: int = 0
+    payouts: int = 0  # the harness's count (/simulator/state); COCOON reports none
 
     @property
     def earned_tokens(self) -> int:
@@ -89,6 +93,11 @@ class ProxyState:
     @property
     def committed_to_blockchain(self) -> int:
         return self.earned_tokens // _COMMIT_BATCH * _COMMIT_BATCH
+
+    @property
+    def expected_cashed_out(self) -> int:
+        """``exp_tokens_cashed_out()`` (WorkerProxyInfo.h:56-58)."""
+        return max(self.cashed_out, self.expected_processed)
 
 
 @dataclass
@@ -215,6 +224,7 @@ class WorkerState:
         if proxy.payout_running_until is not None:
             return "request is already running"
         proxy.payout_amount = proxy.committed_to_blockchain
+        proxy.expected_processed = proxy.payout_amount
         proxy.payout_running_until = now + self.model.payout_seconds
         self.wallet_seqno += 1
         self.wallet_balance = max(0, self.wallet_balance - self.model.payout_fee_nano)
