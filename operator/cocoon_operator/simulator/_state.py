@@ -118,6 +118,7 @@ class WorkerState:
     _drain_from: int = field(default=0, init=False)
     _disabled_at: float | None = field(default=None, init=False)
     _next_proxy: int = field(default=0, init=False)
+    _unspread: float = field(default=0.0, init=False)  # a request's part not yet credited
     _samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=4096))
 
     def __post_init__(self) -> None:
@@ -140,15 +141,14 @@ class WorkerState:
         if requests <= 0 or not self.proxies:
             return
         self.completed += requests
-        tokens = requests * self.model.tokens_per_request
-        # Spread whole requests round-robin; a fractional remainder goes to the next proxy.
-        whole = int(requests)
+        # Whole requests go round-robin, however finely the time is sliced: a
+        # worker read every fraction of a second still earns from every proxy.
+        self._unspread += requests
+        whole = int(self._unspread + 1e-9)
+        self._unspread = max(0.0, self._unspread - whole)
         for _ in range(whole):
             self.proxies[self._next_proxy].earned += self.model.tokens_per_request
             self._next_proxy = (self._next_proxy + 1) % len(self.proxies)
-        rest = tokens - whole * self.model.tokens_per_request
-        if rest > 0:
-            self.proxies[self._next_proxy].earned += rest
 
     def advance(self, now: float) -> None:
         """Bring counters, draining and payouts forward to ``now`` (never backwards)."""
