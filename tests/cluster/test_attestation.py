@@ -380,3 +380,36 @@ async def test_a_model_rotation_drains_and_pays_out_the_old_worker_first(
         # The old worker was disabled and paid out before its pod was stopped.
         assert order.index("Draining") < order.index("PayoutRequested") < order.index("Rotating")
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_worker_that_never_initialised_is_stopped_without_a_drain(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    """Before its runner initialises, a COCOON worker answers every path 400 "not
+    found" (WorkerRunner.cpp:381-386): no proxy has sent it a request or owes it
+    anything, so deletion stops it at once and says why, instead of waiting the
+    drain's bounds on an unreachable worker."""
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        await eventually(attested_is(api, namespace, "w", "True"), within=60, what="attested")
+        pod, _ = await pod_conditions(api, namespace, "w")
+        await simulator_admin(pod, "/simulator/fault?name=not_initialised&enabled=true")
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "w"
+        )
+
+        async def gone() -> bool:
+            pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
+            return not pods.items
+
+        await eventually(gone, within=60, what="the pod stopped")
+        # Not taken for an unreachable worker (asked again for 30 s), nor drained.
+        assert "unreachable: asking again" not in log.read_text(errors="replace")
+        reasons = await event_reasons(api, namespace, "w")
+        assert "Draining" not in reasons and "PayoutRequested" not in reasons, reasons
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=w,reason=DrainSkipped"
+        )
+        assert any("not initialised" in e.message for e in events.items)
+        assert proc.poll() is None, log.read_text()[-3000:]

@@ -123,8 +123,8 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 page = await client.status_page()
             except WorkerNotInitialisedError:
                 deps.unreachable.pop((namespace, pod.name), None)
-                step, why = when_not_initialised()
-                logger.info("pod %s: %s", pod.name, why)
+                _, why = when_not_initialised()
+                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
                 continue
             except (WorkerStatsError, OSError, TimeoutError) as exc:
                 since = deps.unreachable.setdefault((namespace, pod.name), now)
