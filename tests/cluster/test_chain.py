@@ -328,6 +328,10 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         assert proc.poll() is None, log.read_text()[-3000:]
 
 
+async def _more(probe: Callable[[], Awaitable[float | None]], than: float) -> bool:
+    return (await probe() or 0) > than
+
+
 def owed_by_every_proxy(pod: client.V1Pod) -> Callable[[], Awaitable[bool]]:
     """Each proxy of ``pod``'s worker owes tokens: committed to the blockchain beyond
     the expected cash-out (COCOON's to_payout(), WorkerProxyInfo.h:64-67)."""
@@ -464,27 +468,34 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
         assert proc.poll() is None, log.read_text()[-3000:]
 
 
-async def test_a_pinned_read_stands_in_for_the_handshake_and_changes_are_still_caught(
+async def test_stats_read_over_plain_http_never_stand_in_for_the_attestation_handshake(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
-    """With the chain step on, the attestation check takes the chain step's pinned
-    read of a Ready worker for its own handshake; a rotated certificate and evidence
-    that no longer verifies are still found within a few checks."""
+    """The chain step reads a COCOON worker's stats on its plain HTTP port, which
+    proves nothing about the RA-TLS certificate: every attestation check does its
+    own handshake (none counts as "pinned"), and a rotated certificate and
+    evidence that no longer verifies are found within a few checks."""
     log = tmp_path / "operator.log"
     port = free_port()
     args = (*env.operator_args(), "--metrics-port", str(port))
     with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "r0")
         worker = await eventually(ready(api, namespace, "r0"), within=90, what="r0 Ready")
-        series = 'cocoon_attestation_checks_total{certificate="pinned"}'
 
-        async def pinned_checks() -> float | None:
-            return (await scrape(port)).get(series) or None
+        async def handshakes() -> float | None:
+            return (await scrape(port)).get(
+                'cocoon_attestation_checks_total{certificate="handshake"}'
+            ) or None
 
-        await eventually(pinned_checks, within=20, what="a check spared its handshake")
+        before = await eventually(handshakes, within=20, what="checks with a handshake")
+        await eventually(
+            lambda: _more(handshakes, before), within=20, what="every check shaking hands"
+        )
+        pinned = (await scrape(port)).get('cocoon_attestation_checks_total{certificate="pinned"}')
+        assert not pinned, pinned
         pod, _ = await pod_conditions(api, namespace, "r0")
 
-        # COCOON rotates its RA-TLS key: the pinned read fails, the check fetches.
+        # COCOON rotates its RA-TLS key: the check's handshake finds the new one.
         await rotate_and_reverify(api, namespace, "r0", pod, worker)
 
         # Evidence that no longer verifies (a new certificate carrying it) closes the gate.
