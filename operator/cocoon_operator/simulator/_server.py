@@ -642,7 +642,7 @@ class WorkerSimulator:
 
         COCOON takes the URL's path up to ``?`` and splits the query itself,
         decoding nothing (BaseRunner.cpp:758-790); any method goes. ``/perf`` is
-        answered before anything else (BaseRunner.cpp:583-586); the other
+        answered before anything else (BaseRunner.cpp:580-583); the other
         paths exist once ``custom_initialize`` registered them
         (WorkerRunner.cpp:179-228). Before that, and for any other path, the
         worker's fallback answers ``400 not found`` with an empty body

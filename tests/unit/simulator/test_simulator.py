@@ -353,7 +353,7 @@ async def test_the_pages_carry_cocoons_rows_and_perf_is_text(
     )  # :583-589
     assert "<tr><td>active_requests</td><td>3</td></tr>\n" in page  # :628
     assert '<tr><td>coefficient</td><td>1 <a href="/request/change_coefficient">' in page
-    async with http.get(f"{sim.http_url}/perf") as resp:  # BaseRunner.cpp:583-586, 695-699
+    async with http.get(f"{sim.http_url}/perf") as resp:  # BaseRunner.cpp:580-583, 695-699
         assert (resp.status, resp.content_type) == (200, "text/plain")
 
 
@@ -401,7 +401,7 @@ async def test_before_initialisation_every_worker_path_is_400_not_found(
     for path in ("/jsonstats", "/stats", "/request/disable", "/request/payout?proxy=x"):
         # WorkerRunner.cpp:381-386: the reason phrase, an empty body.
         assert await _status(http, f"{sim.http_url}{path}") == (400, "not found", "")
-    assert (await _status(http, f"{sim.http_url}/perf"))[0] == 200  # BaseRunner.cpp:583-586
+    assert (await _status(http, f"{sim.http_url}/perf"))[0] == 200  # BaseRunner.cpp:580-583
     assert (await _json(http, f"{sim.http_url}/simulator/state"))["initialised"] is False
     assert sim.state.enabled  # the disable above never reached the runner
     sim.set_faults(not_initialised=False)
