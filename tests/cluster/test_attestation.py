@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.attestation.testpki import TdMeasurements
 from cocoon_operator.desired.launcher import ANNOTATION_DRAIN_STARTED, READINESS_GATE
+from cocoon_operator.workerapi import StatusPage, parse_status_page
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -237,6 +238,13 @@ async def simulator_stats(pod: client.V1Pod) -> dict[str, Any]:
         return doc
 
 
+async def simulator_page(pod: client.V1Pod) -> StatusPage:
+    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
+    url = f"http://{pod.status.host_ip}:{port}/stats"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return parse_status_page(await resp.text())
+
+
 async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
     stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
 ) -> None:
@@ -312,7 +320,9 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
         )
 
         async def disabled() -> bool:
-            return (await simulator_stats(pod))["status"]["enabled"] is False
+            # The state shows on /stats only (COCOON's WorkerRunner.cpp:583-589):
+            # /jsonstats says enabled: true whatever it is (:688).
+            return (await simulator_page(pod)).enabled is False
 
         await eventually(disabled, within=30, what="the worker disabled before it stops")
 
@@ -362,9 +372,44 @@ async def test_a_model_rotation_drains_and_pays_out_the_old_worker_first(
         events = await client.CoreV1Api(api).list_namespaced_event(
             namespace, field_selector="involvedObject.name=w,involvedObject.kind=CocoonWorker"
         )
+        # In creation order: timestamps have whole seconds, and with nothing owed
+        # (no payout to wait for) the payout and the stop can share one.
         order = [
-            e.reason for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)
+            e.reason for e in sorted(events.items, key=lambda e: int(e.metadata.resource_version))
         ]
         # The old worker was disabled and paid out before its pod was stopped.
         assert order.index("Draining") < order.index("PayoutRequested") < order.index("Rotating")
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_worker_that_never_initialised_is_stopped_without_a_drain(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    """Before its runner initialises, a COCOON worker answers every path 400 "not
+    found" (WorkerRunner.cpp:381-386): no proxy has sent it a request or owes it
+    anything, so deletion stops it at once and says why, instead of waiting the
+    drain's bounds on an unreachable worker."""
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        await eventually(attested_is(api, namespace, "w", "True"), within=60, what="attested")
+        pod, _ = await pod_conditions(api, namespace, "w")
+        await simulator_admin(pod, "/simulator/fault?name=not_initialised&enabled=true")
+        await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "w"
+        )
+
+        async def gone() -> bool:
+            pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
+            return not pods.items
+
+        await eventually(gone, within=60, what="the pod stopped")
+        # Not taken for an unreachable worker (asked again for 30 s), nor drained.
+        assert "unreachable: asking again" not in log.read_text(errors="replace")
+        reasons = await event_reasons(api, namespace, "w")
+        assert "Draining" not in reasons and "PayoutRequested" not in reasons, reasons
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=w,reason=DrainSkipped"
+        )
+        assert any("not initialised" in e.message for e in events.items)
         assert proc.poll() is None, log.read_text()[-3000:]

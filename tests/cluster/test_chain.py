@@ -9,7 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,9 +289,10 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         await create_worker(api, namespace, "p1")  # no policy: never paid out while serving
 
         async def paid_out() -> dict[str, Any] | None:
+            # Cashed-out tokens: COCOON reports no count of payouts.
             worker = await get_worker(api, namespace, "p0")
             earnings = worker.get("status", {}).get("earnings", {})
-            return worker if earnings.get("payouts", 0) >= 1 else None
+            return worker if earnings.get("paidOutTokens", 0) >= 1000 else None
 
         worker = await eventually(paid_out, within=120, what="a payout shown in status")
         assert worker["status"]["earnings"]["paidOutTokens"] >= 1000
@@ -301,7 +302,7 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         assert events.items
         assert "spec.payout.minimumUnpaidTokens (1000)" in events.items[0].message
         other = await eventually(ready(api, namespace, "p1"), within=60, what="p1 Ready")
-        assert other["status"]["earnings"].get("payouts", 0) == 0
+        assert other["status"]["earnings"].get("paidOutTokens", 0) == 0
         quiet = await client.CoreV1Api(api).list_namespaced_event(
             namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
         )
@@ -327,6 +328,24 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
         assert proc.poll() is None, log.read_text()[-3000:]
 
 
+async def _more(probe: Callable[[], Awaitable[float | None]], than: float) -> bool:
+    return (await probe() or 0) > than
+
+
+def owed_by_every_proxy(pod: client.V1Pod) -> Callable[[], Awaitable[bool]]:
+    """Each proxy of ``pod``'s worker owes tokens: committed to the blockchain beyond
+    the expected cash-out (COCOON's to_payout(), WorkerProxyInfo.h:64-67)."""
+
+    async def check() -> bool:
+        proxies = (await simulator_stats(pod))["proxies"]
+        return bool(proxies) and all(
+            p["earned_tokens_committed_to_blockchain"] > p["expected_cached_out_tokens"]
+            for p in proxies
+        )
+
+    return check
+
+
 async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
@@ -345,13 +364,16 @@ async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
     with operator("payout.after-send") as proc:
         await create_worker(api, namespace, "k0")
         worker = await eventually(ready(api, namespace, "k0"), within=90, what="k0 Ready")
+        pod = await client.CoreV1Api(api).read_namespaced_pod(worker["status"]["pod"], namespace)
+        # Proxies owed nothing are not asked (the fee would buy nothing): wait
+        # until each proxy has tokens committed and not paid out.
+        await eventually(owed_by_every_proxy(pod), within=60, what="tokens owed by each proxy")
         argv = ["--kubeconfig", str(stack.kubeconfig), "-n", namespace, "payout", "k0"]
         assert await asyncio.to_thread(plugin_main, argv) == 0
         await killed_at_failpoint(proc, "the operator killed after asking for the payout")
     asked = (await get_worker(api, namespace, "k0"))["metadata"]["annotations"][
         v1alpha1.PAYOUT_REQUEST_ANNOTATION
     ]
-    pod = await client.CoreV1Api(api).read_namespaced_pod(worker["status"]["pod"], namespace)
     key = f"{namespace}/{pod.metadata.name}/{pod.metadata.uid}"
 
     def answers() -> dict[str, list[str]]:
@@ -376,6 +398,7 @@ async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
         assert proc.poll() is None, log.read_text()[-3000:]
 
     # The final payout: killed between the intent and the requests, then after them.
+    await eventually(owed_by_every_proxy(pod), within=60, what="tokens owed again")
     with operator("payout.after-intent") as proc:
         await client.CustomObjectsApi(api).delete_namespaced_custom_object(
             "cocoon.network", "v1alpha1", namespace, "cocoonworkers", "k0"
@@ -445,27 +468,34 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
         assert proc.poll() is None, log.read_text()[-3000:]
 
 
-async def test_a_pinned_read_stands_in_for_the_handshake_and_changes_are_still_caught(
+async def test_stats_read_over_plain_http_never_stand_in_for_the_attestation_handshake(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
-    """With the chain step on, the attestation check takes the chain step's pinned
-    read of a Ready worker for its own handshake; a rotated certificate and evidence
-    that no longer verifies are still found within a few checks."""
+    """The chain step reads a COCOON worker's stats on its plain HTTP port, which
+    proves nothing about the RA-TLS certificate: every attestation check does its
+    own handshake (none counts as "pinned"), and a rotated certificate and
+    evidence that no longer verifies are found within a few checks."""
     log = tmp_path / "operator.log"
     port = free_port()
     args = (*env.operator_args(), "--metrics-port", str(port))
     with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "r0")
         worker = await eventually(ready(api, namespace, "r0"), within=90, what="r0 Ready")
-        series = 'cocoon_attestation_checks_total{certificate="pinned"}'
 
-        async def pinned_checks() -> float | None:
-            return (await scrape(port)).get(series) or None
+        async def handshakes() -> float | None:
+            return (await scrape(port)).get(
+                'cocoon_attestation_checks_total{certificate="handshake"}'
+            ) or None
 
-        await eventually(pinned_checks, within=20, what="a check spared its handshake")
+        before = await eventually(handshakes, within=20, what="checks with a handshake")
+        await eventually(
+            lambda: _more(handshakes, before), within=20, what="every check shaking hands"
+        )
+        pinned = (await scrape(port)).get('cocoon_attestation_checks_total{certificate="pinned"}')
+        assert not pinned, pinned
         pod, _ = await pod_conditions(api, namespace, "r0")
 
-        # COCOON rotates its RA-TLS key: the pinned read fails, the check fetches.
+        # COCOON rotates its RA-TLS key: the check's handshake finds the new one.
         await rotate_and_reverify(api, namespace, "r0", pod, worker)
 
         # Evidence that no longer verifies (a new certificate carrying it) closes the gate.

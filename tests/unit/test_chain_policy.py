@@ -42,13 +42,11 @@ def test_an_unreadable_last_write_time_means_the_figures_are_written() -> None:
 
 
 def test_a_completed_payout_is_written_at_once() -> None:
-    old = EarningsStatus(
-        earned_tokens=10, paid_out_tokens=0, payouts=0, checked_at="2026-01-01T00:00:00Z"
-    )
-    paid = EarningsStatus(earned_tokens=10, paid_out_tokens=10, payouts=1)
+    old = EarningsStatus(earned_tokens=10, paid_out_tokens=0, checked_at="2026-01-01T00:00:00Z")
+    paid = EarningsStatus(earned_tokens=10, paid_out_tokens=10)
     moments_later = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
     assert earnings_due(old, paid, now=moments_later)
-    more_tokens = EarningsStatus(earned_tokens=20, paid_out_tokens=0, payouts=0)
+    more_tokens = EarningsStatus(earned_tokens=20, paid_out_tokens=0)
     assert not earnings_due(old, more_tokens, now=moments_later)
 
 

@@ -1,4 +1,9 @@
-"""The order and bounds of stopping a worker: disable, drain, pay out, stop."""
+"""The order and bounds of stopping a worker: disable, drain, pay out, stop.
+
+The facts are what a COCOON worker shows: its enabled state and requests in
+flight on ``/stats`` (WorkerRunner.cpp:583-589, :628), its payouts running in
+``/jsonstats`` (WorkerProxyInfo.cpp:84).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from cocoon_operator.policy.drain import (
     DrainLimits,
     DrainStep,
     next_step,
+    resend_disable,
+    when_not_initialised,
     when_unreachable,
 )
 
@@ -34,6 +41,12 @@ def test_the_steps_come_in_order() -> None:
     assert (step, why) == (DrainStep.STOP, "drained and paid out")
 
 
+def test_the_drain_ends_when_the_worker_shows_no_request_in_flight() -> None:
+    step, why = next_step(facts(active_requests=2, elapsed_seconds=5))
+    assert (step, why) == (DrainStep.WAIT_FOR_REQUESTS, "2 requests in flight")
+    assert next_step(facts(active_requests=0, elapsed_seconds=5))[0] is DrainStep.REQUEST_PAYOUT
+
+
 def test_every_wait_is_bounded_and_says_so() -> None:
     limits = DrainLimits(requests_seconds=10, payout_seconds=5)
     step, why = next_step(facts(active_requests=3, elapsed_seconds=10), limits)
@@ -44,16 +57,28 @@ def test_every_wait_is_bounded_and_says_so() -> None:
     assert step is DrainStep.STOP and "still running" in why
 
 
-def test_a_worker_that_does_not_report_its_requests_is_given_the_whole_bound() -> None:
+def test_a_worker_that_keeps_showing_enabled_is_not_disabled_forever() -> None:
     limits = DrainLimits(requests_seconds=10)
-    assert (
-        next_step(facts(active_requests=None, elapsed_seconds=9), limits)[0]
-        is DrainStep.WAIT_FOR_REQUESTS
-    )
-    assert (
-        next_step(facts(active_requests=None, elapsed_seconds=10), limits)[0]
-        is DrainStep.REQUEST_PAYOUT
-    )
+    assert next_step(facts(enabled=True, elapsed_seconds=9), limits)[0] is DrainStep.DISABLE
+    step, why = next_step(facts(enabled=True, elapsed_seconds=10), limits)
+    assert step is DrainStep.REQUEST_PAYOUT and "stopped waiting" not in why
+
+
+def test_a_page_without_the_rows_gets_the_disable_again_and_the_whole_bound() -> None:
+    limits = DrainLimits(requests_seconds=10)
+    unknown = facts(enabled=None, active_requests=None, elapsed_seconds=9)
+    assert resend_disable(unknown)  # nothing confirms the first one took
+    step, why = next_step(unknown, limits)
+    assert step is DrainStep.WAIT_FOR_REQUESTS and "not shown" in why
+    later = facts(enabled=None, active_requests=None, elapsed_seconds=10)
+    assert next_step(later, limits)[0] is DrainStep.REQUEST_PAYOUT
+    assert not resend_disable(facts(enabled=False))
+    assert not resend_disable(facts(enabled=True))  # next_step's own DISABLE sends it
+
+
+def test_a_worker_that_never_initialised_is_stopped_at_once() -> None:
+    step, why = when_not_initialised()
+    assert step is DrainStep.STOP and "not initialised" in why
 
 
 def test_a_worker_that_does_not_answer_is_asked_again_until_the_bound() -> None:

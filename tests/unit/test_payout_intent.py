@@ -1,4 +1,9 @@
-"""A payout asked for at most once per purpose across crashes: the intent's rules."""
+"""A payout asked for at most once per purpose across crashes: the intent's rules.
+
+The trace a payout request leaves is what COCOON writes: ``running_request``
+(WorkerProxyInfo.cpp:84) and ``expected_cached_out_tokens`` (:83), which
+``run_payout`` raises to the tokens committed (WorkerProxyInfo.h:84-86).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,21 @@ from cocoon_operator.policy.payouts import (
     FINAL,
     UNREADABLE,
     PayoutIntent,
+    ProxyNow,
     parse_intent,
     plan_payout,
-    still_to_ask,
 )
 
 A, B, C, D = ("0:" + c * 64 for c in "abcd")
 
 
+def owed(expected: int, committed: int, *, running: bool = False) -> ProxyNow:
+    """A proxy as the worker reports it: committed tokens and the expected cash-out."""
+    return ProxyNow(expected=expected, owed=max(0, committed - expected), running=running)
+
+
 def test_an_intent_reads_back_as_written() -> None:
-    intent = PayoutIntent(FINAL, {A: 2, B: 0})
+    intent = PayoutIntent(FINAL, {A: 2000, B: 0})
     assert parse_intent(intent.to_annotation()) == intent
     assert parse_intent(None) is None  # nothing recorded: a request is still to be made
 
@@ -27,10 +37,12 @@ def test_an_intent_reads_back_as_written() -> None:
     [
         "2026-12-06T10:00:00Z",  # not JSON
         "[]",
-        '{"before": {}}',  # no purpose
-        '{"for": "final", "before": []}',
-        '{"for": "final", "before": {"0:aa": "2"}}',
-        '{"for": "final", "before": {"0:aa": true}}',
+        '{"expected": {}}',  # no purpose
+        '{"for": "final", "expected": []}',
+        '{"for": "final", "expected": {"0:aa": "2"}}',
+        '{"for": "final", "expected": {"0:aa": true}}',
+        # Earlier versions counted payouts, which COCOON never reported: unreadable.
+        '{"for": "final", "before": {"0:aa": 1}}',
         "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser recurses
     ],
 )
@@ -38,61 +50,73 @@ def test_an_intent_that_cannot_be_read_stands_for_any_purpose(raw: str) -> None:
     intent = parse_intent(raw)
     assert intent is UNREADABLE
     assert intent.is_for(FINAL) and intent.is_for("2026-12-06T10:00:00Z")
-    # ... and asks nobody again: a fee paid twice cannot be taken back.
-    assert still_to_ask(intent, {A: 0, B: 0}, set()) == []
 
 
-def test_an_intent_serves_its_own_purpose_only() -> None:
-    person = PayoutIntent("2026-12-06T10:00:00Z", {A: 0})
-    assert person.is_for("2026-12-06T10:00:00Z")
-    assert not person.is_for(FINAL)
-    assert not person.is_for("2026-12-06T11:00:00Z")  # another request of a person's
-
-
-def test_only_proxies_with_no_trace_of_the_request_are_asked_again() -> None:
-    intent = PayoutIntent(FINAL, {A: 2, B: 0, C: 5})
-    payouts = {A: 2, B: 1, C: 5}  # B paid out since the intent was written
-    running = {C}  # C's payout is under way
-    assert still_to_ask(intent, payouts, running) == [A]
-
-
-def test_a_proxy_the_worker_no_longer_lists_or_did_not_list_is_not_asked() -> None:
-    intent = PayoutIntent(FINAL, {A: 0})
-    assert still_to_ask(intent, {B: 0}, set()) == []  # A is gone; B was never asked for
-
-
-def test_a_first_request_records_every_proxy_then_asks_them_all() -> None:
-    plan = plan_payout(None, FINAL, {A: 2, B: 0}, running={B})
-    assert plan.record == PayoutIntent(FINAL, {A: 2, B: 0})
-    assert plan.ask == [A, B]  # a running one too: the final payout covers what came since
-    assert plan.not_asked == {}
-
-
-def test_an_intent_for_another_purpose_is_replaced() -> None:
-    earlier = PayoutIntent("2026-12-06T10:00:00Z", {A: 0})
-    plan = plan_payout(earlier, FINAL, {A: 1}, running=set())
-    assert plan.record == PayoutIntent(FINAL, {A: 1})
+def test_a_first_request_asks_only_the_proxies_owed_something_and_records_them() -> None:
+    proxies = {
+        A: owed(1000, 3000),
+        B: owed(2000, 2000),  # nothing owed: a payout would only cost the fee
+        C: owed(0, 5000, running=True),  # one is running already
+    }
+    plan = plan_payout(None, FINAL, proxies)
     assert plan.ask == [A]
-
-
-def test_after_a_restart_only_the_proxies_with_no_trace_are_asked_and_the_rest_say_why() -> None:
-    recorded = PayoutIntent(FINAL, {A: 2, B: 0, C: 5})
-    plan = plan_payout(recorded, FINAL, {A: 2, B: 1, C: 5, D: 0}, running={C})
-    assert plan.record is None  # the intent on the pod stands
-    assert plan.ask == [A]
+    assert plan.record == PayoutIntent(FINAL, {A: 1000})
     assert plan.not_asked == {
-        B: "asked before the operator restarted (paid out since)",
-        C: "asked before the operator restarted (payout running)",
-        D: "not asked: not listed when this payout was asked for",
+        B: "not asked: nothing to pay out",
+        C: "not asked: a payout is running",
     }
 
 
-def test_an_unreadable_intent_asks_nobody_once_and_is_replaced_by_a_readable_one() -> None:
-    plan = plan_payout(UNREADABLE, FINAL, {A: 0, B: 0}, running=set())
+def test_nobody_owed_anything_means_no_intent_and_no_request() -> None:
+    plan = plan_payout(None, FINAL, {A: owed(3000, 3000)})
+    assert (plan.record, plan.ask) == (None, [])
+
+
+def test_after_a_restart_only_proxies_without_a_trace_are_asked_again() -> None:
+    recorded = PayoutIntent(FINAL, {A: 1000, B: 1000, C: 1000})
+    proxies = {
+        A: owed(1000, 3000),  # no trace: the request never left
+        B: owed(3000, 3000),  # expected jumped to the committed tokens: it was sent
+        C: owed(1000, 3000, running=True),  # sent, still running
+        D: owed(0, 4000),  # not listed when the payout was asked for
+    }
+    plan = plan_payout(recorded, FINAL, proxies)
+    assert plan.record is None  # the recorded intent stands
+    assert plan.ask == [A]
+    assert plan.not_asked == {
+        B: "asked before the operator restarted (payout sent since)",
+        C: "asked before the operator restarted (payout running)",
+        D: "not asked: not asked when this payout was asked for",
+    }
+
+
+def test_a_proxy_paid_by_the_worker_itself_since_is_not_asked_again() -> None:
+    # The worker pays out on its own thresholds (WorkerProxyInfo.cpp:125-136):
+    # its cash-out then moves past the intent's figure just the same.
+    recorded = PayoutIntent(FINAL, {A: 1000})
+    assert plan_payout(recorded, FINAL, {A: owed(2500, 2600)}).ask == []
+
+
+def test_a_proxy_gone_from_the_worker_is_not_asked() -> None:
+    recorded = PayoutIntent(FINAL, {A: 1000, B: 1000})
+    assert plan_payout(recorded, FINAL, {B: owed(1000, 2000)}).ask == [B]
+
+
+def test_an_intent_for_another_purpose_is_replaced() -> None:
+    earlier = PayoutIntent("2026-12-06T10:00:00Z", {A: 1000})
+    plan = plan_payout(earlier, FINAL, {A: owed(3000, 4000)})
+    assert plan.record == PayoutIntent(FINAL, {A: 3000})
+    assert plan.ask == [A]
+
+
+def test_an_unreadable_intent_asks_nobody_and_is_replaced_for_this_purpose_only() -> None:
+    proxies = {A: owed(0, 1000), B: owed(0, 1000)}
+    plan = plan_payout(UNREADABLE, FINAL, proxies)
     assert plan.ask == []
+    assert plan.record == PayoutIntent(FINAL)
     assert set(plan.not_asked) == {A, B}
     assert all("could not be read" in why for why in plan.not_asked.values())
-    assert plan.record == PayoutIntent(FINAL)
-    # Written back, it asks nobody for this purpose again, and the next payout as usual.
-    assert plan_payout(plan.record, FINAL, {A: 0, B: 0}, running=set()).ask == []
-    assert plan_payout(plan.record, "2026-12-07T08:00:00Z", {A: 0}, running=set()).ask == [A]
+    # The replacement asks nobody for the same purpose, and does not stand in
+    # the way of the next one.
+    assert plan_payout(plan.record, FINAL, proxies).ask == []
+    assert plan_payout(plan.record, "2026-12-07T08:00:00Z", proxies).ask == [A, B]

@@ -632,9 +632,21 @@ class ChainStatus(Model):
 class EarningsStatus(Model):
     """Token counts the worker reports (COCOON settles them in TON per its price list)."""
 
+    # Summed over the worker's proxies: earned_tokens_committed_to_blockchain and
+    # cached_out_tokens (COCOON's WorkerProxyInfo.cpp:79, :82). COCOON reports no
+    # count of payouts: ``payouts`` is no longer written, and stays readable for
+    # status written by earlier versions.
+
     earned_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
     paid_out_tokens: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
-    payouts: Annotated[int, Field(json_schema_extra={"format": "int64"})] = 0
+    payouts: Annotated[
+        int | None,
+        Field(
+            default=None,
+            description="not written: COCOON workers report no payout count",
+            json_schema_extra={"format": "int64"},
+        ),
+    ] = None
     checked_at: Annotated[
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None

@@ -43,8 +43,8 @@ from cocoon_operator.policy.attestation import (
 from cocoon_operator.workerapi import (
     CertificateChangedError,
     GpuEvidenceDocument,
-    WorkerClient,
     WorkerStatsError,
+    fetch_gpu_evidence,
     fetch_ratls_certificate,
 )
 
@@ -147,10 +147,13 @@ class EvidenceChecker:
     async def _fetch_gpu(
         self, host: str, port: int, certificate_sha256: str, nonce: bytes
     ) -> GpuEvidenceDocument:
-        async with WorkerClient(
-            host, port, certificate_sha256=certificate_sha256, timeout_seconds=self._timeout
-        ) as client:
-            return await client.gpu_evidence(nonce)
+        return await fetch_gpu_evidence(
+            host,
+            port,
+            certificate_sha256=certificate_sha256,
+            nonce=nonce,
+            timeout_seconds=self._timeout,
+        )
 
     async def fetch(self, host: str, port: int) -> bytes | Rejected:
         """The certificate ``host:port`` presents, or why none could be had."""

@@ -10,8 +10,10 @@ get-method call per interval. :mod:`cocoon_operator.policy.allowlist` decides.
 The wallet part runs only for attested workers (the pod's gate is True), so
 nothing unverified is ever funded. A timer per worker:
 
-1. reads ``/jsonstats`` over the RA-TLS channel pinned to the certificate the
-   attestation step verified: the node wallet's address and token counts;
+1. reads ``/jsonstats`` on the worker's plain HTTP port (the only one a COCOON
+   worker serves; see ``workerapi``): the node wallet's address and token
+   counts. A worker whose runner has not initialised yet answers 400 "not
+   found" there, and is simply read again at the next check;
 2. reads the wallet's balance from the chain (authoritative, unlike the
    worker's own figure);
 3. when the operator found both hashes listed and the balance is below
@@ -55,7 +57,7 @@ from cocoon_operator.funding import (
     settle_forever,
 )
 from cocoon_operator.handlers.checks import Check
-from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies
+from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies, proxies_now
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.worker import (
     Deps,
@@ -84,7 +86,13 @@ from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract
 from cocoon_operator.ton.wallet import MAINNET_GLOBAL_ID, WalletKey, WalletVersion, make_wallet
-from cocoon_operator.workerapi import WorkerClient, WorkerStats, WorkerStatsError, fetch_stats
+from cocoon_operator.workerapi import (
+    WorkerClient,
+    WorkerNotInitialisedError,
+    WorkerStats,
+    WorkerStatsError,
+    fetch_stats,
+)
 
 SETTLE_SECONDS = 10.0
 
@@ -355,24 +363,22 @@ async def _read_wallet(
     state: Chain,
     worker: v1alpha1.CocoonWorker,
     pod: PodFacts,
-    certificate_sha256: str,
     *,
     key: tuple[str, str],
     deps: Deps,
     now: dt.datetime,
     logger: Logger,
 ) -> tuple[WorkerStats, BalanceReading] | None:
-    """The worker's stats over the attested channel, and its node wallet's balance:
-    read from the chain when due (:func:`~cocoon_operator.policy.chain.balance_read_due`),
-    else the last reading. None when either could not be read (logged)."""
-    endpoint = pod.ratls_endpoint()
+    """The worker's stats, and its node wallet's balance: read from the chain when
+    due (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last
+    reading. None when either could not be read (logged)."""
+    endpoint = pod.http_endpoint()
     assert endpoint is not None  # an attested pod runs at a known address
     try:
         # Urgent until the worker is Ready: this reading may make it so. The
         # slot is not held while a top-up is awaited (by the caller).
         async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            stats = await fetch_stats(*endpoint, certificate_sha256=certificate_sha256)
-            deps.saw_certificate(endpoint, certificate_sha256)
+            stats = await fetch_stats(*endpoint)
             address = normalize_address(stats.wallet_address)
             last = state.balances.get(key)
             minimum = worker.spec.funding.minimum
@@ -386,6 +392,9 @@ async def _read_wallet(
     except TonError as exc:
         deps.metrics.chain_errors.labels("getAddressBalance").inc()
         logger.warning("chain check of %s/%s: %s", *key, exc)
+        return None
+    except WorkerNotInitialisedError as exc:
+        logger.info("chain check of %s/%s: %s; read again next check", *key, exc)
         return None
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         logger.warning("chain check of %s/%s: %s", *key, exc)
@@ -413,7 +422,6 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     meta = body["metadata"]
     rev = revision(worker.spec)
     pod = _attested_pod(deps.worker_pods(kwargs["launcher_pods"], *key), rev)
-    summary = worker.status.attestation
     reading = worker.status.chain
     needed = allowlist.unregistered(reading, rev)
     if needed:
@@ -425,12 +433,10 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         # held worker's VM once they are listed).
         await reconcile_body(body, memo, Indexes.of(kwargs), logger)
         return
-    if pod is None or summary is None or not summary.certificate_sha256:
+    if pod is None:
         return
     now = deps.clock()
-    read = await _read_wallet(
-        state, worker, pod, summary.certificate_sha256, key=key, deps=deps, now=now, logger=logger
-    )
+    read = await _read_wallet(state, worker, pod, key=key, deps=deps, now=now, logger=logger)
     if read is None:
         return
     stats, held = read
@@ -454,7 +460,6 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     earnings = EarningsStatus(
         earned_tokens=stats.earned_tokens,
         paid_out_tokens=stats.paid_out_tokens,
-        payouts=stats.payouts,
         checked_at=rfc3339(now),
     )
     changes = status_changes(body, wallet, earnings, now=now)
@@ -473,14 +478,14 @@ async def _payout_if_due(
     """A payout when a person asked for one (annotation) or spec.payout says so.
 
     A person's request is asked for at most once, across restarts
-    (:mod:`.payouts`); the threshold needs no record: a payout running, or
-    one completed, keeps the worker's own figures below it.
+    (:mod:`.payouts`); the threshold needs no record: a payout sent raises the
+    worker's ``expected_cached_out_tokens`` at once (WorkerProxyInfo.h:84-86),
+    so the unpaid figure drops below the threshold with the request.
     """
     meta = body["metadata"]
-    summary = worker.status.attestation
-    endpoint = pod.ratls_endpoint()
-    assert summary is not None and summary.certificate_sha256 is not None and endpoint
-    unpaid = stats.earned_tokens - stats.paid_out_tokens
+    endpoint = pod.http_endpoint()
+    assert endpoint is not None
+    unpaid = stats.unpaid_tokens
     requested = (meta.get("annotations") or {}).get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
     handled = worker.status.payout_request_handled
     why = payout_due(
@@ -494,13 +499,14 @@ async def _payout_if_due(
         return
     person = requested if requested and requested != handled else None
     try:
-        async with WorkerClient(*endpoint, certificate_sha256=summary.certificate_sha256) as w:
+        async with WorkerClient(*endpoint) as w:
             if person is not None:
                 answers = await ask_for_payouts(
                     deps, meta["namespace"], pod, w, stats, purpose=person
                 )
             else:
-                answers = await ask_proxies(deps, w, stats.proxies)
+                owed = [a for a, p in proxies_now(stats).items() if p.owed > 0 and not p.running]
+                answers = await ask_proxies(deps, w, owed)
     except (WorkerStatsError, OSError, TimeoutError) as exc:
         # Asked again at the next check: a person's request stays unhandled.
         logger.warning(

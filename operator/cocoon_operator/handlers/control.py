@@ -1,4 +1,4 @@
-"""Driving a running worker through its control endpoint, over the attested channel.
+"""Driving a running worker through COCOON's controls, on its plain HTTP port.
 
 - The price coefficient is applied live: a change of ``spec.coefficient`` does
   not change the revision, so the VM keeps running and the timer here sets
@@ -8,8 +8,10 @@
   proxy and waits (bounded) for it; the delete handler calls it before it
   deletes the launcher pod.
 
-Every request goes to the certificate the attestation step verified (see
-:class:`~cocoon_operator.workerapi.WorkerClient`).
+Only workers whose attestation opened their pod's gate are driven; the
+requests themselves are COCOON's unauthenticated HTTP (see
+:class:`~cocoon_operator.workerapi.WorkerClient`): a real worker serves
+nothing else to its host.
 """
 
 from __future__ import annotations
@@ -30,26 +32,26 @@ from cocoon_operator.handlers.payouts import ask_for_payouts
 from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
-from cocoon_operator.policy.drain import DrainFacts, DrainStep, next_step, when_unreachable
+from cocoon_operator.policy.drain import (
+    DrainFacts,
+    DrainStep,
+    next_step,
+    resend_disable,
+    when_not_initialised,
+    when_unreachable,
+)
 from cocoon_operator.policy.payouts import FINAL
 from cocoon_operator.policy.worker import PodFacts
-from cocoon_operator.workerapi import WorkerClient, WorkerStatsError
+from cocoon_operator.workerapi import WorkerClient, WorkerNotInitialisedError, WorkerStatsError
 
 T = v1alpha1.ConditionStatus.TRUE
 
 
-def _client(pod: PodFacts, worker: v1alpha1.CocoonWorker) -> WorkerClient | None:
-    summary = worker.status.attestation
-    endpoint = pod.ratls_endpoint()
-    if (
-        pod.attested_gate is not T
-        or endpoint is None
-        or summary is None
-        or summary.pod != pod.name
-        or not summary.certificate_sha256
-    ):
+def _client(pod: PodFacts) -> WorkerClient | None:
+    endpoint = pod.http_endpoint()
+    if pod.attested_gate is not T or endpoint is None:
         return None
-    return WorkerClient(*endpoint, certificate_sha256=summary.certificate_sha256)
+    return WorkerClient(*endpoint)
 
 
 def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
@@ -74,7 +76,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     wanted = worker.spec.coefficient
     if pod is None or deps.coefficients.get(key) == (pod.name, wanted):
         return
-    client = _client(pod, worker)
+    client = _client(pod)
     if client is None:
         return
     async with deps.probes.slot(urgent=False), client:
@@ -83,6 +85,8 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
             if deps.saw_coefficient(key, pod.name, wanted=wanted, seen=stats.coefficient):
                 return
             await client.set_coefficient(wanted)
+        except WorkerNotInitialisedError:
+            return  # its controls do not exist yet: applied once they do
         except (WorkerStatsError, OSError, TimeoutError) as exc:
             logger.warning("coefficient of %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
@@ -105,7 +109,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
     now = deps.clock()
     namespace = body["metadata"]["namespace"]
     for pod in pods:
-        client = _client(pod, worker) if not pod.deleting else None
+        client = _client(pod) if not pod.deleting else None
         if client is None:
             continue
         # Unparsable (the annotation is anyone's to edit): the drain starts over.
@@ -116,6 +120,12 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
         async with client:
             try:
                 stats = await client.stats()
+                page = await client.status_page()
+            except WorkerNotInitialisedError:
+                deps.unreachable.pop((namespace, pod.name), None)
+                _, why = when_not_initialised()
+                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
+                continue
             except (WorkerStatsError, OSError, TimeoutError) as exc:
                 since = deps.unreachable.setdefault((namespace, pod.name), now)
                 step, why = when_unreachable((now - since).total_seconds())
@@ -125,15 +135,16 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why} ({exc})")
                 continue
             deps.unreachable.pop((namespace, pod.name), None)
-            step, why = next_step(
-                DrainFacts(
-                    enabled=stats.enabled,
-                    active_requests=stats.active_requests,
-                    payout_running=stats.payout_running,
-                    payout_requested=pod.payout_requested,
-                    elapsed_seconds=(now - started).total_seconds(),
-                )
+            facts = DrainFacts(
+                enabled=page.enabled,
+                active_requests=page.active_requests,
+                payout_running=stats.payout_running,
+                payout_requested=pod.payout_requested,
+                elapsed_seconds=(now - started).total_seconds(),
             )
+            step, why = next_step(facts)
+            if resend_disable(facts) and step is not DrainStep.DISABLE:
+                await client.disable()
             if step is DrainStep.DISABLE:
                 await client.disable()
                 await _event(deps, body, "Draining", f"pod {pod.name}: {why}")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from cocoon_operator.desired.launcher import ANNOTATION_PAYOUT_INTENT
 from cocoon_operator.funding import failpoint
 from cocoon_operator.handlers.worker import Deps
-from cocoon_operator.policy.payouts import plan_payout
+from cocoon_operator.policy.payouts import ProxyNow, plan_payout
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStats
 
@@ -29,13 +29,14 @@ async def ask_for_payouts(
     *,
     purpose: str,
 ) -> list[str]:
-    """Ask the proxies ``stats`` lists for a payout for ``purpose``; a line per proxy
-    for the Event (the worker's answer, or why it was not asked again).
+    """Ask the proxies ``stats`` lists that are owed something for a payout for
+    ``purpose``; a line per proxy for the Event (the worker's answer, or why it
+    was not asked).
 
     Raises what the worker client raises; the intent stays, so the next attempt
     asks only the proxies the failed one did not reach.
     """
-    plan = plan_payout(pod.payout_intent, purpose, stats.proxy_payouts, stats.running_payouts)
+    plan = plan_payout(pod.payout_intent, purpose, proxies_now(stats))
     if plan.record is not None:
         recorded = await deps.annotate_pod(
             namespace, pod.name, {ANNOTATION_PAYOUT_INTENT: plan.record.to_annotation()}
@@ -46,6 +47,14 @@ async def ask_for_payouts(
     answers = await ask_proxies(deps, client, plan.ask)
     failpoint("payout.after-send")
     return answers + [f"{proxy}: {why}" for proxy, why in plan.not_asked.items()]
+
+
+def proxies_now(stats: WorkerStats) -> dict[str, ProxyNow]:
+    """The policy's view of each proxy the worker lists."""
+    return {
+        p.address: ProxyNow(expected=p.expected_cashed_out, owed=p.to_pay_out, running=p.running)
+        for p in stats.proxies
+    }
 
 
 async def ask_proxies(deps: Deps, client: WorkerClient, proxies: Sequence[str]) -> list[str]:

@@ -436,7 +436,6 @@ def describe(view: WorkerView, events: Sequence[EventView], now: dt.datetime) ->
             [
                 ("Earned tokens", str(earn.earned_tokens)),
                 ("Paid out tokens", str(earn.paid_out_tokens)),
-                ("Payouts", str(earn.payouts)),
             ]
         )
         if earn is not None

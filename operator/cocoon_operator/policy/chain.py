@@ -21,9 +21,9 @@ def earnings_due(old: EarningsStatus | None, new: EarningsStatus, *, now: dt.dat
     The metrics carry the live figure; status is for people and GitOps, and a
     write per worker per check would make a fleet at rest cost API requests.
     """
-    if old is None or old.checked_at is None or old.payouts != new.payouts:
+    if old is None or old.checked_at is None or old.paid_out_tokens != new.paid_out_tokens:
         return True  # a completed payout is news: shown at once
-    counters = ("earned_tokens", "paid_out_tokens", "payouts")
+    counters = ("earned_tokens", "paid_out_tokens")
     if all(getattr(old, c) == getattr(new, c) for c in counters):
         return False
     last = parse_rfc3339(old.checked_at)

@@ -5,10 +5,25 @@ in-flight requests finish, and a payout is requested from each proxy so
 committed earnings reach the owner. Each step is bounded: a worker that does
 not drain or pay out in time is stopped anyway, and the Event says so.
 
+What a COCOON worker tells about it (see ``workerapi``): its real enabled
+state and its requests in flight are rows of the ``/stats`` page
+(WorkerRunner.cpp:583-589 and :628); ``/jsonstats`` says ``enabled: true``
+whatever the state (WorkerRunner.cpp:688) and has no request count, so it is
+never asked. Where the page does not show a row, the drain does without it:
+an unknown state has the disable sent again at every pass (COCOON ignores a
+disable of a disabled worker, WorkerRunner.cpp:460-462), an unknown count
+waits the whole bound. A payout runs while its proxy's ``running_request``
+is true (WorkerProxyInfo.cpp:84, cleared when the worker contract's
+transaction comes back, WorkerProxyInfo.h:121-128).
+
+A worker whose runner has not initialised answers every path 400 "not
+found" (WorkerRunner.cpp:381-386): it has read no root contract yet, so no
+proxy sent it a request or owes it a payout; it is stopped at once.
+
 A worker that does not answer is asked again for a while before it is
 stopped undrained: one failed read is as often the operator's own lag (a busy
-event loop, a certificate the worker rotated a moment ago) as a dead VM, and
-stopping on it drops the requests in flight. A dead VM costs the wait.
+event loop) as a dead VM, and stopping on it drops the requests in flight. A
+dead VM costs the wait.
 """
 
 from __future__ import annotations
@@ -28,8 +43,8 @@ class DrainStep(StrEnum):
 
 @dataclass(frozen=True)
 class DrainFacts:
-    enabled: bool
-    active_requests: int | None  # None: the worker does not report it
+    enabled: bool | None  # the /stats page's enabled row; None: not shown
+    active_requests: int | None  # the /stats page's active_requests row; None: not shown
     payout_running: bool
     payout_requested: bool
     elapsed_seconds: float  # since deletion began
@@ -43,12 +58,21 @@ class DrainLimits:
 
 
 def next_step(facts: DrainFacts, limits: DrainLimits = DrainLimits()) -> tuple[DrainStep, str]:
-    """What to do now, and why (for the Event when a bound is hit)."""
-    if facts.enabled:
+    """What to do now, and why (for the Event when a bound is hit).
+
+    With ``facts.enabled`` None the caller has sent the disable again this pass
+    (see :func:`resend_disable`) and the drain goes on as if it had been taken.
+    """
+    if facts.enabled is True and facts.elapsed_seconds < limits.requests_seconds:
         return DrainStep.DISABLE, "disabling: no new requests"
     draining = facts.active_requests is None or facts.active_requests > 0
     if draining and facts.elapsed_seconds < limits.requests_seconds:
-        return DrainStep.WAIT_FOR_REQUESTS, f"{facts.active_requests} requests in flight"
+        why = (
+            "requests in flight not shown: waiting the bound"
+            if facts.active_requests is None
+            else f"{facts.active_requests} requests in flight"
+        )
+        return DrainStep.WAIT_FOR_REQUESTS, why
     if not facts.payout_requested:
         note = (
             ""
@@ -64,6 +88,20 @@ def next_step(facts: DrainFacts, limits: DrainLimits = DrainLimits()) -> tuple[D
     if facts.payout_running:
         return DrainStep.STOP, "stopping with the payout still running"
     return DrainStep.STOP, "drained and paid out"
+
+
+def resend_disable(facts: DrainFacts) -> bool:
+    """Whether to send the disable again before acting on ``next_step``: when the
+    worker's page did not show its state, nothing confirms an earlier one took."""
+    return facts.enabled is None
+
+
+def when_not_initialised() -> tuple[DrainStep, str]:
+    """The worker answered 400 "not found": its runner has not initialised."""
+    return (
+        DrainStep.STOP,
+        "not initialised (it answers 400 not found): no requests or payouts to wait for",
+    )
 
 
 def when_unreachable(

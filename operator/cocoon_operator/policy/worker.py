@@ -44,6 +44,13 @@ class PodFacts:
     uid: str | None = None
     resource_version: str | None = None  # of the copy these facts were taken from
 
+    def http_endpoint(self) -> tuple[str, int] | None:
+        """Where the pod's VM serves COCOON's plain HTTP (stats and controls): its
+        host's address and its instance's port; None until both are known."""
+        if self.host_ip is None or self.instance is None:
+            return None
+        return self.host_ip, InstanceSlot(self.instance).http_port
+
     def ratls_endpoint(self) -> tuple[str, int] | None:
         """Where the pod's VM serves RA-TLS: its host's address and its instance's port;
         None until both are known. One definition, because the chain step's pinned

@@ -1,8 +1,10 @@
 """COCOON worker simulator: the worker's HTTP endpoints and RA-TLS evidence, on loopback.
 
-For tests and the local stack only. It serves what the operator reads from a
-real worker (``/jsonstats``, ``/stats``, ``/perf``, the ``/request/...`` controls)
-and presents an RA-TLS certificate whose TDX quote is signed by the TEST DCAP
+For tests and the local stack only. It serves a real worker's HTTP port as
+COCOON's source has it (``/jsonstats``, ``/stats``, ``/perf``, the
+``/request/...`` controls; 400 "not found" before initialisation) and, as a
+stand-in until the quote relay, presents an RA-TLS certificate whose TDX quote
+is signed by the TEST DCAP
 PKI of :mod:`cocoon_operator.attestation.testpki`. That PKI is trusted only
 where a caller selects its root explicitly (``TdxVerifier(sim.trusted_root)``
 and ``TdxPolicy(require_production_root=False, ...)``); production verification

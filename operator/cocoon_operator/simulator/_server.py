@@ -1,4 +1,16 @@
-"""The worker simulator: an aiohttp application on loopback, over plain HTTP and RA-TLS."""
+"""The worker simulator: COCOON's worker HTTP port on loopback, and an RA-TLS stand-in.
+
+Two listeners:
+
+- the worker's port (``12000 + 10*i``, plain HTTP): what a COCOON worker's
+  runner serves there, path for path and field for field, each behaviour
+  citing COCOON's source (``runners/``; WorkerRunner.cpp unless named), plus
+  the harness's own paths under :data:`_HARNESS_PREFIXES` (admin and a PCCS
+  stand-in), which no COCOON path shares and no fault touches;
+- the RA-TLS stand-in (``tls_port``): a TLS listener presenting the RA-TLS
+  certificate, with the GPU evidence path. A real worker has no such port;
+  it stays only until the attestation step's quote relay replaces it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +18,10 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import html
 import ipaddress
+import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -73,9 +86,16 @@ BASE_PORT = 12000
 Clock = Callable[[], float]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Paths that stay well-behaved whatever faults are set: the PCCS-compatible
-# collateral service and the simulator's own admin endpoints.
-_EXEMPT_PREFIXES = ("/sgx/", "/tdx/", "/simulator/")
+# The harness's paths on the worker's port (no COCOON path starts so): the
+# PCCS-compatible collateral service and the simulator's admin endpoints. They
+# stay well-behaved whatever faults are set, and are not the worker's.
+_HARNESS_PREFIXES = ("/sgx/", "/tdx/", "/simulator/")
+
+# What /jsonstats reports for git_commit / git_commit_data (GitMetadata, :689-690).
+SIMULATED_GIT_COMMIT = "0" * 40
+SIMULATED_GIT_DATE = "simulator"
+# /perf is td's actor statistics as text/plain (BaseRunner.cpp:695-699): not modelled.
+_PERF_TEXT = "cocoon worker simulator: actor statistics are not simulated\n"
 
 
 def worker_http_port(instance: int) -> int:
@@ -90,7 +110,10 @@ class Faults:
     tampered_evidence: bool = False  # one bit of the quote flipped: its signature fails
     wrong_model: bool = False  # reports another model; status.actual_model is false
     hang: bool = False  # worker endpoints never answer (the TLS handshake still completes)
-    garbage_json: bool = False  # /jsonstats and /perf answer with broken JSON
+    garbage_json: bool = False  # /jsonstats answers with broken JSON
+    # The runner has not initialised: every worker path but /perf answers 400
+    # "not found" (WorkerRunner.cpp:381-386), as before custom_initialize ran.
+    not_initialised: bool = False
     # The RA-TLS port accepts connections and never completes a TLS handshake.
     ratls_hang: bool = False
     # The RA-TLS certificate carries garbage where the quote belongs.
@@ -162,16 +185,75 @@ class SimulatorConfig:
 
 
 def _text(body: str) -> web.Response:
-    return web.Response(text=body, content_type="text/html")
+    # http_send_static_answer's default type (BaseRunner.hpp:612-616).
+    return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
 def _short_answer(message: str) -> web.Response:
-    """COCOON's control endpoints answer 200 with a tiny HTML page carrying the outcome."""
+    """``wrap_short_answer_to_http`` (WorkerRunner.h:184-192), tags in COCOON's order;
+    the message goes out unescaped, as there."""
     return _text(
         "<!DOCTYPE html>\n<html><body>\n"
-        f"{html.escape(message)}<br/>\n"
-        '<a href="/stats">return to stats</a>\n</body></html>\n'
+        f"{message}<br/>\n"
+        '<a href="/stats">return to stats</a>\n</html></body>\n'
     )
+
+
+def _get_args(raw_query: str) -> dict[str, str]:
+    """``http_parse_url``'s arguments (BaseRunner.cpp:758-790): split on ``&`` and the
+    first ``=``, nothing percent-decoded, the first of a repeated name kept (emplace)."""
+    args: dict[str, str] = {}
+    for part in raw_query.split("&") if raw_query else []:
+        name, _, value = part.partition("=")
+        args.setdefault(name, value)
+    return args
+
+
+_C_DECIMAL = re.compile(
+    r"[ \t\n\v\f\r]*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+    re.IGNORECASE,
+)
+
+
+def _strtod(text: str) -> float | None:
+    """What ``strtod`` makes of ``text`` when it takes all of it, else None
+    (WorkerRunner.h:174-178 refuses a value with anything left over). As in C,
+    an empty string is taken whole, as 0. Hexadecimal floats are not simulated."""
+    if text == "":
+        return 0.0
+    if not _C_DECIMAL.fullmatch(text):
+        return None
+    return float(text.lstrip(" \t\n\v\f\r"))
+
+
+def _cpp_double(value: float) -> str:
+    """A double as ``td::StringBuilder`` prints it: a default ``std::stringstream``,
+    six significant digits (tdutils StringBuilder.cpp, ``operator<<(double)``)."""
+    if math.isnan(value):
+        return "nan" if math.copysign(1.0, value) > 0 else "-nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.6g}"
+
+
+def _simple_json(value: Any, indent: int = 0) -> str:
+    """``SimpleJsonSerializer``'s text (runners/helpers/SimpleJsonSerializer.hpp): an
+    element per line, two-space indent, integers exact, doubles in six digits."""
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k)}: {_simple_json(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}" if items else "{\n}"
+    if isinstance(value, list):
+        items = [pad + _simple_json(v, indent + 2) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]" if items else "[\n]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _cpp_double(value)
+    if isinstance(value, int):
+        return str(value)
+    # add_value(td::Slice) writes the bytes between quotes, unescaped (:87-89).
+    return f'"{value}"'
 
 
 def _instant(seconds: float) -> datetime:
@@ -230,6 +312,7 @@ class WorkerSimulator:
         self._tls = TlsIdentity()
         self._install_certificate()
         self._runner: web.AppRunner | None = None
+        self._ratls_runner: web.AppRunner | None = None  # the stand-in's own app
         self._http_port = 0
         self._tls_port = 0
         self._release = asyncio.Event()
@@ -298,7 +381,7 @@ class WorkerSimulator:
 
     async def _sync_listener(self) -> None:
         async with self._listener_lock:
-            runner = self._runner
+            runner = self._ratls_runner
             if runner is None:
                 return
             if self.faults.ratls_hang and self._hang_server is None:
@@ -387,12 +470,17 @@ class WorkerSimulator:
         return f"[{self.host}]" if ":" in self.host else self.host
 
     # ------------------------------------------------------------------ documents
+    #
+    # What COCOON's worker writes on its HTTP port, field for field; runners/
+    # paths in COCOON's repository, WorkerRunner.cpp unless named.
 
-    def _stats_row(self, total: float, windows: list[float], scale: float = 1.0) -> list[float]:
-        return [round(total * scale, 3), *(round(w * scale, 3) for w in windows)]
+    def _counter(self, total: float, windows: list[float], scale: float = 1.0) -> list[float]:
+        """An ``AmortCounterList`` as ``to_jb`` writes it: the total, then the 1s .. 1d
+        rates (runners/helpers/AmortCounter.h:80-91)."""
+        return [total * scale, *(w * scale for w in windows)]
 
     def jsonstats(self) -> dict[str, Any]:
-        """The document ``GET /jsonstats`` serves (COCOON's keys, plus a ``simulator`` block)."""
+        """The document ``GET /jsonstats`` serves: ``http_generate_json_stats`` (:663-730)."""
         now = self._clock()
         st = self.state
         in_flight = st.in_flight(now)
@@ -401,46 +489,49 @@ class WorkerSimulator:
         adjusted = per_request * st.coefficient / 1000
         completed = st.completed
         running = sum(1 for p in st.proxies if p.payout_running_until is not None)
+        zeros = [0.0] * len(windows)
         return {
-            "status": {
+            "status": {  # :667-690
                 "wallet_balance": st.wallet_balance,
                 "actual_image_hash": self.config.image_listed,
                 "actual_model": self.config.model_listed and not self.faults.wrong_model,
                 "ton_last_synced_at": int(now - self.config.ton_lag_seconds),
-                "enabled": st.enabled,
-                "active_requests": in_flight,
+                "enabled": True,  # a constant in COCOON (:688), whatever /request/disable did
+                "git_commit": SIMULATED_GIT_COMMIT,
+                "git_commit_data": SIMULATED_GIT_DATE,
             },
-            "stats": {
-                "queries": self._stats_row(completed + in_flight + st.failed, windows),
-                "success": self._stats_row(completed, windows),
-                "failed": self._stats_row(st.failed, [0.0] * len(windows)),
-                "bytes_received": self._stats_row(completed, windows, 2048.0),
-                "bytes_sent": self._stats_row(completed, windows, 4096.0),
-                "time": self._stats_row(completed, windows, 0.8),
-                "total_adjusted_tokens_used": self._stats_row(completed, windows, adjusted),
-                "prompt_adjusted_tokens_used": self._stats_row(completed, windows, adjusted / 3),
-                "cached_adjusted_tokens_used": self._stats_row(0.0, [0.0] * len(windows)),
-                "completion_adjusted_tokens_used": self._stats_row(
+            "stats": {  # :692-704; received counts on arrival, success/failed on the end
+                "queries": self._counter(completed + in_flight + st.failed, windows),
+                "success": self._counter(completed, windows),
+                "failed": self._counter(st.failed, zeros),
+                "bytes_received": self._counter(completed, windows, 2048.0),
+                "bytes_sent": self._counter(completed, windows, 4096.0),
+                "time": self._counter(completed, windows, 0.8),
+                "total_adjusted_tokens_used": self._counter(completed, windows, adjusted),
+                "prompt_adjusted_tokens_used": self._counter(completed, windows, adjusted / 3),
+                "cached_adjusted_tokens_used": self._counter(0.0, zeros),
+                "completion_adjusted_tokens_used": self._counter(
                     completed, windows, adjusted * 2 / 3
                 ),
-                "reasoning_adjusted_tokens_used": self._stats_row(0.0, [0.0] * len(windows)),
+                "reasoning_adjusted_tokens_used": self._counter(0.0, zeros),
             },
-            "wallet": {
+            "wallet": {  # BaseRunner.cpp:1076-1088
                 "address": st.wallet_address,
                 "balance": st.wallet_balance,
                 "seqno": st.wallet_seqno,
                 "pending_transactions_cnt": running,
                 "active_transactions_cnt": running,
             },
-            "localconfig": {
+            "localconfig": {  # :708-717
                 "root_address": self.root_contract_address,
                 "owner_address": self.owner_address,
                 "model": self.reported_model,
-                "coefficient": st.coefficient,
+                "coefficient": st.coefficient,  # the int32 per mille (WorkerRunner.h:199)
                 "check_proxy_hash": True,
-                "max_active_requests": st.model.max_active_requests,
             },
-            "proxies": [
+            # store_root_contract_stat (:718, RootContractConfig.cpp:651-) is not
+            # simulated: the simulator has no root contract config to show.
+            "proxies": [  # WorkerProxyInfo.cpp:73-87, nothing more (no payout count)
                 {
                     "sc_inited": True,
                     "proxy_sc_address": p.proxy_sc_address,
@@ -450,127 +541,183 @@ class WorkerSimulator:
                     "earned_tokens_committed_to_proxy_db": p.earned_tokens,
                     "earned_tokens_max_known": p.earned_tokens,
                     "cached_out_tokens": p.cashed_out,
-                    "expected_cached_out_tokens": (
-                        p.payout_amount if p.payout_running_until is not None else p.cashed_out
-                    ),
+                    "expected_cached_out_tokens": p.expected_cashed_out,
                     "running_request": p.payout_running_until is not None,
                     "params_version": 1,
-                    "payouts": p.payouts,
                 }
                 for p in st.proxies
             ],
-            "simulator": {
-                "instance": self.config.instance,
-                "image_hash": self.image_hash.hex(),
-                "model": self.config.model,
-                "model_hash": model_hash(self.config.model).hex(),
-                "ratls_public_key": self.evidence.public_key.hex(),
-                "certificate_generation": self.evidence.generation,
-                "payouts": st.payouts,
-                "faults": self.faults.active(),
-                "http_port": self._http_port,
-                "tls_port": self._tls_port,
-            },
         }
 
-    def perf(self) -> dict[str, Any]:
-        """``GET /perf``: the simulator's own performance summary (not COCOON's format)."""
+    def harness_facts(self) -> dict[str, Any]:
+        """What the harness (``/simulator/state``) shows and no COCOON worker reports."""
         now = self._clock()
-        st = self.state
-        in_flight = st.in_flight(now)
-        rate = st.model.requests_per_second if st.enabled else 0.0
         return {
-            "uptime_seconds": round(now - st.started_at, 3),
-            "active_requests": in_flight,
-            "requests_per_second": rate,
-            "tokens_per_second": rate * st.model.tokens_per_request,
-            "mean_request_seconds": (st.model.load / rate) if rate > 0 else None,
-            "completed_requests": round(st.completed, 3),
+            "instance": self.config.instance,
+            "image_hash": self.image_hash.hex(),
+            "model": self.config.model,
+            "model_hash": model_hash(self.config.model).hex(),
+            "ratls_public_key": self.evidence.public_key.hex(),
+            "certificate_generation": self.evidence.generation,
+            "payouts": self.state.payouts,
+            "faults": self.faults.active(),
+            "http_port": self._http_port,
+            "tls_port": self._tls_port,
+            "enabled": self.state.enabled,
+            "active_requests": self.state.in_flight(now),
+            "initialised": not self.faults.not_initialised,
         }
 
     def stats_html(self) -> str:
+        """``GET /stats``: ``http_generate_main`` (:521-661), its rows as COCOON writes
+        them; the tables the operator does not read are left out."""
+        now = self._clock()
+        st = self.state
+        in_flight = st.in_flight(now)
         doc = self.jsonstats()
-        parts = ["<!DOCTYPE html>\n<html><body>\n<h1>COCOON worker simulator</h1>\n"]
-        for section in ("status", "wallet", "localconfig", "simulator"):
-            parts.append(f"<h2>{section}</h2>\n<table>\n")
-            for key, value in doc[section].items():
-                parts.append(
-                    f"<tr><td>{html.escape(key)}</td><td>{html.escape(str(value))}</td></tr>\n"
-                )
-            parts.append("</table>\n")
-        parts.append("<h2>proxies</h2>\n<table>\n")
-        for proxy in doc["proxies"]:
-            address = html.escape(proxy["proxy_sc_address"])
-            parts.append(
-                f"<tr><td>{address}</td><td>earned {proxy['earned_tokens_max_known']}</td>"
-                f"<td>committed {proxy['earned_tokens_committed_to_blockchain']}</td>"
-                f"<td>cashed out {proxy['cached_out_tokens']}</td>"
-                f'<td><a href="/request/payout?proxy={urlquote(proxy["proxy_sc_address"])}">'
-                "take now</a></td></tr>\n"
+        # :530-539: below 2.1 TON "too low", below 5 TON "low".
+        balance = st.wallet_balance
+        if balance < 2_100_000_000:
+            wallet = '<span style="background-color:Crimson;">balance too low on '
+        elif balance < 5 * NANO:
+            wallet = '<span style="background-color:Gold;">balance low on '
+        else:
+            wallet = '<span style="background-color:Green;">balance ok on '
+        if st.enabled:  # :583-589: is_force_disabled_, the state /jsonstats does not show
+            enabled = (
+                '<span style="background-color:Green;">yes '
+                '<a href="/request/disable">disable</a></span>'
             )
-        parts.append("</table>\n</body></html>\n")
+        else:
+            enabled = (
+                '<span style="background-color:Crimson;">no '
+                '<a href="/request/enable">enable</a></span>'
+            )
+        parts = [
+            "<!DOCTYPE html>\n<html><body>\n<h1>STATUS</h1>\n<table>\n",
+            f"<tr><td>wallet</td><td>{wallet}{st.wallet_address}</span></td></tr>\n",
+            f"<tr><td>enabled</td><td>{enabled}</td></tr>\n",
+            "</table>\n<h1>LOCAL CONFIG</h1>\n<table>\n",
+            f"<tr><td>model</td><td>{doc['localconfig']['model']}</td></tr>\n",
+            # :625-626: the per-mille int times 0.001, printed as a C++ stream prints doubles.
+            f"<tr><td>coefficient</td><td>{_cpp_double(st.coefficient * 0.001)}"
+            ' <a href="/request/change_coefficient">change</a></td></tr>\n',
+            f"<tr><td>max_active_requests</td><td>{st.model.max_active_requests}</td></tr>\n",
+            f"<tr><td>active_requests</td><td>{in_flight}</td></tr>\n",  # :628
+            "</table>\n<h1>PROXIES</h1>\n",
+        ]
+        for proxy in doc["proxies"]:  # :652-657, WorkerProxyInfo.cpp:47-71
+            address = proxy["proxy_sc_address"]
+            owed = max(
+                0,
+                proxy["earned_tokens_committed_to_blockchain"]
+                - proxy["expected_cached_out_tokens"],
+            )
+            take = f' <a href="/request/payout?proxy={address}">take now</a>' if owed else ""
+            parts.append(
+                f"<h2>PROXY {address}</h2>\n<table>\n"
+                f"<tr><td>tokens cashed out</td><td>{proxy['cached_out_tokens']}</td></tr>\n"
+                f"<tr><td>gained</td><td>{owed}{take}</td></tr>\n"
+                "<tr><td>running request</td><td>"
+                f"{'YES' if proxy['running_request'] else 'NO'}</td></tr>\n</table>\n"
+            )
+        parts.append("</body></html>\n")
         return "".join(parts)
 
-    # ------------------------------------------------------------------ HTTP handlers
+    # ------------------------------------------------------------------ worker HTTP port
 
     @web.middleware
     async def _faults_middleware(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        if self.faults.hang and not request.path.startswith(_EXEMPT_PREFIXES):
+        if self.faults.hang and not request.path.startswith(_HARNESS_PREFIXES):
             release = self._release
             await release.wait()
             if self.faults.hang:  # released by stop(), not by clearing the fault
                 raise web.HTTPServiceUnavailable(text="simulator stopping")
         return await handler(request)
 
-    async def _jsonstats(self, request: web.Request) -> web.StreamResponse:
-        if self.faults.garbage_json:
-            return web.Response(
-                text='{"status": {"wallet_balance": 12, "enabled": tru',
-                content_type="application/json",
-            )
-        return web.json_response(self.jsonstats())
+    async def _worker(self, request: web.Request) -> web.StreamResponse:
+        """Every request to the worker's port that is not the harness's.
 
-    async def _perf(self, request: web.Request) -> web.StreamResponse:
-        if self.faults.garbage_json:
-            return web.Response(text="{perf: [1, 2,", content_type="application/json")
-        return web.json_response(self.perf())
+        COCOON takes the URL's path up to ``?`` and splits the query itself,
+        decoding nothing (BaseRunner.cpp:758-790); any method goes. ``/perf`` is
+        answered before anything else (BaseRunner.cpp:580-583); the other
+        paths exist once ``custom_initialize`` registered them
+        (WorkerRunner.cpp:179-228). Before that, and for any other path, the
+        worker's fallback answers ``400 not found`` with an empty body
+        (WorkerRunner.cpp:381-386; ton's ``http::answer_error``).
+        """
+        path, args = request.rel_url.raw_path, _get_args(request.rel_url.raw_query_string)
+        if path == "/perf":
+            return web.Response(text=_PERF_TEXT, content_type="text/plain", charset="utf-8")
+        handler = self._worker_paths.get(path)
+        if handler is None or self.faults.not_initialised:
+            return web.Response(status=400, reason="not found")
+        return await handler(args)
 
-    async def _stats(self, request: web.Request) -> web.StreamResponse:
+    @property
+    def _worker_paths(self) -> dict[str, Callable[[dict[str, str]], Awaitable[web.Response]]]:
+        return {
+            "/stats": self._stats,
+            "/jsonstats": self._jsonstats,
+            "/request/payout": self._payout,
+            "/request/enable": self._enable,
+            "/request/disable": self._disable,
+            "/request/change_coefficient": self._change_coefficient,
+        }
+
+    async def _jsonstats(self, args: dict[str, str]) -> web.Response:
+        if self.faults.garbage_json:
+            body = '{"status": {"wallet_balance": 12, "enabled": tru'
+        else:
+            body = _simple_json(self.jsonstats())
+        return web.Response(text=body, content_type="application/json")  # :192
+
+    async def _stats(self, args: dict[str, str]) -> web.Response:
         return _text(self.stats_html())
 
-    async def _enable(self, request: web.Request) -> web.StreamResponse:
+    async def _enable(self, args: dict[str, str]) -> web.Response:
         self.state.set_enabled(True, self._clock())
-        return _short_answer("state updated")
+        return _short_answer("state updated")  # WorkerRunner.h:168-171
 
-    async def _disable(self, request: web.Request) -> web.StreamResponse:
+    async def _disable(self, args: dict[str, str]) -> web.Response:
         self.state.set_enabled(False, self._clock())
         return _short_answer("state updated")
 
-    async def _change_coefficient(self, request: web.Request) -> web.StreamResponse:
-        raw = request.query.get("coefficient")
-        if raw is None:
+    async def _change_coefficient(self, args: dict[str, str]) -> web.Response:
+        raw = args.get("coefficient")
+        if raw is None:  # :222-227, the form of WorkerRunner.cpp:757-768
             return _text(
                 "<!DOCTYPE html>\n<html><body>\nset new coefficient: "
                 '<form method="GET" action="/request/change_coefficient">'
                 '<input type="text" name="coefficient"><input type="submit" value="Submit">'
                 "</form></body></html>\n"
             )
-        try:
-            multiplier = float(raw)
-        except ValueError:
+        d = _strtod(raw)
+        if d is None:  # WorkerRunner.h:174-178, a 200 like any answer
             return _short_answer(f"failed to parse '{raw}' as double")
-        per_mille = int(multiplier * 1000)
+        if not -(2**31) <= d * 1000 < 2**31:
+            # Undefined behaviour in COCOON's static_cast: refused, never guessed.
+            return web.Response(status=400, reason="bad request")
+        per_mille = math.trunc(d * 1000)  # WorkerRunner.h:180: the product, truncated
         self.state.set_coefficient(per_mille, self._clock())
-        return _short_answer(f"coefficient set to {per_mille / 1000:g}")
+        return _short_answer(f"coefficient set to {_cpp_double(per_mille * 0.001)}")  # :182
 
-    async def _payout(self, request: web.Request) -> web.StreamResponse:
-        proxy = request.query.get("proxy", "")
+    async def _payout(self, args: dict[str, str]) -> web.Response:
+        proxy = args.get("proxy", "")  # get_args["proxy"]: "" when absent (:200)
         answer = self.state.request_payout(proxy, self._clock())
         # One line per request: the crash tests count the payouts each pod made.
         log.info(PAYOUT_LOG, self.config.name or "worker", proxy, answer)
         return _short_answer(answer)
+
+    # ------------------------------------------------------------------ RA-TLS stand-in
+    #
+    # STAND-IN, to be removed with the quote relay: a COCOON worker serves no
+    # RA-TLS port to its host (scripts/cocoon-launch:293 forwards the HTTP port
+    # only; the runner's rpc_ports_ are never set for a worker,
+    # BaseRunner.cpp:294-298) and no /attestation/* path anywhere. The
+    # attestation step reads its evidence here until the quote relay lands.
 
     async def _certificate(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.certificate_pem, content_type="application/x-pem-file")
@@ -652,13 +799,10 @@ class WorkerSimulator:
     async def _admin_state(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {
+                **self.harness_facts(),
                 "faults": dataclasses.asdict(self.faults),
-                "certificate_generation": self.evidence.generation,
-                "image_hash": self.image_hash.hex(),
                 "trusted_root_sha256": self.trusted_root.fingerprint,
                 "fmspc": self.pki.platform.fmspc_hex,
-                "enabled": self.state.enabled,
-                "active_requests": self.state.in_flight(self._clock()),
             }
         )
 
@@ -689,17 +833,9 @@ class WorkerSimulator:
         return web.json_response({"balance": self.state.wallet_balance})
 
     def build_app(self) -> web.Application:
+        """The worker's port: the harness's paths, then COCOON's worker for the rest."""
         app = web.Application(middlewares=[self._faults_middleware])
-        routes: list[tuple[str, Handler]] = [
-            ("/jsonstats", self._jsonstats),
-            ("/stats", self._stats),
-            ("/perf", self._perf),
-            ("/request/enable", self._enable),
-            ("/request/disable", self._disable),
-            ("/request/change_coefficient", self._change_coefficient),
-            ("/request/payout", self._payout),
-            ("/attestation/certificate", self._certificate),
-            ("/attestation/gpu", self._gpu),
+        harness: list[tuple[str, Handler]] = [
             ("/tdx/certification/v4/tcb", self._pccs_tcb),
             ("/tdx/certification/v4/qe/identity", self._pccs_qe),
             ("/sgx/certification/v4/pckcrl", self._pccs_pckcrl),
@@ -709,9 +845,20 @@ class WorkerSimulator:
             ("/simulator/rotate", self._admin_rotate),
             ("/simulator/wallet", self._admin_wallet),
         ]
-        for path, handler in routes:
+        for path, handler in harness:
             app.router.add_get(path, handler)
             app.router.add_post(path, handler)
+        app.router.add_route("*", "/{tail:.*}", self._worker)
+        return app
+
+    def build_ratls_app(self) -> web.Application:
+        """The RA-TLS stand-in's paths (see the section above): to be removed."""
+        app = web.Application(middlewares=[self._faults_middleware])
+        for path, handler in (
+            ("/attestation/certificate", self._certificate),
+            ("/attestation/gpu", self._gpu),
+        ):
+            app.router.add_get(path, handler)
         return app
 
     # ------------------------------------------------------------------ lifecycle
@@ -721,15 +868,18 @@ class WorkerSimulator:
             raise RuntimeError("simulator already started")
         self._release = asyncio.Event()
         runner = web.AppRunner(self.build_app(), shutdown_timeout=1.0, access_log=None)
+        ratls = web.AppRunner(self.build_ratls_app(), shutdown_timeout=1.0, access_log=None)
         await runner.setup()
+        await ratls.setup()
         try:
             await web.TCPSite(runner, self.host, self.config.port).start()
             self._http_port = _last_bound_port(runner)
-            self._tls_port = await self._start_tls_site(runner, self.config.tls_port)
+            self._tls_port = await self._start_tls_site(ratls, self.config.tls_port)
         except BaseException:
             await runner.cleanup()
+            await ratls.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._ratls_runner = runner, ratls
         if self.faults.ratls_hang:
             await self._sync_listener()
         if self.config.rotate_every is not None:
@@ -751,10 +901,13 @@ class WorkerSimulator:
         self._release.set()
         runner, self._runner = self._runner, None
         async with self._listener_lock:
+            ratls, self._ratls_runner = self._ratls_runner, None
             await self._close_hang_server()
             self._tls_site = None
         if runner is not None:
             await runner.cleanup()
+        if ratls is not None:
+            await ratls.cleanup()
         self._tls.close()
 
     async def __aenter__(self) -> WorkerSimulator:

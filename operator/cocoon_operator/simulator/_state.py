@@ -9,9 +9,11 @@ deliberately simple and deterministic:
   round-robin over the proxies;
 - after a disable, the requests that were in flight drain linearly to zero in
   ``drain_seconds`` (each one that finishes still counts and earns);
-- a payout runs for ``payout_seconds``; when it completes the proxy's tokens
-  committed to the blockchain are cashed out, the wallet pays a fee and its
-  seqno advances.
+- a payout is sent whatever is owed, as COCOON's ``/request/payout`` does
+  (WorkerRunner.cpp:732-755): the proxy's expected cash-out jumps at once to
+  the tokens committed then (``run_payout``, WorkerProxyInfo.h:84-86), it runs
+  for ``payout_seconds`` (``running_request``), then those tokens are cashed
+  out; the wallet pays a fee and its seqno advances.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class ProxyState:
     cashed_out: int = 0
     payout_running_until: float | None = None
     payout_amount: int = 0
-    payouts: int = 0
+    # exp_tokens_processed_ (WorkerProxyInfo.h:145), set when a payout is sent (:86).
+    expected_processed: int = 0
+    payouts: int = 0  # the harness's count (/simulator/state); COCOON reports none
 
     @property
     def earned_tokens(self) -> int:
@@ -89,6 +93,11 @@ class ProxyState:
     @property
     def committed_to_blockchain(self) -> int:
         return self.earned_tokens // _COMMIT_BATCH * _COMMIT_BATCH
+
+    @property
+    def expected_cashed_out(self) -> int:
+        """``exp_tokens_cashed_out()`` (WorkerProxyInfo.h:56-58)."""
+        return max(self.cashed_out, self.expected_processed)
 
 
 @dataclass
@@ -109,6 +118,7 @@ class WorkerState:
     _drain_from: int = field(default=0, init=False)
     _disabled_at: float | None = field(default=None, init=False)
     _next_proxy: int = field(default=0, init=False)
+    _unspread: float = field(default=0.0, init=False)  # a request's part not yet credited
     _samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=4096))
 
     def __post_init__(self) -> None:
@@ -131,15 +141,14 @@ class WorkerState:
         if requests <= 0 or not self.proxies:
             return
         self.completed += requests
-        tokens = requests * self.model.tokens_per_request
-        # Spread whole requests round-robin; a fractional remainder goes to the next proxy.
-        whole = int(requests)
+        # Whole requests go round-robin, however finely the time is sliced: a
+        # worker read every fraction of a second still earns from every proxy.
+        self._unspread += requests
+        whole = int(self._unspread + 1e-9)
+        self._unspread = max(0.0, self._unspread - whole)
         for _ in range(whole):
             self.proxies[self._next_proxy].earned += self.model.tokens_per_request
             self._next_proxy = (self._next_proxy + 1) % len(self.proxies)
-        rest = tokens - whole * self.model.tokens_per_request
-        if rest > 0:
-            self.proxies[self._next_proxy].earned += rest
 
     def advance(self, now: float) -> None:
         """Bring counters, draining and payouts forward to ``now`` (never backwards)."""
@@ -215,6 +224,7 @@ class WorkerState:
         if proxy.payout_running_until is not None:
             return "request is already running"
         proxy.payout_amount = proxy.committed_to_blockchain
+        proxy.expected_processed = proxy.payout_amount
         proxy.payout_running_until = now + self.model.payout_seconds
         self.wallet_seqno += 1
         self.wallet_balance = max(0, self.wallet_balance - self.model.payout_fee_nano)

@@ -1,34 +1,57 @@
 """Talking to a running COCOON worker (I/O edge; no Kubernetes).
 
-A worker is reached at its node's address on the instance's host ports: the
-HTTP port (stats and the ``/request/...`` controls) and the RA-TLS port, whose
-TLS certificate *is* the attestation evidence. Errors are the standard
-``OSError``/``TimeoutError`` family, so callers decide what an unreachable
-worker means.
+A worker is reached at its node's address on its instance's one host port,
+plain HTTP ``12000 + 10*i``: ``/jsonstats`` and ``/stats`` for what it
+reports, the ``/request/...`` controls (:class:`WorkerClient`). The RA-TLS
+certificate fetch (and the GPU evidence beside it) serves the attestation
+step only, until the quote relay replaces it. Errors are the standard
+``OSError``/``TimeoutError`` family when nothing came back, so callers decide
+what an unreachable worker means.
 """
 
 from __future__ import annotations
 
-from cocoon_operator.workerapi._ratls import fetch_ratls_certificate
-from cocoon_operator.workerapi._stats import (
+from cocoon_operator.workerapi._coefficient import applied_per_mille, wire_coefficient
+from cocoon_operator.workerapi._http import (
+    MAX_BODY_BYTES,
+    WorkerClient,
+    fetch_stats,
+    short_answer,
+)
+from cocoon_operator.workerapi._ratls import (
     CertificateChangedError,
     GpuEvidenceDocument,
-    WorkerClient,
+    fetch_gpu_evidence,
+    fetch_ratls_certificate,
+    parse_gpu_evidence,
+)
+from cocoon_operator.workerapi._stats import (
+    ProxyEarnings,
+    StatusPage,
+    WorkerNotInitialisedError,
     WorkerStats,
     WorkerStatsError,
-    fetch_stats,
-    parse_gpu_evidence,
     parse_stats,
+    parse_status_page,
 )
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "CertificateChangedError",
     "GpuEvidenceDocument",
+    "ProxyEarnings",
+    "StatusPage",
     "WorkerClient",
+    "WorkerNotInitialisedError",
     "WorkerStats",
     "WorkerStatsError",
+    "applied_per_mille",
+    "fetch_gpu_evidence",
     "fetch_ratls_certificate",
     "fetch_stats",
     "parse_gpu_evidence",
     "parse_stats",
+    "parse_status_page",
+    "short_answer",
+    "wire_coefficient",
 ]

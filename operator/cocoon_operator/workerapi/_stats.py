@@ -1,218 +1,175 @@
-"""A worker's ``/jsonstats`` and controls, over its attested RA-TLS channel."""
+"""What a COCOON worker's HTTP port says about it: ``/jsonstats`` and two rows of ``/stats``.
+
+Every field read here is one COCOON writes; each is cited by file and line of
+``runners/`` in COCOON's repository (``WorkerRunner.cpp`` unless named). What
+COCOON does *not* write is not read, however useful it would be:
+
+- ``status.enabled`` is the constant ``true`` (WorkerRunner.cpp:688), whatever
+  ``/request/disable`` did, so the real state comes from ``/stats`` (below);
+- there is no ``active_requests`` in the JSON (the runner counts them in
+  ``active_requests_``, WorkerRunner.h:200, and prints them on ``/stats`` only,
+  WorkerRunner.cpp:628);
+- a proxy's entry (WorkerProxyInfo.cpp:73-87) has no payout count: a payout
+  shows as ``running_request`` while it runs and as ``expected_cached_out_tokens``
+  jumping to the tokens committed when it was sent (WorkerProxyInfo.h:84-86).
+"""
 
 from __future__ import annotations
 
-import functools
 import re
-import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
-
-from cocoon_operator import jsondoc
 
 
 class WorkerStatsError(Exception):
-    """The worker answered, but not with the document COCOON workers serve."""
+    """The worker answered, but not with what COCOON workers serve."""
 
 
-class CertificateChangedError(WorkerStatsError):
-    """The worker presented another certificate than the attested one (it may have
-    rotated it since: COCOON does hourly), so nothing it said was accepted."""
+class WorkerNotInitialisedError(WorkerStatsError):
+    """The runner has not initialised: every path but ``/perf`` answers 400 "not found".
+
+    COCOON registers ``/stats``, ``/jsonstats`` and the ``/request/...``
+    controls in ``custom_initialize`` (WorkerRunner.cpp:179-228), which runs
+    only once tonlib has synced and the root contract's config was read
+    (BaseRunner.cpp:327-331, :351-359); until then the worker's fallback answers every
+    path with ``400 not found`` (WorkerRunner.cpp:381-386). Not a failure of
+    the worker: it has no proxies, requests or payouts yet.
+    """
 
 
 @dataclass(frozen=True)
-class GpuEvidenceDocument:
-    """``GET /attestation/gpu?nonce=HEX``: the GPU's SPDM exchange and its device chain."""
+class ProxyEarnings:
+    """One entry of ``proxies`` (WorkerProxyInfo.cpp:73-87), in tokens."""
 
-    evidence: bytes  # GET_MEASUREMENTS request || signed MEASUREMENTS response
-    certificate_chain: bytes  # PEM, leaf first
+    address: str  # proxy_sc_address (:76), what /request/payout?proxy= takes
+    inited: bool  # sc_inited (:75): the worker contract is deployed
+    committed: int  # earned_tokens_committed_to_blockchain (:79): signed by the proxy
+    cashed_out: int  # cached_out_tokens (:82): processed by the worker contract
+    # expected_cached_out_tokens (:83): max(cashed_out, what the last payout sent
+    # covers) (WorkerProxyInfo.h:56-58); a payout request raises it at once.
+    expected_cashed_out: int
+    running: bool  # running_request (:84): a payout message is on its way
 
-
-def parse_gpu_evidence(doc: Any) -> GpuEvidenceDocument:
-    """The document's two fields, or :class:`WorkerStatsError` naming the bad one."""
-    if not isinstance(doc, dict):
-        raise WorkerStatsError("GPU evidence: not a JSON object")
-    evidence, chain = doc.get("evidence"), doc.get("certificateChain")
-    if not isinstance(evidence, str):
-        raise WorkerStatsError("GPU evidence: 'evidence' (hex) is missing")
-    if not isinstance(chain, str) or "BEGIN CERTIFICATE" not in chain:
-        raise WorkerStatsError("GPU evidence: 'certificateChain' (PEM) is missing")
-    try:
-        raw = bytes.fromhex(evidence)
-    except ValueError:
-        raise WorkerStatsError("GPU evidence: 'evidence' is not hex") from None
-    return GpuEvidenceDocument(raw, chain.encode())
+    @property
+    def to_pay_out(self) -> int:
+        """COCOON's own ``to_payout()`` (WorkerProxyInfo.h:64-67): what a payout now pays."""
+        return max(0, self.committed - self.expected_cashed_out)
 
 
 @dataclass(frozen=True)
 class WorkerStats:
-    """What the operator uses of a worker's ``/jsonstats`` (token counts, not money)."""
+    """What the operator uses of ``/jsonstats`` (token counts, not money)."""
 
-    wallet_address: str
-    enabled: bool
-    image_hash_listed: bool  # the worker's own reading of the root contract
-    model_listed: bool
-    earned_tokens: int  # committed to the blockchain, summed over proxies
-    paid_out_tokens: int  # cashed out, summed over proxies
-    payouts: int
-    payout_running: bool
-    coefficient: int | None  # per-mille, as configured in the worker
-    active_requests: int | None  # requests in flight, when the worker reports it
-    proxies: tuple[str, ...] = ()  # proxy contract addresses, for payouts
-    # Per proxy address: payouts completed, and those with a payout running now
-    # (a payout asked for before a crash is recognised by them).
-    proxy_payouts: Mapping[str, int] = field(default_factory=dict)
-    running_payouts: frozenset[str] = frozenset()
+    wallet_address: str  # wallet.address (BaseRunner.cpp:1082)
+    image_hash_listed: bool  # status.actual_image_hash (:672-677): the worker's own reading
+    model_listed: bool  # status.actual_model (:678-683)
+    coefficient: int  # localconfig.coefficient (:714): per-mille, an int32 (WorkerRunner.h:199)
+    proxies: tuple[ProxyEarnings, ...] = ()
+
+    @property
+    def earned_tokens(self) -> int:
+        return sum(p.committed for p in self.proxies)
+
+    @property
+    def paid_out_tokens(self) -> int:
+        return sum(p.cashed_out for p in self.proxies)
+
+    @property
+    def unpaid_tokens(self) -> int:
+        """Tokens a payout now would pay: not cashed out, and no payout sent for them."""
+        return sum(p.to_pay_out for p in self.proxies)
+
+    @property
+    def payout_running(self) -> bool:
+        return any(p.running for p in self.proxies)
+
+    def proxy(self, address: str) -> ProxyEarnings | None:
+        return next((p for p in self.proxies if p.address == address), None)
 
 
-def _int(doc: dict[str, Any], key: str) -> int:
-    value = doc.get(key, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise WorkerStatsError(f"{key} is not an integer")
+def _field(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = doc.get(key)
+    # bool is an int in Python; COCOON's integers are never true/false.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise WorkerStatsError(f"jsonstats: {where}{key} is missing or not {kind.__name__}")
     return value
 
 
-def _optional_int(doc: Any, key: str) -> int | None:
-    if not isinstance(doc, dict) or key not in doc:
-        return None
-    return _int(doc, key)
-
-
-def parse_stats(doc: Any) -> WorkerStats:
-    """Pick the fields the operator needs; a malformed document is an error, not zeros."""
+def _proxy(doc: Any, index: int) -> ProxyEarnings:
     if not isinstance(doc, dict):
-        raise WorkerStatsError("jsonstats is not an object")
-    status, wallet = doc.get("status"), doc.get("wallet")
-    proxies = doc.get("proxies", [])
-    if (
-        not isinstance(status, dict)
-        or not isinstance(wallet, dict)
-        or not isinstance(proxies, list)
-    ):
-        raise WorkerStatsError("jsonstats lacks status, wallet or proxies")
-    address = wallet.get("address")
-    if not isinstance(address, str) or not address:
-        raise WorkerStatsError("jsonstats has no wallet address")
-    proxy_docs = [p for p in proxies if isinstance(p, dict)]
-    named = [p for p in proxy_docs if isinstance(p.get("proxy_sc_address"), str)]
-    return WorkerStats(
-        wallet_address=address,
-        enabled=status.get("enabled") is True,
-        image_hash_listed=status.get("actual_image_hash") is True,
-        model_listed=status.get("actual_model") is True,
-        earned_tokens=sum(_int(p, "earned_tokens_committed_to_blockchain") for p in proxy_docs),
-        paid_out_tokens=sum(_int(p, "cached_out_tokens") for p in proxy_docs),
-        payouts=sum(_int(p, "payouts") for p in proxy_docs),
-        payout_running=any(p.get("running_request") is True for p in proxy_docs),
-        coefficient=_optional_int(doc.get("localconfig"), "coefficient"),
-        active_requests=_optional_int(status, "active_requests"),
-        proxies=tuple(p["proxy_sc_address"] for p in named),
-        proxy_payouts={p["proxy_sc_address"]: _int(p, "payouts") for p in named},
-        running_payouts=frozenset(
-            p["proxy_sc_address"] for p in named if p.get("running_request") is True
-        ),
+        raise WorkerStatsError(f"jsonstats: proxies[{index}] is not an object")
+    where = f"proxies[{index}]."
+    return ProxyEarnings(
+        address=_field(doc, "proxy_sc_address", str, where),
+        inited=_field(doc, "sc_inited", bool, where),
+        committed=_field(doc, "earned_tokens_committed_to_blockchain", int, where),
+        cashed_out=_field(doc, "cached_out_tokens", int, where),
+        expected_cashed_out=_field(doc, "expected_cached_out_tokens", int, where),
+        running=_field(doc, "running_request", bool, where),
     )
 
 
-@functools.cache
-def _pinned_context() -> ssl.SSLContext:
-    """One TLS context for every worker connection, made once.
+def parse_stats(doc: Any) -> WorkerStats:
+    """The fields above, each required: a document without them is an error, not zeros.
 
-    No CA bundle is loaded (``create_default_context`` would read the system
-    store on every call, which dominated the operator's CPU at 100 workers):
-    the certificate's fingerprint pin decides, not a CA.
+    Served only after ``custom_initialize`` began, which creates the node
+    wallet in the same step (WorkerRunner.cpp:230, BaseRunner.cpp:1031), so
+    ``wallet`` (written only when the wallet exists, BaseRunner.cpp:1076-1088)
+    is always there in a real answer.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    if not isinstance(doc, dict):
+        raise WorkerStatsError("jsonstats is not an object")
+    status, wallet, local = doc.get("status"), doc.get("wallet"), doc.get("localconfig")
+    proxies = doc.get("proxies")
+    if (
+        not isinstance(status, dict)
+        or not isinstance(wallet, dict)
+        or not isinstance(local, dict)
+        or not isinstance(proxies, list)
+    ):
+        raise WorkerStatsError("jsonstats lacks status, wallet, localconfig or proxies")
+    address = _field(wallet, "address", str, "wallet.")
+    if not address:
+        raise WorkerStatsError("jsonstats has no wallet address")
+    return WorkerStats(
+        wallet_address=address,
+        image_hash_listed=_field(status, "actual_image_hash", bool, "status."),
+        model_listed=_field(status, "actual_model", bool, "status."),
+        coefficient=_field(local, "coefficient", int, "localconfig."),
+        proxies=tuple(_proxy(p, i) for i, p in enumerate(proxies)),
+    )
 
 
-class WorkerClient:
-    """HTTP to a worker over TLS, accepted only from the certificate that was attested.
+@dataclass(frozen=True)
+class StatusPage:
+    """The two facts only ``/stats`` (HTML, ``http_generate_main``) gives; None when the
+    page did not show the row as COCOON writes it."""
 
-    Pinning the verified certificate's SHA-256 means answers come from the
-    attested VM's key, not from whatever listens on the port, and controls
-    reach that VM only. Use as ``async with WorkerClient(...) as worker:``.
+    enabled: bool | None  # "yes"/"no" of the enabled row (WorkerRunner.cpp:583-589)
+    active_requests: int | None  # active_requests_ (WorkerRunner.cpp:628)
+
+
+# WorkerRunner.cpp:583-589: a green "yes <a ...>disable</a>" or a crimson "no <a ...>enable</a>".
+_ENABLED_ROW = re.compile(r"<tr><td>enabled</td><td><span [^>]*>(yes|no) <a ")
+# WorkerRunner.cpp:628, an int32 printed in decimal.
+_ACTIVE_ROW = re.compile(r"<tr><td>active_requests</td><td>(-?\d{1,10})</td></tr>")
+
+
+def parse_status_page(page: str) -> StatusPage:
+    """The worker's real enabled state and its requests in flight, from ``/stats``.
+
+    ``active_requests_`` goes up when a proxy's request is taken
+    (WorkerRunner.cpp:71) and down when its answer or error has gone
+    (WorkerRunner.h:97-99, from WorkerRunningRequest.cpp:318): the exact count
+    the drain waits on. ``/jsonstats`` has no equivalent: its request counters
+    (``stats.queries``/``success``/``failed``) count a failed request twice
+    (WorkerRunningRequest.cpp:165 and :313) and are printed with six
+    significant digits (``std::stringstream`` defaults, via
+    SimpleJsonSerializer.hpp:79-81), so their difference is no count.
     """
-
-    def __init__(
-        self, host: str, port: int, *, certificate_sha256: str, timeout_seconds: float = 5.0
-    ) -> None:
-        self._base = f"https://{host}:{port}"
-        self._pin = aiohttp.Fingerprint(bytes.fromhex(certificate_sha256))
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=_pinned_context()),
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        )
-
-    async def __aenter__(self) -> WorkerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._session.close()
-
-    async def _get(self, path: str, params: dict[str, str] | None = None) -> str:
-        try:
-            async with self._session.get(self._base + path, params=params, ssl=self._pin) as resp:
-                if resp.status != 200:
-                    raise WorkerStatsError(f"{path}: HTTP {resp.status}")
-                return await resp.text()
-        except aiohttp.ServerFingerprintMismatch:
-            raise CertificateChangedError(
-                "the worker presented another certificate than the attested one"
-            ) from None
-
-    async def stats(self) -> WorkerStats:
-        text = await self._get("/jsonstats")
-        try:
-            doc = jsondoc.loads(text)
-        except ValueError as exc:
-            raise WorkerStatsError(f"jsonstats is not JSON: {exc}") from None
-        return parse_stats(doc)
-
-    async def gpu_evidence(self, nonce: bytes) -> GpuEvidenceDocument:
-        """The GPU's measurements signed over ``nonce`` (not a COCOON endpoint: only
-        workers that serve it support ``spec.attestation.gpu.mode: Verify``)."""
-        text = await self._get("/attestation/gpu", {"nonce": nonce.hex()})
-        try:
-            doc = jsondoc.loads(text)
-        except ValueError as exc:
-            raise WorkerStatsError(f"GPU evidence is not JSON: {exc}") from None
-        return parse_gpu_evidence(doc)
-
-    async def set_coefficient(self, per_mille: int) -> None:
-        """COCOON takes a multiplier: 1500 per mille is ``1.5``."""
-        value = f"{per_mille / 1000:g}"
-        answer = await self._get("/request/change_coefficient", {"coefficient": value})
-        if "coefficient set" not in answer:
-            raise WorkerStatsError(f"change_coefficient: unexpected answer {_strip(answer)!r}")
-
-    async def disable(self) -> None:
-        await self._get("/request/disable")
-
-    async def enable(self) -> None:
-        await self._get("/request/enable")
-
-    async def payout(self, proxy: str) -> str:
-        """Ask for a payout from ``proxy``; the worker's one-line answer."""
-        return _strip(await self._get("/request/payout", {"proxy": proxy}))
-
-
-def _strip(html: str) -> str:
-    """The text of COCOON's tiny answer pages."""
-    return re.sub(r"<[^>]+>", " ", html).split("return to stats")[0].strip()
-
-
-async def fetch_stats(
-    host: str, port: int, *, certificate_sha256: str, timeout_seconds: float = 5.0
-) -> WorkerStats:
-    """``GET /jsonstats`` from the attested certificate's holder (see :class:`WorkerClient`)."""
-    async with WorkerClient(
-        host, port, certificate_sha256=certificate_sha256, timeout_seconds=timeout_seconds
-    ) as client:
-        return await client.stats()
+    enabled = _ENABLED_ROW.search(page)
+    active = _ACTIVE_ROW.search(page)
+    return StatusPage(
+        enabled=None if enabled is None else enabled[1] == "yes",
+        active_requests=None if active is None else int(active[1]),
+    )

@@ -20,7 +20,7 @@ from cocoon_operator.attestation.testgpu import GpuMeasurements
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator
-from cocoon_operator.workerapi import GpuEvidenceDocument, WorkerClient
+from cocoon_operator.workerapi import GpuEvidenceDocument, fetch_gpu_evidence
 from tests.unit.evidence.test_checker import START, checker_for
 
 VERIFY = AttestationPolicy(gpu=GpuAttestationPolicy(mode=GpuEvidenceMode.VERIFY))
@@ -51,8 +51,9 @@ class CountingFetch:
         self, host: str, port: int, certificate_sha256: str, nonce: bytes
     ) -> GpuEvidenceDocument:
         self.calls += 1
-        async with WorkerClient(host, port, certificate_sha256=certificate_sha256) as client:
-            return await client.gpu_evidence(self._nonce or nonce)
+        return await fetch_gpu_evidence(
+            host, port, certificate_sha256=certificate_sha256, nonce=self._nonce or nonce
+        )
 
 
 def gpu_checker(
@@ -196,6 +197,8 @@ async def test_a_certificate_rotated_since_the_fetch_is_checked_again_not_reject
 async def test_the_simulator_refuses_a_malformed_nonce(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    async with session.get(f"{sim.http_url}/attestation/gpu", params={"nonce": "abcd"}) as resp:
+    # On the RA-TLS stand-in, the only listener serving it.
+    url = f"{sim.tls_url}/attestation/gpu"
+    async with session.get(url, params={"nonce": "abcd"}, ssl=False) as resp:
         assert resp.status == 400
         assert "nonce" in await resp.text()

@@ -133,14 +133,14 @@ def test_payout_intent_annotation_parser(raw: str) -> None:
     assert intent is not None
     if intent is not UNREADABLE:
         assert isinstance(intent.purpose, str)
-        assert all(type(v) is int for v in intent.before.values())
+        assert all(type(v) is int for v in intent.expected.values())
         assert parse_intent(intent.to_annotation()) == intent
 
 
 @FUZZ
 @given(st.text(max_size=40), st.dictionaries(st.text(max_size=48), st.integers(0, 2**40)))
-def test_payout_intent_reads_back_as_written(purpose: str, before: dict[str, int]) -> None:
-    intent = PayoutIntent(purpose, before)
+def test_payout_intent_reads_back_as_written(purpose: str, expected: dict[str, int]) -> None:
+    intent = PayoutIntent(purpose, expected)
     assert parse_intent(intent.to_annotation()) == intent
 
 
@@ -159,13 +159,11 @@ def test_collateral_nested_too_deep_is_a_collateral_format_error() -> None:
 
 
 async def test_worker_documents_nested_too_deep_are_worker_stats_errors() -> None:
-    async def deep(_path: str, _params: object = None) -> str:
+    async def deep(_path: str, _name: object = None, _value: object = None) -> str:
         return DEEP
 
-    client = WorkerClient("127.0.0.1", 1, certificate_sha256="00" * 32)
+    client = WorkerClient("127.0.0.1", 1)
     client._get = deep  # type: ignore[method-assign]  # the worker's answer, without a worker
     async with client:
         with pytest.raises(WorkerStatsError, match="jsonstats is not JSON"):
             await client.stats()
-        with pytest.raises(WorkerStatsError, match="GPU evidence is not JSON"):
-            await client.gpu_evidence(b"\x00" * 32)

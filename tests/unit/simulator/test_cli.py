@@ -95,10 +95,10 @@ def test_runs_as_a_process(tmp_path: Path) -> None:
         assert line["instance"] == 1
         assert line["http"].startswith("http://127.0.0.1:")
         assert TrustedRoot.load(root_out.read_bytes()).fingerprint == line["test_root_sha256"]
-        with urllib.request.urlopen(f"{line['http']}/jsonstats", timeout=10) as resp:
-            stats = json.load(resp)
-        assert stats["simulator"]["image_hash"] == line["image_hash"]
-        assert stats["simulator"]["instance"] == 1
+        with urllib.request.urlopen(f"{line['http']}/simulator/state", timeout=10) as resp:
+            state = json.load(resp)
+        assert state["image_hash"] == line["image_hash"]
+        assert state["instance"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

@@ -1,4 +1,6 @@
-"""The worker simulator over loopback: RA-TLS evidence end to end, controls, faults, rotation."""
+"""The worker simulator over loopback: COCOON's worker HTTP port as COCOON's source has it
+(runners/, WorkerRunner.cpp unless named), the RA-TLS stand-in's evidence end to end,
+faults, rotation."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from cocoon_operator.attestation import (
     CollateralCache,
@@ -38,6 +41,7 @@ from cocoon_operator.simulator import (
     start_simulator,
     worker_http_port,
 )
+from cocoon_operator.workerapi import parse_status_page
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -90,9 +94,21 @@ async def _json(http: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def _text(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(url) as resp:
+    async with http.get(url, ssl=False) as resp:
         assert resp.status == 200
         return await resp.text()
+
+
+async def _page(
+    http: aiohttp.ClientSession, sim: WorkerSimulator
+) -> tuple[bool | None, int | None]:
+    shown = parse_status_page(await _text(http, f"{sim.http_url}/stats"))
+    return shown.enabled, shown.active_requests
+
+
+async def _status(http: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
+    async with http.get(url, ssl=False) as resp:
+        return resp.status, resp.reason or "", await resp.text()
 
 
 async def _tls_certificate(sim: WorkerSimulator) -> RaTlsCertificate:
@@ -113,7 +129,7 @@ async def test_ratls_certificate_verifies_end_to_end(
     sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
     cert = await _tls_certificate(sim)
-    pem = await _text(http, f"{sim.http_url}/attestation/certificate")
+    pem = await _text(http, f"{sim.tls_url}/attestation/certificate")  # the stand-in's
     assert parse_ratls_certificate(pem.encode()).certificate == cert.certificate
     cert.check(now=clock.now)
     verified = await _verify(sim, cert, http, clock.now)
@@ -122,7 +138,9 @@ async def test_ratls_certificate_verifies_end_to_end(
     m = SimulatorConfig().measurements
     expected_image = cocoon_image_hash(m.mrtd, m.mrconfigid, m.mrowner, m.mrownerconfig, m.rtmr)
     stats = await _json(http, f"{sim.http_url}/jsonstats")
-    assert stats["simulator"]["image_hash"] == expected_image.hex()
+    assert (await _json(http, f"{sim.http_url}/simulator/state"))["image_hash"] == (
+        expected_image.hex()
+    )
     policy = TdxPolicy(
         require_production_root=False,
         allowed_mrtd=frozenset({m.mrtd}),
@@ -148,7 +166,7 @@ async def test_tampered_evidence_fails_with_quote_signature(
     with pytest.raises(QuoteSignatureError) as info:
         await _verify(sim, bad, http, clock.now)
     assert info.value.code == "quote_signature"
-    pem = await _text(http, f"{sim.http_url}/attestation/certificate")
+    pem = await _text(http, f"{sim.tls_url}/attestation/certificate")
     assert parse_ratls_certificate(pem.encode()).quote == bad.quote
 
     state = await _json(http, f"{sim.http_url}/simulator/fault?name=tampered_evidence&enabled=0")
@@ -157,7 +175,7 @@ async def test_tampered_evidence_fails_with_quote_signature(
     assert (await _verify(sim, restored, http, clock.now)).tcb_status == "UpToDate"
 
 
-async def test_control_endpoints_change_jsonstats(
+async def test_control_endpoints_answer_as_cocoon_does(
     sim: WorkerSimulator,
     http: aiohttp.ClientSession,
     clock: FakeClock,
@@ -173,15 +191,18 @@ async def test_control_endpoints_change_jsonstats(
     assert stats["status"]["actual_model"] is True
     assert stats["status"]["ton_last_synced_at"] == int(clock.t - 3)
 
+    # WorkerRunner.h:168-171; the state shows on /stats (:583-589) and never in
+    # /jsonstats, whose enabled is the constant true (:688).
     assert "state updated" in await _text(http, f"{base}/request/disable")
-    assert (await _json(http, f"{base}/jsonstats"))["status"]["enabled"] is False
-    assert "state updated" in await _text(http, f"{base}/request/enable")
+    assert (await _page(http, sim))[0] is False
     assert (await _json(http, f"{base}/jsonstats"))["status"]["enabled"] is True
+    assert "state updated" in await _text(http, f"{base}/request/enable")
+    assert (await _page(http, sim))[0] is True
 
     answer = await _text(http, f"{base}/request/change_coefficient?coefficient=1.25")
-    assert "coefficient set to 1.25" in answer
+    assert "coefficient set to 1.25<br/>" in answer  # WorkerRunner.h:182
     assert (await _json(http, f"{base}/jsonstats"))["localconfig"]["coefficient"] == 1250
-    assert "failed to parse" in await _text(
+    assert "failed to parse 'lots' as double" in await _text(
         http, f"{base}/request/change_coefficient?coefficient=lots"
     )
     assert "<form" in await _text(http, f"{base}/request/change_coefficient")
@@ -195,6 +216,7 @@ async def test_control_endpoints_change_jsonstats(
     seqno = stats["wallet"]["seqno"]
     address = proxy["proxy_sc_address"]
     assert "proxy not found" in await _text(http, f"{base}/request/payout?proxy=unknown")
+    # A payout sent raises the expected cash-out at once (WorkerProxyInfo.h:84-86).
     assert "request sent" in await _text(http, f"{base}/request/payout?proxy={address}")
     assert "already running" in await _text(http, f"{base}/request/payout?proxy={address}")
     # Each request is logged, and read back as the crash tests count payouts.
@@ -209,9 +231,9 @@ async def test_control_endpoints_change_jsonstats(
     clock.advance(2.5)
     stats = await _json(http, f"{base}/jsonstats")
     assert stats["proxies"][0]["running_request"] is False
-    assert stats["proxies"][0]["payouts"] == 1
     assert stats["proxies"][0]["cached_out_tokens"] == 1000
-    assert stats["simulator"]["payouts"] == 1
+    assert "payouts" not in stats["proxies"][0]  # COCOON counts none (WorkerProxyInfo.cpp:73-87)
+    assert (await _json(http, f"{base}/simulator/state"))["payouts"] == 1  # the harness's count
     assert stats["stats"]["success"][0] == pytest.approx(22.5)
 
     wallet = await _json(http, f"{base}/simulator/wallet?balance=2100000000")
@@ -224,25 +246,24 @@ async def test_control_endpoints_change_jsonstats(
 async def test_disable_drains_in_flight_to_zero(
     sim: WorkerSimulator, http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    url = f"{sim.http_url}/jsonstats"
-    assert (await _json(http, url))["status"]["active_requests"] == 3
+    # active_requests_ as /stats prints it (:628).
+    assert await _page(http, sim) == (True, 3)
     await _text(http, f"{sim.http_url}/request/disable")
-    assert (await _json(http, url))["status"]["active_requests"] == 3
+    assert await _page(http, sim) == (False, 3)
     clock.advance(5)
-    assert (await _json(http, url))["status"]["active_requests"] == 2
+    assert await _page(http, sim) == (False, 2)
     clock.advance(5)
-    assert (await _json(http, url))["status"]["active_requests"] == 0
+    assert await _page(http, sim) == (False, 0)
     await _text(http, f"{sim.http_url}/request/enable")
-    assert (await _json(http, url))["status"]["active_requests"] == 3
+    assert await _page(http, sim) == (True, 3)
 
 
 async def test_drain_in_real_time(pki: DcapTestPki, http: aiohttp.ClientSession) -> None:
     load = LoadModel(load=2, drain_seconds=0.3)
     async with await start_simulator(pki=pki, load=load) as sim:
-        url = f"{sim.http_url}/jsonstats"
         await _text(http, f"{sim.http_url}/request/disable")
         deadline = time.monotonic() + 5
-        while (await _json(http, url))["status"]["active_requests"] > 0:
+        while (await _page(http, sim))[1] != 0:
             assert time.monotonic() < deadline, "in-flight requests did not drain"
             await asyncio.sleep(0.05)
 
@@ -262,9 +283,9 @@ async def test_rotation_yields_a_new_key_that_verifies(
             verified, TdxPolicy(require_production_root=False), binding=cert.binding
         )
         assert verdict.trusted, verdict.reason
-    stats = await _json(http, f"{sim.http_url}/jsonstats")
-    assert stats["simulator"]["ratls_public_key"] == second.public_key.hex()
-    assert stats["simulator"]["certificate_generation"] == 2
+    state = await _json(http, f"{sim.http_url}/simulator/state")
+    assert state["ratls_public_key"] == second.public_key.hex()
+    assert state["certificate_generation"] == 2
     rotated = await _json(http, f"{sim.http_url}/simulator/rotate")
     assert rotated["certificate_generation"] == 3
     assert (await _tls_certificate(sim)).public_key.hex() == rotated["public_key"]
@@ -277,13 +298,12 @@ async def test_wrong_model_and_garbage_json(
     stats = await _json(http, f"{sim.http_url}/jsonstats")
     assert stats["localconfig"]["model"] != DEFAULT_MODEL
     assert stats["status"]["actual_model"] is False
-    assert stats["simulator"]["faults"] == ["wrong_model"]
+    assert sim.harness_facts()["faults"] == ["wrong_model"]
     sim.set_faults(wrong_model=False, garbage_json=True)
-    for path in ("/jsonstats", "/perf"):
-        async with http.get(f"{sim.http_url}{path}") as resp:
-            assert resp.status == 200
-            with pytest.raises(ValueError):
-                await resp.json()
+    async with http.get(f"{sim.http_url}/jsonstats") as resp:
+        assert resp.status == 200
+        with pytest.raises(ValueError):
+            await resp.json()
     with pytest.raises(ValueError):
         sim.set_faults(explode=True)
 
@@ -323,13 +343,100 @@ async def test_stop_releases_hanging_requests(
         pass  # the connection may be closed instead
 
 
-async def test_pages_over_http_and_tls(sim: WorkerSimulator, http: aiohttp.ClientSession) -> None:
-    assert "COCOON worker simulator" in await _text(http, f"{sim.http_url}/stats")
-    perf = await _json(http, f"{sim.http_url}/perf")
-    assert perf["active_requests"] == 3
+async def test_the_pages_carry_cocoons_rows_and_perf_is_text(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    page = await _text(http, f"{sim.http_url}/stats")
+    assert (
+        '<tr><td>enabled</td><td><span style="background-color:Green;">yes '
+        '<a href="/request/disable">disable</a></span></td></tr>\n' in page
+    )  # :583-589
+    assert "<tr><td>active_requests</td><td>3</td></tr>\n" in page  # :628
+    assert '<tr><td>coefficient</td><td>1 <a href="/request/change_coefficient">' in page
+    async with http.get(f"{sim.http_url}/perf") as resp:  # BaseRunner.cpp:580-583, 695-699
+        assert (resp.status, resp.content_type) == (200, "text/plain")
+
+
+async def test_jsonstats_has_exactly_cocoons_fields(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    stats = await _json(http, f"{sim.http_url}/jsonstats")
+    assert list(stats) == ["status", "stats", "wallet", "localconfig", "proxies"]  # :663-730
+    assert list(stats["status"]) == [  # :667-690
+        "wallet_balance",
+        "actual_image_hash",
+        "actual_model",
+        "ton_last_synced_at",
+        "enabled",
+        "git_commit",
+        "git_commit_data",
+    ]
+    assert list(stats["localconfig"]) == [  # :708-717
+        "root_address",
+        "owner_address",
+        "model",
+        "coefficient",
+        "check_proxy_hash",
+    ]
+    assert list(stats["proxies"][0]) == [  # WorkerProxyInfo.cpp:73-87
+        "sc_inited",
+        "proxy_sc_address",
+        "proxy_public_key",
+        "sc_address",
+        "earned_tokens_committed_to_blockchain",
+        "earned_tokens_committed_to_proxy_db",
+        "earned_tokens_max_known",
+        "cached_out_tokens",
+        "expected_cached_out_tokens",
+        "running_request",
+        "params_version",
+    ]
+    assert all(len(row) == 7 for row in stats["stats"].values())  # AmortCounter.h:80-91
+
+
+async def test_before_initialisation_every_worker_path_is_400_not_found(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.set_faults(not_initialised=True)
+    for path in ("/jsonstats", "/stats", "/request/disable", "/request/payout?proxy=x"):
+        # WorkerRunner.cpp:381-386: the reason phrase, an empty body.
+        assert await _status(http, f"{sim.http_url}{path}") == (400, "not found", "")
+    assert (await _status(http, f"{sim.http_url}/perf"))[0] == 200  # BaseRunner.cpp:580-583
+    assert (await _json(http, f"{sim.http_url}/simulator/state"))["initialised"] is False
+    assert sim.state.enabled  # the disable above never reached the runner
+    sim.set_faults(not_initialised=False)
+    assert (await _status(http, f"{sim.http_url}/jsonstats"))[0] == 200
+
+
+async def test_paths_the_worker_does_not_serve_are_400_not_found(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/attestation/certificate", "/attestation/gpu?nonce=00", "/", "/jsonstats/"):
+        assert await _status(http, f"{sim.http_url}{path}") == (400, "not found", "")
+    # The RA-TLS stand-in serves its two paths and none of the worker's.
     async with http.get(f"{sim.tls_url}/jsonstats", ssl=False) as resp:
-        assert resp.status == 200
-        assert (await resp.json())["simulator"]["tls_port"] == sim.tls_port
+        assert resp.status == 404
+
+
+async def test_the_coefficient_is_parsed_and_truncated_as_cocoon_does(
+    sim: WorkerSimulator, http: aiohttp.ClientSession
+) -> None:
+    base = f"{sim.http_url}/request/change_coefficient?coefficient="
+
+    async def applied(raw: str) -> int:
+        await _text(http, base + raw)
+        return int((await _json(http, f"{sim.http_url}/jsonstats"))["localconfig"]["coefficient"])
+
+    assert await applied("1.001") == 1000  # (int32)(1.001 * 1000), WorkerRunner.h:180
+    assert await applied("1.0010000000000001") == 1001
+    assert await applied("2") == 2000
+    assert await applied("") == 0  # strtod of "" takes it all, as 0.0
+    # Sent as-is (yarl would decode %2E): COCOON decodes nothing (BaseRunner.cpp:758-790).
+    for raw in ("1%2E5", "1.5%20"):
+        async with http.get(URL(base + raw, encoded=True)) as resp:
+            assert f"failed to parse '{raw}' as double" in await resp.text()
+    await _text(http, base + "1.5&coefficient=3")  # the first of a name stands
+    assert sim.state.coefficient == 1500
 
 
 def test_config_is_checked() -> None:

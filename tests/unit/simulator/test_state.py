@@ -66,6 +66,13 @@ def test_earnings_spread_over_proxies_and_commit_in_batches() -> None:
     assert st.completed == pytest.approx(24.0)
 
 
+def test_earnings_reach_every_proxy_however_often_the_worker_is_read() -> None:
+    st = _state(requests_per_second=2.0, tokens_per_request=100)
+    for step in range(1, 101):  # read every 0.1 s for 10 s
+        st.advance(T0 + step / 10)
+    assert [p.earned_tokens for p in st.proxies] == [1000, 1000]
+
+
 def test_payout_runs_then_cashes_out() -> None:
     st = _state(requests_per_second=1.0, tokens_per_request=200, payout_seconds=2.0)
     st.advance(T0 + 10)

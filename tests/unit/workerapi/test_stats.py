@@ -1,81 +1,202 @@
-"""Reading a worker's /jsonstats: only from the attested certificate, never guessing."""
+"""Reading a worker's /jsonstats and /stats as COCOON writes them, never guessing.
+
+Each document here is shaped as COCOON's worker writes it (runners/ in
+COCOON's repository, WorkerRunner.cpp unless named), with its layout and
+types; the tests cite the lines.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
 from typing import Any
 
 import pytest
 
-from cocoon_operator.simulator import start_simulator
 from cocoon_operator.workerapi import (
     WorkerStatsError,
-    fetch_stats,
     parse_gpu_evidence,
     parse_stats,
+    parse_status_page,
 )
 
+A = "EQDxcX7o3ip0gD1PxW4CkLE6g-RWWQrfJUl_-Ip-ylgJ3RWH"
+B = "EQCXiy0IrbJzr6Rr1rw2hH2PXQ27rrg0V3ybR8j7fFIj7ZPJ"
 
-async def test_stats_come_over_the_attested_channel_and_another_certificate_is_refused() -> None:
-    async with await start_simulator(proxies=2) as sim:
-        pin = hashlib.sha256(sim.evidence.certificate_der()).hexdigest()
-        stats = await fetch_stats(sim.host, sim.tls_port, certificate_sha256=pin)
-        assert stats.wallet_address == sim.jsonstats()["wallet"]["address"]
-        assert stats.image_hash_listed and stats.model_listed and stats.enabled
-        sim.rotate_certificate()  # now presents a certificate nobody verified
-        with pytest.raises(WorkerStatsError, match="another certificate"):
-            await fetch_stats(sim.host, sim.tls_port, certificate_sha256=pin)
+# http_generate_json_stats (:663-730) as SimpleJsonSerializer writes it
+# (runners/helpers/SimpleJsonSerializer.hpp): one element a line, doubles in
+# six significant digits, an AmortCounterList as [total, 1s .. 1d]
+# (runners/helpers/AmortCounter.h:80-91).
+JSONSTATS = """{
+  "status": {
+    "wallet_balance": 5493000000,
+    "actual_image_hash": true,
+    "actual_model": false,
+    "ton_last_synced_at": 1765000000,
+    "enabled": true,
+    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    "git_commit_data": "2025-11-28"
+  },
+  "stats": {
+    "queries": [
+      1.23457e+06,
+      0.5,
+      0.48,
+      0.51,
+      0.5,
+      0.49,
+      0.3
+    ],
+    "success": [
+      1.2345e+06,
+      0.5,
+      0.48,
+      0.51,
+      0.5,
+      0.49,
+      0.3
+    ]
+  },
+  "wallet": {
+    "address": "UQCt3_wallet_address_000000000000000000000000000",
+    "balance": 5493000000,
+    "seqno": 7,
+    "pending_transactions_cnt": 0,
+    "active_transactions_cnt": 0
+  },
+  "localconfig": {
+    "root_address": "EQroot",
+    "owner_address": "UQowner",
+    "model": "Qwen/Qwen3-0.6B@c1899de:5e5e",
+    "coefficient": 1500,
+    "check_proxy_hash": true
+  },
+  "proxies": [
+    {
+      "sc_inited": true,
+      "proxy_sc_address": "PROXY_A",
+      "proxy_public_key": "ab",
+      "sc_address": "EQworker_sc",
+      "earned_tokens_committed_to_blockchain": 3000,
+      "earned_tokens_committed_to_proxy_db": 3120,
+      "earned_tokens_max_known": 3120,
+      "cached_out_tokens": 1000,
+      "expected_cached_out_tokens": 1000,
+      "running_request": false,
+      "params_version": 3
+    },
+    {
+      "sc_inited": true,
+      "proxy_sc_address": "PROXY_B",
+      "proxy_public_key": "cd",
+      "sc_address": "EQworker_sc2",
+      "earned_tokens_committed_to_blockchain": 2000,
+      "earned_tokens_committed_to_proxy_db": 2000,
+      "earned_tokens_max_known": 2000,
+      "cached_out_tokens": 0,
+      "expected_cached_out_tokens": 2000,
+      "running_request": true,
+      "params_version": 3
+    }
+  ]
+}""".replace("PROXY_A", A).replace("PROXY_B", B)
 
 
 def doc(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "status": {"enabled": True, "actual_image_hash": True, "actual_model": False},
-        "wallet": {"address": "0:" + "ab" * 32},
-        "proxies": [
-            {
-                "earned_tokens_committed_to_blockchain": 3000,
-                "cached_out_tokens": 1000,
-                "payouts": 1,
-            },
-            {"earned_tokens_committed_to_blockchain": 2000, "running_request": True},
-        ],
-    }
+    base: dict[str, Any] = json.loads(JSONSTATS)
     base.update(changes)
     return base
 
 
+def test_the_fields_cocoon_writes_are_read() -> None:
+    stats = parse_stats(json.loads(JSONSTATS))
+    assert stats.wallet_address == "UQCt3_wallet_address_000000000000000000000000000"  # :1082
+    assert stats.image_hash_listed and not stats.model_listed  # :672-683
+    assert stats.coefficient == 1500  # :714, the int32 per mille
+    assert [p.address for p in stats.proxies] == [A, B]  # WorkerProxyInfo.cpp:76
+
+
 def test_token_counts_are_summed_over_proxies() -> None:
-    stats = parse_stats(doc())
-    assert (stats.earned_tokens, stats.paid_out_tokens, stats.payouts) == (5000, 1000, 1)
-    assert stats.payout_running and not stats.model_listed
+    stats = parse_stats(json.loads(JSONSTATS))
+    assert stats.earned_tokens == 5000  # earned_tokens_committed_to_blockchain, :79
+    assert stats.paid_out_tokens == 1000  # cached_out_tokens, :82
 
 
-def test_payouts_are_also_read_per_proxy_address() -> None:
-    a, b = "0:" + "01" * 32, "0:" + "02" * 32
-    proxies = [
-        {"proxy_sc_address": a, "payouts": 3},
-        {"proxy_sc_address": b, "payouts": 0, "running_request": True},
-        {"payouts": 7, "running_request": True},  # no address: nobody to ask or match
-    ]
-    stats = parse_stats(doc(proxies=proxies))
-    assert stats.proxies == (a, b)
-    assert stats.proxy_payouts == {a: 3, b: 0}
-    assert stats.running_payouts == {b}
-    assert (stats.payouts, stats.payout_running) == (10, True)  # the sums count every proxy
+def test_what_is_owed_is_cocoons_to_payout_not_committed_minus_cashed_out() -> None:
+    # to_payout() = committed - max(cashed out, expected) (WorkerProxyInfo.h:64-67):
+    # B's payout was sent (expected 2000), so it owes nothing more though 0 is cashed out.
+    stats = parse_stats(json.loads(JSONSTATS))
+    assert [p.to_pay_out for p in stats.proxies] == [2000, 0]
+    assert stats.unpaid_tokens == 2000
+    assert stats.payout_running  # running_request, :84
+    assert stats.proxy(B) is not None and stats.proxy(B).running  # type: ignore[union-attr]
+
+
+def test_enabled_is_not_read_from_jsonstats_where_it_is_always_true() -> None:
+    # :688 writes the constant true; a disabled worker says the same.
+    stats = parse_stats(json.loads(JSONSTATS))
+    assert not hasattr(stats, "enabled")
+    assert not hasattr(stats, "active_requests")  # not in the JSON at all (:663-730)
 
 
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
         ([], "not an object"),
-        (doc(wallet={}), "no wallet address"),
+        (doc(wallet={}), "wallet.address"),
+        (doc(wallet={"address": ""}), "no wallet address"),
         (doc(status=None), "lacks status"),
-        (doc(proxies=[{"earned_tokens_committed_to_blockchain": "lots"}]), "not an integer"),
+        (doc(localconfig={"coefficient": 1.5}), "localconfig.coefficient"),
+        (doc(proxies=[{"proxy_sc_address": A}]), r"proxies\[0\]\.sc_inited"),
+        (
+            doc(proxies=[{**json.loads(JSONSTATS)["proxies"][0], "cached_out_tokens": "lots"}]),
+            r"proxies\[0\]\.cached_out_tokens",
+        ),
+        (doc(proxies=[{**json.loads(JSONSTATS)["proxies"][0], "running_request": 1}]), "running"),
     ],
 )
 def test_a_malformed_document_is_an_error_not_zeros(broken: Any, message: str) -> None:
     with pytest.raises(WorkerStatsError, match=message):
         parse_stats(broken)
+
+
+# http_generate_main (:521-661), the rows it writes for the enabled state
+# (:583-589) and the requests in flight (:628).
+ENABLED_ROW = (
+    '<tr><td>enabled</td><td><span style="background-color:Green;">yes '
+    '<a href="/request/disable">disable</a></span></td></tr>\n'
+)
+DISABLED_ROW = (
+    '<tr><td>enabled</td><td><span style="background-color:Crimson;">no '
+    '<a href="/request/enable">enable</a></span></td></tr>\n'
+)
+
+
+def page(enabled_row: str, active: int) -> str:
+    return (
+        "<!DOCTYPE html>\n<html><body>\n<h1>STATUS</h1>\n<table>\n"
+        + enabled_row
+        + '<tr><td>model connection</td><td><span style="background-color:Green;">'
+        "connected</a></span></td></tr>\n</table>\n<h1>LOCAL CONFIG</h1>\n<table>\n"
+        '<tr><td>coefficient</td><td>1.5 <a href="/request/change_coefficient">change</a>'
+        "</td></tr>\n<tr><td>max_active_requests</td><td>60</td></tr>\n"
+        f"<tr><td>active_requests</td><td>{active}</td></tr>\n"
+        "<tr><td>check proxy hash</td><td>YES</td></tr>\n</table>\n</body></html>\n"
+    )
+
+
+def test_the_status_page_gives_the_real_enabled_state_and_requests_in_flight() -> None:
+    shown = parse_status_page(page(ENABLED_ROW, 7))
+    assert (shown.enabled, shown.active_requests) == (True, 7)
+    shown = parse_status_page(page(DISABLED_ROW, 0))
+    assert (shown.enabled, shown.active_requests) == (False, 0)
+
+
+def test_a_page_without_the_rows_says_nothing_rather_than_guessing() -> None:
+    shown = parse_status_page("<html><body>something else</body></html>")
+    assert (shown.enabled, shown.active_requests) == (None, None)
+    # max_active_requests is not active_requests.
+    other_row = "<tr><td>max_active_requests</td><td>60</td></tr>"
+    assert parse_status_page(other_row).active_requests is None
 
 
 @pytest.mark.parametrize(
