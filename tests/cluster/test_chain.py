@@ -21,12 +21,14 @@ from kubernetes_asyncio import client, watch
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.kubectl_plugin.cli import main as plugin_main
 from cocoon_operator.ton.client import TonClient
+from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
 from cocoon_operator.ton.wallet import WalletKey, WalletV4R2, WalletVersion
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
+from tests.cluster.test_admission import example_worker
 from tests.cluster.test_attestation import (
     attested_is,
     has_event,
@@ -36,7 +38,12 @@ from tests.cluster.test_attestation import (
     simulator_stats,
 )
 from tests.cluster.test_webhook import free_port
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
+from tests.cluster.test_worker_lifecycle import (
+    conditions,
+    create_worker,
+    get_worker,
+    node_wallet_key,
+)
 from tests.cluster.wait import eventually
 
 TON = 1_000_000_000
@@ -506,3 +513,83 @@ async def test_stats_read_over_plain_http_never_stand_in_for_the_attestation_han
             what="Attested=False",
         )
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+@contextlib.asynccontextmanager
+async def reporting_env(
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    chain: Chain,
+    *faults: str,
+) -> AsyncIterator[Env]:
+    """The chain env with node reports on: the simulation agent publishes what the
+    node agent would (each VM's node wallet, as its launcher derived it), and the
+    operator trusts the reports of this namespace. ``faults`` go to every worker."""
+    await install_crds(api)
+    seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()
+    await client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
+    )
+    args = ["--node-reports", namespace, *(f"--fault={f}" for f in faults)]
+    with running_agent(stack.kubeconfig, namespace, tmp_path, *args) as agent:
+        yield Env(agent, chain, namespace)
+
+
+def derived_wallet(namespace: str, name: str) -> str:
+    owner = example_worker()["spec"]["ownerAddress"]
+    return node_wallet_address_of_key(node_wallet_key(namespace, name), owner).to_raw()
+
+
+async def test_a_runner_waiting_for_its_first_funds_is_funded_at_its_derived_wallet(
+    stack: Stack, api: client.ApiClient, namespace: str, local_chain: Chain, tmp_path: Path
+) -> None:
+    # COCOON's runner answers 400 on every path until it holds 2.1 TON and has
+    # initialised (BaseRunner.cpp, WorkerRunner.cpp): the operator cannot learn its
+    # wallet from /jsonstats, so it funds the address the launcher derived.
+    log = tmp_path / "operator.log"
+    async with reporting_env(
+        stack, api, namespace, tmp_path, local_chain, "not-initialised"
+    ) as env:
+        args = (*env.operator_args(), "--node-report-namespace", namespace)
+        with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+            await create_worker(api, namespace, "n0")
+            expected = derived_wallet(namespace, "n0")
+
+            async def funded() -> dict[str, Any] | None:
+                w = await get_worker(api, namespace, "n0")
+                wallet = (w.get("status") or {}).get("wallet") or {}
+                return w if wallet.get("balance") == TARGET else None
+
+            worker = await eventually(funded, within=90, what="n0's derived wallet funded")
+            assert worker["status"]["wallet"]["address"] == expected
+            assert await balances(env, [expected]) == [TARGET]
+            assert "earnings" not in worker["status"]  # nothing read from the worker
+            assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_worker_naming_another_wallet_is_never_funded_and_says_both(
+    stack: Stack, api: client.ApiClient, namespace: str, local_chain: Chain, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    async with reporting_env(stack, api, namespace, tmp_path, local_chain, "other-wallet") as env:
+        args = (*env.operator_args(), "--node-report-namespace", namespace)
+        with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+            await create_worker(api, namespace, "m0")
+            expected = derived_wallet(namespace, "m0")
+
+            async def refused() -> dict[str, Any] | None:
+                w = await get_worker(api, namespace, "m0")
+                funded = conditions(w).get("WalletFunded", {})
+                return w if funded.get("reason") == "WalletMismatch" else None
+
+            worker = await eventually(refused, within=90, what="m0's wallet refused")
+            message = conditions(worker)["WalletFunded"]["message"]
+            assert expected in message and "reports node wallet" in message
+            assert conditions(worker)["Ready"]["status"] == "False"
+            await asyncio.sleep(5)  # a few more checks: still nothing sent
+            assert await balances(env, [expected]) == [0]
+            assert await treasury_seqno(env) == 0
+            assert proc.poll() is None, log.read_text()[-3000:]

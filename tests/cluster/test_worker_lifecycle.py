@@ -6,6 +6,8 @@ leaves nothing behind on deletion."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,21 @@ async def operator(
         assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
 
 
+def node_wallet_key(namespace: str, name: str) -> str:
+    """A worker's own node_wallet_key (32 bytes, base64), fixed by its name: one key per
+    worker, as in production (COCOON derives the wallet from key and owner, so
+    workers sharing a key share a wallet)."""
+    seed = hashlib.sha256(f"node-wallet/{namespace}/{name}".encode()).digest()
+    return base64.b64encode(seed).decode()
+
+
 async def create_worker(
     api: client.ApiClient, namespace: str, name: str, **spec_changes: Any
 ) -> dict[str, Any]:
     docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
     secret = next(d for d in docs if d["kind"] == "Secret")
+    secret["metadata"] = {"name": f"{name}-wallet"}
+    secret["stringData"] = {"node-wallet-key": node_wallet_key(namespace, name)}
     try:
         await client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
     except ApiException as err:
@@ -51,6 +63,7 @@ async def create_worker(
             raise
     body = example_worker()
     body["metadata"]["name"] = name
+    body["spec"]["nodeWalletKeySecretRef"]["name"] = f"{name}-wallet"
     body["spec"].update(spec_changes)
     created: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         *API, namespace, v1alpha1.PLURAL, body

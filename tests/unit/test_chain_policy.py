@@ -9,10 +9,12 @@ from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
 from cocoon_operator.policy.chain import (
     EARNINGS_WRITE_SECONDS,
     BalanceReading,
+    WalletChoice,
     balance_read_due,
     earnings_due,
     next_reading,
     payout_due,
+    wallet_to_fund,
 )
 from cocoon_operator.ton.amounts import Nanoton
 
@@ -110,3 +112,27 @@ def test_another_address_is_read_at_once() -> None:
     other = "0:" + "cd" * 32  # a new VM, a new node wallet
     assert balance_read_due(last, address=other, minimum=MINIMUM, now=soon, interval=30)
     assert next_reading(last, other, Nanoton(10 * 10**9), soon).unchanged == 0
+
+
+DERIVED = "0:" + "ab" * 32
+OTHER = "0:" + "cd" * 32
+
+
+def test_the_derived_wallet_is_funded_before_the_worker_reports_any() -> None:
+    # A runner waits for 2.1 TON before it answers /jsonstats (BaseRunner.cpp).
+    assert wallet_to_fund(DERIVED, None) == WalletChoice(DERIVED)
+
+
+def test_the_derived_wallet_is_funded_when_the_worker_reports_the_same() -> None:
+    assert wallet_to_fund(DERIVED, DERIVED) == WalletChoice(DERIVED)
+
+
+def test_a_worker_naming_another_wallet_stops_funding_and_both_are_named() -> None:
+    choice = wallet_to_fund(DERIVED, OTHER)
+    assert choice.address == DERIVED
+    assert choice.mismatch is not None and DERIVED in choice.mismatch and OTHER in choice.mismatch
+
+
+def test_without_a_derived_address_the_reported_one_is_read() -> None:
+    assert wallet_to_fund(None, OTHER) == WalletChoice(OTHER)
+    assert wallet_to_fund(None, None) == WalletChoice(None)

@@ -130,6 +130,16 @@ def test_chain_conditions_name_what_is_missing_and_how_much_is_there() -> None:
     assert off["WalletFunded"].status is U
 
 
+def test_a_worker_naming_another_wallet_is_not_funded_nor_ready_whatever_its_balance() -> None:
+    pod = running_pod("r", attested_gate=T)
+    why = "the worker reports node wallet 0:cd, but its key and owner give 0:ab: not funded"
+    facts = ChainFacts(image_listed=True, model_listed=True, balance=9 * TON, wallet_mismatch=why)
+    v = view(pod, chain=facts)
+    funded = by_type(v)["WalletFunded"]
+    assert (funded.status, funded.reason, funded.message) == (F, Reason.WALLET_MISMATCH, why)
+    assert by_type(v)["Ready"].status is F
+
+
 def test_pause_and_deletion_override_the_phase() -> None:
     assert view(running_pod("r"), paused=True).phase is Phase.PAUSED
     assert by_type(view(running_pod("r"), paused=True))["Ready"].reason == Reason.PAUSED

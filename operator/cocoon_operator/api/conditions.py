@@ -37,6 +37,7 @@ class Reason(StrEnum):
     FUNDED = "Funded"
     BELOW_MINIMUM = "BelowMinimum"
     INSUFFICIENT_BALANCE = "InsufficientBalance"
+    WALLET_MISMATCH = "WalletMismatch"
     # Ready
     READY = "Ready"
     NOT_READY = "NotReady"

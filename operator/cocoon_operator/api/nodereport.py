@@ -71,6 +71,9 @@ class VmRecord(_Model):
     pci: str | None
     pid: int
     running: bool
+    # The node wallet COCOON's CocoonWallet gives for the VM's node_wallet_key and owner,
+    # raw form, derived by the launcher where the key is (the key never leaves it).
+    node_wallet: str | None = None
 
 
 class NodeReport(_Model):

@@ -592,6 +592,14 @@ class WalletStatus(Model):
     funding: Annotated[
         str | None, Field(default=None, description="the last funding decision for this wallet")
     ] = None
+    mismatch: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="set when the worker names another wallet than its key and owner give:"
+            " nothing is funded then",
+        ),
+    ] = None
     checked_at: Annotated[
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None

@@ -11,10 +11,15 @@ The wallet part runs only for attested workers (the pod's gate is True), so
 nothing unverified is ever funded. A timer per worker:
 
 1. reads ``/jsonstats`` on the worker's plain HTTP port (the only one a COCOON
-   worker serves; see ``workerapi``): the node wallet's address and token
+   worker serves; see ``workerapi``): the node wallet it names and token
    counts. A worker whose runner has not initialised yet answers 400 "not
-   found" there, and is simply read again at the next check;
-2. reads the wallet's balance from the chain (authoritative, unlike the
+   found" there (it waits for 2.1 TON first), and is read again next check;
+2. picks the wallet to fund: the address the pod's launcher derived from the
+   node wallet key and owner as COCOON's ``CocoonWallet`` does, from the node
+   agent's report (:func:`~cocoon_operator.policy.chain.wallet_to_fund`); a
+   worker naming another wallet is funded nothing (``WalletFunded=False,
+   WalletMismatch``). Without node reports, the worker's own word is used.
+   Then reads that wallet's balance from the chain (authoritative, unlike the
    worker's own figure);
 3. when the operator found both hashes listed and the balance is below
    ``funding.minimum``, asks the fleet's :class:`FundingBatcher` for a
@@ -57,6 +62,7 @@ from cocoon_operator.funding import (
     settle_forever,
 )
 from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies, proxies_now
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.worker import (
@@ -76,6 +82,7 @@ from cocoon_operator.policy.chain import (
     earnings_due,
     next_reading,
     payout_due,
+    wallet_to_fund,
 )
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
@@ -359,48 +366,126 @@ def _attested_pod(pods: list[PodFacts], rev: str) -> PodFacts | None:
     return None
 
 
-async def _read_wallet(
-    state: Chain,
+async def _read_stats(
     worker: v1alpha1.CocoonWorker,
     pod: PodFacts,
     *,
     key: tuple[str, str],
     deps: Deps,
-    now: dt.datetime,
     logger: Logger,
-) -> tuple[WorkerStats, BalanceReading] | None:
-    """The worker's stats, and its node wallet's balance: read from the chain when
-    due (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last
-    reading. None when either could not be read (logged)."""
+) -> WorkerStats | None:
+    """The worker's ``/jsonstats``; None when it cannot be read (logged). A runner that
+    has not initialised (it waits for 2.1 TON, BaseRunner.cpp) is no error here: its
+    wallet is funded from the derived address all the same."""
     endpoint = pod.http_endpoint()
     assert endpoint is not None  # an attested pod runs at a known address
     try:
         # Urgent until the worker is Ready: this reading may make it so. The
         # slot is not held while a top-up is awaited (by the caller).
         async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            stats = await fetch_stats(*endpoint)
-            address = normalize_address(stats.wallet_address)
-            last = state.balances.get(key)
-            minimum = worker.spec.funding.minimum
-            interval = state.check_seconds
-            if last is not None and not balance_read_due(
-                last, address=address, minimum=minimum, now=now, interval=interval
-            ):
-                return stats, last
-            with deps.metrics.chain_seconds.labels("getAddressBalance").time():
-                balance = await state.ton.get_address_balance(address)
+            return await fetch_stats(*endpoint)
+    except WorkerNotInitialisedError as exc:
+        logger.info("chain check of %s/%s: %s; read again next check", *key, exc)
+    except (WorkerStatsError, OSError, TimeoutError) as exc:
+        logger.warning("chain check of %s/%s: %s", *key, exc)
+    return None
+
+
+async def _read_balance(
+    state: Chain,
+    worker: v1alpha1.CocoonWorker,
+    address: str,
+    *,
+    key: tuple[str, str],
+    deps: Deps,
+    now: dt.datetime,
+    logger: Logger,
+) -> BalanceReading | None:
+    """The node wallet's balance: read from the chain when due
+    (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last reading."""
+    last = state.balances.get(key)
+    minimum = worker.spec.funding.minimum
+    interval = state.check_seconds
+    if last is not None and not balance_read_due(
+        last, address=address, minimum=minimum, now=now, interval=interval
+    ):
+        return last
+    try:
+        with deps.metrics.chain_seconds.labels("getAddressBalance").time():
+            balance = await state.ton.get_address_balance(address)
     except TonError as exc:
         deps.metrics.chain_errors.labels("getAddressBalance").inc()
         logger.warning("chain check of %s/%s: %s", *key, exc)
         return None
-    except WorkerNotInitialisedError as exc:
-        logger.info("chain check of %s/%s: %s; read again next check", *key, exc)
-        return None
-    except (WorkerStatsError, OSError, TimeoutError) as exc:
-        logger.warning("chain check of %s/%s: %s", *key, exc)
-        return None
     reading = state.balances[key] = next_reading(last, address, balance, now)
-    return stats, reading
+    return reading
+
+
+def _derived_wallet(memo: Any, pod: PodFacts) -> str | None:
+    """The address the pod's launcher derived from its node wallet key, if reported."""
+    reports: NodeReports | None = memo.get("node_reports")
+    return reports.node_wallet(pod.node, pod.uid) if reports is not None else None
+
+
+async def _wallet_facts(
+    state: Chain,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    rev: str,
+    *,
+    memo: Any,
+    key: tuple[str, str],
+    now: dt.datetime,
+    logger: Logger,
+) -> tuple[WalletStatus, EarningsStatus | None] | None:
+    """Read the worker and its node wallet, fund the wallet when due (the derived
+    address only: :func:`~cocoon_operator.policy.chain.wallet_to_fund`), and return
+    what status should say; None when nothing could be read."""
+    deps: Deps = memo["deps"]
+    stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
+    reported = normalize_address(stats.wallet_address) if stats is not None else None
+    choice = wallet_to_fund(_derived_wallet(memo, pod), reported)
+    if choice.address is None:
+        return None  # no derived address and none reported yet: nothing to read
+    held = await _read_balance(
+        state, worker, choice.address, key=key, deps=deps, now=now, logger=logger
+    )
+    if held is None:
+        return None
+    address, balance = held.address, held.balance
+    if stats is not None:
+        # The same reading tells the coefficient check whether it has anything to do.
+        deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
+        await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
+    note = worker.status.wallet.funding if worker.status.wallet else None
+    if choice.mismatch is not None:
+        note = None
+        logger.warning("chain check of %s/%s: %s", *key, choice.mismatch)
+    elif not allowlist.listed(worker.status.chain, rev):
+        note = "not funded until the root contract lists the image and model hashes"
+    elif balance < worker.spec.funding.minimum:
+        note, balance = await _top_up(
+            state, worker.spec.funding, key, address, balance, logger=logger
+        )
+        held = state.balances[key] = next_reading(held, address, balance, now)
+    wallet = WalletStatus(
+        address=address,
+        balance=balance,
+        funding=note,
+        mismatch=choice.mismatch,
+        checked_at=rfc3339(held.read_at),
+    )
+    deps.metrics.balance.labels(*key).set(balance)
+    if stats is None:
+        return wallet, None
+    deps.metrics.earned_tokens.labels(*key).set(stats.earned_tokens)
+    earnings = EarningsStatus(
+        earned_tokens=stats.earned_tokens,
+        paid_out_tokens=stats.paid_out_tokens,
+        checked_at=rfc3339(now),
+    )
+    return wallet, earnings
 
 
 async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
@@ -436,32 +521,12 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     if pod is None:
         return
     now = deps.clock()
-    read = await _read_wallet(state, worker, pod, key=key, deps=deps, now=now, logger=logger)
-    if read is None:
+    facts = await _wallet_facts(
+        state, body, worker, pod, rev, memo=memo, key=key, now=now, logger=logger
+    )
+    if facts is None:
         return
-    stats, held = read
-    address, balance = held.address, held.balance
-    # The same reading tells the coefficient check whether it has anything to do.
-    deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
-    await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
-    note = worker.status.wallet.funding if worker.status.wallet else None
-    if not allowlist.listed(worker.status.chain, rev):
-        note = "not funded until the root contract lists the image and model hashes"
-    elif balance < worker.spec.funding.minimum:
-        note, balance = await _top_up(
-            state, worker.spec.funding, key, address, balance, logger=logger
-        )
-        held = state.balances[key] = next_reading(held, address, balance, now)
-    wallet = WalletStatus(
-        address=address, balance=balance, funding=note, checked_at=rfc3339(held.read_at)
-    )
-    deps.metrics.balance.labels(*key).set(balance)
-    deps.metrics.earned_tokens.labels(*key).set(stats.earned_tokens)
-    earnings = EarningsStatus(
-        earned_tokens=stats.earned_tokens,
-        paid_out_tokens=stats.paid_out_tokens,
-        checked_at=rfc3339(now),
-    )
+    wallet, earnings = facts
     changes = status_changes(body, wallet, earnings, now=now)
     await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
 
@@ -607,7 +672,7 @@ def _changed(old: Any, new: Any, *, ignore: str = "checkedAt") -> bool:
 
 
 def status_changes(
-    body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus, *, now: dt.datetime
+    body: kopf.Body, wallet: WalletStatus, earnings: EarningsStatus | None, *, now: dt.datetime
 ) -> dict[str, Any]:
     """The wallet and earnings fields worth a write (a merge patch; empty when a
     check found the same facts). The reconcile writes them with the conditions."""
@@ -615,7 +680,7 @@ def status_changes(
     patch: dict[str, Any] = {}
     if _changed(parsed.wallet, wallet):
         patch["wallet"] = _dump(wallet)
-    if earnings_due(parsed.earnings, earnings, now=now):
+    if earnings is not None and earnings_due(parsed.earnings, earnings, now=now):
         patch["earnings"] = _dump(earnings)
     return patch
 

@@ -97,6 +97,14 @@ class NodeReports:
         self.report_nodes[name] = report.node
         self.reports[report.node] = report
 
+    def node_wallet(self, node: str | None, pod_uid: str | None) -> str | None:
+        """The node wallet the launcher of pod ``pod_uid`` derived from its key and owner,
+        as that node's agent reports it (the only source trusted for it)."""
+        report = self.reports.get(node or "")
+        if report is None or not pod_uid:
+            return None
+        return next((vm.node_wallet for vm in report.vms if vm.pod_uid == pod_uid), None)
+
     def worker_ref(self, namespace: str, worker: str) -> dict[str, Any] | None:
         """A reference to the worker to hang an Event on, if one of its pods was seen."""
         uid = self.worker_uids.get((namespace, worker))

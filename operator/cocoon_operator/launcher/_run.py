@@ -64,6 +64,8 @@ from cocoon_operator.launcher._quoterelay import (
     start_quote_relay,
 )
 from cocoon_operator.launcher._spectree import SpecTreeError, spec_tree_hash
+from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
+from cocoon_operator.ton.errors import AddressError, NodeWalletKeyError
 
 log = logging.getLogger("cocoon_operator.launcher")
 
@@ -166,8 +168,28 @@ def state_file(state_dir: Path, instance: int) -> Path:
     return state_dir / f"instance-{instance}.json"
 
 
+def node_wallet(conf: WorkerConf) -> str | None:
+    """The node wallet address COCOON's runner will use (raw form), derived offline from
+    the key and owner exactly as ``CocoonWallet`` does (``ton/cocoonwallet.py``); None
+    without a key. A key COCOON would refuse starts no VM; the error never holds it."""
+    if conf.node_wallet_key is None:
+        return None
+    try:
+        return node_wallet_address_of_key(conf.node_wallet_key, conf.owner_address).to_raw()
+    except NodeWalletKeyError as exc:
+        raise LaunchError(f"[node] node_wallet_key: {exc}") from None
+    except (AddressError, ValueError) as exc:
+        raise LaunchError(f"[node] owner_address: {exc}") from None
+
+
 def write_state(
-    state_dir: Path, conf: WorkerConf, pid: int, env: Mapping[str, str], persistent: str
+    state_dir: Path,
+    conf: WorkerConf,
+    pid: int,
+    env: Mapping[str, str],
+    *,
+    persistent: str,
+    wallet: str | None = None,
 ) -> Path:
     """Tell the node agent which pod this VM belongs to (atomically: write, then rename)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +202,7 @@ def write_state(
         "pci": conf.gpu or "",
         "pid": pid,
         "persistent": persistent,
+        "nodeWallet": wallet,
     }
     path = state_file(state_dir, conf.instance)
     tmp = path.with_suffix(".tmp")
@@ -260,6 +283,7 @@ class Prepared:
     identity: str
     persistent_dir: Path | None
     qgs_upstream: Address = HOST_QGS
+    node_wallet: str | None = None
 
 
 def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
@@ -276,7 +300,14 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
             upstream=prepared.qgs_upstream,
         )
     proc = subprocess.Popen(argv)
-    path = write_state(state_dir, plan.conf, proc.pid, os.environ, plan.inputs.persistent)
+    path = write_state(
+        state_dir,
+        plan.conf,
+        proc.pid,
+        os.environ,
+        persistent=plan.inputs.persistent,
+        wallet=prepared.node_wallet,
+    )
     stopping: list[float] = []
     collected = prepared.persistent_dir is None
     next_poll = time.monotonic() + UP_POLL_SECONDS
@@ -379,6 +410,7 @@ def prepare_launch(
 ) -> Prepared:
     """What ``launch`` does before QEMU, for the launcher and the local stack's simulator."""
     conf, keys = read_worker_conf(config, env, instance, read_secret)
+    wallet = node_wallet(conf)
     image_dir = conf.image_dir_in(release)
     digests = release_digests(image_dir, expected or {})
     models = Path(model_dir or keys.model_dir or ".")
@@ -416,6 +448,7 @@ def prepare_launch(
         digests=digests,
         identity=identity,
         persistent_dir=persistent_dir if conf.persistent is None else None,
+        node_wallet=wallet,
     )
 
 

@@ -102,3 +102,38 @@ def next_reading(
     same = last is not None and last.address == address and last.balance == balance
     unchanged = last.unchanged + 1 if same and last is not None else 0
     return BalanceReading(address, balance, now, unchanged)
+
+
+@dataclass(frozen=True)
+class WalletChoice:
+    """Which node wallet the chain step reads and funds, and whether it may fund it."""
+
+    address: str | None
+    mismatch: str | None = None  # why nothing is funded: the two addresses, named
+
+
+def wallet_to_fund(derived: str | None, reported: str | None) -> WalletChoice:
+    """The node wallet address to fund: the one derived from the worker's key, never another.
+
+    ``derived`` is what COCOON's ``CocoonWallet`` gives for the worker's
+    ``node_wallet_key`` and owner (the launcher computes it where the key is, and
+    the node agent reports it, ``ton/cocoonwallet.py``); ``reported`` is what the
+    worker's ``/jsonstats`` says (``BaseRunner.cpp``: ``wallet.address``), when its
+    runner has initialised. A runner waits for 2.1 TON before it initialises, so
+    the derived address is what lets the first top-up happen at all; once the
+    worker reports an address, it must be the derived one, or nothing is funded:
+    a worker that names another wallet would have the treasury pay someone else.
+
+    Without a derived address (the operator reads no node reports) the reported
+    one is used, as before COCOON's derivation was known; docs/funding.md says why
+    that mode is weaker.
+    """
+    if derived is None:
+        return WalletChoice(reported)
+    if reported is not None and reported != derived:
+        return WalletChoice(
+            derived,
+            mismatch=f"the worker reports node wallet {reported}, but its key and owner give"
+            f" {derived}: not funded",
+        )
+    return WalletChoice(derived)

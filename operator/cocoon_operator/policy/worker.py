@@ -72,6 +72,7 @@ class ChainFacts:
     balance: int | None = None
     minimum: int = FUNDING_MINIMUM_DEFAULT
     funding_note: str | None = None
+    wallet_mismatch: str | None = None  # policy.chain.wallet_to_fund refused to fund
     enabled: bool = True  # False: the operator has no chain access configured
     error: str | None = None  # why the last reading of the root contract failed
 
@@ -158,6 +159,8 @@ def _funded(chain: ChainFacts) -> Observed:
     kind = ConditionType.WALLET_FUNDED
     if not chain.enabled:
         return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
+    if chain.wallet_mismatch is not None:
+        return Observed(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
     if chain.balance is None:
         return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
     note = f"; {chain.funding_note}" if chain.funding_note else ""

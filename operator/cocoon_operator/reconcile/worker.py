@@ -218,6 +218,7 @@ def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFact
         balance=wallet.balance if wallet else None,
         minimum=obs.spec.funding.minimum,
         funding_note=wallet.funding if wallet else None,
+        wallet_mismatch=wallet.mismatch if wallet else None,
         enabled=obs.chain_enabled,
     )
 

@@ -52,6 +52,7 @@ class GuestConfig:
     coefficient: int
     node_wallet_key: str
     fake_ton: bool
+    node_wallet: str | None = None  # what the launcher derived and recorded
 
 
 def _serials(argv: Sequence[str]) -> set[str]:

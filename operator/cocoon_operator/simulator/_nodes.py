@@ -50,7 +50,15 @@ class SimulatedNodes:
         self._publishers: dict[str, Publisher] = {}
 
     def started(
-        self, node: str, *, namespace: str, worker: str, pod: str, pod_uid: str, instance: int
+        self,
+        node: str,
+        *,
+        namespace: str,
+        worker: str,
+        pod: str,
+        pod_uid: str,
+        instance: int,
+        node_wallet: str | None = None,
     ) -> VmRecord:
         """Record a VM on ``node`` holding the first GPU no other VM there holds."""
         vms = self._vms.setdefault(node, {})
@@ -65,6 +73,7 @@ class SimulatedNodes:
             pci=pci,
             pid=os.getpid(),
             running=True,
+            node_wallet=node_wallet,
         )
         vms[pod_uid] = vm
         return vm

@@ -60,6 +60,7 @@ from cocoon_operator.simulator._state import (
     WorkerState,
     derived_address,
 )
+from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class Faults:
     foreign_key: bool = False
     # The GPU evidence (/attestation/gpu) has one signed byte flipped.
     gpu_tampered: bool = False
+    # /jsonstats names a wallet other than the one its key and owner give.
+    other_wallet: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -129,6 +132,12 @@ class Faults:
 
     def active(self) -> list[str]:
         return [name for name in self.names() if getattr(self, name)]
+
+
+def _wallet_address(cfg: SimulatorConfig, owner: str) -> str:
+    if cfg.node_wallet_key is not None:
+        return node_wallet_address_of_key(cfg.node_wallet_key, owner).to_friendly(bounceable=False)
+    return derived_address("node-wallet", cfg.wallet_label or owner, cfg.instance)
 
 
 def _check_loopback(host: str) -> None:
@@ -154,8 +163,13 @@ class SimulatorConfig:
     model: str = DEFAULT_MODEL
     owner_address: str | None = None
     root_contract_address: str | None = None
-    # Names the node wallet (COCOON derives it from node_wallet_key); default: owner + instance.
+    # Names the node wallet when no key is given (a stand-alone simulator); default:
+    # owner + instance.
     wallet_label: str | None = None
+    # The guest's node_wallet_key: its wallet is then COCOON's CocoonWallet address for
+    # the key and owner (BaseRunner.cpp derives it so; ton/cocoonwallet.py), the one the
+    # operator funds.
+    node_wallet_key: str | None = None
     measurements: TdMeasurements = field(
         default_factory=lambda: TdMeasurements.from_label(DEFAULT_RELEASE)
     )
@@ -293,7 +307,7 @@ class WorkerSimulator:
         self.root_contract_address = cfg.root_contract_address or derived_address("root")
         self.state = WorkerState(
             model=cfg.load,
-            wallet_address=derived_address("node-wallet", cfg.wallet_label or owner, cfg.instance),
+            wallet_address=_wallet_address(cfg, owner),
             wallet_balance=cfg.wallet_balance_nano,
             coefficient=cfg.coefficient,
             enabled=cfg.enabled,
@@ -516,7 +530,11 @@ class WorkerSimulator:
                 "reasoning_adjusted_tokens_used": self._counter(0.0, zeros),
             },
             "wallet": {  # BaseRunner.cpp:1076-1088
-                "address": st.wallet_address,
+                "address": (
+                    derived_address("another-wallet", st.wallet_address)
+                    if self.faults.other_wallet
+                    else st.wallet_address
+                ),
                 "balance": st.wallet_balance,
                 "seqno": st.wallet_seqno,
                 "pending_transactions_cnt": running,

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -177,7 +178,8 @@ def prepare_guest(
             expected=expected_digests(pod),
             read_secret=read_secret,
         )
-        return boot(operator_argv(prepared.plan))
+        guest = boot(operator_argv(prepared.plan))
+        return dataclasses.replace(guest, node_wallet=prepared.node_wallet)
 
 
 def simulator_config(
@@ -192,6 +194,7 @@ def simulator_config(
             "owner_address": guest.owner_address,
             "root_contract_address": guest.root_contract_address,
             "coefficient": guest.coefficient,
+            "node_wallet_key": guest.node_wallet_key,
         }
     return SimulatorConfig(
         instance=worker.slot.index,
@@ -270,6 +273,8 @@ class Agent:
                 pod=worker.pod,
                 pod_uid=worker.pod_uid,
                 instance=worker.slot.index,
+                # What the launcher records for the node agent (launcher/_run.py).
+                node_wallet=guest.node_wallet,
             )
             await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(

@@ -30,6 +30,7 @@ from cocoon_operator.launcher._plan import (
     resolve_node,
 )
 from cocoon_operator.simulator._release import release_digests, write_release
+from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from tests.unit.test_launcher import WORKER, container, spec
 
 GPU = "0000:1b:00.0"
@@ -206,6 +207,20 @@ def test_a_release_file_that_does_not_match_its_digest_starts_nothing(
     assert not (tmp_path / "disks").exists()
 
 
+def test_a_node_wallet_key_cocoon_would_refuse_starts_nothing_and_is_not_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args, env = host(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bad = "c2hvcnQta2V5"  # base64 of 9 bytes, not 32
+    (tmp_path / "node-wallet-key").write_text(bad)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "node_wallet_key" in err and bad not in err
+    assert not list((tmp_path / "run").glob("instance-*.json"))
+
+
 def test_print_only_prints_qemus_argv_one_per_line_without_any_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -282,6 +297,8 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
             "pci": GPU,
             "pid": record["pid"],
             "persistent": record["persistent"],
+            # What COCOON's CocoonWallet gives for the key and owner (ton/cocoonwallet.py).
+            "nodeWallet": node_wallet_address_of_key(WALLET_KEY, spec().owner_address).to_raw(),
         }
         # One disk, named by the release's measured identity, in the worker's directory.
         (disk,) = (tmp_path / "disks").iterdir()
