@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cocoon_operator.api import labels, v1alpha1
-from cocoon_operator.desired.config import InstanceSlot, worker_config
+from cocoon_operator.desired.config import HF_TOKEN_FILE, MODELS_DIR, InstanceSlot, worker_config
 from cocoon_operator.desired.launcher import (
     _REVISION_FIELDS,
     ANNOTATION_WORKER_INI,
@@ -205,3 +205,68 @@ def test_the_revision_is_the_digest_of_the_canonical_form_it_always_was() -> Non
         digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
         assert revision(each) == digest[:10]
     assert revision(spec()) == "4b097d3ec8"
+
+
+def init_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod["spec"]["initContainers"]
+    result: dict[str, Any] = only
+    return result
+
+
+def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in c["volumeMounts"]}
+
+
+def test_an_init_container_ensures_the_model_in_the_nodes_cache_before_the_launcher() -> None:
+    s = spec()
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    init = init_container(pod)
+    assert init["name"] == "model"
+    assert init["image"] == container(pod)["image"] == s.release.image
+    assert init["args"] == [
+        "model",
+        "ensure",
+        f"--cache={MODELS_DIR}",
+        f"--model={s.model.cocoon_id}",
+    ]
+    assert mounts(init)["models"] == {"name": "models", "mountPath": MODELS_DIR}  # read-write
+    assert mounts(container(pod))["models"]["readOnly"] is True
+    models = next(v for v in pod["spec"]["volumes"] if v["name"] == "models")
+    assert models["hostPath"]["path"] == MODELS_DIR
+
+
+def test_a_prebuilt_source_is_handed_to_model_ensure() -> None:
+    source = {"tarUrl": "https://mirror/m.tar", "verityUrl": "file:///mirror/m.tar.verity"}
+    s = spec(model={**spec().model.model_dump(by_alias=True), "source": source})
+    args = init_container(launcher_pod(WORKER, s, InstanceSlot(0)))["args"]
+    assert args[-2:] == [
+        "--source-tar=https://mirror/m.tar",
+        "--source-verity=file:///mirror/m.tar.verity",
+    ]
+
+
+def test_the_init_container_sees_the_hf_token_and_never_the_node_wallet_key() -> None:
+    s = spec(hfTokenSecretRef={"name": "hf", "key": "token"})
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    init = init_container(pod)
+    assert f"--token-file={HF_TOKEN_FILE}" in init["args"]
+    assert mounts(init)["hf-token"]["readOnly"] is True
+    assert "secrets" not in mounts(init)
+    token = next(v for v in pod["spec"]["volumes"] if v["name"] == "hf-token")
+    (source,) = token["projected"]["sources"]
+    assert source["secret"]["name"] == "hf"
+    assert [i["key"] for i in source["secret"]["items"]] == ["token"]
+    without = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0)))
+    assert not any(a.startswith("--token-file") for a in without["args"])
+    assert "hf-token" not in mounts(without)
+
+
+def test_the_init_container_is_modest_unprivileged_and_keeps_the_pod_guaranteed() -> None:
+    init = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0)))
+    resources = init["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "1", "memory": "2Gi"}
+    security = init["securityContext"]
+    assert security["privileged"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert not {"dev-kvm", "dev-vfio", "dev-vsock", "launcher-state"} & set(mounts(init))

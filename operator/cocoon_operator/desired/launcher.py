@@ -12,6 +12,11 @@ TDX measurement, so any other shape would produce an image hash that proxies
 refuse. The Pod carries a readiness gate that only the operator sets, after
 the worker's attestation verifies.
 
+The model's two disks come from the node's cache (``MODELS_DIR``): an init
+container, ``model``, runs ``cocoon-operator model ensure`` from the same image
+with that directory read-write, so the launcher (which mounts it read-only)
+starts only once the model is there and verified (docs/models.md).
+
 The worker's configuration (COCOON's ``worker.conf``) travels in a Pod annotation and
 reaches the launcher as a file through a downward API volume: a Pod never
 changes its configuration (a new one is a new revision, a new Pod), so a
@@ -254,6 +259,53 @@ def _ton_mounts(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
     ]
 
 
+# The init container's share: streaming downloads, tar and veritysetup. Requests
+# equal limits, as the launcher's, so the Pod stays in the Guaranteed QoS class;
+# the launcher's far larger requests are what the scheduler counts.
+MODEL_INIT_RESOURCES: Final = {"cpu": "1", "memory": "2Gi"}
+
+
+def _hf_token_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    """The HF token alone (the init container never sees the node wallet key)."""
+    ref = spec.hf_token_secret_ref
+    if ref is None:
+        return []
+    item = {"key": ref.key, "path": HF_TOKEN_FILE.rsplit("/", 1)[1], "mode": 0o400}
+    source = {"secret": {"name": ref.name, "items": [item]}}
+    return [{"name": "hf-token", "projected": {"sources": [source], "defaultMode": 0o400}}]
+
+
+def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
+    """``model ensure`` for the worker's model, before the launcher starts (docs/models.md)."""
+    args = ["model", "ensure", f"--cache={MODELS_DIR}", f"--model={spec.model.cocoon_id}"]
+    if spec.model.source is not None:
+        args += [
+            f"--source-tar={spec.model.source.tar_url}",
+            f"--source-verity={spec.model.source.verity_url}",
+        ]
+    mounts: list[dict[str, Any]] = [{"name": "models", "mountPath": MODELS_DIR}]
+    if spec.hf_token_secret_ref is not None:
+        args.append(f"--token-file={HF_TOKEN_FILE}")
+        mounts.append({"name": "hf-token", "mountPath": SECRETS_DIR, "readOnly": True})
+    return {
+        "name": "model",
+        "image": spec.release.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
+        "resources": {"requests": MODEL_INIT_RESOURCES, "limits": MODEL_INIT_RESOURCES},
+        # Root, to write the node's root-owned cache; nothing else: no device,
+        # no capability (veritysetup verify reads files, it maps nothing).
+        "securityContext": {
+            "runAsUser": 0,
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+        "volumeMounts": mounts,
+    }
+
+
 def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
     """The desired launcher Pod for ``worker`` at the spec's current revision."""
     rev = revision(spec)
@@ -285,6 +337,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
+            "initContainers": [model_init_container(spec)],
             "containers": [
                 {
                     "name": "launcher",
@@ -355,6 +408,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                     },
                 },
                 *_secret_volumes(spec),
+                *_hf_token_volumes(spec),
                 _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +157,15 @@ def _make_directories(root: Path, files: Sequence[str]) -> None:
         (root / directory).chmod(0o755)
 
 
-async def _download_all(hub: Hub, name: str, commit: str, files: Sequence[str], root: Path) -> None:
+async def _download_all(
+    hub: Hub,
+    name: str,
+    commit: str,
+    files: Sequence[str],
+    root: Path,
+    *,
+    on_chunk: Callable[[int], None] | None = None,
+) -> None:
     """Fetch every file into ``root`` with the permissions a download gets under umask 022.
 
     The tar takes group and other bits from the owner's (``--mode=go+u,go-w``),
@@ -170,7 +178,7 @@ async def _download_all(hub: Hub, name: str, commit: str, files: Sequence[str], 
     async def one(path: str) -> None:
         dest = root / path
         async with gate:
-            size = await hub.download(name, commit, path, dest)
+            size = await hub.download(name, commit, path, dest, on_chunk)
         await asyncio.to_thread(dest.chmod, 0o644)
         log.info("downloaded %s (%d bytes)", path, size)
 
@@ -191,8 +199,12 @@ async def build_model(
     token: str | None = None,
     tar: str | None = None,
     veritysetup: str = "veritysetup",
+    on_chunk: Callable[[int], None] | None = None,
 ) -> BuiltModel:
     """Build the model image for ``spec`` into ``out`` and return its id and files.
+
+    ``on_chunk`` is called with the size of every piece of a file downloaded
+    (progress reporting: ``model ensure``'s progress file).
 
     Raises :class:`ModelBuildError` when the repository cannot be fetched, a tool
     fails, or the root hash is not ``spec.verity`` (when given); then nothing new
@@ -227,7 +239,7 @@ async def build_model(
             staging = Path(await asyncio.to_thread(tempfile.mkdtemp, "", f".download-{stem}-", out))
             scratch = await asyncio.to_thread(_Scratch.create, out, stem)
             try:
-                await _download_all(hub, spec.name, commit, files, staging)
+                await _download_all(hub, spec.name, commit, files, staging, on_chunk=on_chunk)
                 await _run(tar_argv(tar, scratch.tar, staging), "tar", env=TAR_ENV)
                 await asyncio.to_thread(shutil.rmtree, staging, True)  # the model, twice, no longer
                 size = await asyncio.to_thread(scratch.pad)

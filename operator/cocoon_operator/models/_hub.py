@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -112,23 +113,38 @@ class Hub:
 
     async def tree(self, name: str, commit: str) -> tuple[str, ...]:
         """Every file of the repository at ``commit``, from the tree API, page by page."""
+        return tuple(path for path, _ in await self.tree_sizes(name, commit))
+
+    async def tree_sizes(self, name: str, commit: str) -> tuple[tuple[str, int], ...]:
+        """Every file of the repository at ``commit`` with its size in bytes (the tree API's
+        ``size``, the whole file's for LFS files too), page by page."""
         url: str | None = f"{self._api(name)}/tree/{quote(commit, safe='')}"
         params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
-        files: list[str] = []
+        files: list[tuple[str, int]] = []
         while url is not None:
             page, url_next = await self._json(url, params)
             if not isinstance(page, list):
                 raise ModelBuildError(f"GET {url}: the Hub's tree answer is not a list")
-            files += [
-                str(e["path"]) for e in page if isinstance(e, dict) and e.get("type") == "file"
-            ]
+            for e in page:
+                if isinstance(e, dict) and e.get("type") == "file":
+                    size = e.get("size")
+                    if not isinstance(size, int) or size < 0:
+                        raise ModelBuildError(f"GET {url}: file {e.get('path')!r} has no size")
+                    files.append((str(e["path"]), size))
             url, params = url_next, None  # the next link carries its own query
         return tuple(files)
 
     def file_url(self, name: str, commit: str, path: str) -> str:
         return f"{self.endpoint}/{name}/resolve/{quote(commit, safe='')}/{quote(path)}"
 
-    async def download(self, name: str, commit: str, path: str, dest: Path) -> int:
+    async def download(
+        self,
+        name: str,
+        commit: str,
+        path: str,
+        dest: Path,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> int:
         """Write one file of the repository at ``commit`` to ``dest``; returns its size.
 
         The Hub says which commit it served (``X-Repo-Commit``) and, unless it
@@ -151,6 +167,8 @@ class Hub:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         await asyncio.to_thread(f.write, chunk)
                         size += len(chunk)
+                        if on_chunk is not None:
+                            on_chunk(len(chunk))
                 finally:
                     await asyncio.to_thread(f.close)
         except aiohttp.ClientError as exc:
