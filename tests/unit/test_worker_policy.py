@@ -20,6 +20,7 @@ from cocoon_operator.policy.conditions import Observed as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
+from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, phase_event, plan
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -138,6 +139,33 @@ def test_a_worker_naming_another_wallet_is_not_funded_nor_ready_whatever_its_bal
     funded = by_type(v)["WalletFunded"]
     assert (funded.status, funded.reason, funded.message) == (F, Reason.WALLET_MISMATCH, why)
     assert by_type(v)["Ready"].status is F
+
+
+def test_a_launcher_refusing_a_release_file_is_a_condition_naming_the_file() -> None:
+    said = (
+        "launch: release file image.img (/opt/cocoon/release/images/prod/image.img) has"
+        " sha256 " + "1" * 64 + ", the spec expects " + "2" * 64
+    )
+    crashing = {
+        "metadata": {"name": "w-r", "labels": {}},
+        "spec": {"nodeName": "n1"},
+        "status": {
+            "phase": "Running",  # restartPolicy Always: the pod runs, the VM does not
+            "containerStatuses": [
+                {
+                    "name": "launcher",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": f"x\n{said}\n"}},
+                }
+            ],
+        },
+    }
+    running = by_type(view(pod_facts(crashing)))["VMRunning"]
+    assert (running.status, running.reason) == (F, Reason.LAUNCH_FAILED)
+    assert said in running.message and "image.img" in running.message
+    # Once it runs again (a fixed image), the old failure says nothing.
+    crashing["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    assert by_type(view(pod_facts(crashing)))["VMRunning"].status is T
 
 
 def test_pause_and_deletion_override_the_phase() -> None:

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     FUNDED = "Funded"
     BELOW_MINIMUM = "BelowMinimum"
     INSUFFICIENT_BALANCE = "InsufficientBalance"
+    LAUNCH_FAILED = "LaunchFailed"
     WALLET_MISMATCH = "WalletMismatch"
     # Ready
     READY = "Ready"

@@ -376,6 +376,9 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                         {"name": "COCOON_WORKER", "value": worker.name},
                     ],
                     "resources": {"requests": resources, "limits": resources},
+                    # The launcher's refusal (a release file that is not the spec's,
+                    # say) becomes the termination message the VMRunning condition shows.
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     # QEMU needs /dev/kvm, /dev/vhost-vsock and the VFIO group
                     # of the allocated GPU; none are reachable unprivileged
                     # without device plugins for each of them.

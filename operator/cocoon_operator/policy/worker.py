@@ -34,6 +34,9 @@ class PodFacts:
     attested_message: str | None = None
     deleting: bool = False
     waiting_reason: str | None = None
+    # The launcher's last failure (its termination message), e.g. a release file
+    # that does not match its digest: the VM did not start.
+    launch_error: str | None = None
     revision: str | None = None
     instance: int | None = None
     host_ip: str | None = None
@@ -100,6 +103,11 @@ def _vm_running(pod: PodFacts | None) -> Observed:
     kind = ConditionType.VM_RUNNING
     if pod is None or not pod.node:
         return Observed(kind, F, Reason.VM_STARTING, "not scheduled")
+    if pod.phase == "Running" and pod.launch_error and pod.waiting_reason:
+        # Restarting after a failure (CrashLoopBackOff): the pod "runs", the VM does not.
+        return Observed(
+            kind, F, Reason.LAUNCH_FAILED, f"the launcher on {pod.node} failed: {pod.launch_error}"
+        )
     if pod.phase == "Running":
         return Observed(kind, T, Reason.VM_RUNNING, f"the VM launcher runs on {pod.node}")
     if pod.phase == "Failed":

@@ -25,6 +25,20 @@ def _status(value: Any) -> ConditionStatus | None:
         return None
 
 
+def _launch_error(container_status: Mapping[str, Any]) -> str | None:
+    """Why the launcher exited, when it failed: its last words (the container's
+    termination message, which ``FallbackToLogsOnError`` fills from its stderr, e.g.
+    "launch: release file image.img ... has sha256 ..., the spec expects ...")."""
+    for state in (container_status.get("state"), container_status.get("lastState")):
+        terminated = (state or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode", 0) != 0:
+            message = str(terminated.get("message") or "").strip()
+            last = message.splitlines()[-1] if message else ""
+            code = terminated.get("exitCode")
+            return (last or f"exit code {code}")[:512]
+    return None
+
+
 def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     meta = pod.get("metadata", {})
     spec = pod.get("spec", {})
@@ -33,10 +47,12 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     scheduled = conditions.get("PodScheduled", {})
     gate = conditions.get(READINESS_GATE, {})
     waiting = None
+    launch_error = None
     for cs in status.get("containerStatuses", []) or []:
         reason = (cs.get("state") or {}).get("waiting", {}).get("reason")
         if reason:
             waiting = reason
+        launch_error = _launch_error(cs) or launch_error
     labels = meta.get("labels", {}) or {}
     annotations = meta.get("annotations", {}) or {}
     instance = labels.get(LABEL_INSTANCE)
@@ -54,6 +70,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         attested_message=gate.get("message") or None,
         deleting=meta.get("deletionTimestamp") is not None,
         waiting_reason=waiting,
+        launch_error=launch_error,
         revision=labels.get(LABEL_REVISION),
         instance=int(instance) if instance and instance.isdigit() else None,
         host_ip=status.get("hostIP") or None,
