@@ -7,7 +7,7 @@ trusts only when started with it explicitly."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +238,20 @@ async def simulator_stats(pod: client.V1Pod) -> dict[str, Any]:
         return doc
 
 
+def owed_by_every_proxy(pod: client.V1Pod) -> Callable[[], Awaitable[bool]]:
+    """Each proxy of ``pod``'s worker owes tokens: committed to the blockchain beyond
+    the expected cash-out (COCOON's to_payout(), WorkerProxyInfo.h:64-67)."""
+
+    async def check() -> bool:
+        proxies = (await simulator_stats(pod))["proxies"]
+        return bool(proxies) and all(
+            p["earned_tokens_committed_to_blockchain"] > p["expected_cached_out_tokens"]
+            for p in proxies
+        )
+
+    return check
+
+
 async def simulator_page(pod: client.V1Pod) -> StatusPage:
     port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
     url = f"http://{pod.status.host_ip}:{port}/stats"
@@ -309,7 +323,10 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
 
         # Deletion: disabled, drained, paid out, then stopped; even when the pod's
         # drain-start annotation (anyone's to edit) holds no time: the drain
-        # starts over instead of failing on it at every retry.
+        # starts over instead of failing on it at every retry. Proxies owed
+        # nothing are not asked (COCOON charges the fee whatever is owed), so the
+        # deletion waits until each owes tokens.
+        await eventually(owed_by_every_proxy(pod), within=60, what="tokens owed by each proxy")
         await client.CoreV1Api(api).patch_namespaced_pod(
             pod.metadata.name,
             namespace,

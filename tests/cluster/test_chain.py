@@ -32,6 +32,7 @@ from tests.cluster.test_admission import example_worker
 from tests.cluster.test_attestation import (
     attested_is,
     has_event,
+    owed_by_every_proxy,
     pod_conditions,
     rotate_and_reverify,
     simulator_admin,
@@ -337,20 +338,6 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
 
 async def _more(probe: Callable[[], Awaitable[float | None]], than: float) -> bool:
     return (await probe() or 0) > than
-
-
-def owed_by_every_proxy(pod: client.V1Pod) -> Callable[[], Awaitable[bool]]:
-    """Each proxy of ``pod``'s worker owes tokens: committed to the blockchain beyond
-    the expected cash-out (COCOON's to_payout(), WorkerProxyInfo.h:64-67)."""
-
-    async def check() -> bool:
-        proxies = (await simulator_stats(pod))["proxies"]
-        return bool(proxies) and all(
-            p["earned_tokens_committed_to_blockchain"] > p["expected_cached_out_tokens"]
-            for p in proxies
-        )
-
-    return check
 
 
 async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
