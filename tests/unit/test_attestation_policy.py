@@ -24,6 +24,7 @@ from cocoon_operator.policy.attestation import (
     Verified,
     decide,
     needs_verification,
+    policy_digest,
     quote_expired,
     still_booting,
     tdx_policy,
@@ -294,6 +295,10 @@ def test_verification_is_due_on_schedule_on_a_new_quote_on_a_new_pod_and_without
     assert due(LAST, quote_sha256="dd" * 32)
     assert due(LAST, pod_uid="u2")
     assert due(LAST, gate=F)
+    # A spec whose attestation policy changed is judged again at once.
+    stricter = AttestationPolicy(allowed_image_hashes=["ab" * 32])
+    assert due(LAST, policy=policy_digest(stricter))
+    assert policy_digest(stricter) != policy_digest(AttestationPolicy())
     # Nothing but the operator's memory spares a verification: no summary, however
     # fresh it claims to be, is an argument.
     assert due(None)

@@ -32,6 +32,7 @@ from cocoon_operator.policy.attestation import (
     GateReason,
     LastVerification,
     Rejected,
+    policy_digest,
 )
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.worker import PodFacts
@@ -208,12 +209,16 @@ async def test_the_operators_own_memory_of_that_quote_spares_a_verification(
         verified_at=NOW - dt.timedelta(seconds=60),
         valid_until=NOW + dt.timedelta(seconds=600),
         gpu_checked=False,
+        policy=policy_digest(v1alpha1.CocoonWorker.model_validate(worker_body()).spec.attestation),
     )
     with pytest.raises(ValueError, match="not enough values"):
         await check(monkeypatch, reports={"n1": report()}, last=last)  # nothing to write
     other_pod = dataclasses.replace(last, pod_uid="an earlier pod")
     with pytest.raises(Verifying):
         await check(monkeypatch, reports={"n1": report()}, last=other_pod)
+    other_policy = dataclasses.replace(last, policy="verified under another policy")
+    with pytest.raises(Verifying):
+        await check(monkeypatch, reports={"n1": report()}, last=other_policy)
 
 
 async def test_a_stale_quote_closes_the_gate_as_expired_without_being_verified(

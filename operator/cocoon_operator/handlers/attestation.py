@@ -58,6 +58,7 @@ from cocoon_operator.policy.attestation import (
     Verified,
     decide,
     needs_verification,
+    policy_digest,
     quote_expired,
     still_booting,
 )
@@ -259,6 +260,7 @@ async def _outcome(
         reattest_seconds=policy.reattest_seconds,
         now=now,
         gpu_required=policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY,
+        policy=policy_digest(policy),
     )
     if not due:
         return None
@@ -327,6 +329,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
                 outcome.valid_until, now + dt.timedelta(seconds=2 * policy.reattest_seconds)
             ),
             gpu_checked=outcome.gpu is not None,
+            policy=policy_digest(policy),
         )
     elif outcome.step not in TRANSIENT_STEPS:
         state.last.pop(key, None)  # rejected: nothing verified stands

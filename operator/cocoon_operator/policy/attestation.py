@@ -128,6 +128,12 @@ class LastVerification:
     verified_at: datetime
     valid_until: datetime
     gpu_checked: bool
+    policy: str = ""  # policy_digest of the spec it was verified against
+
+
+def policy_digest(spec: AttestationPolicy) -> str:
+    """What a verification depends on in the worker's spec: a change re-verifies at once."""
+    return spec.model_dump_json(by_alias=True)
 
 
 Outcome = Verified | Rejected
@@ -163,11 +169,13 @@ def needs_verification(
     reattest_seconds: int,
     now: datetime,
     gpu_required: bool = False,
+    policy: str = "",
 ) -> bool:
     """Whether the quote just read for ``pod_uid`` must be verified in full: anything
-    but the very quote this operator verified for that pod less than
-    ``reattest_seconds`` ago (``gpu_required``: GPU evidence it did not cover)."""
-    if last is None or gate is not ConditionStatus.TRUE:
+    but the very quote this operator verified for that pod, under the same policy
+    (:func:`policy_digest`), less than ``reattest_seconds`` ago (``gpu_required``:
+    GPU evidence it did not cover)."""
+    if last is None or gate is not ConditionStatus.TRUE or last.policy != policy:
         return True
     if gpu_required and not last.gpu_checked:
         return True
