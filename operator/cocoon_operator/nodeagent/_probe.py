@@ -37,6 +37,7 @@ from cocoon_operator.api.nodereport import (
 )
 from cocoon_operator.launcher import (
     MAX_QUOTE_FILE_BYTES,
+    FileQuote,
     QuoteFileError,
     is_quote_file,
     parse_quote_file,
@@ -154,12 +155,15 @@ def read_quote(state_dir: Path, instance: int, pod_uid: str) -> RelayedQuote | N
         log.warning("ignoring quotes file %s: it is not this VM's (pod, instance)", path.name)
         return None
     latest = parsed.latest()
-    if latest is None:
-        return None
+    return None if latest is None else relayed(latest)
+
+
+def relayed(quote: FileQuote) -> RelayedQuote:
+    """A quote from the launcher's file, as the report carries it."""
     return RelayedQuote(
-        quote=base64.b64encode(latest.quote).decode(),
-        captured_at=latest.captured_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        report_data=latest.report_data.hex() if latest.report_data is not None else None,
+        quote=base64.b64encode(quote.quote).decode(),
+        captured_at=quote.captured_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        report_data=quote.report_data.hex() if quote.report_data is not None else None,
     )
 
 

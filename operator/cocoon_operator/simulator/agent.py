@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import signal
@@ -62,11 +63,11 @@ from cocoon_operator.desired.launcher import (
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
-from cocoon_operator.launcher import LaunchError, operator_argv
+from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
 from cocoon_operator.launcher._run import prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
-from cocoon_operator.simulator._nodes import SimulatedNodes
+from cocoon_operator.simulator._nodes import SimulatedNodes, SimulatedQuote
 from cocoon_operator.simulator._release import write_release
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
@@ -281,6 +282,18 @@ class Agent:
             sim.image_hash.hex(),
         )
 
+    def quote_of(self, pod_uid: str) -> SimulatedQuote | None:
+        """The latest quote the VM of launcher pod ``pod_uid`` obtained, as the launcher's
+        relay would have kept it (REPORTDATA: the SHA-512 of its RA-TLS key)."""
+        sim = next((s for k, s in self._running.items() if k.endswith("/" + pod_uid)), None)
+        if sim is None:
+            return None
+        quote, captured = sim.relayed_quote()
+        report_data = hashlib.sha512(sim.evidence.public_key).digest()
+        return SimulatedQuote(
+            FileQuote(quote, captured, report_data), misfiled=sim.faults.misfiled_quote
+        )
+
     async def _read_secrets(self, pod: dict[str, Any]) -> dict[str, str]:
         """The Secret keys the pod mounts, by the path the launcher reads them from."""
         out = {}
@@ -319,13 +332,15 @@ class Agent:
 
 
 HEARTBEAT_SECONDS = 30.0
+PROBE_SECONDS = 2.0
 
 
 async def _heartbeat(nodes: SimulatedNodes) -> None:
-    """Re-publish every node's report now and then, as the DaemonSet does (and so a
-    report whose write failed is written at the next beat)."""
+    """Look at every node again every few seconds, as the DaemonSet does, and publish
+    what changed (a new quote, a fault turned on), and the heartbeat (so a report
+    whose write failed is written at the next beat)."""
     while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS / 3)
+        await asyncio.sleep(PROBE_SECONDS)
         try:
             await nodes.publish_all(dt.datetime.now(dt.UTC))
         except (ApiException, OSError, TimeoutError) as exc:
@@ -355,6 +370,8 @@ async def _main(args: argparse.Namespace) -> int:
         )
         ready["node_reports"] = args.node_reports
     agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes)
+    if nodes is not None:
+        nodes.quote_source = agent.quote_of
     print(
         json.dumps(
             {
