@@ -28,10 +28,8 @@ from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
 from tests.cluster.test_attestation import (
-    attested_is,
     has_event,
     pod_conditions,
-    rotate_and_reverify,
     simulator_admin,
     simulator_stats,
 )
@@ -442,37 +440,4 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
         ]
         same, _ = await pod_conditions(api, namespace, "c0")
         assert same.metadata.uid == pod.metadata.uid  # in place, no restart
-        assert proc.poll() is None, log.read_text()[-3000:]
-
-
-async def test_a_pinned_read_stands_in_for_the_handshake_and_changes_are_still_caught(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
-) -> None:
-    """With the chain step on, the attestation check takes the chain step's pinned
-    read of a Ready worker for its own handshake; a rotated certificate and evidence
-    that no longer verifies are still found within a few checks."""
-    log = tmp_path / "operator.log"
-    port = free_port()
-    args = (*env.operator_args(), "--metrics-port", str(port))
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "r0")
-        worker = await eventually(ready(api, namespace, "r0"), within=90, what="r0 Ready")
-        series = 'cocoon_attestation_checks_total{certificate="pinned"}'
-
-        async def pinned_checks() -> float | None:
-            return (await scrape(port)).get(series) or None
-
-        await eventually(pinned_checks, within=20, what="a check spared its handshake")
-        pod, _ = await pod_conditions(api, namespace, "r0")
-
-        # COCOON rotates its RA-TLS key: the pinned read fails, the check fetches.
-        await rotate_and_reverify(api, namespace, "r0", pod, worker)
-
-        # Evidence that no longer verifies (a new certificate carrying it) closes the gate.
-        await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=true")
-        await eventually(
-            attested_is(api, namespace, "r0", "False", "EvidenceRejected"),
-            within=30,
-            what="Attested=False",
-        )
         assert proc.poll() is None, log.read_text()[-3000:]
