@@ -22,7 +22,7 @@ from cocoon_operator.desired.launcher import ANNOTATION_DRAIN_STARTED, READINESS
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Agent, running_agent
+from tests.cluster.simulated import Agent, example_image_hash, running_agent
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_worker_lifecycle import (
     API,
@@ -444,7 +444,7 @@ async def test_a_quote_of_another_image_is_refused_and_no_status_written_can_ski
             namespace,
             v1alpha1.PLURAL,
             "w",
-            {"spec": {"attestation": {"allowedImageHashes": [summary["imageHash"]]}}},
+            {"spec": {"attestation": {"allowedImageHashes": [example_image_hash()]}}},
             _content_type="application/merge-patch+json",
         )
         await eventually(attested_is(api, namespace, "w", "True"), within=30, what="Attested")

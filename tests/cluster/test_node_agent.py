@@ -176,7 +176,12 @@ async def _write_report(api: client.ApiClient, namespace: str, pod: Any, *, tdx_
     core = client.CoreV1Api(api)
 
     async def quoted() -> NodeReport | None:
-        cm = await core.read_namespaced_config_map(report_name(pod.spec.node_name), namespace)
+        try:
+            cm = await core.read_namespaced_config_map(report_name(pod.spec.node_name), namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None  # not published yet
+            raise
         report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
         mine = [v for v in report.vms if v.pod_uid == pod.metadata.uid and v.quote]
         return report if mine else None
