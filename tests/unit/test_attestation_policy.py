@@ -295,6 +295,9 @@ def test_verification_is_due_on_schedule_on_a_new_quote_on_a_new_pod_and_without
     assert due(LAST, quote_sha256="dd" * 32)
     assert due(LAST, pod_uid="u2")
     assert due(LAST, gate=F)
+    # A gate held open on an older verdict is confirmed once a quote is back.
+    assert due(LAST, gate_message="last evidence still valid until ...; no quote reported")
+    assert not due(LAST, gate_message="TDX evidence verified (TCB UpToDate, test root)")
     # A spec whose attestation policy changed is judged again at once.
     stricter = AttestationPolicy(allowed_image_hashes=["ab" * 32])
     assert due(LAST, policy=policy_digest(stricter))

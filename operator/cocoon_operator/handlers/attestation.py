@@ -261,6 +261,7 @@ async def _outcome(
         now=now,
         gpu_required=policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY,
         policy=policy_digest(policy),
+        gate_message=pod.attested_message,
     )
     if not due:
         return None

@@ -66,6 +66,8 @@ HOST_UNREPORTED = "host-unreported"
 # Steps that say nothing against the VM itself: waited out during boot, and a
 # verdict still valid survives them.
 TRANSIENT_STEPS = frozenset({UNREACHABLE, HOST_UNREPORTED, NO_QUOTE})
+# How the gate's message starts while it is held open on an older verdict.
+HELD = "last evidence still valid"
 
 
 def tdx_policy(spec: AttestationPolicy, trust: TrustMode) -> TdxPolicy:
@@ -170,12 +172,16 @@ def needs_verification(
     now: datetime,
     gpu_required: bool = False,
     policy: str = "",
+    gate_message: str | None = None,
 ) -> bool:
     """Whether the quote just read for ``pod_uid`` must be verified in full: anything
     but the very quote this operator verified for that pod, under the same policy
     (:func:`policy_digest`), less than ``reattest_seconds`` ago (``gpu_required``:
-    GPU evidence it did not cover)."""
+    GPU evidence it did not cover). A gate held open on an older verdict
+    (``gate_message``) is confirmed by a verification as soon as a quote is back."""
     if last is None or gate is not ConditionStatus.TRUE or last.policy != policy:
+        return True
+    if gate_message is not None and gate_message.startswith(HELD):
         return True
     if gpu_required and not last.gpu_checked:
         return True
@@ -280,7 +286,7 @@ def decide(
             return GateDecision(
                 ConditionStatus.TRUE,
                 GateReason.VERIFIED,
-                f"last evidence still valid until {rfc3339(valid_until)}; {why}",
+                f"{HELD} until {rfc3339(valid_until)}; {why}",
                 summary,
                 event_reason
                 and {UNREACHABLE: "WorkerUnreachable", NO_QUOTE: "QuoteNotReported"}.get(
