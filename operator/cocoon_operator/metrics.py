@@ -35,9 +35,9 @@ class Metrics:
         )
         self.attestation_checks = Counter(
             "cocoon_attestation_checks_total",
-            "attestation checks by where the certificate came from: their own handshake,"
-            " or the chain step's connection pinned to the verified certificate",
-            ["certificate"],
+            "attestation checks by their evidence: a quote the launcher relayed (from the"
+            " node report), or none reported for the pod's VM",
+            ["evidence"],
             registry=r,
         )
         self.balance = Gauge(

@@ -34,6 +34,8 @@ class Agent:
     test_root: Path
     gpu_test_root: Path
     log: Path  # the agent's stderr, its simulated workers' lines among them
+    # Where it publishes the simulated nodes' reports, with each VM's relayed quote.
+    node_reports: str
 
     def payout_answers(self) -> dict[tuple[str, str], list[str]]:
         """Every payout request the simulated workers were asked, by (namespace/pod/uid,
@@ -41,8 +43,11 @@ class Agent:
         return payout_requests(self.log.read_text(errors="replace"))
 
     def operator_args(self) -> tuple[str, ...]:
-        """What the operator needs to trust the agent's test PKIs (explicitly)."""
+        """What the operator needs to trust the agent's test PKIs (explicitly), and to
+        read the quotes its simulated nodes relay (their reports' namespace)."""
         return (
+            "--node-report-namespace",
+            self.node_reports,
             "--pccs-url",
             self.pccs_url,
             "--attestation-test-root",
@@ -58,7 +63,8 @@ class Agent:
 def running_agent(
     kubeconfig: Path, namespace: str, workdir: Path, *agent_args: str
 ) -> Iterator[Agent]:
-    """The agent; ``agent_args`` go to its command line (e.g. ``--fault ratls-hang``)."""
+    """The agent, publishing node reports (with the simulated VMs' relayed quotes) into
+    ``namespace``; ``agent_args`` go to its command line (e.g. ``--fault stale-quote``)."""
     root = workdir / "test-root.pem"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with (workdir / "agent.log").open("ab") as err:
@@ -73,6 +79,8 @@ def running_agent(
                 str(root),
                 "--gpu-root-out",
                 str(workdir / "gpu-test-root.pem"),
+                "--node-reports",
+                namespace,
                 *agent_args,
             ],
             env=env,
@@ -87,6 +95,7 @@ def running_agent(
             test_root=Path(info["test_root"]),
             gpu_test_root=Path(info["gpu_test_root"]),
             log=workdir / "agent.log",
+            node_reports=namespace,
         )
     finally:
         stop_process(proc, grace=10)

@@ -1,8 +1,8 @@
-"""The readiness gate, end to end: the operator fetches each worker's RA-TLS
-certificate from the node address kwok reports, verifies the TDX quote in it
-(dcap-qvl, collateral from a PCCS) and only then opens the pod's gate. The
-workers are simulated by the node-side agent, whose test PKI the operator
-trusts only when started with it explicitly."""
+"""The readiness gate, end to end: the operator takes each worker's latest relayed TDX
+quote from the report of its pod's node (the simulation agent publishes them as the
+node agent would), verifies it (dcap-qvl, collateral from a PCCS) and only then
+opens the pod's gate. The workers are simulated by the node-side agent, whose test
+PKI the operator trusts only when started with it explicitly."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ import pytest
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.attestation.testpki import TdMeasurements
 from cocoon_operator.desired.launcher import ANNOTATION_DRAIN_STARTED, READINESS_GATE
 from cocoon_operator.workerapi import StatusPage, parse_status_page
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Agent, running_agent
+from tests.cluster.simulated import Agent, example_image_hash, running_agent
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_worker_lifecycle import (
     API,
@@ -90,17 +91,22 @@ async def rotate_and_reverify(
     pod: client.V1Pod,
     worker: dict[str, Any],
 ) -> None:
-    """Have the simulated VM rotate its RA-TLS key; wait for the operator to verify
-    the new certificate and record ``Reattested``."""
-    before = worker["status"]["attestation"]["certificateSha256"]
+    """Have the simulated VM refresh its RA-TLS key (a new quote through the relay);
+    wait for the operator to verify the new quote and record ``Reattested``."""
+    before = worker["status"]["attestation"]["quoteSha256"]
     await simulator_admin(pod, "/simulator/rotate")
 
     async def rotated() -> dict[str, Any] | None:
         w = await get_worker(api, namespace, name)
-        sha = w["status"]["attestation"].get("certificateSha256")
+        sha = w["status"]["attestation"].get("quoteSha256")
         return w if sha not in (None, before) else None
 
-    await eventually(rotated, within=30, what="the new certificate verified")
+    refreshed = await eventually(rotated, within=30, what="the new quote verified")
+    # The new key's hash, as the proxies will see it in the worker's RA-TLS claims.
+    assert (
+        refreshed["status"]["attestation"]["reportData"]
+        != worker["status"]["attestation"]["reportData"]
+    )
     # The Event follows the status write.
     await eventually(
         lambda: has_event(api, namespace, name, "Reattested"), within=10, what="Reattested"
@@ -124,6 +130,8 @@ async def test_evidence_opens_the_gate_bad_evidence_closes_it_rotation_is_reatte
         assert summary["trustRoot"] == "test"
         assert summary["pod"] == worker["status"]["pod"]
         assert "failure" not in summary
+        assert len(summary["reportData"]) == 128 and len(summary["quoteSha256"]) == 64
+        assert "certificateSha256" not in summary  # no RA-TLS certificate is fetched
         pod, conds = await pod_conditions(api, namespace, "w")
         assert conds[READINESS_GATE].status == "True"
 
@@ -215,6 +223,7 @@ async def test_without_an_explicit_test_root_only_intels_root_is_trusted(
 ) -> None:
     log = tmp_path / "operator.log"
     args = ("--pccs-url", agent.pccs_url, "--attestation-check-seconds", "2")
+    args += ("--node-report-namespace", agent.node_reports)
     with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "w")
         worker = await eventually(
@@ -430,3 +439,135 @@ async def test_a_worker_that_never_initialised_is_stopped_without_a_drain(
         )
         assert any("not initialised" in e.message for e in events.items)
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def set_attested_gate(api: client.ApiClient, namespace: str, worker: str) -> None:
+    """What someone with write access to pod status could do: claim the gate open."""
+    (pod,) = await worker_pods(api, namespace, worker)
+    condition = {"type": READINESS_GATE, "status": "True", "reason": "EvidenceVerified"}
+    await client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod.metadata.name, namespace, {"status": {"conditions": [condition]}}
+    )
+
+
+async def test_a_quote_of_another_image_is_refused_and_no_status_written_can_skip_verification(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        attestation = {**example_worker()["spec"].get("attestation", {})}
+        attestation["allowedImageHashes"] = ["00" * 32]
+        await create_worker(api, namespace, "w", attestation=attestation)
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceRejected"),
+            within=60,
+            what="Attested=False for another image",
+        )
+        assert worker["status"]["attestation"]["failure"].startswith("image_hash")
+        summary = worker["status"]["attestation"]
+
+        # Someone writes a verified summary and opens the gate by hand: the next
+        # check verifies the quote anyway and closes the gate again.
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            *API,
+            namespace,
+            v1alpha1.PLURAL,
+            "w",
+            {
+                "status": {
+                    "attestation": {
+                        "failure": None,
+                        "failedAt": None,
+                        "quoteSha256": summary.get("quoteSha256") or "ab" * 32,
+                        "verifiedAt": "2099-01-01T00:00:00Z",
+                        "expiresAt": "2099-01-01T00:00:00Z",
+                        "pod": worker["status"]["pod"],
+                    }
+                }
+            },
+            _content_type="application/merge-patch+json",
+        )
+        await set_attested_gate(api, namespace, "w")
+
+        async def closed_again() -> bool:
+            _, conds = await pod_conditions(api, namespace, "w")
+            gate = conds[READINESS_GATE]
+            return gate.status == "False" and gate.reason == "EvidenceRejected"
+
+        await eventually(closed_again, within=20, what="the forged gate closed by verification")
+        await asyncio.sleep(4)  # two more checks: it stays closed
+        assert await closed_again()
+        worker = await get_worker(api, namespace, "w")
+        assert worker["status"]["attestation"]["failure"].startswith("image_hash")
+
+        # The worker's own image, allowed: the same quote verifies at once.
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            *API,
+            namespace,
+            v1alpha1.PLURAL,
+            "w",
+            {"spec": {"attestation": {"allowedImageHashes": [example_image_hash()]}}},
+            _content_type="application/merge-patch+json",
+        )
+        await eventually(attested_is(api, namespace, "w", "True"), within=30, what="Attested")
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_quote_older_than_quote_max_age_expires_the_gate(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        await create_worker(api, namespace, "w")
+        await eventually(attested_is(api, namespace, "w", "True"), within=60, what="Attested")
+        pod, _ = await pod_conditions(api, namespace, "w")
+        # The guest stopped refreshing: its latest relayed quote is two days old.
+        await simulator_admin(pod, "/simulator/fault?name=stale_quote&enabled=true")
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceExpired"),
+            within=30,
+            what="Attested=False, EvidenceExpired",
+        )
+        failure = worker["status"]["attestation"]["failure"]
+        assert failure.startswith("quote-expired") and "quoteMaxAgeSeconds=4500" in failure
+        _, conds = await pod_conditions(api, namespace, "w")
+        assert conds[READINESS_GATE].status == "False"
+
+        await simulator_admin(pod, "/simulator/fault?name=stale_quote&enabled=false")
+        await eventually(attested_is(api, namespace, "w", "True"), within=30, what="fresh again")
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_quote_published_for_another_pod_uid_is_not_used(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await install_crds(api)
+    log = tmp_path / "operator.log"
+    with running_agent(stack.kubeconfig, namespace, tmp_path, "--fault", "misfiled-quote") as agent:
+        args = (*agent.operator_args(), "--attestation-boot-grace-seconds", "0")
+        with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+            await create_worker(api, namespace, "w")
+            worker = await eventually(
+                attested_is(api, namespace, "w", "False", "QuoteNotReported"),
+                within=60,
+                what="Attested=False, no quote for this pod",
+            )
+            (pod,) = await worker_pods(api, namespace, "w")
+            cm = await client.CoreV1Api(api).read_namespaced_config_map(
+                report_name(pod.spec.node_name), namespace
+            )
+            report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
+            # The VM's genuine quote is in the report, under another pod's uid.
+            (other,) = [v for v in report.vms if v.pod_uid == "misfiled-" + pod.metadata.uid]
+            assert other.quote is not None and other.instance == int(
+                pod.metadata.labels["cocoon.network/instance"]
+            )
+            await asyncio.sleep(4)
+            assert conditions(await get_worker(api, namespace, "w"))["Attested"]["status"] == (
+                "False"
+            )
+            assert "verifiedAt" not in worker["status"].get("attestation", {})
+
+            await simulator_admin(pod, "/simulator/fault?name=misfiled_quote&enabled=false")
+            await eventually(attested_is(api, namespace, "w", "True"), within=30, what="Attested")
+            assert proc.poll() is None, log.read_text()[-3000:]

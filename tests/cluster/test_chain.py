@@ -30,11 +30,9 @@ from tests.cluster.operator import running_operator
 from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_attestation import (
-    attested_is,
     has_event,
     owed_by_every_proxy,
     pod_conditions,
-    rotate_and_reverify,
     simulator_admin,
     simulator_stats,
 )
@@ -459,46 +457,6 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
         ]
         same, _ = await pod_conditions(api, namespace, "c0")
         assert same.metadata.uid == pod.metadata.uid  # in place, no restart
-        assert proc.poll() is None, log.read_text()[-3000:]
-
-
-async def test_stats_read_over_plain_http_never_stand_in_for_the_attestation_handshake(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
-) -> None:
-    """The chain step reads a COCOON worker's stats on its plain HTTP port, which
-    proves nothing about the RA-TLS certificate: every attestation check does its
-    own handshake (none counts as "pinned"), and a rotated certificate and
-    evidence that no longer verifies are found within a few checks."""
-    log = tmp_path / "operator.log"
-    port = free_port()
-    args = (*env.operator_args(), "--metrics-port", str(port))
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "r0")
-        worker = await eventually(ready(api, namespace, "r0"), within=90, what="r0 Ready")
-
-        async def handshakes() -> float | None:
-            return (await scrape(port)).get(
-                'cocoon_attestation_checks_total{certificate="handshake"}'
-            ) or None
-
-        before = await eventually(handshakes, within=20, what="checks with a handshake")
-        await eventually(
-            lambda: _more(handshakes, before), within=20, what="every check shaking hands"
-        )
-        pinned = (await scrape(port)).get('cocoon_attestation_checks_total{certificate="pinned"}')
-        assert not pinned, pinned
-        pod, _ = await pod_conditions(api, namespace, "r0")
-
-        # COCOON rotates its RA-TLS key: the check's handshake finds the new one.
-        await rotate_and_reverify(api, namespace, "r0", pod, worker)
-
-        # Evidence that no longer verifies (a new certificate carrying it) closes the gate.
-        await simulator_admin(pod, "/simulator/fault?name=tampered_evidence&enabled=true")
-        await eventually(
-            attested_is(api, namespace, "r0", "False", "EvidenceRejected"),
-            within=30,
-            what="Attested=False",
-        )
         assert proc.poll() is None, log.read_text()[-3000:]
 
 

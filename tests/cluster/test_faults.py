@@ -1,7 +1,7 @@
 """Bounded fault tests on the local stack: the control plane restarted mid-rollout,
-the chain's API failing, hanging and serving stale data, workers whose RA-TLS
-endpoint hangs or presents garbage or a certificate REPORTDATA does not bind, or
-does not answer as its deletion begins.
+the chain's API failing, hanging and serving stale data, workers whose relayed
+quote is missing from their node's report, stale or garbage, or that do not
+answer as their deletion begins.
 
 Each ends with a clear condition on the CocoonWorker and with recovery, the
 operator process alive with no traceback in its log, and Ready never claimed
@@ -357,7 +357,7 @@ async def ledger_or_empty(api: client.ApiClient, namespace: str) -> list[dict[st
 # --------------------------------------------------------------------------- d, e
 
 
-async def test_worker_evidence_endpoint_hangs_or_serves_bad_evidence(
+async def test_worker_quotes_missing_stale_or_garbage(
     stack: Stack,
     api: client.ApiClient,
     namespace: str,
@@ -367,8 +367,8 @@ async def test_worker_evidence_endpoint_hangs_or_serves_bad_evidence(
 ) -> None:
     await setup_chain(api, namespace, chain)
     log = tmp_path / "operator.log"
-    # Every VM the agent starts comes up with an RA-TLS port that never completes a handshake.
-    with running_agent(stack.kubeconfig, namespace, tmp_path, "--fault", "ratls-hang") as agent:
+    # Every VM the agent starts comes up with its quote filed under another pod's uid.
+    with running_agent(stack.kubeconfig, namespace, tmp_path, "--fault", "misfiled-quote") as agent:
         args = (
             *Env(agent, chain, namespace).operator_args(),
             "--attestation-boot-grace-seconds",
@@ -383,42 +383,43 @@ async def evidence_faults(api: client.ApiClient, namespace: str, log: Path) -> N
     def attested(status: str, reason: str, text: str = "") -> Any:
         return condition_is(api, namespace, "w", "Attested", status, reason, text)
 
-    # d. A new VM whose evidence endpoint hangs: once past its boot grace it
-    # is reported unreachable, naming the timeout; never Ready.
+    # d. A new VM with no quote reported for its pod: once past its boot grace
+    # it is held, naming why; never Ready.
     await create_worker(api, namespace, "w")
     worker = await eventually(
-        attested("False", "WorkerUnreachable", "no certificate from"), within=60, what="unreachable"
+        attested("False", "QuoteNotReported", "relayed no quote"), within=60, what="no quote"
     )
-    assert "TimeoutError" in conditions(worker)["Attested"]["message"]
     assert conditions(worker)["Ready"]["status"] == "False"
 
     # It behaves: verified, funded, Ready.
-    await simulator_fault(api, namespace, "ratls_hang", False)
-    await eventually(ready(api, namespace, "w"), within=60, what="Ready once it answers")
+    await simulator_fault(api, namespace, "misfiled_quote", False)
+    await eventually(ready(api, namespace, "w"), within=60, what="Ready once its quote is seen")
 
-    # A verified worker that stops answering keeps its verdict until it
-    # expires (no fleet flapping on a blip), says so, and warns.
-    await simulator_fault(api, namespace, "ratls_hang", True)
+    # A verified worker whose quote is missing from the report for a moment keeps
+    # its verdict until it expires (no fleet flapping on a blip), says so, and warns.
+    await simulator_fault(api, namespace, "misfiled_quote", True)
     await eventually(
-        attested("True", "EvidenceVerified", "worker unreachable"), within=30, what="a blip noted"
+        attested("True", "EvidenceVerified", "no quote reported"), within=30, what="a blip noted"
     )
     await eventually(
-        lambda: has_event(api, namespace, "w", "WorkerUnreachable", "Warning"),
+        lambda: has_event(api, namespace, "w", "QuoteNotReported", "Warning"),
         within=10,
-        what="a WorkerUnreachable Warning",
+        what="a QuoteNotReported Warning",
     )
-    await simulator_fault(api, namespace, "ratls_hang", False)
+    await simulator_fault(api, namespace, "misfiled_quote", False)
     await eventually(
-        attested("True", "EvidenceVerified", "TDX evidence verified"), within=30, what="answering"
+        attested("True", "EvidenceVerified", "TDX evidence verified"), within=30, what="reported"
     )
 
-    # d. Garbage where the quote belongs, then e. a certificate whose key is not
-    # the one the quote's REPORTDATA binds: rejected at once, naming the step;
-    # back to Ready when the worker presents good evidence again.
-    for fault, step in (("garbage_evidence", "quote_format"), ("foreign_key", "report_data")):
+    # e. Garbage where the quote belongs, then a quote older than quoteMaxAgeSeconds:
+    # the gate closes at once, naming the step; Ready again once fixed.
+    for fault, reason, step in (
+        ("garbage_evidence", "EvidenceRejected", "quote_format"),
+        ("stale_quote", "EvidenceExpired", "quote-expired"),
+    ):
         await simulator_fault(api, namespace, fault, True)
         bad = await eventually(
-            attested("False", "EvidenceRejected", step), within=30, what=f"{fault} rejected"
+            attested("False", reason, step), within=30, what=f"{fault}: Attested=False"
         )
         assert conditions(bad)["Ready"]["status"] == "False"
         assert bad["status"]["attestation"]["failure"].startswith(step)

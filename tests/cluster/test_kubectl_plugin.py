@@ -74,7 +74,7 @@ def ready_status(pod: str) -> dict[str, Any]:
             "mrtd": MRTD,
             "tcbStatus": "UpToDate",
             "trustRoot": "test",
-            "certificateSha256": "0a" * 32,
+            "quoteSha256": "0a" * 32,
             "pod": pod,
             "verifiedAt": stamp(120),
             "expiresAt": stamp(-1680),

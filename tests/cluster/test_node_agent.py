@@ -20,10 +20,8 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.nodereport import (
     REPORT_KEY,
-    GpuDevice,
     HostCheck,
     NodeReport,
-    VmRecord,
     report_name,
 )
 from cocoon_operator.desired.nodeagent import report_config_map
@@ -173,39 +171,31 @@ async def test_the_agent_reports_the_gpu_and_a_force_deleted_pods_vm_is_reported
 
 
 async def _write_report(api: client.ApiClient, namespace: str, pod: Any, *, tdx_ok: bool) -> None:
-    """The node's report as its agent would publish it: one VM, this pod's, holding a GPU."""
-    report = NodeReport(
-        node=pod.spec.node_name,
-        agent_version="test",
-        checks=[
-            HostCheck(
-                name="tdx",
-                ok=tdx_ok,
-                message="kvm_intel tdx=Y" if tdx_ok else "kvm_intel tdx is not enabled",
-            )
-        ],
-        gpus=[GpuDevice(pci=PCI, device_id="10de:2330", driver="vfio-pci", iommu_group="37")],
-        vms=[
-            VmRecord(
-                instance=int(pod.metadata.labels["cocoon.network/instance"]),
-                namespace=namespace,
-                worker="w",
-                pod=pod.metadata.name,
-                pod_uid=pod.metadata.uid,
-                pci=PCI,
-                pid=1,
-                running=True,
-            )
-        ],
-    )
-    body: Any = report_config_map(namespace, report, dt.datetime.now(dt.UTC))
+    """The node's report as its agent publishes it (the pod's VM and its relayed quote),
+    with the host's tdx check passing or failing."""
     core = client.CoreV1Api(api)
-    try:
-        await core.create_namespaced_config_map(namespace, body)
-    except ApiException as err:
-        if err.status != 409:
+
+    async def quoted() -> NodeReport | None:
+        try:
+            cm = await core.read_namespaced_config_map(report_name(pod.spec.node_name), namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None  # not published yet
             raise
-        await core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
+        report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
+        mine = [v for v in report.vms if v.pod_uid == pod.metadata.uid and v.quote]
+        return report if mine else None
+
+    published = await eventually(quoted, within=30, what="the pod's VM reported with a quote")
+    check = HostCheck(
+        name="tdx",
+        ok=tdx_ok,
+        message="kvm_intel tdx=Y" if tdx_ok else "kvm_intel tdx is not enabled",
+    )
+    others = [c for c in published.checks if c.name != "tdx"]
+    report = published.model_copy(update={"checks": [check, *others]})
+    body: Any = report_config_map(namespace, report, dt.datetime.now(dt.UTC))
+    await core.replace_namespaced_config_map(body["metadata"]["name"], namespace, body)
 
 
 async def test_a_host_its_node_agent_objects_to_keeps_the_worker_out_of_ready(
@@ -216,7 +206,7 @@ async def test_a_host_its_node_agent_objects_to_keeps_the_worker_out_of_ready(
     await install_crds(api)
     log = tmp_path / "operator.log"
     with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
-        args = (*agent.operator_args(), "--node-report-namespace", namespace)
+        args = agent.operator_args()
         with running_operator(stack.kubeconfig, namespace, log, *args) as operator:
             await create_worker(api, namespace, "w")
 
@@ -251,8 +241,8 @@ async def test_the_simulation_agent_stands_in_for_node_agents_on_the_local_stack
     ``status.gpu`` the PCI address of its VM's GPU; a deleted pod's VM leaves the report."""
     await install_crds(api)
     log = tmp_path / "operator.log"
-    with running_agent(stack.kubeconfig, namespace, tmp_path, "--node-reports", namespace) as agent:
-        args = (*agent.operator_args(), "--node-report-namespace", namespace)
+    with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
+        args = agent.operator_args()
         with running_operator(stack.kubeconfig, namespace, log, *args) as operator:
             await create_worker(api, namespace, "w")
 

@@ -34,7 +34,7 @@ async def operator(
 ) -> AsyncIterator[Path]:
     await install_crds(api)
     log = tmp_path / "operator.log"
-    # No grace for booting VMs: nothing will answer on this stack (no agent).
+    # No grace for booting VMs: no quote will come on this stack (no agent).
     grace = ("--attestation-boot-grace-seconds", "0")
     with running_operator(stack.kubeconfig, namespace, log, *grace) as proc:
         yield log
@@ -139,16 +139,16 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
     assert not [a for a in annotations if a.startswith("kopf.")], annotations
     assert worker["metadata"]["finalizers"] == ["cocoon.network/finalizer"]
 
-    # No worker answers on this stack without the simulation agent: the
-    # attestation step says so, naming the address it tried. The condition's
-    # reason changes, its status does not, so its transition time stays.
-    async def unreachable() -> dict[str, Any] | None:
+    # No quote reaches this operator (it reads no node reports, and no VM runs
+    # without the simulation agent): the attestation step says so, naming where
+    # quotes come from. The condition's reason changes, its status does not, so
+    # its transition time stays.
+    async def no_quote() -> dict[str, Any] | None:
         w = await get_worker(api, namespace, "w0")
-        return w if conditions(w)["Attested"]["reason"] == "WorkerUnreachable" else None
+        return w if conditions(w)["Attested"]["reason"] == "QuoteNotReported" else None
 
-    after = conditions(await eventually(unreachable, within=30, what="WorkerUnreachable"))
-    ratls = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-ratls")
-    assert f"{pod.status.host_ip}:{ratls}" in after["Attested"]["message"]
+    after = conditions(await eventually(no_quote, within=30, what="QuoteNotReported"))
+    assert "--node-report-namespace" in after["Attested"]["message"]
     assert after["Attested"]["status"] == "False"
     assert after["Scheduled"]["lastTransitionTime"] == conds["Scheduled"]["lastTransitionTime"]
     assert after["Attested"]["lastTransitionTime"] == conds["Attested"]["lastTransitionTime"]

@@ -14,13 +14,18 @@ from cocoon_operator.api.v1alpha1 import (
 from cocoon_operator.policy.attestation import (
     HOST,
     HOST_UNREPORTED,
+    NO_QUOTE,
+    QUOTE_EXPIRED,
     UNREACHABLE,
     GateReason,
+    LastVerification,
     Rejected,
     TrustMode,
     Verified,
     decide,
     needs_verification,
+    policy_digest,
+    quote_expired,
     still_booting,
     tdx_policy,
 )
@@ -28,13 +33,24 @@ from cocoon_operator.policy.conditions import rfc3339
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CERT = "aa" * 32
+QUOTE = "aa" * 32
 GOOD = Verified(
-    certificate_sha256=CERT,
+    quote_sha256=QUOTE,
     image_hash="11" * 32,
     mrtd="22" * 48,
     tcb_status="UpToDate",
+    report_data="33" * 64,
+    captured_at=NOW - timedelta(minutes=10),
     valid_until=NOW + timedelta(days=1),
+)
+# What the operator remembers of GOOD, verified at NOW for pod uid "u1".
+LAST = LastVerification(
+    pod_uid="u1",
+    quote_sha256=QUOTE,
+    image_hash=GOOD.image_hash,
+    verified_at=NOW,
+    valid_until=NOW + timedelta(seconds=1800),
+    gpu_checked=False,
 )
 
 
@@ -70,7 +86,12 @@ def test_first_success_opens_the_gate_and_records_an_event() -> None:
     )
     assert d.summary.trust_root == "test"
     assert d.summary.verified_at == rfc3339(NOW)
-    # Valid for two re-attestation periods, unless the certificate ends sooner.
+    # What people compare with what proxies see: the RA-TLS key hash, and the quote.
+    assert d.summary.report_data == "33" * 64
+    assert d.summary.quote_sha256 == QUOTE
+    assert d.summary.quote_captured_at == rfc3339(NOW - timedelta(minutes=10))
+    assert d.summary.certificate_sha256 is None
+    # Valid for two re-attestation periods, unless the quote or collateral ends sooner.
     assert d.summary.expires_at == rfc3339(NOW + timedelta(seconds=1800))
     short = Verified(**{**GOOD.__dict__, "valid_until": NOW + timedelta(minutes=5)})
     d2 = decide(
@@ -85,14 +106,14 @@ def test_first_success_opens_the_gate_and_records_an_event() -> None:
     assert d2.summary.expires_at == rfc3339(NOW + timedelta(minutes=5))
 
 
-def test_a_periodic_success_is_silent_and_a_new_certificate_is_announced() -> None:
+def test_a_periodic_success_is_silent_and_a_new_quote_is_announced() -> None:
     prev = verified_summary()
     later = NOW + timedelta(seconds=900)
     same = decide(
         GOOD, previous=prev, pod="p1", gate=T, trust=TrustMode.TEST, reattest_seconds=900, now=later
     )
     assert same.event_reason is None
-    rotated = Verified(**{**GOOD.__dict__, "certificate_sha256": "bb" * 32})
+    rotated = Verified(**{**GOOD.__dict__, "quote_sha256": "bb" * 32})
     d = decide(
         rotated,
         previous=prev,
@@ -102,8 +123,35 @@ def test_a_periodic_success_is_silent_and_a_new_certificate_is_announced() -> No
         reattest_seconds=900,
         now=later,
     )
-    assert d.event_reason == "Reattested"
-    assert d.summary.certificate_sha256 == "bb" * 32
+    assert d.event_reason == "Reattested" and not d.warning
+    assert d.summary.quote_sha256 == "bb" * 32
+
+
+def test_a_quote_of_the_same_vm_with_other_measurements_is_announced_as_a_warning() -> None:
+    prev = verified_summary()
+    changed = Verified(**{**GOOD.__dict__, "quote_sha256": "bb" * 32, "image_hash": "44" * 32})
+    d = decide(
+        changed,
+        previous=prev,
+        pod="p1",
+        gate=T,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW,
+    )
+    assert (d.gate, d.event_reason, d.warning) == (T, "MeasurementsChanged", True)
+    assert "1111111111111111... -> 4444444444444444..." in d.event_message
+    # Another pod's measurements are no change of this VM's.
+    other = decide(
+        changed,
+        previous=prev,
+        pod="p2",
+        gate=F,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW,
+    )
+    assert other.event_reason == "Attested"
 
 
 def test_bad_evidence_closes_the_gate_at_once_even_when_the_last_verdict_is_valid() -> None:
@@ -140,14 +188,21 @@ def test_bad_evidence_closes_the_gate_at_once_even_when_the_last_verdict_is_vali
     assert later.summary == d.summary
 
 
-def test_an_unreachable_worker_keeps_a_valid_verdict_until_it_expires() -> None:
+def test_a_quote_missing_for_a_moment_keeps_the_operators_own_verdict_until_it_expires() -> None:
     prev = verified_summary()
-    gone = Rejected(UNREACHABLE, "no certificate from 127.1.0.1:12001: refused")
+    gone = Rejected(NO_QUOTE, "the launcher on n1 has relayed no quote for instance 0 yet")
     soon = NOW + timedelta(seconds=60)
     held = decide(
-        gone, previous=prev, pod="p1", gate=T, trust=TrustMode.TEST, reattest_seconds=900, now=soon
+        gone,
+        previous=prev,
+        pod="p1",
+        gate=T,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=soon,
+        valid_until=LAST.valid_until,
     )
-    assert held.gate is T and held.event_reason == "WorkerUnreachable" and held.warning
+    assert held.gate is T and held.event_reason == "QuoteNotReported" and held.warning
     late = NOW + timedelta(seconds=1801)
     dropped = decide(
         gone,
@@ -157,8 +212,59 @@ def test_an_unreachable_worker_keeps_a_valid_verdict_until_it_expires() -> None:
         trust=TrustMode.TEST,
         reattest_seconds=900,
         now=late,
+        valid_until=LAST.valid_until,
     )
     assert (dropped.gate, dropped.reason) == (F, GateReason.EXPIRED)
+
+
+def test_a_status_claiming_a_valid_verdict_keeps_no_gate_open_without_the_operators_memory() -> (
+    None
+):
+    forged = verified_summary().model_copy(
+        update={"expires_at": rfc3339(NOW + timedelta(days=365))}
+    )
+    gone = Rejected(NO_QUOTE, "no quote")
+    d = decide(
+        gone,
+        previous=forged,
+        pod="p1",
+        gate=T,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW + timedelta(seconds=60),
+    )
+    assert d.gate is F
+
+
+def test_a_quote_older_than_the_policy_allows_closes_the_gate_as_expired() -> None:
+    captured = NOW - timedelta(seconds=4501)
+    why = quote_expired(captured, now=NOW, max_age_seconds=4500)
+    assert why is not None and "4501 s ago" in why
+    assert quote_expired(NOW - timedelta(seconds=4500), now=NOW, max_age_seconds=4500) is None
+    d = decide(
+        Rejected(QUOTE_EXPIRED, why, "aa" * 32),
+        previous=verified_summary(),
+        pod="p1",
+        gate=T,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW,
+        valid_until=LAST.valid_until,
+    )
+    assert (d.gate, d.reason, d.event_reason) == (F, GateReason.EXPIRED, "AttestationFailed")
+
+
+def test_a_vm_that_never_had_a_quote_reported_is_held_with_its_own_reason() -> None:
+    d = decide(
+        Rejected(NO_QUOTE, "no quote yet"),
+        previous=None,
+        pod="p1",
+        gate=None,
+        trust=TrustMode.TEST,
+        reattest_seconds=900,
+        now=NOW,
+    )
+    assert (d.gate, d.reason) == (F, GateReason.NO_QUOTE)
 
 
 def test_an_unreachable_new_pod_is_not_trusted_on_another_pods_verdict() -> None:
@@ -171,27 +277,34 @@ def test_an_unreachable_new_pod_is_not_trusted_on_another_pods_verdict() -> None
     assert d.summary.pod == "new" and d.summary.verified_at is None
 
 
-def due(summary: AttestationSummary | None, **changes: object) -> bool:
+def due(last: LastVerification | None, **changes: object) -> bool:
     args: dict[str, object] = {
-        "pod": "p1",
+        "pod_uid": "u1",
         "gate": T,
-        "certificate_sha256": CERT,
+        "quote_sha256": QUOTE,
         "reattest_seconds": 900,
         "now": NOW + timedelta(seconds=10),
     }
     args.update(changes)
-    return needs_verification(summary, **args)  # type: ignore[arg-type]
+    return needs_verification(last, **args)  # type: ignore[arg-type]
 
 
-def test_verification_is_due_on_schedule_on_rotation_on_a_new_pod_and_after_failure() -> None:
-    prev = verified_summary()
-    assert not due(prev)
-    assert due(prev, now=NOW + timedelta(seconds=900))
-    assert due(prev, certificate_sha256="dd" * 32)
-    assert due(prev, pod="p2")
-    assert due(prev, gate=F)
-    assert due(None, gate=None)
-    assert due(prev.model_copy(update={"failure": "x: y"}))
+def test_verification_is_due_on_schedule_on_a_new_quote_on_a_new_pod_and_without_memory() -> None:
+    assert not due(LAST)
+    assert due(LAST, now=NOW + timedelta(seconds=900))
+    assert due(LAST, quote_sha256="dd" * 32)
+    assert due(LAST, pod_uid="u2")
+    assert due(LAST, gate=F)
+    # A gate held open on an older verdict is confirmed once a quote is back.
+    assert due(LAST, gate_message="last evidence still valid until ...; no quote reported")
+    assert not due(LAST, gate_message="TDX evidence verified (TCB UpToDate, test root)")
+    # A spec whose attestation policy changed is judged again at once.
+    stricter = AttestationPolicy(allowed_image_hashes=["ab" * 32])
+    assert due(LAST, policy=policy_digest(stricter))
+    assert policy_digest(stricter) != policy_digest(AttestationPolicy())
+    # Nothing but the operator's memory spares a verification: no summary, however
+    # fresh it claims to be, is an argument.
+    assert due(None)
 
 
 def test_the_trust_root_requirement_comes_from_the_operator_not_the_spec() -> None:
@@ -222,7 +335,7 @@ def test_a_vm_that_never_answered_is_booting_for_a_while_not_failing() -> None:
 
 def test_a_host_the_node_agent_objects_to_closes_the_gate_with_its_own_reason() -> None:
     prev = verified_summary()
-    host = Rejected(HOST, "host checks failing on n1: tdx: TDX module not initialised", CERT)
+    host = Rejected(HOST, "host checks failing on n1: tdx: TDX module not initialised", QUOTE)
     d = decide(
         host, previous=prev, pod="p1", gate=T, trust=TrustMode.TEST, reattest_seconds=900, now=NOW
     )
@@ -248,6 +361,7 @@ def test_a_vm_the_node_agent_has_not_reported_yet_is_waited_for_like_a_booting_o
         trust=TrustMode.TEST,
         reattest_seconds=900,
         now=NOW + timedelta(seconds=60),
+        valid_until=LAST.valid_until,
     )
     assert held.gate is T and held.event_reason == "HostNotReported"
     never = decide(
@@ -279,13 +393,12 @@ def test_gpu_evidence_is_kept_in_the_summary_and_named_in_the_message() -> None:
 
 
 def test_asking_for_gpu_evidence_makes_a_tdx_only_verdict_due_at_once() -> None:
-    summary = verified_summary()  # verified just now, without GPU evidence
     due = {
         required: needs_verification(
-            summary,
-            pod="p1",
+            LAST,  # verified just now, without GPU evidence
+            pod_uid="u1",
             gate=T,
-            certificate_sha256=CERT,
+            quote_sha256=QUOTE,
             reattest_seconds=900,
             now=NOW + timedelta(seconds=5),
             gpu_required=required,

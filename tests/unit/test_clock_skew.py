@@ -8,27 +8,31 @@ moved by skew, and a clock behind the chain, in tests/unit/funding/test_stale_an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cocoon_operator.api.v1alpha1 import AttestationSummary, ConditionStatus
 from cocoon_operator.funding import Intent, Ledger, PlannedTransfer, TopUpRequest, plan_topups
 from cocoon_operator.policy.attestation import (
-    UNREACHABLE,
+    NO_QUOTE,
     GateReason,
+    LastVerification,
     Rejected,
     TrustMode,
     decide,
     needs_verification,
 )
 from cocoon_operator.policy.conditions import rfc3339
-from tests.unit.test_attestation_policy import CERT, GOOD, NOW, verified_summary
+from tests.unit.test_attestation_policy import GOOD, LAST, NOW, QUOTE, verified_summary
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 YEARS = timedelta(days=3650)
-DOWN = Rejected(UNREACHABLE, "no certificate from 127.1.0.1:12001: TimeoutError")
+DOWN = Rejected(NO_QUOTE, "the launcher on n1 has relayed no quote for instance 0 yet")
 
 
-def unreachable(summary: AttestationSummary, now: datetime) -> tuple[ConditionStatus, str]:
+def unreported(
+    summary: AttestationSummary, last: LastVerification, now: datetime
+) -> tuple[ConditionStatus, str]:
     d = decide(
         DOWN,
         previous=summary,
@@ -37,45 +41,47 @@ def unreachable(summary: AttestationSummary, now: datetime) -> tuple[ConditionSt
         trust=TrustMode.TEST,
         reattest_seconds=900,
         now=now,
+        valid_until=last.valid_until,
     )
     return d.gate, d.reason.value
 
 
-def due(summary: AttestationSummary, now: datetime, cert: str = CERT) -> bool:
+def due(last: LastVerification, now: datetime, quote: str = QUOTE) -> bool:
     return needs_verification(
-        summary, pod="p1", gate=T, certificate_sha256=cert, reattest_seconds=900, now=now
+        last, pod_uid="u1", gate=T, quote_sha256=quote, reattest_seconds=900, now=now
     )
 
 
 def test_a_clock_far_ahead_expires_the_verdict_and_demands_verification() -> None:
     summary = verified_summary(NOW)
     ahead = NOW + YEARS
-    assert due(summary, ahead)
-    # Unreachable now: the last verdict is long expired by this clock; the gate closes.
-    assert unreachable(summary, ahead) == (F, GateReason.EXPIRED.value)
+    assert due(LAST, ahead)
+    # No quote now: the last verdict is long expired by this clock; the gate closes.
+    assert unreported(summary, LAST, ahead) == (F, GateReason.EXPIRED.value)
 
 
-def test_a_clock_far_behind_keeps_the_verdict_until_a_new_certificate() -> None:
+def test_a_clock_far_behind_keeps_the_verdict_until_a_new_quote() -> None:
     summary = verified_summary(NOW)
     behind = NOW - YEARS
-    # Elapsed time is negative: the same certificate is not re-verified on
-    # schedule, and an unreachable worker keeps its verdict (fail-static) ...
-    assert not due(summary, behind)
-    assert unreachable(summary, behind) == (T, GateReason.VERIFIED.value)
-    # ... but any new certificate (COCOON rotates hourly) is verified in full,
-    # at this clock: see the evidence test, where that fails the validity step.
-    assert due(summary, behind, cert="bb" * 32)
+    # Elapsed time is negative: the same quote is not re-verified on schedule,
+    # and a quote missing for a moment keeps the verdict (fail-static) ...
+    assert not due(LAST, behind)
+    assert unreported(summary, LAST, behind) == (T, GateReason.VERIFIED.value)
+    # ... but any new quote (COCOON refreshes hourly) is verified in full,
+    # at this clock: see the evidence test, where that fails a date step.
+    assert due(LAST, behind, quote="bb" * 32)
 
 
 def test_a_verdict_made_by_a_clock_ahead_is_judged_by_its_own_expiry() -> None:
     # Verified while the clock ran a year ahead; the clock is then corrected.
-    summary = verified_summary(NOW + YEARS / 10)
-    assert summary.expires_at is not None
-    assert not due(summary, NOW)  # verified "in the future": not due until then
-    # Its expiry is capped by the certificate's end, so it still lapses on time.
+    ahead = NOW + YEARS / 10
+    summary = verified_summary(ahead)
+    last = replace(LAST, verified_at=ahead, valid_until=GOOD.valid_until)
+    assert not due(last, NOW)  # verified "in the future": not due until then
+    # Its expiry is capped by the collateral's end, so it still lapses on time.
     assert summary.expires_at == "2026-11-26T12:00:00Z" == rfc3339(GOOD.valid_until)
-    assert unreachable(summary, NOW) == (T, GateReason.VERIFIED.value)
-    assert unreachable(summary, GOOD.valid_until) == (F, GateReason.EXPIRED.value)
+    assert unreported(summary, last, NOW) == (T, GateReason.VERIFIED.value)
+    assert unreported(summary, last, GOOD.valid_until) == (F, GateReason.EXPIRED.value)
 
 
 def intent(created: datetime, amount: int) -> Intent:

@@ -1,13 +1,34 @@
-"""Orphaned VMs and workers' GPUs from node reports (pure)."""
+"""Orphaned VMs, workers' GPUs and their VMs' relayed quotes from node reports (pure)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from typing import Any
 
-from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord, report_name
+import pytest
+from pydantic import ValidationError
+
+from cocoon_operator.api.nodereport import (
+    CONFIGMAP_LIMIT_BYTES,
+    MAX_REPORTED_QUOTE_BYTES,
+    GpuDevice,
+    HostCheck,
+    NodeReport,
+    RelayedQuote,
+    VmRecord,
+    report_name,
+)
 from cocoon_operator.desired.nodeagent import report_config_map
-from cocoon_operator.policy.nodereports import LivePod, host_problem, orphaned, worker_gpus
+from cocoon_operator.policy.nodereports import (
+    LivePod,
+    NoQuote,
+    host_problem,
+    orphaned,
+    relayed_quote,
+    worker_gpus,
+)
 
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 GRACE = dt.timedelta(seconds=60)
@@ -128,3 +149,52 @@ def test_no_report_or_no_vm_yet_is_waited_for() -> None:
     assert other is not None and not other.definite
     stopped = host_problem(host_report(running=False), node="n1", pod_uid="u1")
     assert stopped is not None and not stopped.definite
+
+
+def quoted(uid: str, instance: int = 0, quote: bytes = b"a relayed quote") -> VmRecord:
+    relayed = RelayedQuote(
+        quote=base64.b64encode(quote).decode(), captured_at="2026-11-25T11:50:00.000000Z"
+    )
+    return vm(uid).model_copy(update={"instance": instance, "quote": relayed})
+
+
+def test_the_quote_used_is_the_one_filed_under_the_pods_node_uid_and_instance() -> None:
+    reports = {"n1": report("n1", quoted("u1", 0, b"mine"), quoted("u2", 1, b"theirs"))}
+    found = relayed_quote(reports["n1"], node="n1", pod_uid="u1", instance=0)
+    assert isinstance(found, RelayedQuote) and found.quote_bytes() == b"mine"
+    for node, uid, instance in (("n1", "u1", 1), ("n1", "u3", 0), ("n2", "u1", 0)):
+        missing = relayed_quote(reports.get(node), node=node, pod_uid=uid, instance=instance)
+        assert isinstance(missing, NoQuote), (node, uid, instance)
+    # A report that speaks for another node is not that node's.
+    assert isinstance(relayed_quote(reports["n1"], node="n9", pod_uid="u1", instance=0), NoQuote)
+    # A stopped VM's last quote is not evidence for anything.
+    stopped = report("n1", quoted("u1").model_copy(update={"running": False}))
+    assert isinstance(relayed_quote(stopped, node="n1", pod_uid="u1", instance=0), NoQuote)
+    assert (
+        "no quote"
+        in relayed_quote(report("n1", vm("u1")), node="n1", pod_uid="u1", instance=0).message
+    )  # type: ignore[union-attr]
+
+
+def test_a_report_with_ten_vms_of_the_largest_quotes_fits_a_configmap() -> None:
+    vms = [
+        quoted(f"{i:08d}-0000-0000-0000-000000000000", i, b"\xff" * MAX_REPORTED_QUOTE_BYTES)
+        for i in range(10)
+    ]
+    full = NodeReport(
+        node="n" * 253,
+        agent_version="test",
+        checks=[HostCheck(name=f"check-{i}", ok=False, message="m" * 500) for i in range(6)],
+        gpus=[
+            GpuDevice(pci=f"0000:{i:02x}:00.0", device_id="10de:2330", driver=None, iommu_group="1")
+            for i in range(8)
+        ],
+        vms=vms,
+    )
+    cm = report_config_map("cocoon-system", full, T0)
+    assert len(json.dumps(cm).encode()) < CONFIGMAP_LIMIT_BYTES // 2
+
+
+def test_a_report_quote_larger_than_the_bound_does_not_validate() -> None:
+    with pytest.raises(ValidationError):
+        quoted("u1", quote=b"\xff" * (MAX_REPORTED_QUOTE_BYTES + 3))

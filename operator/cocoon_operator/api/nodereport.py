@@ -13,10 +13,11 @@ Nodes at all, only on ConfigMaps of one namespace.
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from cocoon_operator.api.v1alpha1 import GROUP
@@ -60,6 +61,28 @@ class GpuDevice(_Model):
     iommu_group: str | None
 
 
+#: The largest quote a report carries (the launcher's and agent's bound, base64 aside):
+#: ten VMs of such quotes keep the report ConfigMap far below its 1 MiB limit.
+MAX_REPORTED_QUOTE_BYTES: Final = 32 * 1024
+#: Kubernetes' limit on a ConfigMap's data.
+CONFIGMAP_LIMIT_BYTES: Final = 1024 * 1024
+
+
+class RelayedQuote(_Model):
+    """The latest TDX quote the VM's guest obtained through the launcher's quote relay.
+
+    Written by the launcher (``instance-<i>.quotes.json``), checked and copied here
+    by the node agent; the operator verifies it in full before it opens the gate.
+    """
+
+    quote: Annotated[str, Field(max_length=MAX_REPORTED_QUOTE_BYTES * 4 // 3 + 4)]  # base64
+    captured_at: str  # RFC 3339: when the host's quote service answered
+    report_data: Annotated[str | None, Field(pattern=r"^[0-9a-f]{128}$")] = None  # hex
+
+    def quote_bytes(self) -> bytes:
+        return base64.b64decode(self.quote, validate=True)
+
+
 class VmRecord(_Model):
     """A worker VM the launcher started on this host (its state file), and whether it runs."""
 
@@ -74,6 +97,7 @@ class VmRecord(_Model):
     # The node wallet COCOON's CocoonWallet gives for the VM's node_wallet_key and owner,
     # raw form, derived by the launcher where the key is (the key never leaves it).
     node_wallet: str | None = None
+    quote: RelayedQuote | None = None
 
 
 class NodeReport(_Model):

@@ -276,6 +276,11 @@ class TcbStatus(StrEnum):
 REATTEST_DEFAULT: Final = 900
 # COCOON replaces its RA-TLS key hourly; evidence older than that is stale.
 REATTEST_MAX: Final = 3600
+# COCOON's guest refreshes its quote an hour after the last refresh, up to 5 min
+# later (reprodebian/cocoon-init/cocoon-cert-refresh.timer:6-8); 10 min of margin.
+QUOTE_MAX_AGE_DEFAULT: Final = 3600 + 300 + 600
+QUOTE_MAX_AGE_MIN: Final = 60
+QUOTE_MAX_AGE_MAX: Final = 86400
 
 
 class GpuEvidenceMode(StrEnum):
@@ -375,10 +380,20 @@ class AttestationPolicy(Model):
         Field(
             ge=60,
             le=REATTEST_MAX,
-            description="verify the evidence again this often, and whenever the RA-TLS"
-            " certificate changes",
+            description="verify the same relayed quote again this often (collateral and"
+            " TCB levels change); every new quote is verified at once",
         ),
     ] = REATTEST_DEFAULT
+    quote_max_age_seconds: Annotated[
+        int,
+        Field(
+            ge=QUOTE_MAX_AGE_MIN,
+            le=QUOTE_MAX_AGE_MAX,
+            description="the worker leaves Ready (Attested=False, EvidenceExpired) when its"
+            " VM's latest relayed quote is older than this: COCOON's guest asks for a new one"
+            " hourly (cocoon-cert-refresh.timer, up to 5 min late), plus a margin",
+        ),
+    ] = QUOTE_MAX_AGE_DEFAULT
     gpu: GpuAttestationPolicy = GpuAttestationPolicy()
 
 
@@ -557,7 +572,31 @@ class AttestationSummary(Model):
         str | None, Field(default=None, description="intel, or test on the local stack")
     ] = None
     certificate_sha256: Annotated[
-        str | None, Field(default=None, description="the RA-TLS certificate last verified")
+        str | None,
+        Field(
+            default=None,
+            description="not written any more: the gate verifies relayed quotes, not RA-TLS"
+            " certificates",
+        ),
+    ] = None
+    quote_sha256: Annotated[
+        str | None, Field(default=None, description="SHA-256 of the relayed quote last verified")
+    ] = None
+    report_data: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the verified quote's REPORTDATA (hex): the SHA-512 of the worker's"
+            " RA-TLS public key, as the proxies it connects to see it",
+        ),
+    ] = None
+    quote_captured_at: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="when the host's quote service produced the verified quote",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None
     pod: Annotated[
         str | None, Field(default=None, description="the pod the evidence came from")

@@ -1,14 +1,23 @@
-"""The evidence checker: certificate in, :data:`~cocoon_operator.policy.attestation.Outcome` out."""
+"""The evidence checker: a relayed quote in, an :data:`~cocoon_operator.policy.attestation.Outcome`
+out.
+
+The quote is the one the worker's guest obtained through the launcher's quote
+relay, as the node agent of its node reported it. The RA-TLS certificate is
+fetched only for ``spec.attestation.gpu.mode: Verify`` (the project's own GPU
+evidence endpoint, which COCOON's worker does not serve): it must carry the key
+the verified quote's REPORTDATA binds, and the GPU request is pinned to it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 
@@ -22,12 +31,12 @@ from cocoon_operator.attestation import (
     Collateral,
     CollateralCache,
     GpuVerifier,
-    RaTlsCertificate,
     TdxQuote,
     TdxVerifier,
     TrustedRoot,
     VerifiedGpuEvidence,
     VerifiedTdxQuote,
+    check_ratls_binding,
     evaluate_tdx_policy,
     parse_ratls_certificate,
 )
@@ -52,7 +61,8 @@ Fetch = Callable[[str, int], Awaitable[bytes]]
 # (host, port, certificate SHA-256 to pin, nonce) -> the GPU's evidence from that VM
 GpuFetch = Callable[[str, int, str, bytes], Awaitable[GpuEvidenceDocument]]
 GPU_STEP = "gpu_"  # prefix of every GPU step, e.g. gpu_evidence_signature
-CERTIFICATE_CACHE = 4096  # two certificates per worker for a fleet of 2,000
+CERTIFICATE_CACHE = 4096  # two quotes per worker for a fleet of 2,000
+REPORT_DATA_STEP = "report_data"
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,11 @@ class _EngineVerdict:
 
 
 class EvidenceChecker:
-    """Verify workers' RA-TLS evidence against one pinned root.
+    """Verify workers' relayed TDX quotes against one pinned root.
 
-    One instance serves the whole fleet: parsed PCK chains and collateral are
-    cached, so a re-attestation costs a TLS handshake and the engine's own
-    signature checks.
+    One instance serves the whole fleet: parsed quotes, PCK chains and collateral
+    are cached, and the engine's verdict on an unchanged quote with unchanged
+    collateral is reused (dates are checked again on every call).
     """
 
     def __init__(
@@ -94,39 +104,33 @@ class EvidenceChecker:
         self._gpu = gpu
         self._gpu_fetch: GpuFetch = gpu_fetch if gpu_fetch is not None else self._fetch_gpu
         self._nonce = nonce
-        # Parsed certificates (and their quotes) whose self-signature verified, by SHA-256 of
-        # their DER: both are properties of the bytes alone, and a worker
-        # presents the same certificate for an hour. Dates and everything in
-        # the quote are checked on every verification.
-        self._certificates: OrderedDict[str, tuple[RaTlsCertificate, TdxQuote]] = OrderedDict()
-        # The engine's verdict per certificate (see _engine_verdict).
+        # Parsed relayed quotes, by SHA-256 of their bytes.
+        self._quotes: OrderedDict[str, TdxQuote] = OrderedDict()
+        # The engine's verdict per quote or certificate (see _engine_verdict).
         self._verdicts: OrderedDict[str, _EngineVerdict] = OrderedDict()
         self._remembered = remembered_verdicts
 
-    def _certificate(self, fingerprint: str, der: bytes) -> tuple[RaTlsCertificate, TdxQuote]:
-        hit = self._certificates.get(fingerprint)
+    def _quote(self, fingerprint: str, raw: bytes) -> TdxQuote:
+        hit = self._quotes.get(fingerprint)
         if hit is not None:
-            self._certificates.move_to_end(fingerprint)
+            self._quotes.move_to_end(fingerprint)
             return hit
-        cert = parse_ratls_certificate(der)
-        cert.check_signature()
-        entry = (cert, self._verifier.parse(cert.quote))
-        self._certificates[fingerprint] = entry
-        while len(self._certificates) > CERTIFICATE_CACHE:
-            self._certificates.popitem(last=False)
-        return entry
+        quote = self._verifier.parse(raw)
+        self._quotes[fingerprint] = quote
+        while len(self._quotes) > CERTIFICATE_CACHE:
+            self._quotes.popitem(last=False)
+        return quote
 
     def _engine_verdict(
         self, fingerprint: str, quote: TdxQuote, collateral: Collateral, now: datetime
     ) -> VerifiedTdxQuote:
         """DCAP's verdict on ``quote`` with ``collateral`` at ``now``.
 
-        A worker presents one certificate for an hour and is re-attested every
+        A guest asks for one quote an hour and is re-attested every
         ``reattestSeconds`` in between: the engine's inputs (the quote's bytes and
         the collateral object) are then the same, and only ``now`` moved. What
-        ``now`` decides is checked again on every call: the certificate's and
-        the PCK chain's dates (by the caller) and every collateral window here;
-        the engine itself runs again for a new certificate, for collateral the
+        ``now`` decides is checked again on every call: every collateral window
+        here; the engine itself runs again for a new quote, for collateral the
         cache refreshed (a TCB recovery, a new CRL) and when time went backwards.
         """
         hit = self._verdicts.get(fingerprint)
@@ -163,46 +167,103 @@ class EvidenceChecker:
             detail = str(exc) or type(exc).__name__
             return Rejected(UNREACHABLE, f"no certificate from {host}:{port}: {detail}")
 
-    async def verify(
+    async def verify_quote(
         self,
-        der: bytes,
+        raw: bytes,
         *,
+        captured_at: datetime,
+        requested_report_data: bytes | None,
         policy: AttestationPolicy,
         now: datetime,
         endpoint: tuple[str, int] | None = None,
     ) -> Outcome:
-        """Verify a fetched certificate: self-signature, quote, collateral, policy; then,
-        with ``policy.gpu.mode: Verify``, the GPU's evidence from ``endpoint`` (the
-        RA-TLS host and port the certificate came from)."""
-        fingerprint = hashlib.sha256(der).hexdigest()
+        """Verify a relayed quote in full: parsing, the PCK chain to the pinned root,
+        collateral and TCB (DCAP), then the worker's policy (TCB statuses, advisories,
+        allowed image hashes; the production root unless the operator trusts a test
+        one); then, with ``policy.gpu.mode: Verify``, the GPU's evidence from ``endpoint``.
+
+        ``requested_report_data``: what the guest asked the quote for, as the relay
+        read it from the request; the quote must carry exactly that.
+        """
+        fingerprint = hashlib.sha256(raw).hexdigest()
         try:
-            cert, quote = self._certificate(fingerprint, der)
-            cert.check_validity(now=now)
+            quote = self._quote(fingerprint, raw)
+            if requested_report_data is not None and not hmac.compare_digest(
+                quote.body.report_data, requested_report_data
+            ):
+                return Rejected(
+                    REPORT_DATA_STEP,
+                    "the quote's REPORTDATA is not what the guest asked to be quoted",
+                    fingerprint,
+                )
             key = self._verifier.collateral_key(quote, now=now)
             collateral = await self._collateral.get(key, now=now)
             verified = self._engine_verdict(fingerprint, quote, collateral, now)
         except AttestationError as exc:
             return Rejected(exc.code, str(exc), fingerprint)
-        verdict = evaluate_tdx_policy(
-            verified, tdx_policy(policy, self.trust), binding=cert.binding
-        )
+        verdict = evaluate_tdx_policy(verified, tdx_policy(policy, self.trust))
         if not verdict.trusted:
             rule = verdict.failed_rule.value if verdict.failed_rule else "policy"
             return Rejected(rule, verdict.reason, fingerprint)
         gpu: GpuSummary | None = None
         if policy.gpu.mode is GpuEvidenceMode.VERIFY:
-            checked = await self._verify_gpu(policy.gpu, endpoint, fingerprint, now=now)
+            checked = await self._gpu_for_quote(
+                policy.gpu, endpoint, quote.body.report_data, fingerprint, now=now
+            )
             if isinstance(checked, Rejected):
                 return checked
             gpu = checked
+        fresh_until = captured_at + timedelta(seconds=policy.quote_max_age_seconds)
         return Verified(
-            certificate_sha256=fingerprint,
+            quote_sha256=fingerprint,
             image_hash=verified.image_hash.hex(),
             mrtd=verified.mrtd.hex(),
             tcb_status=verified.tcb_status,
-            valid_until=min(cert.certificate.not_valid_after_utc, verified.collateral_expires_at),
+            report_data=quote.body.report_data.hex(),
+            captured_at=captured_at,
+            valid_until=min(fresh_until, verified.collateral_expires_at),
             gpu=gpu,
         )
+
+    async def _gpu_for_quote(
+        self,
+        policy: GpuAttestationPolicy,
+        endpoint: tuple[str, int] | None,
+        report_data: bytes,
+        quote_sha256: str,
+        *,
+        now: datetime,
+    ) -> GpuSummary | Rejected:
+        """GPU evidence from the VM whose RA-TLS key the verified quote binds: the
+        certificate there must carry that key, and the request is pinned to it."""
+        if endpoint is None:
+            return Rejected(GPU_STEP + "unsupported", "GPU evidence cannot be checked here")
+        fetched = await self.fetch(*endpoint)
+        if isinstance(fetched, Rejected):
+            return Rejected(fetched.step, fetched.message, quote_sha256)
+        try:
+            cert = parse_ratls_certificate(fetched)
+            cert.check_signature()
+            cert.check_validity(now=now)
+        except AttestationError as exc:
+            return Rejected(GPU_STEP + exc.code, f"GPU evidence: {exc}", quote_sha256)
+        try:
+            check_ratls_binding(cert, report_data)
+        except AttestationError:
+            # The guest may have refreshed its key since the quote: the next quote
+            # will bind the new one. Transient, like a certificate rotated mid-check.
+            return Rejected(
+                UNREACHABLE,
+                "GPU evidence: the VM's RA-TLS key is not the one the verified quote binds"
+                " (refreshed since the quote, or not the attested VM)",
+                quote_sha256,
+            )
+        checked = await self._verify_gpu(
+            policy, endpoint, hashlib.sha256(fetched).hexdigest(), now=now
+        )
+        if isinstance(checked, Rejected):
+            return Rejected(checked.step, checked.message, quote_sha256)
+        return checked
 
     async def _gpu_document(
         self, endpoint: tuple[str, int], fingerprint: str, nonce: bytes

@@ -1,11 +1,13 @@
 """The attestation step: the only writer of the launcher pod's readiness gate.
 
-A timer per worker fetches the RA-TLS certificate its VM presents, verifies it
-in full when policy says so (first time, every ``reattestSeconds``, on a new
-certificate), then writes the gate condition on the pod and the summary in
-``status.attestation``. When the gate changes, the worker's reconcile runs at
-once and writes the summary together with the Attested condition and the
-phase it derives from the gate.
+A timer per worker takes the latest TDX quote its VM's guest obtained through
+the launcher's quote relay, from the node agent's report of the pod's node (in
+the operator's own namespace: ``--node-report-namespace``; nothing a tenant can
+write is read), checks it is fresh (``quoteMaxAgeSeconds``), verifies it in full
+when it is new or ``reattestSeconds`` have passed, then writes the gate
+condition on the pod and the summary in ``status.attestation``. When the gate
+changes, the worker's reconcile runs at once and writes the summary together
+with the Attested condition and the phase it derives from the gate.
 
 Enabled by ``cocoon-operator run`` (see :func:`register`); the checker, its
 pinned root and its collateral cache are built at startup from
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import RelayedQuote
 from cocoon_operator.attestation import (
     CollateralCache,
     GpuVerifier,
@@ -44,16 +47,28 @@ from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
     HOST,
     HOST_UNREPORTED,
+    NO_QUOTE,
+    QUOTE_EXPIRED,
+    TRANSIENT_STEPS,
     GateDecision,
+    LastVerification,
     Outcome,
     Rejected,
     TrustMode,
+    Verified,
     decide,
     needs_verification,
+    policy_digest,
+    quote_expired,
     still_booting,
 )
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
-from cocoon_operator.policy.nodereports import HostProblem, host_problem
+from cocoon_operator.policy.nodereports import (
+    HostProblem,
+    NoQuote,
+    host_problem,
+    relayed_quote,
+)
 from cocoon_operator.policy.worker import PodFacts
 
 INTEL_PCS = "https://api.trustedservices.intel.com"
@@ -80,6 +95,9 @@ class Attestation:
     session: aiohttp.ClientSession
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
     check_seconds: float = 10.0
+    # What this operator itself verified last, per worker: the only record that can
+    # spare a full verification (the status is output, and anyone may write it).
+    last: dict[tuple[str, str], LastVerification] = field(default_factory=dict)
 
 
 def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
@@ -173,48 +191,91 @@ def _host(memo: Any, pod: PodFacts) -> HostProblem | None:
     return host_problem(reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid)
 
 
-def _verification_due(
-    worker: v1alpha1.CocoonWorker, pod: PodFacts, certificate_sha256: str, now: dt.datetime
-) -> bool:
-    """Whether ``certificate_sha256``, presented by ``pod``, needs a full verification."""
-    policy = worker.spec.attestation
-    return needs_verification(
-        worker.status.attestation,
-        pod=pod.name,
-        gate=pod.attested_gate,
-        certificate_sha256=certificate_sha256,
-        reattest_seconds=policy.reattest_seconds,
-        now=now,
-        gpu_required=policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY,
+def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
+    """The latest relayed quote of ``pod``'s VM, from its node's report, and only there."""
+    reports: NodeReports | None = memo.get("node_reports")
+    if reports is None:
+        return NoQuote(
+            "the operator reads no node reports (--node-report-namespace): relayed quotes"
+            " come only from them"
+        )
+    if pod.node is None or pod.uid is None or pod.instance is None:
+        return NoQuote("the pod's node, uid or instance is not known yet")
+    return relayed_quote(
+        reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
     )
+
+
+def _quote_bytes(quote: RelayedQuote) -> tuple[bytes, dt.datetime, bytes | None] | Rejected:
+    captured = parse_rfc3339(quote.captured_at)
+    try:
+        raw = quote.quote_bytes()
+        requested = bytes.fromhex(quote.report_data) if quote.report_data else None
+    except ValueError:
+        return Rejected("quote_format", "the reported quote is not base64")
+    if captured is None:
+        return Rejected("quote_format", f"capture time {quote.captured_at!r} is not RFC 3339")
+    return raw, captured, requested
 
 
 async def _outcome(
     state: Attestation,
-    fetched: bytes | Rejected,
+    quote: RelayedQuote | NoQuote,
     *,
     deps: Deps,
     host: HostProblem | None,
     worker: v1alpha1.CocoonWorker,
     pod: PodFacts,
-    endpoint: tuple[str, int],
+    last: LastVerification | None,
     now: dt.datetime,
 ) -> Outcome | None:
-    """The check's outcome: the host's objection, the evidence's verdict, or None when
-    the certificate was verified recently enough and nothing else changed."""
-    if not isinstance(fetched, bytes):
-        return fetched
-    fingerprint = hashlib.sha256(fetched).hexdigest()
+    """The check's outcome: the host's objection, the quote's absence or age, the
+    verdict on it; None when this operator verified that very quote recently enough."""
     if host is not None:
         # The host does not vouch for the VM: no verdict on its evidence yet.
         step = HOST if host.definite else HOST_UNREPORTED
         if host.definite:
             deps.metrics.attestations.labels("rejected", step).inc()
-        return Rejected(step, host.message, fingerprint)
-    if not _verification_due(worker, pod, fingerprint, now):
-        return None
+        return Rejected(step, host.message)
+    if isinstance(quote, NoQuote):
+        deps.metrics.attestation_checks.labels("none").inc()
+        return Rejected(NO_QUOTE, quote.message)
+    deps.metrics.attestation_checks.labels("relayed-quote").inc()
+    decoded = _quote_bytes(quote)
+    if isinstance(decoded, Rejected):
+        return decoded
+    raw, captured, requested = decoded
+    fingerprint = hashlib.sha256(raw).hexdigest()
     policy = worker.spec.attestation
-    outcome = await state.checker.verify(fetched, policy=policy, now=now, endpoint=endpoint)
+    stale = quote_expired(captured, now=now, max_age_seconds=policy.quote_max_age_seconds)
+    if stale is not None:
+        deps.metrics.attestations.labels("rejected", QUOTE_EXPIRED).inc()
+        return Rejected(QUOTE_EXPIRED, stale, fingerprint)
+    assert pod.uid is not None  # a quote was matched to it
+    due = needs_verification(
+        last,
+        pod_uid=pod.uid,
+        gate=pod.attested_gate,
+        quote_sha256=fingerprint,
+        reattest_seconds=policy.reattest_seconds,
+        now=now,
+        gpu_required=policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY,
+        policy=policy_digest(policy),
+        gate_message=pod.attested_message,
+    )
+    if not due:
+        return None
+    # Urgent while the gate is not open: this check decides whether it opens.
+    gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
+    async with deps.probes.slot(urgent=not gate_open):
+        outcome = await state.checker.verify_quote(
+            raw,
+            captured_at=captured,
+            requested_report_data=requested,
+            policy=policy,
+            now=now,
+            endpoint=pod.ratls_endpoint(),
+        )
     if isinstance(outcome, Rejected):
         deps.metrics.attestations.labels("rejected", outcome.step).inc()
     else:
@@ -223,7 +284,7 @@ async def _outcome(
 
 
 async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    """Check one worker's evidence when its VM runs; a no-op when nothing is due."""
+    """Check one worker's relayed quote when its VM runs; a no-op when nothing is due."""
     state: Attestation | None = memo.get("attestation")
     if state is None:
         return
@@ -238,37 +299,41 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         return  # the reconcile reports unparseable specs
     pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
     pod = _serving_pod(pods, revision(worker.spec))
-    endpoint = pod.ratls_endpoint() if pod is not None else None
-    if pod is None or endpoint is None:
+    if pod is None or pod.uid is None:
         return
+    key = (meta["namespace"], meta["name"])
+    last = state.last.get(key)
+    if last is not None and last.pod_uid != pod.uid:
+        last = None  # a new pod never inherits another pod's verdict
     policy = worker.spec.attestation
     previous = worker.status.attestation
     now = deps.clock()
-    host = _host(memo, pod)
-    outcome = None
-    seen = deps.certificate_seen(endpoint, within=state.check_seconds)
-    # Unless the chain step's pinned connection, in this tick, showed the
-    # certificate verified last: what this check's handshake would have found.
-    if seen is None or host is not None or _verification_due(worker, pod, seen, now):
-        # Urgent while the gate is not open: this check decides whether it opens.
-        gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
-        async with deps.probes.slot(urgent=not gate_open):
-            deps.metrics.attestation_checks.labels("handshake").inc()
-            fetched = await state.checker.fetch(*endpoint)
-            outcome = await _outcome(
-                state,
-                fetched,
-                deps=deps,
-                host=host,
-                worker=worker,
-                pod=pod,
-                endpoint=endpoint,
-                now=now,
-            )
-    else:
-        deps.metrics.attestation_checks.labels("pinned").inc()
+    outcome = await _outcome(
+        state,
+        _quote_for(memo, pod),
+        deps=deps,
+        host=_host(memo, pod),
+        worker=worker,
+        pod=pod,
+        last=last,
+        now=now,
+    )
     if outcome is None:
         return
+    if isinstance(outcome, Verified):
+        state.last[key] = LastVerification(
+            pod_uid=pod.uid,
+            quote_sha256=outcome.quote_sha256,
+            image_hash=outcome.image_hash,
+            verified_at=now,
+            valid_until=min(
+                outcome.valid_until, now + dt.timedelta(seconds=2 * policy.reattest_seconds)
+            ),
+            gpu_checked=outcome.gpu is not None,
+            policy=policy_digest(policy),
+        )
+    elif outcome.step not in TRANSIENT_STEPS:
+        state.last.pop(key, None)  # rejected: nothing verified stands
     if still_booting(
         outcome,
         previous=previous,
@@ -278,6 +343,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         grace_seconds=state.boot_grace_seconds,
     ):
         return
+    kept = state.last.get(key)
     decision = decide(
         outcome,
         previous=previous,
@@ -286,6 +352,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         trust=state.checker.trust,
         reattest_seconds=policy.reattest_seconds,
         now=now,
+        valid_until=kept.valid_until if kept is not None and kept.pod_uid == pod.uid else None,
     )
     indexes = Indexes.of(kwargs)
     await _apply(

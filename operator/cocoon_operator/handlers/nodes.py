@@ -26,7 +26,7 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport
+from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport, report_name
 from cocoon_operator.desired.launcher import LABEL_WORKER
 from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps
 from cocoon_operator.k8s.events import record
@@ -93,6 +93,10 @@ class NodeReports:
             report = NodeReport.model_validate_json(text)
         except ValidationError as exc:
             log.warning("node report %s is not valid: %s", name, exc.errors()[:1])
+            return
+        if report_name(report.node) != name:
+            # One node's agent speaks for its own node only: the report's name says which.
+            log.warning("node report %s speaks for node %s: ignored", name, report.node)
             return
         self.report_nodes[name] = report.node
         self.reports[report.node] = report

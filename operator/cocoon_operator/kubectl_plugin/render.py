@@ -373,7 +373,12 @@ def describe(view: WorkerView, events: Sequence[EventView], now: dt.datetime) ->
                 ("MRTD", short(att.mrtd)),
                 ("TCB status", att.tcb_status or "-"),
                 ("Trust root", att.trust_root or "-"),
-                ("Certificate", short(att.certificate_sha256)),
+                ("Quote", short(att.quote_sha256)),
+                ("REPORTDATA", short(att.report_data)),  # SHA-512 of the RA-TLS key
+                (
+                    "Captured",
+                    when(att.quote_captured_at, now) if att.quote_captured_at else "-",
+                ),
                 ("From pod", att.pod or "-"),
                 ("Verified", when(att.verified_at, now) if att.verified_at else "-"),
                 ("Expires", when(att.expires_at, now) if att.expires_at else "-"),

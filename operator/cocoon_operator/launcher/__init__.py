@@ -32,23 +32,47 @@ from cocoon_operator.launcher._plan import (
     operator_argv,
     process_name,
 )
+from cocoon_operator.launcher._quotefile import (
+    MAX_QUOTE_BYTES,
+    MAX_QUOTE_FILE_BYTES,
+    QUOTES_KEPT,
+    FileQuote,
+    QuoteFile,
+    QuoteFileError,
+    is_quote_file,
+    parse_quote_file,
+    quote_file_path,
+    render_quote_file,
+    write_quote_file,
+)
 from cocoon_operator.launcher._run import vm_running
 from cocoon_operator.launcher._spectree import spec_tree_hash
 
 __all__ = [
+    "MAX_QUOTE_BYTES",
+    "MAX_QUOTE_FILE_BYTES",
+    "QUOTES_KEPT",
     "CocoonConfigError",
+    "FileQuote",
     "LaunchError",
     "LaunchPlan",
     "ModelImage",
     "QemuInputs",
+    "QuoteFile",
+    "QuoteFileError",
     "WorkerConf",
+    "is_quote_file",
     "kernel_cmdline",
     "measured_identity",
     "operator_argv",
+    "parse_quote_file",
     "parse_worker_conf",
     "process_name",
     "qemu_argv",
+    "quote_file_path",
+    "render_quote_file",
     "runtime_vars",
     "spec_tree_hash",
     "vm_running",
+    "write_quote_file",
 ]

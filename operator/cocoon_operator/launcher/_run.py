@@ -54,9 +54,16 @@ from cocoon_operator.launcher._plan import (
     process_name,
     resolve_node,
 )
+from cocoon_operator.launcher._quotefile import (
+    FileQuote,
+    is_quote_file,
+    quote_file_path,
+    write_quote_file,
+)
 from cocoon_operator.launcher._quoterelay import (
     HOST_QGS,
     Address,
+    CapturedQuote,
     QuoteStore,
     UnixAddress,
     parse_address,
@@ -216,6 +223,8 @@ def identities_in_use(state_dir: Path, proc_root: Path = Path("/proc")) -> froze
     """The persistent-disk identities of the VMs running on this node (from their records)."""
     used: set[str] = set()
     for record in state_dir.glob("instance-*.json"):
+        if is_quote_file(record.name):
+            continue
         try:
             data = json.loads(record.read_text())
             pid, instance = int(data["pid"]), int(data["instance"])
@@ -286,17 +295,37 @@ class Prepared:
     node_wallet: str | None = None
 
 
+def quote_recorder(
+    store: QuoteStore, state_dir: Path, instance: int, pod_uid: str
+) -> Callable[[CapturedQuote], None]:
+    """The relay's capture callback: keep the quote, and rewrite the VM's quotes file
+    (the latest few, atomically) for the node agent (``launcher/_quotefile.py``)."""
+
+    def capture(captured: CapturedQuote) -> None:
+        store.add(captured)
+        kept = [FileQuote(q.quote, q.at, q.report_data) for q in store.latest(captured.vm)]
+        write_quote_file(state_dir, instance, pod_uid, kept)
+
+    return capture
+
+
 def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
     """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU."""
     plan = prepared.plan
     quotes = QuoteStore()
     relay = None
+    quote_file = quote_file_path(state_dir, plan.conf.instance)
+    # A previous VM's quotes on this instance are not this VM's.
+    quote_file.unlink(missing_ok=True)
     if plan.qgs_socket is not None:
         # Listening before QEMU starts: the guest asks for its first quote at boot.
+        state_dir.mkdir(parents=True, exist_ok=True)
         relay = start_quote_relay(
             vm=process_name(plan.conf.instance),
             listen=UnixAddress(plan.qgs_socket),
-            capture=quotes.add,
+            capture=quote_recorder(
+                quotes, state_dir, plan.conf.instance, os.environ.get("POD_UID", "")
+            ),
             upstream=prepared.qgs_upstream,
         )
     proc = subprocess.Popen(argv)
@@ -346,6 +375,7 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
         if proc.poll() is not None:
             if relay is not None:
                 relay.stop()
+            quote_file.unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
 

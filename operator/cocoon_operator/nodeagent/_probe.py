@@ -9,11 +9,15 @@ The launcher's contract with the agent: for each VM it starts it writes
 ``pod``, ``podUid``, ``pci``, ``pid``) and names the QEMU process
 ``cocoon-instance-<i>`` (``-name``); it removes the file once QEMU has exited.
 A record whose process is gone (or is another program, the pid reused) is
-reported as not running.
+reported as not running. Beside each record the launcher keeps the VM's latest
+quotes (``instance-<i>.quotes.json``, :mod:`cocoon_operator.launcher._quotefile`);
+the agent reads that file bounded, checks it belongs to the record's pod and
+instance, and reports the newest quote with the VM.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 from collections.abc import Callable
@@ -24,8 +28,22 @@ from typing import Final
 from pydantic import ValidationError
 
 from cocoon_operator import __version__, jsondoc
-from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
-from cocoon_operator.launcher import vm_running
+from cocoon_operator.api.nodereport import (
+    GpuDevice,
+    HostCheck,
+    NodeReport,
+    RelayedQuote,
+    VmRecord,
+)
+from cocoon_operator.launcher import (
+    MAX_QUOTE_FILE_BYTES,
+    FileQuote,
+    QuoteFileError,
+    is_quote_file,
+    parse_quote_file,
+    quote_file_path,
+    vm_running,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +124,63 @@ def scan_gpus(host: HostView) -> list[GpuDevice]:
     return gpus
 
 
-def read_vms(host: HostView) -> list[VmRecord]:
-    """The launcher's state files, each with whether its QEMU still runs."""
+def _read_bounded(path: Path, limit: int) -> str | None:
+    """The file's text, None when it is absent; QuoteFileError when larger than ``limit``."""
     try:
-        files = sorted(host.path(LAUNCHER_STATE_DIR).glob("instance-*.json"))
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > limit:
+        raise QuoteFileError(f"{path.name} is larger than {limit} bytes")
+    return data.decode()
+
+
+def read_quote(state_dir: Path, instance: int, pod_uid: str) -> RelayedQuote | None:
+    """The newest quote the launcher kept for the VM of ``pod_uid`` on ``instance``.
+
+    None when there is none yet, or the file is not the launcher's for that pod
+    (a previous VM's, half a file, something else): logged, never guessed at.
+    """
+    path = quote_file_path(state_dir, instance)
+    try:
+        text = _read_bounded(path, MAX_QUOTE_FILE_BYTES)
+        if text is None:
+            return None
+        parsed = parse_quote_file(text)
+    except (OSError, UnicodeDecodeError, QuoteFileError) as exc:
+        log.warning("ignoring quotes file %s: %s", path.name, exc)
+        return None
+    if parsed.instance != instance or parsed.pod_uid != pod_uid:
+        log.warning("ignoring quotes file %s: it is not this VM's (pod, instance)", path.name)
+        return None
+    latest = parsed.latest()
+    return None if latest is None else relayed(latest)
+
+
+def relayed(quote: FileQuote) -> RelayedQuote:
+    """A quote from the launcher's file, as the report carries it."""
+    return RelayedQuote(
+        quote=base64.b64encode(quote.quote).decode(),
+        captured_at=quote.captured_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        report_data=quote.report_data.hex() if quote.report_data is not None else None,
+    )
+
+
+def read_vms(host: HostView) -> list[VmRecord]:
+    """The launcher's state files, each with whether its QEMU still runs and its latest quote."""
+    state_dir = host.path(LAUNCHER_STATE_DIR)
+    try:
+        files = sorted(f for f in state_dir.glob("instance-*.json") if not is_quote_file(f.name))
     except OSError:
         return []
     vms = []
     for f in files:
         try:
             raw = jsondoc.loads(f.read_text())
-            raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), int(raw["instance"]))
+            instance = int(raw["instance"])
+            raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), instance)
+            raw["quote"] = read_quote(state_dir, instance, str(raw.get("podUid", "")))
             vms.append(VmRecord.model_validate(raw))
         except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             # A half-written or foreign file: say so, report the rest.

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cocoon_operator.api.nodereport import NodeReport, VmRecord
+from cocoon_operator.api.nodereport import NodeReport, RelayedQuote, VmRecord
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,32 @@ def _gpu_problem(report: NodeReport, vm: VmRecord, node: str) -> HostProblem | N
             definite=True,
         )
     return None
+
+
+@dataclass(frozen=True)
+class NoQuote:
+    """Why no relayed quote can be used for a pod's VM (waited out like a booting VM)."""
+
+    message: str
+
+
+def relayed_quote(
+    report: NodeReport | None, *, node: str, pod_uid: str, instance: int
+) -> RelayedQuote | NoQuote:
+    """The latest quote the launcher relayed for the VM of launcher pod ``pod_uid``.
+
+    Taken only from the report of the node the pod runs on, only from the record
+    of a running VM with the pod's uid *and* instance: a quote filed under any
+    other pod, instance or node is not this VM's, whatever it measures.
+    """
+    if report is None or report.node != node:
+        return NoQuote(f"no report from the node agent on {node}")
+    vm = next(
+        (v for v in report.vms if v.pod_uid == pod_uid and v.instance == instance and v.running),
+        None,
+    )
+    if vm is None:
+        return NoQuote(f"the node agent on {node} does not report this pod's VM running (yet)")
+    if vm.quote is None:
+        return NoQuote(f"the launcher on {node} has relayed no quote for instance {instance} yet")
+    return vm.quote

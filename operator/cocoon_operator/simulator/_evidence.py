@@ -55,6 +55,14 @@ class RaTlsEvidence:
     quote: bytes
     not_before: datetime
     validity: timedelta
+    # When the guest obtained ``quote`` (through the host's quote relay).
+    captured_at: datetime | None = None
+
+    def relayed_quote(self, *, tampered: bool = False, garbage: bool = False) -> bytes:
+        """The quote as the launcher's relay captured it, with the evidence faults."""
+        if garbage:
+            return GARBAGE_QUOTE
+        return tamper_quote(self.quote) if tampered else self.quote
 
     def certificate_pem(
         self,
@@ -126,6 +134,7 @@ def make_evidence(
         quote=quote,
         not_before=now.replace(microsecond=0) - timedelta(minutes=5),
         validity=validity,
+        captured_at=now,
     )
 
 

@@ -7,22 +7,41 @@ simulated worker VM is reported running on the node of its launcher pod with
 one of those GPUs, as the launcher's state file would say on a real host. The
 reports go through the real agent's :class:`~cocoon_operator.nodeagent._publish.Publisher`,
 so the operator reads exactly what it reads in production: the readiness gate
-gets the host's vouching, and ``status.gpu`` the VM's PCI address.
+gets the host's vouching and each VM's latest relayed quote (from a
+:data:`QuoteSource`, as the agent reads the launcher's quotes file), and
+``status.gpu`` the VM's PCI address.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cocoon_operator import __version__
 from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
 from cocoon_operator.k8s.rest import Kube
+from cocoon_operator.launcher import FileQuote
+from cocoon_operator.nodeagent._probe import relayed
 from cocoon_operator.nodeagent._publish import Publisher
 
 SIMULATED_GPUS = 8  # capacity nvidia.com/pgpu of a simulated CC node
 H100_SXM5 = "10de:2330"
 CHECKS = ("tdx", "kvm", "vhost-vsock", "gpus-vfio", "quote-service", "seal-server")
+
+
+@dataclass(frozen=True)
+class SimulatedQuote:
+    """A simulated VM's latest quote, as the launcher's relay would have kept it."""
+
+    quote: FileQuote
+    misfiled: bool = False  # fault: the report files it under another pod's uid
+
+
+#: The latest quote of the VM of a launcher pod (by uid), None when it has none yet.
+QuoteSource = Callable[[str], SimulatedQuote | None]
+MISFILED_PREFIX = "misfiled-"
 
 
 def simulated_gpus() -> list[GpuDevice]:
@@ -48,6 +67,7 @@ class SimulatedNodes:
         self._gpus = simulated_gpus()
         self._vms: dict[str, dict[str, VmRecord]] = {}
         self._publishers: dict[str, Publisher] = {}
+        self.quote_source: QuoteSource = lambda _uid: None
 
     def started(
         self,
@@ -85,13 +105,25 @@ class SimulatedNodes:
                 return node
         return None
 
+    def _with_quotes(self, vm: VmRecord) -> list[VmRecord]:
+        found = self.quote_source(vm.pod_uid)
+        if found is None:
+            return [vm]
+        quote = relayed(found.quote)
+        if found.misfiled:
+            # The fault: the quote sits under a record of another pod's uid.
+            other = vm.model_copy(update={"pod_uid": MISFILED_PREFIX + vm.pod_uid, "quote": quote})
+            return [vm, other]
+        return [vm.model_copy(update={"quote": quote})]
+
     def report(self, node: str) -> NodeReport:
+        vms = sorted(self._vms.get(node, {}).values(), key=lambda vm: vm.instance)
         return NodeReport(
             node=node,
             agent_version=f"{__version__}+simulated",
             checks=[HostCheck(name=name, ok=True, message="simulated host") for name in CHECKS],
             gpus=self._gpus,
-            vms=sorted(self._vms.get(node, {}).values(), key=lambda vm: vm.instance),
+            vms=[out for vm in vms for out in self._with_quotes(vm)],
         )
 
     async def publish(self, node: str, now: dt.datetime) -> bool:

@@ -125,6 +125,10 @@ class Faults:
     gpu_tampered: bool = False
     # /jsonstats names a wallet other than the one its key and owner give.
     other_wallet: bool = False
+    # The guest stopped refreshing: its latest relayed quote is two days old.
+    stale_quote: bool = False
+    # The node report files this VM's quote under another pod's uid.
+    misfiled_quote: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -362,6 +366,15 @@ class WorkerSimulator:
             garbage=self.faults.garbage_evidence,
             signer=self._foreign_key if self.faults.foreign_key else None,
         )
+
+    def relayed_quote(self) -> tuple[bytes, datetime]:
+        """The latest quote the guest obtained through the host's quote relay, and when
+        (with the evidence faults that are on)."""
+        quote = self.evidence.relayed_quote(
+            tampered=self.faults.tampered_evidence, garbage=self.faults.garbage_evidence
+        )
+        at = self.evidence.captured_at or self.evidence.not_before
+        return quote, at - timedelta(days=2) if self.faults.stale_quote else at
 
     def rotate_certificate(self) -> RaTlsEvidence:
         """A new Ed25519 key, quote and certificate; new TLS handshakes present it."""

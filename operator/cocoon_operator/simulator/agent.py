@@ -8,7 +8,10 @@ a :class:`~cocoon_operator.simulator.WorkerSimulator` on the pod's ``hostIP``
 configured from the pod's worker config (model, owner, coefficient) with TD
 measurements derived from the release image. It stops the simulator when the
 pod goes. One test PKI serves all of them; the agent also runs one PCCS
-stand-in for the operator's collateral.
+stand-in for the operator's collateral, and one quote generation service
+stand-in (:mod:`._quotepath`) behind a launcher quote relay per VM, through
+which each simulated guest asks for its quotes at start, on every key refresh
+and hourly; the node reports carry what the relays captured.
 
     python -m cocoon_operator.simulator.agent [--kubeconfig K] [--namespace NS]
         [--fault NAME]... --root-out FILE [--gpu-root-out FILE]
@@ -27,8 +30,10 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
+import shutil
 import signal
 import sys
 import tempfile
@@ -63,15 +68,25 @@ from cocoon_operator.desired.launcher import (
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
-from cocoon_operator.launcher import LaunchError, operator_argv
+from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
 from cocoon_operator.launcher._run import prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
+from cocoon_operator.qgs import QgsWireError
+from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
-from cocoon_operator.simulator._nodes import SimulatedNodes
+from cocoon_operator.simulator._nodes import SimulatedNodes, SimulatedQuote
+from cocoon_operator.simulator._quotepath import (
+    QuoteRefusedError,
+    SimulatedQgs,
+    SimulatedQuotePath,
+)
 from cocoon_operator.simulator._release import write_release
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
 log = logging.getLogger("cocoon_operator.simulator.agent")
+HEARTBEAT_SECONDS = 30.0
+PROBE_SECONDS = 2.0
+QUOTE_REFRESH_SECONDS = 3600.0  # cocoon-cert-refresh.timer: OnUnitInactiveSec=1h
 # The PCI address the simulated device plugin hands every launcher.
 SIMULATED_GPU = "0000:1b:00.0"
 
@@ -223,6 +238,7 @@ class Agent:
         gpu_pki: GpuTestPki | None = None,
         nodes: SimulatedNodes | None = None,
         release: Path | None = None,
+        qgs: SimulatedQgs | None = None,
     ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
@@ -232,6 +248,13 @@ class Agent:
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
+        # Each VM's quote path (the launcher's relay in front of the test QGS), and
+        # when its guest last asked (key generation, monotonic time).
+        self._qgs = qgs
+        self._paths: dict[str, SimulatedQuotePath] = {}
+        self._asked: dict[str, tuple[int, float]] = {}
+        self._sockets = Path(tempfile.mkdtemp(prefix="cocoon-relay-"))
+        self._relay_count = 0
         self._release = release or write_release(Path(tempfile.mkdtemp(prefix="cocoon-release-")))
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -243,6 +266,10 @@ class Agent:
             if sim is not None:
                 await sim.stop()
                 log.info("stopped worker %s", key)
+            path = self._paths.pop(key, None)
+            self._asked.pop(key, None)
+            if path is not None:
+                await path.close()
             if self._nodes is not None:
                 node = self._nodes.stopped(meta.get("uid", ""))
                 if node is not None:
@@ -265,6 +292,14 @@ class Agent:
             log.error("worker %s cannot listen on %s: %s", key, worker.host, exc)
             return
         self._running[key] = sim
+        if self._qgs is not None:
+            self._relay_count += 1
+            socket_path = self._sockets / f"vm-{self._relay_count}.qgs"
+            name = f"cocoon-instance-{worker.slot.index}"
+            self._paths[key] = await SimulatedQuotePath(
+                name, socket_path, self._qgs.address
+            ).start()
+            await self._guest_asks(key)  # at boot, as gen-cert-synced --tdx does
         if self._nodes is not None:
             self._nodes.started(
                 worker.node,
@@ -285,6 +320,51 @@ class Agent:
             worker.slot.ratls_port,
             sim.image_hash.hex(),
         )
+
+    async def _guest_asks(self, key: str) -> None:
+        """The simulated guest asks for a quote of its current RA-TLS key (REPORTDATA:
+        its SHA-512) through its VM's relay, as QEMU forwards a GetQuote."""
+        sim, path = self._running.get(key), self._paths.get(key)
+        if sim is None or path is None:
+            return
+        self._asked[key] = (sim.evidence.generation, asyncio.get_running_loop().time())
+        key_hash = hashlib.sha512(sim.evidence.public_key).digest()
+        try:
+            await path.ask(sim.config.measurements, key_hash)
+        except (OSError, asyncio.IncompleteReadError, QgsWireError, QuoteRefusedError) as exc:
+            log.warning("worker %s: GetQuote failed: %s", key, exc)
+
+    async def refresh_quotes(self, every: float = QUOTE_REFRESH_SECONDS) -> None:
+        """Each guest asks again on a new key (COCOON's certificate refresh) and every
+        ``every`` seconds (cocoon-cert-refresh.timer: hourly)."""
+        now = asyncio.get_running_loop().time()
+        for key, sim in list(self._running.items()):
+            generation, at = self._asked.get(key, (-1, 0.0))
+            if generation != sim.evidence.generation or now - at >= every:
+                await self._guest_asks(key)
+
+    def quote_of(self, pod_uid: str) -> SimulatedQuote | None:
+        """The latest quote the VM of launcher pod ``pod_uid`` obtained, as its relay kept
+        it (REPORTDATA: the SHA-512 of its RA-TLS key), with the VM's evidence faults."""
+        key = next((k for k in self._running if k.endswith("/" + pod_uid)), None)
+        if key is None:
+            return None
+        sim, path = self._running[key], self._paths.get(key)
+        if path is None:  # no quote path (an agent without a QGS): the guest's own quote
+            quote, at = sim.relayed_quote()
+            report_data: bytes | None = hashlib.sha512(sim.evidence.public_key).digest()
+        else:
+            captured = path.latest
+            if captured is None:
+                return None
+            quote, at, report_data = captured.quote, captured.at, captured.report_data
+            if sim.faults.garbage_evidence:
+                quote = GARBAGE_QUOTE
+            elif sim.faults.tampered_evidence:
+                quote = tamper_quote(quote)
+            if sim.faults.stale_quote:
+                at -= dt.timedelta(days=2)
+        return SimulatedQuote(FileQuote(quote, at, report_data), misfiled=sim.faults.misfiled_quote)
 
     async def _read_secrets(self, pod: dict[str, Any]) -> dict[str, str]:
         """The Secret keys the pod mounts, by the path the launcher reads them from."""
@@ -321,16 +401,19 @@ class Agent:
         for sim in self._running.values():
             await sim.stop()
         self._running.clear()
+        for path in self._paths.values():
+            await path.close()
+        self._paths.clear()
+        shutil.rmtree(self._sockets, ignore_errors=True)
 
 
-HEARTBEAT_SECONDS = 30.0
-
-
-async def _heartbeat(nodes: SimulatedNodes) -> None:
-    """Re-publish every node's report now and then, as the DaemonSet does (and so a
-    report whose write failed is written at the next beat)."""
+async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
+    """Look at every node again every few seconds, as the DaemonSet does, and publish
+    what changed (a new quote, a fault turned on), and the heartbeat (so a report
+    whose write failed is written at the next beat)."""
     while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS / 3)
+        await asyncio.sleep(PROBE_SECONDS)
+        await agent.refresh_quotes()
         try:
             await nodes.publish_all(dt.datetime.now(dt.UTC))
         except (ApiException, OSError, TimeoutError) as exc:
@@ -359,7 +442,12 @@ async def _main(args: argparse.Namespace) -> int:
             reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS)
         )
         ready["node_reports"] = args.node_reports
-    agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes)
+    # The nodes' quote generation service: a stand-in signing with the test PKI.
+    qgs_dir = Path(tempfile.mkdtemp(prefix="cocoon-qgs-"))
+    qgs = await SimulatedQgs(pki, qgs_dir / "qgs.sock").start()
+    agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes, qgs=qgs)
+    if nodes is not None:
+        nodes.quote_source = agent.quote_of
     print(
         json.dumps(
             {
@@ -377,13 +465,15 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(agent.run())]
     if nodes is not None:
-        tasks.append(asyncio.create_task(_heartbeat(nodes)))
+        tasks.append(asyncio.create_task(_heartbeat(nodes, agent)))
     await stop.wait()
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await agent.stop()
+    await qgs.close()
+    shutil.rmtree(qgs_dir, ignore_errors=True)
     await pccs.stop()
     await api.close()
     await reports_api.close()

@@ -1,5 +1,5 @@
-"""The operator's evidence path against a simulated worker on loopback: the real TLS
-handshake, RA-TLS parsing, PCCS fetch through the cache, DCAP (dcap-qvl) and policy."""
+"""The operator's evidence path on a simulated worker's relayed quote: PCCS fetch through
+the cache (the simulator's on loopback), DCAP (dcap-qvl) and policy."""
 
 from __future__ import annotations
 
@@ -54,11 +54,23 @@ def checker_for(
 
 
 async def check(
-    checker: EvidenceChecker, sim: WorkerSimulator, policy: AttestationPolicy | None = None
+    checker: EvidenceChecker,
+    sim: WorkerSimulator,
+    policy: AttestationPolicy | None = None,
+    *,
+    now: datetime = START,
+    requested: bytes | None = None,
 ) -> Verified | Rejected:
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes), der
-    return await checker.verify(der, policy=policy or AttestationPolicy(), now=START)
+    """The checker's verdict on the quote ``sim``'s guest obtained through the relay."""
+    quote, captured = sim.relayed_quote()
+    return await checker.verify_quote(
+        quote,
+        captured_at=captured,
+        requested_report_data=requested,
+        policy=policy or AttestationPolicy(),
+        now=now,
+        endpoint=(sim.host, sim.tls_port),
+    )
 
 
 async def test_simulated_evidence_verifies_with_the_test_root_selected(
@@ -69,8 +81,12 @@ async def test_simulated_evidence_verifies_with_the_test_root_selected(
     assert isinstance(outcome, Verified), outcome
     assert outcome.image_hash == sim.image_hash.hex()
     assert outcome.tcb_status == "UpToDate"
-    assert outcome.certificate_sha256 == hashlib.sha256(sim.evidence.certificate_der()).hexdigest()
-    assert outcome.valid_until <= START + timedelta(days=30)
+    assert outcome.quote_sha256 == hashlib.sha256(sim.evidence.quote).hexdigest()
+    # REPORTDATA, recorded for people: the SHA-512 of the guest's RA-TLS key.
+    assert outcome.report_data == hashlib.sha512(sim.evidence.public_key).hexdigest()
+    assert outcome.valid_until <= START + timedelta(
+        seconds=AttestationPolicy().quote_max_age_seconds
+    )
     # Collateral is fetched once and then served from the cache.
     assert isinstance(await check(checker, sim), Verified)
     assert source.calls == 1
@@ -102,7 +118,17 @@ async def test_tampered_evidence_fails_the_quote_signature(
     outcome = await check(checker, sim)
     assert isinstance(outcome, Rejected)
     assert outcome.step == "quote_signature"
-    assert outcome.certificate_sha256 is not None
+    assert outcome.quote_sha256 is not None
+
+
+async def test_a_quote_of_other_report_data_than_the_guest_asked_for_is_rejected(
+    sim: WorkerSimulator, session: aiohttp.ClientSession
+) -> None:
+    checker, _ = checker_for(sim, session)
+    asked = hashlib.sha512(sim.evidence.public_key).digest()
+    assert isinstance(await check(checker, sim, requested=asked), Verified)
+    outcome = await check(checker, sim, requested=b"\x00" * 64)
+    assert isinstance(outcome, Rejected) and outcome.step == "report_data", outcome
 
 
 async def test_policy_rules_name_what_failed(
@@ -119,7 +145,7 @@ async def test_policy_rules_name_what_failed(
     assert isinstance(outcome, Rejected) and outcome.step == "tcb_status"
 
 
-async def test_a_rotated_certificate_is_new_evidence(
+async def test_a_refreshed_quote_is_new_evidence(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
     checker, _ = checker_for(sim, session)
@@ -127,7 +153,8 @@ async def test_a_rotated_certificate_is_new_evidence(
     sim.rotate_certificate()
     second = await check(checker, sim)
     assert isinstance(first, Verified) and isinstance(second, Verified)
-    assert first.certificate_sha256 != second.certificate_sha256
+    assert first.quote_sha256 != second.quote_sha256
+    assert first.report_data != second.report_data
 
 
 async def test_nothing_listening_is_unreachable_not_an_exception(
@@ -159,26 +186,22 @@ class CountingEngine:
 async def counted(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> tuple[EvidenceChecker, CountingEngine, bytes]:
-    """A checker whose engine calls are counted, and the certificate ``sim`` presents."""
+    """A checker whose engine calls are counted, and the quote ``sim``'s guest obtained."""
     checker, _ = checker_for(sim, session)
     engine = CountingEngine(checker._verifier.engine)
     checker._verifier.engine = engine
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes)
-    return checker, engine, der
+    return checker, engine, sim.relayed_quote()[0]
 
 
-async def test_reattesting_an_unchanged_certificate_reuses_the_engines_verdict(
+async def test_reattesting_an_unchanged_quote_reuses_the_engines_verdict(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    checker, engine, der = await counted(sim, session)
+    checker, engine, _ = await counted(sim, session)
     for minutes in (0, 15, 30):
-        outcome = await checker.verify(
-            der, policy=AttestationPolicy(), now=START + timedelta(minutes=minutes)
-        )
+        outcome = await check(checker, sim, now=START + timedelta(minutes=minutes))
         assert isinstance(outcome, Verified), outcome
     assert engine.calls == 1
-    # A new certificate is verified by the engine again.
+    # A new quote is verified by the engine again.
     sim.rotate_certificate()
     assert isinstance(await check(checker, sim), Verified)
     assert engine.calls == 2
@@ -187,9 +210,9 @@ async def test_reattesting_an_unchanged_certificate_reuses_the_engines_verdict(
 async def test_the_engine_runs_again_for_new_collateral_and_when_time_goes_back(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    checker, engine, der = await counted(sim, session)
-    fingerprint = hashlib.sha256(der).hexdigest()
-    _, quote = checker._certificate(fingerprint, der)
+    checker, engine, raw = await counted(sim, session)
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    quote = checker._quote(fingerprint, raw)
     first = sim.collateral
     same_content = Collateral.from_json(sim.pki.collateral_json())
     later = START + timedelta(minutes=10)

@@ -1,8 +1,8 @@
 """The simulator's evidence-endpoint faults, seen through the operator's checker: an
 RA-TLS port that never completes a handshake is unreachable (bounded by the
-checker's timeout) and answers again once cleared; garbage where the quote
-belongs and a certificate whose key REPORTDATA does not bind are rejected,
-naming the step."""
+checker's timeout) and answers again once cleared (the port serves GPU evidence
+only); garbage where the quote belongs and a certificate whose key REPORTDATA
+does not bind are rejected, naming the step."""
 
 from __future__ import annotations
 
@@ -53,29 +53,32 @@ async def test_garbage_evidence_is_rejected_as_a_quote_format_error(
     assert isinstance(await check(checker, sim), Verified)
 
 
-async def test_a_key_that_reportdata_does_not_bind_is_rejected(
+async def test_gpu_evidence_from_a_certificate_whose_key_the_quote_does_not_bind_is_refused(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
     checker, _ = checker_for(sim, session)
-    good = await check(checker, sim)
+    verify_gpu = AttestationPolicy(gpu={"mode": "Verify"})
     sim.set_faults(foreign_key=True)
-    outcome = await check(checker, sim)
-    # The quote itself is genuine (signature, chain, TCB pass); only the binding fails.
-    assert isinstance(outcome, Rejected) and outcome.step == "report_data", outcome
-    assert isinstance(good, Verified) and outcome.certificate_sha256 != good.certificate_sha256
-    sim.set_faults(foreign_key=False)
-    assert isinstance(await check(checker, sim), Verified)
+    outcome = await check(checker, sim, verify_gpu)
+    # The quote itself is genuine (signature, chain, TCB pass); the certificate the
+    # GPU request would be pinned to is not the attested VM's: no GPU verdict.
+    assert isinstance(outcome, Rejected) and outcome.step == UNREACHABLE, outcome
+    assert "not the one the verified quote binds" in outcome.message
+    assert outcome.quote_sha256 is not None
+    assert isinstance(await check(checker, sim), Verified)  # InGuest asks nothing of it
 
 
-async def test_a_skewed_clock_fails_the_validity_step_never_verifies(
+async def test_a_skewed_clock_fails_a_date_step_never_verifies(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
-    """The same genuine evidence checked with the operator's clock a year off."""
+    """The same genuine quote checked with the operator's clock a year off."""
     checker, _ = checker_for(sim, session)
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes)
-    policy = AttestationPolicy()
-    assert isinstance(await checker.verify(der, policy=policy, now=START), Verified)
+    assert isinstance(await check(checker, sim), Verified)
     for now in (START + timedelta(days=365), START - timedelta(days=365)):
-        outcome = await checker.verify(der, policy=policy, now=now)
-        assert isinstance(outcome, Rejected) and outcome.step == "certificate_validity", outcome
+        outcome = await check(checker, sim, now=now)
+        assert isinstance(outcome, Rejected), outcome
+        assert outcome.step in (
+            "certificate_validity",
+            "collateral_expired",
+            "collateral_not_yet_valid",
+        ), outcome

@@ -21,7 +21,7 @@ from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator
 from cocoon_operator.workerapi import GpuEvidenceDocument, fetch_gpu_evidence
-from tests.unit.evidence.test_checker import START, checker_for
+from tests.unit.evidence.test_checker import START, check, checker_for
 
 VERIFY = AttestationPolicy(gpu=GpuAttestationPolicy(mode=GpuEvidenceMode.VERIFY))
 
@@ -79,9 +79,7 @@ def gpu_checker(
 async def verify(
     checker: EvidenceChecker, sim: WorkerSimulator, policy: AttestationPolicy = VERIFY
 ) -> Verified | Rejected:
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes), der
-    return await checker.verify(der, policy=policy, now=START, endpoint=(sim.host, sim.tls_port))
+    return await check(checker, sim, policy)
 
 
 async def test_verify_mode_checks_the_gpu_over_the_attested_channel(
@@ -181,17 +179,23 @@ async def test_allowed_versions_pass(sim: WorkerSimulator, session: aiohttp.Clie
     assert isinstance(outcome, Verified) and outcome.gpu is not None
 
 
-async def test_a_certificate_rotated_since_the_fetch_is_checked_again_not_rejected(
+async def test_a_key_refreshed_since_the_quote_is_checked_again_not_rejected(
     sim: WorkerSimulator, session: aiohttp.ClientSession
 ) -> None:
     checker = gpu_checker(sim, session)
-    der = await checker.fetch(sim.host, sim.tls_port)
-    assert isinstance(der, bytes)
-    sim.rotate_certificate()  # the pin no longer matches what the worker presents
-    outcome = await checker.verify(der, policy=VERIFY, now=START, endpoint=(sim.host, sim.tls_port))
+    quote, captured = sim.relayed_quote()
+    sim.rotate_certificate()  # the VM now presents a key the older quote does not bind
+    outcome = await checker.verify_quote(
+        quote,
+        captured_at=captured,
+        requested_report_data=None,
+        policy=VERIFY,
+        now=START,
+        endpoint=(sim.host, sim.tls_port),
+    )
     assert isinstance(outcome, Rejected)
-    assert outcome.step == UNREACHABLE  # transient: the next check verifies the new one
-    assert "another certificate" in outcome.message
+    assert outcome.step == UNREACHABLE  # transient: the next quote binds the new key
+    assert "not the one the verified quote binds" in outcome.message
 
 
 async def test_the_simulator_refuses_a_malformed_nonce(

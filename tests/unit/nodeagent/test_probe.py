@@ -6,13 +6,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from cocoon_operator.launcher import MAX_QUOTE_FILE_BYTES, FileQuote, write_quote_file
 from cocoon_operator.nodeagent import QGS_PORT, SEAL_SERVER_PORT, HostView, probe
 from tests.unit.nodeagent.hosts import gpu, nvswitch, tdx_host, vm_state
+
+QUOTE = FileQuote(b"a quote", datetime(2026, 12, 6, 14, 0, tzinfo=UTC), None)
 
 
 def all_reachable(cid: int, port: int) -> str | None:
@@ -137,3 +141,46 @@ def test_a_half_written_state_file_is_skipped_and_the_rest_reported(
     (root / "run/cocoon/instance-6.json").write_text("[" * 5000 + "]" * 5000)  # too deep
     vms = probe("node-a", HostView(root), all_reachable).vms
     assert [v.instance for v in vms] == [3]
+
+
+def test_each_vm_is_reported_with_the_newest_quote_its_launcher_kept(
+    tmp_path: Path, vm_process: subprocess.Popen[bytes]
+) -> None:
+    root = host_with_proc(tmp_path)
+    fields = {"namespace": "ns", "worker": "w", "pod": "w-abc", "pci": None}
+    vm_state(root, instance=3, pod_uid="uid-3", pid=vm_process.pid, **fields)
+    state = root / "run/cocoon"
+    at = datetime(2026, 12, 6, 14, 0, tzinfo=UTC)
+    kept = [
+        FileQuote(b"older", at, None),
+        FileQuote(b"newest", at + timedelta(hours=1), b"\x07" * 64),
+    ]
+    write_quote_file(state, 3, "uid-3", kept)
+
+    (vm,) = probe("node-a", HostView(root), all_reachable).vms  # the file is no VM record
+    assert vm.quote is not None
+    assert vm.quote.quote_bytes() == b"newest"
+    assert vm.quote.report_data == "07" * 64
+    assert vm.quote.captured_at.startswith("2026-12-06T15:00:00")
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda state: write_quote_file(state, 3, "the previous pod's uid", [QUOTE]),
+        lambda state: (state / "instance-3.quotes.json").write_text('{"version": 1, "inst'),
+        lambda state: (state / "instance-3.quotes.json").write_text(
+            " " * (MAX_QUOTE_FILE_BYTES + 1)
+        ),
+    ],
+    ids=["another pod's quotes", "half a file", "too large"],
+)
+def test_a_quotes_file_not_written_for_this_vm_is_reported_as_no_quote(
+    tmp_path: Path, vm_process: subprocess.Popen[bytes], corrupt: Callable[[Path], object]
+) -> None:
+    root = host_with_proc(tmp_path)
+    fields = {"namespace": "ns", "worker": "w", "pod": "w-abc", "pci": None}
+    vm_state(root, instance=3, pod_uid="uid-3", pid=vm_process.pid, **fields)
+    corrupt(root / "run/cocoon")
+    (vm,) = probe("node-a", HostView(root), all_reachable).vms
+    assert vm.running and vm.quote is None

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cocoon_operator.policy.nodereports import host_problem
-from cocoon_operator.simulator._nodes import SIMULATED_GPUS, SimulatedNodes
+from cocoon_operator.api.nodereport import RelayedQuote
+from cocoon_operator.launcher import FileQuote
+from cocoon_operator.policy.nodereports import NoQuote, host_problem, relayed_quote
+from cocoon_operator.simulator._nodes import (
+    MISFILED_PREFIX,
+    SIMULATED_GPUS,
+    SimulatedNodes,
+    SimulatedQuote,
+)
 
 
 def nodes() -> SimulatedNodes:
@@ -50,3 +57,21 @@ def test_a_node_has_as_many_gpus_as_its_capacity_says() -> None:
     assert start(sim, "n1", "uid-extra", 9) is None  # the scheduler never places a ninth
     problem = host_problem(sim.report("n1"), node="n1", pod_uid="uid-extra")
     assert problem is not None and problem.definite
+
+
+def test_each_vms_latest_quote_is_reported_with_it_and_a_misfiled_one_is_not_its_own() -> None:
+    at = dt.datetime(2026, 12, 6, 14, 0, tzinfo=dt.UTC)
+    misfiled = {"uid-b"}
+    sim = nodes()
+    sim.quote_source = lambda uid: SimulatedQuote(
+        FileQuote(f"quote of {uid}".encode(), at, b"\x01" * 64), misfiled=uid in misfiled
+    )
+    start(sim, "n1", "uid-a", 0), start(sim, "n1", "uid-b", 1)
+    report = sim.report("n1")
+    a = relayed_quote(report, node="n1", pod_uid="uid-a", instance=0)
+    assert isinstance(a, RelayedQuote) and a.quote_bytes() == b"quote of uid-a"
+    assert a.report_data == "01" * 64
+    # uid-b's quote sits under another uid: the operator finds none for uid-b.
+    assert isinstance(relayed_quote(report, node="n1", pod_uid="uid-b", instance=1), NoQuote)
+    moved = relayed_quote(report, node="n1", pod_uid=MISFILED_PREFIX + "uid-b", instance=1)
+    assert isinstance(moved, RelayedQuote) and moved.quote_bytes() == b"quote of uid-b"
