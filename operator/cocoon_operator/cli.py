@@ -260,7 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespace=args.node_report_namespace,
             grace_seconds=args.orphan_grace_seconds,
         )
-        nodes.register(kopf.get_default_registry())
+        # As often as the attestation check: the shared timer keeps its tick.
+        periodic.append(nodes.register(kopf.get_default_registry(), args.attestation_check_seconds))
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:

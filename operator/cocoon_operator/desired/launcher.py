@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -175,7 +176,7 @@ def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
     return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
 
 
-def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
+def _node_affinity(spec: CocoonWorkerSpec, prefer: Sequence[str] = ()) -> dict[str, Any]:
     expressions = [
         {"key": key, "operator": "In", "values": [value]}
         for key, value in sorted(required_node_labels().items())
@@ -186,13 +187,24 @@ def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
         )
     else:
         expressions.append({"key": labels.GPU_PRODUCT, "operator": "Exists"})
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": expressions}]
-            }
+    affinity: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": expressions}]
         }
     }
+    if prefer:
+        # Nodes whose agent reports the model Ready: no download, no build.
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {
+                "weight": MODEL_NODE_WEIGHT,
+                "preference": {
+                    "matchFields": [
+                        {"key": "metadata.name", "operator": "In", "values": sorted(prefer)}
+                    ]
+                },
+            }
+        ]
+    return {"nodeAffinity": affinity}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
@@ -263,6 +275,10 @@ def _ton_mounts(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
 # equal limits, as the launcher's, so the Pod stays in the Guaranteed QoS class;
 # the launcher's far larger requests are what the scheduler counts.
 MODEL_INIT_RESOURCES: Final = {"cpu": "1", "memory": "2Gi"}
+MODEL_INIT_CONTAINER: Final = "model"
+# The weight of preferring nodes that hold the model Ready (1-100; the only
+# preference of the pod, so its value matters only against the scheduler's own scores).
+MODEL_NODE_WEIGHT: Final = 100
 
 
 def _hf_token_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
@@ -288,7 +304,7 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
         args.append(f"--token-file={HF_TOKEN_FILE}")
         mounts.append({"name": "hf-token", "mountPath": SECRETS_DIR, "readOnly": True})
     return {
-        "name": "model",
+        "name": MODEL_INIT_CONTAINER,
         "image": spec.release.image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
@@ -303,11 +319,25 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
         },
         "volumeMounts": mounts,
+        # Its one-line failure (`model ensure: REASON: message`) becomes the
+        # termination message, which the worker's ModelReady condition repeats.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
-def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
-    """The desired launcher Pod for ``worker`` at the spec's current revision."""
+def launcher_pod(
+    worker: WorkerRef,
+    spec: CocoonWorkerSpec,
+    slot: InstanceSlot,
+    *,
+    model_nodes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The desired launcher Pod for ``worker`` at the spec's current revision.
+
+    ``model_nodes``: nodes that hold the worker's model Ready (their node
+    agents say so), which the pod prefers. A pod's spec is immutable, so this
+    only steers pods created from now on.
+    """
     rev = revision(spec)
     shape = vm_shape(spec)
     gpu = labels.PASSTHROUGH_GPU_RESOURCE
@@ -331,7 +361,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
         },
         "spec": {
             "readinessGates": [{"conditionType": READINESS_GATE}],
-            "affinity": _node_affinity(spec),
+            "affinity": _node_affinity(spec, model_nodes),
             "tolerations": tolerations,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,

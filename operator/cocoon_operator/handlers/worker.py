@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -46,9 +46,13 @@ from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.instances import instance_room, slots_coming
+from cocoon_operator.policy.nodereports import model_on, nodes_with_model
 from cocoon_operator.policy.pool import Expectations
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
+
+if TYPE_CHECKING:
+    from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.reconcile.worker import (
     DRAIN_HELD_EVENTS,
     Observed,
@@ -552,6 +556,21 @@ def _observe(
     )
 
 
+def with_models(observed: Observed, tracker: NodeReports | None) -> Observed:
+    """``observed`` with the node agents' word on its model (see handlers/nodes.py): on
+    its pods' nodes, and, when a new pod is due, the nodes that hold it Ready."""
+    if tracker is None:
+        return observed
+    reports, verity = tracker.reports, observed.spec.model.verity_hash
+    nodes = {p.node for p in observed.pods if p.node}
+    new_pod_due = all(p.deleting for p in observed.pods)
+    return dataclasses.replace(
+        observed,
+        node_models={n: model_on(reports[n], verity) for n in nodes if n in reports},
+        model_nodes=tuple(nodes_with_model(reports, verity)) if new_pod_due else (),
+    )
+
+
 async def _execute(deps: Deps, body: kopf.Body, result: Plan, logger: Logger) -> None:
     namespace, worker = body["metadata"]["namespace"], body["metadata"]["name"]
     events = result.events
@@ -641,7 +660,7 @@ async def _reconcile(
                 instance_room=room,
                 instance_coming=coming,
             )
-        result = plan(observed, now=deps.clock())
+        result = plan(with_models(observed, memo.get("node_reports")), now=deps.clock())
         if recorded:
             result.status = {**recorded, **result.status}
         drain = memo.get("drain")

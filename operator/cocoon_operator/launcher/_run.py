@@ -197,8 +197,10 @@ def write_state(
     *,
     persistent: str,
     wallet: str | None = None,
+    model_verity: str | None = None,
 ) -> Path:
-    """Tell the node agent which pod this VM belongs to (atomically: write, then rename)."""
+    """Tell the node agent which pod this VM belongs to, and which model it reads (the
+    agent's gc keeps it): atomically, write then rename."""
     state_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "instance": conf.instance,
@@ -210,6 +212,7 @@ def write_state(
         "pid": pid,
         "persistent": persistent,
         "nodeWallet": wallet,
+        "modelVerity": model_verity,
     }
     path = state_file(state_dir, conf.instance)
     tmp = path.with_suffix(".tmp")
@@ -336,6 +339,7 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
         os.environ,
         persistent=plan.inputs.persistent,
         wallet=prepared.node_wallet,
+        model_verity=prepared.model.verity_hash,
     )
     stopping: list[float] = []
     collected = prepared.persistent_dir is None

@@ -8,6 +8,9 @@ The launcher's contract with the agent: for each VM it starts it writes
 ``/run/cocoon/instance-<i>.json`` (``instance``, ``namespace``, ``worker``,
 ``pod``, ``podUid``, ``pci``, ``pid``) and names the QEMU process
 ``cocoon-instance-<i>`` (``-name``); it removes the file once QEMU has exited.
+The record also names the model's verity hash (``modelVerity``), which the
+agent's gc keeps. The models themselves are read from the node's model cache
+(:mod:`cocoon_operator.nodeagent._models`).
 A record whose process is gone (or is another program, the pid reused) is
 reported as not running. Beside each record the launcher keeps the VM's latest
 quotes (``instance-<i>.quotes.json``, :mod:`cocoon_operator.launcher._quotefile`);
@@ -44,6 +47,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
+from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, read_models
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +238,14 @@ def host_checks(host: HostView, gpus: list[GpuDevice], connect: VsockConnect) ->
     ]
 
 
-def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> NodeReport:
-    """One look at the host."""
+def probe(
+    node: str,
+    host: HostView,
+    connect: VsockConnect = connect_vsock,
+    *,
+    model_cache: Path | None = None,
+) -> NodeReport:
+    """One look at the host; the models from ``model_cache`` (default: the host's cache)."""
     gpus = scan_gpus(host)
     return NodeReport(
         node=node,
@@ -243,4 +253,5 @@ def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> N
         checks=host_checks(host, gpus, connect),
         gpus=gpus,
         vms=read_vms(host),
+        models=read_models(model_cache or host.path(MODEL_CACHE_DIR)),
     )

@@ -17,12 +17,13 @@ from typing import Any
 
 from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.nodereport import ModelRecord
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
-from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
+from cocoon_operator.policy.worker import ChainFacts, ModelFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
 
 
@@ -52,6 +53,11 @@ class Observed:
     listing_error: str | None = None
     # The operator registers this worker's hashes on a root it owns.
     registering: bool = False
+    # The node agents' word on this worker's model: per node with a report, what
+    # it says of the model (None: not listed); empty without node reports.
+    node_models: Mapping[str, ModelRecord | None] = field(default_factory=dict)
+    # Nodes whose report lists the model Ready: a new launcher pod prefers them.
+    model_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
-        desired_pod = launcher_pod(obs.ref, obs.spec, slot)
+        desired_pod = launcher_pod(obs.ref, obs.spec, slot, model_nodes=obs.model_nodes)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
@@ -223,6 +229,14 @@ def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFact
     )
 
 
+def model_facts(obs: Observed, pod: PodFacts | None) -> ModelFacts:
+    """What the node agent of ``pod``'s node says of the worker's model."""
+    node = pod.node if pod is not None else None
+    if node is None or node not in obs.node_models:
+        return ModelFacts()
+    return ModelFacts(reported=True, record=obs.node_models[node])
+
+
 def plan(obs: Observed, *, now: datetime) -> Plan:
     out = Plan()
     rev = revision(obs.spec)
@@ -250,6 +264,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         deleting=obs.deleting,
         spec_errors=obs.spec_errors,
         held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
+        model=model_facts(obs, current),
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now

@@ -9,7 +9,9 @@ reports go through the real agent's :class:`~cocoon_operator.nodeagent._publish.
 so the operator reads exactly what it reads in production: the readiness gate
 gets the host's vouching and each VM's latest relayed quote (from a
 :data:`QuoteSource`, as the agent reads the launcher's quotes file), and
-``status.gpu`` the VM's PCI address.
+``status.gpu`` the VM's PCI address. Each node's models come from its simulated
+cache (``models_root/<node>``, see :mod:`cocoon_operator.simulator._models`),
+read by the real agent's reader.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+import tempfile
+from pathlib import Path
 
 from cocoon_operator import __version__
 from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote
 from cocoon_operator.nodeagent._probe import relayed
+from cocoon_operator.nodeagent._models import read_models
 from cocoon_operator.nodeagent._publish import Publisher
 
 SIMULATED_GPUS = 8  # capacity nvidia.com/pgpu of a simulated CC node
@@ -60,7 +65,14 @@ def simulated_gpus() -> list[GpuDevice]:
 class SimulatedNodes:
     """The VMs running on each simulated node, published as that node's report."""
 
-    def __init__(self, api: Kube, namespace: str, heartbeat: dt.timedelta) -> None:
+    def __init__(
+        self,
+        api: Kube,
+        namespace: str,
+        heartbeat: dt.timedelta,
+        models_root: Path | None = None,
+    ) -> None:
+        self.models_root = models_root or Path(tempfile.mkdtemp(prefix="cocoon-sim-models-"))
         self._api = api
         self._namespace = namespace
         self._heartbeat = heartbeat
@@ -115,6 +127,10 @@ class SimulatedNodes:
             other = vm.model_copy(update={"pod_uid": MISFILED_PREFIX + vm.pod_uid, "quote": quote})
             return [vm, other]
         return [vm.model_copy(update={"quote": quote})]
+    def model_cache(self, node: str) -> Path:
+        """The simulated node's model cache (``/var/lib/cocoon/models`` on a real node)."""
+        self._vms.setdefault(node, {})  # a node with a cache is published with the rest
+        return self.models_root / node
 
     def report(self, node: str) -> NodeReport:
         vms = sorted(self._vms.get(node, {}).values(), key=lambda vm: vm.instance)
@@ -124,6 +140,7 @@ class SimulatedNodes:
             checks=[HostCheck(name=name, ok=True, message="simulated host") for name in CHECKS],
             gpus=self._gpus,
             vms=[out for vm in vms for out in self._with_quotes(vm)],
+            models=read_models(self.models_root / node),
         )
 
     async def publish(self, node: str, now: dt.datetime) -> bool:

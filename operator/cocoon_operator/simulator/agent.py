@@ -64,6 +64,7 @@ from cocoon_operator.desired.launcher import (
     COMMON_LABELS,
     LABEL_INSTANCE,
     LABEL_WORKER,
+    MODEL_INIT_CONTAINER,
 )
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
@@ -71,6 +72,7 @@ from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
 from cocoon_operator.launcher._run import prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
+from cocoon_operator.models import ModelId, Phase, parse_model_spec
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
@@ -80,6 +82,7 @@ from cocoon_operator.simulator._quotepath import (
     SimulatedQgs,
     SimulatedQuotePath,
 )
+from cocoon_operator.simulator._models import prepare_model
 from cocoon_operator.simulator._release import write_release
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
@@ -137,6 +140,20 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
         namespace=meta["namespace"],
         worker=(meta.get("labels") or {}).get(LABEL_WORKER, meta["name"]),
     )
+
+
+def init_container_model(pod: dict[str, Any]) -> ModelId | None:
+    """The model id the pod's init container ``model`` ensures (its ``--model=``)."""
+    for container in pod.get("spec", {}).get("initContainers") or []:
+        if container.get("name") != MODEL_INIT_CONTAINER:
+            continue
+        for arg in container.get("args") or []:
+            text = str(arg)
+            if text.startswith("--model="):
+                spec = parse_model_spec(text.removeprefix("--model="))
+                if spec.commit is not None and spec.verity is not None:
+                    return ModelId(spec.name, spec.commit, spec.verity)
+    return None
 
 
 def expected_digests(pod: dict[str, Any]) -> dict[str, str | None]:
@@ -239,8 +256,12 @@ class Agent:
         nodes: SimulatedNodes | None = None,
         release: Path | None = None,
         qgs: SimulatedQgs | None = None,
+        model_step_seconds: float = 0.25,
     ) -> None:
         self._api = api
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._model_step = model_step_seconds
+        self._models_root = Path(tempfile.mkdtemp(prefix="cocoon-sim-models-"))
         self._core = client.CoreV1Api(api)
         self._pki = pki
         self._gpu_pki = gpu_pki
@@ -262,6 +283,9 @@ class Agent:
         key = f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}"
         worker = None if kind == "DELETED" else pod_worker(pod)
         if worker is None:
+            starting = self._starting.pop(key, None)
+            if starting is not None:
+                starting.cancel()
             sim = self._running.pop(key, None)
             if sim is not None:
                 await sim.stop()
@@ -275,7 +299,42 @@ class Agent:
                 if node is not None:
                     await self._nodes.publish(node, dt.datetime.now(dt.UTC))
             return
-        if key in self._running:
+        if key in self._running or key in self._starting:
+            return
+        # The model first, as the init container goes first: in a task of its own,
+        # so one worker's preparation holds up no other pod's events.
+        self._starting[key] = asyncio.create_task(self._start(key, pod, worker))
+
+    async def _prepare_model(self, pod: dict[str, Any], worker: PodWorker) -> bool:
+        """What the pod's init container would do (``model ensure``); whether it is Ready."""
+        model = init_container_model(pod)
+        if model is None:
+            return True
+        nodes = self._nodes
+        cache = nodes.model_cache(worker.node) if nodes else self._models_root / worker.node
+
+        async def publish() -> None:
+            if nodes is not None:
+                await nodes.publish(worker.node, dt.datetime.now(dt.UTC))
+
+        result = await prepare_model(
+            cache, model, step_seconds=self._model_step, on_progress=publish
+        )
+        if result.phase is not Phase.READY:
+            log.error("worker %s does not start: model ensure: %s", worker.key, result.message)
+            return False
+        return True
+
+    async def _start(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        try:
+            await self._start_prepared(key, pod, worker)
+        except Exception as exc:  # a task of its own: say why, or nobody will
+            log.error("worker %s not started: %s", key, exc)
+        finally:
+            self._starting.pop(key, None)
+
+    async def _start_prepared(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        if not await self._prepare_model(pod, worker):
             return
         try:
             secrets = await self._read_secrets(pod)
@@ -398,6 +457,8 @@ class Agent:
                 await stream.close()
 
     async def stop(self) -> None:
+        for task in list(self._starting.values()):
+            task.cancel()
         for sim in self._running.values():
             await sim.stop()
         self._running.clear()
@@ -445,7 +506,16 @@ async def _main(args: argparse.Namespace) -> int:
     # The nodes' quote generation service: a stand-in signing with the test PKI.
     qgs_dir = Path(tempfile.mkdtemp(prefix="cocoon-qgs-"))
     qgs = await SimulatedQgs(pki, qgs_dir / "qgs.sock").start()
-    agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes, qgs=qgs)
+    agent = Agent(
+        api,
+        pki,
+        args.namespace,
+        faults=faults,
+        gpu_pki=gpu_pki,
+        nodes=nodes,
+        qgs=qgs,
+        model_step_seconds=args.model_step_seconds,
+    )
     if nodes is not None:
         nodes.quote_source = agent.quote_of
     print(
@@ -498,6 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also publish each simulated node's report there, as the per-node agent would",
     )
     parser.add_argument("--pccs-port", type=int, default=0)
+    parser.add_argument(
+        "--model-step-seconds",
+        type=float,
+        default=0.25,
+        help="each of the simulated model build's steps takes this long (before a worker starts)",
+    )
     parser.add_argument(
         "--fault",
         action="append",

@@ -299,6 +299,8 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
             "persistent": record["persistent"],
             # What COCOON's CocoonWallet gives for the key and owner (ton/cocoonwallet.py).
             "nodeWallet": node_wallet_address_of_key(WALLET_KEY, spec().owner_address).to_raw(),
+            # The model the VM reads: the node agent's gc keeps it.
+            "modelVerity": spec().model.verity_hash,
         }
         # One disk, named by the release's measured identity, in the worker's directory.
         (disk,) = (tmp_path / "disks").iterdir()
