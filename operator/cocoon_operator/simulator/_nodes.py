@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-import tempfile
 from pathlib import Path
 
 from cocoon_operator import __version__
 from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote
-from cocoon_operator.nodeagent._probe import relayed
 from cocoon_operator.nodeagent._models import read_models
+from cocoon_operator.nodeagent._probe import relayed
 from cocoon_operator.nodeagent._publish import Publisher
 
 SIMULATED_GPUS = 8  # capacity nvidia.com/pgpu of a simulated CC node
@@ -127,6 +127,7 @@ class SimulatedNodes:
             other = vm.model_copy(update={"pod_uid": MISFILED_PREFIX + vm.pod_uid, "quote": quote})
             return [vm, other]
         return [vm.model_copy(update={"quote": quote})]
+
     def model_cache(self, node: str) -> Path:
         """The simulated node's model cache (``/var/lib/cocoon/models`` on a real node)."""
         self._vms.setdefault(node, {})  # a node with a cache is published with the rest

@@ -76,13 +76,13 @@ from cocoon_operator.models import ModelId, Phase, parse_model_spec
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
+from cocoon_operator.simulator._models import prepare_model
 from cocoon_operator.simulator._nodes import SimulatedNodes, SimulatedQuote
 from cocoon_operator.simulator._quotepath import (
     QuoteRefusedError,
     SimulatedQgs,
     SimulatedQuotePath,
 )
-from cocoon_operator.simulator._models import prepare_model
 from cocoon_operator.simulator._release import write_release
 from cocoon_operator.simulator._server import Faults, SimulatorConfig, WorkerSimulator
 
