@@ -184,6 +184,7 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
         "/host/dev",
         "/host/proc",
         "/host/run/cocoon",
+        "/host/var/lib/cocoon/models",  # the model cache's progress files (read-only)
     }
     # No selector of the operator's matches the agents' pods.
     agent_labels = ds["spec"]["template"]["metadata"]["labels"]

@@ -170,19 +170,21 @@ def test_a_new_pod_prefers_the_nodes_whose_report_lists_the_model_ready() -> Non
         status=CocoonWorkerStatus(),
         pods=(),
         instances_in_use={},
-        model_nodes=("a",),
+        model_nodes=("b", "a"),
     )
     (created,) = plan(observed, now=NOW).apply
     preferred = created["spec"]["affinity"]["nodeAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
     ]
+    # One term per node: the apiserver takes a single value in a node field selector.
     assert preferred == [
         {
             "weight": 100,
             "preference": {
-                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
             },
         }
+        for node in ("a", "b")
     ]
     plain = plan(dataclasses.replace(observed, model_nodes=()), now=NOW).apply[0]
     assert (

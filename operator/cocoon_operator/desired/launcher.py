@@ -194,15 +194,16 @@ def _node_affinity(spec: CocoonWorkerSpec, prefer: Sequence[str] = ()) -> dict[s
     }
     if prefer:
         # Nodes whose agent reports the model Ready: no download, no build.
+        # One term per node: a node field selector takes a single value with `In`
+        # (the apiserver refuses more).
         affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
             {
                 "weight": MODEL_NODE_WEIGHT,
                 "preference": {
-                    "matchFields": [
-                        {"key": "metadata.name", "operator": "In", "values": sorted(prefer)}
-                    ]
+                    "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
                 },
             }
+            for node in sorted(prefer)
         ]
     return {"nodeAffinity": affinity}
 
