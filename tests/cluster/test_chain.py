@@ -217,12 +217,14 @@ class StatusHistory:
 
 
 def _without_model_progress(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The status versions less those that only moved the model's preparation on
-    (ModelReady's progress: one write per phase of the node's cache, by design)."""
+    """The status versions less those written by the node-report steps alone: the
+    model's preparation (ModelReady's progress, one write per phase of the node's
+    cache) and the GPU the node's report names (``status.gpu``), each its own step
+    whose timing against the worker's steps depends on when the report lands."""
 
     def rest(status: dict[str, Any]) -> dict[str, Any]:
         conditions = [c for c in status.get("conditions", []) if c["type"] != "ModelReady"]
-        return {**status, "conditions": conditions}
+        return {**{k: v for k, v in status.items() if k != "gpu"}, "conditions": conditions}
 
     out: list[dict[str, Any]] = []
     for version in versions:

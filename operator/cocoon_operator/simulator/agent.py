@@ -269,6 +269,7 @@ class Agent:
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
+        self._publishing: set[asyncio.Task[bool]] = set()
         # Each VM's quote path (the launcher's relay in front of the test QGS), and
         # when its guest last asked (key generation, monotonic time).
         self._qgs = qgs
@@ -314,8 +315,12 @@ class Agent:
         cache = nodes.model_cache(worker.node) if nodes else self._models_root / worker.node
 
         async def publish() -> None:
+            # As on a node: the init container never waits for the agent's report
+            # (the apiserver may be away); the report follows when it can.
             if nodes is not None:
-                await nodes.publish(worker.node, dt.datetime.now(dt.UTC))
+                task = asyncio.create_task(nodes.publish(worker.node, dt.datetime.now(dt.UTC)))
+                self._publishing.add(task)
+                task.add_done_callback(self._published)
 
         result = await prepare_model(
             cache, model, step_seconds=self._model_step, on_progress=publish
@@ -324,6 +329,11 @@ class Agent:
             log.error("worker %s does not start: model ensure: %s", worker.key, result.message)
             return False
         return True
+
+    def _published(self, task: asyncio.Task[bool]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("node report not published: %s", task.exception())
 
     async def _start(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
         try:
