@@ -444,6 +444,19 @@ def prepare_launch(
 ) -> Prepared:
     """What ``launch`` does before QEMU, for the launcher and the local stack's simulator."""
     conf, keys = read_worker_conf(config, env, instance, read_secret)
+    return prepare_conf(conf, keys, release, spec_dir, model_dir=model_dir, expected=expected)
+
+
+def prepare_conf(
+    conf: WorkerConf,
+    keys: LauncherKeys,
+    release: Path,
+    spec_dir: Path,
+    *,
+    model_dir: str | None = None,
+    expected: Mapping[str, str | None] | None = None,
+) -> Prepared:
+    """:func:`prepare_launch` for a worker.conf already read (its secrets resolved once)."""
     wallet = node_wallet(conf)
     image_dir = conf.image_dir_in(release)
     digests = release_digests(image_dir, expected or {})
@@ -452,7 +465,7 @@ def prepare_launch(
         model = ModelImage.parse(conf.model, "")
     except CocoonConfigError as exc:
         raise LaunchError(f"[node] model: {exc}") from None
-    model = ModelImage.parse(conf.model, str(models / f"{model.verity_hash}.tar"))
+    model = dataclasses.replace(model, tar_path=str(models / f"{model.verity_hash}.tar"))
     if spec_dir.exists():
         raise LaunchError(f"{spec_dir} exists: the spec share is written afresh")
     prepare_spec(release, conf, model, spec_dir)
@@ -502,23 +515,30 @@ def cmd_launch(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     private: Path | None = None
     try:
-        instance_probe, _ = read_worker_conf(Path(args.config), os.environ, args.instance)
-        previous = state_file(state_dir, instance_probe.instance)
+        conf, keys = read_worker_conf(Path(args.config), os.environ, args.instance)
+        previous = state_file(state_dir, conf.instance)
         if previous.exists():
             pid = int(json.loads(previous.read_text()).get("pid", 0))
-            if vm_running(Path("/proc"), pid, instance_probe.instance):
+            if vm_running(Path("/proc"), pid, conf.instance):
                 # A force-deleted pod's VM (the agent reports it): a second VM
                 # of this instance would fight it for the GPU, ports and CID.
                 raise LaunchError(
-                    f"the VM of instance {instance_probe.instance} (pid {pid}) still runs on"
+                    f"the VM of instance {conf.instance} (pid {pid}) still runs on"
                     " this node without its pod; stop it first"
                 )
             previous.unlink()  # left by a launcher that died with its VM
         # A directory of this launcher's own, private to root, removed when QEMU is gone.
-        private = state_dir / f"vm-{instance_probe.instance}"
+        private = state_dir / f"vm-{conf.instance}"
         shutil.rmtree(private, ignore_errors=True)
         private.mkdir(mode=0o700, parents=True)
-        prepared = prepare(args, os.environ, private / "spec")
+        prepared = prepare_conf(
+            conf,
+            keys,
+            Path(args.release),
+            private / "spec",
+            model_dir=args.model_dir,
+            expected=_expected(args),
+        )
         _check_model(prepared.model)
         persistent = Path(prepared.plan.inputs.persistent)
         if not persistent.exists():
