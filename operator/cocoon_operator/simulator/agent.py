@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -336,10 +337,22 @@ class Agent:
             log.warning("node report not published: %s", task.exception())
 
     async def _start(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        # A container that fails on a transient error (the apiserver away while its
+        # Secrets are read) is restarted by the kubelet with a growing back-off
+        # (restartPolicy Always); so is this start, until it succeeds or the pod goes.
+        delay = 1.0
         try:
-            await self._start_prepared(key, pod, worker)
-        except Exception as exc:  # a task of its own: say why, or nobody will
-            log.error("worker %s not started: %s", key, exc)
+            while True:
+                try:
+                    await self._start_prepared(key, pod, worker)
+                    return
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    log.warning("worker %s not started (%s); retrying in %.0f s", key, exc, delay)
+                except Exception as exc:  # a task of its own: say why, or nobody will
+                    log.error("worker %s not started: %s", key, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         finally:
             self._starting.pop(key, None)
 
@@ -460,7 +473,9 @@ class Agent:
                 async for event in stream.stream(method, *args, label_selector=SELECTOR):
                     obj = event["raw_object"]
                     await self.on_pod(event["type"], obj)
-            except (TimeoutError, ApiException, OSError) as exc:
+            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
+                # aiohttp.ClientError: an apiserver that restarts mid-stream cuts the
+                # chunked body short (ClientPayloadError), which is not an OSError.
                 log.warning("pod watch ended (%s); restarting", exc)
                 await asyncio.sleep(1)
             finally:
