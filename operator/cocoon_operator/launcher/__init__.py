@@ -45,7 +45,7 @@ from cocoon_operator.launcher._quotefile import (
     render_quote_file,
     write_quote_file,
 )
-from cocoon_operator.launcher._run import vm_running
+from cocoon_operator.launcher._run import state_file, vm_running
 from cocoon_operator.launcher._spectree import spec_tree_hash
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "render_quote_file",
     "runtime_vars",
     "spec_tree_hash",
+    "state_file",
     "vm_running",
     "write_quote_file",
 ]

@@ -73,7 +73,8 @@ from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
 from cocoon_operator.launcher._run import prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
-from cocoon_operator.models import ModelId, Phase, parse_model_spec
+from cocoon_operator.models import GcPolicy, ModelId, Phase, parse_model_spec
+from cocoon_operator.nodeagent._models import GcOptions
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
@@ -357,6 +358,7 @@ class Agent:
             self._starting.pop(key, None)
 
     async def _start_prepared(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        model = init_container_model(pod)
         if not await self._prepare_model(pod, worker):
             return
         try:
@@ -392,6 +394,7 @@ class Agent:
                 instance=worker.slot.index,
                 # What the launcher records for the node agent (launcher/_run.py).
                 node_wallet=guest.node_wallet,
+                model_verity=model.verity if model is not None else None,
             )
             await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(
@@ -500,9 +503,10 @@ async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
     while True:
         await asyncio.sleep(PROBE_SECONDS)
         await agent.refresh_quotes()
+        await nodes.collect_due()
         try:
             await nodes.publish_all(dt.datetime.now(dt.UTC))
-        except (ApiException, OSError, TimeoutError) as exc:
+        except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as exc:
             log.warning("node reports not published: %s", exc)
 
 
@@ -524,8 +528,13 @@ async def _main(args: argparse.Namespace) -> int:
     # The node agents' stand-in writes reports as the node agent does (k8s/rest.py).
     reports_api = Kube(load_connection(args.kubeconfig))
     if args.node_reports:
+        gc = GcOptions(
+            GcPolicy(max_count=args.model_gc_max_count),
+            interval=args.model_gc_interval,
+            min_idle=args.model_gc_min_idle_seconds,
+        )
         nodes = SimulatedNodes(
-            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS)
+            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS), gc=gc
         )
         ready["node_reports"] = args.node_reports
     # The nodes' quote generation service: a stand-in signing with the test PKI.
@@ -606,6 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=[name.replace("_", "-") for name in Faults.names()],
         help="every worker started misbehaves so from the start (repeatable; fault tests)",
     )
+    parser.add_argument(
+        "--model-gc-max-count",
+        type=int,
+        default=None,
+        help="run the node agent's model gc with this --gc-max-count on every simulated node",
+    )
+    parser.add_argument("--model-gc-min-idle-seconds", type=float, default=600.0)
+    parser.add_argument("--model-gc-interval", type=float, default=600.0)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
