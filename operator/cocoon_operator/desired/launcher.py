@@ -39,6 +39,7 @@ from cocoon_operator.desired.config import (
     MODELS_DIR,
     NODE_WALLET_KEY_FILE,
     PERSISTENT_DIR,
+    S3_CREDENTIALS_DIR,
     SECRETS_DIR,
     TON_BASE_CONFIG_DIR,
     TON_BASE_CONFIG_FILE,
@@ -292,6 +293,16 @@ def _hf_token_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
     return [{"name": "hf-token", "projected": {"sources": [source], "defaultMode": 0o400}}]
 
 
+def _s3_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    """The s3 credentials Secret, for the init container alone."""
+    source = spec.model.source
+    ref = source.s3.credentials_secret_ref if source and source.s3 else None
+    if ref is None:
+        return []
+    secret = {"secret": {"name": ref.name}}
+    return [{"name": "s3-credentials", "projected": {"sources": [secret], "defaultMode": 0o400}}]
+
+
 def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
     """``model ensure`` for the worker's model, before the launcher starts (docs/models.md)."""
     args = ["model", "ensure", f"--cache={MODELS_DIR}", f"--model={spec.model.cocoon_id}"]
@@ -301,6 +312,16 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
             f"--source-verity={spec.model.source.verity_url}",
         ]
     mounts: list[dict[str, Any]] = [{"name": "models", "mountPath": MODELS_DIR}]
+    s3 = spec.model.source.s3 if spec.model.source is not None else None
+    if s3 is not None:
+        args.append(f"--s3-region={s3.region}")
+        if s3.endpoint:
+            args.append(f"--s3-endpoint={s3.endpoint}")
+        if s3.credentials_secret_ref is not None:
+            args.append(f"--s3-credentials-dir={S3_CREDENTIALS_DIR}")
+            mounts.append(
+                {"name": "s3-credentials", "mountPath": S3_CREDENTIALS_DIR, "readOnly": True}
+            )
     if spec.hf_token_secret_ref is not None:
         args.append(f"--token-file={HF_TOKEN_FILE}")
         mounts.append({"name": "hf-token", "mountPath": SECRETS_DIR, "readOnly": True})
@@ -443,6 +464,7 @@ def launcher_pod(
                 },
                 *_secret_volumes(spec),
                 *_hf_token_volumes(spec),
+                *_s3_volumes(spec),
                 _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),
