@@ -29,6 +29,7 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
+from cocoon_operator.handlers.trust import TrustState
 from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.kubeconfig import load
@@ -127,6 +128,9 @@ class Deps:
     # kopf's diff bases of workers and pools (its settings hold the same object):
     # an object's entry goes when the object does (see worker_gone).
     diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)
+    # What this operator verified and read itself: the only inputs of funding and
+    # registration (status is output; see handlers/trust.py).
+    trust: TrustState = field(default_factory=TrustState)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -765,9 +769,12 @@ def gone(*, type: str | None, **_: Any) -> bool:
 
 @kopf.on.event(*WORKERS, when=gone)
 async def worker_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py)."""
+    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py) and what
+    this operator verified and read for it."""
     deps: Deps = memo["deps"]
     deps.diffbase.forget(body)
+    meta = body.get("metadata") or {}
+    deps.trust.forget((meta.get("namespace", ""), meta.get("name", "")))
 
 
 def being_drained(*, spec: kopf.Spec, **_: Any) -> bool:
