@@ -188,10 +188,13 @@ def view(
     deleting: bool = False,
     spec_errors: tuple[str, ...] = (),
     held: str | None = None,
+    image_refused: str | None = None,
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``.
 
     ``held``: why no VM may run now (see :mod:`cocoon_operator.policy.allowlist`).
+    ``image_refused``: why its launcher image may not run here
+    (:mod:`cocoon_operator.policy.launcherimages`).
     """
     scheduled, running, attested = _scheduled(pod, held), _vm_running(pod), _attested(pod)
     facts = chain if chain is not None else ChainFacts()
@@ -203,6 +206,9 @@ def view(
         phase = Phase.TERMINATING
     elif spec_errors:
         ready = Observed(ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors))
+        phase = Phase.FAILED
+    elif image_refused:
+        ready = Observed(ConditionType.READY, F, Reason.IMAGE_NOT_ALLOWED, image_refused)
         phase = Phase.FAILED
     elif paused:
         ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
