@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
 
     add_agent(sub)
+    from cocoon_operator.nodeagent._sweep import add_subparsers as add_sweep  # noqa: PLC0415
+
+    add_sweep(sub)
     from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
 
     add_launch(sub)
