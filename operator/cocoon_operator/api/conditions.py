@@ -54,6 +54,8 @@ class Reason(StrEnum):
     PAUSED = "Paused"
     DELETING = "Deleting"
     INVALID_SPEC = "InvalidSpec"
+    # spec.release.image is not one of the launcher images the operator allows.
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 
 
 class Phase(StrEnum):

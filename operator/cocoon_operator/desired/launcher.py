@@ -72,8 +72,11 @@ COMMON_LABELS: Final = {
 CONFIG_PATH: Final = "/etc/cocoon/worker.conf"
 # Where each worker's persistent disks live on the node.
 HOST_DISKS_DIR: Final = "/var/lib/cocoon/disks"
-# Shared with the node agent: the launcher's record of each VM on the host.
+# The launcher's state directory, as it sees it: its VM's record and quotes (read by
+# the node agent), its spec share (the VM's secrets) and sockets. On the node it is
+# HOST_LAUNCHER_PODS_DIR/<pod UID>, the pod's own: no launcher sees another's.
 LAUNCHER_STATE_DIR: Final = "/run/cocoon"
+HOST_LAUNCHER_PODS_DIR: Final = "/run/cocoon/pods"
 # Time the launcher gets to disable the worker, drain in-flight requests and
 # shut the VM down cleanly before the kubelet kills it.
 TERMINATION_GRACE_SECONDS: Final = 300
@@ -419,8 +422,9 @@ def launcher_pod(
                             "protocol": "TCP",
                         },
                     ],
-                    # Who this VM belongs to, for the node agent's report
-                    # (the launcher writes it to /run/cocoon).
+                    # Who this VM belongs to, for the node agent's report (the
+                    # launcher writes it to /run/cocoon); POD_UID also names the
+                    # pod's own state directory on the node (subPathExpr below).
                     "env": [
                         _field_env("POD_NAME", "metadata.name"),
                         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -443,7 +447,14 @@ def launcher_pod(
                         {"name": "dev-vfio", "mountPath": "/dev/vfio"},
                         {"name": "persistent", "mountPath": PERSISTENT_DIR},
                         {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
-                        {"name": "launcher-state", "mountPath": LAUNCHER_STATE_DIR},
+                        # Its own directory only (by its pod UID, from POD_UID above):
+                        # the spec shares of the node's other VMs, present or past,
+                        # hold their node wallet keys and HF tokens.
+                        {
+                            "name": "launcher-state",
+                            "mountPath": LAUNCHER_STATE_DIR,
+                            "subPathExpr": "$(POD_UID)",
+                        },
                         *_ton_mounts(spec),
                     ],
                 }
@@ -468,7 +479,7 @@ def launcher_pod(
                 _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),
-                _host_path("launcher-state", LAUNCHER_STATE_DIR, "DirectoryOrCreate"),
+                _host_path("launcher-state", HOST_LAUNCHER_PODS_DIR, "DirectoryOrCreate"),
                 # One directory per worker: its disks, one per release identity.
                 _host_path(
                     "persistent",

@@ -26,6 +26,7 @@ from cocoon_operator.launcher._cocoon import (
     runtime_vars,
 )
 from cocoon_operator.launcher._plan import (
+    STATE_LOCK,
     LaunchError,
     LaunchPlan,
     measured_identity,
@@ -52,6 +53,7 @@ __all__ = [
     "MAX_QUOTE_BYTES",
     "MAX_QUOTE_FILE_BYTES",
     "QUOTES_KEPT",
+    "STATE_LOCK",
     "CocoonConfigError",
     "FileQuote",
     "LaunchError",

@@ -110,10 +110,12 @@ def read_models(cache: Path, limit: int = MAX_MODEL_RECORDS) -> list[ModelRecord
 
 
 def models_in_use(state_dir: Path) -> set[str]:
-    """The verity hashes the launcher's state files name (``modelVerity``)."""
+    """The verity hashes the launchers' state files name (``modelVerity``): in each
+    launcher pod's own directory (``pods/<pod UID>/``, see ``_probe.state_dirs``) and
+    in the shared one older launchers wrote to."""
     found: set[str] = set()
     try:
-        files = list(state_dir.glob("instance-*.json"))
+        files = [*state_dir.glob("instance-*.json"), *state_dir.glob("pods/*/instance-*.json")]
     except OSError:
         return found
     for f in files:

@@ -287,11 +287,14 @@ def view(
     spec_errors: tuple[str, ...] = (),
     held: str | None = None,
     model: ModelFacts | None = None,
+    image_refused: str | None = None,
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``.
 
     ``held``: why no VM may run now (see :mod:`cocoon_operator.policy.allowlist`).
     ``model``: the node agent's word on the model, on the pod's node.
+    ``image_refused``: why its launcher image may not run here
+    (:mod:`cocoon_operator.policy.launcherimages`).
 
     Ready waits for ModelReady only until the VM is attested: a guest whose
     evidence verified has opened its model (the init container finished before
@@ -310,6 +313,9 @@ def view(
         phase = Phase.TERMINATING
     elif spec_errors:
         ready = Observed(ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors))
+        phase = Phase.FAILED
+    elif image_refused:
+        ready = Observed(ConditionType.READY, F, Reason.IMAGE_NOT_ALLOWED, image_refused)
         phase = Phase.FAILED
     elif paused:
         ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")

@@ -58,6 +58,10 @@ class Observed:
     node_models: Mapping[str, ModelRecord | None] = field(default_factory=dict)
     # Nodes whose report lists the model Ready: a new launcher pod prefers them.
     model_nodes: tuple[str, ...] = ()
+    # Why spec.release.image may not run here (the operator's allow-list), or None.
+    # No launcher pod is created for it; one already running is left alone (taking
+    # an image off the list never stops a fleet by itself: an administrator does).
+    image_refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
-    elif obs.paused or obs.spec_errors:
+    elif obs.paused or obs.spec_errors or obs.image_refused:
         current = next((p for p in obs.pods if p.revision == rev), None)
     elif held:
         _hold(obs, held, out)
@@ -265,6 +269,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         spec_errors=obs.spec_errors,
         held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
         model=model_facts(obs, current),
+        image_refused=obs.image_refused,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now

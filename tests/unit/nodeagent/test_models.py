@@ -91,6 +91,16 @@ def test_the_models_in_use_are_those_the_launchers_state_files_name(tmp_path: Pa
     assert models_in_use(tmp_path) == {A}
 
 
+def test_a_model_named_in_a_launcher_pods_own_directory_is_in_use(tmp_path: Path) -> None:
+    # Launchers write their records in their pod's directory (desired/launcher.py
+    # mounts /run/cocoon/pods/<uid> as their /run/cocoon): gc must see those too.
+    pod = tmp_path / "pods" / "0f3c2a5e-uid"
+    pod.mkdir(parents=True)
+    (pod / "instance-3.json").write_text(json.dumps({"instance": 3, "modelVerity": B}))
+    (tmp_path / "instance-0.json").write_text(json.dumps({"instance": 0, "modelVerity": A}))
+    assert models_in_use(tmp_path) == {A, B}
+
+
 def test_gc_collects_an_unused_model_when_the_policy_says_so_and_not_before(
     tmp_path: Path,
 ) -> None:
