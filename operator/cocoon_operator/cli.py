@@ -125,6 +125,23 @@ async def _standby_health(endpoint: str | None) -> Any:
     return runner
 
 
+def _lease_times(args: argparse.Namespace) -> Any:
+    """The election's timing from the flags (client-go's proportions by default);
+    ValueError naming the flags when they do not nest."""
+    from cocoon_operator.policy.leader import LeaseTimes  # noqa: PLC0415
+
+    try:
+        return LeaseTimes(
+            lease=args.lease_seconds,
+            renew_deadline=args.renew_deadline_seconds or args.lease_seconds * 2 / 3,
+            retry=args.retry_period_seconds or args.lease_seconds * 2 / 15,
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"--lease-seconds, --renew-deadline-seconds, --retry-period-seconds: {exc}"
+        ) from None
+
+
 async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
@@ -137,6 +154,7 @@ async def _run_as_leader(
     from cocoon_operator.k8s.leader import LeaderElector  # noqa: PLC0415
     from cocoon_operator.k8s.rest import Kube  # noqa: PLC0415
 
+    times = _lease_times(args)
     identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE", "default")
     async with Kube(load()) as api:
@@ -145,8 +163,7 @@ async def _run_as_leader(
             namespace,
             args.leader_election_id,
             identity,
-            lease_seconds=args.lease_seconds,
-            renew_seconds=max(1.0, args.lease_seconds / 3),
+            times=times,
         )
         standby = await _standby_health(args.liveness)
         try:
@@ -159,14 +176,37 @@ async def _run_as_leader(
         holding = asyncio.create_task(elector.hold())
         done, _ = await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
         if holding in done:
-            # Leadership lost: stop acting at once; the restarted process waits as a follower.
+            # Leadership lost: stop acting at once; the restarted process waits as a
+            # follower. A follower may take over ``lease - renew_deadline`` from now:
+            # handlers that do not stop by then are cut off like a kill -9, which every
+            # on-chain step survives (docs/funding.md).
             stop.set()
-            await running
+            try:
+                await asyncio.wait_for(asyncio.shield(running), times.lease - times.renew_deadline)
+            except TimeoutError:
+                logging.getLogger(__name__).error(
+                    "leader election: handlers did not stop in time; exiting at once"
+                )
+                logging.shutdown()
+                os._exit(1)
             return 1
         holding.cancel()
         await elector.release()
         running.result()
     return 0
+
+
+def _check_process_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with the collateral age or leader-election timing flags, if anything."""
+    if not args.collateral_max_age_hours > 0:  # also NaN
+        return "--collateral-max-age-hours must be positive"
+    if not args.leader_elect:
+        return None
+    try:
+        _lease_times(args)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_test_roots(args: argparse.Namespace) -> str | None:
@@ -231,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        admission.register(kopf.get_default_registry())
+        admission.register(kopf.get_default_registry(), namespaces)
         memo["webhook"] = admission.WebhookOptions(
             addr=args.webhook_addr,
             port=args.webhook_port,
@@ -240,7 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             certfile=args.webhook_cert,
             keyfile=args.webhook_key,
         )
-    problem = _check_test_roots(args)
+    problem = _check_test_roots(args) or _check_process_flags(args)
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -250,6 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpu_test_root=args.gpu_attestation_test_root,
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
+        collateral_max_age_hours=args.collateral_max_age_hours,
     )
     periodic: list[checks.Check] = []
     attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
@@ -311,6 +352,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _add_leader_args(run: argparse.ArgumentParser) -> None:
+    lead = run.add_argument_group("leader election (for more than one replica)")
+    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
+    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
+    lead.add_argument(
+        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
+    )
+    lead.add_argument("--lease-seconds", type=int, default=15)
+    lead.add_argument(
+        "--renew-deadline-seconds",
+        type=float,
+        default=None,
+        help="stop acting when no renewal succeeded for this long (default: 2/3 of the lease)",
+    )
+    lead.add_argument(
+        "--retry-period-seconds",
+        type=float,
+        default=None,
+        help="renew or retry to acquire this often (default: 2/15 of the lease)",
+    )
+
+
 def _add_attestation_args(run: argparse.ArgumentParser) -> None:
     att = run.add_argument_group("attestation")
     att.add_argument(
@@ -357,6 +420,14 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         default=180.0,
         help="a new VM that does not answer yet is booting, not failing, for this long",
     )
+    att.add_argument(
+        "--collateral-max-age-hours",
+        type=float,
+        default=24.0,
+        help="refetch TDX collateral (TCB info, QE identity, CRLs) at least this often,"
+        " however far its nextUpdate is, so a TCB recovery or PCK revocation takes effect"
+        " within this time (PCCS refreshes daily by default)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -394,13 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
-    lead = run.add_argument_group("leader election (for more than one replica)")
-    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
-    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
-    lead.add_argument(
-        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
-    )
-    lead.add_argument("--lease-seconds", type=int, default=15)
+    _add_leader_args(run)
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
     )

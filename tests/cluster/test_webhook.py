@@ -189,3 +189,46 @@ async def test_a_new_worker_has_the_finalizer_as_created_and_is_not_patched_for_
         }
         assert writers == creator, worker["metadata"]["managedFields"]
         assert worker["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
+
+
+async def test_a_namespace_scoped_operator_leaves_workers_of_other_namespaces_alone(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """The apiserver sends the webhooks requests from every namespace (kopf's
+    configurations have no namespaceSelector). A finalizer on a worker in a
+    namespace no replica watches would never be removed: the worker could never
+    be deleted. Such workers get neither the finalizer nor a verdict."""
+    await install_crds(api)
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    other = f"{namespace[:50]}-other"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    _, operator = webhook_operator(stack, namespace, tmp_path)
+    try:
+        with operator:
+            # Both webhooks up: a bad address in the watched namespace is refused,
+            # and a new worker there is created with the finalizer.
+            await refusal_once_up(api, namespace, "probe")
+            names = (f"w{i}" for i in itertools.count())
+
+            async def created_with_finalizer() -> bool:
+                body = example_worker()
+                body["metadata"]["name"] = next(names)
+                created = await custom.create_namespaced_custom_object(
+                    *API, namespace, v1alpha1.PLURAL, body
+                )
+                return v1alpha1.WORKER_FINALIZER in (created["metadata"].get("finalizers") or [])
+
+            await eventually(created_with_finalizer, within=60, what="the mutating webhook")
+            body = example_worker()
+            body["metadata"]["name"] = "elsewhere"
+            created = await custom.create_namespaced_custom_object(
+                *API, other, v1alpha1.PLURAL, body
+            )
+            assert not created["metadata"].get("finalizers"), created["metadata"]
+            bad = example_worker()
+            bad["metadata"]["name"] = "not-ours"
+            bad["spec"]["ownerAddress"] = BAD_CHECKSUM
+            assert await try_create(api, other, bad) is None
+    finally:
+        await core.delete_namespace(other)

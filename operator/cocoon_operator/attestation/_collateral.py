@@ -211,8 +211,18 @@ class LocalCollateralSource:
             ) from None
 
 
+#: How long fetched collateral is served before it is fetched again, whatever its
+#: ``nextUpdate`` (weeks away for TCB info and CRLs). Intel's PCCS refreshes its
+#: cache daily by default (``"RefreshSchedule": "0 0 1 * * *"``, 01:00 every day,
+#: in intel/SGXDataCenterAttestationPrimitives QuoteGeneration/pccs/config/default.json:7), so a
+#: TCB recovery or a PCK revocation published by Intel reaches verification
+#: within about a day; so here.
+DEFAULT_MAX_AGE = timedelta(hours=24)
+
+
 class CollateralCache:
-    """Collateral by (FMSPC, CA), kept until its earliest ``nextUpdate`` (minus a margin).
+    """Collateral by (FMSPC, CA), kept for at most ``max_age`` after it was fetched
+    and never past its earliest ``nextUpdate`` (minus a margin).
 
     :meth:`get` is the only awaitable step: it calls the injected source on a miss.
     :meth:`peek` is synchronous for callers that fetched earlier.
@@ -223,27 +233,34 @@ class CollateralCache:
         source: CollateralSource,
         *,
         refresh_before_expiry: timedelta = timedelta(0),
+        max_age: timedelta = DEFAULT_MAX_AGE,
         max_entries: int = 1024,
     ) -> None:
+        if max_age <= timedelta(0):
+            raise ValueError(f"collateral max_age must be positive, got {max_age}")
         self._source = source
         self._margin = refresh_before_expiry
+        self._max_age = max_age
         self._max = max_entries
-        self._entries: OrderedDict[CollateralKey, Collateral] = OrderedDict()
+        self._entries: OrderedDict[CollateralKey, tuple[Collateral, datetime]] = OrderedDict()
 
-    def _fresh(self, collateral: Collateral, now: datetime) -> bool:
+    def _fresh(self, collateral: Collateral, fetched_at: datetime, now: datetime) -> bool:
         info = collateral.info
-        return info.issued_at <= now < info.expires_at - self._margin
+        return (
+            info.issued_at <= now < info.expires_at - self._margin
+            and fetched_at <= now < fetched_at + self._max_age
+        )
 
     def peek(self, key: CollateralKey, *, now: datetime) -> Collateral | None:
         instant = utc(now)
         hit = self._entries.get(key)
-        if hit is None or not self._fresh(hit, instant):
+        if hit is None or not self._fresh(hit[0], hit[1], instant):
             return None
         self._entries.move_to_end(key)
-        return hit
+        return hit[0]
 
-    def put(self, collateral: Collateral) -> None:
-        self._entries[collateral.key] = collateral
+    def put(self, collateral: Collateral, *, fetched_at: datetime) -> None:
+        self._entries[collateral.key] = (collateral, utc(fetched_at))
         self._entries.move_to_end(collateral.key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -259,8 +276,8 @@ class CollateralCache:
                 f"source returned collateral for {collateral.key.fmspc}/{collateral.key.ca}, "
                 f"asked for {key.fmspc}/{key.ca}"
             )
-        if self._fresh(collateral, utc(now)):
-            self.put(collateral)
+        if self._fresh(collateral, utc(now), utc(now)):
+            self.put(collateral, fetched_at=now)
         return collateral
 
 

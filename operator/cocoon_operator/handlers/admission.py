@@ -13,11 +13,19 @@ created. Without it kopf patches the finalizer on when it first sees the
 worker, then waits for its watch to bring that patch back before it handles
 the creation: one write per worker, and at 3,000 workers a wait of minutes
 while the watch ran behind. A pool's members already carry it.
+
+In a namespace-scoped install (``--namespace``) both act only on workers in
+the watched namespaces. kopf's managed configurations carry no
+``namespaceSelector`` (kopf rewrites their ``webhooks`` list whole), so the
+apiserver still sends requests from every namespace; the handlers let those
+through untouched. A finalizer added to a worker no replica watches would never
+be removed, and the worker could never be deleted.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,18 +92,32 @@ def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.metadata["finalizers"] = wanted
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Add the admission handlers to ``registry``.
+def watched(namespaces: Collection[str]) -> Callable[..., bool]:
+    """kopf's ``when`` filter: True for an object in one of ``namespaces``, or for any
+    object when none are given (a cluster-wide install)."""
+    allowed = frozenset(namespaces)
+
+    def check(*, namespace: str | None = None, **_: Any) -> bool:
+        return not allowed or namespace in allowed
+
+    return check
+
+
+def register(registry: kopf.OperatorRegistry, namespaces: Collection[str] = ()) -> None:
+    """Add the admission handlers to ``registry``, acting in ``namespaces`` only
+    (all when empty, as the operator watches them).
 
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
     """
+    when = watched(namespaces)
     # Not DELETE: an object that got in with a bad address must stay deletable.
     kopf.on.validate(
         *WORKERS,
         id="addresses",
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
+        when=when,
         registry=registry,
     )(validate_addresses)
     kopf.on.mutate(
@@ -104,5 +126,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
         operations=["CREATE"],
         ignore_failures=True,
         side_effects=False,
+        when=when,
         registry=registry,
     )(add_finalizer)

@@ -87,6 +87,8 @@ class AttestationOptions:
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
+    # Collateral is refetched at least this often (see attestation DEFAULT_MAX_AGE).
+    collateral_max_age_hours: float = 24.0
 
 
 @dataclass
@@ -133,6 +135,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     collateral = CollateralCache(
         PccsCollateralSource(options.pccs_url, session),
         refresh_before_expiry=dt.timedelta(hours=1),
+        max_age=dt.timedelta(hours=options.collateral_max_age_hours),
     )
     gpu = _gpu_verifier(options, trust)
     if not gpu.device_root.production:
