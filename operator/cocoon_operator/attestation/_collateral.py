@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from cocoon_operator import jsondoc
 from cocoon_operator.attestation._time import parse_instant, utc
+from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 
 if TYPE_CHECKING:
     import aiohttp
@@ -311,6 +312,11 @@ def _crl_der(body: bytes) -> bytes:
         return bytes(body)
 
 
+#: The largest PCCS / PCS answer read (TCB info, QE identity and CRLs are kilobytes
+#: to tens of kilobytes): a PCCS does not get to fill the operator's memory.
+MAX_COLLATERAL_BYTES = 4 << 20
+
+
 class PccsCollateralSource:
     """Fetch TDX collateral from a PCCS / Intel PCS (API v4) with an injected aiohttp session.
 
@@ -319,11 +325,17 @@ class PccsCollateralSource:
     """
 
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, *, timeout_seconds: float = 10.0
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_seconds: float = 10.0,
+        max_body_bytes: int = MAX_COLLATERAL_BYTES,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
         self._timeout = timeout_seconds
+        self.max_body_bytes = max_body_bytes
 
     async def _get(self, path: str) -> tuple[bytes, Mapping[str, str]]:
         import aiohttp  # noqa: PLC0415 - only this I/O edge needs it at run time
@@ -333,9 +345,12 @@ class PccsCollateralSource:
             async with self._session.get(
                 url, timeout=aiohttp.ClientTimeout(total=self._timeout)
             ) as resp:
-                body = await resp.read()
                 if resp.status != 200:
                     raise CollateralFetchError(f"GET {url}: HTTP {resp.status}")
+                try:
+                    body = await read_capped(resp, self.max_body_bytes, what=f"GET {url}")
+                except BodyTooLargeError as exc:
+                    raise CollateralFetchError(str(exc)) from None
                 return body, {k.lower(): v for k, v in resp.headers.items()}
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CollateralFetchError(f"GET {url}: {exc}") from exc
