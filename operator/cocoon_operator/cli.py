@@ -300,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memo["node_report_options"] = nodes.NodeReportOptions(
             namespace=args.node_report_namespace,
             grace_seconds=args.orphan_grace_seconds,
+            max_age_seconds=args.node_report_max_age_seconds,
         )
         nodes.register(kopf.get_default_registry())
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
@@ -536,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="a VM running without its launcher pod this long is reported as orphaned",
+    )
+    agents.add_argument(
+        "--node-report-max-age-seconds",
+        type=float,
+        default=900.0,
+        help="a report not rewritten for this long vouches for nothing (the agent rewrites"
+        " it every heartbeat, 300 s in the chart): its agent is taken as gone",
     )
     run.set_defaults(func=cmd_run)
 

@@ -191,7 +191,7 @@ def _host(memo: Any, pod: PodFacts) -> HostProblem | None:
     reports: NodeReports | None = memo.get("node_reports")
     if reports is None or pod.node is None or pod.uid is None:
         return None
-    return host_problem(reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid)
+    return host_problem(reports.current(pod.node), node=pod.node, pod_uid=pod.uid)
 
 
 def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
@@ -205,7 +205,7 @@ def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
     if pod.node is None or pod.uid is None or pod.instance is None:
         return NoQuote("the pod's node, uid or instance is not known yet")
     return relayed_quote(
-        reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
+        reports.current(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
     )
 
 
