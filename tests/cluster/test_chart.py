@@ -221,6 +221,23 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
     assert not [a for a in container(off)["args"] if a.startswith("--node-report")]
 
 
+def test_with_leader_election_only_the_leader_is_named_in_the_webhook_configuration(
+    helm: Any,
+) -> None:
+    """Followers serve nothing: behind the Service they would receive admission
+    reviews they cannot answer, which fail open (unchecked addresses, no finalizer).
+    The leader writes its own pod IP into the configurations it manages."""
+    docs = render(helm, "--set", "replicaCount=2,leaderElection.enabled=true,webhook.enabled=true")
+    c = container(docs)
+    assert "--webhook-host=$(POD_IP)" in c["args"]
+    (ip,) = [e for e in c["env"] if e["name"] == "POD_IP"]
+    assert ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # One replica: the Service name, as before.
+    single = container(render(helm, "--set", "webhook.enabled=true"))
+    assert "--webhook-host=rel-cocoon-operator-webhook.ops.svc" in single["args"]
+    assert not [e for e in single["env"] if e["name"] == "POD_IP"]
+
+
 def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
     docs = render(
         helm,
