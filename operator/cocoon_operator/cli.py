@@ -125,6 +125,53 @@ async def _standby_health(endpoint: str | None) -> Any:
     return runner
 
 
+async def _standby_webhook(args: argparse.Namespace) -> Any:
+    """Answer admission reviews while waiting for the Lease, when the webhook has a
+    mounted certificate (the chart's ``certSecret`` or cert-manager): the
+    configurations then name the Service, which calls every replica, and a
+    review a follower did not answer would pass unchecked. Both handlers need
+    only the request (:func:`handlers.admission.standby_review`). Returns the
+    aiohttp runner and the certificate reloader to clean up, or None."""
+    if not (args.webhook_addr and args.webhook_cert and args.webhook_key):
+        return None  # self-signed: the leader names its own host, followers get nothing
+    import ssl  # noqa: PLC0415
+
+    from aiohttp import web  # noqa: PLC0415
+
+    from cocoon_operator.handlers.admission import standby_review  # noqa: PLC0415
+
+    namespaces = args.namespace or []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.webhook_cert, args.webhook_key)
+
+    async def reload() -> None:
+        # A renewed certificate (cert-manager) is picked up as kopf does: every minute.
+        while True:
+            await asyncio.sleep(60)
+            try:
+                context.load_cert_chain(args.webhook_cert, args.webhook_key)
+            except (OSError, ssl.SSLError) as exc:
+                logging.getLogger(__name__).warning("standby webhook certificate: %s", exc)
+
+    async def serve(request: web.Request) -> web.Response:
+        try:
+            review = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="not an AdmissionReview")
+        if not isinstance(review, dict):
+            return web.Response(status=400, text="not an AdmissionReview")
+        return web.json_response(standby_review(request.match_info["id"], review, namespaces))
+
+    app = web.Application()
+    app.router.add_post("/{id}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(
+        runner, args.webhook_addr, args.webhook_port, ssl_context=context, reuse_address=True
+    ).start()
+    return runner, asyncio.create_task(reload())
+
+
 def _lease_times(args: argparse.Namespace) -> Any:
     """The election's timing from the flags (client-go's proportions by default);
     ValueError naming the flags when they do not nest."""
@@ -166,11 +213,15 @@ async def _run_as_leader(
             times=times,
         )
         standby = await _standby_health(args.liveness)
+        webhook = await _standby_webhook(args)
         try:
             await elector.acquire()
         finally:
             if standby is not None:
                 await standby.cleanup()  # kopf serves the endpoint from now on
+            if webhook is not None:
+                webhook[1].cancel()
+                await webhook[0].cleanup()  # and the webhook
         stop = asyncio.Event()
         running = asyncio.create_task(operator(stop))
         holding = asyncio.create_task(elector.hold())

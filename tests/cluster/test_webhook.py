@@ -4,6 +4,7 @@ operator's finalizer as it is created; both configurations go on shutdown."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import socket
@@ -17,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.k8s.webhook_tls import self_signed
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -232,3 +234,79 @@ async def test_a_namespace_scoped_operator_leaves_workers_of_other_namespaces_al
             assert await try_create(api, other, bad) is None
     finally:
         await core.delete_namespace(other)
+
+
+async def test_a_follower_behind_the_same_service_answers_admission_reviews_as_the_leader(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """With a mounted certificate the configurations name a Service, which calls every
+    replica. A follower runs no kopf: unanswered, its share of reviews would pass
+    unchecked (failure policy Ignore). Here the configurations are pointed at the
+    follower alone, and it refuses the bad address and adds the finalizer."""
+    await install_crds(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    cert, key = self_signed(tmp_path, ["127.0.0.1"], now=dt.datetime.now(dt.UTC))
+    config = f"{namespace[-6:]}.test.cocoon.network"
+    leader_port, follower_port = free_port(), free_port()
+
+    def replica(port: int, log: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+        return running_operator(
+            stack.kubeconfig,
+            namespace,
+            tmp_path / log,
+            "--leader-elect",
+            "--leader-election-namespace",
+            namespace,
+            "--webhook-addr",
+            "127.0.0.1",
+            "--webhook-port",
+            str(port),
+            "--webhook-config",
+            config,
+            "--webhook-cert",
+            str(cert),
+            "--webhook-key",
+            str(key),
+        )
+
+    with replica(leader_port, "leader.log"):
+        await refusal_once_up(api, namespace, "probe")  # the leader serves
+        with replica(follower_port, "follower.log"):
+            # Every review now goes to the follower (as a Service may send it).
+            for read, patch in (
+                (
+                    admission.read_validating_webhook_configuration,
+                    admission.patch_validating_webhook_configuration,
+                ),
+                (
+                    admission.read_mutating_webhook_configuration,
+                    admission.patch_mutating_webhook_configuration,
+                ),
+            ):
+                current = await read(config)
+                hooks = []
+                for hook in current.webhooks:
+                    url = hook.client_config.url.replace(f":{leader_port}/", f":{follower_port}/")
+                    hooks.append({"name": hook.name, "clientConfig": {"url": url}})
+                await patch(config, {"webhooks": hooks})
+
+            names = (f"typo{i}" for i in itertools.count())
+
+            async def refused_by_the_follower() -> str | None:
+                # None: created, as the patched configuration is not in effect yet,
+                # or the follower is not listening yet (or, unfixed, never answers).
+                bad = example_worker()
+                bad["metadata"]["name"] = next(names)
+                bad["spec"]["ownerAddress"] = BAD_CHECKSUM
+                return await try_create(api, namespace, bad)
+
+            message = await eventually(refused_by_the_follower, within=30, what="a refusal")
+            assert "spec.ownerAddress: bad checksum" in message, message
+            good = example_worker()
+            good["metadata"]["name"] = "fine"
+            created = await custom.create_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, good
+            )
+            assert created["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
+            assert "LauncherCreated" not in (tmp_path / "follower.log").read_text()

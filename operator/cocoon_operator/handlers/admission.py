@@ -24,8 +24,10 @@ be removed, and the worker could never be deleted.
 
 from __future__ import annotations
 
+import base64
+import json
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,53 @@ def watched(namespaces: Collection[str]) -> Callable[..., bool]:
         return not allowed or namespace in allowed
 
     return check
+
+
+def standby_review(
+    handler_id: str, review: Mapping[str, Any], namespaces: Collection[str] = ()
+) -> dict[str, Any]:
+    """The answer to one AdmissionReview (v1) for handler ``handler_id``, as kopf gives
+    it for :func:`validate_addresses` and :func:`add_finalizer` (its URL path is the
+    handler's id), for a follower to serve while it waits for the Lease.
+
+    Behind a Service every replica is called; a follower runs no kopf, and a review
+    it did not answer would fail open. Both handlers need only the request, so
+    a follower answers exactly as the leader would.
+    """
+    request = review.get("request") or {}
+    obj = request.get("object") or {}
+    answer: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+    out = {
+        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": review.get("kind", "AdmissionReview"),
+        "response": answer,
+    }
+    namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace")
+    if not watched(namespaces)(namespace=namespace):
+        return out
+    operation = request.get("operation")
+    if handler_id == "addresses" and operation in ("CREATE", "UPDATE"):
+        old = request.get("oldObject") or {}
+        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
+        errors = introduced_errors(obj.get("spec") or {}, old_spec)
+        if errors:
+            answer["allowed"] = False
+            answer["status"] = {"message": "; ".join(errors), "code": 422}
+    elif handler_id == "finalizer" and operation == "CREATE":
+        present = (obj.get("metadata") or {}).get("finalizers")
+        if with_finalizer(present) is not None:
+            op = (
+                {"op": "add", "path": "/metadata/finalizers/-", "value": v1alpha1.WORKER_FINALIZER}
+                if present
+                else {
+                    "op": "add",
+                    "path": "/metadata/finalizers",
+                    "value": [v1alpha1.WORKER_FINALIZER],
+                }
+            )
+            answer["patchType"] = "JSONPatch"
+            answer["patch"] = base64.b64encode(json.dumps([op]).encode()).decode("ascii")
+    return out
 
 
 def register(registry: kopf.OperatorRegistry, namespaces: Collection[str] = ()) -> None:
