@@ -130,6 +130,9 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
         "Deployment",
         "DaemonSet",
         "Service",
+        # The node agents' writes bound to their own node's report.
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert (

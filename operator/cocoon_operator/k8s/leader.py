@@ -146,18 +146,21 @@ class LeaderElector:
         deadline passes without a successful renewal, even while a renewal is still
         in flight: a slow apiserver must not keep this replica acting."""
         deadline = self.times.renew_deadline
+        if self.renewed_at is None:
+            self.renewed_at = self._monotonic()
         while True:
-            await asyncio.sleep(self.times.retry)
-            last = self.renewed_at if self.renewed_at is not None else self._monotonic()
-            left = renew_timeout(last, deadline, now=self._monotonic())
+            left = renew_timeout(self.renewed_at, deadline, now=self._monotonic())
+            await asyncio.sleep(max(0.0, min(self.times.retry, left)))
+            left = renew_timeout(self.renewed_at, deadline, now=self._monotonic())
             if left <= 0:
                 log.error("leader election: could not renew within %ss", deadline)
                 return
             try:
                 held = await asyncio.wait_for(self.try_acquire(), timeout=left)
             except _FAILED as exc:
-                log.warning("leader election: renewal failed: %s", exc or type(exc).__name__)
-                held = True  # not refused: retry until the deadline
+                # Not refused: retried until the deadline (a timeout is the deadline).
+                log.warning("leader election: renewal failed: %s", str(exc) or type(exc).__name__)
+                continue
             if not held:
                 log.error("leader election: another replica holds the Lease")
                 return
