@@ -126,6 +126,73 @@ async def _standby_health(endpoint: str | None) -> Any:
     return runner
 
 
+async def _standby_webhook(args: argparse.Namespace) -> Any:
+    """Answer admission reviews while waiting for the Lease, when the webhook has a
+    mounted certificate (the chart's ``certSecret`` or cert-manager): the
+    configurations then name the Service, which calls every replica, and a
+    review a follower did not answer would pass unchecked. Both handlers need
+    only the request and the operator's own configuration (the launcher-image
+    allow-list) (:func:`handlers.admission.standby_review`). Returns the
+    aiohttp runner and the certificate reloader to clean up, or None."""
+    if not (args.webhook_addr and args.webhook_cert and args.webhook_key):
+        return None  # self-signed: the leader names its own host, followers get nothing
+    import ssl  # noqa: PLC0415
+
+    from aiohttp import web  # noqa: PLC0415
+
+    from cocoon_operator.handlers.admission import standby_review  # noqa: PLC0415
+
+    namespaces = args.namespace or []
+    images = _launcher_images(args)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.webhook_cert, args.webhook_key)
+
+    async def reload() -> None:
+        # A renewed certificate (cert-manager) is picked up as kopf does: every minute.
+        while True:
+            await asyncio.sleep(60)
+            try:
+                context.load_cert_chain(args.webhook_cert, args.webhook_key)
+            except (OSError, ssl.SSLError) as exc:
+                logging.getLogger(__name__).warning("standby webhook certificate: %s", exc)
+
+    async def serve(request: web.Request) -> web.Response:
+        try:
+            review = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="not an AdmissionReview")
+        if not isinstance(review, dict):
+            return web.Response(status=400, text="not an AdmissionReview")
+        answer = standby_review(request.match_info["id"], review, namespaces, images)
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/{id}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(
+        runner, args.webhook_addr, args.webhook_port, ssl_context=context, reuse_address=True
+    ).start()
+    return runner, asyncio.create_task(reload())
+
+
+def _lease_times(args: argparse.Namespace) -> Any:
+    """The election's timing from the flags (client-go's proportions by default);
+    ValueError naming the flags when they do not nest."""
+    from cocoon_operator.policy.leader import LeaseTimes  # noqa: PLC0415
+
+    try:
+        return LeaseTimes(
+            lease=args.lease_seconds,
+            renew_deadline=args.renew_deadline_seconds or args.lease_seconds * 2 / 3,
+            retry=args.retry_period_seconds or args.lease_seconds * 2 / 15,
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"--lease-seconds, --renew-deadline-seconds, --retry-period-seconds: {exc}"
+        ) from None
+
+
 async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
@@ -138,6 +205,7 @@ async def _run_as_leader(
     from cocoon_operator.k8s.leader import LeaderElector  # noqa: PLC0415
     from cocoon_operator.k8s.rest import Kube  # noqa: PLC0415
 
+    times = _lease_times(args)
     identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE", "default")
     async with Kube(load()) as api:
@@ -146,28 +214,54 @@ async def _run_as_leader(
             namespace,
             args.leader_election_id,
             identity,
-            lease_seconds=args.lease_seconds,
-            renew_seconds=max(1.0, args.lease_seconds / 3),
+            times=times,
         )
         standby = await _standby_health(args.liveness)
+        webhook = await _standby_webhook(args)
         try:
             await elector.acquire()
         finally:
             if standby is not None:
                 await standby.cleanup()  # kopf serves the endpoint from now on
+            if webhook is not None:
+                webhook[1].cancel()
+                await webhook[0].cleanup()  # and the webhook
         stop = asyncio.Event()
         running = asyncio.create_task(operator(stop))
         holding = asyncio.create_task(elector.hold())
         done, _ = await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
         if holding in done:
-            # Leadership lost: stop acting at once; the restarted process waits as a follower.
+            # Leadership lost: stop acting at once; the restarted process waits as a
+            # follower. A follower may take over ``lease - renew_deadline`` from now:
+            # handlers that do not stop by then are cut off like a kill -9, which every
+            # on-chain step survives (docs/funding.md).
             stop.set()
-            await running
+            try:
+                await asyncio.wait_for(asyncio.shield(running), times.lease - times.renew_deadline)
+            except TimeoutError:
+                logging.getLogger(__name__).error(
+                    "leader election: handlers did not stop in time; exiting at once"
+                )
+                logging.shutdown()
+                os._exit(1)
             return 1
         holding.cancel()
         await elector.release()
         running.result()
     return 0
+
+
+def _check_process_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with the collateral age or leader-election timing flags, if anything."""
+    if not args.collateral_max_age_hours > 0:  # also NaN
+        return "--collateral-max-age-hours must be positive"
+    if not args.leader_elect:
+        return None
+    try:
+        _lease_times(args)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_test_roots(args: argparse.Namespace) -> str | None:
@@ -247,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(RoutineTimerSuccesses())
     namespaces = args.namespace or []
-    problem = _check_test_roots(args) or _check_launcher_images(args)
+    problem = _check_test_roots(args) or _check_launcher_images(args) or _check_process_flags(args)
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -266,7 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        admission.register(kopf.get_default_registry(), images)
+        admission.register(kopf.get_default_registry(), images, namespaces)
         memo["webhook"] = _webhook_options(args)
     memo["attestation_options"] = attestation.AttestationOptions(
         pccs_url=args.pccs_url,
@@ -274,6 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpu_test_root=args.gpu_attestation_test_root,
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
+        collateral_max_age_hours=args.collateral_max_age_hours,
     )
     periodic: list[checks.Check] = []
     attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
@@ -283,6 +378,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memo["node_report_options"] = nodes.NodeReportOptions(
             namespace=args.node_report_namespace,
             grace_seconds=args.orphan_grace_seconds,
+            max_age_seconds=args.node_report_max_age_seconds,
         )
         # As often as the attestation check: the shared timer keeps its tick.
         periodic.append(nodes.register(kopf.get_default_registry(), args.attestation_check_seconds))
@@ -336,6 +432,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _add_leader_args(run: argparse.ArgumentParser) -> None:
+    lead = run.add_argument_group("leader election (for more than one replica)")
+    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
+    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
+    lead.add_argument(
+        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
+    )
+    lead.add_argument("--lease-seconds", type=int, default=15)
+    lead.add_argument(
+        "--renew-deadline-seconds",
+        type=float,
+        default=None,
+        help="stop acting when no renewal succeeded for this long (default: 2/3 of the lease)",
+    )
+    lead.add_argument(
+        "--retry-period-seconds",
+        type=float,
+        default=None,
+        help="renew or retry to acquire this often (default: 2/15 of the lease)",
+    )
+
+
 def _add_attestation_args(run: argparse.ArgumentParser) -> None:
     att = run.add_argument_group("attestation")
     att.add_argument(
@@ -381,6 +499,14 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         type=float,
         default=180.0,
         help="a new VM that does not answer yet is booting, not failing, for this long",
+    )
+    att.add_argument(
+        "--collateral-max-age-hours",
+        type=float,
+        default=24.0,
+        help="refetch TDX collateral (TCB info, QE identity, CRLs) at least this often,"
+        " however far its nextUpdate is, so a TCB recovery or PCK revocation takes effect"
+        " within this time (PCCS refreshes daily by default)",
     )
 
 
@@ -450,13 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
-    lead = run.add_argument_group("leader election (for more than one replica)")
-    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
-    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
-    lead.add_argument(
-        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
-    )
-    lead.add_argument("--lease-seconds", type=int, default=15)
+    _add_leader_args(run)
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
     )
@@ -520,6 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="a VM running without its launcher pod this long is reported as orphaned",
+    )
+    agents.add_argument(
+        "--node-report-max-age-seconds",
+        type=float,
+        default=900.0,
+        help="a report not rewritten for this long vouches for nothing (the agent rewrites"
+        " it every heartbeat, 300 s in the chart): its agent is taken as gone",
     )
     run.set_defaults(func=cmd_run)
 

@@ -130,6 +130,9 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
         "Deployment",
         "DaemonSet",
         "Service",
+        # The node agents' writes bound to their own node's report.
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert (
@@ -207,6 +210,17 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
     assert agent_role["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}
     ]
+    # RBAC cannot narrow those to a name pattern: a policy binds each agent's
+    # writes to its own node's report (proved against the apiserver in
+    # test_installed_rbac_is_enough_for_the_operator_and_no_more).
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    (only_agent,) = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:ops:rel-cocoon-operator-node-agent" in only_agent["expression"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "--node-report-max-age-seconds=900" in container(docs)["args"]
     bound = one(docs, "RoleBinding", "rel-cocoon-operator-node-agent")
     assert [s["name"] for s in bound["subjects"]] == ["rel-cocoon-operator-node-agent"]
     reader = one(docs, "RoleBinding", "rel-cocoon-operator-node-agent-reports")
@@ -216,6 +230,7 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
 
     off = render(helm, "--set", "nodeAgent.enabled=false")
     assert not by_kind(off, "DaemonSet") and not by_kind(off, "Role")
+    assert not by_kind(off, "ValidatingAdmissionPolicy")
     assert not [a for a in container(off)["args"] if a.startswith("--node-report")]
 
 
@@ -234,6 +249,23 @@ def test_chart_passes_the_allowed_launcher_images_and_allows_none_by_default(
         f"--launcher-image={digest}",
     ]
     assert image_args("--set", "launcher.allowAnyImage=true") == ["--allow-any-launcher-image"]
+
+
+def test_with_leader_election_only_the_leader_is_named_in_the_webhook_configuration(
+    helm: Any,
+) -> None:
+    """Followers serve nothing: behind the Service they would receive admission
+    reviews they cannot answer, which fail open (unchecked addresses, no finalizer).
+    The leader writes its own pod IP into the configurations it manages."""
+    docs = render(helm, "--set", "replicaCount=2,leaderElection.enabled=true,webhook.enabled=true")
+    c = container(docs)
+    assert "--webhook-host=$(POD_IP)" in c["args"]
+    (ip,) = [e for e in c["env"] if e["name"] == "POD_IP"]
+    assert ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # One replica: the Service name, as before.
+    single = container(render(helm, "--set", "webhook.enabled=true"))
+    assert "--webhook-host=rel-cocoon-operator-webhook.ops.svc" in single["args"]
+    assert not [e for e in single["env"] if e["name"] == "POD_IP"]
 
 
 def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
@@ -638,14 +670,28 @@ def release_for(namespace: str) -> str:
 
 
 async def sa_kubeconfig(
-    api: client.ApiClient, stack: Stack, namespace: str, sa: str, path: Path
+    api: client.ApiClient,
+    stack: Stack,
+    namespace: str,
+    sa: str,
+    path: Path,
+    *,
+    bound_to: client.V1Pod | None = None,
 ) -> Path:
-    """A kubeconfig for ``sa``: the stack's server and CA, a TokenRequest token."""
+    """A kubeconfig for ``sa``: the stack's server and CA, a TokenRequest token;
+    ``bound_to`` a pod, as the kubelet gets it for the pod (naming the pod's node)."""
     request: Any = {
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
         "spec": {"expirationSeconds": 3600},
     }
+    if bound_to is not None:
+        request["spec"]["boundObjectRef"] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": bound_to.metadata.name,
+            "uid": bound_to.metadata.uid,
+        }
     token = await client.CoreV1Api(api).create_namespaced_service_account_token(
         sa, namespace, request
     )
@@ -826,32 +872,56 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
         )
         assert hosts <= {n.metadata.name for n in tdx.items}, hosts
 
-        # The agent, with a token of its own ServiceAccount, publishes a report
-        # and may do nothing else.
+        # The agent, with the token bound to its pod (as the kubelet gives it),
+        # publishes its own node's report and may do nothing else.
         agent_sa = f"{fullname}-node-agent"
-        agent_config = await sa_kubeconfig(api, stack, namespace, agent_sa, tmp_path / "agent.json")
+        agent_pod = agents[0]
+        node = agent_pod.spec.node_name
+        agent_config = await sa_kubeconfig(
+            api, stack, namespace, agent_sa, tmp_path / "agent.json", bound_to=agent_pod
+        )
+        unbound_config = await sa_kubeconfig(
+            api, stack, namespace, agent_sa, tmp_path / "unbound.json"
+        )
         host = tmp_path / "host"
         host.mkdir()
-        published = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "cocoon_operator",
-                "node-agent",
-                "--once",
-                "--node-name=some-node",
-                f"--namespace={namespace}",
-                f"--kubeconfig={agent_config}",
-                f"--host-root={host}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+
+        async def publish(config: Path, as_node: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "cocoon_operator",
+                    "node-agent",
+                    "--once",
+                    f"--node-name={as_node}",
+                    f"--namespace={namespace}",
+                    f"--kubeconfig={config}",
+                    f"--host-root={host}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        # The policy takes effect within moments of its creation.
+        async def refused_for_another_node() -> bool:
+            other = await publish(agent_config, "some-other-node")
+            return other.returncode != 0 and "may write only ConfigMap" in other.stderr
+
+        await eventually(refused_for_another_node, within=30, what="the report policy")
+        assert not await exists(
+            core.read_namespaced_config_map, "cocoon-node-some-other-node", namespace
         )
+        published = await publish(agent_config, node)
         assert published.returncode == 0, published.stderr[-2000:]
-        assert await exists(core.read_namespaced_config_map, "cocoon-node-some-node", namespace)
+        assert await exists(core.read_namespaced_config_map, f"cocoon-node-{node}", namespace)
+        # A token not bound to a pod names no node: nothing is written with it.
+        unbound = await publish(unbound_config, node)
+        assert unbound.returncode != 0
+        assert "token bound to its pod" in unbound.stderr, unbound.stderr[-2000:]
         async with connect(str(agent_config)) as agent:
             assert not await can(agent, "list", "configmaps", namespace=namespace)
             assert not await can(agent, "delete", "configmaps", namespace=namespace)
@@ -859,6 +929,23 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
             assert not await can(agent, "get", "pods", namespace=namespace)
             assert not await can(agent, "get", "nodes")
             assert not await can(agent, "create", "configmaps", namespace="default")
+            # RBAC lets it create and patch ConfigMaps here; the policy refuses every
+            # one but its own report, the funding ledger first.
+            agent_core = client.CoreV1Api(agent)
+            ledger = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name="cocoon-funding-ledger"),
+                data={"ledger.json": "{}"},
+            )
+            with pytest.raises(ApiException) as refused_ledger:
+                await agent_core.create_namespaced_config_map(namespace, ledger)
+            assert refused_ledger.value.status == 403
+            assert "may write only ConfigMap" in refused_ledger.value.body
+            await core.create_namespaced_config_map(namespace, ledger)  # as the operator would
+            with pytest.raises(ApiException) as reset:
+                await agent_core.patch_namespaced_config_map(
+                    "cocoon-funding-ledger", namespace, {"data": {"ledger.json": "{}"}}
+                )
+            assert reset.value.status == 403
 
         with running_operator(kubeconfig, namespace, log, *no_grace, *reports) as proc:
             await create_worker(api, namespace, "w0")

@@ -18,7 +18,9 @@ from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import create_worker, worker_pods
 from tests.cluster.wait import eventually
 
-LEASE_SECONDS = 4
+# The leader gives up after 2/3 of it without a renewal (client-go's renew
+# deadline): long enough for an apiserver on a loaded test machine.
+LEASE_SECONDS = 8
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ operator's finalizer as it is created; both configurations go on shutdown."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import socket
@@ -17,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.k8s.webhook_tls import self_signed
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
@@ -189,3 +191,122 @@ async def test_a_new_worker_has_the_finalizer_as_created_and_is_not_patched_for_
         }
         assert writers == creator, worker["metadata"]["managedFields"]
         assert worker["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
+
+
+async def test_a_namespace_scoped_operator_leaves_workers_of_other_namespaces_alone(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """The apiserver sends the webhooks requests from every namespace (kopf's
+    configurations have no namespaceSelector). A finalizer on a worker in a
+    namespace no replica watches would never be removed: the worker could never
+    be deleted. Such workers get neither the finalizer nor a verdict."""
+    await install_crds(api)
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    other = f"{namespace[:50]}-other"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    _, operator = webhook_operator(stack, namespace, tmp_path)
+    try:
+        with operator:
+            # Both webhooks up: a bad address in the watched namespace is refused,
+            # and a new worker there is created with the finalizer.
+            await refusal_once_up(api, namespace, "probe")
+            names = (f"w{i}" for i in itertools.count())
+
+            async def created_with_finalizer() -> bool:
+                body = example_worker()
+                body["metadata"]["name"] = next(names)
+                created = await custom.create_namespaced_custom_object(
+                    *API, namespace, v1alpha1.PLURAL, body
+                )
+                return v1alpha1.WORKER_FINALIZER in (created["metadata"].get("finalizers") or [])
+
+            await eventually(created_with_finalizer, within=60, what="the mutating webhook")
+            body = example_worker()
+            body["metadata"]["name"] = "elsewhere"
+            created = await custom.create_namespaced_custom_object(
+                *API, other, v1alpha1.PLURAL, body
+            )
+            assert not created["metadata"].get("finalizers"), created["metadata"]
+            bad = example_worker()
+            bad["metadata"]["name"] = "not-ours"
+            bad["spec"]["ownerAddress"] = BAD_CHECKSUM
+            assert await try_create(api, other, bad) is None
+    finally:
+        await core.delete_namespace(other)
+
+
+async def test_a_follower_behind_the_same_service_answers_admission_reviews_as_the_leader(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """With a mounted certificate the configurations name a Service, which calls every
+    replica. A follower runs no kopf: unanswered, its share of reviews would pass
+    unchecked (failure policy Ignore). Here the configurations are pointed at the
+    follower alone, and it refuses the bad address and adds the finalizer."""
+    await install_crds(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    cert, key = self_signed(tmp_path, ["127.0.0.1"], now=dt.datetime.now(dt.UTC))
+    config = f"{namespace[-6:]}.test.cocoon.network"
+    leader_port, follower_port = free_port(), free_port()
+
+    def replica(port: int, log: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+        return running_operator(
+            stack.kubeconfig,
+            namespace,
+            tmp_path / log,
+            "--leader-elect",
+            "--leader-election-namespace",
+            namespace,
+            "--webhook-addr",
+            "127.0.0.1",
+            "--webhook-port",
+            str(port),
+            "--webhook-config",
+            config,
+            "--webhook-cert",
+            str(cert),
+            "--webhook-key",
+            str(key),
+        )
+
+    with replica(leader_port, "leader.log"):
+        await refusal_once_up(api, namespace, "probe")  # the leader serves
+        with replica(follower_port, "follower.log"):
+            # Every review now goes to the follower (as a Service may send it).
+            for read, patch in (
+                (
+                    admission.read_validating_webhook_configuration,
+                    admission.patch_validating_webhook_configuration,
+                ),
+                (
+                    admission.read_mutating_webhook_configuration,
+                    admission.patch_mutating_webhook_configuration,
+                ),
+            ):
+                current = await read(config)
+                hooks = []
+                for hook in current.webhooks:
+                    url = hook.client_config.url.replace(f":{leader_port}/", f":{follower_port}/")
+                    hooks.append({"name": hook.name, "clientConfig": {"url": url}})
+                await patch(config, {"webhooks": hooks})
+
+            names = (f"typo{i}" for i in itertools.count())
+
+            async def refused_by_the_follower() -> str | None:
+                # None: created, as the patched configuration is not in effect yet,
+                # or the follower is not listening yet (or, unfixed, never answers).
+                bad = example_worker()
+                bad["metadata"]["name"] = next(names)
+                bad["spec"]["ownerAddress"] = BAD_CHECKSUM
+                return await try_create(api, namespace, bad)
+
+            message = await eventually(refused_by_the_follower, within=30, what="a refusal")
+            assert "spec.ownerAddress: bad checksum" in message, message
+            good = example_worker()
+            good["metadata"]["name"] = "fine"
+            created = await custom.create_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, good
+            )
+            assert created["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
+            assert "LauncherCreated" not in (tmp_path / "follower.log").read_text()

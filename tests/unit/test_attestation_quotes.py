@@ -110,8 +110,10 @@ async def check(
     reports: dict[str, NodeReport] | None,
     status: dict[str, Any] | None = None,
     last: LastVerification | None = None,
+    report_age: dt.timedelta = dt.timedelta(minutes=1),
 ) -> GateDecision:
-    """One check at NOW; the decision it would write (or Verifying when it verifies)."""
+    """One check at NOW, the reports written ``report_age`` earlier; the decision it
+    would write (or Verifying when it verifies)."""
     decisions: list[GateDecision] = []
 
     async def record(deps: Any, body: Any, pod: Any, decision: GateDecision, **_: Any) -> None:
@@ -125,8 +127,9 @@ async def check(
     body = worker_body(status)
     memo: dict[str, Any] = {"attestation": state, "deps": deps}
     if reports is not None:
-        tracker = NodeReports(NodeReportOptions(namespace="cocoon-system"))
+        tracker = NodeReports(NodeReportOptions(namespace="cocoon-system"), clock=lambda: NOW)
         tracker.reports.update(reports)
+        tracker.stamps.update(dict.fromkeys(reports, NOW - report_age))
         memo["node_reports"] = tracker
     await attest_worker(
         body=kopf.Body(cast(kopf.RawBody, body)),
@@ -172,6 +175,21 @@ async def test_a_quote_filed_under_anything_but_the_pods_own_vm_is_not_used(
     assert decision.gate is ConditionStatus.FALSE
     # The host check already misses the pod's VM, or the quote lookup does.
     assert failed_step(decision) in (NO_QUOTE, HOST_UNREPORTED)
+
+
+async def test_a_report_older_than_the_max_age_vouches_for_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead agent's last report would otherwise vouch for the host, and hand out
+    its last quote, forever (the default max age is 900 s)."""
+    with pytest.raises(Verifying):
+        await check(monkeypatch, reports={"n1": report()}, report_age=dt.timedelta(seconds=899))
+    decision = await check(
+        monkeypatch, reports={"n1": report()}, report_age=dt.timedelta(seconds=901)
+    )
+    assert decision.gate is ConditionStatus.FALSE
+    assert failed_step(decision) == HOST_UNREPORTED
+    assert "last reported at" in (decision.summary.failure or ""), decision.summary
 
 
 async def test_without_node_reports_no_quote_is_taken_from_anywhere(

@@ -24,9 +24,12 @@ from cocoon_operator.desired.nodeagent import report_config_map
 from cocoon_operator.policy.nodereports import (
     LivePod,
     NoQuote,
+    StaleReport,
+    fresh,
     host_problem,
     orphaned,
     relayed_quote,
+    report_stamp,
     worker_gpus,
 )
 
@@ -198,3 +201,27 @@ def test_a_report_with_ten_vms_of_the_largest_quotes_fits_a_configmap() -> None:
 def test_a_report_quote_larger_than_the_bound_does_not_validate() -> None:
     with pytest.raises(ValidationError):
         quoted("u1", quote=b"\xff" * (MAX_REPORTED_QUOTE_BYTES + 3))
+
+
+MAX_AGE = dt.timedelta(seconds=900)
+
+
+def test_a_report_vouches_until_its_max_age_and_then_says_its_agent_went_quiet() -> None:
+    r = report("a", vm("u1"))
+    at = T0 - MAX_AGE
+    assert fresh(r, at, now=T0, max_age=MAX_AGE) is r
+    stale = fresh(r, at, now=T0 + dt.timedelta(seconds=1), max_age=MAX_AGE)
+    assert isinstance(stale, StaleReport)
+    problem = host_problem(stale, node="a", pod_uid="u1")
+    assert problem is not None and not problem.definite
+    assert "last reported at 2026-11-25T11:45:00Z" in problem.message
+    assert isinstance(relayed_quote(stale, node="a", pod_uid="u1", instance=0), NoQuote)
+    assert isinstance(fresh(r, None, now=T0, max_age=MAX_AGE), StaleReport)  # no stamp
+    assert fresh(None, at, now=T0, max_age=MAX_AGE) is None
+
+
+def test_a_stamp_from_the_future_counts_from_when_the_operator_saw_the_report() -> None:
+    seen = T0
+    assert report_stamp(T0 + dt.timedelta(days=365), observed=seen) == seen
+    assert report_stamp(T0 - dt.timedelta(minutes=3), observed=seen) == T0 - dt.timedelta(minutes=3)
+    assert report_stamp(None, observed=seen) is None

@@ -156,6 +156,14 @@ namespace = the target's namespace).
 {{- if and .Values.webhook.certManager.enabled (not .Values.webhook.enabled) }}
 {{- fail "webhook.certManager.enabled needs webhook.enabled: there is no webhook to serve the certificate" }}
 {{- end }}
+{{- if and .Values.nodeAgent.enabled (le (float64 .Values.nodeAgent.reportMaxAgeSeconds) (float64 .Values.nodeAgent.heartbeatSeconds)) }}
+{{- fail "nodeAgent.reportMaxAgeSeconds must exceed nodeAgent.heartbeatSeconds: every quiet host's report would go stale between two heartbeats" }}
+{{- end }}
+{{- range (list .Values.chain.fundingLedger.name .Values.chain.registrationLedger.name) }}
+{{- if hasPrefix "cocoon-node-" . }}
+{{- fail (printf "ledger name %s: names starting cocoon-node- are node agents' reports, which a node agent may write" .) }}
+{{- end }}
+{{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
 {{- if and $pdb.enabled (eq (toString $pdb.minAvailable) "") (eq (toString $pdb.maxUnavailable) "") }}
 {{- fail "podDisruptionBudget needs minAvailable or maxUnavailable" }}

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from cocoon_operator import jsondoc
 from cocoon_operator.attestation._time import parse_instant, utc
+from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 
 if TYPE_CHECKING:
     import aiohttp
@@ -211,8 +212,18 @@ class LocalCollateralSource:
             ) from None
 
 
+#: How long fetched collateral is served before it is fetched again, whatever its
+#: ``nextUpdate`` (weeks away for TCB info and CRLs). Intel's PCCS refreshes its
+#: cache daily by default (``"RefreshSchedule": "0 0 1 * * *"``, 01:00 every day,
+#: in intel/SGXDataCenterAttestationPrimitives QuoteGeneration/pccs/config/default.json:7), so a
+#: TCB recovery or a PCK revocation published by Intel reaches verification
+#: within about a day; so here.
+DEFAULT_MAX_AGE = timedelta(hours=24)
+
+
 class CollateralCache:
-    """Collateral by (FMSPC, CA), kept until its earliest ``nextUpdate`` (minus a margin).
+    """Collateral by (FMSPC, CA), kept for at most ``max_age`` after it was fetched
+    and never past its earliest ``nextUpdate`` (minus a margin).
 
     :meth:`get` is the only awaitable step: it calls the injected source on a miss.
     :meth:`peek` is synchronous for callers that fetched earlier.
@@ -223,27 +234,34 @@ class CollateralCache:
         source: CollateralSource,
         *,
         refresh_before_expiry: timedelta = timedelta(0),
+        max_age: timedelta = DEFAULT_MAX_AGE,
         max_entries: int = 1024,
     ) -> None:
+        if max_age <= timedelta(0):
+            raise ValueError(f"collateral max_age must be positive, got {max_age}")
         self._source = source
         self._margin = refresh_before_expiry
+        self._max_age = max_age
         self._max = max_entries
-        self._entries: OrderedDict[CollateralKey, Collateral] = OrderedDict()
+        self._entries: OrderedDict[CollateralKey, tuple[Collateral, datetime]] = OrderedDict()
 
-    def _fresh(self, collateral: Collateral, now: datetime) -> bool:
+    def _fresh(self, collateral: Collateral, fetched_at: datetime, now: datetime) -> bool:
         info = collateral.info
-        return info.issued_at <= now < info.expires_at - self._margin
+        return (
+            info.issued_at <= now < info.expires_at - self._margin
+            and fetched_at <= now < fetched_at + self._max_age
+        )
 
     def peek(self, key: CollateralKey, *, now: datetime) -> Collateral | None:
         instant = utc(now)
         hit = self._entries.get(key)
-        if hit is None or not self._fresh(hit, instant):
+        if hit is None or not self._fresh(hit[0], hit[1], instant):
             return None
         self._entries.move_to_end(key)
-        return hit
+        return hit[0]
 
-    def put(self, collateral: Collateral) -> None:
-        self._entries[collateral.key] = collateral
+    def put(self, collateral: Collateral, *, fetched_at: datetime) -> None:
+        self._entries[collateral.key] = (collateral, utc(fetched_at))
         self._entries.move_to_end(collateral.key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -259,8 +277,8 @@ class CollateralCache:
                 f"source returned collateral for {collateral.key.fmspc}/{collateral.key.ca}, "
                 f"asked for {key.fmspc}/{key.ca}"
             )
-        if self._fresh(collateral, utc(now)):
-            self.put(collateral)
+        if self._fresh(collateral, utc(now), utc(now)):
+            self.put(collateral, fetched_at=now)
         return collateral
 
 
@@ -294,6 +312,11 @@ def _crl_der(body: bytes) -> bytes:
         return bytes(body)
 
 
+#: The largest PCCS / PCS answer read (TCB info, QE identity and CRLs are kilobytes
+#: to tens of kilobytes): a PCCS does not get to fill the operator's memory.
+MAX_COLLATERAL_BYTES = 4 << 20
+
+
 class PccsCollateralSource:
     """Fetch TDX collateral from a PCCS / Intel PCS (API v4) with an injected aiohttp session.
 
@@ -302,11 +325,17 @@ class PccsCollateralSource:
     """
 
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, *, timeout_seconds: float = 10.0
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_seconds: float = 10.0,
+        max_body_bytes: int = MAX_COLLATERAL_BYTES,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
         self._timeout = timeout_seconds
+        self.max_body_bytes = max_body_bytes
 
     async def _get(self, path: str) -> tuple[bytes, Mapping[str, str]]:
         import aiohttp  # noqa: PLC0415 - only this I/O edge needs it at run time
@@ -316,9 +345,12 @@ class PccsCollateralSource:
             async with self._session.get(
                 url, timeout=aiohttp.ClientTimeout(total=self._timeout)
             ) as resp:
-                body = await resp.read()
                 if resp.status != 200:
                     raise CollateralFetchError(f"GET {url}: HTTP {resp.status}")
+                try:
+                    body = await read_capped(resp, self.max_body_bytes, what=f"GET {url}")
+                except BodyTooLargeError as exc:
+                    raise CollateralFetchError(str(exc)) from None
                 return body, {k.lower(): v for k, v in resp.headers.items()}
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CollateralFetchError(f"GET {url}: {exc}") from exc

@@ -13,11 +13,21 @@ created. Without it kopf patches the finalizer on when it first sees the
 worker, then waits for its watch to bring that patch back before it handles
 the creation: one write per worker, and at 3,000 workers a wait of minutes
 while the watch ran behind. A pool's members already carry it.
+
+In a namespace-scoped install (``--namespace``) both act only on workers in
+the watched namespaces. kopf's managed configurations carry no
+``namespaceSelector`` (kopf rewrites their ``webhooks`` list whole), so the
+apiserver still sends requests from every namespace; the handlers let those
+through untouched. A finalizer added to a worker no replica watches would never
+be removed, and the worker could never be deleted.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import tempfile
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,19 +108,95 @@ def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.metadata["finalizers"] = wanted
 
 
-def register(registry: kopf.OperatorRegistry, images: LauncherImages) -> None:
-    """Add the admission handlers to ``registry``; ``images``: the launcher images the
-    operator's configuration allows (``--launcher-image``).
+def watched(namespaces: Collection[str]) -> Callable[..., bool]:
+    """kopf's ``when`` filter: True for an object in one of ``namespaces``, or for any
+    object when none are given (a cluster-wide install)."""
+    allowed = frozenset(namespaces)
+
+    def check(*, namespace: str | None = None, **_: Any) -> bool:
+        return not allowed or namespace in allowed
+
+    return check
+
+
+def standby_review(
+    handler_id: str,
+    review: Mapping[str, Any],
+    namespaces: Collection[str] = (),
+    images: LauncherImages | None = None,
+) -> dict[str, Any]:
+    """The answer to one AdmissionReview (v1) for handler ``handler_id``, as kopf gives
+    it for :func:`validate_addresses`, the launcher-image check (``images``: the
+    operator's allow-list) and :func:`add_finalizer` (its URL path is the handler's
+    id), for a follower to serve while it waits for the Lease.
+
+    Behind a Service every replica is called; a follower runs no kopf, and a review
+    it did not answer would fail open. Both handlers need only the request, so
+    a follower answers exactly as the leader would.
+    """
+    request = review.get("request") or {}
+    obj = request.get("object") or {}
+    answer: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+    out = {
+        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": review.get("kind", "AdmissionReview"),
+        "response": answer,
+    }
+    namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace")
+    if not watched(namespaces)(namespace=namespace):
+        return out
+    operation = request.get("operation")
+    if handler_id == "addresses" and operation in ("CREATE", "UPDATE"):
+        old = request.get("oldObject") or {}
+        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
+        errors = introduced_errors(obj.get("spec") or {}, old_spec)
+        if errors:
+            answer["allowed"] = False
+            answer["status"] = {"message": "; ".join(errors), "code": 422}
+    elif (
+        handler_id == "launcher-image" and operation in ("CREATE", "UPDATE") and images is not None
+    ):
+        old = request.get("oldObject") or {}
+        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
+        errors = introduced_image_errors(obj.get("spec") or {}, old_spec, images)
+        if errors:
+            answer["allowed"] = False
+            answer["status"] = {"message": "; ".join(errors), "code": 422}
+    elif handler_id == "finalizer" and operation == "CREATE":
+        present = (obj.get("metadata") or {}).get("finalizers")
+        if with_finalizer(present) is not None:
+            op = (
+                {"op": "add", "path": "/metadata/finalizers/-", "value": v1alpha1.WORKER_FINALIZER}
+                if present
+                else {
+                    "op": "add",
+                    "path": "/metadata/finalizers",
+                    "value": [v1alpha1.WORKER_FINALIZER],
+                }
+            )
+            answer["patchType"] = "JSONPatch"
+            answer["patch"] = base64.b64encode(json.dumps([op]).encode()).decode("ascii")
+    return out
+
+
+def register(
+    registry: kopf.OperatorRegistry, images: LauncherImages, namespaces: Collection[str] = ()
+) -> None:
+    """Add the admission handlers to ``registry``, acting in ``namespaces`` only
+    (all when empty, as the operator watches them); ``images``: the launcher images
+    the operator's configuration allows (``--launcher-image``).
 
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
     """
+    when = watched(namespaces)
     # Not DELETE: an object that got in with a bad address must stay deletable.
     kopf.on.validate(
         *WORKERS,
         id="addresses",
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
+        when=when,
         registry=registry,
     )(validate_addresses)
     kopf.on.validate(
@@ -118,6 +204,7 @@ def register(registry: kopf.OperatorRegistry, images: LauncherImages) -> None:
         id="launcher-image",
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
+        when=when,
         registry=registry,
     )(image_validator(images))
     kopf.on.mutate(
@@ -126,5 +213,6 @@ def register(registry: kopf.OperatorRegistry, images: LauncherImages) -> None:
         operations=["CREATE"],
         ignore_failures=True,
         side_effects=False,
+        when=when,
         registry=registry,
     )(add_finalizer)

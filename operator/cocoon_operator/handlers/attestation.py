@@ -87,6 +87,8 @@ class AttestationOptions:
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
+    # Collateral is refetched at least this often (see attestation DEFAULT_MAX_AGE).
+    collateral_max_age_hours: float = 24.0
 
 
 @dataclass
@@ -130,6 +132,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     collateral = CollateralCache(
         PccsCollateralSource(options.pccs_url, session),
         refresh_before_expiry=dt.timedelta(hours=1),
+        max_age=dt.timedelta(hours=options.collateral_max_age_hours),
     )
     gpu = _gpu_verifier(options, trust)
     if not gpu.device_root.production:
@@ -185,7 +188,7 @@ def _host(memo: Any, pod: PodFacts) -> HostProblem | None:
     reports: NodeReports | None = memo.get("node_reports")
     if reports is None or pod.node is None or pod.uid is None:
         return None
-    return host_problem(reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid)
+    return host_problem(reports.current(pod.node), node=pod.node, pod_uid=pod.uid)
 
 
 def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
@@ -199,7 +202,7 @@ def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
     if pod.node is None or pod.uid is None or pod.instance is None:
         return NoQuote("the pod's node, uid or instance is not known yet")
     return relayed_quote(
-        reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
+        reports.current(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
     )
 
 

@@ -17,6 +17,9 @@ reconcile reads them for the worker's ``ModelReady`` condition and a new pod's
 preferred nodes (handlers/worker.py ``with_models``), and the ``model`` check
 (one of the workers' shared timer's) reconciles a worker when what its pods'
 nodes say of its model changes.
+A report older than ``max_age_seconds`` (its ``reported-at`` stamp, capped at
+when the operator saw it) vouches for nothing: not the host, not a quote, not a
+node wallet, not an orphan (see :func:`policy.nodereports.fresh`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.nodereport import (
     REPORT_KEY,
     REPORT_LABEL,
+    REPORTED_AT_ANNOTATION,
     ModelRecord,
     NodeReport,
     report_name,
@@ -44,7 +49,17 @@ from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.rest import Kube, path
-from cocoon_operator.policy.nodereports import LivePod, Orphan, model_on, orphaned, worker_gpus
+from cocoon_operator.policy.conditions import parse_rfc3339
+from cocoon_operator.policy.nodereports import (
+    LivePod,
+    Orphan,
+    StaleReport,
+    fresh,
+    model_on,
+    orphaned,
+    report_stamp,
+    worker_gpus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +69,12 @@ class NodeReportOptions:
     namespace: str
     grace_seconds: float = 60.0
     sweep_seconds: float = 5.0
+    # Past this age a report vouches for nothing (the agent rewrites it every heartbeat).
+    max_age_seconds: float = 900.0
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -62,7 +83,9 @@ class NodeReports:
 
     options: NodeReportOptions
     reports: dict[str, NodeReport] = field(default_factory=dict)
+    stamps: dict[str, dt.datetime | None] = field(default_factory=dict)  # node -> written at
     report_nodes: dict[str, str] = field(default_factory=dict)  # ConfigMap name -> node
+    clock: Callable[[], dt.datetime] = _utcnow
     live: dict[str, LivePod] = field(default_factory=dict)
     # Worker uids from every launcher pod seen: an orphan's own pod is gone.
     worker_uids: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -105,6 +128,7 @@ class NodeReports:
             node = self.report_nodes.pop(name, None)
             if node is not None:
                 self.reports.pop(node, None)
+                self.stamps.pop(node, None)
             return
         try:
             report = NodeReport.model_validate_json(text)
@@ -117,12 +141,35 @@ class NodeReports:
             return
         self.report_nodes[name] = report.node
         self.reports[report.node] = report
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        self.stamps[report.node] = report_stamp(
+            parse_rfc3339(annotations.get(REPORTED_AT_ANNOTATION)), observed=self.clock()
+        )
+
+    def current(self, node: str | None) -> NodeReport | StaleReport | None:
+        """``node``'s report if it is fresh now; why not, if it is stale; None if none."""
+        report = self.reports.get(node or "")
+        return fresh(
+            report,
+            self.stamps.get(node or ""),
+            now=self.clock(),
+            max_age=dt.timedelta(seconds=self.options.max_age_seconds),
+        )
+
+    def fresh_reports(self) -> dict[str, NodeReport]:
+        """Every node's report that still vouches for its host."""
+        out = {}
+        for node in self.reports:
+            report = self.current(node)
+            if isinstance(report, NodeReport):
+                out[node] = report
+        return out
 
     def node_wallet(self, node: str | None, pod_uid: str | None) -> str | None:
         """The node wallet the launcher of pod ``pod_uid`` derived from its key and owner,
-        as that node's agent reports it (the only source trusted for it)."""
-        report = self.reports.get(node or "")
-        if report is None or not pod_uid:
+        as that node's agent reports it (the only source trusted for it), while fresh."""
+        report = self.current(node)
+        if not isinstance(report, NodeReport) or not pod_uid:
             return None
         return next((vm.node_wallet for vm in report.vms if vm.pod_uid == pod_uid), None)
 
@@ -141,8 +188,9 @@ class NodeReports:
 async def sweep(tracker: NodeReports, deps: Deps) -> None:
     """One comparison of reports and pods; acts only on what changed since the last."""
     now = deps.clock()
+    reports = tracker.fresh_reports()
     found, tracker.first_seen = orphaned(
-        tracker.reports,
+        reports,
         tracker.live,
         tracker.first_seen,
         now=now,
@@ -152,8 +200,9 @@ async def sweep(tracker: NodeReports, deps: Deps) -> None:
     current = {o.key: o for o in found}
     for o in found:
         per_node[o.node] = per_node.get(o.node, 0) + 1
-    for node, report in tracker.reports.items():
-        deps.metrics.node_host_ready.labels(node).set(1 if report.host_ready else 0)
+    for node in tracker.reports:
+        report = reports.get(node)  # a stale report vouches for no host
+        deps.metrics.node_host_ready.labels(node).set(1 if report and report.host_ready else 0)
     for node, count in per_node.items():
         deps.metrics.orphaned_vms.labels(node).set(count)
     for key, o in current.items():
@@ -173,7 +222,7 @@ async def sweep(tracker: NodeReports, deps: Deps) -> None:
         ref = tracker.worker_ref(o.vm.namespace, o.vm.worker)
         if ref is not None:
             await record(deps.api, ref, reason="OrphanedVMGone", message=message, now=now)
-    gpus = worker_gpus(tracker.reports, tracker.live)
+    gpus = worker_gpus(reports, tracker.live)
     for (namespace, worker), pci in gpus.items():
         if tracker.gpus_written.get((namespace, worker)) != pci:
             await deps.patch_status(namespace, worker, {"gpu": pci})
@@ -219,7 +268,7 @@ async def _sweep_forever(tracker: NodeReports, deps: Deps) -> None:
 async def start(*, memo: Any, **_: Any) -> None:
     options: NodeReportOptions = memo["node_report_options"]
     deps: Deps = memo["deps"]
-    tracker = NodeReports(options)
+    tracker = NodeReports(options, clock=deps.clock)
     memo["node_reports"] = tracker
     tracker.tasks = [
         asyncio.create_task(_watch_reports(tracker, deps.api)),
@@ -259,11 +308,8 @@ async def model_check(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     pods = deps.worker_pods(kwargs["launcher_pods"], *key)
     nodes = sorted({p.node for p in pods if p.node and not p.deleting})
-    said = tuple(
-        (node, model_on(tracker.reports.get(node), verity))
-        for node in nodes
-        if node in tracker.reports
-    )
+    reports = tracker.fresh_reports()
+    said = tuple((node, model_on(reports.get(node), verity)) for node in nodes if node in reports)
     if tracker.models_seen.get(key) == said:
         return
     first = key not in tracker.models_seen

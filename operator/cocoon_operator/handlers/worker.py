@@ -587,7 +587,8 @@ def with_models(observed: Observed, tracker: NodeReports | None) -> Observed:
     its pods' nodes, and, when a new pod is due, the nodes that hold it Ready."""
     if tracker is None:
         return observed
-    reports, verity = tracker.reports, observed.spec.model.verity_hash
+    # Fresh reports only: a node whose agent went quiet vouches for no model either.
+    reports, verity = tracker.fresh_reports(), observed.spec.model.verity_hash
     nodes = {p.node for p in observed.pods if p.node}
     new_pod_due = all(p.deleting for p in observed.pods)
     return dataclasses.replace(

@@ -2,9 +2,13 @@
 
 kopf's own peering only pauses handlers when it sees another operator; it
 does not elect one. Here a replica acquires the Lease before it starts kopf,
-renews it every ``renew_seconds``, and stops (exit, to be restarted as a
-follower) when it cannot renew within ``lease_seconds``: it never acts
-without the Lease.
+renews it every ``retry`` seconds, and stops (exit, to be restarted as a
+follower) when no renewal succeeded within ``renew_deadline``, which is
+shorter than the lease: a follower takes over only a whole lease after it
+last saw the record change (by its own clock, :mod:`cocoon_operator.policy.leader`),
+so the old leader has stopped acting ``lease - renew_deadline`` before.
+These are client-go's semantics (k8s.io/client-go/tools/leaderelection:
+``observedTime``, ``RenewDeadline``, ``RetryPeriod``).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
-from cocoon_operator.policy.conditions import parse_rfc3339
-from cocoon_operator.policy.leader import may_take
+from cocoon_operator.policy.leader import LeaseObserver, LeaseTimes, may_take, renew_timeout
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +43,24 @@ class LeaderElector:
         name: str,
         identity: str,
         *,
-        lease_seconds: int = 15,
-        renew_seconds: float = 5.0,
+        times: LeaseTimes | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self.namespace, self.name, self.identity = namespace, name, identity
-        self._lease_seconds = lease_seconds
-        self._renew = renew_seconds
-        self._clock = clock
+        self.times = times or LeaseTimes.for_lease(15)
+        self._clock = clock  # only to stamp the Lease for humans; never compared
+        self._monotonic = monotonic
+        self._observer = LeaseObserver()
+        # When the request of the last successful acquire/renew was sent (monotonic).
+        self.renewed_at: float | None = None
 
     def _spec(self, now: dt.datetime, transitions: int) -> dict[str, Any]:
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": self._lease_seconds,
+            "leaseDurationSeconds": max(1, round(self.times.lease)),
             "acquireTime": stamp,
             "renewTime": stamp,
             "leaseTransitions": transitions,
@@ -65,6 +72,7 @@ class LeaderElector:
     async def try_acquire(self) -> bool:
         """One attempt: True when this replica holds the Lease afterwards."""
         now = self._clock()
+        sent = self._monotonic()
         try:
             lease = await self._api.request("GET", self._path(self.name))
         except ApiError as err:
@@ -80,12 +88,19 @@ class LeaderElector:
                 if create_err.status == 409:
                     return False
                 raise
+            self.renewed_at = sent
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = parse_rfc3339(spec.get("renewTime"))  # a MicroTime
-        duration = spec.get("leaseDurationSeconds") or self._lease_seconds
-        if not may_take(holder, renewed, duration, identity=self.identity, now=now):
+        duration = spec.get("leaseDurationSeconds") or self.times.lease
+        # The holder's renewTime is read only as part of the record: any change
+        # restarts the wait; its value is the holder's clock, not ours.
+        record = tuple(
+            str(spec.get(k))
+            for k in ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions")
+        )
+        observed_at = self._observer.observe(record, sent)
+        if not may_take(holder, observed_at, duration, identity=self.identity, now=sent):
             return False
         transitions = spec.get("leaseTransitions") or 0
         new_spec = self._spec(now, transitions if holder == self.identity else transitions + 1)
@@ -107,6 +122,7 @@ class LeaderElector:
             if err.status == 409:
                 return False  # someone else wrote it first
             raise
+        self.renewed_at = sent
         return True
 
     async def acquire(self) -> None:
@@ -123,23 +139,30 @@ class LeaderElector:
                     return
             except _FAILED as exc:
                 log.warning("leader election: %s", exc)
-            await asyncio.sleep(self._renew)
+            await asyncio.sleep(self.times.retry)
 
     async def hold(self) -> None:
-        """Renew until renewal fails for a whole lease duration; then return (leadership lost)."""
-        last_renewal = asyncio.get_running_loop().time()
+        """Renew every retry period; return (leadership lost) as soon as the renew
+        deadline passes without a successful renewal, even while a renewal is still
+        in flight: a slow apiserver must not keep this replica acting."""
+        deadline = self.times.renew_deadline
+        if self.renewed_at is None:
+            self.renewed_at = self._monotonic()
         while True:
-            await asyncio.sleep(self._renew)
-            try:
-                if await self.try_acquire():
-                    last_renewal = asyncio.get_running_loop().time()
-                    continue
-                log.error("leader election: another replica holds the Lease")
+            left = renew_timeout(self.renewed_at, deadline, now=self._monotonic())
+            await asyncio.sleep(max(0.0, min(self.times.retry, left)))
+            left = renew_timeout(self.renewed_at, deadline, now=self._monotonic())
+            if left <= 0:
+                log.error("leader election: could not renew within %ss", deadline)
                 return
+            try:
+                held = await asyncio.wait_for(self.try_acquire(), timeout=left)
             except _FAILED as exc:
-                log.warning("leader election: renewal failed: %s", exc)
-            if asyncio.get_running_loop().time() - last_renewal >= self._lease_seconds:
-                log.error("leader election: could not renew for %ss", self._lease_seconds)
+                # Not refused: retried until the deadline (a timeout is the deadline).
+                log.warning("leader election: renewal failed: %s", str(exc) or type(exc).__name__)
+                continue
+            if not held:
+                log.error("leader election: another replica holds the Lease")
                 return
 
     async def release(self) -> None:

@@ -4,6 +4,11 @@ Two facts matter to the operator. A VM the launcher started still runs but no
 launcher pod of that uid exists: its GPU may still be held while the scheduler
 counts it free (a force-deleted pod, a kubelet that lost its pod). And which
 GPU each running worker VM got, for ``status.gpu``.
+
+A report vouches only while it is fresh: the agent rewrites it at least every
+heartbeat, so one older than the operator's ``--node-report-max-age-seconds``
+comes from an agent that stopped (or a node that went), and it counts as no
+report at all (:class:`StaleReport`), never as the last word on the host.
 """
 
 from __future__ import annotations
@@ -19,6 +24,48 @@ from cocoon_operator.api.nodereport import (
     RelayedQuote,
     VmRecord,
 )
+
+
+@dataclass(frozen=True)
+class StaleReport:
+    """A report too old to vouch for anything: its agent stopped writing."""
+
+    node: str
+    reported_at: dt.datetime | None  # None: no readable stamp
+    max_age: dt.timedelta
+
+    def describe(self) -> str:
+        if self.reported_at is None:
+            return f"the node agent's report for {self.node} carries no reported-at stamp"
+        stamp = self.reported_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (
+            f"the node agent on {self.node} last reported at {stamp}, more than"
+            f" {int(self.max_age.total_seconds())}s ago: is it running?"
+        )
+
+
+def report_stamp(reported_at: dt.datetime | None, *, observed: dt.datetime) -> dt.datetime | None:
+    """When a report was written, for its freshness: the agent's own stamp, but never
+    later than when the operator saw the report (a node's clock running ahead, or
+    a stamp in the future, buys no extra life)."""
+    if reported_at is None:
+        return None
+    return min(reported_at, observed)
+
+
+def fresh(
+    report: NodeReport | None,
+    stamp: dt.datetime | None,
+    *,
+    now: dt.datetime,
+    max_age: dt.timedelta,
+) -> NodeReport | StaleReport | None:
+    """``report`` while it is at most ``max_age`` old, else why it no longer counts."""
+    if report is None:
+        return None
+    if stamp is None or now - stamp > max_age:
+        return StaleReport(report.node, stamp, max_age)
+    return report
 
 
 @dataclass(frozen=True)
@@ -104,7 +151,9 @@ class HostProblem:
     definite: bool
 
 
-def host_problem(report: NodeReport | None, *, node: str, pod_uid: str) -> HostProblem | None:
+def host_problem(
+    report: NodeReport | StaleReport | None, *, node: str, pod_uid: str
+) -> HostProblem | None:
     """What is wrong with the host of the VM of launcher pod ``pod_uid`` on ``node``, if anything.
 
     The evidence a VM presents proves what runs inside it; the agent's report
@@ -114,6 +163,8 @@ def host_problem(report: NodeReport | None, *, node: str, pod_uid: str) -> HostP
     """
     if report is None:
         return HostProblem(f"no report from the node agent on {node}", definite=False)
+    if isinstance(report, StaleReport):
+        return HostProblem(report.describe(), definite=False)
     failing = report.failing()
     if failing:
         checks = "; ".join(f"{c.name}: {c.message}" for c in failing)
@@ -149,7 +200,7 @@ class NoQuote:
 
 
 def relayed_quote(
-    report: NodeReport | None, *, node: str, pod_uid: str, instance: int
+    report: NodeReport | StaleReport | None, *, node: str, pod_uid: str, instance: int
 ) -> RelayedQuote | NoQuote:
     """The latest quote the launcher relayed for the VM of launcher pod ``pod_uid``.
 
@@ -157,6 +208,8 @@ def relayed_quote(
     of a running VM with the pod's uid *and* instance: a quote filed under any
     other pod, instance or node is not this VM's, whatever it measures.
     """
+    if isinstance(report, StaleReport):
+        return NoQuote(report.describe())
     if report is None or report.node != node:
         return NoQuote(f"no report from the node agent on {node}")
     vm = next(

@@ -47,6 +47,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 import aiohttp
 
 from cocoon_operator import jsondoc
+from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 
 from .address import Address, normalize_address
 from .amounts import Nanoton, parse_nanoton
@@ -138,12 +139,24 @@ class MockTransport:
         self.closed = True
 
 
+#: The largest TON API answer read. The largest the operator asks for, a page of
+#: ``getTransactions`` with each transaction's BOC and messages, is far below it;
+#: a provider does not get to fill the operator's memory.
+MAX_RESPONSE_BYTES = 8 << 20
+
+
 class AiohttpTransport:
     """Production transport on one lazily created :class:`aiohttp.ClientSession`."""
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        max_body_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self._session = session
         self._owns_session = session is None
+        self.max_body_bytes = max_body_bytes
 
     async def send(self, request: HttpRequest, time_limit: float) -> HttpResponse:
         if self._session is None or self._session.closed:
@@ -159,7 +172,11 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientTimeout(total=time_limit),
                 allow_redirects=False,
             ) as resp:
-                body = await resp.read()
+                try:
+                    body = await read_capped(resp, self.max_body_bytes, what=request.url)
+                except BodyTooLargeError as exc:
+                    # Not retried: the provider would send the same again.
+                    raise TonResponseError(f"{request.method} {exc}") from None
                 return HttpResponse(resp.status, body, dict(resp.headers))
         except TimeoutError as exc:
             raise TonTimeoutError(f"{request.method} {request.url}: timed out") from exc
@@ -619,7 +636,7 @@ class TonClient:
                 response = await self._transport.send(request, self._timeout)
         except TimeoutError:
             raise TonTimeoutError(f"{api_method}: no response within {self._timeout:g}s") from None
-        except TonTransportError as exc:
+        except (TonTransportError, TonResponseError) as exc:
             raise type(exc)(self._redact(str(exc))) from None
         except TonClientError:
             raise

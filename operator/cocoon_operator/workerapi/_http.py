@@ -26,6 +26,7 @@ import aiohttp
 from yarl import URL
 
 from cocoon_operator import jsondoc
+from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 from cocoon_operator.workerapi._coefficient import wire_coefficient
 from cocoon_operator.workerapi._stats import (
     StatusPage,
@@ -81,13 +82,10 @@ class WorkerClient:
                     raise WorkerNotInitialisedError(f"{path}: 400 not found (not initialised)")
                 if resp.status != 200:
                     raise WorkerStatsError(f"{path}: HTTP {resp.status} {resp.reason or ''}")
-                if (resp.content_length or 0) > MAX_BODY_BYTES:
-                    raise WorkerStatsError(f"{path}: answer over {MAX_BODY_BYTES} bytes")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(65536):
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:  # sent without a length, or a wrong one
-                        raise WorkerStatsError(f"{path}: answer over {MAX_BODY_BYTES} bytes")
+                try:
+                    body = await read_capped(resp, MAX_BODY_BYTES, what=path)
+                except BodyTooLargeError as exc:
+                    raise WorkerStatsError(str(exc)) from None
         except aiohttp.ClientError as exc:
             if isinstance(exc, OSError):
                 raise

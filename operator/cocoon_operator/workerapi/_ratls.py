@@ -12,11 +12,12 @@ import contextlib
 import functools
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
 from cocoon_operator import jsondoc
+from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 from cocoon_operator.workerapi._stats import WorkerStatsError
 
 
@@ -87,6 +88,11 @@ def parse_gpu_evidence(doc: Any) -> GpuEvidenceDocument:
     return GpuEvidenceDocument(raw, chain.encode())
 
 
+#: The GPU evidence document (hex SPDM evidence and a PEM chain, kilobytes) is read
+#: up to this size: a worker does not get to fill the operator's memory.
+MAX_EVIDENCE_BYTES: Final = 1 << 20
+
+
 async def fetch_gpu_evidence(
     host: str, port: int, *, certificate_sha256: str, nonce: bytes, timeout_seconds: float = 5.0
 ) -> GpuEvidenceDocument:
@@ -103,7 +109,11 @@ async def fetch_gpu_evidence(
             async with session.get(url, params={"nonce": nonce.hex()}, ssl=pin) as resp:
                 if resp.status != 200:
                     raise WorkerStatsError(f"/attestation/gpu: HTTP {resp.status}")
-                text = await resp.text()
+                try:
+                    raw = await read_capped(resp, MAX_EVIDENCE_BYTES, what="/attestation/gpu")
+                except BodyTooLargeError as exc:
+                    raise WorkerStatsError(str(exc)) from None
+                text = raw.decode("utf-8", errors="replace")
         except aiohttp.ServerFingerprintMismatch:
             raise CertificateChangedError(
                 "the worker presented another certificate than the attested one"

@@ -101,6 +101,34 @@ async def test_cache_hits_until_expiry_then_refetches(sample_collateral: Collate
     assert cache.peek(SAMPLE_KEY, now=AT_DCAP_EXPIRED) is None
 
 
+async def test_cache_refetches_a_day_after_fetching_even_long_before_next_update(
+    sample_collateral: Collateral,
+) -> None:
+    source = LocalCollateralSource([sample_collateral])
+    cache = CollateralCache(source)  # the default: at most 24 h
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE)
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE + timedelta(hours=23, minutes=59))
+    assert source.fetches == 1
+    assert sample_collateral.info.expires_at > AT_DCAP_SAMPLE + timedelta(days=20)
+    # A TCB recovery or PCK revocation Intel published today is seen by tomorrow.
+    assert cache.peek(SAMPLE_KEY, now=AT_DCAP_SAMPLE + timedelta(hours=24)) is None
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE + timedelta(hours=24))
+    assert source.fetches == 2
+    # The refetch starts a new day.
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE + timedelta(hours=47))
+    assert source.fetches == 2
+
+
+async def test_cache_max_age_is_configurable_and_positive(sample_collateral: Collateral) -> None:
+    source = LocalCollateralSource([sample_collateral])
+    cache = CollateralCache(source, max_age=timedelta(hours=1))
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE)
+    await cache.get(SAMPLE_KEY, now=AT_DCAP_SAMPLE + timedelta(hours=1))
+    assert source.fetches == 2
+    with pytest.raises(ValueError, match="max_age must be positive"):
+        CollateralCache(source, max_age=timedelta(0))
+
+
 async def test_cache_refresh_margin(sample_collateral: Collateral) -> None:
     source = LocalCollateralSource([sample_collateral])
     cache = CollateralCache(source, refresh_before_expiry=timedelta(days=40))
