@@ -136,6 +136,11 @@ _REVISION_FIELDS: Final = frozenset(
 )
 
 
+#: spec.release.files keys added after workers were running (the seal server's
+#: binaries): left out of the revision while unset.
+_FILES_ADDED_LATER: Final = ("enclave", "sealServer")
+
+
 def revision(spec: CocoonWorkerSpec) -> str:
     """Hash of what requires a new VM when it changes (model, release, owner,
     network, root, TON files, GPU choice, tolerations). Coefficient, funding and pause are
@@ -152,6 +157,12 @@ def revision(spec: CocoonWorkerSpec) -> str:
 @functools.lru_cache(maxsize=4096)
 def _revision_of(relevant_json: str) -> str:
     relevant = json.loads(relevant_json)
+    files = relevant.get("release", {}).get("files", {})
+    for key in _FILES_ADDED_LATER:
+        if files.get(key) is None:
+            # Absent from the canonical form when unset, as before the field existed:
+            # an operator upgrade must not give every running VM a new revision.
+            files.pop(key, None)
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
