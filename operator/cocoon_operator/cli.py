@@ -373,6 +373,28 @@ def _at_least_one(text: str) -> float:
     return value
 
 
+def _add_library_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The libraries' own subcommands, imported here to keep ``--help`` fast."""
+    from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
+
+    add_subparsers(sub)
+    from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
+
+    add_ton_subparsers(sub)
+    from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
+
+    add_agent(sub)
+    from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
+
+    add_launch(sub)
+    from cocoon_operator.models.cli import add_subparsers as add_model  # noqa: PLC0415
+
+    add_model(sub)
+    from cocoon_operator.release.cli import add_subparsers as add_release  # noqa: PLC0415
+
+    add_release(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -474,21 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
-
-    add_subparsers(sub)
-    from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
-
-    add_ton_subparsers(sub)
-    from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
-
-    add_agent(sub)
-    from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
-
-    add_launch(sub)
-    from cocoon_operator.models.cli import add_subparsers as add_model  # noqa: PLC0415
-
-    add_model(sub)
+    _add_library_subcommands(sub)
     return parser
 
 
