@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
+from cocoon_operator.launcher._seal import connect_vsock
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,6 @@ VMADDR_CID_LOCAL: Final = 1  # this host, from the host
 
 #: Try a vsock connection; None when it connected, else why not.
 VsockConnect = Callable[[int, int], str | None]
-
-
-def connect_vsock(cid: int, port: int, timeout: float = 2.0) -> str | None:
-    """Connect to ``cid:port`` over AF_VSOCK and close at once."""
-    family = getattr(socket, "AF_VSOCK", None)
-    if family is None:
-        return "this kernel or Python has no AF_VSOCK"
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect((cid, port))
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return None
 
 
 @dataclass(frozen=True)
