@@ -21,6 +21,8 @@ class Reason(StrEnum):
     SCHEDULED = "Scheduled"
     UNSCHEDULABLE = "Unschedulable"
     NO_POD = "NoPod"
+    # No node has a ready seal server of the worker's enclave (policy/sealserver.py).
+    SEAL_SERVER_NOT_READY = "SealServerNotReady"
     # VMRunning
     VM_STARTING = "VMStarting"
     VM_RUNNING = "VMRunning"

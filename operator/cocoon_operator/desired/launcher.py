@@ -48,11 +48,14 @@ from cocoon_operator.desired.config import (
 )
 from cocoon_operator.launcher._cocoon import GUEST_MEMORY_GIB, GUEST_VCPUS
 from cocoon_operator.policy.nodes import required_node_labels
+from cocoon_operator.policy.sealserver import ID_LENGTH as SEAL_ID_LENGTH
 
 READINESS_GATE: Final = f"{labels.GROUP}/attested"
 LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
+# The enclave id of a launcher Pod's seal server, when the operator runs them (policy/sealserver).
+LABEL_ENCLAVE: Final = f"{labels.GROUP}/enclave"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
 # The rendered worker.conf, mounted at CONFIG_PATH by a downward API volume (the key keeps
 # its first name: running pods carry it).
@@ -186,11 +189,20 @@ def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
     return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
 
 
-def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
+def _node_affinity(spec: CocoonWorkerSpec, seal: bool = False) -> dict[str, Any]:
     expressions = [
         {"key": key, "operator": "In", "values": [value]}
         for key, value in sorted(required_node_labels().items())
     ]
+    if seal and spec.release.files.enclave is not None:
+        # A node whose seal server of this enclave is ready (desired/sealserver.py).
+        expressions.append(
+            {
+                "key": labels.SEAL_ENCLAVE,
+                "operator": "In",
+                "values": [spec.release.files.enclave[:SEAL_ID_LENGTH]],
+            }
+        )
     if spec.gpu.product is not None:
         expressions.append(
             {"key": labels.GPU_PRODUCT, "operator": "In", "values": [spec.gpu.product]}
@@ -317,8 +329,15 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
     }
 
 
-def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
-    """The desired launcher Pod for ``worker`` at the spec's current revision."""
+def launcher_pod(
+    worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot, *, seal: bool = False
+) -> dict[str, Any]:
+    """The desired launcher Pod for ``worker`` at the spec's current revision.
+
+    ``seal``: the operator runs the nodes' seal servers; the pod then requires a
+    node whose seal server of the release's enclave is ready, and says which
+    enclave it uses (label), so the seal server is kept while the pod exists.
+    """
     rev = revision(spec)
     shape = vm_shape(spec)
     gpu = labels.PASSTHROUGH_GPU_RESOURCE
@@ -327,6 +346,8 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
     files = spec.release.files
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
     pod_labels = {**_labels(worker, rev), LABEL_INSTANCE: str(slot.index)}
+    if seal and files.enclave is not None:
+        pod_labels[LABEL_ENCLAVE] = files.enclave[:SEAL_ID_LENGTH]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -342,7 +363,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
         },
         "spec": {
             "readinessGates": [{"conditionType": READINESS_GATE}],
-            "affinity": _node_affinity(spec),
+            "affinity": _node_affinity(spec, seal),
             "tolerations": tolerations,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,

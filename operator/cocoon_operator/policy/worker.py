@@ -86,10 +86,14 @@ class WorkerView:
     conditions: tuple[Observed, ...]
 
 
-def _scheduled(pod: PodFacts | None, held: str | None = None) -> Observed:
+def _scheduled(
+    pod: PodFacts | None, held: str | None = None, seal_waiting: str | None = None
+) -> Observed:
     kind = ConditionType.SCHEDULED
     if pod is None and held:
         return Observed(kind, F, Reason.NOT_LISTED, f"no VM is started: {held}")
+    if seal_waiting and not (pod and pod.node):
+        return Observed(kind, F, Reason.SEAL_SERVER_NOT_READY, seal_waiting)
     if pod is None:
         return Observed(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
     if pod.node:
@@ -188,12 +192,15 @@ def view(
     deleting: bool = False,
     spec_errors: tuple[str, ...] = (),
     held: str | None = None,
+    seal_waiting: str | None = None,
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``.
 
     ``held``: why no VM may run now (see :mod:`cocoon_operator.policy.allowlist`).
+    ``seal_waiting``: why no node may take the VM yet (:mod:`.sealserver`).
     """
-    scheduled, running, attested = _scheduled(pod, held), _vm_running(pod), _attested(pod)
+    scheduled = _scheduled(pod, held, seal_waiting)
+    running, attested = _vm_running(pod), _attested(pod)
     facts = chain if chain is not None else ChainFacts()
     allowed, funded = _on_chain(facts), _funded(facts)
     gates = (scheduled, running, attested, allowed, funded)

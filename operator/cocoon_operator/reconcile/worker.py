@@ -19,7 +19,7 @@ from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
-from cocoon_operator.policy import allowlist
+from cocoon_operator.policy import allowlist, sealserver
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
@@ -52,6 +52,8 @@ class Observed:
     listing_error: str | None = None
     # The operator registers this worker's hashes on a root it owns.
     registering: bool = False
+    # The operator runs the nodes' seal servers (None: it does not).
+    seal: sealserver.SealFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
-        desired_pod = launcher_pod(obs.ref, obs.spec, slot)
+        desired_pod = launcher_pod(obs.ref, obs.spec, slot, seal=obs.seal is not None)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
@@ -233,6 +235,13 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         held = allowlist.hold(chain, rev, registering=obs.registering)
     current: PodFacts | None = None
     tried = list(obs.status.instances_tried or ()) or None
+    seal_waiting = (
+        sealserver.waiting_message(
+            obs.spec.release.files.enclave, obs.seal.ready_ids, obs.seal.namespace
+        )
+        if obs.seal is not None
+        else None
+    )
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
@@ -240,6 +249,9 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         current = next((p for p in obs.pods if p.revision == rev), None)
     elif held:
         _hold(obs, held, out)
+    elif seal_waiting is not None and obs.spec.release.files.enclave is None:
+        # No enclave digest, no seal server to require: no new VM (a running one stays).
+        current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
     else:
         current, tried = _pod_actions(obs, rev, out)
 
@@ -250,6 +262,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         deleting=obs.deleting,
         spec_errors=obs.spec_errors,
         held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
+        seal_waiting=seal_waiting if not (obs.deleting or obs.paused) else None,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now
