@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -129,7 +131,6 @@ async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
     """Run the operator only while this replica holds the Lease; exit 1 when it is lost."""
-    import os  # noqa: PLC0415
     import socket  # noqa: PLC0415
     import uuid  # noqa: PLC0415
 
@@ -197,6 +198,51 @@ def without_generated_client() -> None:
     sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
 
 
+def _register_node_reports(args: argparse.Namespace, memo: Any) -> None:
+    import kopf  # noqa: PLC0415
+
+    from cocoon_operator.handlers import nodes  # noqa: PLC0415
+
+    memo["node_report_options"] = nodes.NodeReportOptions(
+        namespace=args.node_report_namespace,
+        grace_seconds=args.orphan_grace_seconds,
+    )
+    nodes.register(kopf.get_default_registry())
+
+
+def _register_seal_servers(args: argparse.Namespace) -> str | None:
+    """Register the seal-server step as the flags configure it; what is wrong with them."""
+    import kopf  # noqa: PLC0415
+
+    from cocoon_operator.desired.sealserver import SealServerOptions  # noqa: PLC0415
+    from cocoon_operator.handlers.sealserver import SealServerRun, register  # noqa: PLC0415
+
+    namespace = args.seal_server_namespace or os.environ.get("POD_NAMESPACE")
+    if not namespace:
+        return "--seal-servers needs --seal-server-namespace (or $POD_NAMESPACE)"
+    options = SealServerOptions(
+        namespace=namespace,
+        pull_policy=args.seal_server_pull_policy,
+        sgx=args.seal_server_sgx,
+        priority_class=args.seal_server_priority_class,
+    )
+    if args.seal_server_resources:
+        try:
+            resources = json.loads(args.seal_server_resources)
+        except ValueError as exc:
+            return f"--seal-server-resources is not JSON: {exc}"
+        if not isinstance(resources, dict) or not all(
+            k in ("requests", "limits") and isinstance(v, dict) for k, v in resources.items()
+        ):
+            return "--seal-server-resources: an object with requests and/or limits"
+        options = dataclasses.replace(options, resources=resources)
+    register(
+        kopf.get_default_registry(),
+        SealServerRun(options, sweep_seconds=args.seal_server_sweep_seconds),
+    )
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     without_generated_client()
@@ -254,13 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     periodic: list[checks.Check] = []
     attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.node_report_namespace:
-        from cocoon_operator.handlers import nodes  # noqa: PLC0415
-
-        memo["node_report_options"] = nodes.NodeReportOptions(
-            namespace=args.node_report_namespace,
-            grace_seconds=args.orphan_grace_seconds,
-        )
-        nodes.register(kopf.get_default_registry())
+        _register_node_reports(args, memo)
+    if args.seal_servers and (problem := _register_seal_servers(args)):
+        print(f"cocoon-operator run: {problem}", file=sys.stderr)
+        return 2
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
@@ -482,6 +525,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="default/cocoon-registration-ledger",
         help="NAMESPACE/NAME of the ConfigMap recording every registration message",
     )
+    seal = run.add_argument_group("seal servers (off without --seal-servers)")
+    seal.add_argument(
+        "--seal-servers",
+        action="store_true",
+        help="run a seal-server DaemonSet per enclave in use; place VMs only where one is ready",
+    )
+    seal.add_argument(
+        "--seal-server-namespace", default=None, help="their namespace (default: $POD_NAMESPACE)"
+    )
+    seal.add_argument("--seal-server-pull-policy", default="IfNotPresent")
+    seal.add_argument(
+        "--seal-server-sgx",
+        choices=("privileged", "device-plugin"),
+        default="privileged",
+        help="how the pods reach /dev/sgx_enclave and /dev/sgx_provision (docs/deploy.md)",
+    )
+    seal.add_argument(
+        "--seal-server-resources",
+        default=None,
+        help='the container\'s resources as JSON, e.g. {"requests": {"cpu": "50m"}}',
+    )
+    seal.add_argument("--seal-server-priority-class", default=None)
+    seal.add_argument("--seal-server-sweep-seconds", type=float, default=5.0)
     agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
     agents.add_argument(
         "--node-report-namespace",

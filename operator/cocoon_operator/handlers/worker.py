@@ -47,6 +47,7 @@ from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.instances import instance_room, slots_coming
 from cocoon_operator.policy.pool import Expectations
+from cocoon_operator.policy.sealserver import SealFacts
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import (
@@ -127,6 +128,9 @@ class Deps:
     # kopf's diff bases of workers and pools (its settings hold the same object):
     # an object's entry goes when the object does (see worker_gone).
     diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)
+    # The operator runs the nodes' seal servers: which enclaves are ready somewhere,
+    # replaced by each seal-server sweep (handlers/sealserver.py); None: it does not.
+    seal: SealFacts | None = None
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -532,6 +536,7 @@ def _observe(
     *,
     deleting: bool = False,
     chain_enabled: bool = False,
+    seal: SealFacts | None = None,
 ) -> Observed:
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
@@ -549,6 +554,7 @@ def _observe(
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
         chain_enabled=chain_enabled,
+        seal=seal,
     )
 
 
@@ -620,6 +626,7 @@ async def _reconcile(
                 indexes.usage(deps),
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
+                seal=deps.seal,
             )
         except ValidationError as err:
             # The CRD schema should have refused this; name the fields, act on nothing.
