@@ -238,7 +238,11 @@ def _register_seal_servers(args: argparse.Namespace) -> str | None:
         options = dataclasses.replace(options, resources=resources)
     register(
         kopf.get_default_registry(),
-        SealServerRun(options, sweep_seconds=args.seal_server_sweep_seconds),
+        SealServerRun(
+            options,
+            sweep_seconds=args.seal_server_sweep_seconds,
+            settle_seconds=args.seal_server_settle_seconds,
+        ),
     )
     return None
 
@@ -548,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seal.add_argument("--seal-server-priority-class", default=None)
     seal.add_argument("--seal-server-sweep-seconds", type=float, default=5.0)
+    seal.add_argument(
+        "--seal-server-settle-seconds",
+        type=float,
+        default=30.0,
+        help="after startup, delete no DaemonSet and remove no node label for this long",
+    )
     agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
     agents.add_argument(
         "--node-report-namespace",

@@ -6,8 +6,9 @@ policy/sealserver.py. Here only the I/O.
 
 The watch events the operator already receives keep what the sweep needs in
 memory (no list of the fleet per sweep): each worker's enclave (worker events),
-the enclaves of existing launcher pods (pod events), each seal-server pod's
-node and readiness, and each node's seal label. Every ``sweep_seconds`` the
+the enclaves of existing launcher pods (pod events), each node's seal label
+(node events), and each seal-server pod's node and readiness (a watch of the
+operator's namespace of its own, as the node reports'). Every ``sweep_seconds`` the
 sweep lists the DaemonSets of the operator's namespace (a handful), creates,
 replaces (when the desired object's digest changed) or deletes them, and
 patches the ``seal.cocoon.network/enclave`` label of nodes whose state moved.
@@ -18,10 +19,12 @@ them for their Scheduled condition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -94,7 +97,7 @@ class SealServers:
         else:
             self.launcher_ids[uid] = enclave_id
 
-    def observe_seal_pod(self, event_type: str | None, body: kopf.Body) -> None:
+    def observe_seal_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata", {})
         uid = meta.get("uid", "")
         node = (body.get("spec") or {}).get("nodeName")
@@ -193,6 +196,30 @@ async def sweep(state: SealServers, deps: Deps) -> None:
         deps.seal = SealFacts(namespace, ready_ids)
 
 
+async def _watch_seal_pods(state: SealServers, api: Kube) -> None:
+    """The seal-server pods of the operator's namespace, by a watch of its own: kopf
+    watches only the namespaces of workers, which need not include this one."""
+    namespace = state.options.namespace
+    pods = path("v1", "pods", namespace=namespace)
+    selector = {"labelSelector": ",".join(f"{k}={v}" for k, v in SELECTOR.items())}
+    while True:
+        try:
+            listed = await api.request("GET", pods, query=selector)
+            state.seal_pods.clear()
+            for pod in listed.get("items") or []:
+                state.observe_seal_pod("ADDED", pod)
+            version = listed["metadata"]["resourceVersion"]
+            events = api.watch(pods, query={**selector, "resourceVersion": version})
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    state.observe_seal_pod(event["type"], event["object"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("watching seal-server pods in %s: %s; retrying", namespace, exc)
+            await asyncio.sleep(5)
+
+
 async def _sweep_forever(state: SealServers, deps: Deps) -> None:
     while True:
         try:
@@ -219,7 +246,10 @@ def register(registry: kopf.OperatorRegistry, run: SealServerRun) -> None:
         deps: Deps = memo["deps"]
         deps.seal = SealFacts(run.options.namespace)
         state.settled_at = time.monotonic() + run.settle_seconds
-        state.tasks = [asyncio.create_task(_sweep_forever(state, deps), name="seal-servers")]
+        state.tasks = [
+            asyncio.create_task(_watch_seal_pods(state, deps.api), name="seal-server-pods"),
+            asyncio.create_task(_sweep_forever(state, deps), name="seal-servers"),
+        ]
 
     async def stop(**_: Any) -> None:
         for task in state.tasks:
@@ -232,9 +262,6 @@ def register(registry: kopf.OperatorRegistry, run: SealServerRun) -> None:
     async def launcher_seen(*, type: str | None, body: kopf.Body, **_: Any) -> None:
         state.observe_launcher(type, body)
 
-    async def seal_pod_seen(*, type: str | None, body: kopf.Body, **_: Any) -> None:
-        state.observe_seal_pod(type, body)
-
     async def node_seen(*, type: str | None, body: kopf.Body, **_: Any) -> None:
         state.observe_node(type, body)
 
@@ -243,8 +270,5 @@ def register(registry: kopf.OperatorRegistry, run: SealServerRun) -> None:
     kopf.on.event(*WORKERS, id="seal-servers-workers", registry=registry)(worker_seen)
     kopf.on.event("pods", labels=LAUNCHER_SELECTOR, id="seal-servers-launchers", registry=registry)(
         launcher_seen
-    )
-    kopf.on.event("pods", labels=dict(SELECTOR), id="seal-servers-pods", registry=registry)(
-        seal_pod_seen
     )
     kopf.on.event("nodes", id="seal-servers-nodes", registry=registry)(node_seen)
