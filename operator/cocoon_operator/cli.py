@@ -13,12 +13,19 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cocoon_operator import __version__
-from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
+from cocoon_operator.api.nodereport import NodeReport
+from cocoon_operator.policy.nodes import (
+    Eligibility,
+    HostSummary,
+    NodeFacts,
+    eligibility,
+    host_summary,
+)
 
 
 class RoutineTimerSuccesses(logging.Filter):
@@ -59,18 +66,47 @@ async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
     ]
 
 
-def _nodes_table(rows: Sequence[Eligibility]) -> str:
-    header = ("NODE", "ELIGIBLE", "GPUS", "PRODUCT", "REASONS")
-    lines = [header] + [
-        (
+async def _gather_reports(kubeconfig: str | None, namespace: str) -> dict[str, NodeReport]:
+    """The node agents' reports in ``namespace`` (the one the operator trusts), by node."""
+    from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL  # noqa: PLC0415
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
+
+    async with Kube(load(kubeconfig)) as api:
+        listed = await api.request(
+            "GET",
+            path("v1", "configmaps", namespace=namespace),
+            query={"labelSelector": f"{REPORT_LABEL}=true"},
+        )
+    out: dict[str, NodeReport] = {}
+    for cm in listed.get("items") or []:
+        try:
+            report = NodeReport.model_validate_json((cm.get("data") or {}).get(REPORT_KEY, ""))
+        except ValueError:
+            continue
+        out[report.node] = report
+    return out
+
+
+def _nodes_table(
+    rows: Sequence[Eligibility], hosts: Mapping[str, HostSummary] | None = None
+) -> str:
+    header: tuple[str, ...] = ("NODE", "ELIGIBLE", "GPUS", "PRODUCT", "REASONS")
+    if hosts is not None:
+        header += ("QUOTE", "SEAL", "SEAL-LABEL", "VFIO", "CC")
+    lines = [header]
+    for r in rows:
+        line: tuple[str, ...] = (
             r.node,
             "yes" if r.eligible else "no",
             str(r.passthrough_gpus),
             r.product or "-",
             ",".join(r.reasons) or "-",
         )
-        for r in rows
-    ]
+        if hosts is not None:
+            h = hosts[r.node]
+            line += (h.quote_service, h.seal_server, h.seal_label or "-", h.vfio, h.cc_mode or "-")
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
@@ -81,20 +117,34 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     """Show which nodes can host a worker VM and why the others cannot."""
     facts = asyncio.run(_gather_nodes(args.kubeconfig))
     rows = sorted((eligibility(f) for f in facts), key=lambda r: (not r.eligible, r.node))
+    hosts: dict[str, HostSummary] | None = None
+    if args.reports_namespace:
+        reports = asyncio.run(_gather_reports(args.kubeconfig, args.reports_namespace))
+        hosts = {f.name: host_summary(f.labels, reports.get(f.name)) for f in facts}
     if args.json:
-        payload = [
-            {
+        payload: list[dict[str, Any]] = []
+        for r in rows:
+            item: dict[str, Any] = {
                 "node": r.node,
                 "eligible": r.eligible,
                 "passthroughGPUs": r.passthrough_gpus,
                 "product": r.product,
                 "reasons": [str(x) for x in r.reasons],
             }
-            for r in rows
-        ]
+            if hosts is not None:
+                h = hosts[r.node]
+                item["host"] = {
+                    "reported": h.reported,
+                    "quoteService": h.quote_service,
+                    "sealServer": h.seal_server,
+                    "sealLabel": h.seal_label,
+                    "ccMode": h.cc_mode,
+                    "gpus": [{"pci": p, "driver": d, "vfio": v} for p, d, v in h.gpus],
+                }
+            payload.append(item)
         print(json.dumps(payload, indent=2))
     else:
-        print(_nodes_table(rows))
+        print(_nodes_table(rows, hosts))
     return 0
 
 
@@ -442,6 +492,19 @@ def _add_library_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     add_release(sub)
 
 
+def _add_nodes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
+    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
+    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    nodes.add_argument(
+        "--reports-namespace",
+        default=None,
+        help="also show the node agents' reports from this namespace (the chart's release"
+        " namespace): quote service, seal server, GPUs on vfio-pci, CC mode",
+    )
+    nodes.set_defaults(func=cmd_nodes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -450,10 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
-    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
-    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    nodes.set_defaults(func=cmd_nodes)
+    _add_nodes(sub)
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument(

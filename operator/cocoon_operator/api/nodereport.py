@@ -100,12 +100,22 @@ class VmRecord(_Model):
     quote: RelayedQuote | None = None
 
 
+class SealServerState(_Model):
+    """The host's seal server as its wrapper (``cocoon-operator seal-server``) records it
+    in ``/run/cocoon/seal-server.json``, with the agent's own vsock check."""
+
+    enclave: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # its enclave.signed.so digest
+    ready: bool  # the wrapper saw the enclave created and the port answer, and the agent's connect
+    message: str
+
+
 class NodeReport(_Model):
     node: str
     agent_version: str
     checks: list[HostCheck] = []
     gpus: list[GpuDevice] = []
     vms: list[VmRecord] = []
+    seal_server: SealServerState | None = None
 
     @property
     def host_ready(self) -> bool:

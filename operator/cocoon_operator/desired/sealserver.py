@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from cocoon_operator.api import labels
-from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_ENCLAVE, RELEASE_DIR
+from cocoon_operator.desired.launcher import (
+    COMMON_LABELS,
+    LABEL_ENCLAVE,
+    LAUNCHER_STATE_DIR,
+    RELEASE_DIR,
+)
+from cocoon_operator.launcher._seal import SEAL_STATE_FILE
 from cocoon_operator.policy.nodes import required_node_labels
 from cocoon_operator.policy.sealserver import ID_LENGTH
 
@@ -110,12 +116,23 @@ def seal_daemonset(release: SealRelease, options: SealServerOptions) -> dict[str
         f"--expect-enclave-sha256={release.enclave}",
         f"--port={SEAL_PORT}",
         f"--ready-file={READY_FILE}",
+        # For the node agent's report (nodeagent/_probe.py reads it).
+        f"--state-file={LAUNCHER_STATE_DIR}/{SEAL_STATE_FILE}",
     ]
     if release.seal_server is not None:
         args.append(f"--expect-seal-server-sha256={release.seal_server}")
     resources = {k: dict(v) for k, v in options.resources.items()}
-    volumes: list[dict[str, Any]] = [{"name": "ready", "emptyDir": {"medium": "Memory"}}]
-    mounts: list[dict[str, Any]] = [{"name": "ready", "mountPath": READY_DIR}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "ready", "emptyDir": {"medium": "Memory"}},
+        {
+            "name": "launcher-state",
+            "hostPath": {"path": LAUNCHER_STATE_DIR, "type": "DirectoryOrCreate"},
+        },
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "ready", "mountPath": READY_DIR},
+        {"name": "launcher-state", "mountPath": LAUNCHER_STATE_DIR},
+    ]
     if options.sgx == "device-plugin":
         for kind in ("requests", "limits"):
             resources[kind] = {**resources.get(kind, {}), **SGX_PLUGIN_RESOURCES}

@@ -31,6 +31,7 @@ exit status is the server's.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import selectors
 import socket
@@ -53,6 +54,9 @@ SEAL_PORT: Final = 12345  # seal-server.cpp:338, the guests' port
 #: seal-server.cpp:49: logged once the enclave and the quoting enclave's info are set up.
 ENCLAVE_CREATED: Final = "SGX enclave created:"
 VMADDR_CID_LOCAL: Final = 1  # this host, from the host (as the node agent probes)
+#: Under the launcher's state directory (/run/cocoon, shared with the node agent):
+#: ``{"enclave": <sha256>, "ready": bool}``, replaced atomically.
+SEAL_STATE_FILE: Final = "seal-server.json"
 
 #: Try a vsock connection to (cid, port); None when it connected, else why not.
 Connect = Callable[[int, int], str | None]
@@ -95,6 +99,17 @@ class Readiness:
     connect: Connect
     enclave_created: bool = False
     ready: bool = False
+    # The record the node agent reports (its contract: SEAL_STATE_FILE); None: none kept.
+    state_file: Path | None = None
+    enclave: str = ""
+
+    def _record(self, ready: bool) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"enclave": self.enclave, "ready": ready}) + "\n")
+        tmp.replace(self.state_file)
 
     def saw(self, line: str) -> None:
         if ENCLAVE_CREATED in line:
@@ -109,11 +124,13 @@ class Readiness:
             self.ready_file.parent.mkdir(parents=True, exist_ok=True)
             self.ready_file.write_text("ready\n")
             self.ready = True
+            self._record(True)
             log.info("seal server ready: enclave created, vsock port %d answers", self.port)
         return self.ready
 
     def clear(self) -> None:
         self.ready_file.unlink(missing_ok=True)
+        self._record(False)
 
 
 def supervise(argv: Sequence[str], readiness: Readiness, poll: float = 1.0) -> int:
@@ -166,7 +183,13 @@ def cmd_seal_server(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         print(f"seal-server: {exc}", file=sys.stderr)
         return 1
-    readiness = Readiness(Path(args.ready_file), args.port, connect_vsock)
+    readiness = Readiness(
+        Path(args.ready_file),
+        args.port,
+        connect_vsock,
+        state_file=Path(args.state_file) if args.state_file else None,
+        enclave=args.expect_enclave_sha256,
+    )
     started = time.monotonic()
     status = supervise(seal_argv(release, args.port), readiness)
     log.info("seal server exited with status %s after %.0f s", status, time.monotonic() - started)

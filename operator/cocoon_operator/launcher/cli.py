@@ -51,6 +51,11 @@ def _add_seal_server(sub: Any) -> None:
         default="/run/cocoon-seal/ready",
         help="written once the enclave is created and the port answers (the readiness probe)",
     )
+    seal.add_argument(
+        "--state-file",
+        default=None,
+        help="record the enclave and readiness for the node agent (/run/cocoon/seal-server.json)",
+    )
     seal.set_defaults(func=_seal_server)
 
 

@@ -32,6 +32,7 @@ from cocoon_operator.api.nodereport import (
     HostCheck,
     NodeReport,
     RelayedQuote,
+    SealServerState,
     VmRecord,
 )
 from cocoon_operator.launcher import (
@@ -43,7 +44,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
-from cocoon_operator.launcher._seal import connect_vsock
+from cocoon_operator.launcher._seal import SEAL_STATE_FILE, connect_vsock
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +221,44 @@ def host_checks(host: HostView, gpus: list[GpuDevice], connect: VsockConnect) ->
     ]
 
 
+def read_seal_server(host: HostView, checks: list[HostCheck]) -> SealServerState | None:
+    """The seal server the operator's DaemonSet runs here, as its wrapper records it
+    (launcher/_seal.py, ``/run/cocoon/seal-server.json``), ready only if the agent's
+    own vsock check passed too. None: no record (no operator-run seal server)."""
+    path = host.path(f"{LAUNCHER_STATE_DIR}/{SEAL_STATE_FILE}")
+    try:
+        text = _read_bounded(path, 4096)
+        if text is None:
+            return None
+        raw = jsondoc.loads(text)
+        enclave, recorded = str(raw["enclave"]), bool(raw["ready"])
+    except (OSError, UnicodeDecodeError, QuoteFileError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring %s: %s", path.name, exc)
+        return None
+    seal = next((c for c in checks if c.name == "seal-server"), None)
+    answers = seal is not None and seal.ok
+    if recorded and answers:
+        message = "enclave created, vsock port answers"
+    elif recorded:
+        message = seal.message if seal is not None else "no vsock check"
+    else:
+        message = "not ready: the enclave is not created yet, or the server stopped"
+    try:
+        return SealServerState(enclave=enclave, ready=recorded and answers, message=message)
+    except ValidationError as exc:
+        log.warning("ignoring %s: %s", path.name, exc)
+        return None
+
+
 def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> NodeReport:
     """One look at the host."""
     gpus = scan_gpus(host)
+    checks = host_checks(host, gpus, connect)
     return NodeReport(
         node=node,
         agent_version=__version__,
-        checks=host_checks(host, gpus, connect),
+        checks=checks,
         gpus=gpus,
         vms=read_vms(host),
+        seal_server=read_seal_server(host, checks),
     )

@@ -41,13 +41,14 @@ def fake_server(release: Path, tmp: Path, *, created: bool = True, status: int =
 def run_in_thread(release: Path, readiness: Readiness) -> tuple[threading.Thread, list[int]]:
     result: list[int] = []
     thread = threading.Thread(
-        target=lambda: result.append(supervise(seal_argv(release, 12345), readiness, poll=0.05))
+        target=lambda: result.append(supervise(seal_argv(release, 12345), readiness, poll=0.05)),
+        daemon=True,
     )
     thread.start()
     return thread, result
 
 
-def wait_for(predicate: object, seconds: float = 10.0) -> bool:
+def wait_for(predicate: object, seconds: float = 60.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
