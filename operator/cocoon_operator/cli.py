@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -286,12 +287,21 @@ def _register_seal_servers(args: argparse.Namespace) -> str | None:
         ):
             return "--seal-server-resources: an object with requests and/or limits"
         options = dataclasses.replace(options, resources=resources)
+    releases = set()
+    for entry in args.seal_server_release:
+        image, _, enclave = entry.rpartition("=")
+        if not re.fullmatch(r"[^\s@=]+@sha256:[0-9a-f]{64}", image) or not re.fullmatch(
+            r"[0-9a-f]{64}", enclave
+        ):
+            return f"--seal-server-release {entry!r}: expected REPO@sha256:DIGEST=ENCLAVE_SHA256"
+        releases.add((image, enclave))
     register(
         kopf.get_default_registry(),
         SealServerRun(
             options,
             sweep_seconds=args.seal_server_sweep_seconds,
             settle_seconds=args.seal_server_settle_seconds,
+            releases=frozenset(releases),
         ),
     )
     return None
@@ -597,6 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seal.add_argument(
         "--seal-server-namespace", default=None, help="their namespace (default: $POD_NAMESPACE)"
+    )
+    seal.add_argument(
+        "--seal-server-release",
+        action="append",
+        default=[],
+        metavar="IMAGE=ENCLAVE_SHA256",
+        help="a release whose seal server may run: its launcher image by digest and"
+        " its enclave's digest (as `release import` prints them); repeatable",
     )
     seal.add_argument("--seal-server-pull-policy", default="IfNotPresent")
     seal.add_argument(

@@ -41,9 +41,14 @@ async def operator(
 ) -> AsyncIterator[Path]:
     await install_crds(api)
     log = tmp_path / "operator.log"
+    image = with_enclave(ENCLAVE)["image"]
     args = (
         "--attestation-boot-grace-seconds",
         "0",
+        "--seal-server-release",
+        f"{image}={ENCLAVE}",
+        "--seal-server-release",
+        f"{image}={OTHER_ENCLAVE}",
         "--seal-servers",
         "--seal-server-namespace",
         namespace,
@@ -126,7 +131,10 @@ async def test_a_vm_waits_for_its_nodes_seal_server_then_lands_where_one_is_read
 
     # The DaemonSet exists, checks the release's enclave, and cannot be placed yet.
     ds = await eventually(
-        lambda: _read_ds(apps, namespace, daemonset_name(ENCLAVE)), within=30, what="DaemonSet"
+        # The operator's start included: slow on a loaded machine.
+        lambda: _read_ds(apps, namespace, daemonset_name(ENCLAVE)),
+        within=120,
+        what="DaemonSet",
     )
     args = ds.spec.template.spec.containers[0].args
     assert f"--expect-enclave-sha256={ENCLAVE}" in args

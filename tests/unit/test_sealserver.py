@@ -100,14 +100,28 @@ def test_one_seal_server_per_enclave_the_same_release_every_time() -> None:
     a = EnclaveUse("reg/l@sha256:" + "b" * 64, ENCLAVE, SEAL)
     b = EnclaveUse("reg/l@sha256:" + "a" * 64, ENCLAVE, SEAL)
     other = EnclaveUse(IMAGE, "f" * 64)
-    assert wanted([a, b, other], [], {}) == {ENCLAVE[:16]: b, "f" * 16: other}
-    assert wanted([b, a], [], {}) == wanted([a, b], [], {})
+    releases = {(u.image, u.enclave) for u in (a, b, other)}
+    assert wanted([a, b, other], [], {}, releases) == {ENCLAVE[:16]: b, "f" * 16: other}
+    assert wanted([b, a], [], {}, releases) == wanted([a, b], [], {}, releases)
+
+
+def test_a_release_the_operator_does_not_list_gets_no_seal_server() -> None:
+    """A worker's author names the image and the enclave; the DaemonSet runs privileged on
+    every worker host and serves every tenant's VMs: only listed releases run."""
+    listed = EnclaveUse(IMAGE, ENCLAVE)
+    foreign = EnclaveUse("evil.example/x@sha256:" + "c" * 64, "f" * 64)
+    same_enclave_other_image = EnclaveUse("evil.example/x@sha256:" + "c" * 64, ENCLAVE)
+    releases = {(IMAGE, ENCLAVE)}
+    assert wanted([foreign, same_enclave_other_image, listed], [], {}, releases) == {
+        ENCLAVE[:16]: listed
+    }
+    assert wanted([foreign], [], {}, releases) == {}
 
 
 def test_an_enclave_no_worker_names_is_kept_while_a_launcher_pod_of_it_exists() -> None:
     old = EnclaveUse(IMAGE, "e" * 64)
-    assert wanted([], ["e" * 16], {"e" * 16: old}) == {"e" * 16: old}
-    assert wanted([], [], {"e" * 16: old}) == {}
+    assert wanted([], ["e" * 16], {"e" * 16: old}, set()) == {"e" * 16: old}
+    assert wanted([], [], {"e" * 16: old}, set()) == {}
 
 
 def test_node_labels_follow_ready_seal_servers_and_only_changes_are_returned() -> None:
@@ -162,8 +176,11 @@ def scheduled(p: Any) -> dict[str, Any]:
     return result
 
 
+ALLOWED = frozenset({(example_spec().release.image, ENCLAVE)})
+
+
 def test_a_worker_without_an_enclave_digest_gets_no_vm_and_is_told_why() -> None:
-    p = plan(observed(spec(enclave=None), SealFacts("cocoon")), now=T0)
+    p = plan(observed(spec(enclave=None), SealFacts("cocoon", releases=ALLOWED)), now=T0)
     assert p.apply == []
     cond = scheduled(p)
     assert cond["reason"] == Reason.SEAL_SERVER_NOT_READY
@@ -171,12 +188,12 @@ def test_a_worker_without_an_enclave_digest_gets_no_vm_and_is_told_why() -> None
 
 
 def test_a_worker_waiting_for_a_seal_server_has_its_pod_created_and_says_why_it_waits() -> None:
-    p = plan(observed(spec(), SealFacts("cocoon")), now=T0)
+    p = plan(observed(spec(), SealFacts("cocoon", releases=ALLOWED)), now=T0)
     (pod,) = p.apply
     assert pod["metadata"]["labels"]["cocoon.network/enclave"] == ENCLAVE[:16]
     cond = scheduled(p)
     assert (cond["status"], cond["reason"]) == ("False", Reason.SEAL_SERVER_NOT_READY)
-    ready = plan(observed(spec(), SealFacts("cocoon", frozenset({ENCLAVE[:16]}))), now=T0)
+    ready = plan(observed(spec(), SealFacts("cocoon", frozenset({ENCLAVE[:16]}), ALLOWED)), now=T0)
     assert scheduled(ready)["reason"] != Reason.SEAL_SERVER_NOT_READY
 
 
@@ -185,3 +202,11 @@ def test_without_seal_servers_nothing_changes() -> None:
     (pod,) = p.apply
     assert "cocoon.network/enclave" not in pod["metadata"]["labels"]
     assert scheduled(p)["reason"] != Reason.SEAL_SERVER_NOT_READY
+
+
+def test_a_worker_of_a_release_not_listed_gets_no_vm_and_is_told_to_ask_the_admin() -> None:
+    p = plan(observed(spec(), SealFacts("cocoon", frozenset({ENCLAVE[:16]}))), now=T0)
+    assert p.apply == []
+    cond = scheduled(p)
+    assert cond["reason"] == Reason.SEAL_SERVER_NOT_READY
+    assert "sealServer.releases" in cond["message"]

@@ -58,6 +58,7 @@ class SealServers:
 
     options: SealServerOptions
     sweep_seconds: float = 5.0
+    allowed_releases: frozenset[tuple[str, str]] = frozenset()
     uses: dict[tuple[str, str], EnclaveUse] = field(default_factory=dict)
     launcher_ids: dict[str, str] = field(default_factory=dict)  # pod uid -> enclave id
     seal_pods: dict[str, tuple[str, str, bool]] = field(
@@ -162,7 +163,9 @@ async def sweep(state: SealServers, deps: Deps) -> None:
         for ds in listed.get("items") or []
     }
     releases = {k: r for k, ds in existing.items() if (r := _release_of(ds)) is not None}
-    want = wanted(state.uses.values(), state.launcher_ids.values(), releases)
+    want = wanted(
+        state.uses.values(), state.launcher_ids.values(), releases, state.allowed_releases
+    )
     for enclave_id, use in want.items():
         obj = desired(use, state.options)
         have = existing.get(enclave_id)
@@ -193,7 +196,7 @@ async def sweep(state: SealServers, deps: Deps) -> None:
         log.info("node %s: seal server label %s", node, value or "removed")
     ready_ids = frozenset(v for v in state.node_label.values() if v)
     if deps.seal is None or deps.seal.ready_ids != ready_ids:
-        deps.seal = SealFacts(namespace, ready_ids)
+        deps.seal = SealFacts(namespace, ready_ids, state.allowed_releases)
 
 
 async def _watch_seal_pods(state: SealServers, api: Kube) -> None:
@@ -236,15 +239,17 @@ class SealServerRun:
     options: SealServerOptions
     sweep_seconds: float = 5.0
     settle_seconds: float = 30.0
+    # (launcher image, enclave digest) pairs allowed: policy/sealserver.py, allowed.
+    releases: frozenset[tuple[str, str]] = frozenset()
 
 
 def register(registry: kopf.OperatorRegistry, run: SealServerRun) -> None:
     """Add the seal-server step to ``registry``; its state lives in the closure, not the memo."""
-    state = SealServers(run.options, run.sweep_seconds)
+    state = SealServers(run.options, run.sweep_seconds, run.releases)
 
     async def start(*, memo: Any, **_: Any) -> None:
         deps: Deps = memo["deps"]
-        deps.seal = SealFacts(run.options.namespace)
+        deps.seal = SealFacts(run.options.namespace, releases=run.releases)
         state.settled_at = time.monotonic() + run.settle_seconds
         state.tasks = [
             asyncio.create_task(_watch_seal_pods(state, deps.api), name="seal-server-pods"),

@@ -21,6 +21,8 @@ class SealFacts:
 
     namespace: str
     ready_ids: frozenset[str] = frozenset()
+    # The (launcher image, enclave digest) pairs the operator runs seal servers for.
+    releases: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,24 @@ class EnclaveUse:
         return self.enclave[:ID_LENGTH]
 
 
+def allowed(use: EnclaveUse, releases: Collection[tuple[str, str]]) -> bool:
+    """Whether the operator's configuration lists this (launcher image, enclave digest).
+
+    A worker's author names both, and the seal server runs privileged on every
+    worker host and serves every tenant's VMs (one per host): only releases an
+    administrator imported and listed (``--seal-server-release IMAGE=ENCLAVE``,
+    chart ``sealServer.releases``) are run.
+    """
+    return (use.image, use.enclave) in releases
+
+
 def wanted(
     workers: Iterable[EnclaveUse],
     running_ids: Iterable[str],
     existing: Mapping[str, EnclaveUse],
+    releases: Collection[tuple[str, str]],
 ) -> dict[str, EnclaveUse]:
-    """The seal servers to run, by enclave id.
+    """The seal servers to run, by enclave id, of the allowed ``releases`` only.
 
     One per enclave some worker names; of several releases sharing an enclave,
     the smallest (image, seal-server digest) runs it, so every sweep picks the
@@ -51,6 +65,8 @@ def wanted(
     """
     out: dict[str, EnclaveUse] = {}
     for use in workers:
+        if not allowed(use, releases):
+            continue
         have = out.get(use.enclave_id)
         if have is None or (use.image, use.seal_server or "") < (
             have.image,
@@ -81,8 +97,18 @@ def node_labels(
     return changes
 
 
-def waiting_message(enclave: str | None, ready_ids: Collection[str], namespace: str) -> str | None:
-    """Why a worker's VM cannot be placed yet, for its Scheduled condition; None: it can."""
+def waiting_message(
+    enclave: str | None,
+    ready_ids: Collection[str],
+    namespace: str,
+    *,
+    image: str = "",
+    releases: Collection[tuple[str, str]] | None = None,
+) -> str | None:
+    """Why a worker's VM cannot be placed yet, for its Scheduled condition; None: it can.
+
+    ``releases``: the allowed (image, enclave) pairs; None: not checked here.
+    """
     if enclave is None:
         return (
             "spec.release.files.enclave is unset: this operator runs the nodes' seal"
@@ -90,6 +116,11 @@ def waiting_message(enclave: str | None, ready_ids: Collection[str], namespace: 
             " (`cocoon-operator release import` prints it)"
         )
     enclave_id = enclave[:ID_LENGTH]
+    if releases is not None and (image, enclave) not in releases:
+        return (
+            f"the release (image {image}, enclave {enclave_id}) is not one this operator"
+            " runs seal servers for (its sealServer.releases): ask its administrator"
+        )
     if enclave_id in ready_ids:
         return None
     return (

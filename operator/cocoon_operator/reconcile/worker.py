@@ -237,7 +237,11 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     tried = list(obs.status.instances_tried or ()) or None
     seal_waiting = (
         sealserver.waiting_message(
-            obs.spec.release.files.enclave, obs.seal.ready_ids, obs.seal.namespace
+            obs.spec.release.files.enclave,
+            obs.seal.ready_ids,
+            obs.seal.namespace,
+            image=obs.spec.release.image,
+            releases=obs.seal.releases,
         )
         if obs.seal is not None
         else None
@@ -249,8 +253,13 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         current = next((p for p in obs.pods if p.revision == rev), None)
     elif held:
         _hold(obs, held, out)
-    elif seal_waiting is not None and obs.spec.release.files.enclave is None:
-        # No enclave digest, no seal server to require: no new VM (a running one stays).
+    elif seal_waiting is not None and not (
+        obs.seal is not None
+        and obs.spec.release.files.enclave is not None
+        and (obs.spec.release.image, obs.spec.release.files.enclave) in obs.seal.releases
+    ):
+        # No enclave digest, or a release not allowed: no seal server will come, so
+        # no new VM (a running one stays).
         current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
     else:
         current, tried = _pod_actions(obs, rev, out)
