@@ -16,10 +16,9 @@ import re
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocoon_operator import __version__
-from cocoon_operator.api.nodereport import NodeReport
 from cocoon_operator.policy.nodes import (
     Eligibility,
     HostSummary,
@@ -27,6 +26,9 @@ from cocoon_operator.policy.nodes import (
     eligibility,
     host_summary,
 )
+
+if TYPE_CHECKING:
+    from cocoon_operator.api.nodereport import NodeReport
 
 
 class RoutineTimerSuccesses(logging.Filter):
@@ -69,7 +71,11 @@ async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
 
 async def _gather_reports(kubeconfig: str | None, namespace: str) -> dict[str, NodeReport]:
     """The node agents' reports in ``namespace`` (the one the operator trusts), by node."""
-    from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL  # noqa: PLC0415
+    from cocoon_operator.api.nodereport import (  # noqa: PLC0415
+        REPORT_KEY,
+        REPORT_LABEL,
+        NodeReport,
+    )
     from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
     from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from cocoon_operator.api import labels
-from cocoon_operator.api.nodereport import NodeReport
+
+if TYPE_CHECKING:  # the CLI imports this module; pydantic only when reports are read
+    from cocoon_operator.api.nodereport import NodeReport
 
 
 class Ineligible(StrEnum):

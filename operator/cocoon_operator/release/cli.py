@@ -28,20 +28,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cocoon_operator.release._import import (
-    CONTEXT_RELEASE,
-    build_argv,
-    find_source,
-    pinned,
-    push_argv,
-    release_block,
-    release_version,
-    render_block,
-    sha256sums,
-    write_context,
-)
-from cocoon_operator.release._unpack import ReleaseImportError, release_tree, unpack
-
+# The importer's modules are imported when a release is imported, not for every
+# ``cocoon-operator`` start (the launcher Pod's command builds the same parser).
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -53,8 +41,12 @@ def run_command(argv: Sequence[str]) -> None:
     try:
         subprocess.run(list(argv), check=True, stdout=sys.stderr)
     except FileNotFoundError:
+        from cocoon_operator.release._unpack import ReleaseImportError  # noqa: PLC0415
+
         raise ReleaseImportError(f"{argv[0]} not found: install it or use --no-build") from None
     except subprocess.CalledProcessError as exc:
+        from cocoon_operator.release._unpack import ReleaseImportError  # noqa: PLC0415
+
         raise ReleaseImportError(
             f"{argv[0]} {argv[1]} failed with status {exc.returncode}"
         ) from None
@@ -62,6 +54,24 @@ def run_command(argv: Sequence[str]) -> None:
 
 def import_release(args: argparse.Namespace, run: Runner = run_command) -> str:
     """Do the import; return the block's YAML."""
+    from cocoon_operator.release._import import (  # noqa: PLC0415
+        CONTEXT_RELEASE,
+        build_argv,
+        find_source,
+        pinned,
+        push_argv,
+        release_block,
+        release_version,
+        render_block,
+        sha256sums,
+        write_context,
+    )
+    from cocoon_operator.release._unpack import (  # noqa: PLC0415
+        ReleaseImportError,
+        release_tree,
+        unpack,
+    )
+
     out: Path = args.out
     staging = out / ".unpacked"
     if out.exists() and any(out.iterdir()):
@@ -100,6 +110,8 @@ def _import(args: argparse.Namespace) -> int:
     if args.build and args.image:
         print("--image names an image already built: leave out --build", file=sys.stderr)
         return EXIT_USAGE
+    from cocoon_operator.release._unpack import ReleaseImportError  # noqa: PLC0415
+
     try:
         text = import_release(args)
     except ReleaseImportError as exc:
