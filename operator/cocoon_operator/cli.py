@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocoon_operator import __version__
 from cocoon_operator.policy.launcherimages import LauncherImages
-from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
+from cocoon_operator.policy.nodes import (
+    Eligibility,
+    HostSummary,
+    NodeFacts,
+    eligibility,
+    host_summary,
+)
+
+if TYPE_CHECKING:
+    from cocoon_operator.api.nodereport import NodeReport
 
 
 class RoutineTimerSuccesses(logging.Filter):
@@ -58,18 +70,51 @@ async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
     ]
 
 
-def _nodes_table(rows: Sequence[Eligibility]) -> str:
-    header = ("NODE", "ELIGIBLE", "GPUS", "PRODUCT", "REASONS")
-    lines = [header] + [
-        (
+async def _gather_reports(kubeconfig: str | None, namespace: str) -> dict[str, NodeReport]:
+    """The node agents' reports in ``namespace`` (the one the operator trusts), by node."""
+    from cocoon_operator.api.nodereport import (  # noqa: PLC0415
+        REPORT_KEY,
+        REPORT_LABEL,
+        NodeReport,
+    )
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
+
+    async with Kube(load(kubeconfig)) as api:
+        listed = await api.request(
+            "GET",
+            path("v1", "configmaps", namespace=namespace),
+            query={"labelSelector": f"{REPORT_LABEL}=true"},
+        )
+    out: dict[str, NodeReport] = {}
+    for cm in listed.get("items") or []:
+        try:
+            report = NodeReport.model_validate_json((cm.get("data") or {}).get(REPORT_KEY, ""))
+        except ValueError:
+            continue
+        out[report.node] = report
+    return out
+
+
+def _nodes_table(
+    rows: Sequence[Eligibility], hosts: Mapping[str, HostSummary] | None = None
+) -> str:
+    header: tuple[str, ...] = ("NODE", "ELIGIBLE", "GPUS", "PRODUCT", "REASONS")
+    if hosts is not None:
+        header += ("QUOTE", "SEAL", "SEAL-LABEL", "VFIO", "CC")
+    lines = [header]
+    for r in rows:
+        line: tuple[str, ...] = (
             r.node,
             "yes" if r.eligible else "no",
             str(r.passthrough_gpus),
             r.product or "-",
             ",".join(r.reasons) or "-",
         )
-        for r in rows
-    ]
+        if hosts is not None:
+            h = hosts[r.node]
+            line += (h.quote_service, h.seal_server, h.seal_label or "-", h.vfio, h.cc_mode or "-")
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
@@ -80,20 +125,34 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     """Show which nodes can host a worker VM and why the others cannot."""
     facts = asyncio.run(_gather_nodes(args.kubeconfig))
     rows = sorted((eligibility(f) for f in facts), key=lambda r: (not r.eligible, r.node))
+    hosts: dict[str, HostSummary] | None = None
+    if args.reports_namespace:
+        reports = asyncio.run(_gather_reports(args.kubeconfig, args.reports_namespace))
+        hosts = {f.name: host_summary(f.labels, reports.get(f.name)) for f in facts}
     if args.json:
-        payload = [
-            {
+        payload: list[dict[str, Any]] = []
+        for r in rows:
+            item: dict[str, Any] = {
                 "node": r.node,
                 "eligible": r.eligible,
                 "passthroughGPUs": r.passthrough_gpus,
                 "product": r.product,
                 "reasons": [str(x) for x in r.reasons],
             }
-            for r in rows
-        ]
+            if hosts is not None:
+                h = hosts[r.node]
+                item["host"] = {
+                    "reported": h.reported,
+                    "quoteService": h.quote_service,
+                    "sealServer": h.seal_server,
+                    "sealLabel": h.seal_label,
+                    "ccMode": h.cc_mode,
+                    "gpus": [{"pci": p, "driver": d, "vfio": v} for p, d, v in h.gpus],
+                }
+            payload.append(item)
         print(json.dumps(payload, indent=2))
     else:
-        print(_nodes_table(rows))
+        print(_nodes_table(rows, hosts))
     return 0
 
 
@@ -197,7 +256,6 @@ async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
     """Run the operator only while this replica holds the Lease; exit 1 when it is lost."""
-    import os  # noqa: PLC0415
     import socket  # noqa: PLC0415
     import uuid  # noqa: PLC0415
 
@@ -319,6 +377,67 @@ def _check_launcher_images(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _register_node_reports(args: argparse.Namespace, memo: Any) -> Any:
+    """The node-report step; returns its check for the workers' shared timer (run
+    as often as the attestation check: the shared timer keeps its tick)."""
+    import kopf  # noqa: PLC0415
+
+    from cocoon_operator.handlers import nodes  # noqa: PLC0415
+
+    memo["node_report_options"] = nodes.NodeReportOptions(
+        namespace=args.node_report_namespace,
+        grace_seconds=args.orphan_grace_seconds,
+        max_age_seconds=args.node_report_max_age_seconds,
+    )
+    return nodes.register(kopf.get_default_registry(), args.attestation_check_seconds)
+
+
+def _register_seal_servers(args: argparse.Namespace) -> str | None:
+    """Register the seal-server step as the flags configure it; what is wrong with them."""
+    import kopf  # noqa: PLC0415
+
+    from cocoon_operator.desired.sealserver import SealServerOptions  # noqa: PLC0415
+    from cocoon_operator.handlers.sealserver import SealServerRun, register  # noqa: PLC0415
+
+    namespace = args.seal_server_namespace or os.environ.get("POD_NAMESPACE")
+    if not namespace:
+        return "--seal-servers needs --seal-server-namespace (or $POD_NAMESPACE)"
+    options = SealServerOptions(
+        namespace=namespace,
+        pull_policy=args.seal_server_pull_policy,
+        sgx=args.seal_server_sgx,
+        priority_class=args.seal_server_priority_class,
+    )
+    if args.seal_server_resources:
+        try:
+            resources = json.loads(args.seal_server_resources)
+        except ValueError as exc:
+            return f"--seal-server-resources is not JSON: {exc}"
+        if not isinstance(resources, dict) or not all(
+            k in ("requests", "limits") and isinstance(v, dict) for k, v in resources.items()
+        ):
+            return "--seal-server-resources: an object with requests and/or limits"
+        options = dataclasses.replace(options, resources=resources)
+    releases = set()
+    for entry in args.seal_server_release:
+        image, _, enclave = entry.rpartition("=")
+        if not re.fullmatch(r"[^\s@=]+@sha256:[0-9a-f]{64}", image) or not re.fullmatch(
+            r"[0-9a-f]{64}", enclave
+        ):
+            return f"--seal-server-release {entry!r}: expected REPO@sha256:DIGEST=ENCLAVE_SHA256"
+        releases.add((image, enclave))
+    register(
+        kopf.get_default_registry(),
+        SealServerRun(
+            options,
+            sweep_seconds=args.seal_server_sweep_seconds,
+            settle_seconds=args.seal_server_settle_seconds,
+            releases=frozenset(releases),
+        ),
+    )
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     without_generated_client()
@@ -373,15 +492,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     periodic: list[checks.Check] = []
     attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.node_report_namespace:
-        from cocoon_operator.handlers import nodes  # noqa: PLC0415
-
-        memo["node_report_options"] = nodes.NodeReportOptions(
-            namespace=args.node_report_namespace,
-            grace_seconds=args.orphan_grace_seconds,
-            max_age_seconds=args.node_report_max_age_seconds,
-        )
-        # As often as the attestation check: the shared timer keeps its tick.
-        periodic.append(nodes.register(kopf.get_default_registry(), args.attestation_check_seconds))
+        periodic.append(_register_node_reports(args, memo))
+    if args.seal_servers and (problem := _register_seal_servers(args)):
+        print(f"cocoon-operator run: {problem}", file=sys.stderr)
+        return 2
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
@@ -555,6 +669,44 @@ def _add_launcher_image_args(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_library_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The libraries' own subcommands, imported here to keep ``--help`` fast."""
+    from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
+
+    add_subparsers(sub)
+    from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
+
+    add_ton_subparsers(sub)
+    from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
+
+    add_agent(sub)
+    from cocoon_operator.nodeagent._sweep import add_subparsers as add_sweep  # noqa: PLC0415
+
+    add_sweep(sub)
+    from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
+
+    add_launch(sub)
+    from cocoon_operator.models.cli import add_subparsers as add_model  # noqa: PLC0415
+
+    add_model(sub)
+    from cocoon_operator.release.cli import add_subparsers as add_release  # noqa: PLC0415
+
+    add_release(sub)
+
+
+def _add_nodes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
+    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
+    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    nodes.add_argument(
+        "--reports-namespace",
+        default=None,
+        help="also show the node agents' reports from this namespace (the chart's release"
+        " namespace): quote service, seal server, GPUs on vfio-pci, CC mode",
+    )
+    nodes.set_defaults(func=cmd_nodes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -563,10 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
-    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
-    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    nodes.set_defaults(func=cmd_nodes)
+    _add_nodes(sub)
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument(
@@ -629,6 +778,43 @@ def build_parser() -> argparse.ArgumentParser:
         default="default/cocoon-registration-ledger",
         help="NAMESPACE/NAME of the ConfigMap recording every registration message",
     )
+    seal = run.add_argument_group("seal servers (off without --seal-servers)")
+    seal.add_argument(
+        "--seal-servers",
+        action="store_true",
+        help="run a seal-server DaemonSet per enclave in use; place VMs only where one is ready",
+    )
+    seal.add_argument(
+        "--seal-server-namespace", default=None, help="their namespace (default: $POD_NAMESPACE)"
+    )
+    seal.add_argument(
+        "--seal-server-release",
+        action="append",
+        default=[],
+        metavar="IMAGE=ENCLAVE_SHA256",
+        help="a release whose seal server may run: its launcher image by digest and"
+        " its enclave's digest (as `release import` prints them); repeatable",
+    )
+    seal.add_argument("--seal-server-pull-policy", default="IfNotPresent")
+    seal.add_argument(
+        "--seal-server-sgx",
+        choices=("privileged", "device-plugin"),
+        default="privileged",
+        help="how the pods reach /dev/sgx_enclave and /dev/sgx_provision (docs/deploy.md)",
+    )
+    seal.add_argument(
+        "--seal-server-resources",
+        default=None,
+        help='the container\'s resources as JSON, e.g. {"requests": {"cpu": "50m"}}',
+    )
+    seal.add_argument("--seal-server-priority-class", default=None)
+    seal.add_argument("--seal-server-sweep-seconds", type=float, default=5.0)
+    seal.add_argument(
+        "--seal-server-settle-seconds",
+        type=float,
+        default=30.0,
+        help="after startup, delete no DaemonSet and remove no node label for this long",
+    )
     agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
     agents.add_argument(
         "--node-report-namespace",
@@ -650,24 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
-
-    add_subparsers(sub)
-    from cocoon_operator.ton.cli import register as add_ton_subparsers  # noqa: PLC0415
-
-    add_ton_subparsers(sub)
-    from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
-
-    add_agent(sub)
-    from cocoon_operator.nodeagent._sweep import add_subparsers as add_sweep  # noqa: PLC0415
-
-    add_sweep(sub)
-    from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
-
-    add_launch(sub)
-    from cocoon_operator.models.cli import add_subparsers as add_model  # noqa: PLC0415
-
-    add_model(sub)
+    _add_library_subcommands(sub)
     return parser
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cocoon_operator.api import labels
+from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, SealServerState
 from cocoon_operator.policy.nodes import (
     Ineligible,
     NodeFacts,
     cordoned,
     eligibility,
+    host_summary,
     required_node_labels,
 )
 
@@ -97,3 +99,47 @@ def test_required_labels_are_a_subset_of_what_eligibility_checks() -> None:
 )
 def test_cordoned(spec: dict[str, object], expected: bool) -> None:
     assert cordoned(spec) is expected
+
+
+def _report(**changes: object) -> NodeReport:
+    base: dict[str, object] = {
+        "node": "n1",
+        "agent_version": "0",
+        "checks": [
+            HostCheck(name="quote-service", ok=False, message="TDX quote service: refused"),
+            HostCheck(name="seal-server", ok=True, message="answers"),
+        ],
+        "gpus": [
+            GpuDevice(
+                pci="0000:1b:00.0", device_id="10de:2330", driver="vfio-pci", iommu_group="3"
+            ),
+            GpuDevice(pci="0000:9a:00.0", device_id="10de:2330", driver="nvidia", iommu_group="4"),
+        ],
+    }
+    return NodeReport.model_validate({**base, **changes})
+
+
+def test_host_summary_shows_quote_service_seal_server_and_gpus_on_vfio() -> None:
+    seal = SealServerState(enclave="e" * 64, ready=True, message="ok")
+    node_labels = {labels.SEAL_ENCLAVE: "e" * 16, labels.CC_MODE_STATE: "on"}
+    h = host_summary(node_labels, _report(seal_server=seal))
+    assert h.quote_service == "TDX quote service: refused"
+    assert h.seal_server == f"{'e' * 16} ready"
+    assert (h.seal_label, h.cc_mode, h.vfio) == ("e" * 16, "on", "1/2")
+    assert h.gpus == (("0000:1b:00.0", "vfio-pci", True), ("0000:9a:00.0", "nvidia", False))
+
+
+def test_host_summary_of_an_unreported_node_says_so() -> None:
+    h = host_summary({}, None)
+    assert (h.reported, h.quote_service, h.seal_server, h.vfio) == (False, "-", "-", "-")
+
+
+def test_nodes_table_adds_the_host_columns_only_with_reports() -> None:
+    from cocoon_operator.cli import _nodes_table  # noqa: PLC0415
+
+    row = eligibility(NodeFacts("n1", {}, {}, unschedulable=False))
+    assert "QUOTE" not in _nodes_table([row])
+    table = _nodes_table([row], {"n1": host_summary({}, _report())})
+    header, line = table.splitlines()
+    assert header.split()[-5:] == ["QUOTE", "SEAL", "SEAL-LABEL", "VFIO", "CC"]
+    assert "1/2" in line

@@ -19,6 +19,7 @@ import yaml
 import cocoon_operator
 from cocoon_operator.api.crd import all_crds
 from cocoon_operator.cli import build_parser
+from cocoon_operator.release._import import BUILD_ARG_OF_FIELD
 
 REPO = Path(__file__).resolve().parents[2]
 # Python images: each Dockerfile and the command its runtime stage runs.
@@ -167,6 +168,13 @@ def test_launcher_image_checks_every_download_and_release_file_it_takes() -> Non
         assert f"  {name}" in runs
     assert "sha256sum -c" in runs.split("cd /opt/cocoon/release/images/prod", 1)[1]
     assert "spec/spec-worker/init" in runs
+    # The seal server's two binaries (prepare-release:75-79), checked in bin/ too.
+    after_bin = runs.split("cd /opt/cocoon/release/bin", 1)[1]
+    assert "  enclave.signed.so" in after_bin and "  seal-server" in after_bin
+    assert "sha256sum -c" in after_bin
+    # Every digest `release import --build` passes is an ARG the Dockerfile declares.
+    declared = {a.split("=", 1)[0] for kind, a in instructions if kind == "ARG"}
+    assert set(BUILD_ARG_OF_FIELD.values()) | {"QEMU_SHA256", "RELEASE_DIR"} <= declared
     # Where the launcher looks for them by default.
     args = build_parser().parse_args(["launch", "--config=c"])
     assert args.release == "/opt/cocoon/release"

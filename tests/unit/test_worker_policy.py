@@ -352,3 +352,15 @@ def test_moves_stop_once_every_instance_was_tried() -> None:
     assert p.status["conditions"][0]["reason"] == "Unschedulable"
     assert try_another(range(9), 9) is None
     assert try_another([3], 5) == (3, 5)
+
+
+def test_revision_of_a_release_without_seal_digests_is_what_it_was_before_they_existed() -> None:
+    # 4b097d3ec8 is the example worker's revision before spec.release.files had
+    # enclave/sealServer: an operator upgrade must not rename (and so restart) every VM.
+    assert revision(spec()) == "4b097d3ec8"
+
+
+def test_revision_changes_with_the_release_enclave_digest() -> None:
+    files = {**spec().release.files.model_dump(by_alias=True), "enclave": "e" * 64}
+    release = {**spec().release.model_dump(by_alias=True), "files": files}
+    assert revision(spec(release=release)) != revision(spec())

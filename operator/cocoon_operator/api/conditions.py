@@ -30,6 +30,8 @@ class Reason(StrEnum):
     BUILDING = "Building"
     VERIFYING = "Verifying"
     MODEL_FAILED = "Failed"
+    # No node has a ready seal server of the worker's enclave (policy/sealserver.py).
+    SEAL_SERVER_NOT_READY = "SealServerNotReady"
     # VMRunning
     VM_STARTING = "VMStarting"
     VM_RUNNING = "VMRunning"

@@ -20,3 +20,9 @@ GPU_PRODUCT: Final = "nvidia.com/gpu.product"
 # Extended resource the GPU Operator's sandbox device plugin advertises for
 # passthrough GPUs: one unit is one whole physical GPU.
 PASSTHROUGH_GPU_RESOURCE: Final = "nvidia.com/pgpu"
+
+# Set by the operator on a node whose seal server is ready, to the enclave's
+# id (the first 16 hex digits of spec.release.files.enclave): launcher Pods of
+# workers of that enclave require it (desired/sealserver.py). One key, one value
+# per node: one seal server per host, on vsock port 12345 (seal-server.cpp:338).
+SEAL_ENCLAVE: Final = f"seal.{GROUP}/enclave"

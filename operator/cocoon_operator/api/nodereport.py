@@ -127,6 +127,15 @@ class ModelRecord(_Model):
     updated_at: float = 0.0  # epoch seconds, the progress file's own stamp
 
 
+class SealServerState(_Model):
+    """The host's seal server as its wrapper (``cocoon-operator seal-server``) records it
+    in ``/run/cocoon/seal-server.json``, with the agent's own vsock check."""
+
+    enclave: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # its enclave.signed.so digest
+    ready: bool  # the wrapper saw the enclave created and the port answer, and the agent's connect
+    message: str
+
+
 class NodeReport(_Model):
     node: str
     agent_version: str
@@ -134,6 +143,7 @@ class NodeReport(_Model):
     gpus: list[GpuDevice] = []
     vms: list[VmRecord] = []
     models: list[ModelRecord] = []
+    seal_server: SealServerState | None = None
 
     @property
     def host_ready(self) -> bool:

@@ -104,6 +104,22 @@ class ReleaseFiles(Model):
     cmdline: Annotated[
         str, Field(pattern=HEX64, description="image.cmdline, the kernel command line (RTMR2)")
     ]
+    # The host's seal server (scripts/prepare-release:74-79 ships both in bin/). The
+    # enclave must be the release's own binary: the keys it derives are sealed to its
+    # MRENCLAVE (docs/seal-keys.md, "Derive Persistent Key"; dist-worker/README.md:35).
+    # Optional so that releases recorded before they were digested stay valid; the
+    # operator's seal-server management needs ``enclave`` and says so when it is unset.
+    enclave: Annotated[
+        str | None,
+        Field(
+            pattern=HEX64,
+            description="bin/enclave.signed.so, the seal server's SGX enclave (sealed disk keys)",
+        ),
+    ] = None
+    seal_server: Annotated[
+        str | None,
+        Field(pattern=HEX64, description="bin/seal-server, the host program loading the enclave"),
+    ] = None
 
 
 class Release(Model):

@@ -50,11 +50,14 @@ from cocoon_operator.desired.config import (
 )
 from cocoon_operator.launcher._cocoon import GUEST_MEMORY_GIB, GUEST_VCPUS
 from cocoon_operator.policy.nodes import required_node_labels
+from cocoon_operator.policy.sealserver import ID_LENGTH as SEAL_ID_LENGTH
 
 READINESS_GATE: Final = f"{labels.GROUP}/attested"
 LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
+# The enclave id of a launcher Pod's seal server, when the operator runs them (policy/sealserver).
+LABEL_ENCLAVE: Final = f"{labels.GROUP}/enclave"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
 # The rendered worker.conf, mounted at CONFIG_PATH by a downward API volume (the key keeps
 # its first name: running pods carry it).
@@ -141,6 +144,11 @@ _REVISION_FIELDS: Final = frozenset(
 )
 
 
+#: spec.release.files keys added after workers were running (the seal server's
+#: binaries): left out of the revision while unset.
+_FILES_ADDED_LATER: Final = ("enclave", "sealServer")
+
+
 def revision(spec: CocoonWorkerSpec) -> str:
     """Hash of what requires a new VM when it changes (model, release, owner,
     network, root, TON files, GPU choice, tolerations). Coefficient, funding and pause are
@@ -157,6 +165,12 @@ def revision(spec: CocoonWorkerSpec) -> str:
 @functools.lru_cache(maxsize=4096)
 def _revision_of(relevant_json: str) -> str:
     relevant = json.loads(relevant_json)
+    files = relevant.get("release", {}).get("files", {})
+    for key in _FILES_ADDED_LATER:
+        if files.get(key) is None:
+            # Absent from the canonical form when unset, as before the field existed:
+            # an operator upgrade must not give every running VM a new revision.
+            files.pop(key, None)
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
@@ -180,11 +194,22 @@ def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
     return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
 
 
-def _node_affinity(spec: CocoonWorkerSpec, prefer: Sequence[str] = ()) -> dict[str, Any]:
+def _node_affinity(
+    spec: CocoonWorkerSpec, prefer: Sequence[str] = (), seal: bool = False
+) -> dict[str, Any]:
     expressions = [
         {"key": key, "operator": "In", "values": [value]}
         for key, value in sorted(required_node_labels().items())
     ]
+    if seal and spec.release.files.enclave is not None:
+        # A node whose seal server of this enclave is ready (desired/sealserver.py).
+        expressions.append(
+            {
+                "key": labels.SEAL_ENCLAVE,
+                "operator": "In",
+                "values": [spec.release.files.enclave[:SEAL_ID_LENGTH]],
+            }
+        )
     if spec.gpu.product is not None:
         expressions.append(
             {"key": labels.GPU_PRODUCT, "operator": "In", "values": [spec.gpu.product]}
@@ -356,12 +381,16 @@ def launcher_pod(
     slot: InstanceSlot,
     *,
     model_nodes: Sequence[str] = (),
+    seal: bool = False,
 ) -> dict[str, Any]:
     """The desired launcher Pod for ``worker`` at the spec's current revision.
 
     ``model_nodes``: nodes that hold the worker's model Ready (their node
     agents say so), which the pod prefers. A pod's spec is immutable, so this
     only steers pods created from now on.
+    ``seal``: the operator runs the nodes' seal servers; the pod then requires a
+    node whose seal server of the release's enclave is ready, and says which
+    enclave it uses (label), so the seal server is kept while the pod exists.
     """
     rev = revision(spec)
     shape = vm_shape(spec)
@@ -371,6 +400,8 @@ def launcher_pod(
     files = spec.release.files
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
     pod_labels = {**_labels(worker, rev), LABEL_INSTANCE: str(slot.index)}
+    if seal and files.enclave is not None:
+        pod_labels[LABEL_ENCLAVE] = files.enclave[:SEAL_ID_LENGTH]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -386,7 +417,7 @@ def launcher_pod(
         },
         "spec": {
             "readinessGates": [{"conditionType": READINESS_GATE}],
-            "affinity": _node_affinity(spec, model_nodes),
+            "affinity": _node_affinity(spec, model_nodes, seal),
             "tolerations": tolerations,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,

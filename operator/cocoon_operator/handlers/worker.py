@@ -50,6 +50,7 @@ from cocoon_operator.policy.instances import instance_room, slots_coming
 from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.policy.nodereports import model_on, nodes_with_model
 from cocoon_operator.policy.pool import Expectations
+from cocoon_operator.policy.sealserver import SealFacts
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
 
@@ -139,6 +140,9 @@ class Deps:
     # The launcher images the operator's configuration allows (--launcher-image).
     # The default allows none: an operator told nothing starts nothing.
     launcher_images: LauncherImages = field(default_factory=LauncherImages)
+    # The operator runs the nodes' seal servers: which enclaves are ready somewhere,
+    # replaced by each seal-server sweep (handlers/sealserver.py); None: it does not.
+    seal: SealFacts | None = None
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -561,6 +565,7 @@ def _observe(
     deleting: bool = False,
     chain_enabled: bool = False,
     images: LauncherImages,
+    seal: SealFacts | None = None,
 ) -> Observed:
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
@@ -579,6 +584,7 @@ def _observe(
         deleting=deleting or meta.get("deletionTimestamp") is not None,
         chain_enabled=chain_enabled,
         image_refused=images.refusal(parsed.spec.release.image),
+        seal=seal,
     )
 
 
@@ -667,6 +673,7 @@ async def _reconcile(
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
                 images=deps.launcher_images,
+                seal=deps.seal,
             )
         except ValidationError as err:
             # The CRD schema should have refused this; name the fields, act on nothing.

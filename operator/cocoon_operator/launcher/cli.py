@@ -22,7 +22,45 @@ DIGEST_FLAGS = (
 )
 
 
+def _seal_server(args: argparse.Namespace) -> int:
+    from cocoon_operator.launcher._seal import cmd_seal_server  # noqa: PLC0415
+
+    return cmd_seal_server(args)
+
+
+def _add_seal_server(sub: Any) -> None:
+    seal = sub.add_parser(
+        "seal-server",
+        help="run the release's seal-server, its enclave checked first"
+        " (the seal-server DaemonSet's command)",
+    )
+    seal.add_argument("--release", default="/opt/cocoon/release", help="the release's root")
+    seal.add_argument(
+        "--expect-enclave-sha256",
+        required=True,
+        help="refuse unless bin/enclave.signed.so has this digest (spec.release.files.enclave)",
+    )
+    seal.add_argument(
+        "--expect-seal-server-sha256",
+        default=None,
+        help="refuse unless bin/seal-server has this digest (spec.release.files.sealServer)",
+    )
+    seal.add_argument("--port", type=int, default=12345, help="the vsock port guests connect to")
+    seal.add_argument(
+        "--ready-file",
+        default="/run/cocoon-seal/ready",
+        help="written once the enclave is created and the port answers (the readiness probe)",
+    )
+    seal.add_argument(
+        "--state-file",
+        default=None,
+        help="record the enclave and readiness for the node agent (/run/cocoon/seal-server.json)",
+    )
+    seal.set_defaults(func=_seal_server)
+
+
 def add_subparsers(sub: Any) -> None:
+    _add_seal_server(sub)
     launch = sub.add_parser(
         "launch",
         help="boot this worker's TDX VM as COCOON's scripts/cocoon-launch would"

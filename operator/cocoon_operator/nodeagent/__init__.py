@@ -12,13 +12,13 @@ which may hold a GPU the scheduler believes free.
 is the Kubernetes side; ``agent`` runs the two in a loop.
 """
 
+from cocoon_operator.launcher._seal import connect_vsock
 from cocoon_operator.nodeagent._probe import (
     LAUNCHER_STATE_DIR,
     QGS_PORT,
     SEAL_SERVER_PORT,
     HostView,
     VsockConnect,
-    connect_vsock,
     probe,
 )
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from cocoon_operator.api.nodereport import (
     HostCheck,
     NodeReport,
     RelayedQuote,
+    SealServerState,
     VmRecord,
 )
 from cocoon_operator.launcher import (
@@ -48,6 +48,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
+from cocoon_operator.launcher._seal import SEAL_STATE_FILE, connect_vsock
 from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, read_models
 
 log = logging.getLogger(__name__)
@@ -70,20 +71,6 @@ VMADDR_CID_LOCAL: Final = 1  # this host, from the host
 
 #: Try a vsock connection; None when it connected, else why not.
 VsockConnect = Callable[[int, int], str | None]
-
-
-def connect_vsock(cid: int, port: int, timeout: float = 2.0) -> str | None:
-    """Connect to ``cid:port`` over AF_VSOCK and close at once."""
-    family = getattr(socket, "AF_VSOCK", None)
-    if family is None:
-        return "this kernel or Python has no AF_VSOCK"
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect((cid, port))
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return None
 
 
 @dataclass(frozen=True)
@@ -262,6 +249,35 @@ def host_checks(host: HostView, gpus: list[GpuDevice], connect: VsockConnect) ->
     ]
 
 
+def read_seal_server(host: HostView, checks: list[HostCheck]) -> SealServerState | None:
+    """The seal server the operator's DaemonSet runs here, as its wrapper records it
+    (launcher/_seal.py, ``/run/cocoon/seal-server.json``), ready only if the agent's
+    own vsock check passed too. None: no record (no operator-run seal server)."""
+    path = host.path(f"{LAUNCHER_STATE_DIR}/{SEAL_STATE_FILE}")
+    try:
+        text = _read_bounded(path, 4096)
+        if text is None:
+            return None
+        raw = jsondoc.loads(text)
+        enclave, recorded = str(raw["enclave"]), bool(raw["ready"])
+    except (OSError, UnicodeDecodeError, QuoteFileError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring %s: %s", path.name, exc)
+        return None
+    seal = next((c for c in checks if c.name == "seal-server"), None)
+    answers = seal is not None and seal.ok
+    if recorded and answers:
+        message = "enclave created, vsock port answers"
+    elif recorded:
+        message = seal.message if seal is not None else "no vsock check"
+    else:
+        message = "not ready: the enclave is not created yet, or the server stopped"
+    try:
+        return SealServerState(enclave=enclave, ready=recorded and answers, message=message)
+    except ValidationError as exc:
+        log.warning("ignoring %s: %s", path.name, exc)
+        return None
+
+
 def probe(
     node: str,
     host: HostView,
@@ -271,11 +287,13 @@ def probe(
 ) -> NodeReport:
     """One look at the host; the models from ``model_cache`` (default: the host's cache)."""
     gpus = scan_gpus(host)
+    checks = host_checks(host, gpus, connect)
     return NodeReport(
         node=node,
         agent_version=__version__,
-        checks=host_checks(host, gpus, connect),
+        checks=checks,
         gpus=gpus,
         vms=read_vms(host),
         models=read_models(model_cache or host.path(MODEL_CACHE_DIR)),
+        seal_server=read_seal_server(host, checks),
     )

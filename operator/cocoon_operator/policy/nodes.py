@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from cocoon_operator.api import labels
+
+if TYPE_CHECKING:  # the CLI imports this module; pydantic only when reports are read
+    from cocoon_operator.api.nodereport import NodeReport
 
 
 class Ineligible(StrEnum):
@@ -130,3 +134,43 @@ def _kubelet_taint(taint: Mapping[str, object]) -> bool:
     """Taints the node lifecycle controller manages itself (not-ready, unreachable)."""
     key = taint.get("key")
     return isinstance(key, str) and key.startswith("node.kubernetes.io/")
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    """A node's host services as its agent reports them, and the seal label the
+    operator keeps (``cocoon-operator nodes --reports-namespace``)."""
+
+    reported: bool
+    quote_service: str  # "ok", or the check's message; "-" unreported
+    seal_server: str  # "<enclave id> ready" / "... not ready: why" / "-"
+    seal_label: str | None  # seal.cocoon.network/enclave: where the operator places VMs
+    cc_mode: str | None  # nvidia.com/cc.mode.state (node-wide: the GPU Operator's)
+    gpus: tuple[tuple[str, str | None, bool], ...]  # (pci, driver, on vfio-pci)
+
+    @property
+    def vfio(self) -> str:
+        if not self.reported:
+            return "-"
+        return f"{sum(1 for g in self.gpus if g[2])}/{len(self.gpus)}"
+
+
+def host_summary(
+    node_labels: Mapping[str, str], report: NodeReport | None, vfio_driver: str = "vfio-pci"
+) -> HostSummary:
+    """What ``cocoon-operator nodes`` shows of a node's host (pure)."""
+    seal_label = node_labels.get(labels.SEAL_ENCLAVE)
+    cc_mode = node_labels.get(labels.CC_MODE_STATE)
+    if report is None:
+        return HostSummary(False, "-", "-", seal_label, cc_mode, ())
+    quote = next((c for c in report.checks if c.name == "quote-service"), None)
+    quote_text = "-" if quote is None else ("ok" if quote.ok else quote.message)
+    seal = report.seal_server
+    if seal is None:
+        check = next((c for c in report.checks if c.name == "seal-server"), None)
+        seal_text = "-" if check is None else ("answers" if check.ok else check.message)
+    else:
+        state = "ready" if seal.ready else f"not ready: {seal.message}"
+        seal_text = f"{seal.enclave[:16]} {state}"
+    gpus = tuple((g.pci, g.driver, g.driver == vfio_driver) for g in report.gpus)
+    return HostSummary(True, quote_text, seal_text, seal_label, cc_mode, gpus)

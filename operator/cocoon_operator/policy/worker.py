@@ -103,10 +103,14 @@ class WorkerView:
     conditions: tuple[Observed, ...]
 
 
-def _scheduled(pod: PodFacts | None, held: str | None = None) -> Observed:
+def _scheduled(
+    pod: PodFacts | None, held: str | None = None, seal_waiting: str | None = None
+) -> Observed:
     kind = ConditionType.SCHEDULED
     if pod is None and held:
         return Observed(kind, F, Reason.NOT_LISTED, f"no VM is started: {held}")
+    if seal_waiting and not (pod and pod.node):
+        return Observed(kind, F, Reason.SEAL_SERVER_NOT_READY, seal_waiting)
     if pod is None:
         return Observed(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
     if pod.node:
@@ -288,6 +292,7 @@ def view(
     held: str | None = None,
     model: ModelFacts | None = None,
     image_refused: str | None = None,
+    seal_waiting: str | None = None,
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``.
 
@@ -295,13 +300,15 @@ def view(
     ``model``: the node agent's word on the model, on the pod's node.
     ``image_refused``: why its launcher image may not run here
     (:mod:`cocoon_operator.policy.launcherimages`).
+    ``seal_waiting``: why no node may take the VM yet (:mod:`.sealserver`).
 
     Ready waits for ModelReady only until the VM is attested: a guest whose
     evidence verified has opened its model (the init container finished before
     the launcher started), and what later happens in the node's cache (another
     worker's failed preparation of the same model, gc) does not change that VM.
     """
-    scheduled, running, attested = _scheduled(pod, held), _vm_running(pod), _attested(pod)
+    scheduled = _scheduled(pod, held, seal_waiting)
+    running, attested = _vm_running(pod), _attested(pod)
     prepared = _model_ready(pod, model or ModelFacts())
     facts = chain if chain is not None else ChainFacts()
     allowed, funded = _on_chain(facts), _funded(facts)

@@ -20,7 +20,7 @@ from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.nodereport import ModelRecord
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
-from cocoon_operator.policy import allowlist
+from cocoon_operator.policy import allowlist, sealserver
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
 from cocoon_operator.policy.worker import ChainFacts, ModelFacts, PodFacts, view
@@ -62,6 +62,8 @@ class Observed:
     # No launcher pod is created for it; one already running is left alone (taking
     # an image off the list never stops a fleet by itself: an administrator does).
     image_refused: str | None = None
+    # The operator runs the nodes' seal servers (None: it does not).
+    seal: sealserver.SealFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
-        desired_pod = launcher_pod(obs.ref, obs.spec, slot, model_nodes=obs.model_nodes)
+        desired_pod = launcher_pod(
+            obs.ref, obs.spec, slot, model_nodes=obs.model_nodes, seal=obs.seal is not None
+        )
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
@@ -251,6 +255,17 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         held = allowlist.hold(chain, rev, registering=obs.registering)
     current: PodFacts | None = None
     tried = list(obs.status.instances_tried or ()) or None
+    seal_waiting = (
+        sealserver.waiting_message(
+            obs.spec.release.files.enclave,
+            obs.seal.ready_ids,
+            obs.seal.namespace,
+            image=obs.spec.release.image,
+            releases=obs.seal.releases,
+        )
+        if obs.seal is not None
+        else None
+    )
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
@@ -258,6 +273,14 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         current = next((p for p in obs.pods if p.revision == rev), None)
     elif held:
         _hold(obs, held, out)
+    elif seal_waiting is not None and not (
+        obs.seal is not None
+        and obs.spec.release.files.enclave is not None
+        and (obs.spec.release.image, obs.spec.release.files.enclave) in obs.seal.releases
+    ):
+        # No enclave digest, or a release not allowed: no seal server will come, so
+        # no new VM (a running one stays).
+        current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
     else:
         current, tried = _pod_actions(obs, rev, out)
 
@@ -270,6 +293,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
         model=model_facts(obs, current),
         image_refused=obs.image_refused,
+        seal_waiting=seal_waiting if not (obs.deleting or obs.paused) else None,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now

@@ -1,9 +1,12 @@
 """The local stack's stand-in for a COCOON release tarball.
 
 Laid out as ``scripts/prepare-release`` lays a release out (reference/cocoon/
-scripts/prepare-release:79-95): ``images/prod/{OVMF.fd,image.img,image.vmlinuz,
-image.initrd,image.cmdline}``, ``spec/spec-worker/``, ``spec/fake-ton/`` and
-``spec/mainnet-base-ton-config.json``. The files' contents are the project's own
+scripts/prepare-release:67-95): ``images/prod/{OVMF.fd,image.img,image.vmlinuz,
+image.initrd,image.cmdline}``, ``bin/{health-client,seal-server,enclave.signed.so}``,
+``spec/spec-worker/``, ``spec/fake-ton/``, ``spec/mainnet-base-ton-config.json``,
+``scripts/`` and the ``*.conf.example`` templates; :func:`write_release_tarball`
+packs it as COCOON publishes it, under one ``release-<commit>`` directory
+(scripts/dist-worker/README.md:24-26). The files' contents are the project's own
 placeholders (no VM boots them) but their names, places and roles are COCOON's,
 so the real launcher code prepares the simulated worker's spec share from them
 exactly as it would from a real release. Their digests are fixed, so the
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 from typing import Final
 
@@ -52,6 +56,24 @@ _IMAGES: Final = {
     "image.initrd": b"simulated initrd\n",
     "image.cmdline": b"console=hvc0 root=/dev/vda1 roothash=" + b"0" * 64 + b" ro\n",
 }
+# prepare-release:75-79: the host binaries, executable. Placeholders: no enclave loads here.
+_HOST_BINS: Final = {
+    "health-client": b"simulated health-client\n",
+    "seal-server": b"simulated seal-server\n",
+    "enclave.signed.so": b"simulated enclave.signed.so\n",
+}
+# prepare-release:68-72 and 93-95: the scripts and templates (not used by the operator).
+_OTHER_FILES: Final = {
+    "scripts/cocoon-launch": b"#!/usr/bin/env python3\n# simulated\n",
+    "scripts/setup-gpu-vfio": b"#!/bin/bash\n# simulated\n",
+    "scripts/build-model": b"#!/bin/bash\n# simulated\n",
+    "worker.conf.example": b"[node]\ntype = worker\n",
+    "proxy.conf.example": b"[node]\ntype = proxy\n",
+    "README.md": b"# COCOON Worker (simulated release)\n",
+    "spec/spec-proxy/init": b"#!/bin/bash\n",
+}
+#: The simulated release's commit: its tarball's top directory is ``release-<commit>``.
+COMMIT: Final = "5a1e0000c0c0000000000000000000000000000a"
 #: How the example CocoonWorker names each file (spec.release.files).
 FIELD_OF_FILE: Final = {
     "OVMF.fd": "ovmf",
@@ -86,4 +108,38 @@ def write_release(root: Path) -> Path:
     (fake / "fake-ton-config.json").write_text('{"simulated": true}\n')
     (fake / "runtime.vars").write_text(_FAKE_TON_VARS)
     (root / "spec" / "mainnet-base-ton-config.json").write_text('{"@type": "config.global"}\n')
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, data in _HOST_BINS.items():
+        (bin_dir / name).write_bytes(data)
+        (bin_dir / name).chmod(0o755)
+    for rel, data in _OTHER_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        if data.startswith(b"#!"):
+            (root / rel).chmod(0o755)
     return root
+
+
+def seal_digests() -> dict[str, str]:
+    """spec.release.files.enclave and .sealServer for the simulated release."""
+    return {
+        "enclave": hashlib.sha256(_HOST_BINS["enclave.signed.so"]).hexdigest(),
+        "sealServer": hashlib.sha256(_HOST_BINS["seal-server"]).hexdigest(),
+    }
+
+
+def write_release_tarball(root: Path, tarball: Path, commit: str = COMMIT) -> Path:
+    """The simulated release written under ``root`` and packed as ``release-<commit>/``
+    into ``tarball`` (compression from its suffix: ``.tar.xz`` as COCOON's, ``.tar``...)."""
+    tree = write_release(root / f"release-{commit}")
+    if tarball.suffix == ".xz":
+        with tarfile.open(tarball, "w:xz") as tar:
+            tar.add(tree, arcname=tree.name)
+    elif tarball.suffix == ".gz":
+        with tarfile.open(tarball, "w:gz") as tar:
+            tar.add(tree, arcname=tree.name)
+    else:
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(tree, arcname=tree.name)
+    return tarball

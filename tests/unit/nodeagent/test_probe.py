@@ -206,3 +206,44 @@ def test_vms_in_each_launcher_pods_own_directory_are_reported_with_their_quotes(
     assert vms[3].pod_uid == "uid-3" and vms[3].running
     assert vms[3].quote is not None and vms[3].quote.quote_bytes() == b"a quote"
     assert vms[5].pod_uid == "uid-5" and vms[5].quote is None
+
+
+def write_seal_record(root: Path, enclave: str, ready: bool) -> None:
+    from cocoon_operator.launcher._seal import Readiness  # noqa: PLC0415
+
+    state = root / "run" / "cocoon" / "seal-server.json"
+    readiness = Readiness(root / "ready", 12345, all_reachable, state_file=state, enclave=enclave)
+    if ready:
+        readiness.saw("[INFO] SGX enclave created: path='x' quote_size=1")
+        assert readiness.check()
+    else:
+        readiness.clear()
+
+
+def test_the_report_names_the_hosts_seal_server_enclave_and_whether_it_is_ready(
+    tmp_path: Path,
+) -> None:
+    root = host_with_proc(tmp_path)
+    tdx_host(root)
+    assert probe("n", HostView(root), all_reachable).seal_server is None  # none run by us
+    write_seal_record(root, "e" * 64, ready=True)
+    seal = probe("n", HostView(root), all_reachable).seal_server
+    assert seal is not None and (seal.enclave, seal.ready) == ("e" * 64, True)
+
+
+def test_a_seal_server_recorded_ready_is_not_ready_when_its_port_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    root = host_with_proc(tmp_path)
+    tdx_host(root)
+    write_seal_record(root, "e" * 64, ready=True)
+
+    def no_seal(cid: int, port: int) -> str | None:
+        return "Connection refused" if port == SEAL_SERVER_PORT else None
+
+    seal = probe("n", HostView(root), no_seal).seal_server
+    assert seal is not None and not seal.ready
+    assert "Connection refused" in seal.message
+    write_seal_record(root, "e" * 64, ready=False)  # the wrapper saw it stop
+    stopped = probe("n", HostView(root), all_reachable).seal_server
+    assert stopped is not None and not stopped.ready
