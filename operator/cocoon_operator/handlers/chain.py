@@ -127,6 +127,9 @@ def _describe(report: FundingReport, worker: str) -> str:
     for transfer in report.pending:
         if transfer.worker == worker:
             return "a top-up is in flight"
+    for transfer in report.failed:
+        if transfer.worker == worker:
+            return "not topped up: the treasury's balance did not cover it (nothing was paid)"
     for refusal in report.refused:
         if refusal.worker == worker:
             return f"not topped up: {refusal.reason}"
@@ -164,6 +167,11 @@ class FundingBatcher:
                 logger.info("funding of %s confirmed on chain", transfer.worker)
             for transfer in done.expired:
                 logger.info("funding of %s expired unsent", transfer.worker)
+            for transfer in done.failed:
+                logger.warning(
+                    "funding of %s applied without paying: the treasury could not cover it",
+                    transfer.worker,
+                )
 
         await settle_forever(self.treasury, self._lock, interval, report)
 
@@ -207,8 +215,10 @@ class FundingBatcher:
         m.funding_transfers.labels("confirmed").inc(len(report.confirmed))
         m.funding_transfers.labels("pending").inc(len(report.pending))
         m.funding_transfers.labels("expired").inc(len(report.expired))
+        m.funding_transfers.labels("failed").inc(len(report.failed))
         m.funding_transfers.labels("refused").inc(len(report.refused))
         m.funding_nanoton.inc(sum(t.amount for t in report.confirmed))
+        m.funding_pending_seconds.set(report.oldest_pending_seconds or 0.0)
 
 
 class AllowListReader:

@@ -42,6 +42,8 @@ def _outcome(report: FundingReport, wanted: list[str]) -> str:
         return "registered"
     if report.pending:
         return "registration in flight"
+    if report.failed or report.refused:
+        return "not registered: the owner wallet's balance does not cover the command and its fees"
     return "registration waits for an earlier owner message to resolve"
 
 
@@ -72,6 +74,10 @@ class Registrar:
                 logger.info("registration %s confirmed on chain", transfer.purpose)
             for transfer in done.expired:
                 logger.info("registration %s expired unsent", transfer.purpose)
+            for transfer in done.failed:
+                logger.warning(
+                    "registration %s applied unsent: owner wallet too low", transfer.purpose
+                )
 
         await settle_forever(self.owner, self._lock, interval, report)
 
