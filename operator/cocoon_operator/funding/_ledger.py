@@ -59,6 +59,10 @@ class Intent(BaseModel):
     # Confirmed: the logical time its transfers left the treasury. A node
     # wallet's state whose last transaction is not later predates the credit.
     sent_lt: int | None = None
+    # Confirmed: the logical time of the treasury's transaction that sent them.
+    # Its out-messages, and only they, have created_lt in (tx_lt, sent_lt]:
+    # a node wallet's credit is recognised by that, not by a later lt alone.
+    tx_lt: int | None = None
     # The treasury's last transaction when the message was signed: the one that
     # applies it comes later, so the lookup pages back to here and no further.
     after_lt: int | None = None

@@ -25,7 +25,7 @@ from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
 from cocoon_operator.ton.address import normalize_address
 from cocoon_operator.ton.amounts import Nanoton
 from cocoon_operator.ton.cells import cell_from_boc, cell_hash, core
-from cocoon_operator.ton.client import TonClient, TransactionInfo
+from cocoon_operator.ton.client import TonClient, TransactionId, TransactionInfo
 from cocoon_operator.ton.errors import AddressError, TonMessageRejectedError
 from cocoon_operator.ton.wallet import Transfer, Wallet, WalletKey, WalletV4R2
 
@@ -86,6 +86,7 @@ class Resolution:
     state: IntentState
     sent_lt: int | None = None
     unsent: tuple[PlannedTransfer, ...] = ()  # confirmed, but skipped by the wallet
+    tx_lt: int | None = None
 
 
 def body_hash(boc: bytes) -> bytes:
@@ -274,7 +275,7 @@ class Treasury:
                 len(intent.transfers),
             )
         sent_lt = max((m.created_lt for m in tx.out_msgs), default=tx.transaction_id.lt)
-        return Resolution(IntentState.CONFIRMED, sent_lt, tuple(unsent))
+        return Resolution(IntentState.CONFIRMED, sent_lt, tuple(unsent), tx.transaction_id.lt)
 
     async def _seqno_after(self, valid_until: int) -> int | None:
         """The treasury's seqno in a state later than ``valid_until`` (chain time), or
@@ -344,6 +345,7 @@ class Treasury:
             "state": found.state,
             "resolved_at": self._now(),
             "sent_lt": found.sent_lt,
+            "tx_lt": found.tx_lt,
         }
         if found.state is IntentState.CONFIRMED and unsent:
             update["transfers"] = [t for t in intent.transfers if t not in unsent]
@@ -394,24 +396,26 @@ class Treasury:
 
         A caller's balance may predate a top-up this cycle just confirmed, and
         an API node may lag behind the chain; trusting either would pay twice.
-        Whether a balance includes a top-up is decided by logical time (the
-        wallet's last transaction against when the top-up left), not by a clock.
-        Only a top-up of the same wallet counts: a worker whose node wallet
-        changed (a new VM, a new key) waits for nothing sent to the old one.
+        Whether a balance includes a top-up is decided by the chain's own
+        record, not by a clock: the wallet's state must include the transaction
+        that received it (:meth:`_credited`). Only a top-up of the same wallet
+        counts: a worker whose node wallet changed (a new VM, a new key) waits
+        for nothing sent to the old one.
         """
-        sent: dict[tuple[str, str], int] = {}
+        sent: dict[tuple[str, str], Intent] = {}
         for intent in ledger.intents:
             if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
                 for t in intent.transfers:
                     key = (t.worker, t.address)
-                    sent[key] = max(sent.get(key, 0), intent.sent_lt)
+                    if key not in sent or (sent[key].sent_lt or 0) < intent.sent_lt:
+                        sent[key] = intent
         out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                if (req.worker, req.address) in sent:
+                last_topup = sent.get((req.worker, req.address))
+                if last_topup is not None:
                     state = await self._ton.get_address_information(req.address)
-                    last = state.last_transaction_id.lt if state.last_transaction_id else 0
-                    if last <= sent[(req.worker, req.address)]:
+                    if not await self._credited(req.address, last_topup, state.last_transaction_id):
                         unsettled.add(req.worker)
                     balance = state.balance
                 else:
@@ -419,6 +423,45 @@ class Treasury:
                 req = dataclasses.replace(req, balance=balance)  # noqa: PLW2901
             out.append(req)
         return out, frozenset(unsettled)
+
+    async def _credited(self, address: str, intent: Intent, last: TransactionId | None) -> bool:
+        """Whether the wallet state whose last transaction is ``last`` includes the
+        credit of ``intent``'s transfer to ``address``.
+
+        Logical time orders a message before the transaction that receives it
+        and nothing more: the node wallet may sit in another shard whose lt runs
+        ahead, so a later lt on the wallet is no proof the credit arrived
+        (docs/funding.md). The proof is the receiving transaction itself: an
+        internal message from the treasury created in (``tx_lt``, ``sent_lt``],
+        which only that treasury transaction's out-messages are, found at or
+        before ``last``. Intents recorded before ``tx_lt`` existed keep the
+        older rule (any later transaction).
+        """
+        if last is None or intent.sent_lt is None:
+            return False
+        if intent.tx_lt is None:
+            return last.lt > intent.sent_lt
+        low, high = intent.tx_lt, intent.sent_lt
+        cursor: TransactionId = last
+        for page in range(LOOKUP_PAGES):
+            txs = await self._ton.get_transactions(
+                address, limit=LOOKUP_PAGE, lt=cursor.lt, tx_hash=cursor.hash, to_lt=low
+            )
+            if page:
+                txs = [t for t in txs if t.transaction_id.lt < cursor.lt]  # inclusive cursor
+            for tx in txs:
+                msg = tx.in_msg
+                if (
+                    msg is not None
+                    and msg.source
+                    and _raw(msg.source) == self.address
+                    and low < msg.created_lt <= high
+                ):
+                    return True
+            if not txs or txs[-1].transaction_id.lt <= low:
+                return False
+            cursor = txs[-1].transaction_id
+        return False
 
     def _settling(self, ledger: Ledger, requests: Sequence[TopUpRequest]) -> frozenset[str]:
         """Workers whose wallet was topped up moments ago by intents recorded without

@@ -229,3 +229,59 @@ async def test_a_state_without_sync_utime_does_not_prove_a_message_expired(env: 
     report = await treasury.settle()
     assert not report.expired
     assert [i.state for i in (await treasury.ledger()).intents] == [IntentState.PENDING]
+
+
+async def test_a_message_paying_only_some_of_its_transfers_confirms_only_those(env: Env) -> None:
+    store = MemoryLedgerStore()
+    treasury = env.treasury(store, 100_000 * TON)
+    first, second = env.nodes(2)
+    balance = await env.ton.get_address_balance(env.wallet.address)
+    big = balance * 6 // 10  # each is affordable alone, not both
+    transfers = [
+        PlannedTransfer(worker="ns/w0", address=first, amount=big),
+        PlannedTransfer(worker="ns/w1", address=second, amount=big),
+    ]
+    intent = await record_signed(env, store, transfers, seqno=0)
+    await env.ton.send_boc(base64.b64decode(intent.boc))
+    assert await env.ton.get_address_balance(first) == big
+    assert await env.ton.get_address_balance(second) == 0
+
+    report = await treasury.settle()
+    assert [t.worker for t in report.confirmed] == ["ns/w0"]
+    assert [t.worker for t in report.failed] == ["ns/w1"]
+    [stored] = (await treasury.ledger()).intents
+    assert stored.state is IntentState.CONFIRMED
+    assert [t.worker for t in stored.transfers] == ["ns/w0"]
+    assert [t.worker for t in stored.unsent] == ["ns/w1"]
+    day = stored.day
+    assert (await treasury.ledger()).spent("ns/w1", day) == 0  # nothing paid counts
+
+
+async def test_a_wallet_moved_past_the_top_up_lt_without_its_credit_is_still_settling(
+    env: Env,
+) -> None:
+    # Across shards, logical time orders a message before the transaction that
+    # receives it, nothing more: the node wallet's shard may run at a later lt
+    # while the credit is still on its way. Here the treasury's message was
+    # applied but, as if still in flight, never reached the wallet, and the
+    # wallet has a later transaction of its own (1 nanoTON from elsewhere).
+    store = MemoryLedgerStore()
+    treasury = env.treasury(store, 100_000 * TON)
+    [node] = env.nodes(1)
+    paid = await treasury.fund([TopUpRequest("ns/w0", node, 0, 5 * TON, 10 * TON)])
+    assert len(paid.confirmed) == 1
+    ledger, version = await store.load()
+    assert ledger is not None
+    [intent] = ledger.intents
+    # The credit "has not landed": the same record, for a wallet whose only
+    # transactions come later and are not from the treasury.
+    [other] = [a for a in env.nodes(2) if a != node]
+    moved = intent.model_copy(
+        update={"transfers": [intent.transfers[0].model_copy(update={"address": other})]}
+    )
+    await store.save(ledger.model_copy(update={"intents": [moved]}), version)
+    env.chain.chain.mint(other, 1)  # a later lt on the wallet, not the credit
+    again = await treasury.fund([TopUpRequest("ns/w0", other, 1, 5 * TON, 10 * TON)])
+    assert again.messages_sent == 0
+    assert [r.reason for r in again.refused] == ["the last top-up is still settling"]
+    assert await env.ton.get_address_balance(other) == 1
