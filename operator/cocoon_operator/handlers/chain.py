@@ -117,6 +117,7 @@ class ChainOptions:
     ledger: tuple[str, str] = ("default", "cocoon-funding-ledger")
     check_seconds: float = 30.0
     root_owner_secret: tuple[str, str] | None = None  # namespace, name
+    root_owner_wallet: WalletVersion = WalletVersion.V4R2
     registration_ledger: tuple[str, str] = ("default", "cocoon-registration-ledger")
 
 
@@ -343,8 +344,20 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         owner_key = await _wallet_key(deps.api, *options.root_owner_secret)
         store = ConfigMapLedgerStore(deps.api, *options.registration_ledger)
         # Owner commands carry no value worth capping: 0.05 TON each, once per hash.
-        owner = Treasury(ton, owner_key, store, global_daily_cap=0)
-        registrar = Registrar(ton, owner)
+        key_wallets = {
+            v: make_wallet(v, owner_key.public_key, network_global_id=options.ton_global_id)
+            for v in WalletVersion
+        }
+        owner = Treasury(
+            ton,
+            owner_key,
+            store,
+            global_daily_cap=0,
+            wallet=key_wallets[options.root_owner_wallet],
+        )
+        registrar = Registrar(
+            ton, owner, key_wallets={v: w.address.to_raw() for v, w in key_wallets.items()}
+        )
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
     state = Chain(ton, batcher, lists, settlers, registrar, options.check_seconds)
