@@ -16,11 +16,19 @@ from cocoon_operator.funding import MemoryLedgerStore, Treasury
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.amounts import parse_ton
-from cocoon_operator.ton.cells import cell_from_boc
+from cocoon_operator.ton.cells import begin_cell, cell_from_boc, cell_to_boc
 from cocoon_operator.ton.client import GetMethodResult, StackValue, TonClient
-from cocoon_operator.ton.errors import TonGetMethodError
+from cocoon_operator.ton.errors import RootContractError, TonGetMethodError
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
-from cocoon_operator.ton.root import AllowList, RootContract, deploy_local, state_init
+from cocoon_operator.ton.root import (
+    AllowList,
+    RootContract,
+    RootState,
+    deploy_local,
+    initial_data_boc,
+    parse_root_data,
+    state_init,
+)
 from cocoon_operator.ton.wallet import WalletKey, WalletVersion, make_wallet
 
 OWNER_SEED = b"\x0b" * 32
@@ -189,3 +197,21 @@ async def test_the_local_chain_root_holds_data_a_cocoon_runner_can_parse(env: En
     assert parsed["struct_version"] == 3 and parsed["is_test"] is True
     assert parsed["version"] == 0
     assert (await RootContract(env.ton, root).state()).owner == owner
+
+
+def test_root_data_not_in_cocoons_layout_is_refused_saying_what_does_not_fit() -> None:
+    owner = Address(0, b"\x05" * 32)
+    good = parse_root_data(initial_data_boc(owner))
+    assert good == RootState(owner, 0)
+    empty = begin_cell().end_cell()
+    # addr_std with an anycast (tag 0b101): COCOON's fetch_address refuses it too.
+    no_owner = begin_cell().store_uint(0b101, 3).store_uint(0, 8 + 256 + 32)
+    no_owner = no_owner.store_ref(empty).store_ref(empty)
+    with pytest.raises(RootContractError, match="not a standard address"):
+        parse_root_data(cell_to_boc(no_owner.end_cell()))
+    with pytest.raises(RootContractError, match="too short"):
+        parse_root_data(cell_to_boc(begin_cell().store_uint(1, 32).end_cell()))
+    data = cell_from_boc(initial_data_boc(owner)).begin_parse()
+    longer = begin_cell().store_slice(data).store_uint(7, 8)
+    with pytest.raises(RootContractError, match="extra data"):
+        parse_root_data(cell_to_boc(longer.end_cell()))
