@@ -517,6 +517,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ledger=ledger,
             check_seconds=args.chain_check_seconds,
             root_owner_secret=owner,
+            root_owner_wallet=WalletVersion(args.root_owner_wallet),
             registration_ledger=registrations,
         )
         periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
@@ -636,6 +637,30 @@ def _at_least_one(text: str) -> float:
     if not value >= 1:  # also NaN
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def _add_registration_arguments(ton: argparse._ArgumentGroup) -> None:
+    """Registration on a root the operator's owner key owns (opt-in)."""
+    ton.add_argument(
+        "--root-owner-secret",
+        default=None,
+        help="NAMESPACE/NAME of the Secret with the wallet owning your own root contract (key"
+        " 'mnemonic' or 'seed'); workers with spec.registerOnRoot get their attested hashes"
+        " registered on it. Without it nothing is registered",
+    )
+    ton.add_argument(
+        "--root-owner-wallet",
+        choices=["v4r2", "v5r1"],  # ton.wallet.WalletVersion
+        default="v4r2",
+        help="the root owner's wallet contract; the root's owner (read from its data) must be"
+        " that key's wallet of this version, or nothing is registered (the refusal names the"
+        " version that would match)",
+    )
+    ton.add_argument(
+        "--registration-ledger",
+        default="default/cocoon-registration-ledger",
+        help="NAMESPACE/NAME of the ConfigMap recording every registration message",
+    )
 
 
 def _add_webhook_args(run: argparse.ArgumentParser) -> None:
@@ -766,18 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
     )
     ton.add_argument("--chain-check-seconds", type=float, default=30.0)
-    ton.add_argument(
-        "--root-owner-secret",
-        default=None,
-        help="NAMESPACE/NAME of the Secret with the wallet owning your own root contract (key"
-        " 'mnemonic' or 'seed'); workers with spec.registerOnRoot get their attested hashes"
-        " registered on it. Without it nothing is registered",
-    )
-    ton.add_argument(
-        "--registration-ledger",
-        default="default/cocoon-registration-ledger",
-        help="NAMESPACE/NAME of the ConfigMap recording every registration message",
-    )
+    _add_registration_arguments(ton)
     seal = run.add_argument_group("seal servers (off without --seal-servers)")
     seal.add_argument(
         "--seal-servers",

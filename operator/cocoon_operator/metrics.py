@@ -54,12 +54,18 @@ class Metrics:
         )
         self.funding_transfers = Counter(
             "cocoon_funding_transfers_total",
-            "node-wallet top-ups by outcome (confirmed, pending, expired, refused)",
+            "node-wallet top-ups by outcome (confirmed, pending, expired, failed, refused)",
             ["outcome"],
             registry=r,
         )
         self.funding_nanoton = Counter(
             "cocoon_funding_nanoton_total", "nanoTON confirmed sent to node wallets", registry=r
+        )
+        self.funding_pending_seconds = Gauge(
+            "cocoon_funding_oldest_pending_intent_seconds",
+            "age of the oldest treasury message not yet resolved (0: none); nothing new"
+            " is signed while one is",
+            registry=r,
         )
         self.payout_requests = Counter(
             "cocoon_payout_requests_total", "payouts requested from proxies", registry=r

@@ -339,6 +339,12 @@ def test_chart_renders_registration_with_one_more_secret_and_its_ledger(helm: An
     args = container(docs)["args"]
     assert "--root-owner-secret=keys/root-owner" in args
     assert "--registration-ledger=ops/cocoon-registration-ledger" in args
+    # The owner's wallet version (v4r2 by default) and the network id a v5r1
+    # owner's address depends on, with no treasury configured.
+    assert "--root-owner-wallet=v4r2" in args and "--ton-global-id=-239" in args
+    v5 = "chain.rootOwnerWallet=v5r1,chain.globalId=-3"
+    args = container(render(helm, "--set", chain, "--set", owner, "--set", v5))["args"]
+    assert "--root-owner-wallet=v5r1" in args and "--ton-global-id=-3" in args
     role = one(docs, "Role", "rel-cocoon-operator-root-owner")
     assert role["metadata"]["namespace"] == "keys"
     assert role["rules"] == [

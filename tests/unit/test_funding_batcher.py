@@ -89,3 +89,25 @@ async def test_a_worker_is_answered_when_its_message_confirms_not_when_the_cycle
     treasury.next_message.set()
     assert await asyncio.wait_for(second, 5) == "topped up 0.000000002 TON"
     treasury.next_message.set()  # the cycle ends
+
+
+class StalledTreasury:
+    """Every cycle finds an old intent still pending and another applied unpaid."""
+
+    async def fund(
+        self,
+        requests: Sequence[TopUpRequest],
+        on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
+    ) -> FundingReport:
+        failed = [PlannedTransfer(worker=r.worker, address=r.address, amount=3) for r in requests]
+        return FundingReport(failed=failed, oldest_pending_seconds=1200.0)
+
+
+async def test_a_stalled_intent_and_an_unpaid_transfer_show_in_metrics_and_the_answer() -> None:
+    batcher = FundingBatcher(cast(Treasury, StalledTreasury()), window_seconds=0.01)
+    answer = await asyncio.wait_for(batcher.request(request("ns/a")), 5)
+    assert answer == "not topped up: the treasury's balance did not cover it (nothing was paid)"
+    registry = batcher.metrics.registry
+    assert registry.get_sample_value("cocoon_funding_oldest_pending_intent_seconds") == 1200.0
+    failed = registry.get_sample_value("cocoon_funding_transfers_total", {"outcome": "failed"})
+    assert failed == 1.0

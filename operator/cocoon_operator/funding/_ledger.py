@@ -18,6 +18,17 @@ class IntentState(StrEnum):
     PENDING = "pending"  # recorded; maybe sent; not yet seen on chain
     CONFIRMED = "confirmed"  # the message's transaction is on chain
     EXPIRED = "expired"  # can never be applied: valid_until passed, seqno unused
+    # Applied (its seqno is used) but no transfer left the wallet: the wallets
+    # send with mode 3, whose +2 ("ignore errors") skips an unaffordable
+    # message in the action phase without failing the transaction
+    # (docs.ton.org/foundations/messages/modes). Nothing was paid, and this
+    # message can never apply again, so its transfers may be signed anew.
+    FAILED = "failed"
+
+
+#: Intents whose transfers were, or may yet be, paid. (A confirmed intent's
+#: ``transfers`` are the ones that left; the skipped ones are in ``unsent``.)
+_MAY_PAY = (IntentState.PENDING, IntentState.CONFIRMED)
 
 
 class PlannedTransfer(BaseModel):
@@ -48,6 +59,16 @@ class Intent(BaseModel):
     # Confirmed: the logical time its transfers left the treasury. A node
     # wallet's state whose last transaction is not later predates the credit.
     sent_lt: int | None = None
+    # Confirmed: the logical time of the treasury's transaction that sent them.
+    # Its out-messages, and only they, have created_lt in (tx_lt, sent_lt]:
+    # a node wallet's credit is recognised by that, not by a later lt alone.
+    tx_lt: int | None = None
+    # The treasury's last transaction when the message was signed: the one that
+    # applies it comes later, so the lookup pages back to here and no further.
+    after_lt: int | None = None
+    # Confirmed, but the wallet skipped these (the balance did not cover them
+    # in the action phase): never paid, so they count for no cap.
+    unsent: list[PlannedTransfer] = []
 
     @property
     def day(self) -> str:
@@ -66,23 +87,28 @@ class Ledger(BaseModel):
         return [i for i in self.intents if i.state is IntentState.PENDING]
 
     def next_seqno(self) -> int:
-        """One past the highest seqno a confirmed intent used (0 when none is kept)."""
+        """One past the highest seqno an applied intent used (0 when none is kept).
+
+        A failed intent's message was applied too (its seqno is used up), it
+        only sent nothing."""
         return max(
-            (i.seqno + 1 for i in self.intents if i.state is IntentState.CONFIRMED), default=0
+            (
+                i.seqno + 1
+                for i in self.intents
+                if i.state in (IntentState.CONFIRMED, IntentState.FAILED)
+            ),
+            default=0,
         )
 
     def has_purpose(self, purpose: str) -> bool:
         """Whether a pending or confirmed intent carries a transfer for ``purpose``."""
         return any(
-            t.purpose == purpose
-            for i in self.intents
-            if i.state is not IntentState.EXPIRED
-            for t in i.transfers
+            t.purpose == purpose for i in self.intents if i.state in _MAY_PAY for t in i.transfers
         )
 
     def _counting(self, day: str) -> list[Intent]:
         # Pending intents count as spent: they may yet land.
-        return [i for i in self.intents if i.state is not IntentState.EXPIRED and i.day == day]
+        return [i for i in self.intents if i.state in _MAY_PAY and i.day == day]
 
     def spent(self, worker: str, day: str) -> int:
         return sum(t.amount for i in self._counting(day) for t in i.transfers if t.worker == worker)

@@ -32,12 +32,15 @@ def plan_topups(
     global_daily_cap: int,
     available: int,
     settling: frozenset[str] = frozenset(),
+    fee_per_transfer: int = 0,
 ) -> tuple[list[PlannedTransfer], list[Refusal]]:
     """Transfers bringing wallets below ``minimum`` up to ``target``, within every cap.
 
     Lowest balances first, so a cap or a thin treasury serves the most urgent
     wallets. ``available`` is what the treasury may spend now (its balance less
-    a reserve for fees). A wallet that appears twice is served once. Workers in
+    a reserve), and each transfer costs ``fee_per_transfer`` on top of its
+    amount (an estimate of the fees it makes the treasury pay): a plan never
+    spends more than ``available``. A wallet that appears twice is served once. Workers in
     ``settling`` had a top-up confirmed so recently that their balance may not
     show it yet (on TON the credit lands in a later block): they wait.
     """
@@ -66,11 +69,11 @@ def plan_topups(
         if global_left <= 0:
             refusals.append(Refusal(req.worker, "the global daily cap is used up"))
             continue
-        if available <= 0:
+        if available - fee_per_transfer <= 0:
             refusals.append(Refusal(req.worker, "the treasury cannot cover it"))
             continue
-        amount = min(amount, global_left, available)
+        amount = min(amount, global_left, available - fee_per_transfer)
         transfers.append(PlannedTransfer(worker=req.worker, address=req.address, amount=amount))
         global_left -= amount
-        available -= amount
+        available -= amount + fee_per_transfer
     return transfers, refusals

@@ -22,15 +22,36 @@ from cocoon_operator.funding._ledger import (
     PlannedTransfer,
 )
 from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
+from cocoon_operator.ton.address import normalize_address
 from cocoon_operator.ton.amounts import Nanoton
-from cocoon_operator.ton.client import TonClient
-from cocoon_operator.ton.errors import TonMessageRejectedError
+from cocoon_operator.ton.cells import cell_from_boc, cell_hash, core
+from cocoon_operator.ton.client import TonClient, TransactionId, TransactionInfo
+from cocoon_operator.ton.errors import AddressError, TonMessageRejectedError
 from cocoon_operator.ton.wallet import Transfer, Wallet, WalletKey, WalletV4R2
 
 log = logging.getLogger(__name__)
 
 FAILPOINTS_ENV = "COCOON_FAILPOINTS"
-LOOKUP_DEPTH = 64  # treasury transactions searched for an intent's message
+LOOKUP_PAGE = 64  # treasury transactions asked for per getTransactions call
+#: Pages searched at most for one intent (64 x 100 transactions). Past the
+#: intent's own ``after_lt`` nothing is searched at all; this only bounds an
+#: intent recorded before ``after_lt`` existed, or an API that pages badly.
+LOOKUP_PAGES = 100
+#: How far before an intent's ``created_at`` an intent without ``after_lt`` is
+#: looked for: the chain's clock may lag the operator's.
+LOOKUP_SLACK_SECONDS = 3600
+#: Fee estimates (nanoTON), kept on top of the operator's ``reserve`` so the
+#: treasury never signs a message its balance cannot carry: with send mode 3
+#: an unaffordable transfer is skipped, not refused (see IntentState.FAILED).
+#: Each transfer is charged both (0.02 TON). Measured on the local chain (the
+#: real executor under pytvm's test config), what a message cost the treasury
+#: beyond its amounts: 0.0058 TON for one v4r2 transfer, 0.0031 TON per transfer
+#: in a full v4r2 message, 0.0077 TON for one v5r1 transfer and 0.0024 TON per
+#: transfer in a full v5r1 message (0.61 TON for 255): the bound is 3 to 8
+#: times that. A chain whose prices rise past it shows as FAILED intents and
+#: the CocoonFundingTransfersFailed alert, never as a payment counted twice.
+FEE_PER_MESSAGE = 10_000_000  # 0.01 TON
+FEE_PER_TRANSFER = 10_000_000  # 0.01 TON
 
 
 def failpoint(name: str) -> None:
@@ -48,8 +69,85 @@ class FundingReport:
     confirmed: list[PlannedTransfer] = field(default_factory=list)
     pending: list[PlannedTransfer] = field(default_factory=list)
     expired: list[PlannedTransfer] = field(default_factory=list)
+    # Applied on chain without leaving the wallet (the balance did not cover
+    # them): nothing paid; they may be asked for again.
+    failed: list[PlannedTransfer] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     messages_sent: int = 0
+    # How long the oldest intent still pending has been (seconds): nothing new
+    # is signed while one is, so a figure that keeps growing is a stalled fleet.
+    oldest_pending_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What the chain says of one intent."""
+
+    state: IntentState
+    sent_lt: int | None = None
+    unsent: tuple[PlannedTransfer, ...] = ()  # confirmed, but skipped by the wallet
+    tx_lt: int | None = None
+
+
+def body_hash(boc: bytes) -> bytes:
+    """The hash of a signed external message's body: what the wallet's signature covers.
+
+    The envelope is not signed: anyone who has the BOC may send it again with
+    another ``src``, ``import_fee`` or StateInit, or with the body inline rather
+    than in a reference, and the wallet applies it all the same under another
+    message hash. TEP-467's normalised hash fixes those fields (src addr_none,
+    import_fee 0, no StateInit, the body as a reference); for one wallet the
+    body is what varies, so its hash identifies the message whichever envelope
+    carried it (docs.ton.org, "Message lookup").
+    """
+    lib = core()
+    message = lib.MessageAny.deserialize(cell_from_boc(boc).begin_parse())
+    return cell_hash(message.body)
+
+
+def _tx_body_hash(tx: TransactionInfo) -> bytes | None:
+    msg = tx.in_msg
+    if msg is None or msg.source:  # only external-in messages (no source) apply intents
+        return None
+    if msg.body is not None:
+        try:
+            return cell_hash(cell_from_boc(msg.body))
+        except Exception:  # a body that does not parse is no message of ours
+            return None
+    try:
+        return base64.b64decode(msg.body_hash) if msg.body_hash else None
+    except ValueError:
+        return None
+
+
+def _raw(address: str) -> str | None:
+    try:
+        return normalize_address(address)
+    except AddressError:
+        return None
+
+
+def split_sent(
+    transfers: Sequence[PlannedTransfer], tx: TransactionInfo
+) -> tuple[list[PlannedTransfer], list[PlannedTransfer]]:
+    """The intent's transfers that left in ``tx`` (an out-message to that address with
+    that value, each message matched once), and those the wallet skipped.
+
+    With send mode 3 (+2: ignore errors) a transfer the balance cannot cover is
+    dropped in the action phase while the transaction, and the seqno, go through
+    (docs.ton.org/foundations/messages/modes); the out-messages are the proof.
+    Fees are paid separately (+1), so each message carries exactly the amount.
+    """
+    left = [(_raw(m.destination), int(m.value)) for m in tx.out_msgs]
+    sent, unsent = [], []
+    for t in transfers:
+        key = (t.address, t.amount)
+        if key in left:
+            left.remove(key)
+            sent.append(t)
+        else:
+            unsent.append(t)
+    return sent, unsent
 
 
 class TreasuryMismatchError(Exception):
@@ -74,6 +172,8 @@ class Treasury:
         global_daily_cap: int,
         wallet: Wallet | None = None,
         reserve: int = 1_000_000_000,
+        fee_per_message: int = FEE_PER_MESSAGE,
+        fee_per_transfer: int = FEE_PER_TRANSFER,
         message_ttl: int = 60,
         settle_seconds: float = 120.0,
         confirm_timeout: float = 30.0,
@@ -90,6 +190,9 @@ class Treasury:
         self.address = self.wallet.address.to_raw()
         self._global_cap = global_daily_cap
         self._reserve = reserve
+        # Every transfer carries a whole message's fee too: a conservative
+        # share whatever the batching.
+        self._fee_per_transfer = fee_per_transfer + fee_per_message
         self._ttl = message_ttl
         self._settle = settle_seconds
         self._confirm_timeout = confirm_timeout
@@ -115,28 +218,80 @@ class Treasury:
 
     # ------------------------------------------------------------------ chain lookups
 
-    async def _landed(self, intent: Intent) -> int | None:
-        """If the intent's message is on chain: the logical time its transfers left."""
-        wanted = base64.b64encode(bytes.fromhex(intent.message_hash)).decode()
-        txs = await self._ton.get_transactions(self.address, limit=LOOKUP_DEPTH)
-        for tx in txs:
-            if tx.in_msg is not None and tx.in_msg.hash == wanted:
-                return max((m.created_lt for m in tx.out_msgs), default=tx.transaction_id.lt)
+    async def _find(self, intent: Intent) -> TransactionInfo | None:
+        """The treasury's transaction that applied the intent's message, if any.
+
+        Matched by the body hash (:func:`body_hash`), not the raw message hash,
+        and searched page by page (getTransactions' ``lt``/``hash`` cursor,
+        newest first) back to the treasury's last transaction when the intent
+        was signed (``after_lt``): anyone may send the treasury dust, and a
+        fixed window of the newest transactions would lose the message behind
+        them and hold the intent forever.
+        """
+        wanted = body_hash(base64.b64decode(intent.boc))
+        floor_utime = int(intent.created_at.timestamp()) - LOOKUP_SLACK_SECONDS
+        cursor: tuple[int, str] | None = None
+        for _ in range(LOOKUP_PAGES):
+            if cursor is None:
+                txs = await self._ton.get_transactions(self.address, limit=LOOKUP_PAGE)
+            else:
+                txs = await self._ton.get_transactions(
+                    self.address, limit=LOOKUP_PAGE + 1, lt=cursor[0], tx_hash=cursor[1]
+                )
+                txs = [t for t in txs if t.transaction_id.lt < cursor[0]]  # cursor is inclusive
+            for tx in txs:
+                if intent.after_lt is not None and tx.transaction_id.lt <= intent.after_lt:
+                    return None
+                if intent.after_lt is None and tx.utime < floor_utime:
+                    return None
+                if _tx_body_hash(tx) == wanted:
+                    return tx
+            if not txs:
+                return None
+            last = txs[-1].transaction_id
+            cursor = (last.lt, last.hash)
+        log.warning("intent %s: not found in %d pages of transactions", intent.id, LOOKUP_PAGES)
         return None
+
+    async def _landed(self, intent: Intent) -> Resolution | None:
+        """If the intent's message was applied: what left the wallet, and when."""
+        tx = await self._find(intent)
+        if tx is None:
+            return None
+        sent, unsent = split_sent(intent.transfers, tx)
+        if not sent:
+            log.warning(
+                "intent %s: applied (seqno %d used) but no transfer left the treasury:"
+                " its balance did not cover them; nothing was paid",
+                intent.id,
+                intent.seqno,
+            )
+            return Resolution(IntentState.FAILED, unsent=tuple(unsent))
+        if unsent:
+            log.warning(
+                "intent %s: %d of %d transfers left the treasury; the rest were skipped",
+                intent.id,
+                len(sent),
+                len(intent.transfers),
+            )
+        sent_lt = max((m.created_lt for m in tx.out_msgs), default=tx.transaction_id.lt)
+        return Resolution(IntentState.CONFIRMED, sent_lt, tuple(unsent), tx.transaction_id.lt)
 
     async def _seqno_after(self, valid_until: int) -> int | None:
         """The treasury's seqno in a state later than ``valid_until`` (chain time), or
         None when the API's state is not that late (it lags, or the chain's clock
         has not got there): only such a state proves an unapplied message dead."""
         state = await self._ton.get_address_information(self.address)
-        if state.sync_utime is not None and state.sync_utime <= valid_until:
+        if state.sync_utime is None or state.sync_utime <= valid_until:
+            # No time on the state (the field is optional in API v2) is no
+            # proof either: it may be any old state of a lagging node.
             return None
         if state.data is None:
             return 0  # not deployed: nothing was ever applied
         return self.wallet.seqno_of(state.data)
 
-    async def _state(self, ledger: Ledger) -> tuple[int, int]:
-        """The seqno to sign with next, and the balance.
+    async def _state(self, ledger: Ledger) -> tuple[int, int, int]:
+        """The seqno to sign with next, the balance, and the last transaction's lt.
 
         Read from the account's own data (any wallet version, whatever the API
         knows of wallet types). An API that lags may show an older seqno; a
@@ -145,7 +300,8 @@ class Treasury:
         """
         state = await self._ton.get_address_information(self.address)
         seqno = self.wallet.seqno_of(state.data) if state.data else 0
-        return max(seqno, ledger.next_seqno()), state.balance
+        last_lt = state.last_transaction_id.lt if state.last_transaction_id else 0
+        return max(seqno, ledger.next_seqno()), state.balance, last_lt
 
     async def _send(self, intent: Intent) -> None:
         try:
@@ -157,31 +313,56 @@ class Treasury:
 
     # ------------------------------------------------------------------ resolution
 
-    async def _resolve_one(self, intent: Intent) -> tuple[IntentState, int | None]:
-        """The intent's state now, and when confirmed the logical time it was sent."""
-        sent_lt = await self._landed(intent)
-        if sent_lt is not None:
-            return IntentState.CONFIRMED, sent_lt
+    async def _resolve_one(self, intent: Intent) -> Resolution:
+        """The intent's state now: what the chain shows of it."""
+        landed = await self._landed(intent)
+        if landed is not None:
+            return landed
         now = self._clock()
         if now <= intent.valid_until:
             await self._send(intent)  # same BOC: applied at most once
-            sent_lt = await self._landed(intent)
-            if sent_lt is not None:
-                return IntentState.CONFIRMED, sent_lt
-            return IntentState.PENDING, None
+            landed = await self._landed(intent)
+            return landed if landed is not None else Resolution(IntentState.PENDING)
         seqno = await self._seqno_after(intent.valid_until)
         if seqno is None:
             # A lagging API (or a chain clock behind ours): its state predates
             # valid_until, so the message may yet be, or already be, applied.
-            return IntentState.PENDING, None
+            return Resolution(IntentState.PENDING)
         if seqno <= intent.seqno:
             # The seqno is unused (or not even reached, as after a chain reset)
             # in a state past valid_until: the message can never be applied.
-            return IntentState.EXPIRED, None
-        # The seqno moved on but the message is not among recent transactions:
-        # only this treasury's key signs, so look no further and hold.
+            return Resolution(IntentState.EXPIRED)
+        # The seqno moved on but no transaction back to the intent's signing
+        # applied it: only this treasury's key signs, so hold for a person.
         log.warning("intent %s: seqno used but its transaction not found; holding", intent.id)
-        return IntentState.PENDING, None
+        return Resolution(IntentState.PENDING)
+
+    def _resolved(self, intent: Intent, found: Resolution) -> Intent:
+        """The stored intent once resolved: a confirmed one keeps as ``transfers``
+        only what left the wallet (what the caps count), the rest in ``unsent``."""
+        unsent = set(found.unsent)
+        update: dict[str, object] = {
+            "state": found.state,
+            "resolved_at": self._now(),
+            "sent_lt": found.sent_lt,
+            "tx_lt": found.tx_lt,
+        }
+        if found.state is IntentState.CONFIRMED and unsent:
+            update["transfers"] = [t for t in intent.transfers if t not in unsent]
+            update["unsent"] = list(found.unsent)
+        return intent.model_copy(update=update)
+
+    def _report(self, report: FundingReport, intent: Intent, found: Resolution) -> None:
+        unsent = set(found.unsent)
+        if found.state is IntentState.CONFIRMED:
+            report.confirmed.extend(t for t in intent.transfers if t not in unsent)
+            report.failed.extend(found.unsent)
+        elif found.state is IntentState.FAILED:
+            report.failed.extend(intent.transfers)
+        elif found.state is IntentState.EXPIRED:
+            report.expired.extend(intent.transfers)
+        else:
+            report.pending.extend(intent.transfers)
 
     async def _resolve(
         self, ledger: Ledger, version: str | None, report: FundingReport
@@ -191,22 +372,18 @@ class Treasury:
         for stored in ledger.intents:
             intent = stored
             if stored.state is IntentState.PENDING:
-                state, sent_lt = await self._resolve_one(stored)
-                if state is not IntentState.PENDING:
-                    intent = stored.model_copy(
-                        update={"state": state, "resolved_at": self._now(), "sent_lt": sent_lt}
-                    )
+                found = await self._resolve_one(stored)
+                if found.state is not IntentState.PENDING:
+                    intent = self._resolved(stored, found)
                     changed = True
-                bucket = {
-                    IntentState.CONFIRMED: report.confirmed,
-                    IntentState.EXPIRED: report.expired,
-                    IntentState.PENDING: report.pending,
-                }[state]
-                bucket.extend(stored.transfers)
+                self._report(report, stored, found)
             intents.append(intent)
         if changed:
             ledger = ledger.model_copy(update={"intents": intents})
             version = await self._save(ledger, version)
+        now = self._now()
+        ages = [(now - i.created_at).total_seconds() for i in ledger.pending()]
+        report.oldest_pending_seconds = max(ages) if ages else None
         return ledger, version
 
     # ------------------------------------------------------------------ planning
@@ -219,24 +396,26 @@ class Treasury:
 
         A caller's balance may predate a top-up this cycle just confirmed, and
         an API node may lag behind the chain; trusting either would pay twice.
-        Whether a balance includes a top-up is decided by logical time (the
-        wallet's last transaction against when the top-up left), not by a clock.
-        Only a top-up of the same wallet counts: a worker whose node wallet
-        changed (a new VM, a new key) waits for nothing sent to the old one.
+        Whether a balance includes a top-up is decided by the chain's own
+        record, not by a clock: the wallet's state must include the transaction
+        that received it (:meth:`_credited`). Only a top-up of the same wallet
+        counts: a worker whose node wallet changed (a new VM, a new key) waits
+        for nothing sent to the old one.
         """
-        sent: dict[tuple[str, str], int] = {}
+        sent: dict[tuple[str, str], Intent] = {}
         for intent in ledger.intents:
             if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
                 for t in intent.transfers:
                     key = (t.worker, t.address)
-                    sent[key] = max(sent.get(key, 0), intent.sent_lt)
+                    if key not in sent or (sent[key].sent_lt or 0) < intent.sent_lt:
+                        sent[key] = intent
         out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                if (req.worker, req.address) in sent:
+                last_topup = sent.get((req.worker, req.address))
+                if last_topup is not None:
                     state = await self._ton.get_address_information(req.address)
-                    last = state.last_transaction_id.lt if state.last_transaction_id else 0
-                    if last <= sent[(req.worker, req.address)]:
+                    if not await self._credited(req.address, last_topup, state.last_transaction_id):
                         unsettled.add(req.worker)
                     balance = state.balance
                 else:
@@ -244,6 +423,45 @@ class Treasury:
                 req = dataclasses.replace(req, balance=balance)  # noqa: PLW2901
             out.append(req)
         return out, frozenset(unsettled)
+
+    async def _credited(self, address: str, intent: Intent, last: TransactionId | None) -> bool:
+        """Whether the wallet state whose last transaction is ``last`` includes the
+        credit of ``intent``'s transfer to ``address``.
+
+        Logical time orders a message before the transaction that receives it
+        and nothing more: the node wallet may sit in another shard whose lt runs
+        ahead, so a later lt on the wallet is no proof the credit arrived
+        (docs/funding.md). The proof is the receiving transaction itself: an
+        internal message from the treasury created in (``tx_lt``, ``sent_lt``],
+        which only that treasury transaction's out-messages are, found at or
+        before ``last``. Intents recorded before ``tx_lt`` existed keep the
+        older rule (any later transaction).
+        """
+        if last is None or intent.sent_lt is None:
+            return False
+        if intent.tx_lt is None:
+            return last.lt > intent.sent_lt
+        low, high = intent.tx_lt, intent.sent_lt
+        cursor: TransactionId = last
+        for page in range(LOOKUP_PAGES):
+            txs = await self._ton.get_transactions(
+                address, limit=LOOKUP_PAGE, lt=cursor.lt, tx_hash=cursor.hash, to_lt=low
+            )
+            if page:
+                txs = [t for t in txs if t.transaction_id.lt < cursor.lt]  # inclusive cursor
+            for tx in txs:
+                msg = tx.in_msg
+                if (
+                    msg is not None
+                    and msg.source
+                    and _raw(msg.source) == self.address
+                    and low < msg.created_lt <= high
+                ):
+                    return True
+            if not txs or txs[-1].transaction_id.lt <= low:
+                return False
+            cursor = txs[-1].transaction_id
+        return False
 
     def _settling(self, ledger: Ledger, requests: Sequence[TopUpRequest]) -> frozenset[str]:
         """Workers whose wallet was topped up moments ago by intents recorded without
@@ -262,7 +480,7 @@ class Treasury:
 
     # ------------------------------------------------------------------ sending
 
-    def _sign(self, batch: Sequence[PlannedTransfer], seqno: int) -> Intent:
+    def _sign(self, batch: Sequence[PlannedTransfer], seqno: int, after_lt: int) -> Intent:
         now = self._now()
         valid_until = int(self._clock()) + self._ttl
         signed = self.wallet.create_transfer(
@@ -289,16 +507,17 @@ class Treasury:
             boc=base64.b64encode(signed.boc).decode(),
             transfers=list(batch),
             created_at=now,
+            after_lt=after_lt,
         )
 
-    async def _confirm(self, intent: Intent) -> tuple[IntentState, int | None]:
+    async def _confirm(self, intent: Intent) -> Resolution:
         deadline = time.monotonic() + self._confirm_timeout
         while True:
-            sent_lt = await self._landed(intent)
-            if sent_lt is not None:
-                return IntentState.CONFIRMED, sent_lt
+            landed = await self._landed(intent)
+            if landed is not None:
+                return landed
             if time.monotonic() >= deadline:
-                return IntentState.PENDING, None
+                return Resolution(IntentState.PENDING)
             await self._sleep(self._poll)
 
     async def settle(self) -> FundingReport:
@@ -326,7 +545,7 @@ class Treasury:
         ledger, version = await self._resolve(ledger, version, report)
         if ledger.pending():
             return report  # never sign past an unresolved message
-        seqno, balance = await self._state(ledger)
+        seqno, balance, after_lt = await self._state(ledger)
         fresh, unsettled = await self._fresh(requests, ledger)
         transfers, refusals = plan_topups(
             fresh,
@@ -335,10 +554,11 @@ class Treasury:
             global_daily_cap=self._global_cap,
             available=balance - self._reserve,
             settling=self._settling(ledger, fresh) | unsettled,
+            fee_per_transfer=self._fee_per_transfer,
         )
         report.refused.extend(refusals)
         await self._deliver(
-            ledger, version, transfers, seqno, report=report, on_confirmed=on_confirmed
+            ledger, version, transfers, seqno, after_lt, report=report, on_confirmed=on_confirmed
         )
         return report
 
@@ -358,8 +578,15 @@ class Treasury:
         ledger, version = await self._resolve(ledger, version, report)
         if ledger.pending():
             return report
-        seqno, _balance = await self._state(ledger)
-        await self._deliver(ledger, version, list(transfers), seqno, report=report)
+        seqno, balance, after_lt = await self._state(ledger)
+        cost = sum(t.amount + self._fee_per_transfer for t in transfers)
+        if cost > balance - self._reserve:
+            # Signed anyway, mode 3 would use the seqno and send nothing.
+            report.refused.extend(
+                Refusal(t.worker, "the treasury cannot cover it with fees") for t in transfers
+            )
+            return report
+        await self._deliver(ledger, version, list(transfers), seqno, after_lt, report=report)
         return report
 
     async def _deliver(
@@ -368,6 +595,7 @@ class Treasury:
         version: str | None,
         transfers: list[PlannedTransfer],
         seqno: int,
+        after_lt: int,
         *,
         report: FundingReport,
         on_confirmed: Callable[[Sequence[PlannedTransfer]], None] | None = None,
@@ -375,26 +603,26 @@ class Treasury:
         size = self.wallet.max_messages
         for start in range(0, len(transfers), size):
             batch = transfers[start : start + size]
-            intent = self._sign(batch, seqno)
+            intent = self._sign(batch, seqno, after_lt)
             ledger = ledger.model_copy(update={"intents": [*ledger.intents, intent]})
             version = await self._save(ledger, version)  # durable before it can be sent
             failpoint("funding.after-record")
             await self._send(intent)
             report.messages_sent += 1
             failpoint("funding.after-send")
-            state, sent_lt = await self._confirm(intent)
-            if state is IntentState.PENDING:
-                report.pending.extend(batch)
+            found = await self._confirm(intent)
+            self._report(report, intent, found)
+            if found.state is IntentState.PENDING:
+                report.oldest_pending_seconds = 0.0
                 break  # the rest waits for the next cycle
-            resolved = intent.model_copy(
-                update={"state": state, "resolved_at": self._now(), "sent_lt": sent_lt}
-            )
+            resolved = self._resolved(intent, found)
             ledger = ledger.model_copy(update={"intents": [*ledger.intents[:-1], resolved]})
             version = await self._save(ledger, version)
-            report.confirmed.extend(batch)
-            if on_confirmed is not None:
-                on_confirmed(batch)
+            if on_confirmed is not None and resolved.state is IntentState.CONFIRMED:
+                on_confirmed(resolved.transfers)
             seqno += 1
+            if found.state is IntentState.FAILED:
+                break  # the balance fell short of the plan: re-read it next cycle
 
 
 async def settle_forever(

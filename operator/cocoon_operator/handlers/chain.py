@@ -123,6 +123,7 @@ class ChainOptions:
     ledger: tuple[str, str] = ("default", "cocoon-funding-ledger")
     check_seconds: float = 30.0
     root_owner_secret: tuple[str, str] | None = None  # namespace, name
+    root_owner_wallet: WalletVersion = WalletVersion.V4R2
     registration_ledger: tuple[str, str] = ("default", "cocoon-registration-ledger")
 
 
@@ -133,6 +134,9 @@ def _describe(report: FundingReport, worker: str) -> str:
     for transfer in report.pending:
         if transfer.worker == worker:
             return "a top-up is in flight"
+    for transfer in report.failed:
+        if transfer.worker == worker:
+            return "not topped up: the treasury's balance did not cover it (nothing was paid)"
     for refusal in report.refused:
         if refusal.worker == worker:
             return f"not topped up: {refusal.reason}"
@@ -170,6 +174,11 @@ class FundingBatcher:
                 logger.info("funding of %s confirmed on chain", transfer.worker)
             for transfer in done.expired:
                 logger.info("funding of %s expired unsent", transfer.worker)
+            for transfer in done.failed:
+                logger.warning(
+                    "funding of %s applied without paying: the treasury could not cover it",
+                    transfer.worker,
+                )
 
         await settle_forever(self.treasury, self._lock, interval, report)
 
@@ -213,8 +222,10 @@ class FundingBatcher:
         m.funding_transfers.labels("confirmed").inc(len(report.confirmed))
         m.funding_transfers.labels("pending").inc(len(report.pending))
         m.funding_transfers.labels("expired").inc(len(report.expired))
+        m.funding_transfers.labels("failed").inc(len(report.failed))
         m.funding_transfers.labels("refused").inc(len(report.refused))
         m.funding_nanoton.inc(sum(t.amount for t in report.confirmed))
+        m.funding_pending_seconds.set(report.oldest_pending_seconds or 0.0)
 
 
 class AllowListReader:
@@ -350,8 +361,20 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         owner_key = await _wallet_key(deps.api, *options.root_owner_secret)
         store = ConfigMapLedgerStore(deps.api, *options.registration_ledger)
         # Owner commands carry no value worth capping: 0.05 TON each, once per hash.
-        owner = Treasury(ton, owner_key, store, global_daily_cap=0)
-        registrar = Registrar(ton, owner)
+        key_wallets = {
+            v: make_wallet(v, owner_key.public_key, network_global_id=options.ton_global_id)
+            for v in WalletVersion
+        }
+        owner = Treasury(
+            ton,
+            owner_key,
+            store,
+            global_daily_cap=0,
+            wallet=key_wallets[options.root_owner_wallet],
+        )
+        registrar = Registrar(
+            ton, owner, key_wallets={v: w.address.to_raw() for v, w in key_wallets.items()}
+        )
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
     state = Chain(ton, batcher, lists, settlers, registrar, options.check_seconds)

@@ -6,7 +6,11 @@ network) gives the operator the root owner's wallet key
 VM is attested, the chain step asks :class:`Registrar` to add the worker's
 attested image hash and model hash to the root's lists when the operator's own
 reading found them missing. Nothing is registered that was not verified, and
-only on a root whose ``get_owner`` is this key's wallet.
+only on a root whose owner is this key's wallet of the configured version
+(``--root-owner-wallet``, v4r2 or v5r1). The owner is read from the root's
+account data in COCOON's layout, as COCOON's runners read it
+(:func:`~cocoon_operator.ton.root.parse_root_data`): COCOON's root has no
+``get_owner`` get-method.
 
 Every command goes through the same machinery as funding
 (:class:`~cocoon_operator.funding.Treasury` over its own ledger ConfigMap): a
@@ -21,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cocoon_operator.funding import FundingReport, PlannedTransfer, Treasury, settle_forever
 from cocoon_operator.ton.client import TonClient
-from cocoon_operator.ton.errors import TonError
+from cocoon_operator.ton.errors import RootContractError, TonError
 from cocoon_operator.ton.root import AllowList, RootContract, allowlist_body
+from cocoon_operator.ton.wallet import WalletVersion
 
 COMMAND_NANOTON = 50_000_000  # 0.05 TON with each owner command: gas, the rest stays
 
@@ -42,6 +48,8 @@ def _outcome(report: FundingReport, wanted: list[str]) -> str:
         return "registered"
     if report.pending:
         return "registration in flight"
+    if report.failed or report.refused:
+        return "not registered: the owner wallet's balance does not cover the command and its fees"
     return "registration waits for an earlier owner message to resolve"
 
 
@@ -51,15 +59,38 @@ class Registrar:
 
     ton: TonClient
     owner: Treasury
-    _owns: dict[str, bool] = field(default_factory=dict)
+    #: This key's wallet address under each version: a root owned by another
+    #: version's wallet is refused by name, so the fix is plain.
+    key_wallets: Mapping[WalletVersion, str] = field(default_factory=dict)
+    _owners: dict[str, str] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def owns(self, root: str) -> bool:
-        """Whether the root's ``get_owner`` is this operator's owner wallet (cached once known)."""
-        if root not in self._owns:
-            owner = await RootContract(self.ton, root).owner()
-            self._owns[root] = owner.to_raw() == self.owner.address
-        return self._owns[root]
+    async def refusal(self, root: str) -> str | None:
+        """None when the root's owner is this operator's owner wallet, else why not.
+
+        The owner is read once per root from its account data (COCOON's layout);
+        a change of owner needs an operator restart to be seen.
+        """
+        if root not in self._owners:
+            try:
+                self._owners[root] = (await RootContract(self.ton, root).owner()).to_raw()
+            except RootContractError as exc:  # not COCOON's layout, or not deployed
+                return f"not registered: {exc}"
+        owner = self._owners[root]
+        mine = self.owner.address
+        if owner == mine:
+            return None
+        signing = self.owner.wallet.version
+        for version, address in self.key_wallets.items():
+            if address == owner and version != signing:
+                return (
+                    f"not registered: root {root} is owned by {owner}, this key's {version}"
+                    f" wallet; the operator signs as {signing} (set --root-owner-wallet {version})"
+                )
+        return (
+            f"not registered: root {root} is owned by {owner}, not by this operator's owner"
+            f" wallet {mine} ({signing})"
+        )
 
     async def settle_forever(
         self, interval: float, logger: logging.Logger | logging.LoggerAdapter[Any]
@@ -72,6 +103,10 @@ class Registrar:
                 logger.info("registration %s confirmed on chain", transfer.purpose)
             for transfer in done.expired:
                 logger.info("registration %s expired unsent", transfer.purpose)
+            for transfer in done.failed:
+                logger.warning(
+                    "registration %s applied unsent: owner wallet too low", transfer.purpose
+                )
 
         await settle_forever(self.owner, self._lock, interval, report)
 
@@ -81,8 +116,9 @@ class Registrar:
         Raises :class:`TonError` when the chain cannot be read or written now.
         """
         async with self._lock:
-            if not await self.owns(root):
-                return f"not registered: root {root} is not owned by this operator's owner key"
+            refused = await self.refusal(root)
+            if refused is not None:
+                return refused
             ledger = await self.owner.ledger()
             todo = [(k, h) for k, h in needed if not ledger.has_purpose(purpose(root, k, h))]
             if not todo:

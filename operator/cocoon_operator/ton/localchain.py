@@ -866,7 +866,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.root:
             owner_key = WalletKey(bytes.fromhex(args.root_owner_seed_hex))
             owner = chain.deploy_wallet(owner_key, ROOT_OWNER_BALANCE)
-            # Empty at deployment, so the address depends on the owner only
+            # Empty lists and COCOON's default params (ton/root.py: root_params_boc) at
+            # deployment, so the address depends on the owner only
             # (examples/ name it); then listed by the owner, as on a real chain.
             address = deploy_root(chain, root_state_init(owner.address), Nanoton(1_000_000_000))
             bodies = [

@@ -9,8 +9,10 @@ refused by proxies. This module talks to any contract with COCOON's interface
 * :class:`RootContract` asks the get-methods ``worker_hash_is_valid``,
   ``model_hash_is_valid`` and ``proxy_hash_is_valid`` (COCOON's names, each
   taking the hash as a 256-bit unsigned integer and returning -1 or 0) through a
-  :class:`~cocoon_operator.ton.client.TonClient`. ``owner()``, ``version()`` and
-  ``allowlists()`` use get-methods only the project's contract has.
+  :class:`~cocoon_operator.ton.client.TonClient`. ``owner()`` reads the owner
+  from the account's data, as COCOON's runners do (:func:`parse_root_data`);
+  ``version()`` and ``allowlists()`` use get-methods only the project's
+  contract has.
 * :func:`allowlist_body` and :func:`change_owner_body` build the owner's
   internal-message bodies with COCOON's opcodes and layout
   ``op:uint32 query_id:uint64 hash:bits256``. They are sent by the owner's
@@ -169,6 +171,105 @@ def change_owner_body(new_owner: Address | str, *, query_id: int = 0) -> bytes:
     return cell_to_boc(cell.end_cell())
 
 
+# ------------------------------------------------------------------ COCOON's storage
+
+#: COCOON's params struct version this project writes (``struct_version``; its
+#: runners accept 0 to 3: runners/smartcontracts/RootContractConfig.cpp:88).
+ROOT_PARAMS_STRUCT_VERSION = 3
+_MULTIPLIER_DEFAULT = 10000  # RootContractConfig.cpp:117-140: 10000 when absent
+
+
+def root_params_boc(
+    *,
+    params_version: int = 1,
+    unique_id: int = 0,
+    is_test: bool = True,
+    price_per_token: int = 2,
+    worker_fee_per_token: int = 1,
+    proxy_delay_before_close: int = 3600,
+    client_delay_before_close: int = 3600,
+    min_proxy_stake: int = 1_000_000_000,
+    min_client_stake: int = 1_000_000_000,
+) -> bytes:
+    """A root ``params`` cell in COCOON's layout, struct version 3.
+
+    Field by field as COCOON's runners read it (RootContractConfig.cpp:83-185):
+    ``struct_version:uint8 params_version:uint32 unique_id:uint32 is_test:Bool
+    price_per_token:Coins worker_fee_per_token:Coins`` then (version 3) the
+    prompt, cached, completion and reasoning token price multipliers
+    (uint32 each, in the order lines 117-140 fetch them), then
+    ``proxy_delay_before_close:uint32 client_delay_before_close:uint32
+    min_proxy_stake:Coins min_client_stake:Coins`` and three ``Maybe ^Cell``
+    codes (proxy, worker, client; absent here). The defaults are
+    spec/fake-ton/fake-ton-config.json's prices; this project's contract only
+    carries the cell.
+    """
+    cell = (
+        begin_cell()
+        .store_uint(ROOT_PARAMS_STRUCT_VERSION, 8)
+        .store_uint(params_version, 32)
+        .store_uint(unique_id, 32)
+        .store_bool(is_test)
+        .store_coins(price_per_token)
+        .store_coins(worker_fee_per_token)
+        .store_uint(_MULTIPLIER_DEFAULT, 32)  # prompt tokens (struct_version >= 3)
+        .store_uint(_MULTIPLIER_DEFAULT, 32)  # cached tokens (>= 2)
+        .store_uint(_MULTIPLIER_DEFAULT, 32)  # completion tokens (>= 3)
+        .store_uint(_MULTIPLIER_DEFAULT, 32)  # reasoning tokens (>= 2)
+        .store_uint(proxy_delay_before_close, 32)
+        .store_uint(client_delay_before_close, 32)
+        .store_coins(min_proxy_stake)
+        .store_coins(min_client_stake)
+        .store_bit(0)  # proxy_sc_code
+        .store_bit(0)  # worker_sc_code
+        .store_bit(0)  # client_sc_code
+    )
+    return cell_to_boc(cell.end_cell())
+
+
+@dataclass(frozen=True, slots=True)
+class RootState:
+    """What the operator reads from a root's account data (no get-method needed)."""
+
+    owner: Address
+    version: int
+
+
+_ADDR_STD_TAG = 0b100  # addr_std$10 anycast:(Maybe Anycast) with no anycast
+
+
+def parse_root_data(data_boc: bytes) -> RootState:
+    """The owner and version from a root contract's data (c4), in COCOON's layout.
+
+    COCOON's own runners read the root this way, from the account state rather
+    than a get-method (runners/BaseRunner.cpp:661-672, raw.getAccountState then
+    RootContractConfig::load_from_state): the owner address first
+    (RootContractConfig.cpp:67-69, an ``addr_std`` without anycast as
+    cocoon-tl-utils/parsers.cpp:50-58 accepts it), the lists cell and the
+    params cell as the first and second references (lines 74 and 80), the
+    version as ``uint32`` after the owner (line 308), and nothing more (line
+    313). COCOON's root has no ``get_owner`` get-method; this works on it and on
+    the project's contract alike. Raises :class:`RootContractError` naming what
+    does not fit.
+    """
+    try:
+        data = cell_from_boc(data_boc).begin_parse()
+    except Exception as exc:
+        raise RootContractError(f"root data is not a cell: {exc}") from None
+    if data.remaining_bits < 3 + 8 + 256 + 32 or data.remaining_refs < 2:
+        raise RootContractError(
+            "root data is too short for COCOON's layout (owner, version, ^lists, ^params)"
+        )
+    if int(data.load_uint(3)) != _ADDR_STD_TAG:
+        raise RootContractError("root data: the owner is not a standard address (addr_std)")
+    workchain = int(data.load_int(8))
+    account = bytes(data.load_bytes(32))
+    version = int(data.load_uint(32))
+    if data.remaining_bits or data.remaining_refs != 2:
+        raise RootContractError("root data: extra data after COCOON's layout")
+    return RootState(Address(workchain, account), version)
+
+
 # ------------------------------------------------------------------ deployment
 
 
@@ -188,10 +289,12 @@ def initial_data_boc(
     proxy_hashes: Iterable[bytes] = (),
     params_boc: bytes | None = None,
 ) -> bytes:
-    """Initial storage (c4) of the project's root, in COCOON's layout (see docs/ton.md).
+    """Initial storage (c4) of the project's root, in COCOON's layout (see docs/ton.md
+    and :func:`parse_root_data`).
 
     ``params_boc`` is carried untouched (COCOON keeps its pricing parameters
-    there); the default is an empty cell.
+    there); the default is :func:`root_params_boc`, the layout COCOON's runners
+    parse, so the local chain's root is one they could read.
     """
     lists = (
         begin_cell()
@@ -202,7 +305,7 @@ def initial_data_boc(
         .store_dict(_hash_set(model_hashes))
         .end_cell()
     )
-    params = cell_from_boc(params_boc) if params_boc is not None else begin_cell().end_cell()
+    params = cell_from_boc(params_boc if params_boc is not None else root_params_boc())
     data = (
         begin_cell()
         .store_address(to_core_address(to_address(owner)))
@@ -343,19 +446,17 @@ class RootContract:
         """Whether the ``Name@commit:verity`` model's hash is listed."""
         return await self.is_model_hash_allowed(model_hash(model))
 
+    async def state(self) -> RootState:
+        """Owner and version from the account's data (:func:`parse_root_data`), as
+        COCOON's runners read them: COCOON's root has no ``get_owner``."""
+        info = await self._client.get_address_information(self.address)
+        if info.state != "active" or info.data is None:
+            raise RootContractError(f"root {self.address.to_raw()} is {info.state}, not active")
+        return parse_root_data(info.data)
+
     async def owner(self) -> Address:
-        """The owner (``get_owner``: the project's contract only)."""
-        result = await self._client.run_get_method(self.address, "get_owner")
-        boc = _cell_boc(result, 0, "get_owner")
-        if boc is None:
-            raise TonResponseError("get_owner: empty answer")
-        try:
-            owner = cell_from_boc(boc).begin_parse().load_address()
-        except Exception as exc:
-            raise TonResponseError(f"get_owner: not an address: {exc}") from None
-        if owner is None:
-            raise TonResponseError("get_owner: owner is addr_none")
-        return Address(int(owner.wc), bytes(owner.hash_part))
+        """The owner, from the account's data (works on COCOON's root too)."""
+        return (await self.state()).owner
 
     async def version(self) -> int:
         """How many list/owner changes were applied (``get_version``: project's contract)."""

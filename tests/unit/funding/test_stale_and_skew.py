@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cocoon_operator.funding import IntentState, MemoryLedgerStore, TopUpRequest, Treasury
-from cocoon_operator.funding._treasury import LOOKUP_DEPTH
+from cocoon_operator.funding._treasury import LOOKUP_PAGE
 from cocoon_operator.ton.client import AiohttpTransport, HttpRequest, HttpResponse, TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
 from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
@@ -170,7 +170,7 @@ async def test_an_applied_message_seen_through_a_lagging_api_is_never_marked_exp
     )
     t = treasury(env, lagging, clock)
     lagging.lag(True)
-    await t._ton.get_transactions(t.address, limit=LOOKUP_DEPTH)  # the views it will lag in
+    await t._ton.get_transactions(t.address, limit=LOOKUP_PAGE)  # the views it will lag in
     await t._ton.get_address_information(t.address)
     first = await t.fund([await request(t)])
     assert first.messages_sent == 1 and [tr.worker for tr in first.pending] == ["ns/w"]
