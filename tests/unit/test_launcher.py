@@ -100,6 +100,12 @@ def test_host_port_makes_the_instance_unique_per_node() -> None:
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "3"
 
 
+def test_the_launcher_shares_the_hosts_pids_so_the_node_agent_finds_its_qemu() -> None:
+    # The launcher records QEMU's pid (launcher/_run.py write_state) and the node
+    # agent checks /proc/<pid>/cmdline on the host (vm_running): one pid namespace.
+    assert launcher_pod(WORKER, spec(), InstanceSlot(0))["spec"]["hostPID"] is True
+
+
 def test_pod_is_owned_gated_and_labelled() -> None:
     pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
     (owner,) = pod["metadata"]["ownerReferences"]

@@ -420,6 +420,12 @@ def launcher_pod(
             "affinity": _node_affinity(spec, model_nodes, seal),
             "tolerations": tolerations,
             "restartPolicy": "Always",
+            # The host's pid namespace: the launcher records QEMU's pid in its state
+            # file, and the node agent looks it up in the host's /proc (nodeagent/
+            # _probe.py, launcher/_run.py vm_running); in a pod's own namespace the
+            # pid would name another process, or none, and a running VM would read
+            # as stopped. (The container is privileged already: it sees no more.)
+            "hostPID": True,
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
