@@ -1,7 +1,8 @@
 """The files the docs and the code's comments name exist.
 
-A path in the README, ``docs/``, the chart's README, or a comment or docstring
-of the code, tests and ``hack/`` tools counts when it starts like one of this
+A file path in the README, ``docs/``, the chart's README, or a comment or
+docstring of the code, tests and ``hack/`` tools (its last part a file name with
+an extension) counts when it starts like one of this
 repository's paths: a top-level directory (``docs/``, ``hack/``, ...), a package
 of ``cocoon_operator`` (``launcher/_run.py``) or ``cocoon_operator/`` itself. It
 must then exist in the repository, beside the file naming it, in COCOON's source
@@ -26,7 +27,7 @@ FIXTURES = SHARED / "fixtures"
 
 #: Paths that are right but live in none of the trees searched, and where they are.
 ELSEWHERE = {
-    "images/prod": "a COCOON release's image directory (scripts/prepare-release builds it)",
+    "images/prod": "a COCOON release's images (scripts/prepare-release), and what is in it",
     "images/test": "a COCOON release's test images (scripts/prepare-release)",
     "images/NAME.tar": "where COCOON's scripts/build-model writes a model tar",
     "qgs/qgs_server.cpp": "Intel's QGS source (SGXDataCenterAttestationPrimitives)",
@@ -62,7 +63,14 @@ def missing_paths(path: Path, text: str) -> list[str]:
         first = token.split("/", 1)[0]
         if first not in top and first not in packages and first != "cocoon_operator":
             continue
-        if _SKIP_CHARS & set(token) or token in ELSEWHERE:
+        if _SKIP_CHARS & set(token) or any(
+            token == known or token.startswith(known + "/") for known in ELSEWHERE
+        ):
+            continue
+        if "." not in token.rsplit("/", 1)[-1]:
+            # Without a file name it may be a directory, a module named without its
+            # ``.py`` or not a path at all (a JSON pointer, a value's path): it
+            # cannot be told apart, so only a file name is held to existing.
             continue
         bases = (REPO, PACKAGE, REPO / "operator", path.parent, COCOON, FIXTURES, SHARED)
         if not any((base / token).exists() for base in bases):
@@ -85,5 +93,5 @@ def test_every_path_a_doc_or_comment_names_exists(path: Path) -> None:
 
 def test_a_path_that_does_not_exist_is_found() -> None:
     page, module = "docs" + "/no-such-page.md", "launcher" + "/_gone.py"  # not named here
-    text = f"see `{page}` and {module}, not https://x/docs/y.md or --docs/z.md"
+    text = f"see `{page}` and {module}, not https://x/docs/y.md, --docs/z.md or launcher/x"
     assert missing_paths(REPO / "README.md", text) == [page, module]

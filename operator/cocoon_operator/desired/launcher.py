@@ -56,7 +56,8 @@ READINESS_GATE: Final = f"{labels.GROUP}/attested"
 LABEL_WORKER: Final = f"{labels.GROUP}/worker"
 LABEL_REVISION: Final = f"{labels.GROUP}/revision"
 LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
-# The enclave id of a launcher Pod's seal server, when the operator runs them (policy/sealserver).
+# The enclave id of a launcher Pod's seal server, when the operator runs them
+# (policy/sealserver.py).
 LABEL_ENCLAVE: Final = f"{labels.GROUP}/enclave"
 ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
 # The rendered worker.conf, mounted at CONFIG_PATH by a downward API volume (the key keeps
