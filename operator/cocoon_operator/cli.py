@@ -40,6 +40,62 @@ class RoutineTimerSuccesses(logging.Filter):
         )
 
 
+LOG_FORMATS = ("plain", "full", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LoggerName(logging.Filter):
+    """Copies each record's logger name into ``record.logger``.
+
+    The JSON format writes a record's extra attributes as fields and leaves the
+    name out otherwise; with it a log pipeline can tell the operator's own lines
+    (``cocoon_operator.*``) from kopf's (``kopf.objects`` for a resource's).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.logger = record.name
+        return True
+
+
+def configure_logging(log_format: str, log_level: str) -> logging.Handler:
+    """Send every log record to stderr in ``log_format`` from ``log_level`` up; the handler.
+
+    The formats are kopf's (``kopf.LogFormat``): ``plain`` the message alone,
+    ``full`` with a timestamp, the logger and the level, ``json`` one object per
+    line with ``message``, ``timestamp``, ``severity``, ``logger`` and, for a
+    line about a resource, ``object`` (its apiVersion, kind, namespace, name,
+    uid). Text formats start such a line with ``[namespace/name]``. Nothing is
+    redacted here: secrets are kept out of messages where they are handled (the
+    TON client replaces its API key in every error text and drops the cause:
+    :meth:`cocoon_operator.ton.client.TonClient._redact`), which holds for every
+    format. ``debug`` also keeps kopf's per-tick timer successes
+    (:class:`RoutineTimerSuccesses`).
+    """
+    import kopf  # noqa: PLC0415 - only `run` needs kopf
+
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r}: one of {', '.join(LOG_FORMATS)}")
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f"log level {log_level!r}: one of {', '.join(LOG_LEVELS)}")
+    kopf.configure(
+        verbose=log_level == "debug",
+        quiet=log_level in ("warning", "error"),
+        log_format=kopf.LogFormat[log_format.upper()],
+        log_prefix=None,  # kopf's choice: [namespace/name] in text, an `object` field in JSON
+    )
+    root = logging.getLogger()
+    root.setLevel(log_level.upper())
+    # kopf.configure replaced its own handler: the one it added last.
+    handler = root.handlers[-1]
+    handler.addFilter(LoggerName())
+    objects = logging.getLogger("kopf.objects")
+    for old in [f for f in objects.filters if isinstance(f, RoutineTimerSuccesses)]:
+        objects.removeFilter(old)
+    if log_level != "debug":
+        objects.addFilter(RoutineTimerSuccesses())
+    return handler
+
+
 async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
     from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415 - keep `--help` fast
     from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
@@ -215,9 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
     from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not args.verbose:
-        logging.getLogger("kopf.objects").addFilter(RoutineTimerSuccesses())
+    configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     namespaces = args.namespace or []
     memo = kopf.Memo()
     metrics = Metrics()
@@ -311,6 +365,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _add_log_args(run: argparse.ArgumentParser) -> None:
+    logs = run.add_argument_group("logs (on stderr)")
+    logs.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="full",
+        help="plain: the message alone; full: with time, logger and level; json: one object"
+        " a line (message, timestamp, severity, logger, object)",
+    )
+    logs.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the least severe level written; debug also keeps kopf's per-tick timer"
+        " successes and kopf's own debug lines",
+    )
+    logs.add_argument("--verbose", action="store_true", help="the same as --log-level=debug")
+
+
 def _add_attestation_args(run: argparse.ArgumentParser) -> None:
     att = run.add_argument_group("attestation")
     att.add_argument(
@@ -393,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--verbose", action="store_true")
+    _add_log_args(run)
     lead = run.add_argument_group("leader election (for more than one replica)")
     lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
     lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
