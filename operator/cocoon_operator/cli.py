@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cocoon_operator import __version__
+from cocoon_operator.argparsing import Parser
 from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
+
+
+class CommandError(Exception):
+    """A failure the command explains in one line; ``main`` prints it without a traceback."""
 
 
 class RoutineTimerSuccesses(logging.Filter):
@@ -97,11 +102,20 @@ def configure_logging(log_format: str, log_level: str) -> logging.Handler:
 
 
 async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
-    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415 - keep `--help` fast
-    from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
+    import aiohttp  # noqa: PLC0415 - keep `--help` fast
 
-    async with Kube(load(kubeconfig)) as api:
-        nodes = await api.request("GET", path("v1", "nodes"))
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import ApiError, Kube, path  # noqa: PLC0415
+
+    connection = load(kubeconfig)
+    try:
+        async with Kube(connection, timeout=30.0) as api:
+            nodes = await api.request("GET", path("v1", "nodes"))
+    except ApiError as exc:
+        raise CommandError(f"{connection.server}: {exc}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise CommandError(f"cannot reach the apiserver at {connection.server}: {why}") from None
     return [
         NodeFacts(
             name=n["metadata"]["name"],
@@ -365,6 +379,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _add_nodes(sub: Any) -> None:
+    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
+    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
+    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    nodes.set_defaults(func=cmd_nodes)
+
+
 def _add_log_args(run: argparse.ArgumentParser) -> None:
     logs = run.add_argument_group("logs (on stderr)")
     logs.add_argument(
@@ -447,17 +468,19 @@ def _at_least_one(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cocoon-operator",
         description="Operate COCOON confidential GPU workers on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, print Python's traceback instead of one line",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
-    nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
-    nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    nodes.set_defaults(func=cmd_nodes)
+    _add_nodes(sub)
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument(
@@ -473,19 +496,24 @@ def build_parser() -> argparse.ArgumentParser:
     lead.add_argument(
         "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
     )
-    lead.add_argument("--lease-seconds", type=int, default=15)
+    lead.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=15,
+        help="a Lease not renewed this long is taken over; renewed every third of it",
+    )
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
     )
     hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
     hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
-    hook.add_argument("--webhook-port", type=int, default=9443)
+    hook.add_argument("--webhook-port", type=int, default=9443, help="listen port")
     hook.add_argument("--webhook-host", default=None, help="name the apiserver calls")
     hook.add_argument(
         "--webhook-config", default="cocoon.network", help="ValidatingWebhookConfiguration name"
     )
     hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
-    hook.add_argument("--webhook-key", default=None)
+    hook.add_argument("--webhook-key", default=None, help="PEM key of --webhook-cert")
     _add_attestation_args(run)
     ton = run.add_argument_group(
         "chain: allow-lists, node wallets, funding (off without --ton-endpoint)"
@@ -520,7 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     ton.add_argument(
         "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
     )
-    ton.add_argument("--chain-check-seconds", type=float, default=30.0)
+    ton.add_argument(
+        "--chain-check-seconds",
+        type=float,
+        default=30.0,
+        help="how often each attested worker's wallet, stats and allow-lists are read",
+    )
     ton.add_argument(
         "--root-owner-secret",
         default=None,
@@ -565,9 +598,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(command: str, exc: BaseException) -> str | None:
+    """The one line a failure of ``command`` is reported with, or None when it is not
+    one a person can act on (a bug: the traceback says more).
+
+    Expected failures: a :class:`CommandError`, a kubeconfig the client cannot
+    use, an answer of the apiserver, a network or file error. The line is the
+    exception's own text with its whitespace folded, as each of those texts is
+    written to be shown (none holds a credential: the kubeconfig and TON errors
+    leave them out where they are raised).
+    """
+    import aiohttp  # noqa: PLC0415 - only on an error
+
+    from cocoon_operator.k8s.kubeconfig import KubeconfigError  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import ApiError  # noqa: PLC0415
+
+    if isinstance(exc, CommandError | KubeconfigError | ApiError):
+        text = str(exc)
+    elif isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        return None
+    return " ".join(f"cocoon-operator {command}: {text}".split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; an error is one line on stderr and status 1 (``--traceback``:
+    Python's traceback). ``run`` keeps the traceback of an unexpected error, for
+    the operator's log; Ctrl-C is status 130 without a word."""
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        line = error_line(args.command, exc)
+        if line is None:
+            if args.command == "run":
+                raise
+            line = " ".join(
+                f"cocoon-operator {args.command}: unexpected {type(exc).__name__}: {exc}"
+                " (--traceback shows where)".split()
+            )
+        print(line, file=sys.stderr)
+        return 1
     return result
 
 

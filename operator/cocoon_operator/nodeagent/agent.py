@@ -65,8 +65,16 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
 
 def add_subparsers(sub: Any) -> None:
     agent = sub.add_parser("node-agent", help="report this host's readiness, GPUs and VMs")
-    agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
-    agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"))
+    agent.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="the node reported on (default: $NODE_NAME, the chart's downward API)",
+    )
+    agent.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="where the report ConfigMap goes (default: $POD_NAMESPACE)",
+    )
     agent.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
     agent.add_argument(
         "--host-root", type=Path, default=Path("/host"), help="where the host's files are mounted"
