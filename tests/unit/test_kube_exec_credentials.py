@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from aiohttp import web
@@ -287,3 +289,32 @@ def test_kubeconfig_written_by_a_cloud_cli_parses(tmp_path: Path) -> None:
     _kubeconfig(path, {"server": "http://127.0.0.1:1"}, {"exec": spec})
     assert yaml.safe_load(path.read_text())["users"][0]["user"]["exec"]["apiVersion"] == V1
     assert from_kubeconfig([path]).authorization() == "Bearer tok-1"
+
+
+def test_kopf_logs_in_with_the_plugins_token_and_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf's own kubeconfig login runs no plugin: the operator's login handler adds
+    the plugin's token and expiry, so `run` works from an OIDC or cloud kubeconfig."""
+    from cocoon_operator.handlers.worker import login  # noqa: PLC0415 - registers handlers
+
+    expires = "2030-01-01T00:00:00Z"
+    config = _kubeconfig(
+        tmp_path / "kubeconfig",
+        {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True},
+        {"exec": _spec(tmp_path, EXPIRES=expires)},
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    info = login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    assert info is not None
+    assert info.server == "https://127.0.0.1:1"
+    assert info.token == "tok-1"
+    assert info.expiration == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    # A user with a token of its own is kopf's alone: no plugin is run.
+    static = _kubeconfig(tmp_path / "static", {"server": "https://127.0.0.1:1"}, {"token": "t"})
+    monkeypatch.setenv("KUBECONFIG", str(static))
+    runs = _runs(tmp_path)
+    info = login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    assert info is not None and info.token == "t"
+    assert _runs(tmp_path) == runs

@@ -291,6 +291,9 @@ class Connection:
     basic_auth: tuple[str, str] | None = None
     server_hostname: str | None = None
     namespace: str | None = None
+    # The user's exec plugin, when its credentials come from one (its token is
+    # ``token`` too; a certificate it gave is in ``ssl``).
+    exec_credential: ExecCredential | None = None
 
     def __repr__(self) -> str:
         return f"Connection(server={self.server!r})"
@@ -314,6 +317,20 @@ def load(kubeconfig: str | None = None) -> Connection:
     if paths:
         return from_kubeconfig([Path(p).expanduser() for p in paths.split(os.pathsep) if p])
     return in_cluster()
+
+
+def exec_credentials(kubeconfig: str | None = None) -> ExecResult | None:
+    """What the kubeconfig user's exec plugin answers now (cached until it expires), or
+    None when the credentials do not come from a plugin, or there is no kubeconfig.
+
+    For kopf's login (handlers/worker.py): kopf reads a kubeconfig itself but
+    does not run plugins, so the operator hands it the plugin's answer and its
+    expiry, and kopf logs in again when that passes.
+    """
+    if not (kubeconfig or os.environ.get("KUBECONFIG")):
+        return None
+    credential = load(kubeconfig).exec_credential
+    return credential.fresh() if credential is not None else None
 
 
 def in_cluster(
@@ -433,6 +450,7 @@ def from_kubeconfig(paths: list[Path]) -> Connection:
         basic_auth=(username, password) if username and password else None,
         server_hostname=spec.get("tls-server-name"),
         namespace=context.get("namespace"),
+        exec_credential=exec_credential,
     )
 
 
