@@ -31,7 +31,7 @@ class RoutineTimerSuccesses(logging.Filter):
     nearly always find nothing to do: at 1,000 workers they were 98% of the operator's log (about
     160,000 lines in five minutes) and buried what changed, which the
     operator logs and records as Events itself. A timer that fails still logs;
-    ``--verbose`` keeps these lines too. The text is kopf's (``f"{handler}
+    ``--log-level debug`` (``--verbose``) keeps these lines too. The text is kopf's (``f"{handler}
     succeeded."``, ``Timer 'id'`` for a timer).
     """
 

@@ -329,6 +329,10 @@ def test_chart_logs_json_at_info_by_default_and_takes_both_settings(helm: Any) -
     assert "--log-format=full" in args
     assert "--log-level=debug" in args
     assert not [a for a in args if a in ("--log-format=json", "--log-level=info")]
+    agent = next(d for d in render(helm) if d["kind"] == "DaemonSet")
+    agent_args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert agent_args[0] == "node-agent"
+    assert {"--log-format=json", "--log-level=info"} <= set(agent_args)
     # The same words the operator takes, and only those.
     for bad in ("logging.format=yaml", "logging.level=trace", "logging.colour=true"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cocoon_operator import logformat
 from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.nodeagent._probe import HostView, probe
@@ -59,7 +60,7 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
     if not args.node_name or not args.namespace:
         print("node-agent: --node-name and --namespace are required", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logformat.configure(args.log_format, args.log_level)
     return asyncio.run(_run(args))
 
 
@@ -84,4 +85,13 @@ def add_subparsers(sub: Any) -> None:
         "--heartbeat", type=float, default=300.0, help="rewrite an unchanged report this often"
     )
     agent.add_argument("--once", action="store_true", help="probe and publish once, print it")
+    agent.add_argument(
+        "--log-format",
+        choices=logformat.LOG_FORMATS,
+        default="full",
+        help="as the operator's: plain, full (time, logger, level) or json",
+    )
+    agent.add_argument(
+        "--log-level", choices=logformat.LOG_LEVELS, default="info", help="the least severe level"
+    )
     agent.set_defaults(func=cmd_node_agent)
