@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cocoon_operator import __version__
+from cocoon_operator.argparsing import Parser
 from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.policy.nodes import (
     Eligibility,
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from cocoon_operator.api.nodereport import NodeReport
 
 
+class CommandError(Exception):
+    """A failure the command explains in one line; ``main`` prints it without a traceback."""
+
+
 class RoutineTimerSuccesses(logging.Filter):
     """Drops kopf's ``Timer 'x' succeeded.`` lines (INFO, logger ``kopf.objects``).
 
@@ -39,7 +44,7 @@ class RoutineTimerSuccesses(logging.Filter):
     nearly always find nothing to do: at 1,000 workers they were 98% of the operator's log (about
     160,000 lines in five minutes) and buried what changed, which the
     operator logs and records as Events itself. A timer that fails still logs;
-    ``--verbose`` keeps these lines too. The text is kopf's (``f"{handler}
+    ``--log-level debug`` (``--verbose``) keeps these lines too. The text is kopf's (``f"{handler}
     succeeded."``, ``Timer 'id'`` for a timer).
     """
 
@@ -53,12 +58,77 @@ class RoutineTimerSuccesses(logging.Filter):
         )
 
 
-async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
-    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415 - keep `--help` fast
-    from cocoon_operator.k8s.rest import Kube, path  # noqa: PLC0415
+LOG_FORMATS = ("plain", "full", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-    async with Kube(load(kubeconfig)) as api:
-        nodes = await api.request("GET", path("v1", "nodes"))
+
+class LoggerName(logging.Filter):
+    """Copies each record's logger name into ``record.logger``.
+
+    The JSON format writes a record's extra attributes as fields and leaves the
+    name out otherwise; with it a log pipeline can tell the operator's own lines
+    (``cocoon_operator.*``) from kopf's (``kopf.objects`` for a resource's).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.logger = record.name
+        return True
+
+
+def configure_logging(log_format: str, log_level: str) -> logging.Handler:
+    """Send every log record to stderr in ``log_format`` from ``log_level`` up; the handler.
+
+    The formats are kopf's (``kopf.LogFormat``): ``plain`` the message alone,
+    ``full`` with a timestamp, the logger and the level, ``json`` one object per
+    line with ``message``, ``timestamp``, ``severity``, ``logger`` and, for a
+    line about a resource, ``object`` (its apiVersion, kind, namespace, name,
+    uid). Text formats start such a line with ``[namespace/name]``. Nothing is
+    redacted here: secrets are kept out of messages where they are handled (the
+    TON client replaces its API key in every error text and drops the cause:
+    :meth:`cocoon_operator.ton.client.TonClient._redact`), which holds for every
+    format. ``debug`` also keeps kopf's per-tick timer successes
+    (:class:`RoutineTimerSuccesses`).
+    """
+    import kopf  # noqa: PLC0415 - only `run` needs kopf
+
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r}: one of {', '.join(LOG_FORMATS)}")
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f"log level {log_level!r}: one of {', '.join(LOG_LEVELS)}")
+    kopf.configure(
+        verbose=log_level == "debug",
+        quiet=log_level in ("warning", "error"),
+        log_format=kopf.LogFormat[log_format.upper()],
+        log_prefix=None,  # kopf's choice: [namespace/name] in text, an `object` field in JSON
+    )
+    root = logging.getLogger()
+    root.setLevel(log_level.upper())
+    # kopf.configure replaced its own handler: the one it added last.
+    handler = root.handlers[-1]
+    handler.addFilter(LoggerName())
+    objects = logging.getLogger("kopf.objects")
+    for old in [f for f in objects.filters if isinstance(f, RoutineTimerSuccesses)]:
+        objects.removeFilter(old)
+    if log_level != "debug":
+        objects.addFilter(RoutineTimerSuccesses())
+    return handler
+
+
+async def _gather_nodes(kubeconfig: str | None) -> list[NodeFacts]:
+    import aiohttp  # noqa: PLC0415 - keep `--help` fast
+
+    from cocoon_operator.k8s.kubeconfig import load  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import ApiError, Kube, path  # noqa: PLC0415
+
+    connection = load(kubeconfig)
+    try:
+        async with Kube(connection, timeout=30.0) as api:
+            nodes = await api.request("GET", path("v1", "nodes"))
+    except ApiError as exc:
+        raise CommandError(f"{connection.server}: {exc}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise CommandError(f"cannot reach the apiserver at {connection.server}: {why}") from None
     return [
         NodeFacts(
             name=n["metadata"]["name"],
@@ -456,9 +526,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
     from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not args.verbose:
-        logging.getLogger("kopf.objects").addFilter(RoutineTimerSuccesses())
+    configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     namespaces = args.namespace or []
     problem = _check_test_roots(args) or _check_launcher_images(args) or _check_process_flags(args)
     if problem:
@@ -554,7 +622,12 @@ def _add_leader_args(run: argparse.ArgumentParser) -> None:
     lead.add_argument(
         "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
     )
-    lead.add_argument("--lease-seconds", type=int, default=15)
+    lead.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=15,
+        help="a Lease not renewed this long is taken over by another replica",
+    )
     lead.add_argument(
         "--renew-deadline-seconds",
         type=float,
@@ -567,6 +640,25 @@ def _add_leader_args(run: argparse.ArgumentParser) -> None:
         default=None,
         help="renew or retry to acquire this often (default: 2/15 of the lease)",
     )
+
+
+def _add_log_args(run: argparse.ArgumentParser) -> None:
+    logs = run.add_argument_group("logs (on stderr)")
+    logs.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="full",
+        help="plain: the message alone; full: with time, logger and level; json: one object"
+        " a line (message, timestamp, severity, logger, object)",
+    )
+    logs.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the least severe level written; debug also keeps kopf's per-tick timer"
+        " successes and kopf's own debug lines",
+    )
+    logs.add_argument("--verbose", action="store_true", help="the same as --log-level=debug")
 
 
 def _add_attestation_args(run: argparse.ArgumentParser) -> None:
@@ -666,13 +758,13 @@ def _add_registration_arguments(ton: argparse._ArgumentGroup) -> None:
 def _add_webhook_args(run: argparse.ArgumentParser) -> None:
     hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
     hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
-    hook.add_argument("--webhook-port", type=int, default=9443)
+    hook.add_argument("--webhook-port", type=int, default=9443, help="listen port")
     hook.add_argument("--webhook-host", default=None, help="name the apiserver calls")
     hook.add_argument(
         "--webhook-config", default="cocoon.network", help="ValidatingWebhookConfiguration name"
     )
     hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
-    hook.add_argument("--webhook-key", default=None)
+    hook.add_argument("--webhook-key", default=None, help="PEM key of --webhook-cert")
 
 
 def _add_launcher_image_args(run: argparse.ArgumentParser) -> None:
@@ -694,7 +786,7 @@ def _add_launcher_image_args(run: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_library_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_library_subcommands(sub: Any) -> None:
     """The libraries' own subcommands, imported here to keep ``--help`` fast."""
     from cocoon_operator.attestation.cli import add_subparsers  # noqa: PLC0415
 
@@ -719,7 +811,7 @@ def _add_library_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     add_release(sub)
 
 
-def _add_nodes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_nodes(sub: Any) -> None:
     nodes = sub.add_parser("nodes", help="list nodes and whether they can host a worker VM")
     nodes.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
     nodes.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -733,11 +825,16 @@ def _add_nodes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cocoon-operator",
         description="Operate COCOON confidential GPU workers on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, print Python's traceback instead of one line",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_nodes(sub)
@@ -749,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--verbose", action="store_true")
+    _add_log_args(run)
     _add_leader_args(run)
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
@@ -790,7 +887,12 @@ def build_parser() -> argparse.ArgumentParser:
     ton.add_argument(
         "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
     )
-    ton.add_argument("--chain-check-seconds", type=float, default=30.0)
+    ton.add_argument(
+        "--chain-check-seconds",
+        type=float,
+        default=30.0,
+        help="how often each attested worker's wallet, stats and allow-lists are read",
+    )
     _add_registration_arguments(ton)
     seal = run.add_argument_group("seal servers (off without --seal-servers)")
     seal.add_argument(
@@ -809,7 +911,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a release whose seal server may run: its launcher image by digest and"
         " its enclave's digest (as `release import` prints them); repeatable",
     )
-    seal.add_argument("--seal-server-pull-policy", default="IfNotPresent")
+    seal.add_argument(
+        "--seal-server-pull-policy",
+        default="IfNotPresent",
+        choices=("Always", "IfNotPresent", "Never"),
+        help="the seal-server pods' image pull policy",
+    )
     seal.add_argument(
         "--seal-server-sgx",
         choices=("privileged", "device-plugin"),
@@ -821,8 +928,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='the container\'s resources as JSON, e.g. {"requests": {"cpu": "50m"}}',
     )
-    seal.add_argument("--seal-server-priority-class", default=None)
-    seal.add_argument("--seal-server-sweep-seconds", type=float, default=5.0)
+    seal.add_argument(
+        "--seal-server-priority-class",
+        default=None,
+        help="the seal-server pods' PriorityClass (none by default)",
+    )
+    seal.add_argument(
+        "--seal-server-sweep-seconds",
+        type=float,
+        default=5.0,
+        help="how often the seal-server DaemonSets and node labels are reconciled",
+    )
     seal.add_argument(
         "--seal-server-settle-seconds",
         type=float,
@@ -854,9 +970,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(command: str, exc: BaseException) -> str | None:
+    """The one line a failure of ``command`` is reported with, or None when it is not
+    one a person can act on (a bug: the traceback says more).
+
+    Expected failures: a :class:`CommandError`, a kubeconfig the client cannot
+    use, an answer of the apiserver, a network or file error. The line is the
+    exception's own text with its whitespace folded, as each of those texts is
+    written to be shown (none holds a credential: the kubeconfig and TON errors
+    leave them out where they are raised).
+    """
+    import aiohttp  # noqa: PLC0415 - only on an error
+
+    from cocoon_operator.k8s.kubeconfig import KubeconfigError  # noqa: PLC0415
+    from cocoon_operator.k8s.rest import ApiError  # noqa: PLC0415
+
+    if isinstance(exc, CommandError | KubeconfigError | ApiError):
+        text = str(exc)
+    elif isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        return None
+    return " ".join(f"cocoon-operator {command}: {text}".split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; an error is one line on stderr and status 1 (``--traceback``:
+    Python's traceback). ``run`` keeps the traceback of an unexpected error, for
+    the operator's log; Ctrl-C is status 130 without a word."""
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        line = error_line(args.command, exc)
+        if line is None:
+            if args.command == "run":
+                raise
+            line = " ".join(
+                f"cocoon-operator {args.command}: unexpected {type(exc).__name__}: {exc}"
+                " (--traceback shows where)".split()
+            )
+        print(line, file=sys.stderr)
+        return 1
     return result
 
 

@@ -386,6 +386,24 @@ def test_chart_renders_the_treasury_wallet_version_and_refuses_unknown_ones(helm
     assert "treasuryWallet" in out and "v5r1" in out, out
 
 
+def test_chart_logs_json_at_info_by_default_and_takes_both_settings(helm: Any) -> None:
+    args = container(render(helm))["args"]
+    assert "--log-format=json" in args
+    assert "--log-level=info" in args
+    args = container(render(helm, "--set", "logging.format=full,logging.level=debug"))["args"]
+    assert "--log-format=full" in args
+    assert "--log-level=debug" in args
+    assert not [a for a in args if a in ("--log-format=json", "--log-level=info")]
+    agent = next(d for d in render(helm) if d["kind"] == "DaemonSet")
+    agent_args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert agent_args[0] == "node-agent"
+    assert {"--log-format=json", "--log-level=info"} <= set(agent_args)
+    # The same words the operator takes, and only those.
+    for bad in ("logging.format=yaml", "logging.level=trace", "logging.colour=true"):
+        out = helm("template", "rel", str(CHART), "--set", bad, check=False)
+        assert "Error" in out, bad
+
+
 def test_chart_refuses_bad_values(helm: Any) -> None:
     for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

@@ -257,7 +257,7 @@ def test_kubeconfig_files_relative_to_it_and_the_first_file_wins(tmp_path: Path)
 @pytest.mark.parametrize(
     ("cluster", "user", "named"),
     [
-        ({"server": "https://x"}, {"exec": {"command": "aws"}}, "users[u].exec"),
+        ({"server": "https://x"}, {"exec": {"command": "aws"}}, "users[u].exec.apiVersion"),
         ({"server": "https://x"}, {"auth-provider": {"name": "gcp"}}, "users[u].auth-provider"),
         ({}, {"token": "t"}, "clusters[c].server"),
         (

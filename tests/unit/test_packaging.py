@@ -1,8 +1,10 @@
 """What can be checked of the packaging without a container engine or a cluster.
 
-The images (images/operator/Dockerfile, images/node-agent/Dockerfile) are not
-built here or in CI: these tests read them as text and check what a build would depend on. The Helm
-chart's CRD copy and version are checked against their sources.
+The images are built and smoke-tested by hack/build-images (buildah; CI runs it
+for the operator and node agent). These tests read the Dockerfiles and the
+dependency lock as text and check, in a second, what a build depends on: the
+files it copies, the hash-locked install, the lock against pyproject.toml. The
+Helm chart's CRD copy and version are checked against their sources.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import cocoon_operator
 from cocoon_operator.api.crd import all_crds
@@ -106,7 +111,10 @@ def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_keeps(imag
     kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
-        assert source.rstrip("/") in kept, f"COPY {source}: excluded by .dockerignore"
+        path = source.rstrip("/")
+        assert any(path == k or path.startswith(f"{k}/") for k in kept), (
+            f"COPY {source}: excluded by .dockerignore"
+        )
     # pip builds the package from these: the readme is named in pyproject.toml.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["readme"] in sources
@@ -185,3 +193,113 @@ def test_launcher_image_checks_every_download_and_release_file_it_takes() -> Non
     # Root on purpose (KVM, VFIO, memory locking), said so in the file.
     assert [rest for kind, rest in final if kind == "USER"] == ["0:0"]
     assert "Runs as root, on purpose" in dockerfile("launcher").read_text()
+
+
+LOCK = REPO / "requirements" / "images.lock"
+# The images' interpreter and platform (hack/lock's --python-version and
+# --python-platform): markers in pyproject.toml are evaluated for it.
+IMAGE_ENVIRONMENT = {
+    **default_environment(),
+    "python_version": "3.11",
+    "python_full_version": "3.11.2",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "os_name": "posix",
+}
+
+
+def _locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of requirements/images.lock (hack/lock's format)."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    logical = LOCK.read_text().replace("\\\n", " ")
+    for raw in logical.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        name, sep, version = words[0].partition("==")
+        assert sep, f"images.lock: {words[0]} is not pinned with =="
+        hashes = [w.removeprefix("--hash=") for w in words[1:] if w.startswith("--hash=sha256:")]
+        assert len(hashes) == len(words) - 1, f"images.lock: {name}: only hashes may follow"
+        entries[canonicalize_name(name)] = (version, hashes)
+    return entries
+
+
+def test_images_lock_pins_every_runtime_and_build_dependency_with_hashes() -> None:
+    """pip --require-hashes installs the lock and nothing else (--no-deps): a
+    dependency added to pyproject.toml without running hack/lock would be missing
+    from the images, so every one must be pinned there, in its range."""
+    locked = _locked()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    needed = [*pyproject["project"]["dependencies"], *pyproject["build-system"]["requires"]]
+    for text in needed:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate(IMAGE_ENVIRONMENT):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req.name} is not in requirements/images.lock: run hack/lock"
+        version, hashes = locked[name]
+        assert req.specifier.contains(version, prereleases=True), (
+            f"images.lock pins {req.name}=={version}, outside {req.specifier}: run hack/lock"
+        )
+        assert hashes, f"images.lock: {req.name} has no hash"
+    for _name, (_version, hashes) in locked.items():
+        assert hashes
+        assert all(len(h) == len("sha256:") + 64 for h in hashes)
+
+
+def test_images_lock_holds_no_development_or_local_stack_package() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    locked = _locked()
+    for extra in ("dev", "sim"):
+        for text in extras[extra]:
+            name = canonicalize_name(Requirement(text).name)
+            if name == "cocoon-operator":  # dev includes the sim extra
+                continue
+            assert name not in locked, f"{name} ({extra} extra) is in the images' lock"
+    # pytvm (the local chain's TVM, x86-only) is the sim extra's, never the runtime's.
+    runtime = {canonicalize_name(Requirement(t).name) for t in pyproject["project"]["dependencies"]}
+    assert "pytvm" not in runtime
+    assert "pytvm" in {canonicalize_name(Requirement(t).name) for t in extras["sim"]}
+
+
+@all_dockerfiles
+def test_image_installs_the_locked_wheels_then_the_package_offline(image: str) -> None:
+    stages = _stages(_instructions(dockerfile(image).read_text()))
+    build = next(stage for stage in stages if stage[0][1].endswith(" AS build"))
+    runs = [rest for kind, rest in build if kind == "RUN" and "pip install" in rest]
+    assert len(runs) == 2, runs
+    deps, package = runs
+    for flag in ("--require-hashes", "--only-binary :all:", "--no-deps"):
+        assert flag in deps
+    assert "-r requirements/images.lock" in deps
+    # The CA bundle of a TLS-inspecting proxy only as a secret mount, never a layer.
+    assert deps.startswith("--mount=type=secret,id=pip-cert ")
+    for flag in ("--no-deps", "--no-index", "--no-build-isolation"):
+        assert flag in package
+    assert "pip uninstall --yes --quiet setuptools wheel" in package
+    copies = [rest for kind, rest in build if kind == "COPY"]
+    assert copies[0] == "requirements/images.lock requirements/"  # cached apart from the code
+
+
+@all_dockerfiles
+def test_image_removes_exactly_the_local_stack_production_code_never_imports(image: str) -> None:
+    """The modules the build deletes are the ones the import-linter contract keeps
+    production code from importing (so deleting them cannot break an import), and
+    the ones hack/build-images' smoke test looks for."""
+    text = dockerfile(image).read_text()
+    removed = set(re.findall(r'"\$site/(cocoon_operator/[a-z_/]+?)(?:\.py)?"', text))
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    local_stack = next(c for c in contracts["contracts"] if "local stack" in c["name"])
+    forbidden = {m.replace(".", "/") for m in local_stack["forbidden_modules"] if "." in m}
+    assert removed == forbidden
+    smoke = (REPO / "hack" / "build-images").read_text()
+    for module in forbidden:
+        assert f'"{module.replace("/", ".")}"' in smoke
+    for module in forbidden:
+        source = REPO / "operator" / module
+        assert source.is_dir() or source.with_suffix(".py").is_file(), module

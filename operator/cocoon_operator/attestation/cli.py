@@ -315,9 +315,24 @@ def _add_tdx(sub: Any) -> None:
     p.add_argument("--root", required=True, help="pinned Intel SGX Root CA (DER or PEM)")
     p.add_argument("--at", help="verification instant, ISO 8601 (default: now)")
     p.add_argument("--accept-tcb", action="append", metavar="STATUS", help="default UpToDate")
-    p.add_argument("--allow-mrtd", action="append", metavar="HEX")
-    p.add_argument("--allow-image-hash", action="append", metavar="HEX")
-    p.add_argument("--allow-model-hash", action="append", metavar="HEX")
+    p.add_argument(
+        "--allow-mrtd",
+        action="append",
+        metavar="HEX",
+        help="an accepted MRTD (repeatable; default: any)",
+    )
+    p.add_argument(
+        "--allow-image-hash",
+        action="append",
+        metavar="HEX",
+        help="an accepted image hash (repeatable; default: any)",
+    )
+    p.add_argument(
+        "--allow-model-hash",
+        action="append",
+        metavar="HEX",
+        help="an accepted model hash (repeatable; default: any)",
+    )
     p.add_argument("--model", help="Name@commit:verity (checked against --allow-model-hash)")
     bind = p.add_mutually_exclusive_group()
     bind.add_argument("--report-data-key", metavar="HEX", help="Ed25519 key REPORTDATA binds")

@@ -32,7 +32,7 @@ from cocoon_operator.handlers.retry import quiet_outages
 from cocoon_operator.handlers.trust import TrustState
 from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 from cocoon_operator.k8s.events import record
-from cocoon_operator.k8s.kubeconfig import load
+from cocoon_operator.k8s.kubeconfig import exec_credentials, load
 from cocoon_operator.k8s.latest import LatestObjects
 from cocoon_operator.k8s.objects import (
     annotate_pod,
@@ -305,11 +305,28 @@ def _utcnow() -> dt.datetime:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, then $KUBECONFIG (local stack, dev)."""
+    """In-cluster service account first, then $KUBECONFIG (local stack, dev).
+
+    kopf's kubeconfig login takes the server, CA and static credentials but runs
+    no ``exec`` plugin (an OIDC or cloud login): for such a user the plugin's
+    token or certificate is added, with its expiry, after which kopf calls this
+    again (k8s/kubeconfig.py runs the plugin, as the operator's own client does).
+    """
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
         **kwargs
     ) or kopf.login_with_kubeconfig(**kwargs)
-    return info
+    if info is None or info.token or info.certificate_path or info.certificate_data:
+        return info
+    plugin = exec_credentials()
+    if plugin is None:
+        return info
+    return dataclasses.replace(
+        info,
+        token=plugin.token,
+        certificate_data=plugin.certificate,
+        private_key_data=plugin.key,
+        expiration=plugin.expires,
+    )
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

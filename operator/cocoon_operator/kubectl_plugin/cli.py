@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.argparsing import Parser
 from cocoon_operator.kubectl_plugin import render
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
@@ -283,7 +284,7 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kubectl cocoon",
         description="Inspect and control COCOON workers (CocoonWorker resources).",
     )
@@ -294,35 +295,43 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         _common(p, top=False)
         if output:
-            p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+            p.add_argument(
+                "-o",
+                "--output",
+                choices=("text", "json"),
+                default="text",
+                help="text for people, json for scripts",
+            )
         p.set_defaults(func=func)
         return p
 
     status = command("status", do_status, "list workers: phase, attestation, balance, earnings")
-    status.add_argument("-A", "--all-namespaces", action="store_true")
+    status.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="workers of every namespace"
+    )
     describe = command(
         "describe",
         do_describe,
         "conditions, attestation, chain, wallet, earnings, revisions and events of a worker",
     )
-    describe.add_argument("name", metavar="NAME")
+    describe.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     attest = command(
         "attest",
         do_attest,
         "print status.attestation and the Attested condition as JSON",
         output=False,
     )
-    attest.add_argument("name", metavar="NAME")
+    attest.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     pause = command("pause", do_pause, f"set the annotation {render.PAUSE_ANNOTATION}=true")
-    pause.add_argument("name", metavar="NAME")
+    pause.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     resume = command("resume", do_resume, f"remove the annotation {render.PAUSE_ANNOTATION}")
-    resume.add_argument("name", metavar="NAME")
+    resume.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     payout = command(
         "payout",
         do_payout,
         f"ask for one payout now (annotation {v1alpha1.PAYOUT_REQUEST_ANNOTATION})",
     )
-    payout.add_argument("name", metavar="NAME")
+    payout.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     return parser
 
 

@@ -85,14 +85,19 @@ def add_subparsers(sub: Any) -> None:
         "--model-dir", default=None, help="where <verity>.tar and <verity>.tar.verity are"
     )
     launch.add_argument("--state-dir", default="/run/cocoon", help="shared with the node agent")
-    launch.add_argument("--qemu", default="qemu-system-x86_64")
+    launch.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary to run")
     launch.add_argument(
         "--quote-service",
         default="vsock:2:4050",
         help="the host's quote generation service the relay forwards to"
         " (cocoon-launch's: vsock CID 2 port 4050)",
     )
-    launch.add_argument("--powerdown-seconds", type=float, default=240.0)
+    launch.add_argument(
+        "--powerdown-seconds",
+        type=float,
+        default=240.0,
+        help="on stop, how long the guest has to power down before QEMU is killed",
+    )
     launch.add_argument(
         "--print-only",
         action="store_true",

@@ -247,7 +247,11 @@ def add_subparsers(sub: Any) -> None:
         description=BUILD_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    build.add_argument("model", metavar="NAME[@COMMIT[:VERITY]]")
+    build.add_argument(
+        "model",
+        metavar="NAME[@COMMIT[:VERITY]]",
+        help="a Hugging Face repository, at a commit, with the root hash to check",
+    )
     build.add_argument(
         "--out", type=Path, required=True, help="directory for NAME.tar and NAME.tar.verity"
     )
@@ -269,7 +273,9 @@ def add_subparsers(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ensure.add_argument("--cache", type=Path, required=True, help="the node's model cache")
-    ensure.add_argument("--model", required=True, metavar="NAME@COMMIT:VERITY")
+    ensure.add_argument(
+        "--model", required=True, metavar="NAME@COMMIT:VERITY", help="the model's full id"
+    )
     ensure.add_argument("--source-tar", default=None, metavar="URL", help="the prebuilt tar")
     ensure.add_argument(
         "--source-verity", default=None, metavar="URL", help="the prebuilt dm-verity image"
@@ -317,8 +323,14 @@ def add_subparsers(sub: Any) -> None:
         metavar="MODEL|VERITY|@FILE",
         help="a model a VM uses (repeatable; @FILE: one per line)",
     )
-    gc.add_argument("--max-age-seconds", type=float, default=None)
-    gc.add_argument("--max-count", type=_non_negative, default=None)
-    gc.add_argument("--max-bytes", type=_non_negative, default=None)
+    gc.add_argument(
+        "--max-age-seconds", type=float, default=None, help="remove models unused this long"
+    )
+    gc.add_argument(
+        "--max-count", type=_non_negative, default=None, help="keep at most this many models"
+    )
+    gc.add_argument(
+        "--max-bytes", type=_non_negative, default=None, help="keep at most this many bytes"
+    )
     gc.add_argument("--dry-run", action="store_true", help="print what would go, remove nothing")
     gc.set_defaults(func=_gc)

@@ -154,9 +154,19 @@ def add_subparsers(sub: Any) -> None:
         help="remove the state directories of launcher pods that are gone (the node"
         " agent's janitor container)",
     )
-    cmd.add_argument("--dir", type=Path, default=Path("/host/run/cocoon") / POD_DIRS)
-    cmd.add_argument("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS)
+    cmd.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/host/run/cocoon") / POD_DIRS,
+        help="the launcher pods' state directories (the host's, mounted)",
+    )
+    cmd.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        help="a directory without a launcher this long goes (at least 60)",
+    )
     cmd.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="directories per pass")
-    cmd.add_argument("--interval", type=float, default=60.0)
-    cmd.add_argument("--once", action="store_true")
+    cmd.add_argument("--interval", type=float, default=60.0, help="seconds between passes")
+    cmd.add_argument("--once", action="store_true", help="one pass, then exit")
     cmd.set_defaults(func=cmd_sweep)

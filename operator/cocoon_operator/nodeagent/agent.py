@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cocoon_operator import logformat
 from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.models import GcPolicy
@@ -104,14 +105,22 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
     if not args.node_name or not args.namespace:
         print("node-agent: --node-name and --namespace are required", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logformat.configure(args.log_format, args.log_level)
     return asyncio.run(_run(args))
 
 
 def add_subparsers(sub: Any) -> None:
     agent = sub.add_parser("node-agent", help="report this host's readiness, GPUs and VMs")
-    agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
-    agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"))
+    agent.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="the node reported on (default: $NODE_NAME, the chart's downward API)",
+    )
+    agent.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="where the report ConfigMap goes (default: $POD_NAMESPACE)",
+    )
     agent.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or in-cluster")
     agent.add_argument(
         "--host-root", type=Path, default=Path("/host"), help="where the host's files are mounted"
@@ -122,14 +131,35 @@ def add_subparsers(sub: Any) -> None:
     )
     agent.add_argument("--once", action="store_true", help="probe and publish once, print it")
     agent.add_argument(
+        "--log-format",
+        choices=logformat.LOG_FORMATS,
+        default="full",
+        help="as the operator's: plain, full (time, logger, level) or json",
+    )
+    agent.add_argument(
+        "--log-level", choices=logformat.LOG_LEVELS, default="info", help="the least severe level"
+    )
+    agent.add_argument(
         "--model-cache",
         type=Path,
         default=None,
         help="the node's model cache (default: var/lib/cocoon/models under --host-root)",
     )
-    agent.add_argument("--gc-max-bytes", type=_non_negative, default=None)
-    agent.add_argument("--gc-max-count", type=_non_negative, default=None)
-    agent.add_argument("--gc-max-age-seconds", type=float, default=None)
+    agent.add_argument(
+        "--gc-max-bytes",
+        type=_non_negative,
+        default=None,
+        help="keep at most this many bytes of unused models",
+    )
+    agent.add_argument(
+        "--gc-max-count",
+        type=_non_negative,
+        default=None,
+        help="keep at most this many unused models",
+    )
+    agent.add_argument(
+        "--gc-max-age-seconds", type=float, default=None, help="remove models unused this long"
+    )
     agent.add_argument(
         "--gc-min-idle-seconds",
         type=float,

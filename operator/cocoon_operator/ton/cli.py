@@ -291,7 +291,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     wallet = sub.add_parser("wallet", help="state, balance and seqno of an account")
     _add_endpoint(wallet)
-    wallet.add_argument("address", metavar="ADDRESS")
+    wallet.add_argument("address", metavar="ADDRESS", help="raw or user-friendly")
     wallet.set_defaults(func=cmd_wallet)
 
     node = sub.add_parser(
