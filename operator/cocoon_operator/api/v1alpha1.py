@@ -614,6 +614,16 @@ class AttestationSummary(Model):
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None
     gpu: GpuSummary | None = None
+    health_monitor: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the cross-check of the verified quote with what the guest's health"
+            " monitor (COCOON's health-monitor, vsock port 9999) reports, or why there was"
+            " none: a host that cannot reach it is not a failure; a mismatch closes the gate"
+            " (HealthMismatch)",
+        ),
+    ] = None
 
 
 class WalletStatus(Model):

@@ -27,7 +27,7 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.nodereport import RelayedQuote
+from cocoon_operator.api.nodereport import GuestHealthReport, RelayedQuote
 from cocoon_operator.attestation import (
     CollateralCache,
     GpuVerifier,
@@ -57,15 +57,18 @@ from cocoon_operator.policy.attestation import (
     TrustMode,
     Verified,
     decide,
+    health_note,
     needs_verification,
     policy_digest,
     quote_expired,
     still_booting,
+    with_health,
 )
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.nodereports import (
     HostProblem,
     NoQuote,
+    guest_health,
     host_problem,
     relayed_quote,
 )
@@ -206,6 +209,16 @@ def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
     )
 
 
+def _health_for(memo: Any, pod: PodFacts) -> GuestHealthReport | None:
+    """What the guest's health monitor of ``pod``'s VM last said, bound as its quote is."""
+    reports: NodeReports | None = memo.get("node_reports")
+    if reports is None or pod.node is None or pod.uid is None or pod.instance is None:
+        return None
+    return guest_health(
+        reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
+    )
+
+
 def _quote_bytes(quote: RelayedQuote) -> tuple[bytes, dt.datetime, bytes | None] | Rejected:
     captured = parse_rfc3339(quote.captured_at)
     try:
@@ -318,7 +331,11 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         last=last,
         now=now,
     )
+    # The guest's health monitor must agree with the verified quote (where the host reads it).
+    health = _health_for(memo, pod)
+    outcome = with_health(outcome, last, health)
     if outcome is None:
+        await _note_health(deps, meta, previous, health_note(last, health))
         return
     if isinstance(outcome, Verified):
         state.last[key] = LastVerification(
@@ -331,6 +348,8 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             ),
             gpu_checked=outcome.gpu is not None,
             policy=policy_digest(policy),
+            mrtd=outcome.mrtd,
+            rtmr=outcome.rtmr,
         )
     elif outcome.step not in TRANSIENT_STEPS:
         state.last.pop(key, None)  # rejected: nothing verified stands
@@ -357,6 +376,21 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     indexes = Indexes.of(kwargs)
     await _apply(
         deps, body, pod, decision, previous=previous, now=now, logger=logger, then=(memo, indexes)
+    )
+
+
+async def _note_health(
+    deps: Deps,
+    meta: Any,
+    previous: v1alpha1.AttestationSummary | None,
+    note: str | None,
+) -> None:
+    """Say in status what the health cross-check found for a verdict that stands (a
+    reading that arrived after the verification, or went): written only on a change."""
+    if note is None or previous is None or previous.health_monitor == note:
+        return
+    await deps.patch_status(
+        meta["namespace"], meta["name"], {"attestation": {"healthMonitor": note}}
     )
 
 

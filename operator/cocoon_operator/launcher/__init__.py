@@ -25,6 +25,23 @@ from cocoon_operator.launcher._cocoon import (
     qemu_argv,
     runtime_vars,
 )
+from cocoon_operator.launcher._health import (
+    HEALTH_PORT,
+    GuestHealth,
+    HealthError,
+    guest_address,
+    parse_tdx_status,
+    read_guest_health,
+)
+from cocoon_operator.launcher._healthfile import (
+    MAX_HEALTH_FILE_BYTES,
+    HealthFile,
+    HealthFileError,
+    health_file_path,
+    is_health_file,
+    parse_health_file,
+    write_health_file,
+)
 from cocoon_operator.launcher._plan import (
     LaunchError,
     LaunchPlan,
@@ -49,11 +66,17 @@ from cocoon_operator.launcher._run import vm_running
 from cocoon_operator.launcher._spectree import spec_tree_hash
 
 __all__ = [
+    "HEALTH_PORT",
+    "MAX_HEALTH_FILE_BYTES",
     "MAX_QUOTE_BYTES",
     "MAX_QUOTE_FILE_BYTES",
     "QUOTES_KEPT",
     "CocoonConfigError",
     "FileQuote",
+    "GuestHealth",
+    "HealthError",
+    "HealthFile",
+    "HealthFileError",
     "LaunchError",
     "LaunchPlan",
     "ModelImage",
@@ -61,18 +84,25 @@ __all__ = [
     "QuoteFile",
     "QuoteFileError",
     "WorkerConf",
+    "guest_address",
+    "health_file_path",
+    "is_health_file",
     "is_quote_file",
     "kernel_cmdline",
     "measured_identity",
     "operator_argv",
+    "parse_health_file",
     "parse_quote_file",
+    "parse_tdx_status",
     "parse_worker_conf",
     "process_name",
     "qemu_argv",
     "quote_file_path",
+    "read_guest_health",
     "render_quote_file",
     "runtime_vars",
     "spec_tree_hash",
     "vm_running",
+    "write_health_file",
     "write_quote_file",
 ]

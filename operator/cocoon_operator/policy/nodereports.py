@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cocoon_operator.api.nodereport import NodeReport, RelayedQuote, VmRecord
+from cocoon_operator.api.nodereport import GuestHealthReport, NodeReport, RelayedQuote, VmRecord
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,18 @@ def relayed_quote(
     if vm.quote is None:
         return NoQuote(f"the launcher on {node} has relayed no quote for instance {instance} yet")
     return vm.quote
+
+
+def guest_health(
+    report: NodeReport | None, *, node: str, pod_uid: str, instance: int
+) -> GuestHealthReport | None:
+    """What the guest health monitor of the VM of launcher pod ``pod_uid`` last said,
+    bound exactly as :func:`relayed_quote` (this node's report, this pod's uid and
+    instance); None when the host has no reading (it may not reach the monitor)."""
+    if report is None or report.node != node:
+        return None
+    vm = next(
+        (v for v in report.vms if v.pod_uid == pod_uid and v.instance == instance and v.running),
+        None,
+    )
+    return None if vm is None else vm.health
