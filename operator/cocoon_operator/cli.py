@@ -231,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        admission.register(kopf.get_default_registry())
+        admission.register(kopf.get_default_registry(), allow_gpu_verify=args.allow_gpu_verify_mode)
         memo["webhook"] = admission.WebhookOptions(
             addr=args.webhook_addr,
             port=args.webhook_port,
@@ -248,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
         gpu_test_root=args.gpu_attestation_test_root,
+        allow_gpu_verify=args.allow_gpu_verify_mode,
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
     )
@@ -330,6 +331,13 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         default=None,
         help="with --attestation-test-root: verify GPU evidence (spec.attestation.gpu.mode"
         " Verify) against this TEST device root instead of NVIDIA's",
+    )
+    att.add_argument(
+        "--allow-gpu-verify-mode",
+        action="store_true",
+        help="accept spec.attestation.gpu.mode: Verify, which needs the project's own GPU"
+        " evidence endpoint; COCOON's worker does not serve it (it attests its GPU in the"
+        " guest), so without this flag Verify is refused at admission and never verifies",
     )
     att.add_argument(
         "--attestation-check-seconds",

@@ -171,7 +171,10 @@ async def test_gpu_evidence_is_verified_when_the_spec_asks_and_tampering_closes_
     stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+    # Verify needs the project's GPU endpoint (the simulator serves it, COCOON does not):
+    # only an operator told so accepts it.
+    args = (*agent.operator_args(), "--allow-gpu-verify-mode")
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         attestation = {**example_worker()["spec"].get("attestation", {}), "reattestSeconds": 60}
         await create_worker(api, namespace, "w", attestation=attestation)
         worker = await eventually(
@@ -624,4 +627,25 @@ async def test_a_health_monitor_that_contradicts_the_verified_quote_closes_the_g
         # Reopened by a new full verification, not by the old verdict.
         assert again["status"]["attestation"]["verifiedAt"] != verified_before
         assert "match the verified quote" in again["status"]["attestation"]["healthMonitor"]
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_gpu_verify_mode_never_verifies_on_an_operator_that_does_not_allow_it(
+    stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
+) -> None:
+    """A worker that got ``gpu.mode: Verify`` in while the webhook was down (none runs
+    here) fails closed, naming the field: never attested, never silently checked less."""
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+        attestation = {**example_worker()["spec"].get("attestation", {}), "gpu": {"mode": "Verify"}}
+        await create_worker(api, namespace, "w", attestation=attestation)
+        worker = await eventually(
+            attested_is(api, namespace, "w", "False", "EvidenceRejected"),
+            within=60,
+            what="Attested=False, EvidenceRejected",
+        )
+        failure = worker["status"]["attestation"]["failure"]
+        assert failure.startswith("gpu_mode_unavailable: spec.attestation.gpu.mode: Verify")
+        _, conds = await pod_conditions(api, namespace, "w")
+        assert conds[READINESS_GATE].status == "False"
         assert proc.poll() is None, log.read_text()[-3000:]

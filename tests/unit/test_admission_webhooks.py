@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import kopf
+import pytest
 from kopf._core.intents.causes import WebhookType
 
 from cocoon_operator.api import v1alpha1
@@ -40,3 +41,16 @@ def test_the_finalizer_goes_into_the_admission_patch() -> None:
     patch = kopf.Patch(body=done)
     admission.add_finalizer(body=done, patch=patch)
     assert patch.as_json_patch() == []
+
+
+def test_the_validating_webhook_applies_the_operators_gpu_verify_flag() -> None:
+    spec = kopf.Body({"spec": {"attestation": {"gpu": {"mode": "Verify"}}}}).spec
+    for allowed in (False, True):
+        registry = kopf.OperatorRegistry()
+        admission.register(registry, allow_gpu_verify=allowed)
+        validate = {h.id: h for h in registry._webhooks.get_all_handlers()}["addresses"].fn
+        if allowed:
+            validate(spec=spec, operation="CREATE")
+        else:
+            with pytest.raises(kopf.AdmissionError, match=r"spec\.attestation\.gpu\.mode"):
+                validate(spec=spec, operation="CREATE")

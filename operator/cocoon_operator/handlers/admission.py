@@ -61,11 +61,11 @@ async def remove_config(api: Kube, name: str) -> None:
         await api.request_unless_gone("DELETE", url)
 
 
-def validate_addresses(*, spec: kopf.Spec, **kwargs: Any) -> None:
+def validate_addresses(*, spec: kopf.Spec, allow_gpu_verify: bool = False, **kwargs: Any) -> None:
     # kopf passes the stored object as ``old`` on an update.
     stored = kwargs.get("old") or {}
     old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
-    errors = introduced_errors(spec, old_spec)
+    errors = introduced_errors(spec, old_spec, allow_gpu_verify=allow_gpu_verify)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
@@ -84,12 +84,17 @@ def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.metadata["finalizers"] = wanted
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Add the admission handlers to ``registry``.
+def register(registry: kopf.OperatorRegistry, *, allow_gpu_verify: bool = False) -> None:
+    """Add the admission handlers to ``registry``; ``allow_gpu_verify``: the operator's
+    ``--allow-gpu-verify-mode`` (see :func:`~cocoon_operator.policy.admission.gpu_mode_errors`).
 
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
     """
+
+    def validate(*, spec: kopf.Spec, **kwargs: Any) -> None:
+        validate_addresses(spec=spec, allow_gpu_verify=allow_gpu_verify, **kwargs)
+
     # Not DELETE: an object that got in with a bad address must stay deletable.
     kopf.on.validate(
         *WORKERS,
@@ -97,7 +102,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
         registry=registry,
-    )(validate_addresses)
+    )(validate)
     kopf.on.mutate(
         *WORKERS,
         id="finalizer",

@@ -43,6 +43,7 @@ from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.worker import Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
+from cocoon_operator.policy.admission import GPU_VERIFY_UNAVAILABLE
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
     HOST,
@@ -75,6 +76,8 @@ from cocoon_operator.policy.nodereports import (
 from cocoon_operator.policy.worker import PodFacts
 
 INTEL_PCS = "https://api.trustedservices.intel.com"
+#: The failed step of a worker asking for gpu.mode Verify of an operator that does not allow it.
+GPU_MODE_UNAVAILABLE = "gpu_mode_unavailable"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class AttestationOptions:
     test_root: Path | None = None
     # The test PKI's GPU device root; only with ``test_root`` (see cli.py).
     gpu_test_root: Path | None = None
+    # --allow-gpu-verify-mode: without it, gpu.mode Verify never verifies (COCOON's
+    # worker serves no GPU evidence endpoint).
+    allow_gpu_verify: bool = False
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
@@ -98,6 +104,7 @@ class Attestation:
     session: aiohttp.ClientSession
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
     check_seconds: float = 10.0
+    allow_gpu_verify: bool = False
     # What this operator itself verified last, per worker: the only record that can
     # spare a full verification (the status is output, and anyone may write it).
     last: dict[tuple[str, str], LastVerification] = field(default_factory=dict)
@@ -151,7 +158,11 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         timeout_seconds=options.timeout_seconds,
     )
     memo["attestation"] = Attestation(
-        checker, session, options.boot_grace_seconds, options.check_seconds
+        checker,
+        session,
+        options.boot_grace_seconds,
+        options.check_seconds,
+        allow_gpu_verify=options.allow_gpu_verify,
     )
 
 
@@ -278,17 +289,23 @@ async def _outcome(
     )
     if not due:
         return None
-    # Urgent while the gate is not open: this check decides whether it opens.
-    gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
-    async with deps.probes.slot(urgent=not gate_open):
-        outcome = await state.checker.verify_quote(
-            raw,
-            captured_at=captured,
-            requested_report_data=requested,
-            policy=policy,
-            now=now,
-            endpoint=pod.ratls_endpoint(),
-        )
+    outcome: Outcome
+    if policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY and not state.allow_gpu_verify:
+        # Admission refuses it; a spec that got in while the webhook was down fails
+        # closed here, naming the field, rather than being silently checked less.
+        outcome = Rejected(GPU_MODE_UNAVAILABLE, GPU_VERIFY_UNAVAILABLE, fingerprint)
+    else:
+        # Urgent while the gate is not open: this check decides whether it opens.
+        gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
+        async with deps.probes.slot(urgent=not gate_open):
+            outcome = await state.checker.verify_quote(
+                raw,
+                captured_at=captured,
+                requested_report_data=requested,
+                policy=policy,
+                now=now,
+                endpoint=pod.ratls_endpoint(),
+            )
     if isinstance(outcome, Rejected):
         deps.metrics.attestations.labels("rejected", outcome.step).inc()
     else:
