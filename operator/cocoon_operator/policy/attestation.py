@@ -26,6 +26,7 @@ Rules, as an SRE would want them:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -76,13 +77,30 @@ HELD = "last evidence still valid"
 
 
 def tdx_policy(spec: AttestationPolicy, trust: TrustMode) -> TdxPolicy:
-    """The library policy for a worker: its spec's lists, the operator's trust root."""
+    """The library policy for a worker: its spec's lists, the operator's trust root.
+
+    Memoised on exactly the values it is built from (a fleet shares a handful of
+    policies, and the spec is parsed afresh on every check).
+    """
+    return _tdx_policy(
+        tuple(s.value for s in spec.accepted_tcb_statuses),
+        tuple(spec.rejected_advisories),
+        tuple(spec.allowed_image_hashes),
+        trust,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _tdx_policy(
+    tcb_statuses: tuple[str, ...],
+    rejected_advisories: tuple[str, ...],
+    image_hashes: tuple[str, ...],
+    trust: TrustMode,
+) -> TdxPolicy:
     return TdxPolicy(
-        accepted_tcb_statuses=frozenset(s.value for s in spec.accepted_tcb_statuses),
-        rejected_advisories=frozenset(spec.rejected_advisories),
-        allowed_image_hashes=hex_set(spec.allowed_image_hashes)
-        if spec.allowed_image_hashes
-        else None,
+        accepted_tcb_statuses=frozenset(tcb_statuses),
+        rejected_advisories=frozenset(rejected_advisories),
+        allowed_image_hashes=hex_set(list(image_hashes)) if image_hashes else None,
         # A relayed quote binds the RA-TLS key the guest chose (REPORTDATA = its
         # SHA-512), which the host cannot know in advance: recorded, not required.
         require_report_data_binding=False,
