@@ -292,7 +292,13 @@ async def _standby_webhook(args: argparse.Namespace) -> Any:
             return web.Response(status=400, text="not an AdmissionReview")
         if not isinstance(review, dict):
             return web.Response(status=400, text="not an AdmissionReview")
-        answer = standby_review(request.match_info["id"], review, namespaces, images)
+        answer = standby_review(
+            request.match_info["id"],
+            review,
+            namespaces,
+            images,
+            allow_gpu_verify=args.allow_gpu_verify_mode,
+        )
         return web.json_response(answer)
 
     app = web.Application()
@@ -547,12 +553,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        admission.register(kopf.get_default_registry(), images, namespaces)
+        admission.register(
+            kopf.get_default_registry(),
+            images,
+            namespaces,
+            allow_gpu_verify=args.allow_gpu_verify_mode,
+        )
         memo["webhook"] = _webhook_options(args)
     memo["attestation_options"] = attestation.AttestationOptions(
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
         gpu_test_root=args.gpu_attestation_test_root,
+        allow_gpu_verify=args.allow_gpu_verify_mode,
         check_seconds=args.attestation_check_seconds,
         boot_grace_seconds=args.attestation_boot_grace_seconds,
         collateral_max_age_hours=args.collateral_max_age_hours,
@@ -680,6 +692,13 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
         default=None,
         help="with --attestation-test-root: verify GPU evidence (spec.attestation.gpu.mode"
         " Verify) against this TEST device root instead of NVIDIA's",
+    )
+    att.add_argument(
+        "--allow-gpu-verify-mode",
+        action="store_true",
+        help="accept spec.attestation.gpu.mode: Verify, which needs the project's own GPU"
+        " evidence endpoint; COCOON's worker does not serve it (it attests its GPU in the"
+        " guest), so without this flag Verify is refused at admission and never verifies",
     )
     att.add_argument(
         "--attestation-check-seconds",

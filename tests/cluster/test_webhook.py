@@ -310,3 +310,25 @@ async def test_a_follower_behind_the_same_service_answers_admission_reviews_as_t
             )
             assert created["metadata"]["finalizers"] == [v1alpha1.WORKER_FINALIZER]
             assert "LauncherCreated" not in (tmp_path / "follower.log").read_text()
+
+
+async def test_gpu_verify_mode_is_refused_naming_the_field_without_the_operators_flag(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """COCOON's worker serves no GPU evidence endpoint: ``gpu.mode: Verify`` could never
+    attest, so the webhook refuses it unless the operator runs with --allow-gpu-verify-mode."""
+    await install_crds(api)
+    _, operator = webhook_operator(stack, namespace, tmp_path)
+    with operator:
+        await refusal_once_up(api, namespace, "probe")
+        verify = example_worker()
+        verify["metadata"]["name"] = "gpu-verify"
+        verify["spec"]["attestation"] = {"gpu": {"mode": "Verify"}}
+        message = await try_create(api, namespace, verify)
+        assert message is not None, "Verify was accepted"
+        assert "spec.attestation.gpu.mode: Verify" in message, message
+        assert "--allow-gpu-verify-mode" in message, message
+        in_guest = example_worker()
+        in_guest["metadata"]["name"] = "gpu-in-guest"
+        in_guest["spec"]["attestation"] = {"gpu": {"mode": "InGuest"}}
+        assert await try_create(api, namespace, in_guest) is None

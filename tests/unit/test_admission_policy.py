@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocoon_operator.policy.admission import address_errors, introduced_errors
+from cocoon_operator.policy.admission import address_errors, gpu_mode_errors, introduced_errors
 
 OWNER = "UQC4RczYnOZQ2jk4cRP5urfxNXstuKocJUDaPO8dtJWJH6GC"
 ROOT = "EQCIn28wIKAZ9cTL8ouR65jA1kspvSQosdLN39Mu0lonamXJ"
@@ -47,3 +47,26 @@ def test_an_update_is_refused_only_for_errors_it_brings() -> None:
     testnet = {**good, "rootContractAddress": TESTNET_ROOT, "network": "testnet"}
     (error,) = introduced_errors({**testnet, "network": "mainnet"}, testnet)
     assert error.startswith("spec.rootContractAddress: ")
+
+
+def test_gpu_verify_mode_is_refused_naming_the_field_unless_the_operator_allows_it() -> None:
+    verify = {"attestation": {"gpu": {"mode": "Verify"}}}
+    (error,) = gpu_mode_errors(verify, allow_verify=False)
+    assert error.startswith("spec.attestation.gpu.mode: Verify")
+    assert "COCOON's worker does not serve" in error and "--allow-gpu-verify-mode" in error
+    assert gpu_mode_errors(verify, allow_verify=True) == []
+    for spec in ({}, {"attestation": {}}, {"attestation": {"gpu": {"mode": "InGuest"}}}):
+        assert gpu_mode_errors(spec, allow_verify=False) == []
+    assert introduced_errors(verify, None) == [error]  # a create
+    assert introduced_errors(verify, None, allow_gpu_verify=True) == []
+
+
+def test_a_stored_verify_worker_stays_editable_and_switching_to_verify_is_refused() -> None:
+    verify = {"attestation": {"gpu": {"mode": "Verify"}}}
+    in_guest = {"attestation": {"gpu": {"mode": "InGuest"}}}
+    # Got in while the webhook was down: other edits and the fix go through.
+    assert introduced_errors({**verify, "coefficient": 1500}, verify) == []
+    assert introduced_errors(in_guest, verify) == []
+    # An update to Verify brings the error.
+    (error,) = introduced_errors(verify, in_guest)
+    assert error.startswith("spec.attestation.gpu.mode: Verify")

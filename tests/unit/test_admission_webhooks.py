@@ -160,3 +160,25 @@ def test_a_follower_refuses_a_launcher_image_the_operator_does_not_allow() -> No
     assert "spec.release.image" in answer["response"]["status"]["message"]
     ok = admission.standby_review("launcher-image", review("CREATE", worker()), (), allowed)
     assert ok["response"]["allowed"] is True
+
+
+def test_the_validating_webhook_applies_the_operators_gpu_verify_flag() -> None:
+    spec = kopf.Body({"spec": {"attestation": {"gpu": {"mode": "Verify"}}}}).spec
+    for allowed in (False, True):
+        registry = kopf.OperatorRegistry()
+        admission.register(registry, LauncherImages(), allow_gpu_verify=allowed)
+        validate = {h.id: h for h in registry._webhooks.get_all_handlers()}["addresses"].fn
+        if allowed:
+            validate(spec=spec, operation="CREATE")
+        else:
+            with pytest.raises(kopf.AdmissionError, match=r"spec\.attestation\.gpu\.mode"):
+                validate(spec=spec, operation="CREATE")
+
+
+def test_a_follower_refuses_gpu_verify_mode_unless_the_operator_allows_it() -> None:
+    verify = worker(attestation={"gpu": {"mode": "Verify"}})
+    refused = admission.standby_review("addresses", review("CREATE", verify))
+    assert refused["response"]["allowed"] is False
+    assert "spec.attestation.gpu.mode" in refused["response"]["status"]["message"]
+    allowed = admission.standby_review("addresses", review("CREATE", verify), allow_gpu_verify=True)
+    assert allowed["response"]["allowed"] is True

@@ -319,6 +319,29 @@ def test_the_trust_root_requirement_comes_from_the_operator_not_the_spec() -> No
     assert tdx_policy(AttestationPolicy(), TrustMode.INTEL).allowed_image_hashes is None
 
 
+def test_a_remembered_library_policy_is_always_the_one_of_the_spec_at_hand() -> None:
+    # tdx_policy is memoised: every field it reads, and the trust mode, must key it.
+    base = AttestationPolicy(allowed_image_hashes=["ab" * 32])
+    variants = [
+        base,
+        AttestationPolicy(allowed_image_hashes=["cd" * 32]),
+        AttestationPolicy(allowed_image_hashes=["ab" * 32], rejected_advisories=["INTEL-SA-00001"]),
+        AttestationPolicy(
+            allowed_image_hashes=["ab" * 32], accepted_tcb_statuses=["SWHardeningNeeded"]
+        ),
+        AttestationPolicy(),
+    ]
+    built = [tdx_policy(v, TrustMode.TEST) for v in variants]
+    assert len(set(built)) == len(variants)
+    assert (
+        tdx_policy(AttestationPolicy(allowed_image_hashes=["ab" * 32]), TrustMode.TEST)
+        == (built[0])
+    )
+    assert tdx_policy(base, TrustMode.INTEL) != built[0]
+    assert built[2].rejected_advisories == frozenset({"INTEL-SA-00001"})
+    assert built[3].accepted_tcb_statuses == frozenset({"SWHardeningNeeded"})
+
+
 def test_a_vm_that_never_answered_is_booting_for_a_while_not_failing() -> None:
     gone = Rejected(UNREACHABLE, "refused")
     started = NOW - timedelta(seconds=30)

@@ -83,6 +83,27 @@ class RelayedQuote(_Model):
         return base64.b64decode(self.quote, validate=True)
 
 
+class GuestHealthReport(_Model):
+    """What the VM's guest health monitor last said about its TD (unsigned: it can only
+    close the readiness gate, never open it).
+
+    Read by the launcher from COCOON's ``health-monitor`` (vsock port 9999, its
+    ``tdx`` command: ``tee/cocoon/health-render.cpp:151-198``), kept in
+    ``instance-<i>.health.json`` and copied here by the node agent.
+    """
+
+    checked_at: str  # RFC 3339: when the monitor answered
+    image_hash: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    mrtd: Annotated[str | None, Field(pattern=r"^[0-9a-f]{96}$")] = None
+    rtmr: (
+        Annotated[
+            list[Annotated[str, Field(pattern=r"^[0-9a-f]{96}$")]],
+            Field(min_length=4, max_length=4),
+        ]
+        | None
+    ) = None
+
+
 class VmRecord(_Model):
     """A worker VM the launcher started on this host (its state file), and whether it runs."""
 
@@ -98,6 +119,7 @@ class VmRecord(_Model):
     # raw form, derived by the launcher where the key is (the key never leaves it).
     node_wallet: str | None = None
     quote: RelayedQuote | None = None
+    health: GuestHealthReport | None = None
 
 
 #: At most this many models in a report (the newest first), so the ConfigMap stays

@@ -344,13 +344,16 @@ VBIOS_VERSION = r"^[0-9A-Fa-f]{2}(\.[0-9A-Fa-f]{2}){4}$"
 class GpuAttestationPolicy(Model):
     """Where the GPU's own evidence is checked.
 
-    COCOON's worker attests its GPU inside the VM at boot (NVIDIA's verifier,
-    SPDM report, RIMs) and does not start without it; the TDX image hash pins
-    the code that makes that check, so ``InGuest`` trusts it through the quote.
-    ``Verify`` makes the operator check it too: it asks the worker, over the
-    TLS channel whose certificate it has just attested, for the GPU's SPDM
-    measurements signed over a fresh nonce, and verifies them against NVIDIA's
-    device root. Only workers that serve ``/attestation/gpu`` support it.
+    COCOON's worker attests its GPU inside the VM at boot (``nvidia-tdx.service``
+    runs ``gpu_attest.py``: NVIDIA's local verifier, SPDM report, RIMs) and does
+    not start without it; the TDX image hash pins the code that makes that
+    check, so ``InGuest``, the default and the only mode COCOON's worker
+    supports, trusts it through the quote. ``Verify`` is NOT available with
+    COCOON's worker: it needs the project's own GPU evidence endpoint
+    (``GET /attestation/gpu`` over RA-TLS), which COCOON does not serve. It is
+    refused at admission and never verifies unless the operator is started
+    with ``--allow-gpu-verify-mode`` (for images that serve that endpoint, and
+    the simulator).
     """
 
     model_config = ConfigDict(
@@ -369,8 +372,10 @@ class GpuAttestationPolicy(Model):
     mode: Annotated[
         GpuEvidenceMode,
         Field(
-            description="InGuest: the attested image checks its GPU at boot; Verify: the"
-            " operator also verifies the GPU's signed measurements over a fresh nonce",
+            description="InGuest (default; the only mode COCOON's worker supports): the"
+            " attested image checks its GPU at boot. Verify: NOT available with COCOON's"
+            " worker (it needs the project's GPU evidence endpoint, which COCOON does not"
+            " serve); refused unless the operator runs with --allow-gpu-verify-mode",
         ),
     ] = GpuEvidenceMode.IN_GUEST
     allowed_driver_versions: Annotated[
@@ -664,6 +669,16 @@ class AttestationSummary(Model):
         str | None, Field(default=None, json_schema_extra={"format": "date-time"})
     ] = None
     gpu: GpuSummary | None = None
+    health_monitor: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the cross-check of the verified quote with what the guest's health"
+            " monitor (COCOON's health-monitor, vsock port 9999) reports, or why there was"
+            " none: a host that cannot reach it is not a failure; a mismatch closes the gate"
+            " (HealthMismatch)",
+        ),
+    ] = None
 
 
 class WalletStatus(Model):

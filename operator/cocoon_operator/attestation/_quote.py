@@ -142,9 +142,14 @@ class TdxQuote:
         """COCOON image hash (see :func:`cocoon_image_hash`)."""
         return image_hash_of(self.body)
 
-    @property
+    @cached_property
     def pck_chain_pem(self) -> bytes:
-        """The PEM PCK certificate chain embedded in the quote (leaf first)."""
+        """The PEM PCK certificate chain embedded in the quote (leaf first).
+
+        Cached: the chain is looked up by these bytes on every verification (the
+        chain cache, the PCK identity cache), and a parsed quote is kept and
+        verified again; one copy keeps its hash computed once.
+        """
         sig = self.signature_data
         if sig.certification_data_type != CERT_DATA_PCK_CHAIN:
             raise QuoteFormatError(

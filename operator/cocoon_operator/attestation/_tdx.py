@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 
 from cocoon_operator.attestation._chain import ChainVerifier
 from cocoon_operator.attestation._collateral import Collateral, CollateralKey
@@ -54,9 +53,9 @@ class VerifiedTdxQuote:
     def report_data(self) -> bytes:
         return self.quote.body.report_data
 
-    @cached_property
+    @property
     def image_hash(self) -> bytes:
-        return self.quote.image_hash
+        return self.quote.image_hash  # cached on the parsed quote
 
     @property
     def fmspc(self) -> str:

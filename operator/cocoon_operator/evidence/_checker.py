@@ -218,6 +218,7 @@ class EvidenceChecker:
             quote_sha256=fingerprint,
             image_hash=verified.image_hash.hex(),
             mrtd=verified.mrtd.hex(),
+            rtmr=tuple(r.hex() for r in verified.rtmr),
             tcb_status=verified.tcb_status,
             report_data=quote.body.report_data.hex(),
             captured_at=captured_at,

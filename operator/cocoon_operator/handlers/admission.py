@@ -72,11 +72,11 @@ async def remove_config(api: Kube, name: str) -> None:
         await api.request_unless_gone("DELETE", url)
 
 
-def validate_addresses(*, spec: kopf.Spec, **kwargs: Any) -> None:
+def validate_addresses(*, spec: kopf.Spec, allow_gpu_verify: bool = False, **kwargs: Any) -> None:
     # kopf passes the stored object as ``old`` on an update.
     stored = kwargs.get("old") or {}
     old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
-    errors = introduced_errors(spec, old_spec)
+    errors = introduced_errors(spec, old_spec, allow_gpu_verify=allow_gpu_verify)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
@@ -124,6 +124,8 @@ def standby_review(
     review: Mapping[str, Any],
     namespaces: Collection[str] = (),
     images: LauncherImages | None = None,
+    *,
+    allow_gpu_verify: bool = False,
 ) -> dict[str, Any]:
     """The answer to one AdmissionReview (v1) for handler ``handler_id``, as kopf gives
     it for :func:`validate_addresses`, the launcher-image check (``images``: the
@@ -149,7 +151,8 @@ def standby_review(
     if handler_id == "addresses" and operation in ("CREATE", "UPDATE"):
         old = request.get("oldObject") or {}
         old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
-        errors = introduced_errors(obj.get("spec") or {}, old_spec)
+        spec = obj.get("spec") or {}
+        errors = introduced_errors(spec, old_spec, allow_gpu_verify=allow_gpu_verify)
         if errors:
             answer["allowed"] = False
             answer["status"] = {"message": "; ".join(errors), "code": 422}
@@ -180,16 +183,26 @@ def standby_review(
 
 
 def register(
-    registry: kopf.OperatorRegistry, images: LauncherImages, namespaces: Collection[str] = ()
+    registry: kopf.OperatorRegistry,
+    images: LauncherImages,
+    namespaces: Collection[str] = (),
+    *,
+    allow_gpu_verify: bool = False,
 ) -> None:
     """Add the admission handlers to ``registry``, acting in ``namespaces`` only
     (all when empty, as the operator watches them); ``images``: the launcher images
-    the operator's configuration allows (``--launcher-image``).
+    the operator's configuration allows (``--launcher-image``); ``allow_gpu_verify``:
+    its ``--allow-gpu-verify-mode`` (see
+    :func:`~cocoon_operator.policy.admission.gpu_mode_errors`).
 
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
     """
     when = watched(namespaces)
+
+    def validate(*, spec: kopf.Spec, **kwargs: Any) -> None:
+        validate_addresses(spec=spec, allow_gpu_verify=allow_gpu_verify, **kwargs)
+
     # Not DELETE: an object that got in with a bad address must stay deletable.
     kopf.on.validate(
         *WORKERS,
@@ -198,7 +211,7 @@ def register(
         ignore_failures=True,
         when=when,
         registry=registry,
-    )(validate_addresses)
+    )(validate)
     kopf.on.validate(
         *WORKERS,
         id="launcher-image",

@@ -27,7 +27,7 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.nodereport import RelayedQuote
+from cocoon_operator.api.nodereport import GuestHealthReport, RelayedQuote
 from cocoon_operator.attestation import (
     CollateralCache,
     GpuVerifier,
@@ -43,6 +43,7 @@ from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.worker import Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
+from cocoon_operator.policy.admission import GPU_VERIFY_UNAVAILABLE
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
     HOST,
@@ -57,21 +58,26 @@ from cocoon_operator.policy.attestation import (
     TrustMode,
     Verified,
     decide,
+    health_note,
     needs_verification,
     policy_digest,
     quote_expired,
     still_booting,
+    with_health,
 )
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.nodereports import (
     HostProblem,
     NoQuote,
+    guest_health,
     host_problem,
     relayed_quote,
 )
 from cocoon_operator.policy.worker import PodFacts
 
 INTEL_PCS = "https://api.trustedservices.intel.com"
+#: The failed step of a worker asking for gpu.mode Verify of an operator that does not allow it.
+GPU_MODE_UNAVAILABLE = "gpu_mode_unavailable"
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,9 @@ class AttestationOptions:
     test_root: Path | None = None
     # The test PKI's GPU device root; only with ``test_root`` (see cli.py).
     gpu_test_root: Path | None = None
+    # --allow-gpu-verify-mode: without it, gpu.mode Verify never verifies (COCOON's
+    # worker serves no GPU evidence endpoint).
+    allow_gpu_verify: bool = False
     check_seconds: float = 10.0
     timeout_seconds: float = 5.0
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
@@ -97,6 +106,7 @@ class Attestation:
     session: aiohttp.ClientSession
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
     check_seconds: float = 10.0
+    allow_gpu_verify: bool = False
 
 
 def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
@@ -148,7 +158,11 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         timeout_seconds=options.timeout_seconds,
     )
     memo["attestation"] = Attestation(
-        checker, session, options.boot_grace_seconds, options.check_seconds
+        checker,
+        session,
+        options.boot_grace_seconds,
+        options.check_seconds,
+        allow_gpu_verify=options.allow_gpu_verify,
     )
 
 
@@ -203,6 +217,16 @@ def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
         return NoQuote("the pod's node, uid or instance is not known yet")
     return relayed_quote(
         reports.current(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
+    )
+
+
+def _health_for(memo: Any, pod: PodFacts) -> GuestHealthReport | None:
+    """What the guest's health monitor of ``pod``'s VM last said, bound as its quote is."""
+    reports: NodeReports | None = memo.get("node_reports")
+    if reports is None or pod.node is None or pod.uid is None or pod.instance is None:
+        return None
+    return guest_health(
+        reports.reports.get(pod.node), node=pod.node, pod_uid=pod.uid, instance=pod.instance
     )
 
 
@@ -265,17 +289,23 @@ async def _outcome(
     )
     if not due:
         return None
-    # Urgent while the gate is not open: this check decides whether it opens.
-    gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
-    async with deps.probes.slot(urgent=not gate_open):
-        outcome = await state.checker.verify_quote(
-            raw,
-            captured_at=captured,
-            requested_report_data=requested,
-            policy=policy,
-            now=now,
-            endpoint=pod.ratls_endpoint(),
-        )
+    outcome: Outcome
+    if policy.gpu.mode is v1alpha1.GpuEvidenceMode.VERIFY and not state.allow_gpu_verify:
+        # Admission refuses it; a spec that got in while the webhook was down fails
+        # closed here, naming the field, rather than being silently checked less.
+        outcome = Rejected(GPU_MODE_UNAVAILABLE, GPU_VERIFY_UNAVAILABLE, fingerprint)
+    else:
+        # Urgent while the gate is not open: this check decides whether it opens.
+        gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
+        async with deps.probes.slot(urgent=not gate_open):
+            outcome = await state.checker.verify_quote(
+                raw,
+                captured_at=captured,
+                requested_report_data=requested,
+                policy=policy,
+                now=now,
+                endpoint=pod.ratls_endpoint(),
+            )
     if isinstance(outcome, Rejected):
         deps.metrics.attestations.labels("rejected", outcome.step).inc()
     else:
@@ -321,7 +351,11 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         last=last,
         now=now,
     )
+    # The guest's health monitor must agree with the verified quote (where the host reads it).
+    health = _health_for(memo, pod)
+    outcome = with_health(outcome, last, health)
     if outcome is None:
+        await _note_health(deps, meta, previous, health_note(last, health))
         return
     if isinstance(outcome, Verified):
         verified[key] = LastVerification(
@@ -334,6 +368,8 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             ),
             gpu_checked=outcome.gpu is not None,
             policy=policy_digest(policy),
+            mrtd=outcome.mrtd,
+            rtmr=outcome.rtmr,
         )
     elif outcome.step not in TRANSIENT_STEPS:
         verified.pop(key, None)  # rejected: nothing verified stands
@@ -360,6 +396,21 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     indexes = Indexes.of(kwargs)
     await _apply(
         deps, body, pod, decision, previous=previous, now=now, logger=logger, then=(memo, indexes)
+    )
+
+
+async def _note_health(
+    deps: Deps,
+    meta: Any,
+    previous: v1alpha1.AttestationSummary | None,
+    note: str | None,
+) -> None:
+    """Say in status what the health cross-check found for a verdict that stands (a
+    reading that arrived after the verification, or went): written only on a change."""
+    if note is None or previous is None or previous.health_monitor == note:
+        return
+    await deps.patch_status(
+        meta["namespace"], meta["name"], {"attestation": {"healthMonitor": note}}
     )
 
 

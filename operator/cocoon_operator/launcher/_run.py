@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -42,6 +43,17 @@ from cocoon_operator.launcher._cocoon import (
     parse_worker_conf,
     read_ini,
     runtime_vars,
+)
+from cocoon_operator.launcher._health import (
+    GuestHealth,
+    HealthError,
+    guest_address,
+    read_guest_health,
+)
+from cocoon_operator.launcher._healthfile import (
+    health_file_path,
+    is_health_file,
+    write_health_file,
 )
 from cocoon_operator.launcher._plan import (
     STATE_LOCK,
@@ -228,7 +240,7 @@ def identities_in_use(state_dir: Path, proc_root: Path = Path("/proc")) -> froze
     """The persistent-disk identities of the VMs running on this node (from their records)."""
     used: set[str] = set()
     for record in state_dir.glob("instance-*.json"):
-        if is_quote_file(record.name):
+        if is_quote_file(record.name) or is_health_file(record.name):
             continue
         try:
             data = json.loads(record.read_text())
@@ -298,6 +310,9 @@ class Prepared:
     persistent_dir: Path | None
     qgs_upstream: Address = HOST_QGS
     node_wallet: str | None = None
+    # The guest's health monitor (COCOON's health-monitor, vsock port 9999), or None.
+    health_monitor: Address | None = None
+    health_seconds: float = 60.0
 
 
 def quote_recorder(
@@ -328,6 +343,82 @@ def hold_state_lock(state_dir: Path) -> int:
     return fd
 
 
+class HealthPoller:
+    """Read the guest's measurements from its health monitor every ``every`` seconds
+    and keep the latest answer in the VM's health file (``launcher/_healthfile.py``).
+
+    Bounded: one short connection, :data:`~._health.DEFAULT_TIMEOUT_SECONDS` in all,
+    an answer of at most 64 KiB. A monitor that does not answer leaves the file as
+    it was (absent until the first answer): the operator then says the host has no
+    reading, which is not a failure.
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        state_dir: Path,
+        instance: int,
+        pod_uid: str,
+        *,
+        every: float,
+        read: Callable[[Address], GuestHealth] = read_guest_health,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self._state_dir = state_dir
+        self._instance = instance
+        self._pod_uid = pod_uid
+        self._every = every
+        self._read = read
+        self._clock = clock
+        self._next = clock() + min(every, 30.0)  # the guest needs a moment to boot
+        self._failed = False
+
+    def due(self) -> bool:
+        return self._clock() >= self._next
+
+    def poll(self, now: datetime | None = None) -> GuestHealth | None:
+        """One reading, written to the VM's health file; None when the monitor did not answer."""
+        self._next = self._clock() + self._every
+        try:
+            health = self._read(self.address)
+        except HealthError as exc:
+            if not self._failed:
+                log.info("guest health monitor at %s: %s", self.address, exc)
+            self._failed = True
+            return None
+        self._failed = False
+        write_health_file(
+            self._state_dir,
+            self._instance,
+            self._pod_uid,
+            now or datetime.now(UTC),
+            health,
+        )
+        return health
+
+
+def _clear_sidecars(state_dir: Path, instance: int) -> tuple[Path, Path]:
+    """Remove the VM's quotes and health files (the agent stops reporting them)."""
+    files = (quote_file_path(state_dir, instance), health_file_path(state_dir, instance))
+    for f in files:
+        f.unlink(missing_ok=True)
+    return files
+
+
+def health_poller(prepared: Prepared, state_dir: Path) -> HealthPoller | None:
+    """The VM's health-monitor reader, bound to its instance and pod; None when off."""
+    if prepared.health_monitor is None:
+        return None
+    return HealthPoller(
+        prepared.health_monitor,
+        state_dir,
+        prepared.plan.conf.instance,
+        os.environ.get("POD_UID", ""),
+        every=prepared.health_seconds,
+    )
+
+
 def supervise(
     argv: list[str],
     state_dir: Path,
@@ -342,9 +433,9 @@ def supervise(
     plan = prepared.plan
     quotes = QuoteStore()
     relay = None
-    quote_file = quote_file_path(state_dir, plan.conf.instance)
-    # A previous VM's quotes on this instance are not this VM's.
-    quote_file.unlink(missing_ok=True)
+    # A previous VM's quotes and health readings on this instance are not this VM's.
+    _clear_sidecars(state_dir, plan.conf.instance)
+    health = health_poller(prepared, state_dir)
     if plan.qgs_socket is not None:
         # Listening before QEMU starts: the guest asks for its first quote at boot.
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -384,6 +475,8 @@ def supervise(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 return proc.wait(timeout=0.5)
             now = time.monotonic()
+            if health is not None and not stopping and health.due():
+                health.poll()
             if not collected and not stopping and now >= next_poll:
                 next_poll = now + UP_POLL_SECONDS
                 if worker_up(plan.conf.host_http_port) and prepared.persistent_dir is not None:
@@ -404,9 +497,18 @@ def supervise(
         if proc.poll() is not None:
             if relay is not None:
                 relay.stop()
-            quote_file.unlink(missing_ok=True)
+            _clear_sidecars(state_dir, plan.conf.instance)
             path.unlink(missing_ok=True)
             shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
+
+
+def health_monitor_address(value: str, instance: int) -> Address | None:
+    """``--health-monitor``: ``guest`` (the VM's own CID, port 9999), an address, or ``off``."""
+    if value == "off":
+        return None
+    if value == "guest":
+        return guest_address(instance)
+    return parse_address(value)
 
 
 def _expected(args: argparse.Namespace) -> dict[str, str | None]:
@@ -578,7 +680,16 @@ def cmd_launch(args: argparse.Namespace) -> int:
             upstream = parse_address(args.quote_service)
         except ValueError as exc:
             raise LaunchError(f"--quote-service: {exc}") from None
-        prepared = dataclasses.replace(prepared, qgs_upstream=upstream)
+        try:
+            monitor = health_monitor_address(args.health_monitor, conf.instance)
+        except ValueError as exc:
+            raise LaunchError(f"--health-monitor: {exc}") from None
+        prepared = dataclasses.replace(
+            prepared,
+            qgs_upstream=upstream,
+            health_monitor=monitor,
+            health_seconds=max(5.0, args.health_seconds),
+        )
         argv = operator_argv(prepared.plan, shutil.which(args.qemu) or args.qemu)
     except LaunchError as exc:
         if private is not None:

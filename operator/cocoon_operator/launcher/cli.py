@@ -93,6 +93,19 @@ def add_subparsers(sub: Any) -> None:
         " (cocoon-launch's: vsock CID 2 port 4050)",
     )
     launch.add_argument(
+        "--health-monitor",
+        default="guest",
+        help="where the guest's health monitor answers: 'guest' (vsock CID 6+10*instance,"
+        " port 9999, as COCOON's health-client), an address (unix:PATH, tcp:HOST:PORT,"
+        " vsock:CID:PORT), or 'off'",
+    )
+    launch.add_argument(
+        "--health-seconds",
+        type=float,
+        default=60.0,
+        help="how often to read the guest's measurements from its health monitor",
+    )
+    launch.add_argument(
         "--powerdown-seconds",
         type=float,
         default=240.0,

@@ -14,9 +14,11 @@ agent's gc keeps. The models themselves are read from the node's model cache
 (:mod:`cocoon_operator.nodeagent._models`).
 A record whose process is gone (or is another program, the pid reused) is
 reported as not running. Beside each record the launcher keeps the VM's latest
-quotes (``instance-<i>.quotes.json``, :mod:`cocoon_operator.launcher._quotefile`);
-the agent reads that file bounded, checks it belongs to the record's pod and
-instance, and reports the newest quote with the VM.
+quotes (``instance-<i>.quotes.json``, :mod:`cocoon_operator.launcher._quotefile`)
+and what the guest's health monitor last said (``instance-<i>.health.json``,
+:mod:`cocoon_operator.launcher._healthfile`); the agent reads each bounded,
+checks it belongs to the record's pod and instance, and reports the newest
+quote and the reading with the VM.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 from cocoon_operator import __version__, jsondoc
 from cocoon_operator.api.nodereport import (
     GpuDevice,
+    GuestHealthReport,
     HostCheck,
     NodeReport,
     RelayedQuote,
@@ -40,10 +43,16 @@ from cocoon_operator.api.nodereport import (
     VmRecord,
 )
 from cocoon_operator.launcher import (
+    MAX_HEALTH_FILE_BYTES,
     MAX_QUOTE_FILE_BYTES,
     FileQuote,
+    HealthFile,
+    HealthFileError,
     QuoteFileError,
+    health_file_path,
+    is_health_file,
     is_quote_file,
+    parse_health_file,
     parse_quote_file,
     quote_file_path,
     vm_running,
@@ -179,6 +188,35 @@ def state_dirs(host: HostView) -> list[Path]:
     return [host.path(LAUNCHER_STATE_DIR), *pods]
 
 
+def read_health(state_dir: Path, instance: int, pod_uid: str) -> GuestHealthReport | None:
+    """What the VM's guest health monitor last told the launcher, if the file is the
+    launcher's for that pod and instance (else logged and ignored, as a quotes file)."""
+    path = health_file_path(state_dir, instance)
+    try:
+        text = _read_bounded(path, MAX_HEALTH_FILE_BYTES)
+        if text is None:
+            return None
+        parsed = parse_health_file(text)
+    except (OSError, UnicodeDecodeError, QuoteFileError, HealthFileError) as exc:
+        log.warning("ignoring health file %s: %s", path.name, exc)
+        return None
+    if parsed.instance != instance or parsed.pod_uid != pod_uid:
+        log.warning("ignoring health file %s: it is not this VM's (pod, instance)", path.name)
+        return None
+    return reported_health(parsed)
+
+
+def reported_health(reading: HealthFile) -> GuestHealthReport:
+    """A health reading from the launcher's file, as the report carries it."""
+    health = reading.health
+    return GuestHealthReport(
+        checked_at=reading.checked_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        image_hash=health.image_hash,
+        mrtd=health.mrtd,
+        rtmr=list(health.rtmr) if health.rtmr is not None else None,
+    )
+
+
 def read_vms(host: HostView) -> list[VmRecord]:
     """The launchers' state files, each with whether its QEMU still runs and its latest quote."""
     return [vm for state_dir in state_dirs(host) for vm in _read_vms_in(host, state_dir)]
@@ -186,7 +224,11 @@ def read_vms(host: HostView) -> list[VmRecord]:
 
 def _read_vms_in(host: HostView, state_dir: Path) -> list[VmRecord]:
     try:
-        files = sorted(f for f in state_dir.glob("instance-*.json") if not is_quote_file(f.name))
+        files = sorted(
+            f
+            for f in state_dir.glob("instance-*.json")
+            if not (is_quote_file(f.name) or is_health_file(f.name))
+        )
     except OSError:
         return []
     vms = []
@@ -196,6 +238,7 @@ def _read_vms_in(host: HostView, state_dir: Path) -> list[VmRecord]:
             instance = int(raw["instance"])
             raw["running"] = vm_running(host.path("proc"), int(raw["pid"]), instance)
             raw["quote"] = read_quote(state_dir, instance, str(raw.get("podUid", "")))
+            raw["health"] = read_health(state_dir, instance, str(raw.get("podUid", "")))
             vms.append(VmRecord.model_validate(raw))
         except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             # A half-written or foreign file: say so, report the rest.

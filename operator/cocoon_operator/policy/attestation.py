@@ -25,10 +25,13 @@ Rules, as an SRE would want them:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cocoon_operator.api.nodereport import GuestHealthReport
 from cocoon_operator.api.v1alpha1 import (
     AttestationPolicy,
     AttestationSummary,
@@ -54,6 +57,7 @@ class GateReason(StrEnum):
     HOST_REJECTED = "HostRejected"
     HOST_UNREPORTED = "HostNotReported"
     NO_QUOTE = "QuoteNotReported"
+    HEALTH_MISMATCH = "HealthMismatch"
 
 
 UNREACHABLE = "unreachable"  # the failed step when the worker could not be reached
@@ -63,6 +67,8 @@ QUOTE_EXPIRED = "quote-expired"  # the latest relayed quote is older than the po
 # cocoon_operator.policy.nodereports.host_problem): wrong, or not reported yet.
 HOST = "host"
 HOST_UNREPORTED = "host-unreported"
+# The guest's health monitor reports other measurements than the verified quote.
+HEALTH_MISMATCH = "health-mismatch"
 # Steps that say nothing against the VM itself: waited out during boot, and a
 # verdict still valid survives them.
 TRANSIENT_STEPS = frozenset({UNREACHABLE, HOST_UNREPORTED, NO_QUOTE})
@@ -71,13 +77,30 @@ HELD = "last evidence still valid"
 
 
 def tdx_policy(spec: AttestationPolicy, trust: TrustMode) -> TdxPolicy:
-    """The library policy for a worker: its spec's lists, the operator's trust root."""
+    """The library policy for a worker: its spec's lists, the operator's trust root.
+
+    Memoised on exactly the values it is built from (a fleet shares a handful of
+    policies, and the spec is parsed afresh on every check).
+    """
+    return _tdx_policy(
+        tuple(s.value for s in spec.accepted_tcb_statuses),
+        tuple(spec.rejected_advisories),
+        tuple(spec.allowed_image_hashes),
+        trust,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _tdx_policy(
+    tcb_statuses: tuple[str, ...],
+    rejected_advisories: tuple[str, ...],
+    image_hashes: tuple[str, ...],
+    trust: TrustMode,
+) -> TdxPolicy:
     return TdxPolicy(
-        accepted_tcb_statuses=frozenset(s.value for s in spec.accepted_tcb_statuses),
-        rejected_advisories=frozenset(spec.rejected_advisories),
-        allowed_image_hashes=hex_set(spec.allowed_image_hashes)
-        if spec.allowed_image_hashes
-        else None,
+        accepted_tcb_statuses=frozenset(tcb_statuses),
+        rejected_advisories=frozenset(rejected_advisories),
+        allowed_image_hashes=hex_set(list(image_hashes)) if image_hashes else None,
         # A relayed quote binds the RA-TLS key the guest chose (REPORTDATA = its
         # SHA-512), which the host cannot know in advance: recorded, not required.
         require_report_data_binding=False,
@@ -109,6 +132,8 @@ class Verified:
     captured_at: datetime  # when the host's quote service produced the quote
     valid_until: datetime  # the collateral's end or the quote's freshness, whichever is first
     gpu: GpuSummary | None = None  # when the operator verified the GPU's evidence too
+    rtmr: tuple[str, ...] = ()  # hex RTMR0..3 of the verified quote
+    health: str | None = None  # the health-monitor cross-check (see cross_check_health)
 
 
 @dataclass(frozen=True)
@@ -131,6 +156,102 @@ class LastVerification:
     valid_until: datetime
     gpu_checked: bool
     policy: str = ""  # policy_digest of the spec it was verified against
+    mrtd: str = ""
+    rtmr: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """The cross-check of a verified quote with the guest's health monitor."""
+
+    mismatch: str | None  # why they differ; None when they agree or there is no reading
+    note: str  # for status.attestation.healthMonitor
+
+
+NO_HEALTH_READING = (
+    "no reading: the host has not reached the guest's health monitor (vsock port 9999);"
+    " not required"
+)
+
+
+def cross_check_health(
+    *, image_hash: str, mrtd: str, rtmr: tuple[str, ...], health: GuestHealthReport | None
+) -> HealthCheck:
+    """Compare what the guest's health monitor reports with a verified quote's values.
+
+    COCOON's monitor prints the TD's MRTD, RTMRs and the image hash computed over
+    them from a fresh TDREPORT (``tee/cocoon/health-render.cpp:163-194``;
+    ``tdx.cpp:62-95,126-140``): the same registers the quote signs. The reading is
+    unsigned, so it can only take trust away: any value it gives that differs is a
+    mismatch; a value it does not give is not compared; no reading at all is not a
+    failure (the host may not reach the monitor), and the note says so.
+    """
+    if health is None:
+        return HealthCheck(None, NO_HEALTH_READING)
+    pairs: list[tuple[str, str | None, str]] = [
+        ("image hash", health.image_hash, image_hash),
+        ("MRTD", health.mrtd, mrtd),
+    ]
+    if health.rtmr is not None and len(rtmr) == 4:
+        pairs += [
+            (f"RTMR{i}", got, want)
+            for i, (got, want) in enumerate(zip(health.rtmr, rtmr, strict=True))
+        ]
+    compared = [name for name, got, _ in pairs if got is not None]
+    differ = [
+        (name, got, want)
+        for name, got, want in pairs
+        if got is not None and got.lower() != want.lower()
+    ]
+    if differ:
+        names = ", ".join(name for name, _, _ in differ)
+        values = "; ".join(f"{n} {g[:16]}... (quote: {w[:16]}...)" for n, g, w in differ)
+        return HealthCheck(
+            f"the guest's health monitor (read at {health.checked_at}) reports other"
+            f" {names} than the verified quote: {values}",
+            f"mismatch on {names}",
+        )
+    if not compared:
+        return HealthCheck(None, NO_HEALTH_READING)
+    # No time in the note: it is rewritten only when what it says changes.
+    return HealthCheck(None, f"{', '.join(compared)} match the verified quote")
+
+
+def with_health(
+    outcome: Outcome | None, last: LastVerification | None, health: GuestHealthReport | None
+) -> Outcome | None:
+    """The check's outcome after the health-monitor cross-check.
+
+    A fresh verification is compared with its own quote; a check that verified
+    nothing (``None``: this operator's last verification of the same quote still
+    stands) with that verification's values. A mismatch is a rejection
+    (:data:`HEALTH_MISMATCH`): the gate closes, the operator forgets its verdict,
+    and only a new full verification, with a reading that agrees, opens it again.
+    """
+    if isinstance(outcome, Verified):
+        checked = cross_check_health(
+            image_hash=outcome.image_hash, mrtd=outcome.mrtd, rtmr=outcome.rtmr, health=health
+        )
+        if checked.mismatch is not None:
+            return Rejected(HEALTH_MISMATCH, checked.mismatch, outcome.quote_sha256)
+        return dataclasses.replace(outcome, health=checked.note)
+    if outcome is None and last is not None:
+        checked = cross_check_health(
+            image_hash=last.image_hash, mrtd=last.mrtd, rtmr=last.rtmr, health=health
+        )
+        if checked.mismatch is not None:
+            return Rejected(HEALTH_MISMATCH, checked.mismatch, last.quote_sha256)
+    return outcome
+
+
+def health_note(last: LastVerification | None, health: GuestHealthReport | None) -> str | None:
+    """What ``status.attestation.healthMonitor`` should say for a verdict that stands
+    (nothing re-verified): a reading that arrived or went since it was written."""
+    if last is None:
+        return None
+    return cross_check_health(
+        image_hash=last.image_hash, mrtd=last.mrtd, rtmr=last.rtmr, health=health
+    ).note
 
 
 def policy_digest(spec: AttestationPolicy) -> str:
@@ -236,6 +357,7 @@ def decide(
             verified_at=stamp,
             expires_at=rfc3339(expires),
             gpu=outcome.gpu,
+            health_monitor=outcome.health,
         )
         what = "TDX and GPU evidence" if outcome.gpu is not None else "TDX evidence"
         message = f"{what} verified (TCB {outcome.tcb_status}, {trust.value} root)"
@@ -304,8 +426,19 @@ def decide(
         return GateDecision(
             ConditionStatus.FALSE, reason, failure, summary, event_reason, failure, warning=True
         )
+    return _rejection(outcome, summary, event_reason, failure)
+
+
+def _rejection(
+    outcome: Rejected, summary: AttestationSummary, event_reason: str | None, failure: str
+) -> GateDecision:
+    """The closed gate for evidence that says something against the VM."""
     if outcome.step == QUOTE_EXPIRED:
         reason = GateReason.EXPIRED
+    elif outcome.step == HEALTH_MISMATCH:
+        reason = GateReason.HEALTH_MISMATCH
+        event_reason = event_reason and "HealthMismatch"
+        summary = summary.model_copy(update={"health_monitor": outcome.message})
     elif outcome.step == HOST:
         reason = GateReason.HOST_REJECTED
     else:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from cocoon_operator.api.nodereport import (
     MODEL_READY,
+    GuestHealthReport,
     ModelRecord,
     NodeReport,
     RelayedQuote,
@@ -245,3 +246,18 @@ def nodes_with_model(
         if (m := model_on(report, verity)) is not None and m.phase == MODEL_READY
     ]
     return sorted(found)[:limit]
+
+
+def guest_health(
+    report: NodeReport | None, *, node: str, pod_uid: str, instance: int
+) -> GuestHealthReport | None:
+    """What the guest health monitor of the VM of launcher pod ``pod_uid`` last said,
+    bound exactly as :func:`relayed_quote` (this node's report, this pod's uid and
+    instance); None when the host has no reading (it may not reach the monitor)."""
+    if report is None or report.node != node:
+        return None
+    vm = next(
+        (v for v in report.vms if v.pod_uid == pod_uid and v.instance == instance and v.running),
+        None,
+    )
+    return None if vm is None else vm.health

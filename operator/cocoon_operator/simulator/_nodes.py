@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocoon_operator import __version__
-from cocoon_operator.api.nodereport import GpuDevice, HostCheck, NodeReport, VmRecord
+from cocoon_operator.api.nodereport import (
+    GpuDevice,
+    GuestHealthReport,
+    HostCheck,
+    NodeReport,
+    VmRecord,
+)
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, state_file
 from cocoon_operator.nodeagent._models import GcOptions, gc_pass, read_models
@@ -54,6 +60,9 @@ class SimulatedQuote:
 
 #: The latest quote of the VM of a launcher pod (by uid), None when it has none yet.
 QuoteSource = Callable[[str], SimulatedQuote | None]
+#: What the guest health monitor of the VM of a launcher pod (by uid) last said, as the
+#: node agent reads it from the launcher's health file; None when there is no reading.
+HealthSource = Callable[[str], GuestHealthReport | None]
 MISFILED_PREFIX = "misfiled-"
 
 
@@ -94,6 +103,7 @@ class SimulatedNodes:
         self._vms: dict[str, dict[str, VmRecord]] = {}
         self._publishers: dict[str, Publisher] = {}
         self.quote_source: QuoteSource = lambda _uid: None
+        self.health_source: HealthSource = lambda _uid: None
 
     def started(
         self,
@@ -143,6 +153,7 @@ class SimulatedNodes:
         return None
 
     def _with_quotes(self, vm: VmRecord) -> list[VmRecord]:
+        vm = vm.model_copy(update={"health": self.health_source(vm.pod_uid)})
         found = self.quote_source(vm.pod_uid)
         if found is None:
             return [vm]

@@ -129,6 +129,8 @@ class Faults:
     stale_quote: bool = False
     # The node report files this VM's quote under another pod's uid.
     misfiled_quote: bool = False
+    # The guest's health monitor reports another RTMR3 (and image hash) than its quotes.
+    health_mismatch: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.nodereport import GuestHealthReport
 from cocoon_operator.attestation.testgpu import (
     DEFAULT_GPU_SEED,
     GpuTestPki,
@@ -71,13 +72,16 @@ from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
-from cocoon_operator.launcher._run import prepare_launch
+from cocoon_operator.launcher._quoterelay import UnixAddress
+from cocoon_operator.launcher._run import HealthPoller, prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
 from cocoon_operator.models import GcPolicy, ModelId, Phase, parse_model_spec
 from cocoon_operator.nodeagent._models import GcOptions
+from cocoon_operator.nodeagent._probe import read_health
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
+from cocoon_operator.simulator._health import SimulatedHealthMonitor, mismatched
 from cocoon_operator.simulator._models import prepare_model
 from cocoon_operator.simulator._nodes import SimulatedNodes, SimulatedQuote
 from cocoon_operator.simulator._quotepath import (
@@ -278,6 +282,10 @@ class Agent:
         self._paths: dict[str, SimulatedQuotePath] = {}
         self._asked: dict[str, tuple[int, float]] = {}
         self._sockets = Path(tempfile.mkdtemp(prefix="cocoon-relay-"))
+        # Each VM's guest health monitor, and the launcher's poller of it writing the
+        # VM's health file into a state directory of its own (read as the agent reads it).
+        self._monitors: dict[str, SimulatedHealthMonitor] = {}
+        self._pollers: dict[str, tuple[HealthPoller, Path, int, str]] = {}
         self._relay_count = 0
         self._release = release or write_release(Path(tempfile.mkdtemp(prefix="cocoon-release-")))
 
@@ -297,6 +305,7 @@ class Agent:
             self._asked.pop(key, None)
             if path is not None:
                 await path.close()
+            await self._stop_health(key)
             if self._nodes is not None:
                 node = self._nodes.stopped(meta.get("uid", ""))
                 if node is not None:
@@ -384,6 +393,7 @@ class Agent:
                 name, socket_path, self._qgs.address
             ).start()
             await self._guest_asks(key)  # at boot, as gen-cert-synced --tdx does
+        await self._start_health(key, sim, worker)
         if self._nodes is not None:
             self._nodes.started(
                 worker.node,
@@ -405,6 +415,50 @@ class Agent:
             worker.slot.ratls_port,
             sim.image_hash.hex(),
         )
+
+    async def _start_health(self, key: str, sim: WorkerSimulator, worker: PodWorker) -> None:
+        """The guest's health monitor (on a Unix socket: no vsock here) and the launcher's
+        poller of it (``launcher/_run.py: HealthPoller``, as ``--health-monitor unix:PATH``)."""
+        self._relay_count += 1
+        state_dir = self._sockets / f"vm-{self._relay_count}"
+        state_dir.mkdir()
+        socket_path = state_dir / "health.sock"
+
+        def measured() -> TdMeasurements:
+            m = sim.config.measurements
+            return mismatched(m) if sim.faults.health_mismatch else m
+
+        self._monitors[key] = await SimulatedHealthMonitor(socket_path, measured).start()
+        poller = HealthPoller(
+            UnixAddress(socket_path),
+            state_dir,
+            worker.slot.index,
+            worker.pod_uid,
+            every=PROBE_SECONDS,
+        )
+        self._pollers[key] = (poller, state_dir, worker.slot.index, worker.pod_uid)
+
+    async def _stop_health(self, key: str) -> None:
+        monitor = self._monitors.pop(key, None)
+        if monitor is not None:
+            await monitor.close()
+        polled = self._pollers.pop(key, None)
+        if polled is not None:
+            shutil.rmtree(polled[1], ignore_errors=True)
+
+    async def read_health(self) -> None:
+        """Each launcher reads its guest's health monitor when due (in a thread: the
+        launcher's client blocks, and the monitor answers from this loop)."""
+        for poller, *_ in list(self._pollers.values()):
+            if poller.due():
+                await asyncio.to_thread(poller.poll)
+
+    def health_of(self, pod_uid: str) -> GuestHealthReport | None:
+        """The VM's health file, read as the node agent reads it (``read_health``)."""
+        for _, state_dir, instance, uid in self._pollers.values():
+            if uid == pod_uid:
+                return read_health(state_dir, instance, pod_uid)
+        return None
 
     async def _guest_asks(self, key: str) -> None:
         """The simulated guest asks for a quote of its current RA-TLS key (REPORTDATA:
@@ -493,6 +547,8 @@ class Agent:
         for path in self._paths.values():
             await path.close()
         self._paths.clear()
+        for key in list(self._monitors):
+            await self._stop_health(key)
         shutil.rmtree(self._sockets, ignore_errors=True)
 
 
@@ -504,6 +560,7 @@ async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
         await asyncio.sleep(PROBE_SECONDS)
         await agent.refresh_quotes()
         await nodes.collect_due()
+        await agent.read_health()
         try:
             await nodes.publish_all(dt.datetime.now(dt.UTC))
         except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as exc:
@@ -552,6 +609,7 @@ async def _main(args: argparse.Namespace) -> int:
     )
     if nodes is not None:
         nodes.quote_source = agent.quote_of
+        nodes.health_source = agent.health_of
     print(
         json.dumps(
             {

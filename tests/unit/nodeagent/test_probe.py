@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cocoon_operator.launcher import MAX_QUOTE_FILE_BYTES, FileQuote, write_quote_file
+from cocoon_operator.launcher import (
+    MAX_HEALTH_FILE_BYTES,
+    MAX_QUOTE_FILE_BYTES,
+    FileQuote,
+    GuestHealth,
+    write_health_file,
+    write_quote_file,
+)
 from cocoon_operator.nodeagent import QGS_PORT, SEAL_SERVER_PORT, HostView, probe
 from tests.unit.nodeagent.hosts import gpu, nvswitch, tdx_host, vm_state
 
@@ -247,3 +254,52 @@ def test_a_seal_server_recorded_ready_is_not_ready_when_its_port_does_not_answer
     write_seal_record(root, "e" * 64, ready=False)  # the wrapper saw it stop
     stopped = probe("n", HostView(root), all_reachable).seal_server
     assert stopped is not None and not stopped.ready
+
+
+HEALTH = GuestHealth(image_hash="c4" * 32, mrtd="a1" * 48, rtmr=("b0" * 48,) * 4)
+
+
+def test_each_vm_is_reported_with_its_guest_health_monitors_last_reading(
+    tmp_path: Path, vm_process: subprocess.Popen[bytes]
+) -> None:
+    root = host_with_proc(tmp_path)
+    fields = {"namespace": "ns", "worker": "w", "pod": "w-abc", "pci": None}
+    vm_state(root, instance=3, pod_uid="uid-3", pid=vm_process.pid, **fields)
+    at = datetime(2026, 12, 6, 14, 0, tzinfo=UTC)
+    write_health_file(root / "run/cocoon", 3, "uid-3", at, HEALTH)
+
+    (vm,) = probe("node-a", HostView(root), all_reachable).vms  # the file is no VM record
+    assert vm.health is not None
+    assert (vm.health.image_hash, vm.health.mrtd, vm.health.rtmr) == (
+        HEALTH.image_hash,
+        HEALTH.mrtd,
+        list(HEALTH.rtmr or ()),
+    )
+    assert vm.health.checked_at.startswith("2026-12-06T14:00:00")
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda state: write_health_file(
+            state, 3, "the previous pod's uid", datetime.now(UTC), HEALTH
+        ),
+        lambda state: write_health_file(state, 4, "uid-3", datetime.now(UTC), HEALTH).rename(
+            state / "instance-3.health.json"
+        ),
+        lambda state: (state / "instance-3.health.json").write_text('{"version": 1, "inst'),
+        lambda state: (state / "instance-3.health.json").write_text(
+            " " * (MAX_HEALTH_FILE_BYTES + 1)
+        ),
+    ],
+    ids=["another pod's reading", "another instance's reading", "half a file", "too large"],
+)
+def test_a_health_file_not_written_for_this_vm_is_reported_as_no_reading(
+    tmp_path: Path, vm_process: subprocess.Popen[bytes], corrupt: Callable[[Path], object]
+) -> None:
+    root = host_with_proc(tmp_path)
+    fields = {"namespace": "ns", "worker": "w", "pod": "w-abc", "pci": None}
+    vm_state(root, instance=3, pod_uid="uid-3", pid=vm_process.pid, **fields)
+    corrupt(root / "run/cocoon")
+    (vm,) = probe("node-a", HostView(root), all_reachable).vms
+    assert vm.running and vm.health is None
