@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -129,7 +130,7 @@ async def _run_as_leader(
     args: argparse.Namespace, operator: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 ) -> int:
     """Run the operator only while this replica holds the Lease; exit 1 when it is lost."""
-    import os  # noqa: PLC0415
+
     import socket  # noqa: PLC0415
     import uuid  # noqa: PLC0415
 
@@ -223,7 +224,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     memo["metrics"] = metrics
     memo.update(
-        probe_limit=args.max_concurrent_probes, max_recheck_stretch=args.max_recheck_stretch
+        probe_limit=args.max_concurrent_probes,
+        max_recheck_stretch=args.max_recheck_stretch,
+        # The Secret of the operator's control keys (handlers/controlkey.py).
+        control_key_secret=args.control_key_secret
+        or (os.environ.get("POD_NAMESPACE", "default"), "cocoon-operator-control-key"),
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -311,6 +316,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_as_leader(args, operator))
 
 
+def _namespaced_arg(value: str) -> tuple[str, str]:
+    try:
+        return _namespaced(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_leader_args(run: argparse.ArgumentParser) -> None:
+    lead = run.add_argument_group("leader election (for more than one replica)")
+    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
+    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
+    lead.add_argument(
+        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
+    )
+    lead.add_argument("--lease-seconds", type=int, default=15)
+
+
 def _add_attestation_args(run: argparse.ArgumentParser) -> None:
     att = run.add_argument_group("attestation")
     att.add_argument(
@@ -393,14 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--verbose", action="store_true")
-    lead = run.add_argument_group("leader election (for more than one replica)")
-    lead.add_argument("--leader-elect", action="store_true", help="act only while holding a Lease")
-    lead.add_argument("--leader-election-id", default="cocoon-operator", help="the Lease's name")
-    lead.add_argument(
-        "--leader-election-namespace", default=None, help="default: $POD_NAMESPACE or default"
+    run.add_argument(
+        "--control-key-secret",
+        default=None,
+        type=_namespaced_arg,
+        metavar="NAMESPACE/NAME",
+        help="the Secret of the operator's Ed25519 control keys ('current', 'previous'),"
+        " created with a new key if absent; launcher pods forward the worker's controls only"
+        " when signed with it (default: $POD_NAMESPACE/cocoon-operator-control-key)",
     )
-    lead.add_argument("--lease-seconds", type=int, default=15)
+    run.add_argument("--verbose", action="store_true")
+    _add_leader_args(run)
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
     )

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.launcher._cocoon import (
     FAKE_TON_CONFIG,
     GLOBAL_CONFIG,
@@ -42,7 +45,9 @@ from cocoon_operator.launcher._cocoon import (
     read_ini,
     runtime_vars,
 )
+from cocoon_operator.launcher._controlrelay import ControlRelay
 from cocoon_operator.launcher._plan import (
+    FORWARD_ADDRESS,
     LauncherKeys,
     LaunchError,
     LaunchPlan,
@@ -64,7 +69,9 @@ from cocoon_operator.launcher._quoterelay import (
     HOST_QGS,
     Address,
     CapturedQuote,
+    InetAddress,
     QuoteStore,
+    RelayThread,
     UnixAddress,
     parse_address,
     relay_socket_path,
@@ -73,6 +80,7 @@ from cocoon_operator.launcher._quoterelay import (
 from cocoon_operator.launcher._spectree import SpecTreeError, spec_tree_hash
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.errors import AddressError, NodeWalletKeyError
+from cocoon_operator.workerapi._signing import ControlKeyError, parse_public_key
 
 log = logging.getLogger("cocoon_operator.launcher")
 
@@ -295,6 +303,57 @@ class Prepared:
     node_wallet: str | None = None
 
 
+@dataclass(frozen=True)
+class ControlAccess:
+    """Who may use the worker's controls: the operator's public key, for this pod's UID,
+    on the relay's address (``launcher/_controlrelay.py``)."""
+
+    public_key: Ed25519PublicKey
+    audience: str
+    listen: InetAddress
+
+
+def control_access(
+    public_key: str | None,
+    env: Mapping[str, str],
+    instance: int,
+    listen_host: str,
+    port: int | None = None,
+) -> ControlAccess:
+    """The relay's settings from the launcher's flags and the pod's env; a launcher
+    without them starts no VM (its worker's controls would be out of anyone's reach,
+    or, worse, published)."""
+    if not public_key:
+        raise LaunchError("--control-public-key is required: the operator's control key")
+    try:
+        key = parse_public_key(public_key)
+    except ControlKeyError as exc:
+        raise LaunchError(f"--control-public-key: {exc}") from None
+    audience = env.get("POD_UID", "")
+    if not audience:
+        raise LaunchError(
+            "$POD_UID is not set: the control relay accepts requests for this pod only"
+        )
+    if port is None:
+        port = InstanceSlot(instance).control_port
+    return ControlAccess(key, audience, InetAddress(listen_host, port))
+
+
+def start_control_relay(plan: LaunchPlan, access: ControlAccess) -> RelayThread:
+    """The worker's port, as the operator alone may use it: signed requests from the
+    relay's published port to QEMU's forward on the pod's loopback."""
+    relay = ControlRelay(
+        vm=process_name(plan.conf.instance),
+        listen=access.listen,
+        upstream=InetAddress(FORWARD_ADDRESS, plan.conf.host_http_port),
+        public_key=access.public_key,
+        audience=access.audience,
+    )
+    runner = RelayThread(relay)
+    runner.start()
+    return runner
+
+
 def quote_recorder(
     store: QuoteStore, state_dir: Path, instance: int, pod_uid: str
 ) -> Callable[[CapturedQuote], None]:
@@ -309,11 +368,20 @@ def quote_recorder(
     return capture
 
 
-def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
+def supervise(
+    argv: list[str],
+    state_dir: Path,
+    prepared: Prepared,
+    *,
+    grace: float,
+    control: ControlAccess | None = None,
+) -> int:
     """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU."""
     plan = prepared.plan
     quotes = QuoteStore()
     relay = None
+    # Listening before QEMU: a port already taken stops the launch here.
+    control_relay = start_control_relay(plan, control) if control is not None else None
     quote_file = quote_file_path(state_dir, plan.conf.instance)
     # A previous VM's quotes on this instance are not this VM's.
     quote_file.unlink(missing_ok=True)
@@ -375,6 +443,8 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
         if proc.poll() is not None:
             if relay is not None:
                 relay.stop()
+            if control_relay is not None:
+                control_relay.stop()
             quote_file.unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
@@ -546,6 +616,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise LaunchError(f"--quote-service: {exc}") from None
         prepared = dataclasses.replace(prepared, qgs_upstream=upstream)
+        control = control_access(
+            args.control_public_key,
+            os.environ,
+            conf.instance,
+            args.control_listen,
+            args.control_port,
+        )
         argv = operator_argv(prepared.plan, shutil.which(args.qemu) or args.qemu)
     except LaunchError as exc:
         if private is not None:
@@ -560,7 +637,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         conf.model,
         prepared.plan.inputs.persistent,
     )
-    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds)
+    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds, control=control)
 
 
 def _dry(args: argparse.Namespace) -> int:

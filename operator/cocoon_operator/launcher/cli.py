@@ -54,6 +54,23 @@ def add_subparsers(sub: Any) -> None:
         help="the host's quote generation service the relay forwards to"
         " (cocoon-launch's: vsock CID 2 port 4050)",
     )
+    launch.add_argument(
+        "--control-public-key",
+        default=None,
+        help="the operator's Ed25519 control key (base64): the relay on 12002+10i forwards"
+        " to the worker's port only what it signed for this pod ($POD_UID)",
+    )
+    launch.add_argument(
+        "--control-listen",
+        default="0.0.0.0",  # noqa: S104 - the pod's own address; the hostPort publishes it
+        help="the control relay's address (its port is 12002+10i, the one the pod publishes)",
+    )
+    launch.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="the control relay's port (default 12002+10i; 0: any free port, for tests)",
+    )
     launch.add_argument("--powerdown-seconds", type=float, default=240.0)
     launch.add_argument(
         "--print-only",

@@ -7,6 +7,7 @@ from typing import Any
 
 from cocoon_operator.api.v1alpha1 import ConditionStatus
 from cocoon_operator.desired.launcher import (
+    ANNOTATION_CONTROL_KEY,
     ANNOTATION_DRAIN_STARTED,
     ANNOTATION_PAYOUT_INTENT,
     ANNOTATION_PAYOUT_REQUESTED,
@@ -78,4 +79,5 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         drain_started=annotations.get(ANNOTATION_DRAIN_STARTED),
         payout_requested=ANNOTATION_PAYOUT_REQUESTED in annotations,
         payout_intent=parse_intent(annotations.get(ANNOTATION_PAYOUT_INTENT)),
+        control_key=annotations.get(ANNOTATION_CONTROL_KEY),
     )

@@ -34,6 +34,8 @@ class Observed:
     status: CocoonWorkerStatus
     pods: Sequence[PodFacts]
     instances_in_use: Mapping[int, int]
+    # The operator's current control public key: the one new launcher pods trust.
+    control_key: str
     # Per index, its room: eligible nodes with a GPU free on which it is free and
     # VMs with it being stopped, less pods waiting with it (policy/instances.py:
     # instance_room); None: not known, spreading alone.
@@ -172,7 +174,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
-        desired_pod = launcher_pod(obs.ref, obs.spec, slot)
+        desired_pod = launcher_pod(obs.ref, obs.spec, slot, control_key=obs.control_key)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
