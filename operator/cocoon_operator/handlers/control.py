@@ -111,6 +111,11 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
     for pod in pods:
         client = _client(deps, pod) if not pod.deleting else None
         if client is None:
+            if pod.attested_gate is T and not pod.deleting and pod.control_endpoint():
+                # Made with a control key since retired (docs/deploy.md, rotation):
+                # its relay would refuse every request of ours.
+                why = "trusts a control key this operator does not hold: stopped undrained"
+                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
             continue
         # Unparsable (the annotation is anyone's to edit): the drain starts over.
         started = parse_rfc3339(pod.drain_started)
