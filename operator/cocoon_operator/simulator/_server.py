@@ -895,6 +895,16 @@ class WorkerSimulator:
     async def _admin_stats(self, request: web.Request) -> web.StreamResponse:
         return _text(self.stats_html())
 
+    async def _admin_worker(self, request: web.Request) -> web.StreamResponse:
+        """``/simulator/worker/<path>``: the worker's own ``/<path>``, unsigned, as a
+        person reaches it with ``kubectl exec`` into the launcher pod (its loopback
+        forward; docs/launcher.md). Faults apply as on the worker's port."""
+        path = "/" + request.match_info["tail"]
+        handler = self._worker_paths.get(path)
+        if handler is None or self.faults.not_initialised:
+            return web.Response(status=400, reason="not found")  # WorkerRunner.cpp:381-386
+        return await handler(_get_args(request.rel_url.raw_query_string))
+
     def build_harness_app(self) -> web.Application:
         """The harness's paths alone (``harness_port``): nothing of the worker's."""
         app = web.Application()
@@ -915,6 +925,7 @@ class WorkerSimulator:
             ("/simulator/wallet", self._admin_wallet),
             ("/simulator/jsonstats", self._admin_jsonstats),
             ("/simulator/stats", self._admin_stats),
+            ("/simulator/worker/{tail:.*}", self._admin_worker),
         ]
 
     def build_app(self) -> web.Application:
