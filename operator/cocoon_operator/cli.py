@@ -546,6 +546,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe_limit=args.max_concurrent_probes,
         max_recheck_stretch=args.max_recheck_stretch,
         launcher_images=images,
+        # The Secret of the operator's control keys (handlers/controlkey.py).
+        control_key_secret=args.control_key_secret
+        or (os.environ.get("POD_NAMESPACE", "default"), "cocoon-operator-control-key"),
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -625,6 +628,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(operator())
         return 0
     return asyncio.run(_run_as_leader(args, operator))
+
+
+def _namespaced_arg(value: str) -> tuple[str, str]:
+    try:
+        return _namespaced(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_leader_args(run: argparse.ArgumentParser) -> None:
@@ -866,6 +876,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     _add_log_args(run)
+    run.add_argument(
+        "--control-key-secret",
+        default=None,
+        type=_namespaced_arg,
+        metavar="NAMESPACE/NAME",
+        help="the Secret of the operator's Ed25519 control keys ('current', 'previous'),"
+        " created with a new key if absent; launcher pods forward the worker's controls only"
+        " when signed with it (default: $POD_NAMESPACE/cocoon-operator-control-key)",
+    )
     _add_leader_args(run)
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"

@@ -16,9 +16,15 @@ import pytest
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.attestation.testpki import TdMeasurements
-from cocoon_operator.desired.launcher import ANNOTATION_DRAIN_STARTED, READINESS_GATE
+from cocoon_operator.desired.launcher import (
+    ANNOTATION_DRAIN_STARTED,
+    LABEL_INSTANCE,
+    READINESS_GATE,
+)
+from cocoon_operator.simulator.agent import harness_port
 from cocoon_operator.workerapi import StatusPage, parse_status_page
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
@@ -64,9 +70,15 @@ async def pod_conditions(
     return pod, {c.type: c for c in pod.status.conditions or []}
 
 
+def simulator_harness(pod: client.V1Pod) -> str:
+    """The base URL of the simulated worker's harness (admin, documents) for ``pod``:
+    not a port the pod publishes (simulator/agent.py: harness_port)."""
+    slot = InstanceSlot(int(pod.metadata.labels[LABEL_INSTANCE]))
+    return f"http://{pod.status.host_ip}:{harness_port(slot)}"
+
+
 async def simulator_admin(pod: client.V1Pod, path: str) -> None:
-    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
-    url = f"http://{pod.status.host_ip}:{port}{path}"
+    url = simulator_harness(pod) + path
     async with aiohttp.ClientSession() as session, session.post(url) as resp:
         assert resp.status == 200, await resp.text()
 
@@ -243,8 +255,7 @@ async def test_without_an_explicit_test_root_only_intels_root_is_trusted(
 
 
 async def simulator_stats(pod: client.V1Pod) -> dict[str, Any]:
-    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
-    url = f"http://{pod.status.host_ip}:{port}/jsonstats"
+    url = simulator_harness(pod) + "/simulator/jsonstats"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         doc: dict[str, Any] = await resp.json()
         return doc
@@ -265,8 +276,7 @@ def owed_by_every_proxy(pod: client.V1Pod) -> Callable[[], Awaitable[bool]]:
 
 
 async def simulator_page(pod: client.V1Pod) -> StatusPage:
-    port = next(p.host_port for p in pod.spec.containers[0].ports if p.name == "worker-http")
-    url = f"http://{pod.status.host_ip}:{port}/stats"
+    url = simulator_harness(pod) + "/simulator/stats"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         return parse_status_page(await resp.text())
 

@@ -461,7 +461,8 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
         await asyncio.sleep(3)  # a coefficient check has run and found nothing to do
         assert not await has_event(api, namespace, "c0", "CoefficientApplied")
 
-        await simulator_admin(pod, "/request/change_coefficient?coefficient=2.5")
+        # By hand, on the node: through the harness's stand-in for `kubectl exec`.
+        await simulator_admin(pod, "/simulator/worker/request/change_coefficient?coefficient=2.5")
         assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 2500
 
         async def restored() -> bool:

@@ -160,8 +160,20 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
     rules = granted(docs)
     assert ("", "pods", "create") in rules
     assert ("cocoon.network", "cocoonworkers/status", "patch") in rules
-    # Secrets: pool members' wallet keys are created, no Secret is ever read.
-    assert [r for r in rules if r[1] == "secrets"] == [("", "secrets", "create")]
+    # Secrets: pool members' wallet keys and the control key Secret are created; the
+    # control key Secret is the one read, by name, in the release namespace only.
+    assert {r for r in rules if r[1] == "secrets"} == {
+        ("", "secrets", "create"),
+        ("", "secrets", "get"),
+    }
+    reads = [
+        (role["metadata"].get("namespace"), rule.get("resourceNames"))
+        for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+        for rule in role["rules"]
+        if "secrets" in rule["resources"] and "get" in rule["verbs"]
+    ]
+    assert reads == [("ops", ["cocoon-operator-control-key"])], reads
+    assert "--control-key-secret=ops/cocoon-operator-control-key" in c["args"]
     assert not [r for r in rules if r[1].endswith("webhookconfigurations")]
     assert not [r for r in rules if r[1] == "namespaces"]  # kopf needs them only when namespaced
     assert not [r for r in rules if "*" in r]
@@ -229,7 +241,11 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
     assert "--orphan-grace-seconds=60" in container(docs)["args"]
 
     off = render(helm, "--set", "nodeAgent.enabled=false")
-    assert not by_kind(off, "DaemonSet") and not by_kind(off, "Role")
+    # The one Role left is the control key's (handlers/controlkey.py).
+    assert not by_kind(off, "DaemonSet")
+    assert [r["metadata"]["name"] for r in by_kind(off, "Role")] == [
+        "rel-cocoon-operator-control-key"
+    ]
     assert not by_kind(off, "ValidatingAdmissionPolicy")
     assert not [a for a in container(off)["args"] if a.startswith("--node-report")]
 
@@ -742,6 +758,7 @@ async def can(
     group: str = "",
     namespace: str | None = None,
     subresource: str | None = None,
+    name: str | None = None,
 ) -> bool:
     review: Any = {
         "apiVersion": "authorization.k8s.io/v1",
@@ -753,6 +770,7 @@ async def can(
                 "resource": resource,
                 "namespace": namespace,
                 "subresource": subresource,
+                "name": name,
             }
         },
     }
@@ -854,6 +872,13 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
             assert not await can(sa, "patch", "nodes")
             assert not await can(sa, "list", "secrets", namespace=namespace)
             assert not await can(sa, "get", "secrets", namespace=namespace)
+            # ... but its own control key Secret (handlers/controlkey.py), by name.
+            assert await can(
+                sa, "get", "secrets", namespace=namespace, name="cocoon-operator-control-key"
+            )
+            assert not await can(
+                sa, "get", "secrets", namespace="default", name="cocoon-operator-control-key"
+            )
             assert not await can(sa, "delete", "configmaps", namespace=namespace)
             assert not await can(sa, "create", "pods", namespace="default")
             assert not await can(sa, "list", "pods")  # not cluster-wide: one namespace
@@ -971,7 +996,9 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
                 )
             assert reset.value.status == 403
 
-        with running_operator(kubeconfig, namespace, log, *no_grace, *reports) as proc:
+        # As the chart runs it: its control key Secret in the release namespace.
+        keys = ("--control-key-secret", f"{namespace}/cocoon-operator-control-key")
+        with running_operator(kubeconfig, namespace, log, *no_grace, *reports, *keys) as proc:
             await create_worker(api, namespace, "w0")
             await eventually(
                 lambda: phase_is(api, namespace, "w0", "Attesting"), within=90, what="Attesting"

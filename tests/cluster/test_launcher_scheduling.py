@@ -14,9 +14,13 @@ from cocoon_operator.desired.launcher import (
     WorkerRef,
     launcher_pod,
 )
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.cluster.crds import install_crds
 from tests.cluster.test_admission import example_worker
 from tests.cluster.wait import eventually
+
+# The operator's control public key the launcher pods built here trust.
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 FIELD_MANAGER = "cocoon-tests"
 
@@ -56,7 +60,7 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
     # One more instance-0 worker than there are CC nodes.
     workers = [await create_worker(api, namespace, f"w{i}") for i in range(len(cc_nodes) + 1)]
     for worker in workers:
-        await apply(api, launcher_pod(worker, spec, InstanceSlot(0)))
+        await apply(api, launcher_pod(worker, spec, InstanceSlot(0), control_key=CONTROL_KEY))
 
     async def settled() -> list[client.V1Pod] | None:
         pods = (await core.list_namespaced_pod(namespace)).items
@@ -77,11 +81,12 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
 
     # Another instance index fits beside instance 0 on the same nodes.
     extra = await create_worker(api, namespace, "w-extra")
-    await apply(api, launcher_pod(extra, spec, InstanceSlot(1)))
+    await apply(api, launcher_pod(extra, spec, InstanceSlot(1), control_key=CONTROL_KEY))
 
     async def extra_placed() -> str | None:
         pod = await core.read_namespaced_pod(
-            launcher_pod(extra, spec, InstanceSlot(1))["metadata"]["name"], namespace
+            launcher_pod(extra, spec, InstanceSlot(1), control_key=CONTROL_KEY)["metadata"]["name"],
+            namespace,
         )
         return pod.spec.node_name
 
@@ -95,7 +100,7 @@ async def test_readiness_gate_is_declared_and_left_to_the_operator(
     core = client.CoreV1Api(api)
     spec = v1alpha1.CocoonWorkerSpec.model_validate(example_worker()["spec"])
     worker = await create_worker(api, namespace, "gated")
-    desired = launcher_pod(worker, spec, InstanceSlot(0))
+    desired = launcher_pod(worker, spec, InstanceSlot(0), control_key=CONTROL_KEY)
     await apply(api, desired)
 
     async def running() -> client.V1Pod | None:

@@ -164,7 +164,8 @@ async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_i
 ) -> None:
     core = client.CoreV1Api(api)
     cc = await core.list_node(label_selector="cocoon.network/sim-node-kind=cc")
-    # Something else already listens on instance 0's host port on every CC node.
+    # Something else already listens on instance 0's host port on every CC node: its
+    # control relay's, the one port a launcher pod publishes (desired/launcher.py).
     for node in cc.items:
         await core.create_namespaced_pod(
             namespace,
@@ -178,7 +179,7 @@ async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_i
                         {
                             "name": "c",
                             "image": "registry.local/squatter:1",
-                            "ports": [{"containerPort": 12000, "hostPort": 12000}],
+                            "ports": [{"containerPort": 12002, "hostPort": 12002}],
                         }
                     ],
                 },
@@ -195,7 +196,7 @@ async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_i
     assert "instancesTried" not in worker["status"]  # cleared once placed
     (pod,) = await worker_pods(api, namespace, "w0")
     ports = {p.host_port for p in pod.spec.containers[0].ports}
-    assert 12000 not in ports
+    assert 12002 not in ports
     events = await core.list_namespaced_event(namespace, field_selector="involvedObject.name=w0")
     moved = [e.message for e in events.items if e.reason == "InstanceMoved"]
     assert moved and "instance 0" in moved[0]

@@ -15,7 +15,10 @@ from cocoon_operator.handlers.worker import Deps, workers
 from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_worker_policy import T0, spec
+
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 
 def obj(rv: str, *, uid: str = "u1", phase: str = "Pending", name: str = "w") -> dict[str, Any]:
@@ -189,6 +192,7 @@ def worker_observed(
         status=status or CocoonWorkerStatus(),
         pods=pods,
         instances_in_use={},
+        control_key=CONTROL_KEY,
     )
 
 

@@ -29,6 +29,10 @@ from cocoon_operator.desired.launcher import (
     launcher_pod,
     revision,
 )
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
+
+# The operator's control public key the launcher pods built here trust.
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = WorkerRef(name="worker-0", namespace="gpu", uid="00000000-0000-0000-0000-000000000001")
@@ -59,7 +63,7 @@ def test_instance_slot_is_a_single_digit(index: int) -> None:
 
 
 def test_pod_requests_one_gpu_and_the_release_shape() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(2))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(2), control_key=CONTROL_KEY)
     resources = container(pod)["resources"]
     assert resources["requests"] == resources["limits"]
     assert resources["requests"][labels.PASSTHROUGH_GPU_RESOURCE] == "1"
@@ -71,7 +75,7 @@ def test_pod_requests_one_gpu_and_the_release_shape() -> None:
 
 
 def test_pod_requires_tdx_and_cc_nodes() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
     terms = pod["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
@@ -84,7 +88,9 @@ def test_pod_requires_tdx_and_cc_nodes() -> None:
 
 
 def test_gpu_product_pins_the_node_label() -> None:
-    pod = launcher_pod(WORKER, spec(gpu={"product": "NVIDIA-H200"}), InstanceSlot(0))
+    pod = launcher_pod(
+        WORKER, spec(gpu={"product": "NVIDIA-H200"}), InstanceSlot(0), control_key=CONTROL_KEY
+    )
     (term,) = pod["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
@@ -93,9 +99,9 @@ def test_gpu_product_pins_the_node_label() -> None:
 
 
 def test_host_port_makes_the_instance_unique_per_node() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
-    http, ratls = container(pod)["ports"]
-    assert http["hostPort"] == http["containerPort"] == 12030
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3), control_key=CONTROL_KEY)
+    control, ratls = container(pod)["ports"]
+    assert control["hostPort"] == control["containerPort"] == 12032
     assert ratls["hostPort"] == ratls["containerPort"] == 12031
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "3"
 
@@ -103,11 +109,32 @@ def test_host_port_makes_the_instance_unique_per_node() -> None:
 def test_the_launcher_shares_the_hosts_pids_so_the_node_agent_finds_its_qemu() -> None:
     # The launcher records QEMU's pid (launcher/_run.py write_state) and the node
     # agent checks /proc/<pid>/cmdline on the host (vm_running): one pid namespace.
-    assert launcher_pod(WORKER, spec(), InstanceSlot(0))["spec"]["hostPID"] is True
+    assert (
+        launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)["spec"]["hostPID"]
+        is True
+    )
+
+
+def test_the_workers_own_port_is_not_published_only_the_control_relay() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3), control_key=CONTROL_KEY)
+    published = {p["hostPort"]: p["name"] for p in container(pod)["ports"]}
+    assert 12030 not in published  # COCOON's unauthenticated port (cocoon-launch:293)
+    assert published[12032] == "worker-control"
+
+
+def test_the_launcher_trusts_the_operators_control_key_and_says_which() -> None:
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
+    assert f"--control-public-key={CONTROL_KEY}" in container(pod)["args"]
+    assert pod["metadata"]["annotations"]["cocoon.network/control-key"] == CONTROL_KEY
+
+
+def test_a_control_key_that_is_no_ed25519_key_builds_no_pod() -> None:
+    with pytest.raises(ValueError, match="control_key"):
+        launcher_pod(WORKER, spec(), InstanceSlot(0), control_key="bm90IGEga2V5")
 
 
 def test_pod_is_owned_gated_and_labelled() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
     (owner,) = pod["metadata"]["ownerReferences"]
     assert owner["uid"] == WORKER.uid
     assert owner["controller"] is True
@@ -119,7 +146,7 @@ def test_pod_is_owned_gated_and_labelled() -> None:
 
 def test_secrets_are_mounted_never_inlined() -> None:
     s = spec(hfTokenSecretRef={"name": "hf", "key": "token"})
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     text = yaml.safe_dump(pod)
     assert "c2ltdWxhdGVkLW5vZGUtd2FsbGV0LWtleS0wMDAwMDA=" not in text
     secrets = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets")
@@ -130,7 +157,7 @@ def test_secrets_are_mounted_never_inlined() -> None:
 def test_the_configuration_travels_in_the_pod_and_is_mounted_as_the_launchers_file() -> None:
     s = spec()
     slot = InstanceSlot(3)
-    pod = launcher_pod(WORKER, s, slot)
+    pod = launcher_pod(WORKER, s, slot, control_key=CONTROL_KEY)
     annotations = pod["metadata"]["annotations"]
     assert annotations[ANNOTATION_WORKER_INI] == worker_config(s, slot)
     digest = hashlib.sha256(worker_config(s, slot).encode()).hexdigest()[:16]
@@ -151,7 +178,7 @@ def test_the_configuration_travels_in_the_pod_and_is_mounted_as_the_launchers_fi
 
 def test_tolerations_pass_through() -> None:
     s = spec(tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}])
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     assert pod["spec"]["tolerations"] == [
         {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
@@ -198,7 +225,7 @@ def test_a_real_network_names_the_ton_config_files_the_pod_mounts() -> None:
     assert parsed["node"]["ton_config"] == "/etc/cocoon/ton/global.config.json"
     assert not parsed.has_option("node", "ton_config_base")  # the release's own
     assert not parsed.has_option("node", "fake_ton")
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["ton-config"]["configMap"] == {
         "name": "ton",
@@ -240,7 +267,7 @@ def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_an_init_container_ensures_the_model_in_the_nodes_cache_before_the_launcher() -> None:
     s = spec()
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     init = init_container(pod)
     assert init["name"] == "model"
     assert init["image"] == container(pod)["image"] == s.release.image
@@ -259,7 +286,7 @@ def test_an_init_container_ensures_the_model_in_the_nodes_cache_before_the_launc
 def test_a_prebuilt_source_is_handed_to_model_ensure() -> None:
     source = {"tarUrl": "https://mirror/m.tar", "verityUrl": "file:///mirror/m.tar.verity"}
     s = spec(model={**spec().model.model_dump(by_alias=True), "source": source})
-    args = init_container(launcher_pod(WORKER, s, InstanceSlot(0)))["args"]
+    args = init_container(launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY))["args"]
     assert args[-2:] == [
         "--source-tar=https://mirror/m.tar",
         "--source-verity=file:///mirror/m.tar.verity",
@@ -268,7 +295,7 @@ def test_a_prebuilt_source_is_handed_to_model_ensure() -> None:
 
 def test_the_init_container_sees_the_hf_token_and_never_the_node_wallet_key() -> None:
     s = spec(hfTokenSecretRef={"name": "hf", "key": "token"})
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     init = init_container(pod)
     assert f"--token-file={HF_TOKEN_FILE}" in init["args"]
     assert mounts(init)["hf-token"]["readOnly"] is True
@@ -277,7 +304,7 @@ def test_the_init_container_sees_the_hf_token_and_never_the_node_wallet_key() ->
     (source,) = token["projected"]["sources"]
     assert source["secret"]["name"] == "hf"
     assert [i["key"] for i in source["secret"]["items"]] == ["token"]
-    without = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0)))
+    without = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY))
     assert not any(a.startswith("--token-file") for a in without["args"])
     assert "hf-token" not in mounts(without)
 
@@ -293,7 +320,7 @@ def test_s3_credentials_reach_the_init_container_alone() -> None:
         },
     }
     s = spec(model={**spec().model.model_dump(by_alias=True), "source": source})
-    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    pod = launcher_pod(WORKER, s, InstanceSlot(0), control_key=CONTROL_KEY)
     init = init_container(pod)
     assert init["args"][-3:] == [
         "--s3-region=eu-west-1",
@@ -317,7 +344,7 @@ def test_an_s3_endpoint_that_is_not_a_url_is_refused_naming_the_field() -> None:
 
 
 def test_the_init_container_is_modest_unprivileged_and_keeps_the_pod_guaranteed() -> None:
-    init = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0)))
+    init = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY))
     resources = init["resources"]
     assert resources["requests"] == resources["limits"] == {"cpu": "1", "memory": "2Gi"}
     security = init["securityContext"]

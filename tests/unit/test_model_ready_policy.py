@@ -21,6 +21,9 @@ from cocoon_operator.policy.nodereports import nodes_with_model
 from cocoon_operator.policy.worker import ModelFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
+
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +155,9 @@ def test_the_init_container_status_is_gathered_with_its_last_words() -> None:
 
 
 def test_the_model_init_container_keeps_its_failure_as_termination_message() -> None:
-    (init,) = launcher_pod(REF, spec(), InstanceSlot(0))["spec"]["initContainers"]
+    (init,) = launcher_pod(REF, spec(), InstanceSlot(0), control_key=CONTROL_KEY)["spec"][
+        "initContainers"
+    ]
     assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 

@@ -26,7 +26,10 @@ from cocoon_operator.policy.sealserver import (
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import Observed, plan
 from cocoon_operator.simulator._release import seal_digests
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_worker_policy import spec as example_spec
+
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 ENCLAVE = seal_digests()["enclave"]
 SEAL = seal_digests()["sealServer"]
@@ -147,12 +150,12 @@ def test_the_launcher_pod_requires_a_node_with_its_enclave_ready_only_when_seal_
         result: list[dict[str, Any]] = terms[0]["matchExpressions"]
         return result
 
-    with_seal = launcher_pod(REF, spec(), InstanceSlot(0), seal=True)
+    with_seal = launcher_pod(REF, spec(), InstanceSlot(0), control_key=CONTROL_KEY, seal=True)
     assert {"key": labels.SEAL_ENCLAVE, "operator": "In", "values": [ENCLAVE[:16]]} in expressions(
         with_seal
     )
     assert with_seal["metadata"]["labels"]["cocoon.network/enclave"] == ENCLAVE[:16]
-    without = launcher_pod(REF, spec(), InstanceSlot(0))
+    without = launcher_pod(REF, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
     assert all(e["key"] != labels.SEAL_ENCLAVE for e in expressions(without))
     assert "cocoon.network/enclave" not in without["metadata"]["labels"]
 

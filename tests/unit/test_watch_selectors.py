@@ -13,8 +13,12 @@ from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.desired.launcher import launcher_pod
 from cocoon_operator.handlers import nodes
 from cocoon_operator.handlers.worker import LAUNCHER_LABEL_SELECTOR, LAUNCHER_SELECTOR, configure
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_handler_registration import per_object_handlers
 from tests.unit.test_launcher import WORKER, spec
+
+# The operator's control public key the launcher pods built here trust.
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 PODS = kopf.Resource("", "v1", "pods", kind="Pod", singular="pod", namespaced=True)
 NODES = kopf.Resource("", "v1", "nodes", kind="Node", singular="node", namespaced=False)
@@ -61,6 +65,6 @@ def test_every_pod_handler_wants_exactly_the_selected_pods() -> None:
 
 
 def test_the_pods_the_operator_builds_are_selected() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(0))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
     labels = pod["metadata"]["labels"]
     assert terms(LAUNCHER_LABEL_SELECTOR).items() <= labels.items()

@@ -22,6 +22,9 @@ from cocoon_operator.policy.instances import choose_instance, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import Observed, phase_event, plan
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
+
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 REPO = Path(__file__).resolve().parents[2]
@@ -199,6 +202,7 @@ def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> Observed:
         "status": CocoonWorkerStatus(),
         "pods": pods,
         "instances_in_use": {0: 5},
+        "control_key": CONTROL_KEY,
     }
     return Observed(**{**base, **changes})
 

@@ -31,5 +31,13 @@ class InstanceSlot:
         return self.http_port + 1
 
     @property
+    def control_port(self) -> int:
+        """Where the launcher's control relay listens, the one port the pod publishes
+        (``launcher/_controlrelay.py``). COCOON's own ports of an instance are 12000
+        (HTTP), 12001 (the runner's rpc_port, spec/spec-worker/worker-config.json:5)
+        and 12005 (SSH, scripts/cocoon-launch:294), each +10*i; +2 is nobody's."""
+        return self.http_port + 2
+
+    @property
     def vsock_cid(self) -> int:
         return 6 + 10 * self.index

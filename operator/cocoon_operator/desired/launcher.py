@@ -4,7 +4,7 @@ The Pod asks the real kube-scheduler for a node that can host a TDX guest with
 a CC-mode GPU (node affinity on the NFD and GPU Operator labels) and for one
 whole passthrough GPU (the ``nvidia.com/pgpu`` extended resource). Two workers
 on one node must not share a host port or a vsock CID, so the Pod declares the
-instance's HTTP port as a ``hostPort``: the scheduler's NodePorts filter then
+instance's control port as a ``hostPort``: the scheduler's NodePorts filter then
 keeps instance indexes unique per node without any bookkeeping of ours.
 
 The VM shape comes from the release, never from the user: it is part of the
@@ -16,6 +16,15 @@ The model's two disks come from the node's cache (``MODELS_DIR``): an init
 container, ``model``, runs ``cocoon-operator model ensure`` from the same image
 with that directory read-write, so the launcher (which mounts it read-only)
 starts only once the model is there and verified (docs/models.md).
+
+The worker's port (12000+10i) is COCOON's unauthenticated HTTP, controls
+included, so the Pod does not publish it: QEMU forwards it to the Pod's
+loopback only and the launcher publishes its control relay instead
+(``12002+10i``, ``launcher/_controlrelay.py``), which forwards only requests
+signed with the operator's control key for this Pod. The Pod carries the public
+key (a launcher flag, and an annotation telling the operator which of its keys
+the Pod trusts); the private key never leaves the operator's Secret. The relay's
+``hostPort`` keeps instance indexes unique per node as the worker's did.
 
 The worker's configuration (COCOON's ``worker.conf``) travels in a Pod annotation and
 reaches the launcher as a file through a downward API volume: a Pod never
@@ -51,6 +60,8 @@ from cocoon_operator.desired.config import (
 from cocoon_operator.launcher._cocoon import GUEST_MEMORY_GIB, GUEST_VCPUS
 from cocoon_operator.policy.nodes import required_node_labels
 from cocoon_operator.policy.sealserver import ID_LENGTH as SEAL_ID_LENGTH
+from cocoon_operator.workerapi import ControlKeyError
+from cocoon_operator.workerapi._signing import parse_public_key
 
 READINESS_GATE: Final = f"{labels.GROUP}/attested"
 LABEL_WORKER: Final = f"{labels.GROUP}/worker"
@@ -66,6 +77,8 @@ ANNOTATION_WORKER_INI: Final = f"{labels.GROUP}/worker.ini"
 # Set by the operator on a pod whose worker it is stopping (drain, then payout).
 ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
 ANNOTATION_PAYOUT_REQUESTED: Final = f"{labels.GROUP}/payout-requested"
+# The operator's control public key the launcher's relay trusts (docs/deploy.md).
+ANNOTATION_CONTROL_KEY: Final = f"{labels.GROUP}/control-key"
 # Written before a payout is asked for (see policy.payouts): no payout twice after a crash.
 ANNOTATION_PAYOUT_INTENT: Final = f"{labels.GROUP}/payout-intent"
 COMMON_LABELS: Final = {
@@ -381,10 +394,12 @@ def launcher_pod(
     spec: CocoonWorkerSpec,
     slot: InstanceSlot,
     *,
+    control_key: str,
     model_nodes: Sequence[str] = (),
     seal: bool = False,
 ) -> dict[str, Any]:
-    """The desired launcher Pod for ``worker`` at the spec's current revision.
+    """The desired launcher Pod for ``worker`` at the spec's current revision, whose
+    control relay trusts ``control_key`` (the operator's, base64 Ed25519 public key).
 
     ``model_nodes``: nodes that hold the worker's model Ready (their node
     agents say so), which the pod prefers. A pod's spec is immutable, so this
@@ -393,6 +408,10 @@ def launcher_pod(
     node whose seal server of the release's enclave is ready, and says which
     enclave it uses (label), so the seal server is kept while the pod exists.
     """
+    try:
+        parse_public_key(control_key)
+    except ControlKeyError as exc:
+        raise ValueError(f"control_key: {exc}") from None
     rev = revision(spec)
     shape = vm_shape(spec)
     gpu = labels.PASSTHROUGH_GPU_RESOURCE
@@ -413,6 +432,7 @@ def launcher_pod(
             "annotations": {
                 ANNOTATION_CONFIG_HASH: hashlib.sha256(config_text.encode()).hexdigest()[:16],
                 ANNOTATION_WORKER_INI: config_text,
+                ANNOTATION_CONTROL_KEY: control_key,
             },
             "ownerReferences": [_owner_reference(worker)],
         },
@@ -445,12 +465,13 @@ def launcher_pod(
                         f"--expect-kernel-sha256={files.kernel}",
                         f"--expect-initrd-sha256={files.initrd}",
                         f"--expect-cmdline-sha256={files.cmdline}",
+                        f"--control-public-key={control_key}",
                     ],
                     "ports": [
                         {
-                            "name": "worker-http",
-                            "containerPort": slot.http_port,
-                            "hostPort": slot.http_port,
+                            "name": "worker-control",
+                            "containerPort": slot.control_port,
+                            "hostPort": slot.control_port,
                             "protocol": "TCP",
                         },
                         {

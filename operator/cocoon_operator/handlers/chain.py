@@ -100,11 +100,9 @@ from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract
 from cocoon_operator.ton.wallet import MAINNET_GLOBAL_ID, WalletKey, WalletVersion, make_wallet
 from cocoon_operator.workerapi import (
-    WorkerClient,
     WorkerNotInitialisedError,
     WorkerStats,
     WorkerStatsError,
-    fetch_stats,
 )
 
 SETTLE_SECONDS = 10.0
@@ -419,13 +417,19 @@ async def _read_stats(
     """The worker's ``/jsonstats``; None when it cannot be read (logged). A runner that
     has not initialised (it waits for 2.1 TON, BaseRunner.cpp) is no error here: its
     wallet is funded from the derived address all the same."""
-    endpoint = pod.http_endpoint()
-    assert endpoint is not None  # an attested pod runs at a known address
+    client = deps.worker_client(pod)
+    if client is None:
+        logger.warning(
+            "chain check of %s/%s: pod %s trusts no control key this operator holds",
+            *key,
+            pod.name,
+        )
+        return None
     try:
         # Urgent until the worker is Ready: this reading may make it so. The
         # slot is not held while a top-up is awaited (by the caller).
-        async with deps.probes.slot(urgent=worker.status.phase != Phase.READY):
-            return await fetch_stats(*endpoint)
+        async with deps.probes.slot(urgent=worker.status.phase != Phase.READY), client:
+            return await client.stats()
     except WorkerNotInitialisedError as exc:
         logger.info("chain check of %s/%s: %s; read again next check", *key, exc)
     except (WorkerStatsError, OSError, TimeoutError) as exc:
@@ -615,8 +619,6 @@ async def _payout_if_due(
     so the unpaid figure drops below the threshold with the request.
     """
     meta = body["metadata"]
-    endpoint = pod.http_endpoint()
-    assert endpoint is not None
     unpaid = stats.unpaid_tokens
     requested = (meta.get("annotations") or {}).get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
     handled = worker.status.payout_request_handled
@@ -631,7 +633,16 @@ async def _payout_if_due(
         return
     person = requested if requested and requested != handled else None
     try:
-        async with WorkerClient(*endpoint) as w:
+        client = deps.worker_client(pod)
+        if client is None:
+            logger.warning(
+                "payout of %s/%s: pod %s trusts no control key this operator holds",
+                meta["namespace"],
+                meta["name"],
+                pod.name,
+            )
+            return
+        async with client as w:
             if person is not None:
                 answers = await ask_for_payouts(
                     deps, meta["namespace"], pod, w, stats, purpose=person

@@ -1,4 +1,4 @@
-"""Driving a running worker through COCOON's controls, on its plain HTTP port.
+"""Driving a running worker through COCOON's controls, through its launcher's control relay.
 
 - The price coefficient is applied live: a change of ``spec.coefficient`` does
   not change the revision, so the VM keeps running and the timer here sets
@@ -10,8 +10,9 @@
 
 Only workers whose attestation opened their pod's gate are driven; the
 requests themselves are COCOON's unauthenticated HTTP (see
-:class:`~cocoon_operator.workerapi.WorkerClient`): a real worker serves
-nothing else to its host.
+:class:`~cocoon_operator.workerapi.WorkerClient`), signed with the operator's
+control key for the launcher's relay, the only published way to them
+(``launcher/_controlrelay.py``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,10 @@ from cocoon_operator.workerapi import WorkerClient, WorkerNotInitialisedError, W
 T = v1alpha1.ConditionStatus.TRUE
 
 
-def _client(pod: PodFacts) -> WorkerClient | None:
-    endpoint = pod.http_endpoint()
-    if pod.attested_gate is not T or endpoint is None:
+def _client(deps: Deps, pod: PodFacts) -> WorkerClient | None:
+    if pod.attested_gate is not T:
         return None
-    return WorkerClient(*endpoint)
+    return deps.worker_client(pod)
 
 
 def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
@@ -76,7 +76,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
     wanted = worker.spec.coefficient
     if pod is None or deps.coefficients.get(key) == (pod.name, wanted):
         return
-    client = _client(pod)
+    client = _client(deps, pod)
     if client is None:
         return
     async with deps.probes.slot(urgent=False), client:
@@ -109,8 +109,13 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
     now = deps.clock()
     namespace = body["metadata"]["namespace"]
     for pod in pods:
-        client = _client(pod) if not pod.deleting else None
+        client = _client(deps, pod) if not pod.deleting else None
         if client is None:
+            if pod.attested_gate is T and not pod.deleting and pod.control_endpoint():
+                # Made with a control key since retired (docs/deploy.md, rotation):
+                # its relay would refuse every request of ours.
+                why = "trusts a control key this operator does not hold: stopped undrained"
+                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
             continue
         # Unparsable (the annotation is anyone's to edit): the drain starts over.
         started = parse_rfc3339(pod.drain_started)

@@ -26,6 +26,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import Phase
 from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_INSTANCE, LABEL_WORKER, WorkerRef
 from cocoon_operator.handlers import admission
+from cocoon_operator.handlers.controlkey import DEFAULT_SECRET_NAME, load_control_keys
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
@@ -63,6 +64,7 @@ from cocoon_operator.reconcile.worker import (
     apply_merge_patch,
     plan,
 )
+from cocoon_operator.workerapi import ControlKeys, WorkerClient
 
 FIELD_MANAGER = "cocoon-operator"
 PAUSE_ANNOTATION = f"{v1alpha1.GROUP}/paused"
@@ -143,6 +145,25 @@ class Deps:
     # The operator runs the nodes' seal servers: which enclaves are ready somewhere,
     # replaced by each seal-server sweep (handlers/sealserver.py); None: it does not.
     seal: SealFacts | None = None
+    # The operator's control keys (handlers/controlkey.py, loaded at startup): launcher
+    # pods trust the current one, and their relays forward only what it signed.
+    control: ControlKeys | None = None
+
+    def control_keys(self) -> ControlKeys:
+        """The loaded control keys; no launcher pod is built or driven without them."""
+        if self.control is None:
+            raise RuntimeError("the operator's control keys are not loaded (startup)")
+        return self.control
+
+    def worker_client(self, pod: PodFacts) -> WorkerClient | None:
+        """A client for ``pod``'s worker through its launcher's control relay, signing
+        with the key the pod trusts; None while the pod has no address yet, or trusts
+        a key this operator does not hold (made with a key since retired)."""
+        endpoint = pod.control_endpoint()
+        signer = self.control_keys().for_pod(pod.control_key)
+        if endpoint is None or signer is None or not pod.uid:
+            return None
+        return WorkerClient(*endpoint, signer=signer, audience=pod.uid)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -381,6 +402,8 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
         launcher_images=memo.get("launcher_images") or LauncherImages(),
     )
     _warn_about_images(deps.launcher_images)
+    namespace, name = memo.get("control_key_secret") or ("default", DEFAULT_SECRET_NAME)
+    deps.control = await load_control_keys(deps.api, namespace, name)
     memo["lag_task"] = asyncio.create_task(deps.lag.run(), name="loop-lag")
     # In the process, not an annotation: a metadata patch per handled change
     # saved (see k8s/diffbase.py). Every handler is level-based, so a new
@@ -579,6 +602,7 @@ def _observe(
     pods: list[PodFacts],
     usage: tuple[Mapping[int, int], Mapping[int, int], Mapping[int, int]],
     *,
+    control_key: str,
     deleting: bool = False,
     chain_enabled: bool = False,
     images: LauncherImages,
@@ -594,6 +618,7 @@ def _observe(
         status=parsed.status,
         pods=tuple(pods),
         instances_in_use=usage[0],
+        control_key=control_key,
         instance_room=usage[1],
         instance_coming=usage[2],
         paused=paused(body),
@@ -687,6 +712,7 @@ async def _reconcile(
                 body,
                 deps.worker_pods(indexes.pods, *key),
                 indexes.usage(deps),
+                control_key=deps.control_keys().current.public_key,
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
                 images=deps.launcher_images,

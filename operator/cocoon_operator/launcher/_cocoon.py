@@ -308,12 +308,17 @@ def kernel_cmdline(image_cmdline: str, conf: WorkerConf) -> str:
     return cmdline
 
 
-def netdev(conf: WorkerConf, *, ssh: bool = True) -> str:
-    """cocoon-launch:547-551: user networking forwarding SSH and the worker's port."""
+def netdev(conf: WorkerConf, *, ssh: bool = True, forward_address: str = "") -> str:
+    """cocoon-launch:565-569: user networking forwarding SSH and the worker's port.
+
+    cocoon-launch leaves the host address empty (every interface); the operator's
+    launcher gives ``127.0.0.1`` (``launcher/_plan.py``, difference 5). QEMU's
+    syntax is ``hostfwd=tcp:[hostaddr]:hostport-[guestaddr]:guestport``.
+    """
     out = "user,id=user.0"
     if ssh and conf.ssh_port:
-        out += f",hostfwd=tcp::{conf.ssh_port + conf.offset}-:22"
-    out += f",hostfwd=tcp::{conf.http_port + conf.offset}-:{conf.http_port}"
+        out += f",hostfwd=tcp:{forward_address}:{conf.ssh_port + conf.offset}-:22"
+    out += f",hostfwd=tcp:{forward_address}:{conf.http_port + conf.offset}-:{conf.http_port}"
     return out
 
 
@@ -336,7 +341,9 @@ def tdx_object() -> str:
     )
 
 
-def qemu_argv(conf: WorkerConf, inputs: QemuInputs, *, ssh: bool = True) -> list[str]:
+def qemu_argv(
+    conf: WorkerConf, inputs: QemuInputs, *, ssh: bool = True, forward_address: str = ""
+) -> list[str]:
     """``run_qemu``'s command (cocoon-launch:585-626), argument for argument."""
     machine = "q35,kernel-irqchip=split,memory-backend=mem0,confidential-guest-support=tdx"
     gpu = ["-device", f"vfio-pci,host={conf.gpu},bus=pci.0,iommufd=iommufd0"] if conf.gpu else []
@@ -409,7 +416,7 @@ def qemu_argv(conf: WorkerConf, inputs: QemuInputs, *, ssh: bool = True) -> list
         "-net",
         "nic,netdev=user.0,model=virtio",
         "-netdev",
-        netdev(conf, ssh=ssh),
+        netdev(conf, ssh=ssh, forward_address=forward_address),
         "-nographic",
         "-serial",
         "null",

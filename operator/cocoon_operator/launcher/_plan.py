@@ -16,9 +16,17 @@ of which changes nothing the TD measures (``docs/launcher.md`` lists them):
    4050: the relay forwards every request to that QGS byte for byte and keeps
    the quotes the guest really produced, which the operator verifies
    (``launcher/_quoterelay.py``). Where QEMU sends a quote request is not part
-   of the TD's measurements.
+   of the TD's measurements;
+5. QEMU's forwards (the worker's port 12000+10i, and SSH in test images) listen
+   on the pod's loopback, ``127.0.0.1``, where cocoon-launch leaves the host
+   address empty and forwards on every interface (cocoon-launch:565-569): the
+   worker's port is unauthenticated HTTP whose controls disable the worker and
+   trigger payouts, so only the launcher's control relay, which forwards what
+   the operator signed (``launcher/_controlrelay.py``), is published. The host
+   side of a forward is QEMU's user networking, not the guest's: the guest
+   sees the same connections on its port 12000, and nothing measured changes.
 
-Both additions sit where cocoon-launch itself appends extra QEMU arguments
+The name and QMP additions sit where cocoon-launch itself appends extra QEMU arguments
 (``*cfg.extra_qemu_args``, cocoon-launch:626), so the same argv comes out of
 ``cocoon-launch worker.conf -- -name ... -qmp ...``.
 """
@@ -44,6 +52,8 @@ from cocoon_operator.launcher._cocoon import (
 # its QEMU for as long as either lives. The node agent's janitor removes a pod's
 # directory only when nobody holds it (nodeagent/_sweep.py).
 STATE_LOCK: Final = "launcher.lock"
+# Difference 5: where QEMU's forwards listen (the pod's own loopback).
+FORWARD_ADDRESS = "127.0.0.1"
 
 
 def process_name(instance: int) -> str:
@@ -178,7 +188,7 @@ def relayed_tdx_object(socket: Path) -> str:
 
 def operator_argv(plan: LaunchPlan, qemu: str = "qemu-system-x86_64") -> list[str]:
     """cocoon-launch's argv with the operator's deliberate differences (module docstring)."""
-    argv = qemu_argv(plan.conf, plan.inputs, ssh=plan.conf.test)
+    argv = qemu_argv(plan.conf, plan.inputs, ssh=plan.conf.test, forward_address=FORWARD_ADDRESS)
     if plan.qgs_socket is not None:
         argv = [relayed_tdx_object(plan.qgs_socket) if a == tdx_object() else a for a in argv]
     name = process_name(plan.conf.instance)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, Protocol
 
 from cocoon_operator.qgs import (
     MAX_REQUEST_FRAME,
@@ -436,29 +436,43 @@ class _Refusal(Exception):
         self.outcome = outcome
 
 
+class Relay(Protocol):
+    """What :class:`RelayThread` runs: the quote relay, or the control relay
+    (``launcher/_controlrelay.py``)."""
+
+    @property
+    def vm(self) -> str: ...
+
+    @property
+    def address(self) -> UnixAddress | InetAddress: ...
+
+    async def start(self) -> UnixAddress | InetAddress: ...
+
+    async def close(self) -> None: ...
+
+
 class RelayThread:
-    """A :class:`QuoteRelay` on its own event loop in a daemon thread.
+    """A relay (:class:`QuoteRelay`, the control relay) on its own event loop in a
+    daemon thread.
 
     The launcher's main thread is synchronous (it waits on QEMU and handles
     signals), so the relay gets a loop of its own; start it before QEMU, stop it
     after QEMU has exited.
     """
 
-    def __init__(self, relay: QuoteRelay) -> None:
+    def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"quote-relay-{relay.vm}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"relay-{relay.vm}", daemon=True)
 
     def start(self, timeout: float = 5.0) -> UnixAddress | InetAddress:
         """Listen (or raise why not) before returning: QEMU may connect at once."""
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError(f"the quote relay for {self.relay.vm} did not start")
+            raise TimeoutError(f"the relay for {self.relay.vm} did not start")
         if self._error is not None:
             raise self._error
         return self.relay.address

@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.launcher._cocoon import (
     FAKE_TON_CONFIG,
     GLOBAL_CONFIG,
@@ -44,6 +47,7 @@ from cocoon_operator.launcher._cocoon import (
     read_ini,
     runtime_vars,
 )
+from cocoon_operator.launcher._controlrelay import ControlRelay
 from cocoon_operator.launcher._health import (
     GuestHealth,
     HealthError,
@@ -56,6 +60,7 @@ from cocoon_operator.launcher._healthfile import (
     write_health_file,
 )
 from cocoon_operator.launcher._plan import (
+    FORWARD_ADDRESS,
     STATE_LOCK,
     LauncherKeys,
     LaunchError,
@@ -78,7 +83,9 @@ from cocoon_operator.launcher._quoterelay import (
     HOST_QGS,
     Address,
     CapturedQuote,
+    InetAddress,
     QuoteStore,
+    RelayThread,
     UnixAddress,
     parse_address,
     relay_socket_path,
@@ -87,6 +94,7 @@ from cocoon_operator.launcher._quoterelay import (
 from cocoon_operator.launcher._spectree import SpecTreeError, spec_tree_hash
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.errors import AddressError, NodeWalletKeyError
+from cocoon_operator.workerapi._signing import ControlKeyError, parse_public_key
 
 log = logging.getLogger("cocoon_operator.launcher")
 
@@ -315,6 +323,57 @@ class Prepared:
     health_seconds: float = 60.0
 
 
+@dataclass(frozen=True)
+class ControlAccess:
+    """Who may use the worker's controls: the operator's public key, for this pod's UID,
+    on the relay's address (``launcher/_controlrelay.py``)."""
+
+    public_key: Ed25519PublicKey
+    audience: str
+    listen: InetAddress
+
+
+def control_access(
+    public_key: str | None,
+    env: Mapping[str, str],
+    instance: int,
+    listen_host: str,
+    port: int | None = None,
+) -> ControlAccess:
+    """The relay's settings from the launcher's flags and the pod's env; a launcher
+    without them starts no VM (its worker's controls would be out of anyone's reach,
+    or, worse, published)."""
+    if not public_key:
+        raise LaunchError("--control-public-key is required: the operator's control key")
+    try:
+        key = parse_public_key(public_key)
+    except ControlKeyError as exc:
+        raise LaunchError(f"--control-public-key: {exc}") from None
+    audience = env.get("POD_UID", "")
+    if not audience:
+        raise LaunchError(
+            "$POD_UID is not set: the control relay accepts requests for this pod only"
+        )
+    if port is None:
+        port = InstanceSlot(instance).control_port
+    return ControlAccess(key, audience, InetAddress(listen_host, port))
+
+
+def start_control_relay(plan: LaunchPlan, access: ControlAccess) -> RelayThread:
+    """The worker's port, as the operator alone may use it: signed requests from the
+    relay's published port to QEMU's forward on the pod's loopback."""
+    relay = ControlRelay(
+        vm=process_name(plan.conf.instance),
+        listen=access.listen,
+        upstream=InetAddress(FORWARD_ADDRESS, plan.conf.host_http_port),
+        public_key=access.public_key,
+        audience=access.audience,
+    )
+    runner = RelayThread(relay)
+    runner.start()
+    return runner
+
+
 def quote_recorder(
     store: QuoteStore, state_dir: Path, instance: int, pod_uid: str
 ) -> Callable[[CapturedQuote], None]:
@@ -426,13 +485,17 @@ def supervise(
     *,
     grace: float,
     keep_fds: tuple[int, ...] = (),
+    control: ControlAccess | None = None,
 ) -> int:
     """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU.
 
-    ``keep_fds``: descriptors QEMU inherits (the state lock: held while QEMU lives)."""
+    ``keep_fds``: descriptors QEMU inherits (the state lock: held while QEMU lives).
+    ``control``: the control relay's key and pod (none: no relay, e.g. in tests)."""
     plan = prepared.plan
     quotes = QuoteStore()
     relay = None
+    # Listening before QEMU: a port already taken stops the launch here.
+    control_relay = start_control_relay(plan, control) if control is not None else None
     # A previous VM's quotes and health readings on this instance are not this VM's.
     _clear_sidecars(state_dir, plan.conf.instance)
     health = health_poller(prepared, state_dir)
@@ -495,11 +558,24 @@ def supervise(
         # Only once QEMU is gone (and with it the GPU): the agent stops listing the VM,
         # and the VM's spec share (its secrets) goes with it.
         if proc.poll() is not None:
-            if relay is not None:
-                relay.stop()
-            _clear_sidecars(state_dir, plan.conf.instance)
-            path.unlink(missing_ok=True)
-            shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
+            _after_qemu(relay, control_relay, state_dir, plan, path)
+
+
+def _after_qemu(
+    relay: RelayThread | None,
+    control_relay: RelayThread | None,
+    state_dir: Path,
+    plan: LaunchPlan,
+    record: Path,
+) -> None:
+    """QEMU has exited: stop its relays, drop its quotes, health and record, and remove
+    its spec share (its secrets)."""
+    for running in (relay, control_relay):
+        if running is not None:
+            running.stop()
+    _clear_sidecars(state_dir, plan.conf.instance)
+    record.unlink(missing_ok=True)
+    shutil.rmtree(plan.inputs.spec_dir.parent, ignore_errors=True)
 
 
 def health_monitor_address(value: str, instance: int) -> Address | None:
@@ -690,6 +766,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
             health_monitor=monitor,
             health_seconds=max(5.0, args.health_seconds),
         )
+        control = control_access(
+            args.control_public_key,
+            os.environ,
+            conf.instance,
+            args.control_listen,
+            args.control_port,
+        )
         argv = operator_argv(prepared.plan, shutil.which(args.qemu) or args.qemu)
     except LaunchError as exc:
         if private is not None:
@@ -704,7 +787,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
         conf.model,
         prepared.plan.inputs.persistent,
     )
-    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds, keep_fds=(lock,))
+    return supervise(
+        argv,
+        state_dir,
+        prepared,
+        grace=args.powerdown_seconds,
+        keep_fds=(lock,),
+        control=control,
+    )
 
 
 def _dry(args: argparse.Namespace) -> int:

@@ -112,6 +112,23 @@ def add_subparsers(sub: Any) -> None:
         help="on stop, how long the guest has to power down before QEMU is killed",
     )
     launch.add_argument(
+        "--control-public-key",
+        default=None,
+        help="the operator's Ed25519 control key (base64): the relay on 12002+10i forwards"
+        " to the worker's port only what it signed for this pod ($POD_UID)",
+    )
+    launch.add_argument(
+        "--control-listen",
+        default="0.0.0.0",  # noqa: S104 - the pod's own address; the hostPort publishes it
+        help="the control relay's address (its port is 12002+10i, the one the pod publishes)",
+    )
+    launch.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="the control relay's port (default 12002+10i; 0: any free port, for tests)",
+    )
+    launch.add_argument(
         "--print-only",
         action="store_true",
         help="print QEMU's argv, one argument per line, and start nothing",

@@ -1,7 +1,8 @@
 """Choosing a worker's instance index (pure).
 
-The index fixes the worker's host port (12000+10*i) and guest vsock CID
-(6+10*i); the launcher Pod declares the port as a hostPort, so the scheduler
+The index fixes the worker's ports (12000+10*i, its control relay's 12002+10*i)
+and guest vsock CID (6+10*i); the launcher Pod declares the relay's port as a
+hostPort, so the scheduler
 only places it on a node where that index is free. Spreading indexes evenly
 over the fleet keeps every index usable on as many nodes as possible: with N
 nodes of 8 GPUs, no index is ever needed on more than N nodes.

@@ -51,13 +51,18 @@ class PodFacts:
     # last run exited non-zero, and it is not running again), or None (not seen).
     model_init: str | None = None
     model_init_error: str | None = None  # its last failure's last words
+    # The operator's control public key the pod's relay trusts (its annotation):
+    # which of the operator's keys signs for it.
+    control_key: str | None = None
 
-    def http_endpoint(self) -> tuple[str, int] | None:
-        """Where the pod's VM serves COCOON's plain HTTP (stats and controls): its
-        host's address and its instance's port; None until both are known."""
+    def control_endpoint(self) -> tuple[str, int] | None:
+        """Where the pod's launcher relays COCOON's plain HTTP (stats and controls) to
+        its VM, for requests the operator signed: its host's address and its
+        instance's relay port (``launcher/_controlrelay.py``); None until both are
+        known."""
         if self.host_ip is None or self.instance is None:
             return None
-        return self.host_ip, InstanceSlot(self.instance).http_port
+        return self.host_ip, InstanceSlot(self.instance).control_port
 
     def ratls_endpoint(self) -> tuple[str, int] | None:
         """Where the pod's VM serves RA-TLS: its host's address and its instance's port;

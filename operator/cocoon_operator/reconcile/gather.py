@@ -7,6 +7,7 @@ from typing import Any
 
 from cocoon_operator.api.v1alpha1 import ConditionStatus
 from cocoon_operator.desired.launcher import (
+    ANNOTATION_CONTROL_KEY,
     ANNOTATION_DRAIN_STARTED,
     ANNOTATION_PAYOUT_INTENT,
     ANNOTATION_PAYOUT_REQUESTED,
@@ -99,4 +100,5 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         payout_intent=parse_intent(annotations.get(ANNOTATION_PAYOUT_INTENT)),
         model_init=init,
         model_init_error=init_error,
+        control_key=annotations.get(ANNOTATION_CONTROL_KEY),
     )

@@ -35,6 +35,8 @@ class Observed:
     status: CocoonWorkerStatus
     pods: Sequence[PodFacts]
     instances_in_use: Mapping[int, int]
+    # The operator's current control public key: the one new launcher pods trust.
+    control_key: str
     # Per index, its room: eligible nodes with a GPU free on which it is free and
     # VMs with it being stopped, less pods waiting with it (policy/instances.py:
     # instance_room); None: not known, spreading alone.
@@ -185,7 +187,12 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
         desired_pod = launcher_pod(
-            obs.ref, obs.spec, slot, model_nodes=obs.model_nodes, seal=obs.seal is not None
+            obs.ref,
+            obs.spec,
+            slot,
+            control_key=obs.control_key,
+            model_nodes=obs.model_nodes,
+            seal=obs.seal is not None,
         )
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]

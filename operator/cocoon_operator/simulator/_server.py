@@ -192,9 +192,20 @@ class SimulatorConfig:
     quote_version: int = 4
     faults: Faults = field(default_factory=Faults)
     name: str = ""  # what the log calls this worker (the agent: namespace/pod/uid)
+    # Where the worker's port listens when not on ``host``: the agent puts it where
+    # the launcher's loopback forward is (launcher/_plan.py, difference 5), and the
+    # launcher's control relay on ``host`` in front of it.
+    worker_host: str | None = None
+    # A listener of the harness's paths alone (admin, PCCS, and the worker's
+    # documents read without faults: /simulator/jsonstats, /simulator/stats) on
+    # ``host``: how tests reach a simulator whose worker port is not published,
+    # as a person would with ``kubectl exec`` into the launcher pod.
+    harness_port: int | None = None
 
     def __post_init__(self) -> None:
         _check_loopback(self.host)
+        if self.worker_host is not None:
+            _check_loopback(self.worker_host)
         if not 0 <= self.instance <= 9:
             raise ValueError("a COCOON worker instance is 0..9")
         if self.proxies < 0 or self.wallet_balance_nano < 0 or self.coefficient < 0:
@@ -335,6 +346,8 @@ class WorkerSimulator:
         self._ratls_runner: web.AppRunner | None = None  # the stand-in's own app
         self._http_port = 0
         self._tls_port = 0
+        self._harness_port = 0
+        self._harness_runner: web.AppRunner | None = None
         self._release = asyncio.Event()
         self._rotation_task: asyncio.Task[None] | None = None
         # The RA-TLS listener: the TLS site, or (ratls_hang) a plain server holding sockets.
@@ -487,8 +500,19 @@ class WorkerSimulator:
         return self._tls_port
 
     @property
+    def harness_port(self) -> int:
+        """The harness-only listener's port on ``host`` (0: none)."""
+        return self._harness_port
+
+    @property
+    def worker_host(self) -> str:
+        """Where the worker's port listens."""
+        return self.config.worker_host or self.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self._url_host}:{self._http_port}"
+        host = self.worker_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._http_port}"
 
     @property
     def tls_url(self) -> str:
@@ -596,6 +620,7 @@ class WorkerSimulator:
             "faults": self.faults.active(),
             "http_port": self._http_port,
             "tls_port": self._tls_port,
+            "harness_port": self._harness_port,
             "enabled": self.state.enabled,
             "active_requests": self.state.in_flight(now),
             "initialised": not self.faults.not_initialised,
@@ -865,10 +890,33 @@ class WorkerSimulator:
             ) from exc
         return web.json_response({"balance": self.state.wallet_balance})
 
-    def build_app(self) -> web.Application:
-        """The worker's port: the harness's paths, then COCOON's worker for the rest."""
-        app = web.Application(middlewares=[self._faults_middleware])
-        harness: list[tuple[str, Handler]] = [
+    async def _admin_jsonstats(self, request: web.Request) -> web.StreamResponse:
+        """The worker's /jsonstats document, whatever the faults (a test's look)."""
+        return web.Response(text=_simple_json(self.jsonstats()), content_type="application/json")
+
+    async def _admin_stats(self, request: web.Request) -> web.StreamResponse:
+        return _text(self.stats_html())
+
+    async def _admin_worker(self, request: web.Request) -> web.StreamResponse:
+        """``/simulator/worker/<path>``: the worker's own ``/<path>``, unsigned, as a
+        person reaches it with ``kubectl exec`` into the launcher pod (its loopback
+        forward; docs/launcher.md). Faults apply as on the worker's port."""
+        path = "/" + request.match_info["tail"]
+        handler = self._worker_paths.get(path)
+        if handler is None or self.faults.not_initialised:
+            return web.Response(status=400, reason="not found")  # WorkerRunner.cpp:381-386
+        return await handler(_get_args(request.rel_url.raw_query_string))
+
+    def build_harness_app(self) -> web.Application:
+        """The harness's paths alone (``harness_port``): nothing of the worker's."""
+        app = web.Application()
+        for path, handler in self._harness_routes():
+            app.router.add_get(path, handler)
+            app.router.add_post(path, handler)
+        return app
+
+    def _harness_routes(self) -> list[tuple[str, Handler]]:
+        return [
             ("/tdx/certification/v4/tcb", self._pccs_tcb),
             ("/tdx/certification/v4/qe/identity", self._pccs_qe),
             ("/sgx/certification/v4/pckcrl", self._pccs_pckcrl),
@@ -877,8 +925,15 @@ class WorkerSimulator:
             ("/simulator/fault", self._admin_fault),
             ("/simulator/rotate", self._admin_rotate),
             ("/simulator/wallet", self._admin_wallet),
+            ("/simulator/jsonstats", self._admin_jsonstats),
+            ("/simulator/stats", self._admin_stats),
+            ("/simulator/worker/{tail:.*}", self._admin_worker),
         ]
-        for path, handler in harness:
+
+    def build_app(self) -> web.Application:
+        """The worker's port: the harness's paths, then COCOON's worker for the rest."""
+        app = web.Application(middlewares=[self._faults_middleware])
+        for path, handler in self._harness_routes():
             app.router.add_get(path, handler)
             app.router.add_post(path, handler)
         app.router.add_route("*", "/{tail:.*}", self._worker)
@@ -904,15 +959,24 @@ class WorkerSimulator:
         ratls = web.AppRunner(self.build_ratls_app(), shutdown_timeout=1.0, access_log=None)
         await runner.setup()
         await ratls.setup()
+        harness = None
         try:
-            await web.TCPSite(runner, self.host, self.config.port).start()
+            await web.TCPSite(runner, self.worker_host, self.config.port).start()
             self._http_port = _last_bound_port(runner)
             self._tls_port = await self._start_tls_site(ratls, self.config.tls_port)
+            if self.config.harness_port is not None:
+                harness = web.AppRunner(self.build_harness_app(), access_log=None)
+                await harness.setup()
+                await web.TCPSite(harness, self.host, self.config.harness_port).start()
+                self._harness_port = _last_bound_port(harness)
         except BaseException:
             await runner.cleanup()
             await ratls.cleanup()
+            if harness is not None:
+                await harness.cleanup()
             raise
         self._runner, self._ratls_runner = runner, ratls
+        self._harness_runner = harness
         if self.faults.ratls_hang:
             await self._sync_listener()
         if self.config.rotate_every is not None:
@@ -941,6 +1005,9 @@ class WorkerSimulator:
             await runner.cleanup()
         if ratls is not None:
             await ratls.cleanup()
+        harness, self._harness_runner = self._harness_runner, None
+        if harness is not None:
+            await harness.cleanup()
         self._tls.close()
 
     async def __aenter__(self) -> WorkerSimulator:

@@ -1,12 +1,19 @@
 """The local stack's stand-in for what runs on a node: one simulated worker per launcher pod.
 
-On real nodes the launcher boots a TDX VM and the worker inside listens on the
-node's address at the instance's host ports. kwok runs no containers, so this
+On real nodes the launcher boots a TDX VM whose worker port QEMU forwards to
+the pod's loopback, and publishes its control relay on the node's address at
+12002+10i (``launcher/_controlrelay.py``). kwok runs no containers, so this
 agent watches launcher pods and, for each one that kwok reports Running, starts
-a :class:`~cocoon_operator.simulator.WorkerSimulator` on the pod's ``hostIP``
-(each simulated node has its own loopback address) at the instance's ports,
-configured from the pod's worker config (model, owner, coefficient) with TD
-measurements derived from the release image. It stops the simulator when the
+a :class:`~cocoon_operator.simulator.WorkerSimulator` whose worker port listens
+on ``127.0.0.1`` at a port of its own (where the loopback forward is; no
+simulated node's ``hostIP`` is 127.0.0.1), and in front of it the launcher's
+own :class:`~cocoon_operator.launcher._controlrelay.ControlRelay` on the pod's
+``hostIP`` (each simulated node has its own loopback address) at the relay's
+port, trusting the public key and pod UID the pod gives the launcher. The
+simulated worker is configured from the pod's worker config (model, owner,
+coefficient) with TD measurements derived from the release image; its
+harness (admin, the documents without faults) listens on ``hostIP`` at
+:func:`harness_port`, a test's ``kubectl exec``. It stops the simulator when the
 pod goes. One test PKI serves all of them; the agent also runs one PCCS
 stand-in for the operator's collateral, and one quote generation service
 stand-in (:mod:`._quotepath`) behind a launcher quote relay per VM, through
@@ -72,8 +79,10 @@ from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
-from cocoon_operator.launcher._quoterelay import UnixAddress
-from cocoon_operator.launcher._run import HealthPoller, prepare_launch
+from cocoon_operator.launcher._controlrelay import ControlRelay
+from cocoon_operator.launcher._plan import FORWARD_ADDRESS
+from cocoon_operator.launcher._quoterelay import InetAddress, UnixAddress
+from cocoon_operator.launcher._run import HealthPoller, control_access, prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
 from cocoon_operator.models import GcPolicy, ModelId, Phase, parse_model_spec
 from cocoon_operator.nodeagent._models import GcOptions
@@ -98,6 +107,17 @@ PROBE_SECONDS = 2.0
 QUOTE_REFRESH_SECONDS = 3600.0  # cocoon-cert-refresh.timer: OnUnitInactiveSec=1h
 # The PCI address the simulated device plugin hands every launcher.
 SIMULATED_GPU = "0000:1b:00.0"
+
+# The simulation harness's port of instance i on its node (12009+10i): no COCOON
+# port (12000, 12001, 12005) and not the launcher's relay (12002); the pod does
+# not publish it.
+HARNESS_OFFSET = 9
+
+
+def harness_port(slot: InstanceSlot) -> int:
+    """Where the simulated worker of ``slot`` serves the harness's paths alone."""
+    return slot.http_port + HARNESS_OFFSET
+
 
 SELECTOR = ",".join(
     f"{k}={COMMON_LABELS[k]}"
@@ -174,6 +194,16 @@ def expected_digests(pod: dict[str, Any]) -> dict[str, str | None]:
     return out
 
 
+def control_public_key(pod: dict[str, Any]) -> str | None:
+    """The control public key the launcher container is given (its --control-public-key)."""
+    (container, *_) = pod.get("spec", {}).get("containers") or [{}]
+    for arg in container.get("args") or []:
+        flag, _, value = str(arg).partition("=")
+        if flag == "--control-public-key":
+            return value
+    return None
+
+
 def secret_files(pod: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Where the launcher container finds each Secret key: path -> (Secret name, key)."""
     spec = pod.get("spec", {})
@@ -237,7 +267,11 @@ def simulator_config(
     return SimulatorConfig(
         instance=worker.slot.index,
         host=worker.host,
-        port=worker.slot.http_port,
+        # Where QEMU's forward listens in the pod (launcher/_plan.py, difference 5):
+        # loopback; a port of its own, as every simulated pod shares this host.
+        worker_host=FORWARD_ADDRESS,
+        port=0,
+        harness_port=harness_port(worker.slot),
         tls_port=worker.slot.ratls_port,
         # The release image stands for the files the VM measures: another
         # release, another image hash, as on real hardware.
@@ -276,6 +310,7 @@ class Agent:
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
         self._publishing: set[asyncio.Task[bool]] = set()
+        self._control: dict[str, ControlRelay] = {}  # each VM's launcher control relay
         # Each VM's quote path (the launcher's relay in front of the test QGS), and
         # when its guest last asked (key generation, monotonic time).
         self._qgs = qgs
@@ -297,6 +332,9 @@ class Agent:
             starting = self._starting.pop(key, None)
             if starting is not None:
                 starting.cancel()
+            relay = self._control.pop(key, None)
+            if relay is not None:
+                await relay.close()
             sim = self._running.pop(key, None)
             if sim is not None:
                 await sim.stop()
@@ -373,18 +411,34 @@ class Agent:
         try:
             secrets = await self._read_secrets(pod)
             guest = prepare_guest(pod, worker, self._release, secrets)
+            # What the launcher checks before QEMU (launcher/_run.py: cmd_launch).
+            access = control_access(
+                control_public_key(pod), {"POD_UID": worker.pod_uid}, worker.slot.index, worker.host
+            )
         except (LaunchError, GuestBootError) as exc:
             # The container would exit, or the guest stop at boot: no worker.
             log.error("worker %s does not start: %s", key, exc)
             return
         config = simulator_config(worker, guest, self._faults)
         sim = WorkerSimulator(config, pki=self._pki, gpu_pki=self._gpu_pki)
+        relay = ControlRelay(
+            vm=f"cocoon-instance-{worker.slot.index}",
+            listen=access.listen,
+            upstream=InetAddress(FORWARD_ADDRESS, 0),
+            public_key=access.public_key,
+            audience=access.audience,
+        )
         try:
             await sim.start()
+            relay.upstream = InetAddress(FORWARD_ADDRESS, sim.http_port)
+            await relay.start()
         except OSError as exc:  # the port is taken: the scheduler should have prevented it
             log.error("worker %s cannot listen on %s: %s", key, worker.host, exc)
+            await relay.close()
+            await sim.stop()
             return
         self._running[key] = sim
+        self._control[key] = relay
         if self._qgs is not None:
             self._relay_count += 1
             socket_path = self._sockets / f"vm-{self._relay_count}.qgs"
@@ -408,11 +462,14 @@ class Agent:
             )
             await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(
-            "started worker %s on %s:%d (RA-TLS :%d, image hash %s)",
+            "started worker %s on %s:%d behind the control relay %s (RA-TLS :%d,"
+            " harness :%d, image hash %s)",
             key,
-            worker.host,
-            worker.slot.http_port,
+            FORWARD_ADDRESS,
+            sim.http_port,
+            relay.address,
             worker.slot.ratls_port,
+            sim.harness_port,
             sim.image_hash.hex(),
         )
 
@@ -541,6 +598,9 @@ class Agent:
     async def stop(self) -> None:
         for task in list(self._starting.values()):
             task.cancel()
+        for relay in self._control.values():
+            await relay.close()
+        self._control.clear()
         for sim in self._running.values():
             await sim.stop()
         self._running.clear()

@@ -1,4 +1,5 @@
-"""The worker's one service port: plain, unauthenticated HTTP at ``12000 + 10*i``.
+"""The worker's one service port: plain, unauthenticated HTTP at ``12000 + 10*i``,
+reached through the launcher's control relay.
 
 ``scripts/cocoon-launch`` forwards exactly one port of a worker VM, the
 runner's ``http_port`` 12000 (cocoon-launch:293, hostfwd at :568-569;
@@ -8,6 +9,13 @@ the host (it uses RA-TLS on its outbound connections to proxies,
 BaseRunner.cpp:295-314), so nothing here is pinned or encrypted: what a
 stats reading is worth is what the host network is worth, and the
 attestation step, not this client, vouches for the VM.
+
+The operator's launcher publishes that port only through its control relay
+(12002+10i, ``launcher/_controlrelay.py``), which forwards what the
+operator signed for the pod and nothing else: given a ``signer`` and the
+pod's UID, every request carries the signature headers
+(``workerapi/_signing.py``); the relay's own refusals raise
+:class:`ControlRefusedError` naming its code.
 
 Errors: :class:`WorkerNotInitialisedError` for COCOON's 400 "not found"
 before the runner initialised; :class:`WorkerStatsError` for any other
@@ -28,6 +36,7 @@ from yarl import URL
 from cocoon_operator import jsondoc
 from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 from cocoon_operator.workerapi._coefficient import wire_coefficient
+from cocoon_operator.workerapi._signing import HEADER_REFUSAL, ControlSigner
 from cocoon_operator.workerapi._stats import (
     StatusPage,
     WorkerNotInitialisedError,
@@ -48,14 +57,36 @@ MAX_BODY_BYTES: Final = 1 << 20
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:+-]{1,100}")
 
 
+class ControlRefusedError(WorkerStatsError):
+    """The control relay refused the request (``code``: its stable reason, e.g.
+    ``unsigned``, ``bad-signature``, ``upstream-unreachable``)."""
+
+    def __init__(self, path: str, status: int, code: str) -> None:
+        super().__init__(f"{path}: the control relay refused ({status} {code})")
+        self.status = status
+        self.code = code
+
+
 class WorkerClient:
     """Stats and controls of one worker over plain HTTP.
 
-    Use as ``async with WorkerClient(host, port) as worker:``; one connection
-    pool per use, closed on exit.
+    Use as ``async with WorkerClient(host, port, signer=s, audience=uid) as worker:``;
+    one connection pool per use, closed on exit. Without a signer the requests go
+    unsigned (a worker's port reached directly, as on the node itself).
     """
 
-    def __init__(self, host: str, port: int, *, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        signer: ControlSigner | None = None,
+        audience: str | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        if signer is not None and not audience:
+            raise ValueError("a signed request names its audience (the launcher pod's UID)")
+        self._signer, self._audience = signer, audience or ""
         self._base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
@@ -70,13 +101,22 @@ class WorkerClient:
         await self._session.close()
 
     async def _get(self, path: str, name: str | None = None, value: str | None = None) -> str:
-        url = self._base + path
+        target = path
         if name is not None and value is not None:
             if not _PLAIN_VALUE.fullmatch(value):
                 raise ValueError(f"{path}: {name} must be sent as-is, and {value!r} cannot")
-            url += f"?{name}={value}"
+            target += f"?{name}={value}"
+        headers = (
+            self._signer.headers(audience=self._audience, method="GET", target=target)
+            if self._signer is not None
+            else None
+        )
+        url = URL(self._base + target, encoded=True)
         try:
-            async with self._session.get(URL(url, encoded=True), allow_redirects=False) as resp:
+            async with self._session.get(url, allow_redirects=False, headers=headers) as resp:
+                refusal = resp.headers.get(HEADER_REFUSAL)
+                if refusal is not None:
+                    raise ControlRefusedError(path, resp.status, refusal[:40])
                 if resp.status == 400 and (resp.reason or "").lower() == "not found":
                     # WorkerRunner.cpp:381-386: the fallback of every path not registered.
                     raise WorkerNotInitialisedError(f"{path}: 400 not found (not initialised)")
@@ -142,7 +182,16 @@ def short_answer(page: str) -> str:
     return " ".join(text.split())[:300]
 
 
-async def fetch_stats(host: str, port: int, *, timeout_seconds: float = 5.0) -> WorkerStats:
+async def fetch_stats(
+    host: str,
+    port: int,
+    *,
+    signer: ControlSigner | None = None,
+    audience: str | None = None,
+    timeout_seconds: float = 5.0,
+) -> WorkerStats:
     """``GET /jsonstats`` from ``host:port`` (see :class:`WorkerClient`)."""
-    async with WorkerClient(host, port, timeout_seconds=timeout_seconds) as client:
+    async with WorkerClient(
+        host, port, signer=signer, audience=audience, timeout_seconds=timeout_seconds
+    ) as client:
         return await client.stats()

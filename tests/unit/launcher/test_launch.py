@@ -32,7 +32,11 @@ from cocoon_operator.launcher._plan import (
 from cocoon_operator.nodeagent._sweep import lock_held
 from cocoon_operator.simulator._release import release_digests, write_release
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
+from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_launcher import WORKER, container, spec
+
+# The operator's control public key the launcher pods built here trust.
+CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 GPU = "0000:1b:00.0"
 WALLET_KEY = "c2VjcmV0LW5vZGUtd2FsbGV0LWtleS0zMi1ieXRlcyE="
@@ -50,7 +54,7 @@ def rendered(index: int = 3) -> str:
 
 
 def test_the_pods_arguments_are_the_launchers_own() -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3), control_key=CONTROL_KEY)
     args = build_parser().parse_args(container(pod)["args"])
     assert args.command == "launch" and args.release == "/opt/cocoon/release"
     files = spec().release.files
@@ -64,7 +68,7 @@ def test_the_pods_arguments_are_the_launchers_own() -> None:
 def test_each_launcher_pod_mounts_only_its_own_state_directory() -> None:
     """The spec shares of the node's other VMs, present or past, hold their node wallet
     keys and HF tokens: a launcher sees its own pod's directory, by its UID, only."""
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3), control_key=CONTROL_KEY)
     (mount,) = [m for m in container(pod)["volumeMounts"] if m["name"] == "launcher-state"]
     assert mount["subPathExpr"] == "$(POD_UID)"
     env = {e["name"]: e for e in container(pod)["env"]}
@@ -79,7 +83,7 @@ def test_each_launcher_pod_mounts_only_its_own_state_directory() -> None:
 def test_the_pods_memory_holds_the_guest_ram_that_qemu_backs_with_ordinary_pages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3), control_key=CONTROL_KEY)
     limits = container(pod)["resources"]["limits"]
     assert not any(name.startswith("hugepages-") for name in limits)
     args, env = host(tmp_path)
@@ -193,6 +197,9 @@ def host(tmp_path: Path, *, tamper: str | None = None) -> tuple[list[str], dict[
         f"--state-dir={tmp_path / 'run'}",
         f"--qemu={qemu}",
         "--powerdown-seconds=2",
+        f"--control-public-key={CONTROL_KEY}",
+        "--control-listen=127.0.0.1",
+        "--control-port=0",  # not 12032: this machine may run other launchers' tests
     ]
     env = {
         GPU_ENV: GPU,
@@ -237,6 +244,21 @@ def test_a_node_wallet_key_cocoon_would_refuse_starts_nothing_and_is_not_echoed(
     assert not list((tmp_path / "run").glob("instance-*.json"))
 
 
+def test_a_launch_without_the_operators_control_key_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args, env = host(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    without = [a for a in args if not a.startswith("--control-public-key=")]
+    assert main(without) == 1
+    assert "--control-public-key is required" in capsys.readouterr().err
+    assert not list((tmp_path / "run").glob("instance-*.json"))
+    monkeypatch.delenv("POD_UID")
+    assert main(args) == 1
+    assert "$POD_UID" in capsys.readouterr().err
+
+
 def test_print_only_prints_qemus_argv_one_per_line_without_any_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,6 +272,8 @@ def test_print_only_prints_qemus_argv_one_per_line_without_any_secret(
         f"vfio-pci,host={GPU},bus=pci.0,iommufd=iommufd0"
     )
     assert "cocoon_gpu" in argv[argv.index("-append") + 1].split()
+    # Difference 5 (launcher/_plan.py): the worker's port on the pod's loopback only.
+    assert argv[argv.index("-netdev") + 1] == "user,id=user.0,hostfwd=tcp:127.0.0.1:12030-:12000"
     assert WALLET_KEY not in out
     assert not (tmp_path / "run").exists()
 

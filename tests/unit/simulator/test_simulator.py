@@ -449,3 +449,22 @@ def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
         SimulatorConfig(model="no-commit")
     assert worker_http_port(3) == 12030
+
+
+async def test_the_harness_listener_serves_the_harness_alone_and_the_worker_by_hand() -> None:
+    sim = await start_simulator(proxies=1, harness_port=0, worker_host="127.0.0.1")
+    base = f"http://127.0.0.1:{sim.harness_port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/request/disable") as resp:
+                assert resp.status == 404  # no worker path on the harness listener
+            assert sim.state.enabled is True
+            sim.set_faults(garbage_json=True)
+            async with session.get(base + "/simulator/jsonstats") as resp:
+                assert (await resp.json())["localconfig"]["coefficient"] == 1000
+            # kubectl exec's stand-in: the worker's own control, unsigned.
+            async with session.post(base + "/simulator/worker/request/disable") as resp:
+                assert "state updated" in await resp.text()
+            assert sim.state.enabled is False
+    finally:
+        await sim.stop()
