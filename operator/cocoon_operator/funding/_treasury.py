@@ -72,6 +72,7 @@ class Treasury:
         store: LedgerStore,
         *,
         global_daily_cap: int,
+        namespace_daily_cap: Callable[[str], int | None] = lambda _ns: None,
         wallet: Wallet | None = None,
         reserve: int = 1_000_000_000,
         message_ttl: int = 60,
@@ -89,6 +90,7 @@ class Treasury:
             raise ValueError("the treasury key does not belong to the treasury wallet")
         self.address = self.wallet.address.to_raw()
         self._global_cap = global_daily_cap
+        self._namespace_cap = namespace_daily_cap
         self._reserve = reserve
         self._ttl = message_ttl
         self._settle = settle_seconds
@@ -222,21 +224,21 @@ class Treasury:
         Whether a balance includes a top-up is decided by logical time (the
         wallet's last transaction against when the top-up left), not by a clock.
         Only a top-up of the same wallet counts: a worker whose node wallet
-        changed (a new VM, a new key) waits for nothing sent to the old one.
+        changed (a new VM, a new key) waits for nothing sent to the old one; a
+        worker sharing its wallet with another waits for that one's top-up too.
         """
-        sent: dict[tuple[str, str], int] = {}
+        sent: dict[str, int] = {}
         for intent in ledger.intents:
             if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
                 for t in intent.transfers:
-                    key = (t.worker, t.address)
-                    sent[key] = max(sent.get(key, 0), intent.sent_lt)
+                    sent[t.address] = max(sent.get(t.address, 0), intent.sent_lt)
         out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                if (req.worker, req.address) in sent:
+                if req.address in sent:
                     state = await self._ton.get_address_information(req.address)
                     last = state.last_transaction_id.lt if state.last_transaction_id else 0
-                    if last <= sent[(req.worker, req.address)]:
+                    if last <= sent[req.address]:
                         unsettled.add(req.worker)
                     balance = state.balance
                 else:
@@ -250,7 +252,7 @@ class Treasury:
         ``sent_lt`` (older ledgers): a time window stands in for the logical-time check."""
         now = self._now()
         recent = {
-            (t.worker, t.address)
+            t.address
             for i in ledger.intents
             if i.state is IntentState.CONFIRMED
             and i.sent_lt is None
@@ -258,7 +260,7 @@ class Treasury:
             and (now - i.resolved_at).total_seconds() < self._settle
             for t in i.transfers
         }
-        return frozenset(r.worker for r in requests if (r.worker, r.address) in recent)
+        return frozenset(r.worker for r in requests if r.address in recent)
 
     # ------------------------------------------------------------------ sending
 
@@ -335,6 +337,7 @@ class Treasury:
             global_daily_cap=self._global_cap,
             available=balance - self._reserve,
             settling=self._settling(ledger, fresh) | unsettled,
+            namespace_daily_cap=self._namespace_cap,
         )
         report.refused.extend(refusals)
         await self._deliver(

@@ -331,6 +331,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             ),
             gpu_checked=outcome.gpu is not None,
             policy=policy_digest(policy),
+            tcb_status=outcome.tcb_status,
         )
     elif outcome.step not in TRANSIENT_STEPS:
         state.last.pop(key, None)  # rejected: nothing verified stands

@@ -131,6 +131,9 @@ class LastVerification:
     valid_until: datetime
     gpu_checked: bool
     policy: str = ""  # policy_digest of the spec it was verified against
+    # The TCB status it found: the treasury's own TCB policy reads it from here
+    # (policy/treasury.py tcb_refusal), never from status.attestation.
+    tcb_status: str = ""
 
 
 def policy_digest(spec: AttestationPolicy) -> str:
