@@ -166,3 +166,27 @@ def test_a_registration_stays_asked_for_after_the_ledger_prunes_it() -> None:
     assert ledger.confirmed_purpose("register:r:worker:1") is not None
     # Pruned again, it is kept once.
     assert ledger.pruned(now + timedelta(days=6)).done_purposes == ["register:r:worker:1"]
+
+
+def test_a_shared_wallet_is_named_whatever_its_balance() -> None:
+    full = ChainFacts(balance=50 * TON, funding_limit=PolicyCode.SHARED_WALLET.value)
+    funded = next(c for c in view(None, chain=full).conditions if c.type == "WalletFunded")
+    assert (funded.status, funded.reason) == (ConditionStatus.TRUE, Reason.SHARED_WALLET)
+
+
+def test_a_wallet_is_funded_for_its_first_worker_until_that_one_is_gone() -> None:
+    from cocoon_operator.handlers.chain import Chain  # noqa: PLC0415
+
+    state = Chain(ton=None, batcher=None, lists=None)  # type: ignore[arg-type]
+    living = {("ns", "a"), ("ns", "b")}
+    alive = living.__contains__
+    assert state.wallet_user(("ns", "a"), "0:w", alive) == ("ns", "a")
+    assert state.wallet_user(("ns", "b"), "0:w", alive) == ("ns", "a")
+    assert state.wallet_user(("ns", "a"), "0:w", alive) == ("ns", "a")
+    living.discard(("ns", "a"))  # its pods are gone: the other takes the wallet over
+    assert state.wallet_user(("ns", "b"), "0:w", alive) == ("ns", "b")
+    # A worker whose wallet changed gives the old one up.
+    assert state.wallet_user(("ns", "b"), "0:v", alive) == ("ns", "b")
+    assert state.wallet_users == {"0:v": ("ns", "b")}
+    state.forget(("ns", "b"))
+    assert state.wallet_users == {}

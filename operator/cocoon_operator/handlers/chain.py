@@ -310,6 +310,29 @@ class Chain:
     # The last policy refusal announced per worker (an Event each time it changes,
     # not at every check).
     announced: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Each node wallet the chain step funds, and the worker it funds it for: the
+    # first seen with it. Workers sharing a node wallet key share one wallet
+    # (CocoonWallet.cpp derives it from key and owner) and get one top-up.
+    wallet_users: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def wallet_user(
+        self, key: tuple[str, str], address: str, alive: Callable[[tuple[str, str]], bool]
+    ) -> tuple[str, str]:
+        """The worker ``address`` is funded for: ``key`` unless another worker that
+        still has pods (``alive``) claimed it first."""
+        for old in [a for a, k in self.wallet_users.items() if k == key and a != address]:
+            del self.wallet_users[old]  # this worker's wallet changed
+        first = self.wallet_users.setdefault(address, key)
+        if first != key and not alive(first):
+            first = self.wallet_users[address] = key
+        return first
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """A deleted worker's readings and wallet claim."""
+        self.balances.pop(key, None)
+        self.announced.pop(key, None)
+        for address in [a for a, k in self.wallet_users.items() if k == key]:
+            del self.wallet_users[address]
 
 
 async def read_lists(state: Chain, observed: Observed) -> Observed:
@@ -540,10 +563,12 @@ async def _wallet_facts(
     key: tuple[str, str],
     now: dt.datetime,
     logger: Logger,
+    alive: Callable[[tuple[str, str]], bool],
 ) -> tuple[WalletStatus, EarningsStatus | None] | None:
     """Read the worker and its node wallet, fund the wallet when due (the derived
     address only: :func:`~cocoon_operator.policy.chain.wallet_to_fund`), and return
-    what status should say; None when nothing could be read."""
+    what status should say; None when nothing could be read. ``alive``: whether a
+    worker still has launcher pods (a wallet's first user that is gone yields it)."""
     deps: Deps = memo["deps"]
     stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
     reported = normalize_address(stats.wallet_address) if stats is not None else None
@@ -568,6 +593,13 @@ async def _wallet_facts(
     elif not allowlist.listed(worker.status.chain, rev):
         note = "not funded until the root contract lists the image and model hashes"
         limit = None
+    elif (first := state.wallet_user(key, address, alive)) != key:
+        note = (
+            f"node wallet {address} is also worker {first[0]}/{first[1]}'s (the same node"
+            " wallet key and owner): funded once, for that worker"
+        )
+        limit = PolicyCode.SHARED_WALLET.value
+        await _announce(state, deps, body, key=key, reason=limit, message=note, logger=logger)
     elif balance < worker.spec.funding.minimum:
         verified = _verified(memo, key, pod)
         refused = tcb_refusal(verified.tcb_status, state.treasury_tcb) if verified else None
@@ -611,7 +643,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     if meta.get("deletionTimestamp"):
-        state.balances.pop(key, None)
+        state.forget(key)
         return
     deps: Deps = memo["deps"]
     body = deps.fresh(body)
@@ -650,8 +682,12 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     if pod is None:
         return
     now = deps.clock()
+
+    def alive(other: tuple[str, str]) -> bool:
+        return bool(deps.worker_pods(kwargs["launcher_pods"], *other))
+
     facts = await _wallet_facts(
-        state, body, worker, pod, rev, memo=memo, key=key, now=now, logger=logger
+        state, body, worker, pod, rev, memo=memo, key=key, now=now, logger=logger, alive=alive
     )
     if facts is None:
         return

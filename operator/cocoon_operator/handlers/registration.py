@@ -95,8 +95,9 @@ class Registrar:
         when = self._ledger.confirmed_purpose(purpose(root, kind, hash_hex))
         if when is None or self._now() - when < self.removal_grace:
             return None
+        what = "image" if kind is AllowList.WORKER else kind.value
         return (
-            f"{kind.value} hash {hash_hex} was registered by this operator and the root no"
+            f"{what} hash {hash_hex} was registered by this operator and the root no"
             " longer lists it: its owner removed it, and it is never registered again"
         )
 

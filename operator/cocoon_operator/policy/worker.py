@@ -176,13 +176,23 @@ def _funded(chain: ChainFacts) -> Observed:
         return Observed(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
     if chain.balance is None:
         return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+    return _funded_by_balance(chain, chain.balance)
+
+
+def _funded_by_balance(chain: ChainFacts, balance: int) -> Observed:
+    kind = ConditionType.WALLET_FUNDED
     note = f"; {chain.funding_note}" if chain.funding_note else ""
-    ton = f"{chain.balance / 1e9:.3f} TON"
-    if chain.balance >= chain.minimum:
+    ton = f"{balance / 1e9:.3f} TON"
+    if chain.funding_limit == Reason.SHARED_WALLET.value:
+        # Another worker's wallet: said whatever its balance (two VMs on one wallet
+        # is a misconfiguration the balance does not show).
+        status = T if balance >= FUNDING_FLOOR else F
+        return Observed(kind, status, Reason.SHARED_WALLET, f"balance {ton}{note}")
+    if balance >= chain.minimum:
         return Observed(kind, T, Reason.FUNDED, f"balance {ton}{note}")
     # Below the minimum because of the operator's own policy: the reason names it.
     policy = _POLICY_REASONS.get(chain.funding_limit or "")
-    if chain.balance >= FUNDING_FLOOR:
+    if balance >= FUNDING_FLOOR:
         reason = policy or Reason.BELOW_MINIMUM
         return Observed(kind, T, reason, f"balance {ton}, below the minimum{note}")
     reason = policy or Reason.INSUFFICIENT_BALANCE
