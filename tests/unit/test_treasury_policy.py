@@ -190,3 +190,20 @@ def test_a_wallet_is_funded_for_its_first_worker_until_that_one_is_gone() -> Non
     assert state.wallet_users == {"0:v": ("ns", "b")}
     state.forget(("ns", "b"))
     assert state.wallet_users == {}
+
+
+def test_a_cap_refusal_reaches_the_worker_as_funding_limited_naming_its_flag() -> None:
+    from cocoon_operator.funding import FundingReport, Limit, Refusal  # noqa: PLC0415
+    from cocoon_operator.handlers.chain import _describe  # noqa: PLC0415
+
+    report = FundingReport(
+        refused=[
+            Refusal("ns/a", "namespace ns's daily cap is used up", Limit.NAMESPACE_DAILY_CAP),
+            Refusal("ns/b", "node wallet 0:w is also worker ns/a's", Limit.SHARED_WALLET),
+            Refusal("ns/c", "a top-up is already in flight", Limit.IN_FLIGHT),
+        ]
+    )
+    capped = _describe(report, "ns/a")
+    assert capped.limit == "FundingLimited" and "(--funding-namespace-daily-cap)" in capped.note
+    assert _describe(report, "ns/b").limit == "SharedWallet"
+    assert _describe(report, "ns/c").limit is None  # transient: no operator limit

@@ -153,6 +153,14 @@ _LIMIT_CODES = {
 }
 
 
+# The operator flag each of its limits comes from, named where it applies.
+_LIMIT_FLAGS = {
+    Limit.WORKER_DAILY_CAP: "--funding-worker-daily-cap, or spec.funding.dailyCap",
+    Limit.NAMESPACE_DAILY_CAP: "--funding-namespace-daily-cap",
+    Limit.GLOBAL_DAILY_CAP: "--funding-daily-cap",
+}
+
+
 def _describe(report: FundingReport, worker: str) -> TopUpAnswer:
     for transfer in report.confirmed:
         if transfer.worker == worker:
@@ -163,7 +171,9 @@ def _describe(report: FundingReport, worker: str) -> TopUpAnswer:
     for refusal in report.refused:
         if refusal.worker == worker:
             code = _LIMIT_CODES.get(refusal.code) if refusal.code is not None else None
-            return TopUpAnswer(f"not topped up: {refusal.reason}", code.value if code else None)
+            flag = _LIMIT_FLAGS.get(refusal.code) if refusal.code is not None else None
+            why = f"{refusal.reason} ({flag})" if flag else refusal.reason
+            return TopUpAnswer(f"not topped up: {why}", code.value if code else None)
     return TopUpAnswer("no top-up needed")
 
 
