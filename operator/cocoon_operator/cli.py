@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cocoon_operator import __version__
+from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.policy.nodes import Eligibility, NodeFacts, eligibility
 
 
@@ -268,6 +269,33 @@ def without_generated_client() -> None:
     sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
 
 
+def _webhook_options(args: argparse.Namespace) -> Any:
+    from cocoon_operator.handlers.admission import WebhookOptions  # noqa: PLC0415
+
+    return WebhookOptions(
+        addr=args.webhook_addr,
+        port=args.webhook_port,
+        host=args.webhook_host or args.webhook_addr,
+        config_name=args.webhook_config,
+        certfile=args.webhook_cert,
+        keyfile=args.webhook_key,
+    )
+
+
+def _launcher_images(args: argparse.Namespace) -> LauncherImages:
+    """The operator's launcher-image allow-list (ValueError when malformed)."""
+    return LauncherImages.parse(args.launcher_image, allow_any=args.allow_any_launcher_image)
+
+
+def _check_launcher_images(args: argparse.Namespace) -> str | None:
+    """What is wrong with the ``--launcher-image`` flags, if anything."""
+    try:
+        _launcher_images(args)
+    except ValueError as exc:
+        return f"cocoon-operator run: {exc}"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     without_generated_client()
@@ -288,11 +316,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(RoutineTimerSuccesses())
     namespaces = args.namespace or []
+    problem = _check_test_roots(args) or _check_launcher_images(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     memo = kopf.Memo()
     metrics = Metrics()
-    memo["metrics"] = metrics
+    images = _launcher_images(args)
     memo.update(
-        probe_limit=args.max_concurrent_probes, max_recheck_stretch=args.max_recheck_stretch
+        metrics=metrics,
+        probe_limit=args.max_concurrent_probes,
+        max_recheck_stretch=args.max_recheck_stretch,
+        launcher_images=images,
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -300,19 +335,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if bool(args.webhook_cert) != bool(args.webhook_key):
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
-        admission.register(kopf.get_default_registry())
-        memo["webhook"] = admission.WebhookOptions(
-            addr=args.webhook_addr,
-            port=args.webhook_port,
-            host=args.webhook_host or args.webhook_addr,
-            config_name=args.webhook_config,
-            certfile=args.webhook_cert,
-            keyfile=args.webhook_key,
-        )
-    problem = _check_test_roots(args)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
+        admission.register(kopf.get_default_registry(), images)
+        memo["webhook"] = _webhook_options(args)
     memo["attestation_options"] = attestation.AttestationOptions(
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
@@ -329,7 +353,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespace=args.node_report_namespace,
             grace_seconds=args.orphan_grace_seconds,
         )
-        nodes.register(kopf.get_default_registry())
+        # As often as the attestation check: the shared timer keeps its tick.
+        periodic.append(nodes.register(kopf.get_default_registry(), args.attestation_check_seconds))
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
@@ -537,6 +562,37 @@ def _at_least_one(text: str) -> float:
     return value
 
 
+def _add_webhook_args(run: argparse.ArgumentParser) -> None:
+    hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
+    hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
+    hook.add_argument("--webhook-port", type=int, default=9443)
+    hook.add_argument("--webhook-host", default=None, help="name the apiserver calls")
+    hook.add_argument(
+        "--webhook-config", default="cocoon.network", help="ValidatingWebhookConfiguration name"
+    )
+    hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
+    hook.add_argument("--webhook-key", default=None)
+
+
+def _add_launcher_image_args(run: argparse.ArgumentParser) -> None:
+    images = run.add_argument_group(
+        "launcher images (the operator's allow-list; a worker's spec cannot widen it)"
+    )
+    images.add_argument(
+        "--launcher-image",
+        action="append",
+        default=[],
+        metavar="REF@sha256:DIGEST",
+        help="a launcher image workers may run, by digest (repeatable); none given and no"
+        " --allow-any-launcher-image: no worker starts",
+    )
+    images.add_argument(
+        "--allow-any-launcher-image",
+        action="store_true",
+        help="run any spec.release.image (privileged, on the GPU nodes): development only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cocoon-operator",
@@ -568,15 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
     )
-    hook = run.add_argument_group("validating webhook (off unless --webhook-addr is given)")
-    hook.add_argument("--webhook-addr", default=None, help="listen address, e.g. 0.0.0.0")
-    hook.add_argument("--webhook-port", type=int, default=9443)
-    hook.add_argument("--webhook-host", default=None, help="name the apiserver calls")
-    hook.add_argument(
-        "--webhook-config", default="cocoon.network", help="ValidatingWebhookConfiguration name"
-    )
-    hook.add_argument("--webhook-cert", default=None, help="PEM; self-signed when omitted")
-    hook.add_argument("--webhook-key", default=None)
+    _add_launcher_image_args(run)
+    _add_webhook_args(run)
     _add_attestation_args(run)
     _add_chain_args(run)
     agents = run.add_argument_group("per-node agents (off without --node-report-namespace)")
@@ -602,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cocoon_operator.nodeagent.agent import add_subparsers as add_agent  # noqa: PLC0415
 
     add_agent(sub)
+    from cocoon_operator.nodeagent._sweep import add_subparsers as add_sweep  # noqa: PLC0415
+
+    add_sweep(sub)
     from cocoon_operator.launcher.cli import add_subparsers as add_launch  # noqa: PLC0415
 
     add_launch(sub)

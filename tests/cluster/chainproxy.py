@@ -4,7 +4,8 @@ it forwards, answers HTTP 500, hangs, or serves stale readings.
 It runs in the test's event loop, so it serves while the test awaits. Modes:
 
 - ``pass``: forward every request;
-- ``error``: answer every request with HTTP 500, as an overloaded toncenter does;
+- ``error``: answer every request (or only the ``failing`` methods) with HTTP 500,
+  as an overloaded toncenter does;
 - ``hang``: accept every request and never answer (the client's timeout decides);
 - ``stale``: answer the ``frozen`` read methods with the first answer the chain
   gave for the same request since stale mode began, as a lagging API node
@@ -32,6 +33,7 @@ class ChainProxy:
         self.upstream = upstream.rstrip("/")  # .../api/v2
         self.mode: Mode = "pass"
         self.frozen: frozenset[str] = STALE_DEFAULT
+        self.failing: frozenset[str] | None = None  # error mode: None = every method
         self.snapshot: dict[tuple[str, str, str], tuple[int, bytes]] = {}
         self.served: Counter[tuple[Mode, str]] = Counter()  # (mode, method): requests
         self._closing = asyncio.Event()
@@ -39,8 +41,16 @@ class ChainProxy:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def set_mode(self, mode: Mode, *, frozen: frozenset[str] = STALE_DEFAULT) -> None:
-        """Switch modes; entering ``stale`` starts a new snapshot of the ``frozen`` methods."""
+    def set_mode(
+        self,
+        mode: Mode,
+        *,
+        frozen: frozenset[str] = STALE_DEFAULT,
+        failing: frozenset[str] | None = None,
+    ) -> None:
+        """Switch modes; entering ``stale`` starts a new snapshot of the ``frozen`` methods;
+        ``error`` fails the ``failing`` methods only (None: all of them)."""
+        self.failing = failing
         if mode == "stale":
             self.snapshot.clear()
             self.frozen = frozen
@@ -62,7 +72,7 @@ class ChainProxy:
         mode = self.mode
         self.served[(mode, method)] += 1
         body = await request.read()
-        if mode == "error":
+        if mode == "error" and (self.failing is None or method in self.failing):
             error = {"ok": False, "error": "injected: internal server error", "code": 500}
             return web.json_response(error, status=500)
         if mode == "hang":

@@ -22,8 +22,13 @@ def running_operator(
     *extra_args: str,
     env_extra: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards."""
-    args = ("run", "--namespace", namespace, "--verbose", *extra_args)
+    """Start the operator for one namespace; stop it (SIGTERM, then SIGKILL) afterwards.
+
+    Any launcher image is allowed (``--allow-any-launcher-image``: the tests' workers
+    name simulated images) unless ``extra_args`` name the allowed ones themselves.
+    """
+    images = () if "--launcher-image" in extra_args else ("--allow-any-launcher-image",)
+    args = ("run", "--namespace", namespace, "--verbose", *images, *extra_args)
     with running_cli(kubeconfig, log, *args, env_extra=env_extra, grace=15) as proc:
         yield proc
 

@@ -173,7 +173,7 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
     assert pod["nodeSelector"] == {"feature.node.kubernetes.io/cpu-security.tdx.enabled": "true"}
     assert pod["serviceAccountName"] == "rel-cocoon-operator-node-agent"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    (c,) = pod["containers"]
+    c, janitor = pod["containers"]
     assert c["image"] == "cocoon-node-agent:0.1.0.dev0"
     assert c["args"][:2] == ["node-agent", "--host-root=/host"]
     assert c["securityContext"]["privileged"] is False
@@ -184,7 +184,17 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
         "/host/dev",
         "/host/proc",
         "/host/run/cocoon",
+        "/host/var/lib/cocoon/models",  # the model cache's progress files (read-only)
     }
+    # The janitor of launcher state: root without capabilities, one host directory.
+    assert janitor["image"] == c["image"]
+    assert janitor["args"][:2] == ["launcher-state-sweep", "--dir=/host/run/cocoon/pods"]
+    sc = janitor["securityContext"]
+    assert (sc["runAsUser"], sc["privileged"], sc["allowPrivilegeEscalation"]) == (0, False, False)
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True
+    assert [m["mountPath"] for m in janitor["volumeMounts"]] == ["/host/run/cocoon/pods"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["launcher-pods"]["hostPath"]["path"] == "/run/cocoon/pods"
     # No selector of the operator's matches the agents' pods.
     agent_labels = ds["spec"]["template"]["metadata"]["labels"]
     assert selects(ds["spec"]["selector"]["matchLabels"], agent_labels)
@@ -207,6 +217,23 @@ def test_chart_renders_the_node_agent_read_only_on_tdx_hosts_with_narrow_rbac(
     off = render(helm, "--set", "nodeAgent.enabled=false")
     assert not by_kind(off, "DaemonSet") and not by_kind(off, "Role")
     assert not [a for a in container(off)["args"] if a.startswith("--node-report")]
+
+
+def test_chart_passes_the_allowed_launcher_images_and_allows_none_by_default(
+    helm: Any,
+) -> None:
+    def image_args(*args: str) -> list[str]:
+        flags = ("--launcher-image", "--allow-any-launcher-image")
+        return [a for a in container(render(helm, *args))["args"] if a.startswith(flags)]
+
+    assert image_args() == []  # the operator then starts no worker (docs/deploy.md)
+    digest = "sha256:" + "fe" * 32
+    listed = f"launcher.allowedImages={{registry.local/launcher@{digest},{digest}}}"
+    assert image_args("--set", listed) == [
+        f"--launcher-image=registry.local/launcher@{digest}",
+        f"--launcher-image={digest}",
+    ]
+    assert image_args("--set", "launcher.allowAnyImage=true") == ["--allow-any-launcher-image"]
 
 
 def test_chart_renders_webhook_and_watched_namespaces(helm: Any) -> None:
@@ -627,6 +654,9 @@ def test_chart_renders_cert_manager_certificate_for_the_webhook(helm: Any) -> No
         ("--set", "nodeAgent.intervalSeconds=0", "nodeAgent/intervalSeconds"),
         ("--set", "nodeAgent.image.digest=latest", "nodeAgent/image/digest"),
         ("--set", "nodeAgent.bogus=1", "bogus"),
+        ("--set", "nodeAgent.launcherStateGraceSeconds=5", "nodeAgent/launcherStateGraceSeconds"),
+        ("--set", "launcher.allowedImages={registry.local/launcher:1.0}", "launcher/allowedImages"),
+        ("--set", "launcher.allowAnyImage=yes", "launcher/allowAnyImage"),
     ],
 )
 def test_chart_refuses_bad_optional_values(helm: Any, flag: str, value: str, key: str) -> None:

@@ -166,3 +166,44 @@ async def test_a_pool_rolls_within_max_unavailable_and_keeps_wallet_keys(
         )
         assert len(secrets.items) == 2 * REPLICAS  # one key per worker ever made, all kept
         assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_pool_scales_through_its_scale_subresource(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # What `kubectl scale cocoonworkerpool/fleet --replicas=3` and an HPA do: read and
+    # write /scale, whose selector (status.selector) names the pool's CocoonWorkers.
+    await install_crds(api)
+    body = pool_body()
+    body["spec"]["replicas"] = 1
+    custom = client.CustomObjectsApi(api)
+    log = tmp_path / "operator.log"
+    with running_operator(stack.kubeconfig, namespace, log):
+        await custom.create_namespaced_custom_object(*API, namespace, "cocoonworkerpools", body)
+
+        async def scale_says(replicas: int) -> dict[str, Any] | None:
+            scale: dict[str, Any] = await custom.get_namespaced_custom_object_scale(
+                *API, namespace, "cocoonworkerpools", "fleet"
+            )
+            status = scale.get("status") or {}
+            return scale if status.get("replicas") == replicas else None
+
+        first = await eventually(lambda: scale_says(1), within=30, what="/scale replicas 1")
+        assert first["spec"]["replicas"] == 1
+        assert first["status"]["selector"] == "cocoon.network/pool=fleet"
+
+        await custom.patch_namespaced_custom_object_scale(
+            *API,
+            namespace,
+            "cocoonworkerpools",
+            "fleet",
+            {"spec": {"replicas": 3}},
+            _content_type="application/merge-patch+json",
+        )
+        await eventually(lambda: scale_says(3), within=30, what="/scale replicas 3")
+        workers = await pool_workers(api, namespace)
+        assert len(workers) == 3
+        pool = await custom.get_namespaced_custom_object(
+            *API, namespace, "cocoonworkerpools", "fleet"
+        )
+        assert pool["spec"]["replicas"] == 3

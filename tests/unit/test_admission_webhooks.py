@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import kopf
+import pytest
 from kopf._core.intents.causes import WebhookType
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.admission import with_finalizer
+from cocoon_operator.policy.launcherimages import LauncherImages
 
 
 def test_a_new_worker_gets_the_operators_finalizer_once() -> None:
@@ -20,13 +22,31 @@ def test_a_new_worker_gets_the_operators_finalizer_once() -> None:
 
 def test_the_finalizer_webhook_mutates_creates_only_and_fails_open() -> None:
     registry = kopf.OperatorRegistry()
-    admission.register(registry)
+    admission.register(registry, LauncherImages())
     hooks = {h.id: h for h in registry._webhooks.get_all_handlers()}
     finalizer = hooks["finalizer"]
     assert finalizer.reason == WebhookType.MUTATING
     assert list(finalizer.operations or []) == ["CREATE"]
     assert finalizer.ignore_failures is True
     assert hooks["addresses"].reason == WebhookType.VALIDATING
+    assert hooks["launcher-image"].reason == WebhookType.VALIDATING
+    assert list(hooks["launcher-image"].operations or []) == ["CREATE", "UPDATE"]
+
+
+def test_the_image_webhook_refuses_an_image_the_operator_does_not_allow() -> None:
+    allowed = "registry.local/launcher@sha256:" + "fe" * 32
+    other = "registry.local/launcher@sha256:" + "0a" * 32
+    validate = admission.image_validator(LauncherImages.parse([allowed]))
+
+    def spec_of(image: str) -> kopf.Spec:
+        return kopf.Body({"spec": {"release": {"image": image}}}).spec
+
+    validate(spec=spec_of(allowed), operation="CREATE")
+    with pytest.raises(kopf.AdmissionError, match=r"spec\.release\.image"):
+        validate(spec=spec_of(other), operation="CREATE")
+    # An update that leaves the image alone passes (its finalizer's removal, say).
+    stored = {"spec": {"release": {"image": other}}}
+    validate(spec=spec_of(other), operation="UPDATE", old=stored)
 
 
 def test_the_finalizer_goes_into_the_admission_patch() -> None:

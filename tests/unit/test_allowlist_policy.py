@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 
 from cocoon_operator.api.conditions import ConditionType, Reason
-from cocoon_operator.api.v1alpha1 import AttestationSummary, ChainStatus, CocoonWorkerStatus
-from cocoon_operator.desired.launcher import pod_name, revision
+from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerStatus
+from cocoon_operator.desired.launcher import revision
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.allowlist import Listing
 from cocoon_operator.reconcile.worker import plan
-from tests.unit.test_worker_policy import REF, T0, T1, observed, running_pod, spec
+from tests.unit.test_worker_policy import T0, T1, observed, running_pod, spec
 
 REV = revision(spec())
 MODEL = allowlist.model_hash(spec().model)
@@ -30,16 +30,6 @@ def test_model_hash_is_sha256_of_the_cocoon_id() -> None:
     model = spec().model
     assert hashlib.sha256(model.cocoon_id.encode()).hexdigest() == MODEL
     assert model.cocoon_id.count("@") == 1 and ":" in model.cocoon_id
-
-
-def test_image_hash_counts_only_when_verified_for_this_revisions_pod() -> None:
-    pod = pod_name(REF, REV)
-    verified = AttestationSummary(image_hash=IMAGE, pod=pod, verified_at="2026-01-01T00:00:00Z")
-    assert allowlist.attested_image_hash(verified, pod) == IMAGE
-    assert allowlist.attested_image_hash(verified, pod_name(REF, "other")) is None
-    unverified = verified.model_copy(update={"verified_at": None})
-    assert allowlist.attested_image_hash(unverified, pod) is None
-    assert allowlist.attested_image_hash(None, pod) is None
 
 
 def test_unlisted_model_starts_no_vm_and_names_the_hash() -> None:
@@ -107,7 +97,7 @@ def test_failed_read_holds_nothing_keeps_the_last_reading_and_says_why() -> None
     failed = allowlist.record(listed, None, "HTTP 502", T1)
     assert failed is not None and failed.error == "HTTP 502"
     assert failed.model_hash_listed is True and failed.image_hash_listed is True
-    assert allowlist.listed(failed, REV)  # an outage does not unlist anybody
+    assert failed.image_hash_listed is True  # an outage does not unlist anybody
     again = allowlist.record(failed, reading(image=True), None, T1)
     assert again == listed  # error cleared, checkedAt of the unchanged values kept
 
@@ -120,15 +110,27 @@ def test_image_unknown_until_attested_is_not_yet_allowed() -> None:
     assert p.delete_pods == []
 
 
-def test_only_the_operators_positive_reading_of_this_revision_allows_funding() -> None:
-    both = allowlist.record(None, reading(image=True), None, T0)
-    assert allowlist.listed(both, REV)
-    assert not allowlist.listed(both, "otherrev")
-    assert not allowlist.listed(allowlist.record(None, reading(), None, T0), REV)
-    assert not allowlist.listed(allowlist.record(None, reading(image=False), None, T0), REV)
-    assert both is not None
-    assert not allowlist.listed(both.model_copy(update={"source": "worker"}), REV)
-    assert not allowlist.listed(None, REV)
+def test_only_the_operators_positive_reading_of_the_verified_image_allows_funding() -> None:
+    both = reading(image=True)
+    assert allowlist.listed(both, REV, IMAGE)
+    assert not allowlist.listed(both, "otherrev", IMAGE)
+    assert not allowlist.listed(both, REV, None)  # nothing verified (now)
+    assert not allowlist.listed(both, REV, "cd" * 32)  # read for another image than verified
+    assert not allowlist.listed(reading(), REV, IMAGE)  # image not attested when read
+    assert not allowlist.listed(reading(image=False), REV, IMAGE)
+    assert not allowlist.listed(reading(model=False, image=True), REV, IMAGE)
+    assert not allowlist.listed(None, REV, IMAGE)
+
+
+def test_what_to_register_comes_from_the_operators_own_reading_of_this_revision() -> None:
+    assert allowlist.unregistered(reading(model=False, image=False), REV) == [
+        ("model", MODEL),
+        ("worker", IMAGE),
+    ]
+    assert allowlist.unregistered(reading(image=True), REV) == []
+    assert allowlist.unregistered(reading(model=False), REV) == [("model", MODEL)]
+    assert allowlist.unregistered(reading(image=False), "otherrev") == []
+    assert allowlist.unregistered(None, REV) == []
 
 
 def test_without_chain_access_readings_are_ignored() -> None:

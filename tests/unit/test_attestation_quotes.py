@@ -121,7 +121,7 @@ async def check(
     deps = Deps(api=cast(Any, None), clock=lambda: NOW)
     state = Attestation(cast(Any, Checker()), cast(Any, None))
     if last is not None:
-        state.last[("ns", "worker-0")] = last
+        deps.trust.verified[("ns", "worker-0")] = last
     body = worker_body(status)
     memo: dict[str, Any] = {"attestation": state, "deps": deps}
     if reports is not None:

@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from cocoon_operator.api import labels, v1alpha1
-from cocoon_operator.desired.config import HF_TOKEN_FILE, MODELS_DIR, InstanceSlot, worker_config
+from cocoon_operator.desired.config import (
+    HF_TOKEN_FILE,
+    MODELS_DIR,
+    S3_CREDENTIALS_DIR,
+    InstanceSlot,
+    worker_config,
+)
 from cocoon_operator.desired.launcher import (
     _REVISION_FIELDS,
     ANNOTATION_WORKER_INI,
@@ -259,6 +266,40 @@ def test_the_init_container_sees_the_hf_token_and_never_the_node_wallet_key() ->
     without = init_container(launcher_pod(WORKER, spec(), InstanceSlot(0)))
     assert not any(a.startswith("--token-file") for a in without["args"])
     assert "hf-token" not in mounts(without)
+
+
+def test_s3_credentials_reach_the_init_container_alone() -> None:
+    source = {
+        "tarUrl": "s3://models/m.tar",
+        "verityUrl": "s3://models/m.tar.verity",
+        "s3": {
+            "endpoint": "https://minio.dc.example",
+            "region": "eu-west-1",
+            "credentialsSecretRef": {"name": "s3-ro"},
+        },
+    }
+    s = spec(model={**spec().model.model_dump(by_alias=True), "source": source})
+    pod = launcher_pod(WORKER, s, InstanceSlot(0))
+    init = init_container(pod)
+    assert init["args"][-3:] == [
+        "--s3-region=eu-west-1",
+        "--s3-endpoint=https://minio.dc.example",
+        f"--s3-credentials-dir={S3_CREDENTIALS_DIR}",
+    ]
+    assert mounts(init)["s3-credentials"] == {
+        "name": "s3-credentials",
+        "mountPath": S3_CREDENTIALS_DIR,
+        "readOnly": True,
+    }
+    assert "s3-credentials" not in mounts(container(pod))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "s3-credentials")
+    assert volume["projected"]["sources"] == [{"secret": {"name": "s3-ro"}}]
+
+
+def test_an_s3_endpoint_that_is_not_a_url_is_refused_naming_the_field() -> None:
+    source = {"tarUrl": "s3://m/t", "verityUrl": "s3://m/v", "s3": {"endpoint": "minio:9000"}}
+    with pytest.raises(ValidationError, match=r"model\.source\.s3\.endpoint"):
+        spec(model={**spec().model.model_dump(by_alias=True), "source": source})
 
 
 def test_the_init_container_is_modest_unprivileged_and_keeps_the_pod_guaranteed() -> None:

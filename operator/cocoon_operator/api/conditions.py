@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class ConditionType(StrEnum):
     SCHEDULED = "Scheduled"
+    MODEL_READY = "ModelReady"
     VM_RUNNING = "VMRunning"
     ATTESTED = "Attested"
     ON_CHAIN_ALLOWED = "OnChainAllowed"
@@ -21,6 +22,14 @@ class Reason(StrEnum):
     SCHEDULED = "Scheduled"
     UNSCHEDULABLE = "Unschedulable"
     NO_POD = "NoPod"
+    # ModelReady (True: Ready), from the node agent's report of the model's progress
+    # file, else from the launcher pod's init container `model`
+    AWAITING_NODE = "AwaitingNode"
+    PREPARING = "Preparing"
+    DOWNLOADING = "Downloading"
+    BUILDING = "Building"
+    VERIFYING = "Verifying"
+    MODEL_FAILED = "Failed"
     # VMRunning
     VM_STARTING = "VMStarting"
     VM_RUNNING = "VMRunning"
@@ -49,6 +58,8 @@ class Reason(StrEnum):
     PAUSED = "Paused"
     DELETING = "Deleting"
     INVALID_SPEC = "InvalidSpec"
+    # spec.release.image is not one of the launcher images the operator allows.
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 
 
 class Phase(StrEnum):

@@ -120,7 +120,11 @@ def _crd(
     status: type[BaseModel],
     columns: list[dict[str, Any]],
     description: str,
+    scale: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    subresources: dict[str, Any] = {"status": {}}
+    if scale is not None:
+        subresources["scale"] = scale
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -144,7 +148,7 @@ def _crd(
                     "name": v1alpha1.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": subresources,
                     "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
@@ -189,6 +193,13 @@ def cocoonworkerpool_crd() -> dict[str, Any]:
         columns=pool.POOL_PRINTER_COLUMNS,
         description="A pool of identical CocoonWorkers, rolled at most maxUnavailable at a"
         " time with up to maxSurge extra workers.",
+        # `kubectl scale` and HorizontalPodAutoscalers (with Object or External
+        # metrics: the selector names the pool's CocoonWorkers, not pods).
+        scale={
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
     )
 
 

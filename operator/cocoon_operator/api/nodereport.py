@@ -100,12 +100,40 @@ class VmRecord(_Model):
     quote: RelayedQuote | None = None
 
 
+#: At most this many models in a report (the newest first), so the ConfigMap stays
+#: far below its 1 MiB: each record is under 1 KiB (its message is bounded).
+MAX_MODEL_RECORDS: Final = 64
+MAX_MODEL_MESSAGE: Final = 300
+
+MODEL_READY: Final = "Ready"
+MODEL_FAILED: Final = "Failed"
+
+
+class ModelRecord(_Model):
+    """A model in the node's cache, as its ``<verity>.progress.json`` says (docs/models.md).
+
+    ``phase`` is ``Downloading``, ``Building``, ``Verifying``, ``Ready`` or
+    ``Failed``; a failure has ``reason`` (``Unauthorized``, ``HashMismatch``,
+    ``DiskFull``, ...) and a one-line ``message`` that never holds a token.
+    """
+
+    verity: str
+    model: str  # Name@commit:verity
+    phase: str
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    updated_at: float = 0.0  # epoch seconds, the progress file's own stamp
+
+
 class NodeReport(_Model):
     node: str
     agent_version: str
     checks: list[HostCheck] = []
     gpus: list[GpuDevice] = []
     vms: list[VmRecord] = []
+    models: list[ModelRecord] = []
 
     @property
     def host_ready(self) -> bool:

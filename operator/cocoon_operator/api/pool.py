@@ -68,6 +68,13 @@ class CocoonWorkerPoolSpec(Model):
 
 class CocoonWorkerPoolStatus(Model):
     replicas: int = 0
+    selector: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the label selector of the pool's CocoonWorkers (the scale subresource's)",
+        ),
+    ] = None
     ready_replicas: int = 0
     updated_replicas: int = 0
     unavailable_replicas: int = 0

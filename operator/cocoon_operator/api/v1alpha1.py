@@ -130,11 +130,45 @@ class Release(Model):
     files: ReleaseFiles
 
 
+class SecretRef(Model):
+    """A Secret in the worker's namespace, mounted whole (its keys as files)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_LABEL)]
+
+
+class S3Access(Model):
+    """How ``s3://`` source URLs are fetched: path-style GETs signed with SigV4."""
+
+    endpoint: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=2048,
+            pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+            description="an S3-compatible endpoint (MinIO, Ceph, R2);"
+            " default https://s3.REGION.amazonaws.com",
+        ),
+    ] = None
+    region: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")] = (
+        "us-east-1"
+    )
+    credentials_secret_ref: Annotated[
+        SecretRef | None,
+        Field(
+            default=None,
+            description="a Secret with keys accessKeyId, secretAccessKey (and sessionToken);"
+            " without it the GETs are unsigned (a public bucket)",
+        ),
+    ] = None
+
+
 class ModelSource(Model):
-    """Where the model's tar image and dm-verity image come from."""
+    """Where the model's tar image and dm-verity image come from (prebuilt); the
+    node still checks the pair against ``verityHash`` before any VM uses it."""
 
     tar_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https|s3|file)://")]
     verity_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(https|s3|file)://")]
+    s3: S3Access | None = None
 
 
 class ModelRef(Model):

@@ -25,6 +25,8 @@ __all__ = ["MAX_INSTANCES", "InstanceSlot", "worker_config"]
 SECRETS_DIR: Final = "/run/secrets/cocoon"
 NODE_WALLET_KEY_FILE: Final = f"{SECRETS_DIR}/node-wallet-key"
 HF_TOKEN_FILE: Final = f"{SECRETS_DIR}/hf-token"
+# The s3 source credentials Secret, mounted whole for the model init container alone.
+S3_CREDENTIALS_DIR: Final = "/run/secrets/cocoon-s3"
 # The worker's own directory on the node: one persistent disk per measured identity.
 PERSISTENT_DIR: Final = "/var/lib/cocoon/persistent"
 # The node's model images (<verity>.tar and <verity>.tar.verity), read-only to the VM.

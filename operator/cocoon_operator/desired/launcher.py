@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ from cocoon_operator.desired.config import (
     MODELS_DIR,
     NODE_WALLET_KEY_FILE,
     PERSISTENT_DIR,
+    S3_CREDENTIALS_DIR,
     SECRETS_DIR,
     TON_BASE_CONFIG_DIR,
     TON_BASE_CONFIG_FILE,
@@ -70,8 +72,11 @@ COMMON_LABELS: Final = {
 CONFIG_PATH: Final = "/etc/cocoon/worker.conf"
 # Where each worker's persistent disks live on the node.
 HOST_DISKS_DIR: Final = "/var/lib/cocoon/disks"
-# Shared with the node agent: the launcher's record of each VM on the host.
+# The launcher's state directory, as it sees it: its VM's record and quotes (read by
+# the node agent), its spec share (the VM's secrets) and sockets. On the node it is
+# HOST_LAUNCHER_PODS_DIR/<pod UID>, the pod's own: no launcher sees another's.
 LAUNCHER_STATE_DIR: Final = "/run/cocoon"
+HOST_LAUNCHER_PODS_DIR: Final = "/run/cocoon/pods"
 # Time the launcher gets to disable the worker, drain in-flight requests and
 # shut the VM down cleanly before the kubelet kills it.
 TERMINATION_GRACE_SECONDS: Final = 300
@@ -175,7 +180,7 @@ def _labels(worker: WorkerRef, rev: str) -> dict[str, str]:
     return {**COMMON_LABELS, LABEL_WORKER: worker.name, LABEL_REVISION: rev}
 
 
-def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
+def _node_affinity(spec: CocoonWorkerSpec, prefer: Sequence[str] = ()) -> dict[str, Any]:
     expressions = [
         {"key": key, "operator": "In", "values": [value]}
         for key, value in sorted(required_node_labels().items())
@@ -186,13 +191,25 @@ def _node_affinity(spec: CocoonWorkerSpec) -> dict[str, Any]:
         )
     else:
         expressions.append({"key": labels.GPU_PRODUCT, "operator": "Exists"})
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": expressions}]
-            }
+    affinity: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": expressions}]
         }
     }
+    if prefer:
+        # Nodes whose agent reports the model Ready: no download, no build.
+        # One term per node: a node field selector takes a single value with `In`
+        # (the apiserver refuses more).
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {
+                "weight": MODEL_NODE_WEIGHT,
+                "preference": {
+                    "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
+                },
+            }
+            for node in sorted(prefer)
+        ]
+    return {"nodeAffinity": affinity}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
@@ -263,6 +280,10 @@ def _ton_mounts(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
 # equal limits, as the launcher's, so the Pod stays in the Guaranteed QoS class;
 # the launcher's far larger requests are what the scheduler counts.
 MODEL_INIT_RESOURCES: Final = {"cpu": "1", "memory": "2Gi"}
+MODEL_INIT_CONTAINER: Final = "model"
+# The weight of preferring nodes that hold the model Ready (1-100; the only
+# preference of the pod, so its value matters only against the scheduler's own scores).
+MODEL_NODE_WEIGHT: Final = 100
 
 
 def _hf_token_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
@@ -275,6 +296,16 @@ def _hf_token_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
     return [{"name": "hf-token", "projected": {"sources": [source], "defaultMode": 0o400}}]
 
 
+def _s3_volumes(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
+    """The s3 credentials Secret, for the init container alone."""
+    source = spec.model.source
+    ref = source.s3.credentials_secret_ref if source and source.s3 else None
+    if ref is None:
+        return []
+    secret = {"secret": {"name": ref.name}}
+    return [{"name": "s3-credentials", "projected": {"sources": [secret], "defaultMode": 0o400}}]
+
+
 def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
     """``model ensure`` for the worker's model, before the launcher starts (docs/models.md)."""
     args = ["model", "ensure", f"--cache={MODELS_DIR}", f"--model={spec.model.cocoon_id}"]
@@ -284,11 +315,21 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
             f"--source-verity={spec.model.source.verity_url}",
         ]
     mounts: list[dict[str, Any]] = [{"name": "models", "mountPath": MODELS_DIR}]
+    s3 = spec.model.source.s3 if spec.model.source is not None else None
+    if s3 is not None:
+        args.append(f"--s3-region={s3.region}")
+        if s3.endpoint:
+            args.append(f"--s3-endpoint={s3.endpoint}")
+        if s3.credentials_secret_ref is not None:
+            args.append(f"--s3-credentials-dir={S3_CREDENTIALS_DIR}")
+            mounts.append(
+                {"name": "s3-credentials", "mountPath": S3_CREDENTIALS_DIR, "readOnly": True}
+            )
     if spec.hf_token_secret_ref is not None:
         args.append(f"--token-file={HF_TOKEN_FILE}")
         mounts.append({"name": "hf-token", "mountPath": SECRETS_DIR, "readOnly": True})
     return {
-        "name": "model",
+        "name": MODEL_INIT_CONTAINER,
         "image": spec.release.image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
@@ -303,11 +344,25 @@ def model_init_container(spec: CocoonWorkerSpec) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
         },
         "volumeMounts": mounts,
+        # Its one-line failure (`model ensure: REASON: message`) becomes the
+        # termination message, which the worker's ModelReady condition repeats.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
-def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) -> dict[str, Any]:
-    """The desired launcher Pod for ``worker`` at the spec's current revision."""
+def launcher_pod(
+    worker: WorkerRef,
+    spec: CocoonWorkerSpec,
+    slot: InstanceSlot,
+    *,
+    model_nodes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The desired launcher Pod for ``worker`` at the spec's current revision.
+
+    ``model_nodes``: nodes that hold the worker's model Ready (their node
+    agents say so), which the pod prefers. A pod's spec is immutable, so this
+    only steers pods created from now on.
+    """
     rev = revision(spec)
     shape = vm_shape(spec)
     gpu = labels.PASSTHROUGH_GPU_RESOURCE
@@ -331,7 +386,7 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
         },
         "spec": {
             "readinessGates": [{"conditionType": READINESS_GATE}],
-            "affinity": _node_affinity(spec),
+            "affinity": _node_affinity(spec, model_nodes),
             "tolerations": tolerations,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
@@ -367,8 +422,9 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                             "protocol": "TCP",
                         },
                     ],
-                    # Who this VM belongs to, for the node agent's report
-                    # (the launcher writes it to /run/cocoon).
+                    # Who this VM belongs to, for the node agent's report (the
+                    # launcher writes it to /run/cocoon); POD_UID also names the
+                    # pod's own state directory on the node (subPathExpr below).
                     "env": [
                         _field_env("POD_NAME", "metadata.name"),
                         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -391,7 +447,14 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                         {"name": "dev-vfio", "mountPath": "/dev/vfio"},
                         {"name": "persistent", "mountPath": PERSISTENT_DIR},
                         {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
-                        {"name": "launcher-state", "mountPath": LAUNCHER_STATE_DIR},
+                        # Its own directory only (by its pod UID, from POD_UID above):
+                        # the spec shares of the node's other VMs, present or past,
+                        # hold their node wallet keys and HF tokens.
+                        {
+                            "name": "launcher-state",
+                            "mountPath": LAUNCHER_STATE_DIR,
+                            "subPathExpr": "$(POD_UID)",
+                        },
                         *_ton_mounts(spec),
                     ],
                 }
@@ -412,10 +475,11 @@ def launcher_pod(worker: WorkerRef, spec: CocoonWorkerSpec, slot: InstanceSlot) 
                 },
                 *_secret_volumes(spec),
                 *_hf_token_volumes(spec),
+                *_s3_volumes(spec),
                 _host_path("dev-kvm", "/dev/kvm", "CharDevice"),
                 _host_path("dev-vsock", "/dev/vhost-vsock", "CharDevice"),
                 _host_path("dev-vfio", "/dev/vfio", "Directory"),
-                _host_path("launcher-state", LAUNCHER_STATE_DIR, "DirectoryOrCreate"),
+                _host_path("launcher-state", HOST_LAUNCHER_PODS_DIR, "DirectoryOrCreate"),
                 # One directory per worker: its disks, one per release identity.
                 _host_path(
                     "persistent",

@@ -13,6 +13,13 @@ from cocoon_operator.api.v1alpha1 import API_VERSION, GROUP, KIND, WORKER_FINALI
 
 LABEL_POOL: Final = f"{GROUP}/pool"
 LABEL_POOL_REVISION: Final = f"{GROUP}/pool-revision"
+
+
+def pool_selector(pool: str) -> str:
+    """The pool's CocoonWorkers as a label selector (``status.selector``, for ``/scale``)."""
+    return f"{LABEL_POOL}={pool}"
+
+
 WALLET_KEY: Final = "node-wallet-key"
 
 

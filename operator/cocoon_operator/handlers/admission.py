@@ -28,6 +28,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.k8s.webhook_tls import self_signed
 from cocoon_operator.policy.admission import introduced_errors
+from cocoon_operator.policy.launcherimages import LauncherImages, introduced_image_errors
 
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 
@@ -70,6 +71,19 @@ def validate_addresses(*, spec: kopf.Spec, **kwargs: Any) -> None:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
+def image_validator(images: LauncherImages) -> Any:
+    """The launcher-image check, bound to the operator's allow-list (its configuration)."""
+
+    def validate_launcher_image(*, spec: kopf.Spec, **kwargs: Any) -> None:
+        stored = kwargs.get("old") or {}
+        old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
+        errors = introduced_image_errors(spec, old_spec, images)
+        if errors:
+            raise kopf.AdmissionError("; ".join(errors), code=422)
+
+    return validate_launcher_image
+
+
 def with_finalizer(finalizers: list[str] | None) -> list[str] | None:
     """The finalizers a new worker should have, or None when it has them already."""
     present = list(finalizers or [])
@@ -84,8 +98,9 @@ def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.metadata["finalizers"] = wanted
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Add the admission handlers to ``registry``.
+def register(registry: kopf.OperatorRegistry, images: LauncherImages) -> None:
+    """Add the admission handlers to ``registry``; ``images``: the launcher images the
+    operator's configuration allows (``--launcher-image``).
 
     Registered only when a webhook server is configured: kopf refuses to start
     when admission handlers exist but nothing serves them.
@@ -98,6 +113,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
         ignore_failures=True,
         registry=registry,
     )(validate_addresses)
+    kopf.on.validate(
+        *WORKERS,
+        id="launcher-image",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
+    )(image_validator(images))
     kopf.on.mutate(
         *WORKERS,
         id="finalizer",

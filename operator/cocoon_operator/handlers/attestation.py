@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,6 @@ class Attestation:
     session: aiohttp.ClientSession
     boot_grace_seconds: float = BOOT_GRACE_SECONDS
     check_seconds: float = 10.0
-    # What this operator itself verified last, per worker: the only record that can
-    # spare a full verification (the status is output, and anyone may write it).
-    last: dict[tuple[str, str], LastVerification] = field(default_factory=dict)
 
 
 def _root(options: AttestationOptions) -> tuple[TrustedRoot, TrustMode]:
@@ -302,7 +299,10 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     if pod is None or pod.uid is None:
         return
     key = (meta["namespace"], meta["name"])
-    last = state.last.get(key)
+    # What this operator itself verified last: the only record that can spare a
+    # full verification (the status is output, and anyone may write it).
+    verified = deps.trust.verified
+    last = verified.get(key)
     if last is not None and last.pod_uid != pod.uid:
         last = None  # a new pod never inherits another pod's verdict
     policy = worker.spec.attestation
@@ -321,7 +321,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     if outcome is None:
         return
     if isinstance(outcome, Verified):
-        state.last[key] = LastVerification(
+        verified[key] = LastVerification(
             pod_uid=pod.uid,
             quote_sha256=outcome.quote_sha256,
             image_hash=outcome.image_hash,
@@ -334,7 +334,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             tcb_status=outcome.tcb_status,
         )
     elif outcome.step not in TRANSIENT_STEPS:
-        state.last.pop(key, None)  # rejected: nothing verified stands
+        verified.pop(key, None)  # rejected: nothing verified stands
     if still_booting(
         outcome,
         previous=previous,
@@ -344,7 +344,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         grace_seconds=state.boot_grace_seconds,
     ):
         return
-    kept = state.last.get(key)
+    kept = verified.get(key)
     decision = decide(
         outcome,
         previous=previous,

@@ -7,8 +7,13 @@ after; readings are cached per hash for a check interval and shared by the
 fleet (:class:`AllowListReader`), so a thousand workers of one model cost one
 get-method call per interval. :mod:`cocoon_operator.policy.allowlist` decides.
 
-The wallet part runs only for attested workers (the pod's gate is True), so
-nothing unverified is ever funded. A timer per worker:
+The wallet part runs only for attested workers (the pod's gate is True and this
+operator's own verification of that pod holds), so nothing unverified is ever
+funded. What decides a top-up or a registration is this operator's own
+memory (:class:`~cocoon_operator.handlers.trust.TrustState`: the image hash it
+verified, the lists it read), never the worker's status, which anyone with
+``cocoonworkers/status`` patch rights can write; after a restart nothing moves
+until the evidence is verified and the lists read again. A timer per worker:
 
 1. reads ``/jsonstats`` on the worker's plain HTTP port (the only one a COCOON
    worker serves; see ``workerapi``): the node wallet it names and token
@@ -62,11 +67,11 @@ from cocoon_operator.funding import (
     Treasury,
     settle_forever,
 )
-from cocoon_operator.handlers.attestation import Attestation
 from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies, proxies_now
 from cocoon_operator.handlers.registration import Registrar
+from cocoon_operator.handlers.trust import TrustState
 from cocoon_operator.handlers.worker import (
     Deps,
     Indexes,
@@ -345,16 +350,26 @@ class Chain:
             del self.wallet_users[address]
 
 
-async def read_lists(state: Chain, observed: Observed) -> Observed:
-    """``observed`` with the root contract's verdict on its revision's hashes, and
-    whether the operator registers the missing ones (its policy, not the spec alone)."""
+async def read_lists(
+    state: Chain, trust: TrustState, now: dt.datetime, observed: Observed
+) -> Observed:
+    """``observed`` with the root contract's verdict on its revision's hashes, also kept
+    in ``trust`` (the reading the chain step funds and registers by), and whether the
+    operator registers the missing ones (its policy, not the spec alone).
+
+    The image hash asked about is the one this operator verified for the current
+    revision's pod (``trust``), never ``status.attestation``.
+    """
     spec, ref, lists = observed.spec, observed.ref, state.lists
     observed = dataclasses.replace(
         observed, registering=state.registrar is not None and spec.register_on_root
     )
     rev = revision(spec)
     model = allowlist.model_hash(spec.model)
-    image = allowlist.attested_image_hash(observed.status.attestation, pod_name(ref, rev))
+    name = pod_name(ref, rev)
+    uid = next((p.uid for p in observed.pods if p.name == name and not p.deleting), None)
+    key = (ref.namespace, ref.name)
+    image = trust.verified_image(key, uid, now)
     root = normalize_address(spec.root_contract_address)
     try:
         model_listed = await lists.listed(root, AllowList.MODEL, bytes.fromhex(model))
@@ -365,6 +380,7 @@ async def read_lists(state: Chain, observed: Observed) -> Observed:
         # Redacted by the TON client; never a key. The reading is simply not taken.
         return dataclasses.replace(observed, listing_error=f"{type(exc).__name__}: {exc}"[:300])
     listing = allowlist.Listing(rev, model, model_listed, image, image_listed)
+    trust.listings[key] = listing
     refused = None
     if state.registrar is not None and spec.register_on_root:
         needed = [(AllowList.MODEL, model)] if not model_listed else []
@@ -444,7 +460,9 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         treasury_tcb=options.treasury_tcb,
     )
     memo["chain"] = state
-    hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(state, obs)  # noqa: E731
+    hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(  # noqa: E731
+        state, deps.trust, deps.clock(), obs
+    )
     memo["allowlists"] = hook
 
 
@@ -527,10 +545,10 @@ async def _read_balance(
 
 
 def _verified(memo: Any, key: tuple[str, str], pod: PodFacts) -> LastVerification | None:
-    """This operator's own last verification of ``pod`` (its memory, never the status);
-    None when it has not verified that pod since it started."""
-    attestation: Attestation | None = memo.get("attestation")
-    last = attestation.last.get(key) if attestation is not None else None
+    """This operator's own last verification of ``pod`` (its trust store, never the
+    status); None when it has not verified that pod since it started."""
+    deps: Deps = memo["deps"]
+    last = deps.trust.verified.get(key)
     return last if last is not None and last.pod_uid == pod.uid else None
 
 
@@ -569,6 +587,8 @@ async def _wallet_facts(
     pod: PodFacts,
     rev: str,
     *,
+    reading: allowlist.Listing | None,
+    image: str,
     memo: Any,
     key: tuple[str, str],
     now: dt.datetime,
@@ -600,7 +620,7 @@ async def _wallet_facts(
     if choice.mismatch is not None:
         note = limit = None
         logger.warning("chain check of %s/%s: %s", *key, choice.mismatch)
-    elif not allowlist.listed(worker.status.chain, rev):
+    elif not allowlist.listed(reading, rev, image):
         note = "not funded until the root contract lists the image and model hashes"
         limit = None
     elif (first := state.wallet_user(key, address, alive)) != key:
@@ -663,12 +683,26 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     meta = body["metadata"]
     rev = revision(worker.spec)
+    now = deps.clock()
     pod = _attested_pod(deps.worker_pods(kwargs["launcher_pods"], *key), rev)
-    reading = worker.status.chain
+    # Attested by this operator itself, and still so: a gate someone else opened
+    # (pods/status), or one held open from before a restart, funds nothing until
+    # the attestation step has verified the pod's evidence again.
+    image = deps.trust.verified_image(key, pod.uid, now) if pod is not None else None
+    if image is None:
+        pod = None
+    reading = deps.trust.listings.get(key)
+    if pod is not None and (
+        reading is None or reading.revision != rev or reading.image_hash != image
+    ):
+        # No reading of this operator's own for the image it verified (a restart, a
+        # new verdict): the reconcile takes one (read_lists), and decides with it.
+        await reconcile_body(body, memo, Indexes.of(kwargs), logger)
+        reading = deps.trust.listings.get(key)
     needed = allowlist.unregistered(reading, rev)
     if needed:
         # Registered together, in one owner message, once the image is attested.
-        complete = reading is not None and reading.image_hash is not None
+        complete = reading is not None and image is not None and reading.image_hash == image
         if pod and complete and state.registrar is not None and worker.spec.register_on_root:
             refused = _registration_refused(memo, state, key, pod, needed)
             if refused is None:
@@ -689,15 +723,25 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         # held worker's VM once they are listed).
         await reconcile_body(body, memo, Indexes.of(kwargs), logger)
         return
-    if pod is None:
+    if pod is None or image is None:
         return
-    now = deps.clock()
 
     def alive(other: tuple[str, str]) -> bool:
         return bool(deps.worker_pods(kwargs["launcher_pods"], *other))
 
     facts = await _wallet_facts(
-        state, body, worker, pod, rev, memo=memo, key=key, now=now, logger=logger, alive=alive
+        state,
+        body,
+        worker,
+        pod,
+        rev,
+        reading=reading,
+        image=image,
+        memo=memo,
+        key=key,
+        now=now,
+        logger=logger,
+        alive=alive,
     )
     if facts is None:
         return

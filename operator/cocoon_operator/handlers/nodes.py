@@ -11,6 +11,12 @@ memory, with no API reads:
   in ``cocoon_orphaned_vms``; ``OrphanedVMGone`` when the agent sees it stopped;
 - each running worker's GPU (PCI address) goes to ``status.gpu`` when it changes,
   and is cleared when that VM stops or its pod goes.
+
+The reports also say how each node's model cache is doing (``models``): every
+reconcile reads them for the worker's ``ModelReady`` condition and a new pod's
+preferred nodes (handlers/worker.py ``with_models``), and the ``model`` check
+(one of the workers' shared timer's) reconciles a worker when what its pods'
+nodes say of its model changes.
 """
 
 from __future__ import annotations
@@ -26,12 +32,19 @@ import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.api.nodereport import REPORT_KEY, REPORT_LABEL, NodeReport, report_name
+from cocoon_operator.api.nodereport import (
+    REPORT_KEY,
+    REPORT_LABEL,
+    ModelRecord,
+    NodeReport,
+    report_name,
+)
 from cocoon_operator.desired.launcher import LABEL_WORKER
-from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps
+from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.rest import Kube, path
-from cocoon_operator.policy.nodereports import LivePod, Orphan, orphaned, worker_gpus
+from cocoon_operator.policy.nodereports import LivePod, Orphan, model_on, orphaned, worker_gpus
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,10 @@ class NodeReports:
     first_seen: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     announced: dict[tuple[str, str], Orphan] = field(default_factory=dict)
     gpus_written: dict[tuple[str, str], str] = field(default_factory=dict)
+    # What each worker's pods' nodes said of its model at its last reconcile by the model check.
+    models_seen: dict[tuple[str, str], tuple[tuple[str, ModelRecord | None], ...]] = field(
+        default_factory=dict
+    )
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def observe_pod(self, event_type: str | None, body: kopf.Body) -> None:
@@ -225,10 +242,43 @@ async def launcher_pod_seen(*, type: str | None, body: kopf.Body, memo: Any, **_
         tracker.observe_pod(type, body)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Add the node-report step to ``registry``."""
+async def model_check(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Reconcile the worker when its pods' nodes say something new of its model
+    (Downloading with more bytes, Ready, Failed): its ModelReady condition follows."""
+    tracker: NodeReports | None = memo.get("node_reports")
+    if tracker is None:
+        return
+    deps: Deps = memo["deps"]
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if meta.get("deletionTimestamp"):
+        tracker.models_seen.pop(key, None)
+        return
+    verity = ((body.get("spec") or {}).get("model") or {}).get("verityHash")
+    if not isinstance(verity, str):
+        return
+    pods = deps.worker_pods(kwargs["launcher_pods"], *key)
+    nodes = sorted({p.node for p in pods if p.node and not p.deleting})
+    said = tuple(
+        (node, model_on(tracker.reports.get(node), verity))
+        for node in nodes
+        if node in tracker.reports
+    )
+    if tracker.models_seen.get(key) == said:
+        return
+    first = key not in tracker.models_seen
+    tracker.models_seen[key] = said
+    if first and not said:
+        return  # nothing to say yet: the pods' own events reconcile it
+    await reconcile_body(deps.fresh(body), memo, Indexes.of(kwargs), logger)
+
+
+def register(registry: kopf.OperatorRegistry, interval: float = 5.0) -> Check:
+    """Add the node-report step to ``registry``; the model check, every ``interval``
+    seconds, for the workers' shared timer (:mod:`.checks`)."""
     kopf.on.startup(id="node-reports-start", registry=registry)(start)
     kopf.on.cleanup(id="node-reports-stop", registry=registry)(stop)
     kopf.on.event("pods", labels=LAUNCHER_SELECTOR, id="node-reports-pods", registry=registry)(
         launcher_pod_seen
     )
+    return Check("model", model_check, interval)

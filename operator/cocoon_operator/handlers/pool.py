@@ -25,6 +25,7 @@ from cocoon_operator.desired.pool import (
     LABEL_POOL,
     LABEL_POOL_REVISION,
     PoolRef,
+    pool_selector,
     pool_worker,
     template_revision,
     wallet_secret,
@@ -160,6 +161,7 @@ async def _reconcile_pool_held(
         await _sync_coefficients(deps, namespace, entries, pool.spec.template.spec.coefficient)
     status = {
         "replicas": plan.replicas,
+        "selector": pool_selector(name),
         "readyReplicas": plan.ready,
         "updatedReplicas": plan.updated,
         "unavailableReplicas": plan.unavailable,

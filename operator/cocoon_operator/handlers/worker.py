@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -29,6 +29,7 @@ from cocoon_operator.handlers import admission
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import DEFAULT_LIMIT, ProbeBudget
 from cocoon_operator.handlers.retry import quiet_outages
+from cocoon_operator.handlers.trust import TrustState
 from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.kubeconfig import load
@@ -46,9 +47,14 @@ from cocoon_operator.policy import backpressure
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.instances import instance_room, slots_coming
+from cocoon_operator.policy.launcherimages import LauncherImages
+from cocoon_operator.policy.nodereports import model_on, nodes_with_model
 from cocoon_operator.policy.pool import Expectations
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.gather import pod_facts
+
+if TYPE_CHECKING:
+    from cocoon_operator.handlers.nodes import NodeReports
 from cocoon_operator.reconcile.worker import (
     DRAIN_HELD_EVENTS,
     Observed,
@@ -127,6 +133,12 @@ class Deps:
     # kopf's diff bases of workers and pools (its settings hold the same object):
     # an object's entry goes when the object does (see worker_gone).
     diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)
+    # What this operator verified and read itself: the only inputs of funding and
+    # registration (status is output; see handlers/trust.py).
+    trust: TrustState = field(default_factory=TrustState)
+    # The launcher images the operator's configuration allows (--launcher-image).
+    # The default allows none: an operator told nothing starts nothing.
+    launcher_images: LauncherImages = field(default_factory=LauncherImages)
 
     def fresh(
         self, body: kopf.Body, store: LatestObjects | None = None, *, delivered: bool = True
@@ -319,6 +331,20 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 30
 
 
+def _warn_about_images(images: LauncherImages) -> None:
+    """Say at startup what the launcher-image allow-list lets run, loudly when unusual."""
+    log = logging.getLogger("cocoon_operator")
+    if images.allow_any:
+        log.warning(
+            "--allow-any-launcher-image: ANY spec.release.image runs as a privileged pod on"
+            " the GPU nodes; for development clusters only"
+        )
+    elif not images.digests:
+        log.warning("no --launcher-image given: no worker's launcher pod will be started")
+    else:
+        log.info("launcher images allowed: %s", ", ".join(sorted(images.digests)))
+
+
 @kopf.on.startup()
 async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure(settings)
@@ -331,7 +357,9 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
         probes=ProbeBudget(memo.get("probe_limit", DEFAULT_LIMIT), on_change=metrics.set_probes),
         lag=LoopLag(on_change=_lag_reporter(metrics, max_stretch)),
         max_stretch=max_stretch,
+        launcher_images=memo.get("launcher_images") or LauncherImages(),
     )
+    _warn_about_images(deps.launcher_images)
     memo["lag_task"] = asyncio.create_task(deps.lag.run(), name="loop-lag")
     # In the process, not an annotation: a metadata patch per handled change
     # saved (see k8s/diffbase.py). Every handler is level-based, so a new
@@ -532,6 +560,7 @@ def _observe(
     *,
     deleting: bool = False,
     chain_enabled: bool = False,
+    images: LauncherImages,
 ) -> Observed:
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
@@ -549,6 +578,22 @@ def _observe(
         spec_errors=tuple(address_errors(body.get("spec", {}))),
         deleting=deleting or meta.get("deletionTimestamp") is not None,
         chain_enabled=chain_enabled,
+        image_refused=images.refusal(parsed.spec.release.image),
+    )
+
+
+def with_models(observed: Observed, tracker: NodeReports | None) -> Observed:
+    """``observed`` with the node agents' word on its model (see handlers/nodes.py): on
+    its pods' nodes, and, when a new pod is due, the nodes that hold it Ready."""
+    if tracker is None:
+        return observed
+    reports, verity = tracker.reports, observed.spec.model.verity_hash
+    nodes = {p.node for p in observed.pods if p.node}
+    new_pod_due = all(p.deleting for p in observed.pods)
+    return dataclasses.replace(
+        observed,
+        node_models={n: model_on(reports[n], verity) for n in nodes if n in reports},
+        model_nodes=tuple(nodes_with_model(reports, verity)) if new_pod_due else (),
     )
 
 
@@ -620,6 +665,7 @@ async def _reconcile(
                 indexes.usage(deps),
                 deleting=deleting,
                 chain_enabled=memo.get("chain") is not None,
+                images=deps.launcher_images,
             )
         except ValidationError as err:
             # The CRD schema should have refused this; name the fields, act on nothing.
@@ -629,7 +675,7 @@ async def _reconcile(
         started = time.monotonic()
         read_lists = memo.get("allowlists")
         if read_lists is not None and not (
-            observed.deleting or observed.paused or observed.spec_errors
+            observed.deleting or observed.paused or observed.spec_errors or observed.image_refused
         ):
             # The chain step's reading of the root's allow-lists (cached there):
             # taken before any VM is started for this revision. Instance usage
@@ -641,7 +687,7 @@ async def _reconcile(
                 instance_room=room,
                 instance_coming=coming,
             )
-        result = plan(observed, now=deps.clock())
+        result = plan(with_models(observed, memo.get("node_reports")), now=deps.clock())
         if recorded:
             result.status = {**recorded, **result.status}
         drain = memo.get("drain")
@@ -765,9 +811,12 @@ def gone(*, type: str | None, **_: Any) -> bool:
 
 @kopf.on.event(*WORKERS, when=gone)
 async def worker_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py)."""
+    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py) and what
+    this operator verified and read for it."""
     deps: Deps = memo["deps"]
     deps.diffbase.forget(body)
+    meta = body.get("metadata") or {}
+    deps.trust.forget((meta.get("namespace", ""), meta.get("name", "")))
 
 
 def being_drained(*, spec: kopf.Spec, **_: Any) -> bool:

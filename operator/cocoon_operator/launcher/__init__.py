@@ -26,6 +26,7 @@ from cocoon_operator.launcher._cocoon import (
     runtime_vars,
 )
 from cocoon_operator.launcher._plan import (
+    STATE_LOCK,
     LaunchError,
     LaunchPlan,
     measured_identity,
@@ -45,13 +46,14 @@ from cocoon_operator.launcher._quotefile import (
     render_quote_file,
     write_quote_file,
 )
-from cocoon_operator.launcher._run import vm_running
+from cocoon_operator.launcher._run import state_file, vm_running
 from cocoon_operator.launcher._spectree import spec_tree_hash
 
 __all__ = [
     "MAX_QUOTE_BYTES",
     "MAX_QUOTE_FILE_BYTES",
     "QUOTES_KEPT",
+    "STATE_LOCK",
     "CocoonConfigError",
     "FileQuote",
     "LaunchError",
@@ -73,6 +75,7 @@ __all__ = [
     "render_quote_file",
     "runtime_vars",
     "spec_tree_hash",
+    "state_file",
     "vm_running",
     "write_quote_file",
 ]

@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from cocoon_operator.launcher._cocoon import (
     IMAGE_FILES,
@@ -38,6 +39,11 @@ from cocoon_operator.launcher._cocoon import (
     qemu_argv,
     tdx_object,
 )
+
+# In the launcher's state directory: held (flock, exclusive) by the launcher and
+# its QEMU for as long as either lives. The node agent's janitor removes a pod's
+# directory only when nobody holds it (nodeagent/_sweep.py).
+STATE_LOCK: Final = "launcher.lock"
 
 
 def process_name(instance: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ from cocoon_operator.launcher._cocoon import (
     runtime_vars,
 )
 from cocoon_operator.launcher._plan import (
+    STATE_LOCK,
     LauncherKeys,
     LaunchError,
     LaunchPlan,
@@ -197,8 +199,10 @@ def write_state(
     *,
     persistent: str,
     wallet: str | None = None,
+    model_verity: str | None = None,
 ) -> Path:
-    """Tell the node agent which pod this VM belongs to (atomically: write, then rename)."""
+    """Tell the node agent which pod this VM belongs to, and which model it reads (the
+    agent's gc keeps it): atomically, write then rename."""
     state_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "instance": conf.instance,
@@ -210,6 +214,7 @@ def write_state(
         "pid": pid,
         "persistent": persistent,
         "nodeWallet": wallet,
+        "modelVerity": model_verity,
     }
     path = state_file(state_dir, conf.instance)
     tmp = path.with_suffix(".tmp")
@@ -309,8 +314,31 @@ def quote_recorder(
     return capture
 
 
-def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: float) -> int:
-    """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU."""
+def hold_state_lock(state_dir: Path) -> int:
+    """Take the state directory's lock (:data:`STATE_LOCK`) for this launcher's life: the
+    node agent's janitor never removes a directory whose lock is held. Another live
+    launcher on the same directory (the same pod's, which cannot be) is an error."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / STATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LaunchError(f"{state_dir / STATE_LOCK} is held by another launcher") from None
+    return fd
+
+
+def supervise(
+    argv: list[str],
+    state_dir: Path,
+    prepared: Prepared,
+    *,
+    grace: float,
+    keep_fds: tuple[int, ...] = (),
+) -> int:
+    """Run QEMU until it exits; on SIGTERM power the guest down, then stop QEMU.
+
+    ``keep_fds``: descriptors QEMU inherits (the state lock: held while QEMU lives)."""
     plan = prepared.plan
     quotes = QuoteStore()
     relay = None
@@ -328,7 +356,7 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
             ),
             upstream=prepared.qgs_upstream,
         )
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, pass_fds=keep_fds)
     path = write_state(
         state_dir,
         plan.conf,
@@ -336,6 +364,7 @@ def supervise(argv: list[str], state_dir: Path, prepared: Prepared, *, grace: fl
         os.environ,
         persistent=plan.inputs.persistent,
         wallet=prepared.node_wallet,
+        model_verity=prepared.model.verity_hash,
     )
     stopping: list[float] = []
     collected = prepared.persistent_dir is None
@@ -510,6 +539,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return _dry(args)
     state_dir = Path(args.state_dir)
     private: Path | None = None
+    lock: int | None = None
     try:
         conf, keys = read_worker_conf(Path(args.config), os.environ, args.instance)
         previous = state_file(state_dir, conf.instance)
@@ -523,6 +553,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
                     " this node without its pod; stop it first"
                 )
             previous.unlink()  # left by a launcher that died with its VM
+        # The pod's own directory (desired/launcher.py): held for the VM's life, so
+        # the node agent's janitor never removes it under a running VM.
+        lock = hold_state_lock(state_dir)
         # A directory of this launcher's own, private to root, removed when QEMU is gone.
         private = state_dir / f"vm-{conf.instance}"
         shutil.rmtree(private, ignore_errors=True)
@@ -560,7 +593,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         conf.model,
         prepared.plan.inputs.persistent,
     )
-    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds)
+    return supervise(argv, state_dir, prepared, grace=args.powerdown_seconds, keep_fds=(lock,))
 
 
 def _dry(args: argparse.Namespace) -> int:

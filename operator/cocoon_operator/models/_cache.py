@@ -323,21 +323,16 @@ def redact_url(url: str) -> str:
 
 
 def source_scheme(url: str) -> str:
-    """``https``, ``http`` or ``file``; ``s3`` and anything else refused with the reason.
+    """``https``, ``http``, ``s3`` or ``file``; anything else refused with the reason.
 
     Plain ``http`` is accepted for local mirrors: the images' integrity comes from
     the root hash checked before publishing, not from the transport (the
-    CocoonWorker API itself allows https, s3 and file only).
+    CocoonWorker API itself allows https, s3 and file only). ``s3://bucket/key``
+    is fetched over HTTPS with a SigV4-signed GET (:mod:`._s3`).
     """
     scheme = urlsplit(url).scheme.lower()
-    if scheme in ("https", "http", "file"):
+    if scheme in ("https", "http", "file", "s3"):
         return scheme
-    if scheme == "s3":
-        raise ModelCacheError(
-            Reason.UNSUPPORTED,
-            f"source {redact_url(url)}: s3:// is not supported yet"
-            " (use an https URL: an S3 pre-signed URL works)",
-        )
     raise ModelCacheError(
         Reason.UNSUPPORTED, f"source {redact_url(url)}: scheme {scheme!r} is not supported"
     )

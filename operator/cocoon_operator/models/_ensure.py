@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -64,6 +65,7 @@ from cocoon_operator.models._cache import (
 from cocoon_operator.models._gc import CacheEntry, GcPolicy, models_to_collect
 from cocoon_operator.models._hub import CHUNK, READ_TIMEOUT, Hub
 from cocoon_operator.models._plan import ModelBuildError, ModelId, ModelSpec, plan_files
+from cocoon_operator.models._s3 import S3Options, S3SourceError, signed_get
 from cocoon_operator.models._verity import (
     SUPERBLOCK_BYTES,
     explain_verify,
@@ -341,7 +343,9 @@ class _HttpBody:
 
 
 @contextlib.asynccontextmanager
-async def _open_source(url: str, session: aiohttp.ClientSession | None) -> AsyncIterator[_Body]:
+async def _open_source(
+    url: str, session: aiohttp.ClientSession | None, s3: S3Options, now: dt.datetime
+) -> AsyncIterator[_Body]:
     shown = redact_url(url)
     if source_scheme(url) == "file":
         parts = urlsplit(url)
@@ -357,8 +361,15 @@ async def _open_source(url: str, session: aiohttp.ClientSession | None) -> Async
         yield _FileBody(path, stat.st_size)
         return
     assert session is not None
+    headers = {"Accept-Encoding": "identity"}
+    if source_scheme(url) == "s3":
+        try:
+            signed = signed_get(url, s3, now)
+        except S3SourceError as exc:
+            raise ModelCacheError(Reason.INVALID, f"source {shown}: {exc}") from None
+        url, headers = signed.url, {**headers, **signed.headers}
     try:
-        async with session.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+        async with session.get(url, headers=headers) as resp:
             if resp.status >= 400:
                 reason = {401: Reason.UNAUTHORIZED, 403: Reason.UNAUTHORIZED}.get(
                     resp.status, Reason.NOT_FOUND if resp.status == 404 else Reason.UNREACHABLE
@@ -402,19 +413,24 @@ async def _fetch(
     *,
     min_free: int,
     free: Callable[[Path], int],
+    s3: S3Options,
+    clock: Callable[[], float],
 ) -> tuple[Path, Path]:
     """Download the pair into temporary files in the cache; returns (tar, tree)."""
     schemes = {source_scheme(source.tar_url), source_scheme(source.verity_url)}
     async with contextlib.AsyncExitStack() as stack:
         session = None
-        if schemes & {"http", "https"}:
+        if schemes & {"http", "https", "s3"}:
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
                     timeout=READ_TIMEOUT, headers={"User-Agent": f"cocoon-operator/{__version__}"}
                 )
             )
-        tree_body = await stack.enter_async_context(_open_source(source.verity_url, session))
-        tar_body = await stack.enter_async_context(_open_source(source.tar_url, session))
+        now = dt.datetime.fromtimestamp(clock(), dt.UTC)
+        tree_body = await stack.enter_async_context(
+            _open_source(source.verity_url, session, s3, now)
+        )
+        tar_body = await stack.enter_async_context(_open_source(source.tar_url, session, s3, now))
         known = tree_body.size is not None and tar_body.size is not None
         needed = (tree_body.size or 0) + (tar_body.size or 0)
         check_space(str(cache), "the download", needed, free(cache), min_free)
@@ -514,6 +530,7 @@ class EnsureOptions:
 
     endpoint: str = DEFAULT_ENDPOINT
     token: str | None = field(default=None, repr=False)
+    s3: S3Options = field(default_factory=S3Options, repr=False)  # for s3:// sources
     min_free_bytes: int = 0  # kept free on the cache's file system
     free: Callable[[Path], int] = free_bytes
     veritysetup: str = "veritysetup"
@@ -587,7 +604,14 @@ async def _ensure_locked(
     if source is not None:
         step = Step.FETCH
         tar, tree = await _fetch(
-            source, cache, names, progress, min_free=opts.min_free_bytes, free=opts.free
+            source,
+            cache,
+            names,
+            progress,
+            min_free=opts.min_free_bytes,
+            free=opts.free,
+            s3=opts.s3,
+            clock=opts.clock,
         )
         progress.phase(Phase.VERIFYING)
         await verify_pair(tar, tree, model.verity, opts.veritysetup)

@@ -38,6 +38,7 @@ from cocoon_operator.models._cache import ModelCacheError, Reason
 from cocoon_operator.models._ensure import EnsureOptions, Source, collect, ensure_model
 from cocoon_operator.models._gc import GcPolicy
 from cocoon_operator.models._plan import ModelBuildError, ModelId, parse_model_spec
+from cocoon_operator.models._s3 import DEFAULT_REGION, Credentials, S3Options, S3SourceError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -97,8 +98,9 @@ ENSURE_DOC = """Make a model's two images present and verified in a node's cache
 
 The files are CACHE/<verity>.tar and CACHE/<verity>.tar.verity, where the
 launcher looks for them. They are downloaded from --source-tar and
---source-verity (https, or file:// for a local mirror; s3:// is not supported
-yet: use a pre-signed https URL) or, without a source, built from the Hugging
+--source-verity (https; s3://BUCKET/KEY, signed with SigV4 when --s3-credentials-dir
+is given, path-style against --s3-endpoint or AWS's endpoint for --s3-region;
+or file:// for a local mirror) or, without a source, built from the Hugging
 Face Hub as `model build` builds them; either way the root hash must be the
 model id's VERITY (checked with veritysetup verify) before anything is
 published. One run at a time per model: a second waits for the first and then
@@ -135,6 +137,7 @@ def _ensure(args: argparse.Namespace) -> int:
         if (args.source_tar is None) != (args.source_verity is None):
             raise ModelBuildError("--source-tar and --source-verity go together")
         token = hub_token(args.token_file, os.environ)
+        s3 = s3_options(args.s3_endpoint, args.s3_region, args.s3_credentials_dir, os.environ)
     except ModelBuildError as exc:
         _print_error("ensure", exc)
         return EXIT_USAGE
@@ -143,6 +146,7 @@ def _ensure(args: argparse.Namespace) -> int:
     options = EnsureOptions(
         endpoint=hub_endpoint(args.endpoint, os.environ),
         token=token,
+        s3=s3,
         min_free_bytes=args.min_free_bytes,
     )
     try:
@@ -153,6 +157,27 @@ def _ensure(args: argparse.Namespace) -> int:
     print(ensured.tar)
     print(ensured.tree)
     return 0
+
+
+def s3_options(
+    endpoint: str | None, region: str | None, credentials: Path | None, environ: Mapping[str, str]
+) -> S3Options:
+    """``--s3-*``: the endpoint (else AWS's for the region), the region (else
+    ``$AWS_REGION``, else us-east-1), credentials from a mounted Secret's files, else
+    ``$AWS_ACCESS_KEY_ID``/``$AWS_SECRET_ACCESS_KEY`` (``$AWS_SESSION_TOKEN``), else none."""
+    creds = None
+    if credentials is not None:
+        try:
+            creds = Credentials.from_dir(credentials)
+        except S3SourceError as exc:
+            raise ModelBuildError(str(exc)) from None
+    elif environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        creds = Credentials(
+            environ["AWS_ACCESS_KEY_ID"],
+            environ["AWS_SECRET_ACCESS_KEY"],
+            environ.get("AWS_SESSION_TOKEN") or None,
+        )
+    return S3Options(endpoint or None, region or environ.get("AWS_REGION") or DEFAULT_REGION, creds)
 
 
 def in_use_verities(values: Iterable[str], read: Callable[[Path], str]) -> set[str]:
@@ -253,6 +278,23 @@ def add_subparsers(sub: Any) -> None:
         "--endpoint", default=None, help=f"Hub URL (default: $HF_ENDPOINT or {DEFAULT_ENDPOINT})"
     )
     ensure.add_argument("--token-file", type=Path, default=None, help="file holding the Hub token")
+    ensure.add_argument(
+        "--s3-endpoint",
+        default=None,
+        metavar="URL",
+        help="S3-compatible endpoint for s3:// sources (default: https://s3.REGION.amazonaws.com)",
+    )
+    ensure.add_argument(
+        "--s3-region", default=None, help=f"S3 region (default: $AWS_REGION or {DEFAULT_REGION})"
+    )
+    ensure.add_argument(
+        "--s3-credentials-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="files accessKeyId, secretAccessKey (sessionToken) for s3:// sources"
+        " (default: $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, else unsigned)",
+    )
     ensure.add_argument(
         "--min-free-bytes",
         type=_non_negative,

@@ -4,10 +4,14 @@ The view is rooted anywhere (the DaemonSet mounts the host's ``/sys``, ``/dev``,
 ``/proc`` and ``/run/cocoon`` under ``/host``; tests build a tree in a temporary
 directory), so the probe is the same code in both. Nothing here writes.
 
-The launcher's contract with the agent: for each VM it starts it writes
-``/run/cocoon/instance-<i>.json`` (``instance``, ``namespace``, ``worker``,
+The launcher's contract with the agent: for each VM it starts it writes, in its
+pod's own directory ``/run/cocoon/pods/<pod UID>/`` (older launchers: in
+``/run/cocoon``), ``instance-<i>.json`` (``instance``, ``namespace``, ``worker``,
 ``pod``, ``podUid``, ``pci``, ``pid``) and names the QEMU process
 ``cocoon-instance-<i>`` (``-name``); it removes the file once QEMU has exited.
+The record also names the model's verity hash (``modelVerity``), which the
+agent's gc keeps. The models themselves are read from the node's model cache
+(:mod:`cocoon_operator.nodeagent._models`).
 A record whose process is gone (or is another program, the pid reused) is
 reported as not running. Beside each record the launcher keeps the VM's latest
 quotes (``instance-<i>.quotes.json``, :mod:`cocoon_operator.launcher._quotefile`);
@@ -44,6 +48,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
+from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, read_models
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,12 @@ NVIDIA_VENDOR: Final = "0x10de"
 DISPLAY_CLASS_PREFIX: Final = "0x03"
 VFIO_DRIVER: Final = "vfio-pci"
 LAUNCHER_STATE_DIR: Final = "run/cocoon"
+# One directory per launcher pod, by its UID (desired/launcher.py mounts it as the
+# launcher's /run/cocoon): read each; the shared one above is what launchers before
+# per-pod directories wrote, still read so that an upgrade loses sight of no VM.
+LAUNCHER_PODS_DIR: Final = "run/cocoon/pods"
+# More than a node's ten instances and the janitor's backlog; beyond it, said in the log.
+MAX_LAUNCHER_DIRS: Final = 256
 # COCOON's host services, reached by guests at the host's vsock CID 2.
 QGS_PORT: Final = 4050
 SEAL_SERVER_PORT: Final = 12345
@@ -167,9 +178,26 @@ def relayed(quote: FileQuote) -> RelayedQuote:
     )
 
 
+def state_dirs(host: HostView) -> list[Path]:
+    """The launchers' state directories: each launcher pod's own, and the shared one."""
+    try:
+        pods = sorted(
+            p for p in host.path(LAUNCHER_PODS_DIR).iterdir() if p.is_dir() and not p.is_symlink()
+        )
+    except OSError:
+        pods = []
+    if len(pods) > MAX_LAUNCHER_DIRS:
+        log.warning("%d launcher state directories: reading %d", len(pods), MAX_LAUNCHER_DIRS)
+        pods = pods[:MAX_LAUNCHER_DIRS]
+    return [host.path(LAUNCHER_STATE_DIR), *pods]
+
+
 def read_vms(host: HostView) -> list[VmRecord]:
-    """The launcher's state files, each with whether its QEMU still runs and its latest quote."""
-    state_dir = host.path(LAUNCHER_STATE_DIR)
+    """The launchers' state files, each with whether its QEMU still runs and its latest quote."""
+    return [vm for state_dir in state_dirs(host) for vm in _read_vms_in(host, state_dir)]
+
+
+def _read_vms_in(host: HostView, state_dir: Path) -> list[VmRecord]:
     try:
         files = sorted(f for f in state_dir.glob("instance-*.json") if not is_quote_file(f.name))
     except OSError:
@@ -234,8 +262,14 @@ def host_checks(host: HostView, gpus: list[GpuDevice], connect: VsockConnect) ->
     ]
 
 
-def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> NodeReport:
-    """One look at the host."""
+def probe(
+    node: str,
+    host: HostView,
+    connect: VsockConnect = connect_vsock,
+    *,
+    model_cache: Path | None = None,
+) -> NodeReport:
+    """One look at the host; the models from ``model_cache`` (default: the host's cache)."""
     gpus = scan_gpus(host)
     return NodeReport(
         node=node,
@@ -243,4 +277,5 @@ def probe(node: str, host: HostView, connect: VsockConnect = connect_vsock) -> N
         checks=host_checks(host, gpus, connect),
         gpus=gpus,
         vms=read_vms(host),
+        models=read_models(model_cache or host.path(MODEL_CACHE_DIR)),
     )

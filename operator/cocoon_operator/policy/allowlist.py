@@ -12,7 +12,13 @@ Ready still needs a positive reading.
 
 Readings belong to a revision: a rotation (new model, new release) makes the
 old reading moot. The model hash is known from the spec; the image hash only
-from evidence, so it is the image hash attested for the current revision's pod.
+from evidence, so it is the image hash this operator verified for the current
+revision's pod (its own memory, ``handlers/trust.py``; never the status).
+
+``status.chain`` is the reading's output. The decisions that move money
+(:func:`listed`: fund; :func:`unregistered`: what to register) take the
+operator's own :class:`Listing`, never ``status.chain``: anyone with
+``cocoonworkers/status`` patch rights can write that, ``source`` included.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from cocoon_operator.api.v1alpha1 import AttestationSummary, ChainStatus, ModelRef
+from cocoon_operator.api.v1alpha1 import ChainStatus, ModelRef
 from cocoon_operator.policy.conditions import rfc3339
 
 OPERATOR = "operator"  # ChainStatus.source of the operator's own reading
@@ -41,13 +47,6 @@ class Listing:
 def model_hash(model: ModelRef) -> str:
     """COCOON's model hash: SHA-256 of ``Name@commit:verity`` (hex)."""
     return hashlib.sha256(model.cocoon_id.encode()).hexdigest()
-
-
-def attested_image_hash(attestation: AttestationSummary | None, pod: str) -> str | None:
-    """The image hash verified for ``pod`` (the current revision's pod), if any."""
-    if attestation is None or attestation.pod != pod or not attestation.verified_at:
-        return None
-    return attestation.image_hash or None
 
 
 def record(
@@ -111,31 +110,34 @@ def hold(
     return "the root contract does not list the " + " and ".join(gaps) + why
 
 
-def listed(chain: ChainStatus | None, revision: str) -> bool:
-    """Whether the operator itself found both hashes of ``revision`` listed.
+def listed(reading: Listing | None, revision: str, image_hash: str | None) -> bool:
+    """Whether this operator's own reading of ``revision`` found both hashes listed,
+    the image hash being ``image_hash``: the one it verified for the running pod now.
 
     The only reading that lets money go to the worker's wallet.
     """
     return (
-        chain is not None
-        and chain.source == OPERATOR
-        and chain.revision == revision
-        and chain.model_hash_listed is True
-        and chain.image_hash_listed is True
+        reading is not None
+        and reading.revision == revision
+        and image_hash is not None
+        and reading.image_hash == image_hash
+        and reading.model_listed
+        and reading.image_listed is True
     )
 
 
-def unregistered(chain: ChainStatus | None, revision: str) -> list[tuple[str, str]]:
-    """``(list, hex hash)`` the operator found missing for ``revision``: what to register.
+def unregistered(reading: Listing | None, revision: str) -> list[tuple[str, str]]:
+    """``(list, hex hash)`` this operator's own reading found missing for ``revision``:
+    what to register.
 
     ``list`` is ``"model"`` or ``"worker"`` (the root's worker image list); an
-    image hash is only ever one that was attested.
+    image hash is only ever one this operator verified.
     """
-    if chain is None or chain.source != OPERATOR or chain.revision != revision:
+    if reading is None or reading.revision != revision:
         return []
     out = []
-    if chain.model_hash_listed is False and chain.model_hash:
-        out.append(("model", chain.model_hash))
-    if chain.image_hash_listed is False and chain.image_hash:
-        out.append(("worker", chain.image_hash))
+    if not reading.model_listed:
+        out.append(("model", reading.model_hash))
+    if reading.image_listed is False and reading.image_hash:
+        out.append(("worker", reading.image_hash))
     return out

@@ -12,7 +12,13 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cocoon_operator.api.nodereport import NodeReport, RelayedQuote, VmRecord
+from cocoon_operator.api.nodereport import (
+    MODEL_READY,
+    ModelRecord,
+    NodeReport,
+    RelayedQuote,
+    VmRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -162,3 +168,27 @@ def relayed_quote(
     if vm.quote is None:
         return NoQuote(f"the launcher on {node} has relayed no quote for instance {instance} yet")
     return vm.quote
+
+
+def model_on(report: NodeReport | None, verity: str) -> ModelRecord | None:
+    """What ``report``'s node says of the model ``verity`` in its cache, if anything."""
+    if report is None:
+        return None
+    return next((m for m in report.models if m.verity == verity), None)
+
+
+#: At most this many nodes in a launcher pod's preferred-node term.
+MAX_PREFERRED_NODES = 32
+
+
+def nodes_with_model(
+    reports: Mapping[str, NodeReport], verity: str, limit: int = MAX_PREFERRED_NODES
+) -> list[str]:
+    """The nodes whose report lists the model ``verity`` Ready, sorted (at most ``limit``):
+    a new launcher pod prefers them (no download, no build)."""
+    found = [
+        node
+        for node, report in reports.items()
+        if (m := model_on(report, verity)) is not None and m.phase == MODEL_READY
+    ]
+    return sorted(found)[:limit]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.nodereport import MODEL_FAILED, MODEL_READY, ModelRecord
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, FUNDING_MINIMUM_DEFAULT, ConditionStatus
 from cocoon_operator.policy.conditions import Observed
 from cocoon_operator.policy.payouts import PayoutIntent
@@ -46,6 +47,10 @@ class PodFacts:
     payout_intent: PayoutIntent | None = None  # a payout about to be asked for, or asked
     uid: str | None = None
     resource_version: str | None = None  # of the copy these facts were taken from
+    # The init container ``model`` (model ensure): "running", "done", "failed" (its
+    # last run exited non-zero, and it is not running again), or None (not seen).
+    model_init: str | None = None
+    model_init_error: str | None = None  # its last failure's last words
 
     def http_endpoint(self) -> tuple[str, int] | None:
         """Where the pod's VM serves COCOON's plain HTTP (stats and controls): its
@@ -85,6 +90,18 @@ class ChainFacts:
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """The node agent's word on the worker's model, on the node of its pod.
+
+    ``reported``: an agent reports that node (its report, not the model, is
+    there); ``record``: what its report says of the model (None: not listed yet).
+    """
+
+    reported: bool = False
+    record: ModelRecord | None = None
+
+
+@dataclass(frozen=True)
 class WorkerView:
     phase: Phase
     conditions: tuple[Observed, ...]
@@ -101,6 +118,87 @@ def _scheduled(pod: PodFacts | None, held: str | None = None) -> Observed:
     if pod.scheduled is F and pod.scheduled_reason == "Unschedulable":
         return Observed(kind, F, Reason.UNSCHEDULABLE, pod.scheduled_message or "")
     return Observed(kind, F, Reason.POD_CREATED, f"pod {pod.name} is waiting for the scheduler")
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them: 512 bytes, 4.0 GiB."""
+    if n < 1024:
+        return f"{n} bytes"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _bytes(record: ModelRecord) -> str:
+    if record.bytes_total:
+        share = min(100, record.bytes_done * 100 // record.bytes_total)
+        return f": {_size(record.bytes_done)} of {_size(record.bytes_total)} ({share}%)"
+    return f": {_size(record.bytes_done)}" if record.bytes_done else ""
+
+
+_IN_PROGRESS = {
+    "Downloading": Reason.DOWNLOADING,
+    "Building": Reason.BUILDING,
+    "Verifying": Reason.VERIFYING,
+}
+
+
+def _from_record(record: ModelRecord, where: str) -> Observed:
+    kind = ConditionType.MODEL_READY
+    if record.phase == MODEL_READY:
+        return Observed(kind, T, Reason.READY, f"the model's images are verified {where}")
+    if record.phase == MODEL_FAILED:
+        cause = ": ".join(x for x in (record.reason, record.message) if x) or "no cause given"
+        return Observed(
+            kind, F, Reason.MODEL_FAILED, f"preparing the model {where} failed: {cause}"
+        )
+    reason = _IN_PROGRESS.get(record.phase, Reason.PREPARING)
+    return Observed(kind, F, reason, f"{record.phase} {where}{_bytes(record)}")
+
+
+def _from_init_container(pod: PodFacts, reported: bool, where: str) -> Observed:
+    kind = ConditionType.MODEL_READY
+    done = Observed(kind, T, Reason.READY, f"model ensure finished {where}")
+    if pod.model_init == "done":
+        return done
+    if pod.model_init == "failed":
+        error = pod.model_init_error or "no message"
+        return Observed(kind, F, Reason.MODEL_FAILED, f"model ensure failed {where}: {error}")
+    if pod.model_init == "running":
+        last = f" (its last run failed: {pod.model_init_error})" if pod.model_init_error else ""
+        return Observed(kind, F, Reason.PREPARING, f"model ensure runs {where}{last}")
+    if reported:
+        message = f"the node agent {where} does not list the model yet"
+        return Observed(kind, F, Reason.PREPARING, message)
+    if pod.phase == "Running":  # the kubelet starts the launcher once model ensure exits 0
+        return done
+    return Observed(kind, F, Reason.PREPARING, f"waiting for model ensure {where}")
+
+
+def _model_ready(pod: PodFacts | None, model: ModelFacts) -> Observed:
+    """Whether the worker's model is prepared on its node (docs/models.md).
+
+    The node agent's record of the cache's progress file first (the node's own
+    word, with bytes and the cause of a failure); where the agent does not list
+    the model, the launcher pod's init container: running is preparing, a
+    non-zero exit is a failure with its last words, exit 0 is Ready. Where no
+    agent reports the node at all, a pod whose containers run has finished it
+    (the kubelet starts the launcher only after it exits 0).
+    """
+    if pod is None or not pod.node:
+        return Observed(
+            ConditionType.MODEL_READY,
+            F,
+            Reason.AWAITING_NODE,
+            "prepared on the worker's node once it is scheduled",
+        )
+    where = f"on node {pod.node}"
+    if model.record is not None:
+        return _from_record(model.record, where)
+    return _from_init_container(pod, model.reported, where)
 
 
 def _vm_running(pod: PodFacts | None) -> Observed:
@@ -212,21 +310,36 @@ def view(
     deleting: bool = False,
     spec_errors: tuple[str, ...] = (),
     held: str | None = None,
+    model: ModelFacts | None = None,
+    image_refused: str | None = None,
 ) -> WorkerView:
     """Conditions and phase for a worker whose launcher pod is ``pod``.
 
     ``held``: why no VM may run now (see :mod:`cocoon_operator.policy.allowlist`).
+    ``model``: the node agent's word on the model, on the pod's node.
+    ``image_refused``: why its launcher image may not run here
+    (:mod:`cocoon_operator.policy.launcherimages`).
+
+    Ready waits for ModelReady only until the VM is attested: a guest whose
+    evidence verified has opened its model (the init container finished before
+    the launcher started), and what later happens in the node's cache (another
+    worker's failed preparation of the same model, gc) does not change that VM.
     """
     scheduled, running, attested = _scheduled(pod, held), _vm_running(pod), _attested(pod)
+    prepared = _model_ready(pod, model or ModelFacts())
     facts = chain if chain is not None else ChainFacts()
     allowed, funded = _on_chain(facts), _funded(facts)
-    gates = (scheduled, running, attested, allowed, funded)
-    not_true = [c.type.value for c in gates if c.status is not T]
+    gates = (scheduled, prepared, running, attested, allowed, funded)
+    waived = {prepared.type} if attested.status is T else set()
+    not_true = [c.type.value for c in gates if c.status is not T and c.type not in waived]
     if deleting:
         ready = Observed(ConditionType.READY, F, Reason.DELETING, "the worker is being deleted")
         phase = Phase.TERMINATING
     elif spec_errors:
         ready = Observed(ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors))
+        phase = Phase.FAILED
+    elif image_refused:
+        ready = Observed(ConditionType.READY, F, Reason.IMAGE_NOT_ALLOWED, image_refused)
         phase = Phase.FAILED
     elif paused:
         ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
@@ -235,18 +348,20 @@ def view(
         ready = Observed(
             ConditionType.READY, F, Reason.NOT_READY, "waiting for: " + ", ".join(not_true)
         )
-        phase = _phase(scheduled, running, attested)
+        phase = _phase(scheduled, running, attested, prepared)
     else:
         ready = Observed(ConditionType.READY, T, Reason.READY, "serving")
         phase = Phase.READY
     return WorkerView(phase, (*gates, ready))
 
 
-def _phase(scheduled: Observed, running: Observed, attested: Observed) -> Phase:
+def _phase(scheduled: Observed, running: Observed, attested: Observed, model: Observed) -> Phase:
     if running.reason == Reason.VM_FAILED:
         return Phase.FAILED
     if scheduled.status is not T:
         return Phase.PENDING
+    if model.status is not T and attested.status is not T:
+        return Phase.FAILED if model.reason == Reason.MODEL_FAILED else Phase.STARTING
     if running.status is not T:
         return Phase.STARTING
     if attested.status is not T:

@@ -12,6 +12,7 @@ from cocoon_operator.desired.launcher import (
     ANNOTATION_PAYOUT_REQUESTED,
     LABEL_INSTANCE,
     LABEL_REVISION,
+    MODEL_INIT_CONTAINER,
     READINESS_GATE,
 )
 from cocoon_operator.policy.payouts import parse_intent
@@ -39,6 +40,23 @@ def _launch_error(container_status: Mapping[str, Any]) -> str | None:
     return None
 
 
+def model_init(status: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The init container ``model`` (``model ensure``): "running", "done", "failed" or
+    None (not started, or not reported), and its last failure's last words."""
+    for cs in status.get("initContainerStatuses", []) or []:
+        if cs.get("name") != MODEL_INIT_CONTAINER:
+            continue
+        state = cs.get("state") or {}
+        error = _launch_error(cs)
+        if "running" in state:
+            return "running", error
+        terminated = state.get("terminated")
+        if terminated is not None and terminated.get("exitCode", 1) == 0:
+            return "done", None
+        return ("failed", error) if error else (None, None)
+    return None, None
+
+
 def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     meta = pod.get("metadata", {})
     spec = pod.get("spec", {})
@@ -56,6 +74,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     labels = meta.get("labels", {}) or {}
     annotations = meta.get("annotations", {}) or {}
     instance = labels.get(LABEL_INSTANCE)
+    init, init_error = model_init(status)
     return PodFacts(
         name=meta.get("name", ""),
         uid=meta.get("uid") or None,
@@ -78,4 +97,6 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         drain_started=annotations.get(ANNOTATION_DRAIN_STARTED),
         payout_requested=ANNOTATION_PAYOUT_REQUESTED in annotations,
         payout_intent=parse_intent(annotations.get(ANNOTATION_PAYOUT_INTENT)),
+        model_init=init,
+        model_init_error=init_error,
     )

@@ -17,12 +17,13 @@ from typing import Any
 
 from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.nodereport import ModelRecord
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerSpec, CocoonWorkerStatus
 from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, ports_taken, try_another
-from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
+from cocoon_operator.policy.worker import ChainFacts, ModelFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
 
 
@@ -52,6 +53,15 @@ class Observed:
     listing_error: str | None = None
     # The operator registers this worker's hashes on a root it owns.
     registering: bool = False
+    # The node agents' word on this worker's model: per node with a report, what
+    # it says of the model (None: not listed); empty without node reports.
+    node_models: Mapping[str, ModelRecord | None] = field(default_factory=dict)
+    # Nodes whose report lists the model Ready: a new launcher pod prefers them.
+    model_nodes: tuple[str, ...] = ()
+    # Why spec.release.image may not run here (the operator's allow-list), or None.
+    # No launcher pod is created for it; one already running is left alone (taking
+    # an image off the list never stops a fleet by itself: an administrator does).
+    image_refused: str | None = None
     # Why a worker with spec.registerOnRoot is not registering (the operator's
     # registration policy, or a hash its root's owner removed).
     registration_refused: str | None = None
@@ -175,7 +185,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
         )
-        desired_pod = launcher_pod(obs.ref, obs.spec, slot)
+        desired_pod = launcher_pod(obs.ref, obs.spec, slot, model_nodes=obs.model_nodes)
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
         plan.events.append(
@@ -233,6 +243,14 @@ def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFact
     )
 
 
+def model_facts(obs: Observed, pod: PodFacts | None) -> ModelFacts:
+    """What the node agent of ``pod``'s node says of the worker's model."""
+    node = pod.node if pod is not None else None
+    if node is None or node not in obs.node_models:
+        return ModelFacts()
+    return ModelFacts(reported=True, record=obs.node_models[node])
+
+
 def plan(obs: Observed, *, now: datetime) -> Plan:
     out = Plan()
     rev = revision(obs.spec)
@@ -248,7 +266,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     if obs.deleting:
         current = next((p for p in obs.pods if p.revision == rev), None)
         out.delete_pods = [p.name for p in obs.pods if not p.deleting]
-    elif obs.paused or obs.spec_errors:
+    elif obs.paused or obs.spec_errors or obs.image_refused:
         current = next((p for p in obs.pods if p.revision == rev), None)
     elif held:
         _hold(obs, held, out)
@@ -262,6 +280,8 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         deleting=obs.deleting,
         spec_errors=obs.spec_errors,
         held=held if not (obs.deleting or obs.paused or obs.spec_errors) else None,
+        model=model_facts(obs, current),
+        image_refused=obs.image_refused,
     )
     conditions = merge(
         obs.status.conditions, worker_view.conditions, generation=obs.generation, now=now

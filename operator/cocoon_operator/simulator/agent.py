@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -64,6 +65,7 @@ from cocoon_operator.desired.launcher import (
     COMMON_LABELS,
     LABEL_INSTANCE,
     LABEL_WORKER,
+    MODEL_INIT_CONTAINER,
 )
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
@@ -71,9 +73,12 @@ from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.launcher import FileQuote, LaunchError, operator_argv
 from cocoon_operator.launcher._run import prepare_launch
 from cocoon_operator.launcher.cli import DIGEST_FLAGS
+from cocoon_operator.models import GcPolicy, ModelId, Phase, parse_model_spec
+from cocoon_operator.nodeagent._models import GcOptions
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
+from cocoon_operator.simulator._models import prepare_model
 from cocoon_operator.simulator._nodes import SimulatedNodes, SimulatedQuote
 from cocoon_operator.simulator._quotepath import (
     QuoteRefusedError,
@@ -137,6 +142,20 @@ def pod_worker(pod: dict[str, Any]) -> PodWorker | None:
         namespace=meta["namespace"],
         worker=(meta.get("labels") or {}).get(LABEL_WORKER, meta["name"]),
     )
+
+
+def init_container_model(pod: dict[str, Any]) -> ModelId | None:
+    """The model id the pod's init container ``model`` ensures (its ``--model=``)."""
+    for container in pod.get("spec", {}).get("initContainers") or []:
+        if container.get("name") != MODEL_INIT_CONTAINER:
+            continue
+        for arg in container.get("args") or []:
+            text = str(arg)
+            if text.startswith("--model="):
+                spec = parse_model_spec(text.removeprefix("--model="))
+                if spec.commit is not None and spec.verity is not None:
+                    return ModelId(spec.name, spec.commit, spec.verity)
+    return None
 
 
 def expected_digests(pod: dict[str, Any]) -> dict[str, str | None]:
@@ -239,8 +258,12 @@ class Agent:
         nodes: SimulatedNodes | None = None,
         release: Path | None = None,
         qgs: SimulatedQgs | None = None,
+        model_step_seconds: float = 0.25,
     ) -> None:
         self._api = api
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._model_step = model_step_seconds
+        self._models_root = Path(tempfile.mkdtemp(prefix="cocoon-sim-models-"))
         self._core = client.CoreV1Api(api)
         self._pki = pki
         self._gpu_pki = gpu_pki
@@ -248,6 +271,7 @@ class Agent:
         self._namespace = namespace
         self._faults = faults or Faults()  # every worker starts with these (fault tests)
         self._running: dict[str, WorkerSimulator] = {}
+        self._publishing: set[asyncio.Task[bool]] = set()
         # Each VM's quote path (the launcher's relay in front of the test QGS), and
         # when its guest last asked (key generation, monotonic time).
         self._qgs = qgs
@@ -262,6 +286,9 @@ class Agent:
         key = f"{meta['namespace']}/{meta['name']}/{meta.get('uid', '')}"
         worker = None if kind == "DELETED" else pod_worker(pod)
         if worker is None:
+            starting = self._starting.pop(key, None)
+            if starting is not None:
+                starting.cancel()
             sim = self._running.pop(key, None)
             if sim is not None:
                 await sim.stop()
@@ -275,7 +302,64 @@ class Agent:
                 if node is not None:
                     await self._nodes.publish(node, dt.datetime.now(dt.UTC))
             return
-        if key in self._running:
+        if key in self._running or key in self._starting:
+            return
+        # The model first, as the init container goes first: in a task of its own,
+        # so one worker's preparation holds up no other pod's events.
+        self._starting[key] = asyncio.create_task(self._start(key, pod, worker))
+
+    async def _prepare_model(self, pod: dict[str, Any], worker: PodWorker) -> bool:
+        """What the pod's init container would do (``model ensure``); whether it is Ready."""
+        model = init_container_model(pod)
+        if model is None:
+            return True
+        nodes = self._nodes
+        cache = nodes.model_cache(worker.node) if nodes else self._models_root / worker.node
+
+        async def publish() -> None:
+            # As on a node: the init container never waits for the agent's report
+            # (the apiserver may be away); the report follows when it can.
+            if nodes is not None:
+                task = asyncio.create_task(nodes.publish(worker.node, dt.datetime.now(dt.UTC)))
+                self._publishing.add(task)
+                task.add_done_callback(self._published)
+
+        result = await prepare_model(
+            cache, model, step_seconds=self._model_step, on_progress=publish
+        )
+        if result.phase is not Phase.READY:
+            log.error("worker %s does not start: model ensure: %s", worker.key, result.message)
+            return False
+        return True
+
+    def _published(self, task: asyncio.Task[bool]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("node report not published: %s", task.exception())
+
+    async def _start(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        # A container that fails on a transient error (the apiserver away while its
+        # Secrets are read) is restarted by the kubelet with a growing back-off
+        # (restartPolicy Always); so is this start, until it succeeds or the pod goes.
+        delay = 1.0
+        try:
+            while True:
+                try:
+                    await self._start_prepared(key, pod, worker)
+                    return
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    log.warning("worker %s not started (%s); retrying in %.0f s", key, exc, delay)
+                except Exception as exc:  # a task of its own: say why, or nobody will
+                    log.error("worker %s not started: %s", key, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        finally:
+            self._starting.pop(key, None)
+
+    async def _start_prepared(self, key: str, pod: dict[str, Any], worker: PodWorker) -> None:
+        model = init_container_model(pod)
+        if not await self._prepare_model(pod, worker):
             return
         try:
             secrets = await self._read_secrets(pod)
@@ -310,6 +394,7 @@ class Agent:
                 instance=worker.slot.index,
                 # What the launcher records for the node agent (launcher/_run.py).
                 node_wallet=guest.node_wallet,
+                model_verity=model.verity if model is not None else None,
             )
             await self._nodes.publish(worker.node, dt.datetime.now(dt.UTC))
         log.info(
@@ -391,13 +476,17 @@ class Agent:
                 async for event in stream.stream(method, *args, label_selector=SELECTOR):
                     obj = event["raw_object"]
                     await self.on_pod(event["type"], obj)
-            except (TimeoutError, ApiException, OSError) as exc:
+            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
+                # aiohttp.ClientError: an apiserver that restarts mid-stream cuts the
+                # chunked body short (ClientPayloadError), which is not an OSError.
                 log.warning("pod watch ended (%s); restarting", exc)
                 await asyncio.sleep(1)
             finally:
                 await stream.close()
 
     async def stop(self) -> None:
+        for task in list(self._starting.values()):
+            task.cancel()
         for sim in self._running.values():
             await sim.stop()
         self._running.clear()
@@ -414,9 +503,10 @@ async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
     while True:
         await asyncio.sleep(PROBE_SECONDS)
         await agent.refresh_quotes()
+        await nodes.collect_due()
         try:
             await nodes.publish_all(dt.datetime.now(dt.UTC))
-        except (ApiException, OSError, TimeoutError) as exc:
+        except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as exc:
             log.warning("node reports not published: %s", exc)
 
 
@@ -440,14 +530,28 @@ async def _main(args: argparse.Namespace) -> int:
     # The node agents' stand-in writes reports as the node agent does (k8s/rest.py).
     reports_api = Kube(load_connection(args.kubeconfig))
     if args.node_reports:
+        gc = GcOptions(
+            GcPolicy(max_count=args.model_gc_max_count),
+            interval=args.model_gc_interval,
+            min_idle=args.model_gc_min_idle_seconds,
+        )
         nodes = SimulatedNodes(
-            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS)
+            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS), gc=gc
         )
         ready["node_reports"] = args.node_reports
     # The nodes' quote generation service: a stand-in signing with the test PKI.
     qgs_dir = Path(tempfile.mkdtemp(prefix="cocoon-qgs-"))
     qgs = await SimulatedQgs(pki, qgs_dir / "qgs.sock").start()
-    agent = Agent(api, pki, args.namespace, faults=faults, gpu_pki=gpu_pki, nodes=nodes, qgs=qgs)
+    agent = Agent(
+        api,
+        pki,
+        args.namespace,
+        faults=faults,
+        gpu_pki=gpu_pki,
+        nodes=nodes,
+        qgs=qgs,
+        model_step_seconds=args.model_step_seconds,
+    )
     if nodes is not None:
         nodes.quote_source = agent.quote_of
     print(
@@ -501,6 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pccs-port", type=int, default=0)
     parser.add_argument(
+        "--model-step-seconds",
+        type=float,
+        default=0.25,
+        help="each of the simulated model build's steps takes this long (before a worker starts)",
+    )
+    parser.add_argument(
         "--tcb-status",
         default="UpToDate",
         choices=[
@@ -520,6 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=[name.replace("_", "-") for name in Faults.names()],
         help="every worker started misbehaves so from the start (repeatable; fault tests)",
     )
+    parser.add_argument(
+        "--model-gc-max-count",
+        type=int,
+        default=None,
+        help="run the node agent's model gc with this --gc-max-count on every simulated node",
+    )
+    parser.add_argument("--model-gc-min-idle-seconds", type=float, default=600.0)
+    parser.add_argument("--model-gc-interval", type=float, default=600.0)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -21,7 +21,7 @@ import pytest
 from cocoon_operator.cli import build_parser, main
 from cocoon_operator.desired.config import GPU_ENV, InstanceSlot, worker_config
 from cocoon_operator.desired.launcher import COCOON_SHAPE, launcher_pod
-from cocoon_operator.launcher import LaunchError, vm_running
+from cocoon_operator.launcher import STATE_LOCK, LaunchError, vm_running
 from cocoon_operator.launcher._plan import (
     LauncherKeys,
     allocated_gpu,
@@ -29,6 +29,7 @@ from cocoon_operator.launcher._plan import (
     measured_identity,
     resolve_node,
 )
+from cocoon_operator.nodeagent._sweep import lock_held
 from cocoon_operator.simulator._release import release_digests, write_release
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from tests.unit.test_launcher import WORKER, container, spec
@@ -58,6 +59,21 @@ def test_the_pods_arguments_are_the_launchers_own() -> None:
     assert {"POD_NAME", "POD_NAMESPACE", "POD_UID", "COCOON_WORKER"} <= env
     mounts = {m["name"]: m["mountPath"] for m in container(pod)["volumeMounts"]}
     assert mounts["launcher-state"] == args.state_dir == "/run/cocoon"
+
+
+def test_each_launcher_pod_mounts_only_its_own_state_directory() -> None:
+    """The spec shares of the node's other VMs, present or past, hold their node wallet
+    keys and HF tokens: a launcher sees its own pod's directory, by its UID, only."""
+    pod = launcher_pod(WORKER, spec(), InstanceSlot(3))
+    (mount,) = [m for m in container(pod)["volumeMounts"] if m["name"] == "launcher-state"]
+    assert mount["subPathExpr"] == "$(POD_UID)"
+    env = {e["name"]: e for e in container(pod)["env"]}
+    assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "launcher-state"]
+    assert volume["hostPath"] == {"path": "/run/cocoon/pods", "type": "DirectoryOrCreate"}
+    # No other volume of the pod reaches the launchers' state on the node.
+    paths = [v["hostPath"]["path"] for v in pod["spec"]["volumes"] if "hostPath" in v]
+    assert [p for p in paths if p.startswith("/run/cocoon")] == ["/run/cocoon/pods"]
 
 
 def test_the_pods_memory_holds_the_guest_ram_that_qemu_backs_with_ordinary_pages(
@@ -299,6 +315,8 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
             "persistent": record["persistent"],
             # What COCOON's CocoonWallet gives for the key and owner (ton/cocoonwallet.py).
             "nodeWallet": node_wallet_address_of_key(WALLET_KEY, spec().owner_address).to_raw(),
+            # The model the VM reads: the node agent's gc keeps it.
+            "modelVerity": spec().model.verity_hash,
         }
         # One disk, named by the release's measured identity, in the worker's directory.
         (disk,) = (tmp_path / "disks").iterdir()
@@ -312,6 +330,8 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
         # QEMU's quotes go to the launcher's relay, listening before QEMU starts.
         relay = private / "instance-3.qgs"
         assert relay.is_socket() and relay.stat().st_mode & 0o077 == 0
+        # Its directory is locked while it runs: the node agent's janitor keeps it.
+        assert lock_held(tmp_path / "run" / STATE_LOCK)
 
         # The pod's replacement, while this VM still runs: it starts nothing.
         second = start(args, env)
@@ -326,6 +346,7 @@ def test_the_vm_is_recorded_while_it_runs_and_forgotten_once_stopped(tmp_path: P
         assert not private.exists()  # and the VM's secrets are gone with its share
         assert not vm_running(Path("/proc"), record["pid"], 3)
         assert WALLET_KEY not in (proc.stderr.read() if proc.stderr else "")
+        assert not lock_held(tmp_path / "run" / STATE_LOCK)  # the janitor's to remove
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -141,13 +141,19 @@ def test_a_url_in_a_message_loses_its_credentials_and_query() -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "scheme"), [("https://h/x", "https"), ("file:///m/x.tar", "file"), ("HTTP://h", "http")]
+    ("url", "scheme"),
+    [
+        ("https://h/x", "https"),
+        ("file:///m/x.tar", "file"),
+        ("HTTP://h", "http"),
+        ("s3://b/k", "s3"),
+    ],
 )
-def test_sources_over_https_http_and_file_are_fetched(url: str, scheme: str) -> None:
+def test_sources_over_https_http_s3_and_file_are_fetched(url: str, scheme: str) -> None:
     assert source_scheme(url) == scheme
 
 
-@pytest.mark.parametrize(("url", "text"), [("s3://b/k", "not supported yet"), ("ftp://h/x", "ftp")])
+@pytest.mark.parametrize(("url", "text"), [("gs://b/k", "gs"), ("ftp://h/x", "ftp")])
 def test_other_sources_are_refused_as_unsupported(url: str, text: str) -> None:
     with pytest.raises(ModelCacheError, match=text) as info:
         source_scheme(url)

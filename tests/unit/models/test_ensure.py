@@ -4,11 +4,15 @@ by the project's own builder from a small repository on the stand-in Hub, verity
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from cocoon_operator.models import (
     build_model,
     ensure_model,
 )
+from cocoon_operator.models._s3 import Credentials, S3Options
 from tests.unit.models.hubstub import Hub, Repo, serving
 
 pytestmark = pytest.mark.skipif(
@@ -313,13 +318,91 @@ def test_two_ensure_processes_download_the_hub_files_once(
     assert outs[0][0] == outs[1][0]
 
 
-def test_an_s3_source_is_refused_as_not_supported_yet(tmp_path: Path) -> None:
+class S3Standin:
+    """An S3 endpoint for one bucket: path-style GETs answered only when signed with
+    SigV4 for ``ACCESS_KEY`` in ``REGION`` (the header's shape; the signature's
+    arithmetic is checked against AWS's and botocore's vectors in test_s3.py)."""
+
+    ACCESS_KEY, REGION, BUCKET = "AKIASTANDIN", "eu-central-1", "cocoon-models"
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.requests = files, list[tuple[str, str]]()
+        standin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                auth = self.headers.get("Authorization", "")
+                standin.requests.append((self.path, auth))
+                scope = f"Credential={standin.ACCESS_KEY}/"
+                signed = (
+                    auth.startswith("AWS4-HMAC-SHA256 ")
+                    and scope in auth
+                    and f"/{standin.REGION}/s3/aws4_request" in auth
+                    and self.headers.get("x-amz-content-sha256") == hashlib.sha256(b"").hexdigest()
+                    and self.headers.get("x-amz-date")
+                )
+                body = standin.files.get(urllib.parse.unquote(self.path))
+                status = 403 if not signed else 404 if body is None else 200
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body) if status == 200 and body else 0))
+                self.end_headers()
+                if status == 200 and body:
+                    self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> S3Standin:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_s3_source_is_fetched_with_a_signed_get_and_verified(
+    prebuilt: Prebuilt, tmp_path: Path
+) -> None:
+    files = {
+        f"/{S3Standin.BUCKET}/models/tiny.tar": prebuilt.tar.read_bytes(),
+        f"/{S3Standin.BUCKET}/models/tiny.verity": prebuilt.tree.read_bytes(),
+    }
+    source = Source(
+        f"s3://{S3Standin.BUCKET}/models/tiny.tar", f"s3://{S3Standin.BUCKET}/models/tiny.verity"
+    )
+    secret = "s3SeCrEtNeVeRpRiNtEd"
+    with S3Standin(files) as s3:
+        creds = Credentials(S3Standin.ACCESS_KEY, secret)
+        opts = EnsureOptions(s3=S3Options(s3.url, S3Standin.REGION, creds))
+        ensured = asyncio.run(ensure_model(tmp_path, prebuilt.model_id, source, opts))
+        assert ensured.step is Step.FETCH
+        assert ensured.tar.read_bytes() == prebuilt.tar.read_bytes()
+        assert sorted(path for path, _ in s3.requests) == sorted(files)
+        assert all(secret not in auth for _, auth in s3.requests)
+
+        # Without credentials the GET goes unsigned, and a private bucket says 403.
+        with pytest.raises(ModelCacheError, match="HTTP 403") as info:
+            asyncio.run(
+                ensure_model(
+                    tmp_path / "anonymous",
+                    prebuilt.model_id,
+                    source,
+                    EnsureOptions(s3=S3Options(s3.url, S3Standin.REGION)),
+                )
+            )
+        assert info.value.reason is Reason.UNAUTHORIZED
+
+
+def test_an_s3_url_without_a_key_is_refused_naming_it(tmp_path: Path) -> None:
     model = ModelId(NAME, COMMIT, "ab" * 32)
-    source = Source("s3://bucket/m.tar?X-Amz-Signature=secret", "s3://bucket/m.tar.verity")
-    with pytest.raises(ModelCacheError, match="s3:// is not supported yet") as info:
+    source = Source("s3://bucket/m.tar", "s3://bucket-only")
+    with pytest.raises(ModelCacheError, match="is not s3://BUCKET/KEY") as info:
         asyncio.run(ensure_model(tmp_path, model, source))
-    assert "secret" not in str(info.value)
-    assert info.value.reason is Reason.UNSUPPORTED
+    assert info.value.reason is Reason.INVALID
 
 
 def test_gc_removes_the_oldest_unused_model_and_keeps_the_one_in_use(

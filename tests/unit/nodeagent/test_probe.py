@@ -184,3 +184,25 @@ def test_a_quotes_file_not_written_for_this_vm_is_reported_as_no_quote(
     corrupt(root / "run/cocoon")
     (vm,) = probe("node-a", HostView(root), all_reachable).vms
     assert vm.running and vm.quote is None
+
+
+def test_vms_in_each_launcher_pods_own_directory_are_reported_with_their_quotes(
+    tmp_path: Path, vm_process: subprocess.Popen[bytes]
+) -> None:
+    """Each launcher pod writes into /run/cocoon/pods/<its UID>/ (desired/launcher.py);
+    a VM started by an older launcher into /run/cocoon itself: both are reported."""
+    root = host_with_proc(tmp_path)
+    fields = {"namespace": "ns", "worker": "w", "pci": None}
+    record = vm_state(root, instance=3, pod="w-abc", pod_uid="uid-3", pid=vm_process.pid, **fields)
+    own = root / "run/cocoon/pods/uid-3"
+    own.mkdir(parents=True)
+    record.rename(own / record.name)
+    write_quote_file(own, 3, "uid-3", [QUOTE])
+    vm_state(root, instance=5, pod="old-abc", pod_uid="uid-5", pid=vm_process.pid, **fields)
+    (root / "run/cocoon/pods/stray-file").write_text("not a directory")
+
+    vms = {vm.instance: vm for vm in probe("node-a", HostView(root), all_reachable).vms}
+    assert sorted(vms) == [3, 5]
+    assert vms[3].pod_uid == "uid-3" and vms[3].running
+    assert vms[3].quote is not None and vms[3].quote.quote_bytes() == b"a quote"
+    assert vms[5].pod_uid == "uid-5" and vms[5].quote is None
