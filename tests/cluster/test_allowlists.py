@@ -296,10 +296,14 @@ async def test_registration_is_refused_for_a_namespace_the_operator_does_not_all
         assert "--registration-namespace" in message
         allowed = conditions(worker)["OnChainAllowed"]
         assert allowed["reason"] == "NotListed" and "--registration-namespace" in allowed["message"]
-        assert any(
-            m.startswith("NotListed:") and "--registration-namespace" in m
-            for m in await _event_messages(api, namespace, "r0")
-        )
+
+        async def announced() -> bool:  # recorded after the status write
+            return any(
+                m.startswith("NotListed:") and "--registration-namespace" in m
+                for m in await _event_messages(api, namespace, "r0")
+            )
+
+        await eventually(announced, within=30, what="a NotListed Event naming the flag")
         assert await worker_pods(api, namespace, "r0") == []  # no VM, no GPU
         assert await root_version(env.chain) == 0  # the owner's key did nothing
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -352,7 +356,12 @@ async def test_a_hash_the_roots_owner_removed_is_not_registered_again(
             what="held: the owner removed the image",
         )
         assert "its owner removed it" in conditions(worker)["OnChainAllowed"]["message"]
-        assert any("its owner removed it" in m for m in await _event_messages(api, namespace, "r0"))
+
+        async def removal_announced() -> bool:  # recorded after the status write
+            messages = await _event_messages(api, namespace, "r0")
+            return any("its owner removed it" in m for m in messages)
+
+        await eventually(removal_announced, within=30, what="an Event: the owner removed it")
         intents = await registration_intents(api, namespace)
         assert len(intents) == 1  # the first registration only
         assert await root_version(env.chain) == 3
