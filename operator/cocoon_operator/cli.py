@@ -398,6 +398,77 @@ def _check_process_flags(args: argparse.Namespace) -> str | None:
     return None
 
 
+def funding_limits(
+    max_target: Sequence[str], worker_daily_cap: Sequence[str], namespace_daily_cap: Sequence[str]
+) -> Any:
+    """The operator's funding limits (a ``policy.treasury.FundingLimits``) from the
+    ``--funding-*`` flags: each value is ``TON`` (every namespace) or ``NAMESPACE=TON``
+    (that namespace), the last one given winning. Raises ValueError naming the flag."""
+    from cocoon_operator.policy.treasury import FundingLimits, NamespaceLimits  # noqa: PLC0415
+    from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
+
+    fields = {
+        "max_target": ("--funding-max-target", max_target),
+        "worker_daily_cap": ("--funding-worker-daily-cap", worker_daily_cap),
+        "namespace_daily_cap": ("--funding-namespace-daily-cap", namespace_daily_cap),
+    }
+    default: dict[str, int] = {}
+    per_ns: dict[str, dict[str, int]] = {}
+    for attr, (flag, values) in fields.items():
+        for value in values:
+            namespace, sep, amount = value.rpartition("=")
+            try:
+                nano = parse_ton(amount)
+            except ValueError as exc:
+                raise ValueError(f"{flag} {value!r}: {exc}") from None
+            if sep and not namespace:
+                raise ValueError(f"{flag} {value!r}: expected TON or NAMESPACE=TON")
+            (per_ns.setdefault(namespace, {}) if sep else default)[attr] = nano
+    base = NamespaceLimits(**default)
+    namespaces = {ns: dataclasses.replace(base, **own) for ns, own in per_ns.items()}
+    return FundingLimits(base, namespaces)
+
+
+def _image_hash(text: str) -> str:
+    value = text.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"--registration-image-hash {text!r}: expected 64 hex digits")
+    return value
+
+
+def chain_options(args: argparse.Namespace) -> Any:
+    """The chain step's options (a ``handlers.chain.ChainOptions``) from the ``run`` flags,
+    the operator's money policy included. Raises ValueError naming a bad flag."""
+    from cocoon_operator.api.v1alpha1 import TcbStatus  # noqa: PLC0415
+    from cocoon_operator.handlers.chain import ChainOptions  # noqa: PLC0415
+    from cocoon_operator.policy.treasury import RegistrationPolicy  # noqa: PLC0415
+    from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
+    from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
+
+    return ChainOptions(
+        endpoint=args.ton_endpoint,
+        api_key_file=args.ton_api_key_file,
+        treasury_secret=_namespaced(args.treasury_secret) if args.treasury_secret else None,
+        treasury_wallet=WalletVersion(args.treasury_wallet),
+        ton_global_id=args.ton_global_id,
+        global_daily_cap=parse_ton(args.funding_daily_cap),
+        ledger=_namespaced(args.funding_ledger),
+        check_seconds=args.chain_check_seconds,
+        root_owner_secret=_namespaced(args.root_owner_secret) if args.root_owner_secret else None,
+        root_owner_wallet=WalletVersion(args.root_owner_wallet),
+        registration_ledger=_namespaced(args.registration_ledger),
+        funding_limits=funding_limits(
+            args.funding_max_target, args.funding_worker_daily_cap, args.funding_namespace_daily_cap
+        ),
+        treasury_tcb=frozenset(TcbStatus(s) for s in args.treasury_tcb_status or ["UpToDate"]),
+        registration=RegistrationPolicy(
+            namespaces=frozenset(args.registration_namespace),
+            image_hashes=frozenset(_image_hash(h) for h in args.registration_image_hash),
+            daily_cap=parse_ton(args.registration_daily_cap),
+        ),
+    )
+
+
 def _check_test_roots(args: argparse.Namespace) -> str | None:
     """What is wrong with the test-root flags, if anything (a GPU test root only
     on a stack that trusts a test DCAP root, so ``trustRoot: test`` covers both)."""
@@ -529,8 +600,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker,  # importing registers the worker handlers
     )
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
-    from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
-    from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
     configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     namespaces = args.namespace or []
@@ -582,27 +651,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
-            treasury = _namespaced(args.treasury_secret) if args.treasury_secret else None
-            ledger = _namespaced(args.funding_ledger)
-            owner = _namespaced(args.root_owner_secret) if args.root_owner_secret else None
-            registrations = _namespaced(args.registration_ledger)
-            cap = parse_ton(args.funding_daily_cap)
+            memo["chain_options"] = chain_options(args)
         except ValueError as exc:
             print(f"cocoon-operator run: {exc}", file=sys.stderr)
             return 2
-        memo["chain_options"] = chain.ChainOptions(
-            endpoint=args.ton_endpoint,
-            api_key_file=args.ton_api_key_file,
-            treasury_secret=treasury,
-            treasury_wallet=WalletVersion(args.treasury_wallet),
-            ton_global_id=args.ton_global_id,
-            global_daily_cap=cap,
-            ledger=ledger,
-            check_seconds=args.chain_check_seconds,
-            root_owner_secret=owner,
-            root_owner_wallet=WalletVersion(args.root_owner_wallet),
-            registration_ledger=registrations,
-        )
         periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
     # The chain step first: its pinned connection to an attested worker shows the
     # attestation check the certificate, sparing that check a handshake.
@@ -746,22 +798,86 @@ def _add_attestation_args(run: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _at_least_one(text: str) -> float:
-    value = float(text)
-    if not value >= 1:  # also NaN
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _add_registration_arguments(ton: argparse._ArgumentGroup) -> None:
-    """Registration on a root the operator's owner key owns (opt-in)."""
+def _add_chain_args(run: argparse.ArgumentParser) -> None:
+    ton = run.add_argument_group(
+        "chain: allow-lists, node wallets, funding (off without --ton-endpoint)"
+    )
+    ton.add_argument("--ton-endpoint", default=None, help="toncenter-compatible API v2 base URL")
+    ton.add_argument("--ton-api-key-file", type=Path, default=None, help="file holding the API key")
+    ton.add_argument(
+        "--treasury-secret",
+        default=None,
+        help="NAMESPACE/NAME of the Secret with the treasury wallet (key 'mnemonic' or 'seed');"
+        " without it node wallets are checked, never funded",
+    )
+    ton.add_argument(
+        "--treasury-wallet",
+        choices=["v4r2", "v5r1"],  # ton.wallet.WalletVersion, not imported to parse flags
+        default="v4r2",
+        help="the treasury's wallet contract: v4r2 sends 4 top-ups per message, v5r1 255 (for"
+        " fleets beyond a few dozen workers). The same key has a different address under each",
+    )
+    ton.add_argument(
+        "--ton-global-id",
+        type=int,
+        default=-239,  # ton.wallet.MAINNET_GLOBAL_ID
+        help="the network's global id (config param 19: -239 mainnet, -3 testnet); a v5r1"
+        " wallet's id, and so its address, depends on it",
+    )
+    ton.add_argument(
+        "--funding-ledger",
+        default="default/cocoon-funding-ledger",
+        help="NAMESPACE/NAME of the ConfigMap recording every treasury message",
+    )
+    ton.add_argument(
+        "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
+    )
+    ton.add_argument(
+        "--funding-max-target",
+        action="append",
+        default=[],
+        metavar="[NAMESPACE=]TON",
+        help="most a node wallet is topped up to, whatever spec.funding.target says (default"
+        " 20; NAMESPACE=TON for one namespace; repeatable)",
+    )
+    ton.add_argument(
+        "--funding-worker-daily-cap",
+        action="append",
+        default=[],
+        metavar="[NAMESPACE=]TON",
+        help="most one worker (and its node wallet) gets per UTC day, whatever"
+        " spec.funding.dailyCap says (default 20; NAMESPACE=TON for one namespace; repeatable)",
+    )
+    ton.add_argument(
+        "--funding-namespace-daily-cap",
+        action="append",
+        default=[],
+        metavar="[NAMESPACE=]TON",
+        help="most the workers of one namespace get per UTC day, together (default 100;"
+        " NAMESPACE=TON for one namespace, 0: none; repeatable)",
+    )
+    ton.add_argument(
+        "--treasury-tcb-status",
+        action="append",
+        default=[],
+        choices=[
+            "UpToDate",
+            "SWHardeningNeeded",
+            "ConfigurationNeeded",
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDate",
+            "OutOfDateConfigurationNeeded",
+        ],
+        help="a TCB status the treasury funds and the root owner's key registers for"
+        " (repeatable; default UpToDate only, the one COCOON's own quote check accepts);"
+        " a worker's spec.attestation.acceptedTcbStatuses cannot widen it",
+    )
+    ton.add_argument(
+        "--chain-check-seconds",
+        type=float,
+        default=30.0,
+        help="how often each attested worker's wallet, stats and allow-lists are read",
+    )
     ton.add_argument(
         "--root-owner-secret",
         default=None,
@@ -778,10 +894,46 @@ def _add_registration_arguments(ton: argparse._ArgumentGroup) -> None:
         " version that would match)",
     )
     ton.add_argument(
+        "--registration-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="a namespace whose workers' spec.registerOnRoot is honoured (repeatable; none by"
+        " default: nothing is registered)",
+    )
+    ton.add_argument(
+        "--registration-image-hash",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="an attested image hash the owner's key may add to the root (repeatable; none by"
+        " default)",
+    )
+    ton.add_argument(
+        "--registration-daily-cap",
+        default="1",
+        metavar="TON",
+        help="most the root owner's wallet spends on registrations per UTC day (0.05 TON each)",
+    )
+    ton.add_argument(
         "--registration-ledger",
         default="default/cocoon-registration-ledger",
         help="NAMESPACE/NAME of the ConfigMap recording every registration message",
     )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_one(text: str) -> float:
+    value = float(text)
+    if not value >= 1:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def _add_webhook_args(run: argparse.ArgumentParser) -> None:
@@ -892,46 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launcher_image_args(run)
     _add_webhook_args(run)
     _add_attestation_args(run)
-    ton = run.add_argument_group(
-        "chain: allow-lists, node wallets, funding (off without --ton-endpoint)"
-    )
-    ton.add_argument("--ton-endpoint", default=None, help="toncenter-compatible API v2 base URL")
-    ton.add_argument("--ton-api-key-file", type=Path, default=None, help="file holding the API key")
-    ton.add_argument(
-        "--treasury-secret",
-        default=None,
-        help="NAMESPACE/NAME of the Secret with the treasury wallet (key 'mnemonic' or 'seed');"
-        " without it node wallets are checked, never funded",
-    )
-    ton.add_argument(
-        "--treasury-wallet",
-        choices=["v4r2", "v5r1"],  # ton.wallet.WalletVersion, not imported to parse flags
-        default="v4r2",
-        help="the treasury's wallet contract: v4r2 sends 4 top-ups per message, v5r1 255 (for"
-        " fleets beyond a few dozen workers). The same key has a different address under each",
-    )
-    ton.add_argument(
-        "--ton-global-id",
-        type=int,
-        default=-239,  # ton.wallet.MAINNET_GLOBAL_ID
-        help="the network's global id (config param 19: -239 mainnet, -3 testnet); a v5r1"
-        " wallet's id, and so its address, depends on it",
-    )
-    ton.add_argument(
-        "--funding-ledger",
-        default="default/cocoon-funding-ledger",
-        help="NAMESPACE/NAME of the ConfigMap recording every treasury message",
-    )
-    ton.add_argument(
-        "--funding-daily-cap", default="1000", help="TON the treasury may send per UTC day, in all"
-    )
-    ton.add_argument(
-        "--chain-check-seconds",
-        type=float,
-        default=30.0,
-        help="how often each attested worker's wallet, stats and allow-lists are read",
-    )
-    _add_registration_arguments(ton)
+    _add_chain_args(run)
     seal = run.add_argument_group("seal servers (off without --seal-servers)")
     seal.add_argument(
         "--seal-servers",

@@ -53,7 +53,16 @@ class Env:
     chain: Chain
     namespace: str
 
-    def operator_args(self, *, treasury: bool = True, owner: bool = False) -> tuple[str, ...]:
+    def operator_args(
+        self,
+        *,
+        treasury: bool = True,
+        owner: bool = False,
+        allow_namespace: str | None = None,
+        allow_images: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...]:
+        """The operator's flags; with ``owner``, registration is allowed for this test's
+        namespace and the example's image unless ``allow_*`` say otherwise."""
         args = [*self.agent.operator_args(), "--ton-endpoint", self.chain.api_url]
         args += ["--chain-check-seconds", "2"]
         if treasury:
@@ -62,6 +71,10 @@ class Env:
         if owner:
             args += ["--root-owner-secret", f"{self.namespace}/root-owner"]
             args += ["--registration-ledger", f"{self.namespace}/cocoon-registration-ledger"]
+            args += ["--registration-namespace", allow_namespace or self.namespace]
+            images = (example_image_hash(),) if allow_images is None else allow_images
+            for image in images:
+                args += ["--registration-image-hash", image]
         return tuple(args)
 
 
@@ -114,11 +127,12 @@ async def events_of(api: client.ApiClient, namespace: str, name: str) -> list[st
     return [e.reason for e in got.items]
 
 
-async def owner_lists_image(chain: Chain, image_hash: str) -> None:
-    """The root's owner adds ``image_hash`` with its own wallet, as a person would."""
+async def owner_lists_image(chain: Chain, image_hash: str, *, add: bool = True) -> None:
+    """The root's owner adds (or removes) ``image_hash`` with its own wallet, as a
+    person would."""
     key = WalletKey(bytes.fromhex(chain.root_owner_seed_hex))
     wallet = WalletV4R2(key.public_key)
-    body = allowlist_body(AllowList.WORKER, bytes.fromhex(image_hash), add=True)
+    body = allowlist_body(AllowList.WORKER, bytes.fromhex(image_hash), add=add)
     async with TonClient(chain.api_url, timeout=10) as ton:
         seqno = (await ton.get_wallet_information(wallet.address)).seqno or 0
         signed = wallet.create_transfer(
@@ -128,7 +142,7 @@ async def owner_lists_image(chain: Chain, image_hash: str) -> None:
             valid_until=2**32 - 1,
         )
         await ton.send_boc(signed.boc)
-        assert await RootContract(ton, chain.root_address).is_allowed(
+        assert add == await RootContract(ton, chain.root_address).is_allowed(
             AllowList.WORKER, bytes.fromhex(image_hash)
         )
 
@@ -254,4 +268,104 @@ async def test_kill_9_after_a_registration_went_out_never_registers_twice(
         assert intent["id"] == sent["id"]
         assert intent["state"] == "confirmed"  # found on chain, not re-sent
         assert await root_version(env.chain) == 2
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def _event_messages(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    got = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return [f"{e.reason}: {e.message}" for e in got.items]
+
+
+@pytest.mark.parametrize("lists", [([], [])], indirect=True)
+async def test_registration_is_refused_for_a_namespace_the_operator_does_not_allow(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    args = env.operator_args(owner=True, allow_namespace="somewhere-else")
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+        await create_worker(api, namespace, "r0", registerOnRoot=True)
+        worker = await eventually(
+            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+            within=120,
+            what="held: its namespace may not register",
+        )
+        message = conditions(worker)["Scheduled"]["message"]
+        assert f"namespace {namespace} may not register" in message
+        assert "--registration-namespace" in message
+        allowed = conditions(worker)["OnChainAllowed"]
+        assert allowed["reason"] == "NotListed" and "--registration-namespace" in allowed["message"]
+
+        async def announced() -> bool:  # recorded after the status write
+            return any(
+                m.startswith("NotListed:") and "--registration-namespace" in m
+                for m in await _event_messages(api, namespace, "r0")
+            )
+
+        await eventually(announced, within=30, what="a NotListed Event naming the flag")
+        assert await worker_pods(api, namespace, "r0") == []  # no VM, no GPU
+        assert await root_version(env.chain) == 0  # the owner's key did nothing
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("lists", [([], [])], indirect=True)
+async def test_an_attested_image_the_operator_does_not_allow_is_not_registered(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    args = env.operator_args(owner=True, allow_images=("ab" * 32,))
+    image = example_image_hash()
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+        await create_worker(api, namespace, "r0", registerOnRoot=True)
+        # The VM runs and is attested (its namespace may register); its image is not
+        # one the operator may register: nothing is registered (model and image go
+        # together), the VM is stopped.
+        worker = await eventually(
+            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+            within=150,
+            what="held: its image may not be registered",
+        )
+        message = conditions(worker)["Scheduled"]["message"]
+        assert f"image hash {image}" in message and "--registration-image-hash" in message
+        assert worker["status"]["attestation"]["imageHash"] == image  # it was attested
+        assert await root_version(env.chain) == 0  # the owner's key did nothing
+        assert await eventually(
+            lambda: _no_pods(api, namespace, "r0"), within=60, what="GPU released"
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("lists", [([], [])], indirect=True)
+async def test_a_hash_the_roots_owner_removed_is_not_registered_again(
+    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    image = example_image_hash()
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args(owner=True)) as proc:
+        await create_worker(api, namespace, "r0", registerOnRoot=True)
+        await eventually(ready(api, namespace, "r0"), within=150, what="registered and Ready")
+        assert await root_version(env.chain) == 2
+        await owner_lists_image(env.chain, image, add=False)  # the owner takes it off
+        assert await root_version(env.chain) == 3
+        # After the grace for a landing registration, the operator says why and
+        # holds the worker; it never sends the image again.
+        worker = await eventually(
+            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+            within=150,
+            what="held: the owner removed the image",
+        )
+        assert "its owner removed it" in conditions(worker)["OnChainAllowed"]["message"]
+
+        async def removal_announced() -> bool:  # recorded after the status write
+            messages = await _event_messages(api, namespace, "r0")
+            return any("its owner removed it" in m for m in messages)
+
+        await eventually(removal_announced, within=30, what="an Event: the owner removed it")
+        intents = await registration_intents(api, namespace)
+        assert len(intents) == 1  # the first registration only
+        assert await root_version(env.chain) == 3
+        async with TonClient(env.chain.api_url, timeout=10) as ton:
+            root = RootContract(ton, env.chain.root_address)
+            assert not await root.is_allowed(AllowList.WORKER, bytes.fromhex(image))
         assert proc.poll() is None, log.read_text()[-3000:]

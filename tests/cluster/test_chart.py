@@ -420,6 +420,42 @@ def test_chart_logs_json_at_info_by_default_and_takes_both_settings(helm: Any) -
         assert "Error" in out, bad
 
 
+def test_chart_renders_the_operators_money_policy_with_finite_defaults(helm: Any) -> None:
+    chain = "chain.endpoint=https://toncenter.example/api/v2,chain.treasurySecret.name=treasury"
+    args = container(render(helm, "--set", chain))["args"]
+    # Finite by default: no worker's spec decides what the treasury pays.
+    assert "--funding-max-target=20" in args
+    assert "--funding-worker-daily-cap=20" in args
+    assert "--funding-namespace-daily-cap=100" in args
+    assert "--treasury-tcb-status=UpToDate" in args
+    owner = "chain.rootOwnerSecret.name=root-owner"
+    args = container(render(helm, "--set", chain, "--set", owner))["args"]
+    assert "--registration-daily-cap=1" in args
+    assert not [a for a in args if a.startswith("--registration-namespace")]  # none allowed
+    image = "ab" * 32
+    args = container(
+        render(
+            helm,
+            "--set",
+            chain,
+            "--set",
+            owner,
+            "--set",
+            "chain.registration.namespaces={team-a}",
+            "--set",
+            f"chain.registration.imageHashes={{{image}}}",
+            "--set-string",
+            "chain.fundingLimits.namespaces.team-a.namespaceDailyCap=500",
+        )
+    )["args"]
+    assert "--registration-namespace=team-a" in args
+    assert f"--registration-image-hash={image}" in args
+    assert "--funding-namespace-daily-cap=team-a=500" in args
+    for bad in ("chain.fundingLimits.maxTarget=lots", "chain.treasuryTcbStatuses={Whatever}"):
+        out = helm("template", "rel", str(CHART), "--set", chain, "--set", bad, check=False)
+        assert "Error" in out, bad
+
+
 def test_chart_refuses_bad_values(helm: Any) -> None:
     for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

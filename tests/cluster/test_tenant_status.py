@@ -79,6 +79,11 @@ class Env:
             f"{ns}/root-owner",
             "--registration-ledger",
             f"{ns}/cocoon-registration-ledger",
+            # The operator's registration policy: this namespace, the example's image.
+            "--registration-namespace",
+            ns,
+            "--registration-image-hash",
+            example_image_hash(),
         )
 
 

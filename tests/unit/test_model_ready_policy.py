@@ -170,6 +170,7 @@ def test_a_new_pod_prefers_the_nodes_whose_report_lists_the_model_ready() -> Non
     assert nodes_with_model(reports, VERITY) == ["a"]
     observed = Observed(
         ref=REF,
+        control_key=CONTROL_KEY,
         generation=1,
         spec=spec(),
         status=CocoonWorkerStatus(),
@@ -203,6 +204,7 @@ def test_the_plan_reads_the_record_of_the_pods_own_node() -> None:
     current = pod(name=f"w-{rev}", revision=rev, phase="Running")
     observed = Observed(
         ref=REF,
+        control_key=CONTROL_KEY,
         generation=1,
         spec=spec(),
         status=CocoonWorkerStatus(),

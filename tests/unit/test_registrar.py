@@ -14,6 +14,7 @@ import pytest
 
 from cocoon_operator.funding import MemoryLedgerStore, Treasury
 from cocoon_operator.handlers.registration import Registrar
+from cocoon_operator.policy.treasury import RegistrationPolicy
 from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.amounts import parse_ton
 from cocoon_operator.ton.cells import begin_cell, cell_from_boc, cell_to_boc
@@ -78,6 +79,11 @@ class Env:
         return Registrar(
             self.ton,
             owner,
+            # The operator's registration policy allows this namespace and image
+            # (test_registration_policy.py tests the refusals).
+            policy=RegistrationPolicy(
+                namespaces=frozenset({"ns"}), image_hashes=frozenset({IMAGE})
+            ),
             key_wallets={
                 v: make_wallet(v, self.key.public_key).address.to_raw() for v in WalletVersion
             },

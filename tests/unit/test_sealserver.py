@@ -165,6 +165,7 @@ def observed(
 ) -> Observed:
     return Observed(
         ref=REF,
+        control_key=CONTROL_KEY,
         generation=1,
         spec=s,
         status=CocoonWorkerStatus(),

@@ -50,6 +50,10 @@ class Reason(StrEnum):
     INSUFFICIENT_BALANCE = "InsufficientBalance"
     LAUNCH_FAILED = "LaunchFailed"
     WALLET_MISMATCH = "WalletMismatch"
+    # WalletFunded: the operator's own funding policy (policy/treasury.py PolicyCode)
+    FUNDING_LIMITED = "FundingLimited"
+    SHARED_WALLET = "SharedWallet"
+    TCB_NOT_FUNDED = "TcbNotFunded"
     # Ready
     READY = "Ready"
     NOT_READY = "NotReady"

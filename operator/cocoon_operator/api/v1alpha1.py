@@ -296,7 +296,8 @@ class Funding(Model):
         Field(
             ge=FUNDING_FLOOR,
             le=10_000 * NANO_PER_TON,
-            description="top up to this balance (nanoTON)",
+            description="top up to this balance (nanoTON); the operator may cap it lower"
+            " (--funding-max-target)",
             json_schema_extra={"format": "int64"},
         ),
     ] = FUNDING_TARGET_DEFAULT
@@ -306,7 +307,8 @@ class Funding(Model):
             default=None,
             ge=0,
             le=100_000 * NANO_PER_TON,
-            description="most this worker may receive per UTC day (nanoTON)",
+            description="most this worker may receive per UTC day (nanoTON); the operator's"
+            " own cap applies when lower or unset (--funding-worker-daily-cap)",
             json_schema_extra={"format": "int64"},
         ),
     ] = None
@@ -702,6 +704,14 @@ class WalletStatus(Model):
             default=None,
             description="set when the worker names another wallet than its key and owner give:"
             " nothing is funded then",
+        ),
+    ] = None
+    limit: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="the operator's own policy that held the last top-up back or made it"
+            " smaller (FundingLimited, SharedWallet, TcbNotFunded); funding says which limit",
         ),
     ] = None
     checked_at: Annotated[

@@ -10,7 +10,8 @@ expired). While one is unresolved, nothing new is signed; a pending intent's
 own BOC may be re-sent, which the wallet's seqno check makes harmless.
 
 - :mod:`._ledger`: the ledger and intent models, and the store protocol;
-- :mod:`._plan`: who gets how much, within per-worker and global daily caps (pure);
+- :mod:`._plan`: who gets how much, within per-worker (per-wallet), per-namespace and
+  global daily caps, each wallet once (pure);
 - :mod:`._treasury`: the I/O: resolve, record, send, confirm.
 """
 
@@ -26,7 +27,7 @@ from cocoon_operator.funding._ledger import (
     MemoryLedgerStore,
     PlannedTransfer,
 )
-from cocoon_operator.funding._plan import Refusal, TopUpRequest, plan_topups
+from cocoon_operator.funding._plan import Limit, Refusal, TopUpRequest, plan_topups
 from cocoon_operator.funding._treasury import FundingReport, Treasury, failpoint, settle_forever
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Ledger",
     "LedgerConflictError",
     "LedgerStore",
+    "Limit",
     "MemoryLedgerStore",
     "PlannedTransfer",
     "Refusal",

@@ -82,6 +82,10 @@ class Intent(BaseModel):
 class Ledger(BaseModel):
     treasury: str  # raw address of the treasury wallet the intents belong to
     intents: list[Intent] = []
+    # Purposes of confirmed intents that :meth:`pruned` dropped: a purpose is asked
+    # for once, ever, not once per two days (a registration the root's owner
+    # removed is never sent again). One short string per registered hash.
+    done_purposes: list[str] = []
 
     def pending(self) -> list[Intent]:
         return [i for i in self.intents if i.state is IntentState.PENDING]
@@ -101,10 +105,21 @@ class Ledger(BaseModel):
         )
 
     def has_purpose(self, purpose: str) -> bool:
-        """Whether a pending or confirmed intent carries a transfer for ``purpose``."""
-        return any(
+        """Whether a pending or confirmed intent carries a transfer for ``purpose``,
+        including confirmed ones pruned long ago (:attr:`done_purposes`)."""
+        return purpose in self.done_purposes or any(
             t.purpose == purpose for i in self.intents if i.state in _MAY_PAY for t in i.transfers
         )
+
+    def confirmed_purpose(self, purpose: str) -> datetime | None:
+        """When a transfer for ``purpose`` was confirmed on chain (the epoch for one
+        pruned long ago); None when it never was (pending, expired or unknown)."""
+        if purpose in self.done_purposes:
+            return datetime.fromtimestamp(0, UTC)
+        for i in self.intents:
+            if i.state is IntentState.CONFIRMED and any(t.purpose == purpose for t in i.transfers):
+                return i.resolved_at or i.created_at
+        return None
 
     def _counting(self, day: str) -> list[Intent]:
         # Pending intents count as spent: they may yet land.
@@ -116,19 +131,55 @@ class Ledger(BaseModel):
     def spent_total(self, day: str) -> int:
         return sum(i.total for i in self._counting(day))
 
+    def spent_on(self, worker: str, address: str, day: str) -> int:
+        """What went to ``worker`` or to the wallet ``address`` on ``day``: a worker's
+        cap holds for its wallet too, so workers sharing a wallet share its cap."""
+        return sum(
+            t.amount
+            for i in self._counting(day)
+            for t in i.transfers
+            if t.worker == worker or t.address == address
+        )
+
+    def funded_for(self, day: str) -> dict[str, str]:
+        """Each wallet topped up on ``day`` (pending or confirmed), and the worker it
+        was first topped up for."""
+        out: dict[str, str] = {}
+        for i in sorted(self._counting(day), key=lambda i: i.created_at):
+            for t in i.transfers:
+                if t.purpose is None:
+                    out.setdefault(t.address, t.worker)
+        return out
+
+    def spent_in_namespace(self, namespace: str, day: str) -> int:
+        """What went to workers of ``namespace`` (``worker`` is ``namespace/name``) on ``day``."""
+        prefix = f"{namespace}/"
+        counting = self._counting(day)
+        return sum(t.amount for i in counting for t in i.transfers if t.worker.startswith(prefix))
+
     def pruned(self, now: datetime) -> Ledger:
         """Resolved intents only as long as the caps look back, and without their signed
         message: only a pending one may be sent again. (Kept whole, 250 messages
         for a 1,000-worker fleet made a 360 KB ConfigMap, rewritten twice per
         message, and about 550 would pass the 1 MiB object limit.)"""
+
+        def kept(i: Intent) -> bool:
+            return (
+                i.state is IntentState.PENDING
+                or i.resolved_at is None
+                or now - i.resolved_at < KEEP_RESOLVED
+            )
+
         keep = [
             i if i.state is IntentState.PENDING or not i.boc else i.model_copy(update={"boc": ""})
             for i in self.intents
-            if i.state is IntentState.PENDING
-            or i.resolved_at is None
-            or now - i.resolved_at < KEEP_RESOLVED
+            if kept(i)
         ]
-        return self.model_copy(update={"intents": keep})
+        done = list(self.done_purposes)
+        for i in self.intents:
+            if not kept(i) and i.state is IntentState.CONFIRMED:
+                done.extend(t.purpose for t in i.transfers if t.purpose and t.purpose not in done)
+        return self.model_copy(update={"intents": keep, "done_purposes": done})
 
 
 class LedgerConflictError(Exception):

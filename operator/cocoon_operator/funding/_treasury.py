@@ -170,6 +170,7 @@ class Treasury:
         store: LedgerStore,
         *,
         global_daily_cap: int,
+        namespace_daily_cap: Callable[[str], int | None] = lambda _ns: None,
         wallet: Wallet | None = None,
         reserve: int = 1_000_000_000,
         fee_per_message: int = FEE_PER_MESSAGE,
@@ -189,6 +190,7 @@ class Treasury:
             raise ValueError("the treasury key does not belong to the treasury wallet")
         self.address = self.wallet.address.to_raw()
         self._global_cap = global_daily_cap
+        self._namespace_cap = namespace_daily_cap
         self._reserve = reserve
         # Every transfer carries a whole message's fee too: a conservative
         # share whatever the batching.
@@ -400,19 +402,19 @@ class Treasury:
         record, not by a clock: the wallet's state must include the transaction
         that received it (:meth:`_credited`). Only a top-up of the same wallet
         counts: a worker whose node wallet changed (a new VM, a new key) waits
-        for nothing sent to the old one.
+        for nothing sent to the old one; a worker sharing its wallet with another
+        waits for that one's top-up too.
         """
-        sent: dict[tuple[str, str], Intent] = {}
+        sent: dict[str, Intent] = {}
         for intent in ledger.intents:
             if intent.state is IntentState.CONFIRMED and intent.sent_lt is not None:
                 for t in intent.transfers:
-                    key = (t.worker, t.address)
-                    if key not in sent or (sent[key].sent_lt or 0) < intent.sent_lt:
-                        sent[key] = intent
+                    if t.address not in sent or (sent[t.address].sent_lt or 0) < intent.sent_lt:
+                        sent[t.address] = intent
         out, unsettled = [], set()
         for req in requests:
             if req.balance < req.minimum:
-                last_topup = sent.get((req.worker, req.address))
+                last_topup = sent.get(req.address)
                 if last_topup is not None:
                     state = await self._ton.get_address_information(req.address)
                     if not await self._credited(req.address, last_topup, state.last_transaction_id):
@@ -468,7 +470,7 @@ class Treasury:
         ``sent_lt`` (older ledgers): a time window stands in for the logical-time check."""
         now = self._now()
         recent = {
-            (t.worker, t.address)
+            t.address
             for i in ledger.intents
             if i.state is IntentState.CONFIRMED
             and i.sent_lt is None
@@ -476,7 +478,7 @@ class Treasury:
             and (now - i.resolved_at).total_seconds() < self._settle
             for t in i.transfers
         }
-        return frozenset(r.worker for r in requests if (r.worker, r.address) in recent)
+        return frozenset(r.worker for r in requests if r.address in recent)
 
     # ------------------------------------------------------------------ sending
 
@@ -555,6 +557,7 @@ class Treasury:
             available=balance - self._reserve,
             settling=self._settling(ledger, fresh) | unsettled,
             fee_per_transfer=self._fee_per_transfer,
+            namespace_daily_cap=self._namespace_cap,
         )
         report.refused.extend(refusals)
         await self._deliver(

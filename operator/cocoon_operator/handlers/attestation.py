@@ -370,6 +370,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
             policy=policy_digest(policy),
             mrtd=outcome.mrtd,
             rtmr=outcome.rtmr,
+            tcb_status=outcome.tcb_status,
         )
     elif outcome.step not in TRANSIENT_STEPS:
         verified.pop(key, None)  # rejected: nothing verified stands

@@ -61,6 +61,7 @@ from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import (
     FundingReport,
+    Limit,
     PlannedTransfer,
     TopUpRequest,
     Treasury,
@@ -82,6 +83,7 @@ from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
+from cocoon_operator.policy.attestation import LastVerification
 from cocoon_operator.policy.chain import (
     BalanceReading,
     balance_read_due,
@@ -91,6 +93,14 @@ from cocoon_operator.policy.chain import (
     wallet_to_fund,
 )
 from cocoon_operator.policy.conditions import rfc3339
+from cocoon_operator.policy.treasury import (
+    TREASURY_TCB_DEFAULT,
+    FundingLimits,
+    PolicyCode,
+    RegistrationPolicy,
+    funding_bounds,
+    tcb_refusal,
+)
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import Observed
 from cocoon_operator.ton.address import normalize_address
@@ -123,22 +133,57 @@ class ChainOptions:
     root_owner_secret: tuple[str, str] | None = None  # namespace, name
     root_owner_wallet: WalletVersion = WalletVersion.V4R2
     registration_ledger: tuple[str, str] = ("default", "cocoon-registration-ledger")
+    # The operator's own money policy (policy/treasury.py): never a worker's spec.
+    funding_limits: FundingLimits = field(default_factory=FundingLimits)
+    treasury_tcb: frozenset[v1alpha1.TcbStatus] = TREASURY_TCB_DEFAULT
+    registration: RegistrationPolicy = field(default_factory=RegistrationPolicy)
 
 
-def _describe(report: FundingReport, worker: str) -> str:
+@dataclass(frozen=True)
+class TopUpAnswer:
+    """What the treasury's cycle did for one worker: a note for status, and the
+    operator's limit behind it, if one was (a :class:`PolicyCode` value)."""
+
+    note: str
+    limit: str | None = None
+
+
+# Treasury refusals that are the operator's own limits (the rest are transient).
+_LIMIT_CODES = {
+    Limit.WORKER_DAILY_CAP: PolicyCode.FUNDING_LIMITED,
+    Limit.NAMESPACE_DAILY_CAP: PolicyCode.FUNDING_LIMITED,
+    Limit.GLOBAL_DAILY_CAP: PolicyCode.FUNDING_LIMITED,
+    Limit.SHARED_WALLET: PolicyCode.SHARED_WALLET,
+}
+
+
+# The operator flag each of its limits comes from, named where it applies.
+_LIMIT_FLAGS = {
+    Limit.WORKER_DAILY_CAP: "--funding-worker-daily-cap, or spec.funding.dailyCap",
+    Limit.NAMESPACE_DAILY_CAP: "--funding-namespace-daily-cap",
+    Limit.GLOBAL_DAILY_CAP: "--funding-daily-cap",
+}
+
+
+def _describe(report: FundingReport, worker: str) -> TopUpAnswer:
     for transfer in report.confirmed:
         if transfer.worker == worker:
-            return f"topped up {format_ton(transfer.amount)} TON"
+            return TopUpAnswer(f"topped up {format_ton(transfer.amount)} TON")
     for transfer in report.pending:
         if transfer.worker == worker:
-            return "a top-up is in flight"
+            return TopUpAnswer("a top-up is in flight")
     for transfer in report.failed:
         if transfer.worker == worker:
-            return "not topped up: the treasury's balance did not cover it (nothing was paid)"
+            return TopUpAnswer(
+                "not topped up: the treasury's balance did not cover it (nothing was paid)"
+            )
     for refusal in report.refused:
         if refusal.worker == worker:
-            return f"not topped up: {refusal.reason}"
-    return "no top-up needed"
+            code = _LIMIT_CODES.get(refusal.code) if refusal.code is not None else None
+            flag = _LIMIT_FLAGS.get(refusal.code) if refusal.code is not None else None
+            why = f"{refusal.reason} ({flag})" if flag else refusal.reason
+            return TopUpAnswer(f"not topped up: {why}", code.value if code else None)
+    return TopUpAnswer("no top-up needed")
 
 
 @dataclass
@@ -151,12 +196,16 @@ class FundingBatcher:
     treasury: Treasury
     metrics: Metrics = field(default_factory=Metrics)
     window_seconds: float = 0.5
-    _waiting: list[tuple[TopUpRequest, asyncio.Future[str]]] = field(default_factory=list)
+    _waiting: list[tuple[TopUpRequest, asyncio.Future[TopUpAnswer]]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _flusher: asyncio.Task[None] | None = None
 
     async def request(self, req: TopUpRequest) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        return (await self.answer(req)).note
+
+    async def answer(self, req: TopUpRequest) -> TopUpAnswer:
+        """The cycle's answer for ``req``, with the operator's limit behind it."""
+        future: asyncio.Future[TopUpAnswer] = asyncio.get_running_loop().create_future()
         self._waiting.append((req, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -192,7 +241,7 @@ class FundingBatcher:
                     return  # no await follows: a new request starts a new flusher
                 await self._cycle(batch)
 
-    async def _cycle(self, batch: list[tuple[TopUpRequest, asyncio.Future[str]]]) -> None:
+    async def _cycle(self, batch: list[tuple[TopUpRequest, asyncio.Future[TopUpAnswer]]]) -> None:
         waiting = {req.worker: future for req, future in batch}
 
         def confirmed(transfers: Sequence[PlannedTransfer]) -> None:
@@ -200,7 +249,7 @@ class FundingBatcher:
             for transfer in transfers:
                 future = waiting.get(transfer.worker)
                 if future is not None and not future.done():
-                    future.set_result(f"topped up {format_ton(transfer.amount)} TON")
+                    future.set_result(TopUpAnswer(f"topped up {format_ton(transfer.amount)} TON"))
 
         try:
             report = await self.treasury.fund([req for req, _ in batch], confirmed)
@@ -208,7 +257,7 @@ class FundingBatcher:
             # Exception texts of the TON client are redacted; keys never reach them.
             for _, future in batch:
                 if not future.done():
-                    future.set_result(f"funding failed: {type(exc).__name__}: {exc}")
+                    future.set_result(TopUpAnswer(f"funding failed: {type(exc).__name__}: {exc}"))
             return
         self._count(report)
         for req, future in batch:
@@ -281,13 +330,43 @@ class Chain:
     check_seconds: float = 30.0
     # Each worker's last balance reading (see policy.chain.balance_read_due).
     balances: dict[tuple[str, str], BalanceReading] = field(default_factory=dict)
+    # The operator's funding limits and the TCB statuses its treasury pays for.
+    funding_limits: FundingLimits = field(default_factory=FundingLimits)
+    treasury_tcb: frozenset[v1alpha1.TcbStatus] = TREASURY_TCB_DEFAULT
+    # The last policy refusal announced per worker (an Event each time it changes,
+    # not at every check).
+    announced: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Each node wallet the chain step funds, and the worker it funds it for: the
+    # first seen with it. Workers sharing a node wallet key share one wallet
+    # (CocoonWallet.cpp derives it from key and owner) and get one top-up.
+    wallet_users: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def wallet_user(
+        self, key: tuple[str, str], address: str, alive: Callable[[tuple[str, str]], bool]
+    ) -> tuple[str, str]:
+        """The worker ``address`` is funded for: ``key`` unless another worker that
+        still has pods (``alive``) claimed it first."""
+        for old in [a for a, k in self.wallet_users.items() if k == key and a != address]:
+            del self.wallet_users[old]  # this worker's wallet changed
+        first = self.wallet_users.setdefault(address, key)
+        if first != key and not alive(first):
+            first = self.wallet_users[address] = key
+        return first
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """A deleted worker's readings and wallet claim."""
+        self.balances.pop(key, None)
+        self.announced.pop(key, None)
+        for address in [a for a, k in self.wallet_users.items() if k == key]:
+            del self.wallet_users[address]
 
 
 async def read_lists(
     state: Chain, trust: TrustState, now: dt.datetime, observed: Observed
 ) -> Observed:
     """``observed`` with the root contract's verdict on its revision's hashes, also kept
-    in ``trust`` (the reading the chain step funds and registers by).
+    in ``trust`` (the reading the chain step funds and registers by), and whether the
+    operator registers the missing ones (its policy, not the spec alone).
 
     The image hash asked about is the one this operator verified for the current
     revision's pod (``trust``), never ``status.attestation``.
@@ -313,7 +392,18 @@ async def read_lists(
         return dataclasses.replace(observed, listing_error=f"{type(exc).__name__}: {exc}"[:300])
     listing = allowlist.Listing(rev, model, model_listed, image, image_listed)
     trust.listings[key] = listing
-    return dataclasses.replace(observed, listing=listing)
+    refused = None
+    if state.registrar is not None and spec.register_on_root:
+        needed = [(AllowList.MODEL, model)] if not model_listed else []
+        if image and image_listed is False:
+            needed.append((AllowList.WORKER, image))
+        refused = state.registrar.refusal(f"{ref.namespace}/{ref.name}", root, needed)
+    return dataclasses.replace(
+        observed,
+        listing=listing,
+        registering=observed.registering and refused is None,
+        registration_refused=refused,
+    )
 
 
 async def _wallet_key(api: Kube, namespace: str, name: str) -> WalletKey:
@@ -341,7 +431,12 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
             options.treasury_wallet, key.public_key, network_global_id=options.ton_global_id
         )
         treasury = Treasury(
-            ton, key, store, global_daily_cap=options.global_daily_cap, wallet=wallet
+            ton,
+            key,
+            store,
+            global_daily_cap=options.global_daily_cap,
+            namespace_daily_cap=options.funding_limits.namespace_daily_cap,
+            wallet=wallet,
         )
         batcher = FundingBatcher(treasury, deps.metrics)
         logger.info(
@@ -358,7 +453,8 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
     if options.root_owner_secret is not None:
         owner_key = await _wallet_key(deps.api, *options.root_owner_secret)
         store = ConfigMapLedgerStore(deps.api, *options.registration_ledger)
-        # Owner commands carry no value worth capping: 0.05 TON each, once per hash.
+        # Owner commands go through Treasury.send, uncapped there: the registrar
+        # caps them per day itself (options.registration.daily_cap).
         key_wallets = {
             v: make_wallet(v, owner_key.public_key, network_global_id=options.ton_global_id)
             for v in WalletVersion
@@ -371,11 +467,24 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
             wallet=key_wallets[options.root_owner_wallet],
         )
         registrar = Registrar(
-            ton, owner, key_wallets={v: w.address.to_raw() for v, w in key_wallets.items()}
+            ton,
+            owner,
+            policy=options.registration,
+            key_wallets={v: w.address.to_raw() for v, w in key_wallets.items()},
         )
+        await registrar.load()
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
-    state = Chain(ton, batcher, lists, settlers, registrar, options.check_seconds)
+    state = Chain(
+        ton,
+        batcher,
+        lists,
+        settlers,
+        registrar,
+        options.check_seconds,
+        funding_limits=options.funding_limits,
+        treasury_tcb=options.treasury_tcb,
+    )
     memo["chain"] = state
     hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(  # noqa: E731
         state, deps.trust, deps.clock(), obs
@@ -467,6 +576,36 @@ async def _read_balance(
     return reading
 
 
+def _verified(memo: Any, key: tuple[str, str], pod: PodFacts) -> LastVerification | None:
+    """This operator's own last verification of ``pod`` (its trust store, never the
+    status); None when it has not verified that pod since it started."""
+    deps: Deps = memo["deps"]
+    last = deps.trust.verified.get(key)
+    return last if last is not None and last.pod_uid == pod.uid else None
+
+
+NOT_VERIFIED_YET = "not verified by this operator process yet; looked at again once it is"
+
+
+async def _announce(
+    state: Chain,
+    deps: Deps,
+    body: kopf.Body,
+    *,
+    key: tuple[str, str],
+    reason: str,
+    message: str,
+    logger: Logger,
+) -> None:
+    """A warning Event for an operator policy that held something back, once per change
+    (the checks repeat every few seconds; the condition carries it meanwhile)."""
+    if state.announced.get(key) == f"{reason}:{message}":
+        return
+    state.announced[key] = f"{reason}:{message}"
+    logger.warning("%s/%s: %s: %s", *key, reason, message)
+    await record(deps.api, body, reason=reason, message=message, warning=True, now=deps.clock())
+
+
 def _derived_wallet(memo: Any, pod: PodFacts) -> str | None:
     """The address the pod's launcher derived from its node wallet key, if reported."""
     reports: NodeReports | None = memo.get("node_reports")
@@ -486,10 +625,12 @@ async def _wallet_facts(
     key: tuple[str, str],
     now: dt.datetime,
     logger: Logger,
+    alive: Callable[[tuple[str, str]], bool],
 ) -> tuple[WalletStatus, EarningsStatus | None] | None:
     """Read the worker and its node wallet, fund the wallet when due (the derived
     address only: :func:`~cocoon_operator.policy.chain.wallet_to_fund`), and return
-    what status should say; None when nothing could be read."""
+    what status should say; None when nothing could be read. ``alive``: whether a
+    worker still has launcher pods (a wallet's first user that is gone yields it)."""
     deps: Deps = memo["deps"]
     stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
     reported = normalize_address(stats.wallet_address) if stats is not None else None
@@ -507,21 +648,41 @@ async def _wallet_facts(
         deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
         await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
     note = worker.status.wallet.funding if worker.status.wallet else None
+    limit = worker.status.wallet.limit if worker.status.wallet else None
     if choice.mismatch is not None:
-        note = None
+        note = limit = None
         logger.warning("chain check of %s/%s: %s", *key, choice.mismatch)
     elif not allowlist.listed(reading, rev, image):
         note = "not funded until the root contract lists the image and model hashes"
-    elif balance < worker.spec.funding.minimum:
-        note, balance = await _top_up(
-            state, worker.spec.funding, key, address, balance, logger=logger
+        limit = None
+    elif (first := state.wallet_user(key, address, alive)) != key:
+        note = (
+            f"node wallet {address} is also worker {first[0]}/{first[1]}'s (the same node"
+            " wallet key and owner): funded once, for that worker"
         )
-        held = state.balances[key] = next_reading(held, address, balance, now)
+        limit = PolicyCode.SHARED_WALLET.value
+        await _announce(state, deps, body, key=key, reason=limit, message=note, logger=logger)
+    elif balance < worker.spec.funding.minimum:
+        verified = _verified(memo, key, pod)
+        refused = tcb_refusal(verified.tcb_status, state.treasury_tcb) if verified else None
+        if verified is None:
+            note, limit = f"not topped up: {NOT_VERIFIED_YET}", None
+        elif refused is not None:
+            note, limit = f"not topped up: {refused}", PolicyCode.TCB_NOT_FUNDED.value
+        else:
+            answer, balance = await _top_up(
+                state, worker.spec.funding, key, address, balance, logger=logger
+            )
+            note, limit = answer.note, answer.limit
+            held = state.balances[key] = next_reading(held, address, balance, now)
+        if limit is not None and note is not None:
+            await _announce(state, deps, body, key=key, reason=limit, message=note, logger=logger)
     wallet = WalletStatus(
         address=address,
         balance=balance,
         funding=note,
         mismatch=choice.mismatch,
+        limit=limit,
         checked_at=rfc3339(held.read_at),
     )
     deps.metrics.balance.labels(*key).set(balance)
@@ -544,7 +705,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     if meta.get("deletionTimestamp"):
-        state.balances.pop(key, None)
+        state.forget(key)
         return
     deps: Deps = memo["deps"]
     body = deps.fresh(body)
@@ -575,13 +736,31 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         # Registered together, in one owner message, once the image is attested.
         complete = reading is not None and image is not None and reading.image_hash == image
         if pod and complete and state.registrar is not None and worker.spec.register_on_root:
-            await _register(state, state.registrar, body, worker, needed, deps=deps, logger=logger)
+            refused = _registration_refused(memo, state, key, pod, needed)
+            if refused is None:
+                await _register(
+                    state, state.registrar, body, worker, needed, deps=deps, logger=logger
+                )
+            elif refused != NOT_VERIFIED_YET:
+                await _announce(
+                    state,
+                    deps,
+                    body,
+                    key=key,
+                    reason="NotRegistered",
+                    message=f"not registered: {refused}",
+                    logger=logger,
+                )
         # Registered, or held: the reconcile re-reads the lists (and starts a
         # held worker's VM once they are listed).
         await reconcile_body(body, memo, Indexes.of(kwargs), logger)
         return
     if pod is None or image is None:
         return
+
+    def alive(other: tuple[str, str]) -> bool:
+        return bool(deps.worker_pods(kwargs["launcher_pods"], *other))
+
     facts = await _wallet_facts(
         state,
         body,
@@ -594,12 +773,31 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         key=key,
         now=now,
         logger=logger,
+        alive=alive,
     )
     if facts is None:
         return
     wallet, earnings = facts
     changes = status_changes(body, wallet, earnings, now=now)
     await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
+
+
+def _registration_refused(
+    memo: Any, state: Chain, key: tuple[str, str], pod: PodFacts, needed: list[tuple[str, str]]
+) -> str | None:
+    """Why an attested worker's missing hashes are not registered now, from this
+    operator's own verification of its pod: its TCB status must be one the
+    treasury accepts, and the image hash to register the one it verified."""
+    verified = _verified(memo, key, pod)
+    if verified is None:
+        return NOT_VERIFIED_YET
+    refused = tcb_refusal(verified.tcb_status, state.treasury_tcb)
+    if refused is not None:
+        return refused
+    for kind, value in needed:
+        if kind == AllowList.WORKER.value and value != verified.image_hash:
+            return f"image hash {value} is not the one this operator verified for the pod"
+    return None
 
 
 async def _payout_if_due(
@@ -713,27 +911,39 @@ async def _top_up(
     balance: Nanoton,
     *,
     logger: Logger,
-) -> tuple[str, Nanoton]:
-    """Ask the treasury for a top-up; the decision's note and the balance after it."""
+) -> tuple[TopUpAnswer, Nanoton]:
+    """Ask the treasury for a top-up within the operator's limits for the worker's
+    namespace (:func:`~cocoon_operator.policy.treasury.funding_bounds`); the answer
+    and the balance after it."""
     if state.batcher is None:
-        return "below the minimum; no treasury configured", balance
-    note = await state.batcher.request(
+        return TopUpAnswer("below the minimum; no treasury configured"), balance
+    bounds = funding_bounds(funding, key[0], state.funding_limits)
+    if bounds.target <= balance:
+        # Below the spec's minimum but at the operator's capped target already.
+        return TopUpAnswer(
+            f"not topped up: {bounds.capped}", PolicyCode.FUNDING_LIMITED.value
+        ), balance
+    answer = await state.batcher.answer(
         TopUpRequest(
             worker=f"{key[0]}/{key[1]}",
             address=address,
             balance=balance,
             minimum=funding.minimum,
-            target=funding.target,
-            daily_cap=funding.daily_cap,
+            target=bounds.target,
+            daily_cap=bounds.daily_cap,
         )
     )
     try:
         balance = await state.ton.get_address_balance(address)
     except TonError as exc:
         logger.warning("balance of %s/%s after funding: %s", *key, exc)
-    if note.startswith("topped up"):
-        logger.info("%s/%s: %s", *key, note)
-    return note, balance
+    if answer.note.startswith("topped up"):
+        logger.info("%s/%s: %s", *key, answer.note)
+        if bounds.capped is not None:
+            answer = TopUpAnswer(
+                f"{answer.note}; {bounds.capped}", PolicyCode.FUNDING_LIMITED.value
+            )
+    return answer, balance
 
 
 def _dump(model: Any) -> dict[str, Any]:

@@ -16,8 +16,16 @@ Every command goes through the same machinery as funding
 (:class:`~cocoon_operator.funding.Treasury` over its own ledger ConfigMap): a
 durable intent is recorded before the message can leave, confirmed by the
 wallet's transactions, resent only as the identical BOC, and each
-``(root, list, hash)`` is asked for once (:meth:`Ledger.has_purpose`), so a
-crash or a fleet of workers of one model never registers twice.
+``(root, list, hash)`` is asked for once, ever (:meth:`Ledger.has_purpose`;
+the ledger keeps the purposes of confirmed messages after it prunes them), so a
+crash or a fleet of workers of one model never registers twice, and a hash the
+root's owner removed after this operator registered it is never added again.
+
+The operator's configuration bounds what a worker's ``spec.registerOnRoot``
+can make the owner's key do (:class:`~cocoon_operator.policy.treasury.RegistrationPolicy`):
+only workers of the namespaces it names, only image hashes it names, and at
+most ``daily_cap`` nanoTON of owner messages per UTC day, pending ones
+included (counted in the same durable ledger, so a restart forgets nothing).
 """
 
 from __future__ import annotations
@@ -25,17 +33,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cocoon_operator.funding import FundingReport, PlannedTransfer, Treasury, settle_forever
+from cocoon_operator.funding import FundingReport, Ledger, PlannedTransfer, Treasury, settle_forever
+from cocoon_operator.policy.treasury import (
+    RegistrationPolicy,
+    owner_cap_refusal,
+    registration_refusal,
+)
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.errors import RootContractError, TonError
 from cocoon_operator.ton.root import AllowList, RootContract, allowlist_body
 from cocoon_operator.ton.wallet import WalletVersion
 
 COMMAND_NANOTON = 50_000_000  # 0.05 TON with each owner command: gas, the rest stays
+# A confirmed registration the root still does not list this long after is taken
+# as removed by the root's owner (an internal message lands within seconds).
+REMOVAL_GRACE = timedelta(seconds=60)
 
 
 def purpose(root: str, kind: AllowList, hash_hex: str) -> str:
@@ -63,9 +81,50 @@ class Registrar:
     #: version's wallet is refused by name, so the fix is plain.
     key_wallets: Mapping[WalletVersion, str] = field(default_factory=dict)
     _owners: dict[str, str] = field(default_factory=dict)
+    policy: RegistrationPolicy = field(default_factory=RegistrationPolicy)
+    clock: Callable[[], float] = time.time
+    removal_grace: timedelta = REMOVAL_GRACE
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The ledger as last read: when each purpose was confirmed (for refusal()).
+    _ledger: Ledger | None = None
 
-    async def refusal(self, root: str) -> str | None:
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    async def load(self) -> None:
+        """Read the ledger (at start, so :meth:`refusal` knows what was registered)."""
+        async with self._lock:
+            self._ledger = await self.owner.ledger()
+
+    def removed(self, root: str, kind: AllowList, hash_hex: str) -> str | None:
+        """Why ``hash_hex`` is never registered again: this operator's registration of
+        it was confirmed and the root, read since, does not list it (its owner took
+        it off). Only for a hash the caller found unlisted."""
+        if self._ledger is None:
+            return None
+        when = self._ledger.confirmed_purpose(purpose(root, kind, hash_hex))
+        if when is None or self._now() - when < self.removal_grace:
+            return None
+        what = "image" if kind is AllowList.WORKER else kind.value
+        return (
+            f"{what} hash {hash_hex} was registered by this operator and the root no"
+            " longer lists it: its owner removed it, and it is never registered again"
+        )
+
+    def refusal(self, worker: str, root: str, needed: list[tuple[AllowList, str]]) -> str | None:
+        """Why ``needed`` (hashes found unlisted) of ``worker`` (``namespace/name``) is not
+        registered, from the operator's configuration and the ledger; None: it may be."""
+        namespace = worker.partition("/")[0]
+        refused = registration_refusal(self.policy, namespace, [(k.value, h) for k, h in needed])
+        if refused is not None:
+            return refused
+        for kind, value in needed:
+            gone = self.removed(root, kind, value)
+            if gone is not None:
+                return gone
+        return None
+
+    async def owner_refusal(self, root: str) -> str | None:
         """None when the root's owner is this operator's owner wallet, else why not.
 
         The owner is read once per root from its account data (COCOON's layout);
@@ -116,13 +175,22 @@ class Registrar:
         Raises :class:`TonError` when the chain cannot be read or written now.
         """
         async with self._lock:
-            refused = await self.refusal(root)
+            ledger = self._ledger = await self.owner.ledger()
+            refused = self.refusal(worker, root, needed)
+            if refused is not None:
+                return f"not registered: {refused}"
+            refused = await self.owner_refusal(root)
             if refused is not None:
                 return refused
-            ledger = await self.owner.ledger()
             todo = [(k, h) for k, h in needed if not ledger.has_purpose(purpose(root, k, h))]
             if not todo:
                 return "registration asked for before; the root does not list it (yet)"
+            day = self._now().date().isoformat()
+            over = owner_cap_refusal(
+                ledger.spent_total(day), COMMAND_NANOTON * len(todo), self.policy.daily_cap
+            )
+            if over is not None:
+                return f"not registered: {over}"
             transfers = [
                 PlannedTransfer(
                     worker=worker,
@@ -137,7 +205,8 @@ class Registrar:
                 for kind, value in todo
             ]
             report = await self.owner.send(transfers)
+            self._ledger = await self.owner.ledger()
             return _outcome(report, [t.purpose or "" for t in transfers])
 
 
-__all__ = ["COMMAND_NANOTON", "Registrar", "TonError", "purpose"]
+__all__ = ["COMMAND_NANOTON", "REMOVAL_GRACE", "Registrar", "TonError", "purpose"]

@@ -777,6 +777,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)  # nothing started: the directory is free again
         print(f"launch: {exc}", file=sys.stderr)
         return 1
     conf = prepared.plan.conf

@@ -89,16 +89,25 @@ def missing(chain: ChainStatus | None, revision: str) -> list[str]:
     return out
 
 
-def hold(chain: ChainStatus | None, revision: str, *, registering: bool) -> str | None:
+def hold(
+    chain: ChainStatus | None,
+    revision: str,
+    *,
+    registering: bool,
+    not_registered: str | None = None,
+) -> str | None:
     """Why no VM may run for ``revision`` now, or None.
 
     A worker whose hashes the operator itself registers is not held: it would
     only be stopped to be started again once the registration lands.
+    ``not_registered``: why a worker that asked for registration does not get it
+    (the operator's policy), said with the hold.
     """
     gaps = missing(chain, revision)
     if not gaps or registering:
         return None
-    return "the root contract does not list the " + " and ".join(gaps)
+    why = f"; not registered: {not_registered}" if not_registered else ""
+    return "the root contract does not list the " + " and ".join(gaps) + why
 
 
 def listed(reading: Listing | None, revision: str, image_hash: str | None) -> bool:

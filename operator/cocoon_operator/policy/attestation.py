@@ -158,6 +158,9 @@ class LastVerification:
     policy: str = ""  # policy_digest of the spec it was verified against
     mrtd: str = ""
     rtmr: tuple[str, ...] = ()
+    # The TCB status it found: the treasury's own TCB policy reads it from here
+    # (policy/treasury.py tcb_refusal), never from status.attestation.
+    tcb_status: str = ""
 
 
 @dataclass(frozen=True)

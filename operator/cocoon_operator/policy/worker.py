@@ -86,6 +86,10 @@ class ChainFacts:
     minimum: int = FUNDING_MINIMUM_DEFAULT
     funding_note: str | None = None
     wallet_mismatch: str | None = None  # policy.chain.wallet_to_fund refused to fund
+    # The operator's own policy behind the last funding decision (policy.treasury
+    # PolicyCode value), and why a missing hash is not registered.
+    funding_limit: str | None = None
+    not_registered: str | None = None
     enabled: bool = True  # False: the operator has no chain access configured
     error: str | None = None  # why the last reading of the root contract failed
 
@@ -252,11 +256,12 @@ def _on_chain(chain: ChainFacts) -> Observed:
     if chain.image_listed is False:
         missing.append(f"image hash {chain.image_hash or '?'}")
     if missing:
+        why = f"; not registered: {chain.not_registered}" if chain.not_registered else ""
         return Observed(
             kind,
             F,
             Reason.NOT_LISTED,
-            "the root contract does not list the " + " and ".join(missing),
+            "the root contract does not list the " + " and ".join(missing) + why,
         )
     if chain.image_listed is None:
         return Observed(
@@ -278,13 +283,32 @@ def _funded(chain: ChainFacts) -> Observed:
         return Observed(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
     if chain.balance is None:
         return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+    return _funded_by_balance(chain, chain.balance)
+
+
+def _funded_by_balance(chain: ChainFacts, balance: int) -> Observed:
+    kind = ConditionType.WALLET_FUNDED
     note = f"; {chain.funding_note}" if chain.funding_note else ""
-    ton = f"{chain.balance / 1e9:.3f} TON"
-    if chain.balance >= chain.minimum:
+    ton = f"{balance / 1e9:.3f} TON"
+    if chain.funding_limit == Reason.SHARED_WALLET.value:
+        # Another worker's wallet: said whatever its balance (two VMs on one wallet
+        # is a misconfiguration the balance does not show).
+        status = T if balance >= FUNDING_FLOOR else F
+        return Observed(kind, status, Reason.SHARED_WALLET, f"balance {ton}{note}")
+    if balance >= chain.minimum:
         return Observed(kind, T, Reason.FUNDED, f"balance {ton}{note}")
-    if chain.balance >= FUNDING_FLOOR:
-        return Observed(kind, T, Reason.BELOW_MINIMUM, f"balance {ton}, below the minimum{note}")
-    return Observed(kind, F, Reason.INSUFFICIENT_BALANCE, f"balance {ton}, below 2.1 TON{note}")
+    # Below the minimum because of the operator's own policy: the reason names it.
+    policy = _POLICY_REASONS.get(chain.funding_limit or "")
+    if balance >= FUNDING_FLOOR:
+        reason = policy or Reason.BELOW_MINIMUM
+        return Observed(kind, T, reason, f"balance {ton}, below the minimum{note}")
+    reason = policy or Reason.INSUFFICIENT_BALANCE
+    return Observed(kind, F, reason, f"balance {ton}, below 2.1 TON{note}")
+
+
+_POLICY_REASONS = {
+    r.value: r for r in (Reason.FUNDING_LIMITED, Reason.SHARED_WALLET, Reason.TCB_NOT_FUNDED)
+}
 
 
 def view(

@@ -66,6 +66,9 @@ class Observed:
     image_refused: str | None = None
     # The operator runs the nodes' seal servers (None: it does not).
     seal: sealserver.SealFacts | None = None
+    # Why a worker with spec.registerOnRoot is not registering (the operator's
+    # registration policy, or a hash its root's owner removed).
+    registration_refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,12 @@ DRAIN_HELD_EVENTS = frozenset({"Rotating", "StoppingUnlisted"})
 
 def _hold(obs: Observed, held: str, plan: Plan) -> None:
     """No VM for a worker whose hashes are not listed: stop any, start none."""
-    was = allowlist.hold(obs.status.chain, revision(obs.spec), registering=obs.registering)
+    was = allowlist.hold(
+        obs.status.chain,
+        revision(obs.spec),
+        registering=obs.registering,
+        not_registered=obs.registration_refused,
+    )
     if was != held:
         plan.events.append(Event("NotListed", f"no VM is started: {held}", warning=True))
     for pod in obs.pods:
@@ -240,6 +248,8 @@ def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFact
         minimum=obs.spec.funding.minimum,
         funding_note=wallet.funding if wallet else None,
         wallet_mismatch=wallet.mismatch if wallet else None,
+        funding_limit=wallet.limit if wallet else None,
+        not_registered=obs.registration_refused,
         enabled=obs.chain_enabled,
     )
 
@@ -259,7 +269,9 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
     held = None
     if obs.chain_enabled:
         chain = allowlist.record(chain, obs.listing, obs.listing_error, now)
-        held = allowlist.hold(chain, rev, registering=obs.registering)
+        held = allowlist.hold(
+            chain, rev, registering=obs.registering, not_registered=obs.registration_refused
+        )
     current: PodFacts | None = None
     tried = list(obs.status.instances_tried or ()) or None
     seal_waiting = (

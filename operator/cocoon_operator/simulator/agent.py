@@ -629,7 +629,9 @@ async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    pki = generate_test_pki(now=day, seed=DEFAULT_SEED)
+    # The test PCCS's TCB info gives the simulated platform this status (Intel's
+    # statuses; a real platform's comes from its TCB level in Intel's TCB info).
+    pki = generate_test_pki(now=day, seed=DEFAULT_SEED, tcb_status=args.tcb_status)
     args.root_out.write_bytes(pki.root_pem)
     gpu_pki = generate_test_gpu_pki(DEFAULT_GPU_SEED, now=day)
     ready: dict[str, str] = {}
@@ -725,6 +727,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.25,
         help="each of the simulated model build's steps takes this long (before a worker starts)",
+    )
+    parser.add_argument(
+        "--tcb-status",
+        default="UpToDate",
+        choices=[
+            "UpToDate",
+            "SWHardeningNeeded",
+            "ConfigurationNeeded",
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDate",
+            "OutOfDateConfigurationNeeded",
+        ],
+        help="the TCB status the test collateral gives every simulated platform",
     )
     parser.add_argument(
         "--fault",

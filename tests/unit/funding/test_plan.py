@@ -8,6 +8,7 @@ from cocoon_operator.funding import (
     Intent,
     IntentState,
     Ledger,
+    Limit,
     PlannedTransfer,
     TopUpRequest,
     plan_topups,
@@ -109,3 +110,65 @@ def test_a_worker_whose_last_top_up_is_settling_waits_for_its_balance_to_show_it
     )
     assert [t.worker for t in transfers] == ["b"]
     assert refusals[0].worker == "a" and "settling" in refusals[0].reason
+
+
+def shared(worker: str, balance: int, address: str = "0:" + "ab" * 32) -> TopUpRequest:
+    return TopUpRequest(worker, address, balance, 5 * TON, 10 * TON)
+
+
+def test_two_workers_sharing_one_wallet_get_one_top_up_and_the_second_is_told_why() -> None:
+    transfers, refusals = plan([shared("ns/a", 0), shared("ns/b", 0)])
+    assert [(t.worker, t.amount) for t in transfers] == [("ns/a", 10 * TON)]
+    [refused] = refusals
+    assert refused.worker == "ns/b" and refused.code is Limit.SHARED_WALLET
+    assert "also worker ns/a's" in refused.reason
+
+
+def test_a_wallet_topped_up_today_for_one_worker_is_not_topped_up_again_for_another() -> None:
+    earlier = intent("ns/a", 10 * TON, IntentState.CONFIRMED)
+    earlier = earlier.model_copy(
+        update={
+            "transfers": [
+                t.model_copy(update={"address": "0:" + "ab" * 32}) for t in earlier.transfers
+            ]
+        }
+    )
+    transfers, refusals = plan([shared("ns/b", 0)], Ledger(treasury="0:t", intents=[earlier]))
+    assert transfers == []
+    assert [r.code for r in refusals] == [Limit.SHARED_WALLET]
+
+
+def test_a_namespace_cap_counts_the_ledger_and_this_cycle_and_spares_other_namespaces() -> None:
+    spent = intent("team/x", 6 * TON, IntentState.PENDING, NOW)
+    ledger = Ledger(treasury="0:t", intents=[spent])
+    caps = {"team": 12 * TON}
+    transfers, refusals = plan_topups(
+        [req("team/a", 0), req("team/b", 0), req("other/c", 0)],
+        ledger,
+        day=DAY,
+        global_daily_cap=1000 * TON,
+        available=1000 * TON,
+        namespace_daily_cap=caps.get,
+    )
+    # 6 TON left for the namespace: team/a gets them, team/b nothing, other/c its all.
+    assert {t.worker: t.amount for t in transfers} == {"team/a": 6 * TON, "other/c": 10 * TON}
+    [refused] = refusals
+    assert refused.worker == "team/b" and refused.code is Limit.NAMESPACE_DAILY_CAP
+    assert "namespace team's daily cap" in refused.reason
+
+
+def test_a_namespace_cap_of_zero_funds_nobody_there() -> None:
+    transfers, refusals = plan_topups(
+        [req("team/a", 0)],
+        Ledger(treasury="0:t"),
+        day=DAY,
+        global_daily_cap=1000 * TON,
+        available=1000 * TON,
+        namespace_daily_cap=lambda _ns: 0,
+    )
+    assert transfers == [] and [r.code for r in refusals] == [Limit.NAMESPACE_DAILY_CAP]
+
+
+def test_a_request_already_at_its_capped_target_plans_nothing() -> None:
+    request = TopUpRequest("ns/a", "0:" + "cd" * 32, 3 * TON, 5 * TON, 3 * TON)
+    assert plan([request]) == ([], [])
