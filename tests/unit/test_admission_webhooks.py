@@ -182,3 +182,24 @@ def test_a_follower_refuses_gpu_verify_mode_unless_the_operator_allows_it() -> N
     assert "spec.attestation.gpu.mode" in refused["response"]["status"]["message"]
     allowed = admission.standby_review("addresses", review("CREATE", verify), allow_gpu_verify=True)
     assert allowed["response"]["allowed"] is True
+
+
+def test_the_pool_webhook_refuses_a_template_image_the_operator_does_not_allow() -> None:
+    image = worker()["spec"]["release"]["image"]
+    registry = kopf.OperatorRegistry()
+    admission.register(registry, LauncherImages.parse([image]))
+    handlers = {h.id: h for h in registry._webhooks.get_all_handlers()}
+    validate = handlers["pool-launcher-image"].fn
+    other = image.rsplit("@", 1)[0] + "@sha256:" + "ab" * 32
+    bad = kopf.Body({"spec": {"replicas": 1, "template": {"spec": {"release": {"image": other}}}}})
+    with pytest.raises(kopf.AdmissionError, match=r"spec\.template\.spec\.release\.image"):
+        validate(spec=bad.spec, operation="CREATE")
+    good = kopf.Body({"spec": {"replicas": 1, "template": {"spec": {"release": {"image": image}}}}})
+    validate(spec=good.spec, operation="CREATE")
+    answer = admission.standby_review(
+        "pool-launcher-image",
+        review("CREATE", {"metadata": {"namespace": "ns"}, "spec": dict(bad.spec)}),
+        (),
+        LauncherImages.parse([image]),
+    )
+    assert answer["response"]["allowed"] is False

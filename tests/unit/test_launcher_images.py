@@ -13,6 +13,7 @@ from cocoon_operator.policy.launcherimages import (
     image_digest,
     image_errors,
     introduced_image_errors,
+    introduced_template_image_errors,
 )
 from cocoon_operator.reconcile.worker import plan
 from tests.unit.test_worker_policy import T0, observed, running_pod, spec
@@ -102,3 +103,16 @@ def test_deletion_still_stops_the_vm_of_a_refused_image() -> None:
     rev = revision(spec())
     p = plan(observed((running_pod(rev),), image_refused="no", deleting=True), now=T0)
     assert p.delete_pods == [running_pod(rev).name]
+
+
+def test_a_pool_template_with_an_image_not_allowed_is_refused_naming_the_template_field() -> None:
+    allowed = LauncherImages.parse([IMAGE])
+    other = f"x.example/launcher@{OTHER}"
+    pool = {"replicas": 2, "template": {"spec": {"release": {"image": other}}}}
+    (error,) = introduced_template_image_errors(pool, None, allowed)
+    assert error.startswith("spec.template.spec.release.image: ")
+    ok = {"replicas": 2, "template": {"spec": {"release": {"image": IMAGE}}}}
+    assert introduced_template_image_errors(ok, None, allowed) == []
+    # An update that leaves the template's image alone passes (scaling, other fields).
+    assert introduced_template_image_errors({**pool, "replicas": 3}, pool, allowed) == []
+    assert introduced_template_image_errors(pool, ok, allowed) == [error]

@@ -34,13 +34,18 @@ from typing import Any
 
 import kopf
 
-from cocoon_operator.api import v1alpha1
+from cocoon_operator.api import pool, v1alpha1
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.k8s.webhook_tls import self_signed
 from cocoon_operator.policy.admission import introduced_errors
-from cocoon_operator.policy.launcherimages import LauncherImages, introduced_image_errors
+from cocoon_operator.policy.launcherimages import (
+    LauncherImages,
+    introduced_image_errors,
+    introduced_template_image_errors,
+)
 
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+POOLS = (v1alpha1.GROUP, v1alpha1.VERSION, pool.POOL_PLURAL)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,19 @@ def image_validator(images: LauncherImages) -> Any:
             raise kopf.AdmissionError("; ".join(errors), code=422)
 
     return validate_launcher_image
+
+
+def pool_image_validator(images: LauncherImages) -> Any:
+    """The launcher-image check of a pool's template (its workers would each be refused)."""
+
+    def validate_pool_launcher_image(*, spec: kopf.Spec, **kwargs: Any) -> None:
+        stored = kwargs.get("old") or {}
+        old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
+        errors = introduced_template_image_errors(spec, old_spec, images)
+        if errors:
+            raise kopf.AdmissionError("; ".join(errors), code=422)
+
+    return validate_pool_launcher_image
 
 
 def with_finalizer(finalizers: list[str] | None) -> list[str] | None:
@@ -165,6 +183,13 @@ def standby_review(
         if errors:
             answer["allowed"] = False
             answer["status"] = {"message": "; ".join(errors), "code": 422}
+    elif handler_id == "pool-launcher-image" and images is not None and operation != "DELETE":
+        old = request.get("oldObject") or {}
+        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
+        errors = introduced_template_image_errors(obj.get("spec") or {}, old_spec, images)
+        if errors:
+            answer["allowed"] = False
+            answer["status"] = {"message": "; ".join(errors), "code": 422}
     elif handler_id == "finalizer" and operation == "CREATE":
         present = (obj.get("metadata") or {}).get("finalizers")
         if with_finalizer(present) is not None:
@@ -220,6 +245,14 @@ def register(
         when=when,
         registry=registry,
     )(image_validator(images))
+    kopf.on.validate(
+        *POOLS,
+        id="pool-launcher-image",
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        when=when,
+        registry=registry,
+    )(pool_image_validator(images))
     kopf.on.mutate(
         *WORKERS,
         id="finalizer",

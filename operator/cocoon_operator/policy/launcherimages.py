@@ -107,3 +107,22 @@ def introduced_image_errors(
     old_image = old_release.get("image") if isinstance(old_release, Mapping) else None
     new_image = new_release.get("image") if isinstance(new_release, Mapping) else None
     return [] if old_image == new_image else errors
+
+
+def introduced_template_image_errors(
+    spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None, allowed: LauncherImages
+) -> list[str]:
+    """:func:`introduced_image_errors` for a CocoonWorkerPool, whose workers' spec is
+    ``spec.template.spec``: refused on the pool itself, naming the template's field,
+    rather than on each worker it would make."""
+
+    def template(of: Mapping[str, Any]) -> Mapping[str, Any]:
+        raw = of.get("template")
+        inner = raw.get("spec") if isinstance(raw, Mapping) else None
+        return inner if isinstance(inner, Mapping) else {}
+
+    old = None if old_spec is None else template(old_spec)
+    return [
+        error.replace("spec.release.image", "spec.template.spec.release.image", 1)
+        for error in introduced_image_errors(template(spec), old, allowed)
+    ]
