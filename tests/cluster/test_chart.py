@@ -71,6 +71,10 @@ def helm(helm_bin: Path, tmp_path: Path) -> Iterator[Any]:
 
     def run(*args: str, kubeconfig: Path | None = None, check: bool = True) -> str:
         extra = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
+        if args and args[0] == "template" and not any(a.startswith("--kube-version") for a in args):
+            # `helm template` assumes Kubernetes v1.20 without a cluster; the chart
+            # needs 1.30 (Chart.yaml kubeVersion), so render for the local stack's.
+            args = (*args, "--kube-version", KUBE_VERSION)
         out = subprocess.run(
             [str(helm_bin), *args],
             env={**env, **extra},
@@ -84,6 +88,9 @@ def helm(helm_bin: Path, tmp_path: Path) -> Iterator[Any]:
         return out.stdout + (out.stderr if not check else "")
 
     yield run
+
+
+KUBE_VERSION = "1.34.4"  # the local stack's (hack/tools/kubernetes)
 
 
 def render(helm: Any, *args: str) -> list[Doc]:
@@ -1156,3 +1163,10 @@ async def test_cluster_wide_install_grants_workloads_everywhere_but_no_secrets(
             assert not await can(sa, "delete", "nodes")
     finally:
         helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=stack.kubeconfig)
+
+
+def test_chart_refuses_kubernetes_older_than_1_30(helm: Any) -> None:
+    """ValidatingAdmissionPolicy (GA in 1.30) binds each node agent to its own report."""
+    old = helm("template", "rel", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert "chart requires kubeVersion: >=1.30.0-0" in old
+    assert by_kind(render(helm, "--kube-version", "1.30.0"), "Deployment")
