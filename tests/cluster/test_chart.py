@@ -54,7 +54,7 @@ def helm_bin() -> Path:
     )
     path = Path(out.stdout.strip()) / "helm"
     if not path.exists():
-        pytest.skip(f"helm not built yet ({path}): run hack/build-tools")
+        pytest.fail(f"helm not built yet ({path}): run hack/build-tools")
     return path
 
 

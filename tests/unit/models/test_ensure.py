@@ -35,10 +35,13 @@ from cocoon_operator.models import (
 from cocoon_operator.models._s3 import Credentials, S3Options
 from tests.unit.models.hubstub import Hub, Repo, serving
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["which", "veritysetup"], capture_output=True, check=False).returncode != 0,
-    reason="veritysetup (cryptsetup-bin) is not installed",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _veritysetup() -> None:
+    """Fail, not skip, when veritysetup is missing: hack/bootstrap installs it."""
+    found = subprocess.run(["which", "veritysetup"], capture_output=True, check=False)
+    assert found.returncode == 0, "veritysetup missing: run hack/bootstrap (cryptsetup-bin)"
+
 
 NAME = "tiny-org/tiny-model"
 COMMIT = "0123456789" * 4
