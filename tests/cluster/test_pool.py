@@ -92,7 +92,10 @@ async def test_a_pool_rolls_within_max_unavailable_and_keeps_wallet_keys(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    # Ten workers and their replacements in one namespace, 10 TON each: more than the
+    # operator's default namespace cap (100 TON a day), which this test is not about.
+    caps = ("--funding-namespace-daily-cap", "1000")
+    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args(), *caps) as proc:
         await client.CustomObjectsApi(api).create_namespaced_custom_object(
             *API, namespace, "cocoonworkerpools", pool_body()
         )

@@ -20,7 +20,9 @@ from kubernetes_asyncio import client
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.handlers.worker import Deps, Indexes, _reconcile, reconcile_body
 from cocoon_operator.k8s.rest import Kube
+from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.reconcile.gather import pod_facts
+from cocoon_operator.workerapi import ControlKeys, ControlSigner, generate_private_key_text
 from tests.cluster.crds import install_crds
 from tests.cluster.test_launcher_scheduling import create_worker
 
@@ -42,7 +44,13 @@ async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wr
     await create_worker(api, namespace, "w")
     stale = kopf.Body(cast(kopf.RawBody, await _read(api, namespace, "w")))
     clock = [T0]
-    deps = Deps(api=kube, clock=lambda: clock[0])
+    # The operator's configuration as a test's: its own control key, any launcher image.
+    deps = Deps(
+        api=kube,
+        clock=lambda: clock[0],
+        control=ControlKeys(ControlSigner.from_text(generate_private_key_text()), []),
+        launcher_images=LauncherImages(allow_any=True),
+    )
     memo: dict[str, Any] = {"deps": deps}
     logger = logging.getLogger("test")
 
