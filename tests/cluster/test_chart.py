@@ -35,7 +35,6 @@ from tests.cluster.test_worker_lifecycle import (
     conditions,
     create_worker,
     get_worker,
-    phase_is,
     worker_pods,
 )
 from tests.cluster.wait import eventually
@@ -1043,9 +1042,16 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
         keys = ("--control-key-secret", f"{namespace}/cocoon-operator-control-key")
         with running_operator(kubeconfig, namespace, log, *no_grace, *reports, *keys) as proc:
             await create_worker(api, namespace, "w0")
-            await eventually(
-                lambda: phase_is(api, namespace, "w0", "Attesting"), within=90, what="Attesting"
-            )
+
+            # Its launcher pod made and placed. (Not a phase: on the node whose report
+            # this test's real agent published, the model is not listed, and kwok runs
+            # no init container to say otherwise, so ModelReady stays Preparing there.)
+            async def scheduled() -> Doc | None:
+                w = await get_worker(api, namespace, "w0")
+                status = conditions(w).get("Scheduled", {}).get("status")
+                return w if status == "True" else None
+
+            await eventually(scheduled, within=90, what="w0 Scheduled")
 
             # The attestation step wrote the pod's gate (pods/status) and the
             # worker's status.attestation. Whether a simulated worker answers
