@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from cocoon_operator.handlers.trust import TrustState
@@ -46,3 +47,15 @@ def test_a_deleted_worker_leaves_nothing_behind() -> None:
     trust.listings[KEY] = Listing("rev", "00" * 32, True, IMAGE, True)
     trust.forget(KEY)
     assert trust.verified == {} and trust.listings == {}
+
+
+def test_the_image_a_stopped_pod_ran_keeps_its_revision_held_and_nothing_more() -> None:
+    # An unlisted image's VM is stopped: with no pod, nothing is verified now, but
+    # the image it ran is still asked about (so the hold stands), for that revision.
+    trust = TrustState()
+    trust.verified[KEY] = dataclasses.replace(verification(valid_for=1), revision="rev-a")
+    later = T0 + dt.timedelta(hours=1)
+    assert trust.held_image(KEY, "rev-a") == IMAGE
+    assert trust.held_image(KEY, "rev-b") is None  # a new release may have another image
+    assert trust.verified_image(KEY, None, later) is None  # never fundable by it
+    assert TrustState().held_image(KEY, "rev-a") is None

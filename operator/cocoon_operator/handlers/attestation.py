@@ -359,6 +359,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         return
     if isinstance(outcome, Verified):
         verified[key] = LastVerification(
+            revision=revision(worker.spec),
             pod_uid=pod.uid,
             quote_sha256=outcome.quote_sha256,
             image_hash=outcome.image_hash,

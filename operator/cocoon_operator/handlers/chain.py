@@ -381,6 +381,12 @@ async def read_lists(
     uid = next((p.uid for p in observed.pods if p.name == name and not p.deleting), None)
     key = (ref.namespace, ref.name)
     image = trust.verified_image(key, uid, now)
+    if image is None and uid is None:
+        # No pod of this revision: stopped because its image is unlisted. Ask about the
+        # image it ran, so the hold stands and the VM is not started again only to be
+        # stopped once it attests (check_chain funds and registers nothing without a
+        # pod verified now).
+        image = trust.held_image(key, rev)
     root = normalize_address(spec.root_contract_address)
     try:
         model_listed = await lists.listed(root, AllowList.MODEL, bytes.fromhex(model))

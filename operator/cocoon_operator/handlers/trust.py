@@ -44,6 +44,16 @@ class TrustState:
             return None
         return last.image_hash
 
+    def held_image(self, key: Key, revision: str) -> str | None:
+        """The image hash this operator last verified for ``revision``'s pod, whichever
+        pod and however long ago: only to keep a worker whose image the root does not
+        list held once its VM was stopped (no pod, so nothing verified now). It never
+        makes anything fundable or registrable (those need :meth:`verified_image`)."""
+        last = self.verified.get(key)
+        if last is None or not last.revision or last.revision != revision:
+            return None
+        return last.image_hash
+
     def forget(self, key: Key) -> None:
         """The worker is gone: nothing of it may outlive it."""
         self.verified.pop(key, None)

@@ -161,6 +161,7 @@ class LastVerification:
     # The TCB status it found: the treasury's own TCB policy reads it from here
     # (policy/treasury.py tcb_refusal), never from status.attestation.
     tcb_status: str = ""
+    revision: str = ""  # the worker revision whose pod it verified
 
 
 @dataclass(frozen=True)
