@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import selectors
 import socket
 import subprocess
@@ -133,31 +134,50 @@ class Readiness:
         self._record(False)
 
 
+MAX_LINE_BYTES = 64 * 1024  # a log line longer than this is cut
+
+
 def supervise(argv: Sequence[str], readiness: Readiness, poll: float = 1.0) -> int:
-    """Run the server, relay its output, keep the ready file true; return its exit status."""
+    """Run the server, relay its output, keep the ready file true; return its exit status.
+
+    The output is read from the pipe's descriptor and split into lines here: a
+    buffered ``readline`` after ``select`` can pull several lines into Python's
+    buffer and leave them there while the descriptor stays quiet (seal-server
+    logs its start and then waits for guests), so the enclave line would go unseen.
+    """
     readiness.clear()
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
+    pending = b""
+
+    def lines(data: bytes) -> bytes:
+        *complete, rest = data.split(b"\n")
+        if len(rest) > MAX_LINE_BYTES:  # no newline for too long: take it as a line
+            complete, rest = [*complete, rest], b""
+        for raw in complete:
+            line = raw.decode(errors="replace") + "\n"
+            sys.stderr.write(line)
+            readiness.saw(line)
+        return rest
+
     try:
         while True:
             for _ in sel.select(timeout=poll):
-                line = proc.stdout.readline()
-                if line:
-                    sys.stderr.write(line)
-                    readiness.saw(line)
+                pending = lines(pending + os.read(fd, 65536))
             readiness.check()
             if proc.poll() is not None:
-                for line in proc.stdout:
-                    sys.stderr.write(line)
+                rest = lines(pending + proc.stdout.read())
+                if rest:
+                    lines(rest + b"\n")
                 return proc.returncode
     except KeyboardInterrupt:
         proc.terminate()
         return proc.wait()
     finally:
+        sel.close()
         readiness.clear()
 
 

@@ -138,3 +138,25 @@ def test_never_ready_without_the_enclave_line_even_if_something_answers(tmp_path
     thread.join(10)
     assert result == [0]
     assert not readiness.enclave_created
+
+
+def test_the_enclave_line_is_seen_when_it_arrives_in_one_write_with_the_line_before(
+    tmp_path: Path,
+) -> None:
+    # seal-server logs its start and the enclave line together, then waits for
+    # guests: a buffered readline after select kept the second line unseen.
+    release = write_release(tmp_path / "r")
+    stop = tmp_path / "stop"
+    server = release / "bin" / "seal-server"
+    server.write_text(
+        "#!/bin/sh\n"
+        f"printf 'starting\\n[INFO] {ENCLAVE_CREATED} path=x quote_size=1\\n'\n"
+        f'while [ ! -e "{stop}" ]; do sleep 0.05; done\n'
+    )
+    server.chmod(0o755)
+    readiness = Readiness(tmp_path / "run" / "ready", 12345, lambda cid, port: None)
+    thread, result = run_in_thread(release, readiness)
+    assert wait_for(lambda: readiness.enclave_created, seconds=10)
+    stop.touch()
+    thread.join(10)
+    assert result == [0]
