@@ -77,39 +77,45 @@ async def remove_config(api: Kube, name: str) -> None:
         await api.request_unless_gone("DELETE", url)
 
 
-def validate_addresses(*, spec: kopf.Spec, allow_gpu_verify: bool = False, **kwargs: Any) -> None:
-    # kopf passes the stored object as ``old`` on an update.
-    stored = kwargs.get("old") or {}
-    old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
-    errors = introduced_errors(spec, old_spec, allow_gpu_verify=allow_gpu_verify)
-    if errors:
-        raise kopf.AdmissionError("; ".join(errors), code=422)
+#: A check of a request's spec against the stored one (None on a create): its errors.
+SpecCheck = Callable[[Mapping[str, Any], Mapping[str, Any] | None], list[str]]
+
+
+def spec_checks(images: LauncherImages | None, *, allow_gpu_verify: bool) -> dict[str, SpecCheck]:
+    """The validating handlers' checks by handler id (their webhook paths), for kopf's
+    handlers and a follower's :func:`standby_review` alike; no image checks without
+    ``images``."""
+    checks: dict[str, SpecCheck] = {
+        "addresses": lambda spec, old: introduced_errors(
+            spec, old, allow_gpu_verify=allow_gpu_verify
+        ),
+    }
+    if images is not None:
+        checks["launcher-image"] = lambda spec, old: introduced_image_errors(spec, old, images)
+        # A pool's template, refused once rather than on each worker it would make.
+        checks["pool-launcher-image"] = lambda spec, old: introduced_template_image_errors(
+            spec, old, images
+        )
+    return checks
+
+
+def validator(check: SpecCheck) -> Any:
+    """``check`` as a kopf validating handler (kopf passes the stored object as ``old``
+    on an update)."""
+
+    def validate(*, spec: kopf.Spec, **kwargs: Any) -> None:
+        stored = kwargs.get("old") or {}
+        old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
+        errors = check(spec, old_spec)
+        if errors:
+            raise kopf.AdmissionError("; ".join(errors), code=422)
+
+    return validate
 
 
 def image_validator(images: LauncherImages) -> Any:
     """The launcher-image check, bound to the operator's allow-list (its configuration)."""
-
-    def validate_launcher_image(*, spec: kopf.Spec, **kwargs: Any) -> None:
-        stored = kwargs.get("old") or {}
-        old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
-        errors = introduced_image_errors(spec, old_spec, images)
-        if errors:
-            raise kopf.AdmissionError("; ".join(errors), code=422)
-
-    return validate_launcher_image
-
-
-def pool_image_validator(images: LauncherImages) -> Any:
-    """The launcher-image check of a pool's template (its workers would each be refused)."""
-
-    def validate_pool_launcher_image(*, spec: kopf.Spec, **kwargs: Any) -> None:
-        stored = kwargs.get("old") or {}
-        old_spec = stored.get("spec") or {} if kwargs.get("operation") == "UPDATE" else None
-        errors = introduced_template_image_errors(spec, old_spec, images)
-        if errors:
-            raise kopf.AdmissionError("; ".join(errors), code=422)
-
-    return validate_pool_launcher_image
+    return validator(spec_checks(images, allow_gpu_verify=False)["launcher-image"])
 
 
 def with_finalizer(finalizers: list[str] | None) -> list[str] | None:
@@ -166,27 +172,11 @@ def standby_review(
     if not watched(namespaces)(namespace=namespace):
         return out
     operation = request.get("operation")
-    if handler_id == "addresses" and operation in ("CREATE", "UPDATE"):
+    check = spec_checks(images, allow_gpu_verify=allow_gpu_verify).get(handler_id)
+    if check is not None and operation in ("CREATE", "UPDATE"):
         old = request.get("oldObject") or {}
         old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
-        spec = obj.get("spec") or {}
-        errors = introduced_errors(spec, old_spec, allow_gpu_verify=allow_gpu_verify)
-        if errors:
-            answer["allowed"] = False
-            answer["status"] = {"message": "; ".join(errors), "code": 422}
-    elif (
-        handler_id == "launcher-image" and operation in ("CREATE", "UPDATE") and images is not None
-    ):
-        old = request.get("oldObject") or {}
-        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
-        errors = introduced_image_errors(obj.get("spec") or {}, old_spec, images)
-        if errors:
-            answer["allowed"] = False
-            answer["status"] = {"message": "; ".join(errors), "code": 422}
-    elif handler_id == "pool-launcher-image" and images is not None and operation != "DELETE":
-        old = request.get("oldObject") or {}
-        old_spec = (old.get("spec") or {}) if operation == "UPDATE" else None
-        errors = introduced_template_image_errors(obj.get("spec") or {}, old_spec, images)
+        errors = check(obj.get("spec") or {}, old_spec)
         if errors:
             answer["allowed"] = False
             answer["status"] = {"message": "; ".join(errors), "code": 422}
@@ -224,35 +214,21 @@ def register(
     when admission handlers exist but nothing serves them.
     """
     when = watched(namespaces)
-
-    def validate(*, spec: kopf.Spec, **kwargs: Any) -> None:
-        validate_addresses(spec=spec, allow_gpu_verify=allow_gpu_verify, **kwargs)
-
-    # Not DELETE: an object that got in with a bad address must stay deletable.
-    kopf.on.validate(
-        *WORKERS,
-        id="addresses",
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        when=when,
-        registry=registry,
-    )(validate)
-    kopf.on.validate(
-        *WORKERS,
-        id="launcher-image",
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        when=when,
-        registry=registry,
-    )(image_validator(images))
-    kopf.on.validate(
-        *POOLS,
-        id="pool-launcher-image",
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        when=when,
-        registry=registry,
-    )(pool_image_validator(images))
+    checks = spec_checks(images, allow_gpu_verify=allow_gpu_verify)
+    # Not DELETE: an object that got in with a bad address or image must stay deletable.
+    for resource, handler_id in (
+        (WORKERS, "addresses"),
+        (WORKERS, "launcher-image"),
+        (POOLS, "pool-launcher-image"),
+    ):
+        kopf.on.validate(
+            *resource,
+            id=handler_id,
+            operations=["CREATE", "UPDATE"],
+            ignore_failures=True,
+            when=when,
+            registry=registry,
+        )(validator(checks[handler_id]))
     kopf.on.mutate(
         *WORKERS,
         id="finalizer",
