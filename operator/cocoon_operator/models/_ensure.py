@@ -147,16 +147,35 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
 
 
+LOCK_POLL_SECONDS = 0.05
+LOCK_POLL_MAX_SECONDS = 1.0
+
+
 async def lock(path: Path) -> int:
-    """Hold the model's lock, waiting for the run that holds it; returns its descriptor."""
+    """Hold the model's lock, waiting for the run that holds it; returns its descriptor.
+
+    Waits by retrying a non-blocking ``flock`` (from every 50 ms up to every
+    second), never by parking a thread in a blocking one: in a process that
+    ensures several models at once (the simulation agent runs every pod's
+    ``model ensure`` in one event loop) blocked waiters filled asyncio's
+    default executor and the holder, which needs that executor to hash and
+    fsync its files, could never finish: every waiter waited forever.
+    """
+    delay = LOCK_POLL_SECONDS
+    told = False
     while True:
         fd = _open_lock(path)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("another ensure of this model is running; waiting for it")
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told:
+                        log.info("another ensure of this model is running; waiting for it")
+                        told = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LOCK_POLL_MAX_SECONDS)
             if _is_current(path, fd):
                 return fd
         except BaseException:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.desired.nodeagent import report_config_map
@@ -16,7 +17,8 @@ class Publisher:
 
     Remembers what it last wrote, so a host that does not change costs one
     write per ``heartbeat`` (the operator reads the stamp to tell a silent
-    agent from a quiet host), not one per probe.
+    agent from a quiet host), not one per probe. Writes are one at a time: two
+    at once could both find no ConfigMap and both create it (409 for one).
     """
 
     api: Kube
@@ -25,6 +27,7 @@ class Publisher:
     _written: str | None = None
     _written_at: dt.datetime | None = None
     _loaded: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _load(self, node: str) -> None:
         cm = await self.api.request_unless_gone("GET", self._path(report_name(node)))
@@ -37,6 +40,10 @@ class Publisher:
 
     async def publish(self, report: NodeReport, now: dt.datetime) -> bool:
         """Write ``report`` if it differs from the stored one or the heartbeat is due."""
+        async with self._lock:
+            return await self._publish(report, now)
+
+    async def _publish(self, report: NodeReport, now: dt.datetime) -> bool:
         if not self._loaded:
             await self._load(report.node)
         text = report.to_json()

@@ -4,6 +4,7 @@ by the project's own builder from a small repository on the stand-in Hub, verity
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import http.server
 import json
@@ -32,6 +33,7 @@ from cocoon_operator.models import (
     build_model,
     ensure_model,
 )
+from cocoon_operator.models._ensure import lock
 from cocoon_operator.models._s3 import Credentials, S3Options
 from tests.unit.models.hubstub import Hub, Repo, serving
 
@@ -300,6 +302,30 @@ def test_two_ensures_of_one_model_at_once_build_it_once(prebuilt: Prebuilt, tmp_
         steps = asyncio.run(both(hub.url))
     assert len(builds) == 1
     assert steps == sorted([Step.BUILD.value, Step.READY.value])
+
+
+def test_waiters_on_a_models_lock_leave_the_holder_the_threads_it_needs(tmp_path: Path) -> None:
+    # One process, many ensures of one model (the simulation agent runs every
+    # pod's); more waiters than asyncio's default executor has threads. The
+    # holder finishes with asyncio.to_thread, as an ensure hashes its files.
+    path = tmp_path / "model.lock"
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        fd = await lock(path)
+        try:
+            await asyncio.to_thread(time.sleep, 0.01)
+            order.append(i)
+        finally:
+            os.close(fd)
+
+    async def many() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(8))), timeout=30)
+
+    asyncio.run(many())
+    assert sorted(order) == list(range(8))
 
 
 def test_two_ensure_processes_download_the_hub_files_once(

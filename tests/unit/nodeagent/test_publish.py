@@ -1,0 +1,67 @@
+"""The node report's compare-then-write (nodeagent/_publish.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any, cast
+
+from cocoon_operator.api.nodereport import NodeReport, VmRecord
+from cocoon_operator.k8s.rest import ApiError, Kube
+from cocoon_operator.nodeagent._publish import Publisher
+
+NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.UTC)
+
+
+class OneConfigMap:
+    """The apiserver's answers for one namespace's ConfigMaps, slow enough that two
+    writers overlap: each call yields to the event loop before it answers."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    async def request_unless_gone(self, method: str, url: str, **_: Any) -> dict[str, Any] | None:
+        await asyncio.sleep(0)
+        return self.objects.get(url.rsplit("/", 1)[-1])
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(method)
+        await asyncio.sleep(0.01)
+        body = kwargs["body"]
+        name = body["metadata"]["name"]
+        if method == "PATCH":
+            if name not in self.objects:
+                raise ApiError(404, "Not Found")
+        elif name in self.objects:
+            raise ApiError(409, "Conflict")
+        self.objects[name] = body
+        return body
+
+
+def report(*instances: int) -> NodeReport:
+    vms = [
+        VmRecord(
+            instance=i,
+            namespace="tenant",
+            worker=f"w{i}",
+            pod=f"w{i}-pod",
+            pod_uid=f"uid-{i}",
+            pci=None,
+            pid=100 + i,
+            running=True,
+        )
+        for i in instances
+    ]
+    return NodeReport(node="node-a", agent_version="test", vms=vms)
+
+
+async def test_reports_published_at_once_for_a_new_node_create_its_config_map_once() -> None:
+    api = OneConfigMap()
+    publisher = Publisher(cast(Kube, api), "ops", dt.timedelta(minutes=1))
+
+    results = await asyncio.gather(*(publisher.publish(report(i), NOW) for i in range(4)))
+
+    assert api.calls.count("POST") == 1
+    assert all(results)  # each report differed from the one before it: each was written
+    assert len(api.objects) == 1
