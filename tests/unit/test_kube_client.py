@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import pickle
 import ssl
 import subprocess
 import sys
@@ -28,7 +29,17 @@ from cocoon_operator.k8s.kubeconfig import (
     from_kubeconfig,
     in_cluster,
 )
-from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
+from cocoon_operator.k8s.rest import (
+    MERGE_PATCH,
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    Kube,
+    NotFound,
+    Unavailable,
+    path,
+)
 from cocoon_operator.k8s.webhook_tls import self_signed
 
 NOW = dt.datetime.now(dt.UTC)
@@ -126,8 +137,32 @@ async def test_an_error_status_raises_api_error_with_the_status_message(
         with pytest.raises(ApiError) as caught:
             await kube.request("GET", "/api/v1/namespaces/ns/pods/missing")
     assert caught.value.status == 404
+    assert isinstance(caught.value, NotFound) and not caught.value.transient
     assert str(caught.value) == '404 Not Found: pods "missing" not found'
     assert "s3cret" not in repr(kube) + repr(kube.connection)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "transient"),
+    [
+        (404, NotFound, False),
+        (409, Conflict, False),
+        (410, Gone, False),
+        (403, Forbidden, False),
+        (422, ApiError, False),
+        (429, Unavailable, True),
+        (503, Unavailable, True),
+        (0, Unavailable, True),
+    ],
+)
+def test_an_api_error_is_the_class_its_status_names_and_says_whether_to_retry(
+    status: int, kind: type[ApiError], transient: bool
+) -> None:
+    err = ApiError(status, "Reason", "{}")
+    assert type(err) is kind
+    assert err.transient is transient
+    assert err.status == status
+    assert pickle.loads(pickle.dumps(err)).status == status
 
 
 async def test_unless_gone_answers_none_for_not_found_only(echo: tuple[str, Seen]) -> None:
@@ -141,6 +176,7 @@ async def test_unless_gone_answers_none_for_not_found_only(echo: tuple[str, Seen
         with pytest.raises(ApiError) as caught:
             await kube.request_unless_gone("GET", "/api/v1/namespaces/ns/pods/broken")
     assert caught.value.status == 500
+    assert isinstance(caught.value, Unavailable) and caught.value.transient
     assert [r["method"] for r in seen] == ["DELETE", "GET", "GET"]
 
 

@@ -19,7 +19,7 @@ import base64
 import logging
 from typing import Final
 
-from cocoon_operator.k8s.rest import ApiError, Kube, path
+from cocoon_operator.k8s.rest import Conflict, Kube, path
 from cocoon_operator.workerapi import ControlKeyError, ControlKeys, generate_private_key_text
 
 log = logging.getLogger("cocoon_operator.controlkey")
@@ -68,9 +68,7 @@ async def load_control_keys(api: Kube, namespace: str, name: str) -> ControlKeys
                 "POST", path("v1", "secrets", namespace=namespace), body=body
             )
             log.info("created %s with a new control key", where)
-        except ApiError as err:
-            if err.status != 409:
-                raise
+        except Conflict:
             secret = await api.request("GET", url)  # another replica created it first
     try:
         keys = ControlKeys.from_secret_data(_decoded(secret, where))

@@ -25,7 +25,7 @@ from cocoon_operator.k8s.rest import ApiError
 def transient_api_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the apiserver is unavailable for now, not that a request is wrong."""
     if isinstance(exc, ApiError):
-        return exc.status in (0, 429) or exc.status >= 500
+        return exc.transient
     return isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
 
 

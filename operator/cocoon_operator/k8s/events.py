@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from cocoon_operator.k8s.rest import ApiError, Kube, path
+from cocoon_operator.k8s.rest import ApiError, Forbidden, Kube, NotFound, path
 
 COMPONENT = "cocoon-operator"
 MAX_MESSAGE = 1024
@@ -59,6 +59,6 @@ async def record(
         # A terminating namespace refuses new objects (403 with that reason, or
         # 404): the Event has nowhere to go. Any other 403 is missing RBAC and
         # must be seen, not swallowed.
-        terminating = err.status == 403 and "terminat" in err.body
-        if err.status != 404 and not terminating:
+        terminating = isinstance(err, Forbidden) and "terminat" in err.body
+        if not isinstance(err, NotFound) and not terminating:
             raise

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
+from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Conflict, Kube, NotFound, path
 from cocoon_operator.policy.leader import LeaseObserver, LeaseTimes, may_take, renew_timeout
 
 log = logging.getLogger(__name__)
@@ -75,19 +75,15 @@ class LeaderElector:
         sent = self._monotonic()
         try:
             lease = await self._api.request("GET", self._path(self.name))
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        except NotFound:
             body = {
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(now, 0),
             }
             try:
                 await self._api.request("POST", self._path(), body=body)
-            except ApiError as create_err:
-                if create_err.status == 409:
-                    return False
-                raise
+            except Conflict:
+                return False
             self.renewed_at = sent
             return True
         spec = lease.get("spec") or {}
@@ -118,10 +114,8 @@ class LeaderElector:
         }
         try:
             await self._api.request("PUT", self._path(self.name), body=replacement)
-        except ApiError as err:
-            if err.status == 409:
-                return False  # someone else wrote it first
-            raise
+        except Conflict:
+            return False  # someone else wrote it first
         self.renewed_at = sent
         return True
 

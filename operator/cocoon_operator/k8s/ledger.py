@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cocoon_operator.funding import Ledger, LedgerConflictError
-from cocoon_operator.k8s.rest import ApiError, Kube, path
+from cocoon_operator.k8s.rest import Conflict, Kube, path
 
 KEY = "ledger.json"
 
@@ -49,11 +49,7 @@ class ConfigMapLedgerStore:
             else:
                 body["metadata"]["resourceVersion"] = version
                 cm = await self._api.request("PUT", self._path(self._name), body=body)
-        except ApiError as err:
-            if err.status == 409:
-                raise LedgerConflictError(
-                    f"ConfigMap {self._namespace}/{self._name} changed"
-                ) from None
-            raise
+        except Conflict:
+            raise LedgerConflictError(f"ConfigMap {self._namespace}/{self._name} changed") from None
         version_out: str = cm["metadata"]["resourceVersion"]
         return version_out

@@ -12,7 +12,7 @@ from typing import Any
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.pool import POOL_PLURAL
-from cocoon_operator.k8s.rest import MERGE_PATCH, STRATEGIC_PATCH, ApiError, Kube, path
+from cocoon_operator.k8s.rest import MERGE_PATCH, STRATEGIC_PATCH, Conflict, Kube, path
 
 # The kinds create_if_absent makes, and their collections.
 _PLURALS = {
@@ -33,10 +33,8 @@ async def create_if_absent(api: Kube, obj: dict[str, Any]) -> bool:
         await api.request(
             "POST", path(api_version, plural, namespace=obj["metadata"]["namespace"]), body=obj
         )
-    except ApiError as err:
-        if err.status == 409:
-            return False
-        raise
+    except Conflict:
+        return False
     return True
 
 

@@ -11,7 +11,12 @@ Errors, in one place:
 
 - :class:`ApiError`: the apiserver answered with an error status (``status``,
   ``reason``, and the ``Status`` document's message). A watch's ``ERROR``
-  event raises it too (410 when the resourceVersion is too old).
+  event raises it too (410 when the resourceVersion is too old). Callers
+  catch the status they expect by its class, not by comparing numbers:
+  :class:`NotFound` (404), :class:`Conflict` (409), :class:`Gone` (410),
+  :class:`Forbidden` (403), :class:`Unavailable` (429, 5xx: ``transient``,
+  the next try may succeed). ``ApiError(status, ...)`` itself builds the
+  subclass its status names, so fakes and real answers are caught alike.
 - ``aiohttp.ClientError``, ``OSError``, ``asyncio.TimeoutError``: no answer
   (apiserver down, restarting, or too slow): see ``handlers/retry.py``.
 - :class:`~.kubeconfig.KubeconfigError`: no connection can be built (startup).
@@ -23,7 +28,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
@@ -37,7 +42,15 @@ USER_AGENT = f"cocoon-operator/{__version__}"
 
 
 class ApiError(Exception):
-    """An error status from the apiserver."""
+    """An error status from the apiserver; constructed, it is the subclass for ``status``."""
+
+    #: Whether the same request may succeed later unchanged (the apiserver was
+    #: busy or away), as ``ton.errors``' ``transient`` says of a TON API's errors.
+    transient: ClassVar[bool] = False
+
+    def __new__(cls, status: int, reason: str, body: str = "") -> ApiError:
+        kind = _error_class(status) if cls is ApiError else cls
+        return super().__new__(kind)
 
     def __init__(self, status: int, reason: str, body: str = "") -> None:
         self.status = status
@@ -58,6 +71,42 @@ class ApiError(Exception):
     def __str__(self) -> str:
         message = self.message
         return f"{self.status} {self.reason}" + (f": {message}" if message else "")
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: the object exists already, or changed since the version sent."""
+
+
+class Gone(ApiError):
+    """410: a watch's or list's resourceVersion is too old; list again."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC refuses, or a terminating namespace takes no new objects."""
+
+
+class Unavailable(ApiError):
+    """429 or 5xx (or 0, no status): the apiserver is busy or away for now."""
+
+    transient = True
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    403: Forbidden,
+}
+
+
+def _error_class(status: int) -> type[ApiError]:
+    if status in (0, 429) or status >= 500:
+        return Unavailable
+    return _BY_STATUS.get(status, ApiError)
 
 
 def path(
@@ -170,9 +219,7 @@ class Kube:
         does not exist, or a write or delete of one that vanished, which needs none."""
         try:
             return await self.request(method, url_path, **kwargs)
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        except NotFound:
             return None
 
     async def watch(

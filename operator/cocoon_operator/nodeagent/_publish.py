@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
 from cocoon_operator.desired.nodeagent import report_config_map
-from cocoon_operator.k8s.rest import MERGE_PATCH, ApiError, Kube, path
+from cocoon_operator.k8s.rest import MERGE_PATCH, Kube, NotFound, path
 
 
 @dataclass
@@ -55,9 +55,7 @@ class Publisher:
             await self.api.request(
                 "PATCH", self._path(body["metadata"]["name"]), body=body, content_type=MERGE_PATCH
             )
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        except NotFound:
             await self.api.request("POST", self._path(), body=body)
         self._written, self._written_at = text, now
         return True
