@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cocoon_operator.attestation import CollateralKey, PccsCollateralSource
+from cocoon_operator.attestation import CollateralKey
 from cocoon_operator.attestation.errors import CollateralFetchError
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.httpbody import BodyTooLargeError, read_capped
 from cocoon_operator.k8s.webhook_tls import self_signed
 from cocoon_operator.ton.client import AiohttpTransport, RetryPolicy, TonClient

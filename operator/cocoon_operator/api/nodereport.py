@@ -27,6 +27,11 @@ REPORT_KEY: Final = "report.json"
 #: When the agent last wrote (or confirmed) its report, RFC 3339 UTC.
 REPORTED_AT_ANNOTATION: Final = f"{GROUP}/reported-at"
 NODE_LABEL: Final = f"{GROUP}/node"
+#: The seal-server wrapper's record (``launcher/_seal.py`` writes it, the node
+#: agent reads it for the report, the DaemonSet's builder names it): under the
+#: launcher's state directory (/run/cocoon), ``{"enclave": <sha256>, "ready":
+#: bool}``, replaced atomically.
+SEAL_STATE_FILE: Final = "seal-server.json"
 _PREFIX: Final = "cocoon-node-"
 _MAX_NAME: Final = 253
 

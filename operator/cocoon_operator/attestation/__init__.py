@@ -17,7 +17,6 @@ from cocoon_operator.attestation._collateral import (
     CollateralKey,
     CollateralSource,
     LocalCollateralSource,
-    PccsCollateralSource,
 )
 from cocoon_operator.attestation._engine import (
     DcapQvlEngine,
@@ -109,7 +108,6 @@ __all__ = [
     "NoRevocationCheck",
     "NonceBinding",
     "OpaqueData",
-    "PccsCollateralSource",
     "PckIdentity",
     "PolicyRule",
     "QuoteHeader",

@@ -60,8 +60,7 @@ from cocoon_operator.desired.config import (
 from cocoon_operator.launcher._cocoon import GUEST_MEMORY_GIB, GUEST_VCPUS
 from cocoon_operator.policy.nodes import required_node_labels
 from cocoon_operator.policy.sealserver import ID_LENGTH as SEAL_ID_LENGTH
-from cocoon_operator.workerapi import ControlKeyError
-from cocoon_operator.workerapi._signing import parse_public_key
+from cocoon_operator.workerapi._signing import ControlKeyError, parse_public_key
 
 READINESS_GATE: Final = f"{labels.GROUP}/attested"
 LABEL_WORKER: Final = f"{labels.GROUP}/worker"

@@ -32,11 +32,11 @@ from cocoon_operator.attestation import (
     CollateralCache,
     GpuVerifier,
     NoRevocationCheck,
-    PccsCollateralSource,
     TrustedRoot,
     intel_sgx_root_ca,
     nvidia_device_root,
 )
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.handlers.checks import Check

@@ -55,9 +55,6 @@ SEAL_PORT: Final = 12345  # seal-server.cpp:338, the guests' port
 #: seal-server.cpp:49: logged once the enclave and the quoting enclave's info are set up.
 ENCLAVE_CREATED: Final = "SGX enclave created:"
 VMADDR_CID_LOCAL: Final = 1  # this host, from the host (as the node agent probes)
-#: Under the launcher's state directory (/run/cocoon, shared with the node agent):
-#: ``{"enclave": <sha256>, "ready": bool}``, replaced atomically.
-SEAL_STATE_FILE: Final = "seal-server.json"
 
 #: Try a vsock connection to (cid, port); None when it connected, else why not.
 Connect = Callable[[int, int], str | None]

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from cocoon_operator import __version__, jsondoc
 from cocoon_operator.api.nodereport import (
+    SEAL_STATE_FILE,
     GpuDevice,
     GuestHealthReport,
     HostCheck,
@@ -57,7 +58,7 @@ from cocoon_operator.launcher import (
     quote_file_path,
     vm_running,
 )
-from cocoon_operator.launcher._seal import SEAL_STATE_FILE, connect_vsock
+from cocoon_operator.launcher._seal import connect_vsock
 from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, read_models
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from cocoon_operator.attestation import (
     CollateralCache,
     CollateralKey,
     LocalCollateralSource,
-    PccsCollateralSource,
     TdxVerifier,
     TrustedRoot,
 )
@@ -27,6 +26,7 @@ from cocoon_operator.attestation.errors import (
     CollateralMismatchError,
     CollateralMissingError,
 )
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 
 from .conftest import AT_DCAP_EXPIRED, AT_DCAP_SAMPLE, AT_OUTDATED
 

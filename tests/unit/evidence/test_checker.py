@@ -15,11 +15,11 @@ from cocoon_operator.attestation import (
     Collateral,
     CollateralCache,
     EngineReport,
-    PccsCollateralSource,
     QuoteVerifierEngine,
     intel_sgx_root_ca,
 )
 from cocoon_operator.attestation.errors import AttestationError
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator

@@ -12,7 +12,8 @@ from datetime import timedelta
 import aiohttp
 
 from cocoon_operator.api.v1alpha1 import AttestationPolicy
-from cocoon_operator.attestation import CollateralCache, PccsCollateralSource
+from cocoon_operator.attestation import CollateralCache
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator, fetch_peer_certificate

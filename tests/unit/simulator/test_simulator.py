@@ -17,7 +17,6 @@ from yarl import URL
 
 from cocoon_operator.attestation import (
     CollateralCache,
-    PccsCollateralSource,
     PolicyRule,
     RaTlsCertificate,
     TdxPolicy,
@@ -30,6 +29,7 @@ from cocoon_operator.attestation import (
     parse_ratls_certificate,
 )
 from cocoon_operator.attestation.errors import QuoteSignatureError
+from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
 from cocoon_operator.simulator import (
     DEFAULT_MODEL,
