@@ -9,6 +9,7 @@ reused and left running; one the session started is stopped at the end unless
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,9 +22,11 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.pool import POOL_PLURAL
 from cocoon_operator.k8s.client import connect
 from cocoon_operator.k8s.kubeconfig import load
-from cocoon_operator.k8s.rest import Kube
+from cocoon_operator.k8s.rest import MERGE_PATCH, Kube, path
 from tests.cluster.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,8 +61,11 @@ def stack() -> Iterator[Stack]:
     bin_dir = subprocess.run(
         [str(REPO / "hack" / "build-tools"), "--print"], check=True, capture_output=True, text=True
     ).stdout.strip()
+    running = Stack(stack_dir, stack_dir / "kubeconfig", Path(bin_dir))
     try:
-        yield Stack(stack_dir, stack_dir / "kubeconfig", Path(bin_dir))
+        yield running
+        if created_namespaces:
+            no_namespace_left_terminating(running, created_namespaces)
     finally:
         if not reused and os.environ.get("COCOON_KEEP_STACK") != "1":
             subprocess.run([str(CLUSTER), "down"], env=env, check=False)
@@ -79,7 +85,9 @@ async def kube(stack: Stack) -> AsyncIterator[Kube]:
 
 
 @pytest.fixture
-async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def namespace(
+    api: client.ApiClient, stack: Stack, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     """A fresh namespace per test, ready for Pods (its default ServiceAccount exists)."""
     core = client.CoreV1Api(api)
     base = request.node.name.lower().replace("_", "-")[:40].strip("-")
@@ -96,7 +104,70 @@ async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> As
         return True
 
     await eventually(sa_exists, within=30, what=f"default ServiceAccount in {name}")
+    created_namespaces.append(name)
     try:
         yield name
     finally:
+        # The test's operator has stopped by now: what still carries its finalizer
+        # would keep the namespace Terminating for ever on a shared stack.
+        async with Kube(load(str(stack.kubeconfig))) as kube:
+            await release_finalizers(kube, name)
         await core.delete_namespace(name)
+
+
+#: The namespaces this session's tests made (see :func:`no_namespace_left_terminating`).
+created_namespaces: list[str] = []
+
+#: Where the operator puts its finalizer: workers, pools, and nothing else here.
+FINALIZED = (
+    (f"{v1alpha1.GROUP}/{v1alpha1.VERSION}", v1alpha1.PLURAL),
+    (f"{v1alpha1.GROUP}/{v1alpha1.VERSION}", POOL_PLURAL),
+)
+
+
+async def release_finalizers(kube: Kube, namespace: str) -> list[str]:
+    """Take the operator's finalizer off every object of ``namespace`` left holding it
+    (its operator is gone); the names released."""
+    released = []
+    for api_version, plural in FINALIZED:
+        listing = await kube.request("GET", path(api_version, plural, namespace=namespace))
+        for item in listing.get("items") or ():
+            meta = item["metadata"]
+            kept = [f for f in meta.get("finalizers") or () if f != v1alpha1.WORKER_FINALIZER]
+            if kept == list(meta.get("finalizers") or ()):
+                continue
+            body = {"metadata": {"finalizers": kept, "resourceVersion": None}}
+            url = path(api_version, plural, namespace=namespace, name=meta["name"])
+            if await kube.request_unless_gone("PATCH", url, body=body, content_type=MERGE_PATCH):
+                released.append(f"{plural}/{meta['name']}")
+    return released
+
+
+async def terminating(kube: Kube, names: list[str]) -> dict[str, str]:
+    """Of ``names``, the namespaces still there, with why (their status conditions)."""
+    left = {}
+    for name in names:
+        ns = await kube.request_unless_gone("GET", path("v1", "namespaces", name=name))
+        if ns is not None:
+            conditions = (ns.get("status") or {}).get("conditions") or []
+            left[name] = "; ".join(
+                c.get("message", "") for c in conditions if c.get("status") == "True"
+            ) or (ns.get("status") or {}).get("phase", "")
+    return left
+
+
+def no_namespace_left_terminating(stack: Stack, names: list[str]) -> None:
+    """Every namespace in ``names`` is gone within two minutes (the namespace controller
+    deletes their objects first): none is held Terminating by a finalizer."""
+
+    async def check() -> dict[str, str]:
+        async with Kube(load(str(stack.kubeconfig))) as kube:
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                left = await terminating(kube, names)
+                if not left or asyncio.get_running_loop().time() > deadline:
+                    return left
+                await asyncio.sleep(2)
+
+    left = asyncio.run(check())
+    assert not left, f"namespaces left Terminating after the session: {left}"
