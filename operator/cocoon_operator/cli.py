@@ -615,6 +615,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe_limit=args.max_concurrent_probes,
         max_recheck_stretch=args.max_recheck_stretch,
         launcher_images=images,
+        launcher_priority_class=args.launcher_priority_class,
         # The Secret of the operator's control keys (handlers/controlkey.py).
         control_key_secret=args.control_key_secret
         or (os.environ.get("POD_NAMESPACE", "default"), "cocoon-operator-control-key"),
@@ -964,6 +965,13 @@ def _add_launcher_image_args(run: argparse.ArgumentParser) -> None:
         "--allow-any-launcher-image",
         action="store_true",
         help="run any spec.release.image (privileged, on the GPU nodes): development only",
+    )
+    images.add_argument(
+        "--launcher-priority-class",
+        default=None,
+        metavar="NAME",
+        help="the PriorityClass of the launcher pods the operator creates (none by default);"
+        " pods created before a change keep theirs",
     )
 
 

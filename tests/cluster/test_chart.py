@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.crd import all_crds
+from cocoon_operator.api.instance import MAX_INSTANCES, InstanceSlot
 from cocoon_operator.api.pool import POOL_PLURAL
+from cocoon_operator.cli import build_parser
 from cocoon_operator.desired.launcher import LABEL_WORKER, READINESS_GATE
 from cocoon_operator.desired.pool import LABEL_POOL
 from cocoon_operator.k8s.client import connect
@@ -112,10 +116,20 @@ def container(docs: list[Doc]) -> Doc:
     return c
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def user_facing(role: Doc) -> bool:
+    """A ClusterRole aggregated into Kubernetes' view/edit/admin: users', not the operator's."""
+    return any(k.startswith(AGGREGATE) for k in role["metadata"].get("labels", {}))
+
+
 def granted(docs: list[Doc]) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) over every Role and ClusterRole rendered."""
+    """(group, resource, verb) over every Role and ClusterRole rendered for the
+    operator and its node agent (not the roles aggregated into users' roles)."""
     out = set()
-    for doc in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+    roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    for doc in [r for r in roles if not user_facing(r)]:
         for rule in doc["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
@@ -128,6 +142,8 @@ def test_chart_lints_and_renders_hardened_defaults(helm: Any) -> None:
     helm("lint", "--strict", str(CHART))
     docs = render(helm)
     assert {d["kind"] for d in docs} == {
+        # Upgraded with the chart, kept on uninstall (crds.enabled, crds.keep).
+        "CustomResourceDefinition",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -473,7 +489,7 @@ def test_chart_refuses_bad_values(helm: Any) -> None:
 EVERYTHING = (
     "replicaCount=3,leaderElection.enabled=true,webhook.enabled=true,"
     "webhook.certManager.enabled=true,monitoring.serviceMonitor.enabled=true,"
-    "monitoring.prometheusRule.enabled=true,dashboards.enabled=true"
+    "monitoring.prometheusRule.enabled=true,dashboards.enabled=true,networkPolicy.enabled=true"
 )
 OPTIONAL_KINDS = {
     "PodDisruptionBudget",
@@ -481,6 +497,7 @@ OPTIONAL_KINDS = {
     "PrometheusRule",
     "Issuer",
     "Certificate",
+    "NetworkPolicy",
 }
 
 
@@ -743,6 +760,230 @@ def test_chart_refuses_bad_optional_values(helm: Any, flag: str, value: str, key
     assert key in out, f"{value}: the error does not name {key}:\n{out}"
 
 
+# --- CRDs, spreading, priorities, user roles, network policy, runbooks ----------
+
+
+def crd_docs(docs: list[Doc]) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in by_kind(docs, "CustomResourceDefinition")}
+
+
+def test_chart_renders_the_generated_crds_labelled_and_kept_on_uninstall(helm: Any) -> None:
+    """The chart's CRDs are the models' (hack/gen-crds), so `helm upgrade` applies
+    exactly what the operator expects; Helm's keep policy unless crds.keep=false."""
+    crds = crd_docs(render(helm))
+    generated = {c["metadata"]["name"]: c for c in all_crds().values()}
+    assert sorted(crds) == sorted(generated)
+    for name, crd in crds.items():
+        # Everything but metadata as generated (the template reads and writes YAML:
+        # no number, string or rule may change on the way).
+        assert {k: v for k, v in crd.items() if k != "metadata"} == {
+            k: v for k, v in generated[name].items() if k != "metadata"
+        }, name
+        assert crd["metadata"]["annotations"] == {
+            **generated[name]["metadata"]["annotations"],
+            "helm.sh/resource-policy": "keep",
+        }
+        labels = crd["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/instance"] == "rel"
+        assert "namespace" not in crd["metadata"]  # cluster-scoped
+    unkept = crd_docs(render(helm, "--set", "crds.keep=false"))
+    assert sorted(unkept) == sorted(generated)
+    assert not [
+        c for c in unkept.values() if "helm.sh/resource-policy" in c["metadata"]["annotations"]
+    ]
+    assert crd_docs(render(helm, "--set", "crds.enabled=false")) == {}
+    out = helm("template", "rel", str(CHART), "--set", "crds.bogus=1", check=False)
+    assert "Error" in out and "bogus" in out
+
+
+def spread(docs: list[Doc]) -> list[Doc]:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    constraints: list[Doc] = pod.get("topologySpreadConstraints", [])
+    return constraints
+
+
+def test_chart_spreads_operator_replicas_over_nodes_only_when_there_are_several(
+    helm: Any,
+) -> None:
+    assert spread(render(helm)) == []  # one replica: nothing to spread
+    docs = render(helm, "--set", "replicaCount=3,leaderElection.enabled=true")
+    (constraint,) = spread(docs)
+    assert constraint["topologyKey"] == "kubernetes.io/hostname"
+    assert constraint["maxSkew"] == 1
+    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still runs
+    assert selects(constraint["labelSelector"]["matchLabels"], pod_labels(docs))
+    assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    hard = render(
+        helm,
+        "--set",
+        "replicaCount=2,leaderElection.enabled=true,topologySpread.whenUnsatisfiable=DoNotSchedule",
+    )
+    assert spread(hard)[0]["whenUnsatisfiable"] == "DoNotSchedule"
+    off = render(
+        helm, "--set", "replicaCount=2,leaderElection.enabled=true,topologySpread.enabled=false"
+    )
+    assert spread(off) == []
+    zone = {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+    }
+    own = render(
+        helm,
+        "--set-json",
+        f"topologySpreadConstraints=[{json.dumps(zone)}]",
+    )
+    assert spread(own) == [zone]
+    out = helm(
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "topologySpread.whenUnsatisfiable=Sometimes",
+        check=False,
+    )
+    assert "Error" in out and "whenUnsatisfiable" in out
+
+
+def test_chart_sets_priority_classes_of_the_operator_agents_seal_servers_and_launchers(
+    helm: Any,
+) -> None:
+    docs = render(helm)
+    assert not [a for a in container(docs)["args"] if "priority-class" in a]
+    assert "priorityClassName" not in one(docs, "Deployment")["spec"]["template"]["spec"]
+    docs = render(
+        helm,
+        "--set",
+        "priorityClassName=ops-critical,nodeAgent.priorityClassName=node-critical,"
+        "launcher.priorityClassName=gpu-workers,sealServer.enabled=true,"
+        "sealServer.priorityClassName=node-critical",
+    )
+    assert (
+        one(docs, "Deployment")["spec"]["template"]["spec"]["priorityClassName"] == "ops-critical"
+    )
+    agent = one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    assert agent["priorityClassName"] == "node-critical"
+    args = container(docs)["args"]
+    # The pods the operator creates: launcher pods and seal-server DaemonSets.
+    assert "--launcher-priority-class=gpu-workers" in args
+    assert "--seal-server-priority-class=node-critical" in args
+    # The operator takes the flag (the builder is tested in tests/unit/test_launcher.py).
+    parsed = build_parser().parse_args(["run", "--launcher-priority-class=gpu-workers"])
+    assert parsed.launcher_priority_class == "gpu-workers"
+    out = helm(
+        "template", "rel", str(CHART), "--set", "launcher.priorityClassName=Bad_Name", check=False
+    )
+    assert "Error" in out and "priorityClassName" in out
+
+
+def test_chart_aggregates_read_and_write_rules_into_users_view_and_edit_roles(
+    helm: Any,
+) -> None:
+    docs = render(helm)
+    view = one(docs, "ClusterRole", "rel-cocoon-operator-view")
+    edit = one(docs, "ClusterRole", "rel-cocoon-operator-edit")
+    assert view["metadata"]["labels"][f"{AGGREGATE}view"] == "true"
+    assert f"{AGGREGATE}edit" not in view["metadata"]["labels"]
+    assert edit["metadata"]["labels"][f"{AGGREGATE}edit"] == "true"
+    assert edit["metadata"]["labels"][f"{AGGREGATE}admin"] == "true"
+
+    def rules(role: Doc) -> set[tuple[str, str, str]]:
+        return {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    read = rules(view)
+    assert {v for _, _, v in read} == {"get", "list", "watch"}
+    assert {r for _, r, _ in read} >= {"cocoonworkers", "cocoonworkerpools"}
+    write = rules(edit)
+    assert ("cocoon.network", "cocoonworkers", "create") in write
+    assert ("cocoon.network", "cocoonworkerpools/scale", "patch") in write
+    for g, r, v in read | write:
+        assert g == "cocoon.network" and "secret" not in r, (g, r, v)
+        # A status is the operator's word: users never write it.
+        assert not (r.endswith("/status") and v not in ("get", "list", "watch")), (r, v)
+    off = render(helm, "--set", "rbac.aggregateToUserRoles=false")
+    assert not [d for d in by_kind(off, "ClusterRole") if user_facing(d)]
+
+
+def test_chart_renders_an_operator_network_policy_only_when_asked(helm: Any) -> None:
+    assert not by_kind(render(helm), "NetworkPolicy")
+    docs = render(
+        helm,
+        "--set",
+        "networkPolicy.enabled=true,webhook.enabled=true,"
+        "chain.endpoint=https://toncenter.example:8443/api/v2,"
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32},networkPolicy.workerCidrs={10.20.0.0/16}",
+    )
+    policy = one(docs, "NetworkPolicy", "rel-cocoon-operator")
+    spec = policy["spec"]
+    assert selects(spec["podSelector"]["matchLabels"], pod_labels(docs))
+    assert not selects(
+        spec["podSelector"]["matchLabels"],
+        one(docs, "DaemonSet")["spec"]["template"]["metadata"]["labels"],
+    )
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {8080, 9090, 9443}  # liveness, metrics, webhook: nothing else
+    egress = spec["egress"]
+
+    def ports(rule: Doc) -> set[int]:
+        return {int(p["port"]) for p in rule["ports"]}
+
+    api = next(r for r in egress if ports(r) == {443, 6443})
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    dns = next(r for r in egress if 53 in ports(r))
+    assert {p["protocol"] for p in dns["ports"]} == {"UDP", "TCP"}
+    # The TON endpoint's own port, and the PCCS's (https: 443).
+    assert any(ports(r) == {443, 8443} for r in egress)
+    # Every instance's control relay and RA-TLS port, and only those.
+    relays = {InstanceSlot(i).control_port for i in range(MAX_INSTANCES)}
+    ratls = {InstanceSlot(i).ratls_port for i in range(MAX_INSTANCES)}
+    workers = next(r for r in egress if ports(r) & relays)
+    assert ports(workers) == relays | ratls
+    assert workers["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    # Nothing else allowed out.
+    assert len(egress) == 4
+    # Without the webhook and metrics, their ports are closed too.
+    quiet = render(helm, "--set", "networkPolicy.enabled=true,metrics.enabled=false")
+    (only,) = one(quiet, "NetworkPolicy")["spec"]["ingress"]
+    assert [p["port"] for p in only["ports"]] == [8080]
+    out = helm(
+        "template", "rel", str(CHART), "--set", "networkPolicy.workerCidrs={10.0.0.0}", check=False
+    )
+    assert "Error" in out and "workerCidrs" in out
+
+
+def test_chart_alerts_link_their_runbooks_under_the_base_url_given(helm: Any) -> None:
+    def urls(*args: str) -> dict[str, str]:
+        docs = render(helm, "--set", "monitoring.prometheusRule.enabled=true", *args)
+        return {
+            r["alert"]: r["annotations"]["runbook_url"]
+            for g in one(docs, "PrometheusRule")["spec"]["groups"]
+            for r in g["rules"]
+        }
+
+    plain = urls()
+    assert plain["CocoonOrphanedVM"] == "docs/runbooks.md#cocoonorphanedvm"
+    base = "https://git.example/cocoon-operator/blob/v0.3.0/"
+    hosted = urls("--set", f"monitoring.prometheusRule.runbookBaseUrl={base}")
+    assert hosted == {alert: base + url for alert, url in plain.items()}
+    out = helm(
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "monitoring.prometheusRule.runbookBaseUrl=git.example/no-scheme",
+        check=False,
+    )
+    assert "Error" in out and "runbookBaseUrl" in out
+
+
 # --- installed into the local control plane -----------------------------------
 
 
@@ -879,6 +1120,10 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
         namespace,
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        # The stack's CRDs are the tests' (install_crds), shared by every test:
+        # installed as without the chart's CRD templates.
+        "--set",
+        "crds.enabled=false",
         kubeconfig=stack.kubeconfig,
     )
     try:
@@ -1145,7 +1390,7 @@ async def test_cluster_wide_install_grants_workloads_everywhere_but_no_secrets(
         "--namespace",
         namespace,
         "--set",
-        "replicaCount=0,webhook.enabled=true,leaderElection.enabled=true",
+        "replicaCount=0,webhook.enabled=true,leaderElection.enabled=true,crds.enabled=false",
         kubeconfig=stack.kubeconfig,
     )
     try:
@@ -1176,3 +1421,326 @@ def test_chart_refuses_kubernetes_older_than_1_30(helm: Any) -> None:
     old = helm("template", "rel", str(CHART), "--kube-version", "1.29.9", check=False)
     assert "chart requires kubeVersion: >=1.30.0-0" in old
     assert by_kind(render(helm, "--kube-version", "1.30.0"), "Deployment")
+
+
+# --- upgrades: the CRDs move with the chart ------------------------------------
+
+# Chart 0.2.0, the last without CRD templates: main as this chart's branch forked
+# from it. Its CRDs were in its crds/, which Helm installs once and never upgrades.
+PREVIOUS_CHART_COMMIT = "c344345be0af6450fc806c2171a3dd8340783bb2"
+PREVIOUS_CHART_VERSION = "0.2.0"
+CRD_NAMES = sorted(c["metadata"]["name"] for c in all_crds().values())
+# What Helm checks before taking an existing object into a release, and what
+# the chart adds; removed again after each test (the stack's CRDs are shared).
+HELM_LABELS = (
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+)
+HELM_ANNOTATIONS = (
+    "meta.helm.sh/release-name",
+    "meta.helm.sh/release-namespace",
+    "helm.sh/resource-policy",
+)
+
+
+def previous_chart(dest: Path) -> Path:
+    """The previous chart version, from the repository's history (as a chart
+    repository would serve it)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_CHART_COMMIT, "charts"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        pytest.fail(
+            f"commit {PREVIOUS_CHART_COMMIT} (chart {PREVIOUS_CHART_VERSION}) not in this"
+            f" clone (a shallow clone?): {archive.stderr.decode()[-500:]}"
+        )
+    tar = dest / "previous.tar"
+    tar.write_bytes(archive.stdout)
+    with tarfile.open(tar) as bundle:
+        bundle.extractall(dest, filter="data")
+    chart = dest / "charts" / "cocoon-operator"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["version"] == PREVIOUS_CHART_VERSION
+    return chart
+
+
+def kubectl(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [str(stack.bin / "kubectl"), f"--kubeconfig={stack.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def adopt_crds(stack: Stack, release: str, namespace: str) -> None:
+    """The one-time step docs/deploy.md gives for CRDs Helm did not create: the
+    ownership label and annotations Helm checks before it takes an object over."""
+    for crd in CRD_NAMES:
+        kubectl(stack, "label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+        kubectl(
+            stack,
+            "annotate",
+            "crd",
+            crd,
+            f"meta.helm.sh/release-name={release}",
+            f"meta.helm.sh/release-namespace={namespace}",
+            "--overwrite",
+        )
+
+
+async def disown_crds(api: client.ApiClient) -> None:
+    """Leave the stack's CRDs as the other tests expect them: no release's."""
+    ext = client.ApiextensionsV1Api(api)
+    for crd in CRD_NAMES:
+        patch = {
+            "metadata": {
+                "labels": dict.fromkeys(HELM_LABELS),
+                "annotations": dict.fromkeys(HELM_ANNOTATIONS),
+            }
+        }
+        with contextlib.suppress(ApiException):
+            await ext.patch_custom_resource_definition(
+                crd, patch, _content_type="application/merge-patch+json"
+            )
+    await install_crds(api)
+
+
+async def live_crd(api: client.ApiClient, name: str) -> Doc:
+    crd = await client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+    got: Doc = api.sanitize_for_serialization(crd)
+    return got
+
+
+def network_field(crd: Doc) -> Doc:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    field: Doc = schema["properties"]["spec"]["properties"]["network"]
+    return field
+
+
+async def test_helm_upgrade_from_the_previous_chart_upgrades_the_crds_and_leaves_workers(
+    stack: Stack, api: client.ApiClient, namespace: str, helm: Any, tmp_path: Path
+) -> None:
+    """As docs/deploy.md says, from chart 0.2.0 installed as its docs said: Helm
+    refuses CRDs it did not create until the one-time adoption, then `helm
+    upgrade` applies the chart's CRDs; a CocoonWorker created before is untouched."""
+    release = release_for(namespace)
+    old = previous_chart(tmp_path)
+    assert (old / "crds").is_dir() and not (old / "templates" / "crds.yaml").exists()
+    try:
+        # The previous version, installed the way its docs said: its crds/ applied
+        # (on a fresh cluster Helm would have created them from there, just as
+        # unowned; on this shared stack they exist, applied by the tests, hence
+        # --force-conflicts over the tests' field manager), then the chart.
+        kubectl(stack, "apply", "--server-side", "--force-conflicts", "-f", str(old / "crds"))
+        previous = await live_crd(api, "cocoonworkers.cocoon.network")
+        # The schema element this chart version changes is the previous one's.
+        assert "description" not in network_field(previous)
+        helm(
+            "install",
+            release,
+            str(old),
+            "--namespace",
+            namespace,
+            "--set",
+            "replicaCount=0,nodeAgent.enabled=false",
+            kubeconfig=stack.kubeconfig,
+        )
+        before = await create_worker(api, namespace, "w0")
+
+        # --reuse-values keeps the previous chart's defaults, which know nothing of
+        # the new chart's values: the docs say --reset-then-reuse-values instead.
+        upgrade = ("upgrade", release, str(CHART), "--namespace", namespace)
+        stale = helm(*upgrade, "--reuse-values", kubeconfig=stack.kubeconfig, check=False)
+        assert "UPGRADE FAILED" in stale and "nil pointer" in stale, stale
+        # Helm takes over no object it did not create without being told to.
+        refused = helm(
+            *upgrade, "--reset-then-reuse-values", kubeconfig=stack.kubeconfig, check=False
+        )
+        assert "invalid ownership metadata" in refused, refused
+        assert "CustomResourceDefinition" in refused
+        assert "description" not in network_field(
+            await live_crd(api, "cocoonworkers.cocoon.network")
+        )
+
+        adopt_crds(stack, release, namespace)
+        helm(*upgrade, "--reset-then-reuse-values", "--wait", kubeconfig=stack.kubeconfig)
+
+        # The CRDs are the chart's now: its schema, its labels, Helm's keep policy.
+        chart_crds = {c["metadata"]["name"]: c for c in all_crds().values()}
+        for name in CRD_NAMES:
+            crd = await live_crd(api, name)
+            assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
+            assert crd["metadata"]["labels"]["helm.sh/chart"] == "cocoon-operator-0.3.0"
+            assert (
+                crd["spec"]["versions"][0]["schema"]
+                == chart_crds[name]["spec"]["versions"][0]["schema"]
+            ), name
+        upgraded = await live_crd(api, "cocoonworkers.cocoon.network")
+        assert network_field(upgraded)["description"].startswith("the TON network")
+        assert upgraded["metadata"]["generation"] > previous["metadata"]["generation"]
+
+        # The worker created before: the same object, not rewritten.
+        after = await get_worker(api, namespace, "w0")
+        for key in ("uid", "generation", "resourceVersion", "creationTimestamp"):
+            assert after["metadata"][key] == before["metadata"][key], key
+        assert after["spec"] == before["spec"]
+        history = helm(
+            "history", release, "--namespace", namespace, "-o", "json", kubeconfig=stack.kubeconfig
+        )
+        charts = [h["chart"] for h in json.loads(history)]
+        assert charts[0] == f"cocoon-operator-{PREVIOUS_CHART_VERSION}"
+        assert charts[-1] == "cocoon-operator-0.3.0"
+    finally:
+        helm(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--wait",
+            kubeconfig=stack.kubeconfig,
+            check=False,
+        )
+        await disown_crds(api)
+
+
+async def subject_can(
+    api: client.ApiClient,
+    user: str,
+    verb: str,
+    resource: str,
+    namespace: str,
+    *,
+    group: str = "cocoon.network",
+    subresource: str | None = None,
+) -> bool:
+    review: Any = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                "namespace": namespace,
+                "subresource": subresource,
+            },
+        },
+    }
+    got = await client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(got.status.allowed)
+
+
+async def test_helm_uninstall_keeps_the_crds_and_workers_and_user_roles_aggregate(
+    stack: Stack, api: client.ApiClient, namespace: str, helm: Any
+) -> None:
+    """crds.keep (the default): `helm uninstall` leaves the CRDs, so no CocoonWorker
+    goes with them. Meanwhile Kubernetes' view and edit roles carry the chart's
+    rules for CocoonWorkers, view with nothing on Secrets."""
+    release = release_for(namespace)
+    await install_crds(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    try:
+        adopt_crds(stack, release, namespace)
+        helm(
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            # Two replicas spread over nodes, and the NetworkPolicy: the apiserver
+            # takes both as rendered.
+            "replicaCount=2,leaderElection.enabled=true,nodeAgent.enabled=false,"
+            "networkPolicy.enabled=true,webhook.enabled=true",
+            kubeconfig=stack.kubeconfig,
+        )
+        fullname = f"{release}-cocoon-operator"
+        policy = await client.NetworkingV1Api(api).read_namespaced_network_policy(
+            fullname, namespace
+        )
+        assert policy.spec.policy_types == ["Ingress", "Egress"]
+
+        async def spread_pods() -> list[client.V1Pod]:
+            pods = await client.CoreV1Api(api).list_namespaced_pod(
+                namespace, label_selector=f"app.kubernetes.io/instance={release}"
+            )
+            return pods.items if len(pods.items) == 2 else []
+
+        for pod in await eventually(spread_pods, within=60, what="two operator pods"):
+            (constraint,) = pod.spec.topology_spread_constraints
+            assert constraint.topology_key == "kubernetes.io/hostname"
+        crd = await live_crd(api, "cocoonworkers.cocoon.network")
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        worker = await create_worker(api, namespace, "w0")
+
+        # A namespace's viewer and editor, through Kubernetes' own ClusterRoles.
+        for user, role in (("viewer", "view"), ("editor", "edit")):
+            await rbac.create_namespaced_role_binding(
+                namespace,
+                {
+                    "metadata": {"name": user},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": role,
+                    },
+                    "subjects": [
+                        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                    ],
+                },
+            )
+
+        async def aggregated() -> bool:  # the controller-manager's aggregation
+            return await subject_can(api, "viewer", "list", "cocoonworkers", namespace) and (
+                await subject_can(api, "editor", "create", "cocoonworkers", namespace)
+            )
+
+        await eventually(aggregated, within=30, what="the chart's rules in view and edit")
+        assert await subject_can(api, "viewer", "get", "cocoonworkerpools", namespace)
+        # view's rules reach edit through Kubernetes' own aggregation label.
+        assert await subject_can(api, "editor", "list", "cocoonworkers", namespace)
+        assert not await subject_can(api, "viewer", "create", "cocoonworkers", namespace)
+        assert not await subject_can(api, "viewer", "get", "secrets", namespace, group="")
+        assert await subject_can(
+            api, "editor", "patch", "cocoonworkerpools", namespace, subresource="scale"
+        )
+        assert not await subject_can(
+            api, "editor", "patch", "cocoonworkers", namespace, subresource="status"
+        )
+
+        out = helm(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--wait",
+            kubeconfig=stack.kubeconfig,
+            check=False,
+        )
+        assert "kept due to the resource policy" in out, out
+        # Kept, with every worker; the release's other cluster-scoped objects are gone.
+        for name in CRD_NAMES:
+            assert await exists(
+                client.ApiextensionsV1Api(api).read_custom_resource_definition, name
+            )
+        after = await get_worker(api, namespace, "w0")
+        assert after["metadata"]["uid"] == worker["metadata"]["uid"]
+        assert not await exists(rbac.read_cluster_role, f"{release}-cocoon-operator-view")
+        assert not await subject_can(api, "viewer", "list", "cocoonworkers", namespace)
+    finally:
+        helm(
+            "uninstall", release, "--namespace", namespace, kubeconfig=stack.kubeconfig, check=False
+        )
+        await disown_crds(api)

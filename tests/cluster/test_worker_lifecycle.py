@@ -224,6 +224,34 @@ async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
     assert len(first) == 1
 
 
+async def test_launcher_pods_get_the_priority_class_the_operator_is_given(
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """--launcher-priority-class (the chart's launcher.priorityClassName) reaches the
+    pods the operator creates, and the apiserver resolves it to the class's value."""
+    await install_crds(api)
+    scheduling = client.SchedulingV1Api(api)
+    name = f"{namespace}-launchers"[:63]
+    await scheduling.create_priority_class(
+        {"metadata": {"name": name}, "value": 100000, "description": "test launchers"}
+    )
+    log = tmp_path / "operator.log"
+    grace = ("--attestation-boot-grace-seconds", "0")
+    try:
+        with running_operator(
+            stack.kubeconfig, namespace, log, *grace, f"--launcher-priority-class={name}"
+        ) as proc:
+            await create_worker(api, namespace, "ranked")
+            (pod,) = await eventually(
+                lambda: worker_pods(api, namespace, "ranked"), within=60, what="launcher pod"
+            )
+            assert pod.spec.priority_class_name == name
+            assert pod.spec.priority == 100000  # the Priority admission plugin's doing
+            assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
+    finally:
+        await scheduling.delete_priority_class(name)
+
+
 async def test_deletion_leaves_no_pod_and_no_finalizer(
     api: client.ApiClient, namespace: str, operator: Path
 ) -> None:

@@ -158,6 +158,8 @@ def rendered_rules() -> list[dict[str, Any]]:
         name = match.group(1)
         if name == "SELECTOR":
             return 'job="cocoon-operator-metrics",namespace="cocoon-system"'
+        if name == "RUNBOOKS":  # runbookBaseUrl (empty by default), then the file
+            return str(values["runbookBaseUrl"]) + "docs/runbooks.md"
         key = _camel(name)
         assert key in values, f"placeholder {name}: no monitoring.prometheusRule.{key}"
         return str(values[key])
@@ -209,3 +211,44 @@ def test_wallet_alerts_use_the_funding_bounds_of_the_crd() -> None:
     assert rules["CocoonWalletBelowMinimum"]["expr"].endswith(f"< {FUNDING_MINIMUM_DEFAULT}")
     # ... and the critical one is COCOON's start floor, the schema's lowest minimum.
     assert rules["CocoonWalletBelowStartFloor"]["expr"].endswith(f"< {FUNDING_FLOOR}")
+
+
+# --- runbooks ----------------------------------------------------------------------
+
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub makes them: lower case,
+    punctuation dropped, spaces as hyphens (enough for the headings used here)."""
+    anchors = set()
+    for line in text.splitlines():
+        heading = re.match(r"#{1,6}\s+(.*)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            anchors.add(slug.replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_links_its_own_runbook_section_which_exists() -> None:
+    rules = rendered_rules()
+    anchors = markdown_anchors(RUNBOOKS.read_text())
+    linked = set()
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url")
+        assert url, f"{rule['alert']}: no runbook_url annotation"
+        path, _, anchor = url.partition("#")
+        assert path == "docs/runbooks.md", (rule["alert"], url)
+        assert (REPO / path).is_file()
+        # Its own section: the alert's name is the heading.
+        assert anchor == rule["alert"].lower(), (rule["alert"], url)
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in {path}"
+        linked.add(anchor)
+    # And no runbook left for an alert that is gone.
+    alerts_documented = {a for a in anchors if a.startswith("cocoon")}
+    assert alerts_documented == linked
+
+
+def test_markdown_anchors_follow_githubs_rule() -> None:
+    text = "# Runbooks: the chart's alerts\n## CocoonWorkersNotReady\nbody # not a heading\n"
+    assert markdown_anchors(text) == {"runbooks-the-charts-alerts", "cocoonworkersnotready"}

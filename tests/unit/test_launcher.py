@@ -106,6 +106,17 @@ def test_host_port_makes_the_instance_unique_per_node() -> None:
     assert pod["metadata"]["labels"]["cocoon.network/instance"] == "3"
 
 
+def test_the_launcher_pod_gets_the_operators_priority_class_and_none_by_default() -> None:
+    plain = launcher_pod(WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY)
+    assert "priorityClassName" not in plain["spec"]  # the cluster's default priority
+    ranked = launcher_pod(
+        WORKER, spec(), InstanceSlot(0), control_key=CONTROL_KEY, priority_class="gpu-workers"
+    )
+    assert ranked["spec"]["priorityClassName"] == "gpu-workers"
+    # An operator setting: the pod's name (its revision) does not change with it.
+    assert ranked["metadata"]["name"] == plain["metadata"]["name"]
+
+
 def test_the_launcher_shares_the_hosts_pids_so_the_node_agent_finds_its_qemu() -> None:
     # The launcher records QEMU's pid (launcher/_run.py write_state) and the node
     # agent checks /proc/<pid>/cmdline on the host (vm_running): one pid namespace.

@@ -142,13 +142,19 @@ def test_dockerfile_runs_its_command_as_uid_65532(image: str) -> None:
 
 
 def test_chart_crds_are_the_repository_crds() -> None:
-    """Helm installs CRDs only from the chart's crds/: hack/gen-crds writes both copies
-    (and ``hack/gen-crds --check`` compares both with the models)."""
-    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    """The chart renders its CRDs from files/crds/ (templates/crds.yaml), so that
+    `helm upgrade` upgrades them: hack/gen-crds writes both copies (and
+    ``hack/gen-crds --check`` compares both with the models)."""
+    chart = {p.name: p.read_text() for p in (CHART / "files" / "crds").glob("*.yaml")}
     repo = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
     assert sorted(chart) == sorted(repo) == sorted(all_crds())
     for name, text in repo.items():
-        assert chart[name] == text, f"charts/cocoon-operator/crds/{name} differs: run hack/gen-crds"
+        assert chart[name] == text, (
+            f"charts/cocoon-operator/files/crds/{name} differs: run hack/gen-crds"
+        )
+    # Not also in the chart's crds/: Helm would create them from there first,
+    # unowned, and then refuse the templates' copies as objects it does not own.
+    assert not (CHART / "crds").exists()
 
 
 def test_chart_app_version_is_the_package_version() -> None:

@@ -220,6 +220,13 @@ def test_plan_creates_the_pod_of_a_new_worker_with_its_configuration() -> None:
     assert p.status["targetRevision"] == revision(spec())
 
 
+def test_plan_creates_the_launcher_pod_with_the_operators_priority_class() -> None:
+    (pod,) = plan(observed(priority_class="cocoon-launchers"), now=T0).apply
+    assert pod["spec"]["priorityClassName"] == "cocoon-launchers"
+    (pod,) = plan(observed(), now=T0).apply
+    assert "priorityClassName" not in pod["spec"]
+
+
 def test_the_pod_created_is_in_the_same_status_write_and_its_first_sight_adds_none() -> None:
     created = plan(observed(), now=T0)
     (pod,) = created.apply

@@ -529,7 +529,13 @@ class WorkerSpecBase(Model):
         str,
         Field(max_length=67, pattern=TON_ADDRESS, description="COCOON root contract address"),
     ]
-    network: Network
+    network: Annotated[
+        Network,
+        Field(
+            description="the TON network the worker serves: mainnet, testnet, or local"
+            " (development chains only); immutable"
+        ),
+    ]
     coefficient: Annotated[
         int,
         Field(

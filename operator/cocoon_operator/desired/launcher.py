@@ -396,6 +396,7 @@ def launcher_pod(
     control_key: str,
     model_nodes: Sequence[str] = (),
     seal: bool = False,
+    priority_class: str | None = None,
 ) -> dict[str, Any]:
     """The desired launcher Pod for ``worker`` at the spec's current revision, whose
     control relay trusts ``control_key`` (the operator's, base64 Ed25519 public key).
@@ -406,6 +407,10 @@ def launcher_pod(
     ``seal``: the operator runs the nodes' seal servers; the pod then requires a
     node whose seal server of the release's enclave is ready, and says which
     enclave it uses (label), so the seal server is kept while the pod exists.
+    ``priority_class``: the operator's --launcher-priority-class. An operator
+    setting, not a spec field: a PriorityClass decides whose pods the scheduler
+    evicts, which is the cluster administrator's call, not a tenant's. Like
+    ``model_nodes`` it only reaches pods created from now on (no rotation).
     """
     try:
         parse_public_key(control_key)
@@ -547,5 +552,6 @@ def launcher_pod(
                 _host_path("models", MODELS_DIR, "DirectoryOrCreate"),
                 *_ton_volumes(spec),
             ],
+            **({"priorityClassName": priority_class} if priority_class else {}),
         },
     }

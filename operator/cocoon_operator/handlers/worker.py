@@ -142,6 +142,8 @@ class Deps:
     # The launcher images the operator's configuration allows (--launcher-image).
     # The default allows none: an operator told nothing starts nothing.
     launcher_images: LauncherImages = field(default_factory=LauncherImages)
+    # The PriorityClass of the launcher pods it creates (--launcher-priority-class).
+    launcher_priority_class: str | None = None
     # The operator runs the nodes' seal servers: which enclaves are ready somewhere,
     # replaced by each seal-server sweep (handlers/sealserver.py); None: it does not.
     seal: SealFacts | None = None
@@ -400,6 +402,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
         lag=LoopLag(on_change=_lag_reporter(metrics, max_stretch)),
         max_stretch=max_stretch,
         launcher_images=memo.get("launcher_images") or LauncherImages(),
+        launcher_priority_class=memo.get("launcher_priority_class"),
     )
     _warn_about_images(deps.launcher_images)
     namespace, name = memo.get("control_key_secret") or ("default", DEFAULT_SECRET_NAME)
@@ -607,6 +610,7 @@ def _observe(
     chain_enabled: bool = False,
     images: LauncherImages,
     seal: SealFacts | None = None,
+    priority_class: str | None = None,
 ) -> Observed:
     meta = body["metadata"]
     parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
@@ -627,6 +631,7 @@ def _observe(
         chain_enabled=chain_enabled,
         image_refused=images.refusal(parsed.spec.release.image),
         seal=seal,
+        priority_class=priority_class,
     )
 
 
@@ -717,6 +722,7 @@ async def _reconcile(
                 chain_enabled=memo.get("chain") is not None,
                 images=deps.launcher_images,
                 seal=deps.seal,
+                priority_class=deps.launcher_priority_class,
             )
         except ValidationError as err:
             # The CRD schema should have refused this; name the fields, act on nothing.

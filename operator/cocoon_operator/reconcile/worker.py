@@ -66,6 +66,8 @@ class Observed:
     image_refused: str | None = None
     # The operator runs the nodes' seal servers (None: it does not).
     seal: sealserver.SealFacts | None = None
+    # The PriorityClass new launcher pods get (--launcher-priority-class), or None.
+    priority_class: str | None = None
     # Why a worker with spec.registerOnRoot is not registering (the operator's
     # registration policy, or a hash its root's owner removed).
     registration_refused: str | None = None
@@ -196,6 +198,7 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
             control_key=obs.control_key,
             model_nodes=obs.model_nodes,
             seal=obs.seal is not None,
+            priority_class=obs.priority_class,
         )
         plan.apply.append(desired_pod)
         name = desired_pod["metadata"]["name"]
