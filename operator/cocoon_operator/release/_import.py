@@ -24,7 +24,7 @@ from cocoon_operator.release._unpack import ReleaseImportError, ReleaseTree
 VERSION_PATTERN: Final = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 DOCKERFILE: Final = "images/launcher/Dockerfile"
 #: What the launcher Dockerfile's build stages copy from the checkout (images/launcher/Dockerfile).
-SOURCE_FILES: Final = ("pyproject.toml", "README.md")
+SOURCE_FILES: Final = ("pyproject.toml", "README.md", "requirements/images.lock")
 SOURCE_DIRS: Final = ("operator",)
 CONTEXT_RELEASE: Final = "release"  # the Dockerfile's RELEASE_DIR
 #: The Dockerfile's build arguments carrying each digest, by spec.release.files field.
@@ -110,6 +110,7 @@ def write_context(source: Path, context: Path) -> None:
         raise ReleaseImportError(f"{dockerfile} not found: pass --source CHECKOUT")
     shutil.copy(dockerfile, context / "Dockerfile")
     for name in SOURCE_FILES:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / name, context / name)
     for name in SOURCE_DIRS:
         shutil.copytree(
@@ -119,24 +120,42 @@ def write_context(source: Path, context: Path) -> None:
         )
 
 
-def build_argv(context: Path, tag: str, files: Mapping[str, str], qemu_sha256: str) -> list[str]:
-    """``buildah bud`` of the launcher image from ``context``, every digest as a build argument.
+#: The build script in the checkout (it makes the Debian base, builds and smoke-tests).
+BUILD_SCRIPT: Final = "hack/build-images"
 
-    ``--isolation chroot`` runs the build's steps without a container runtime or
-    user namespaces (a CI runner, a node); the Dockerfile checks each file against
-    its digest again inside the build.
+
+def build_argv(source: Path, context: Path, tag: str, files: Mapping[str, str]) -> list[str]:
+    """``hack/build-images`` of the launcher image from ``context``, the digests as build arguments.
+
+    The checkout's build script rather than a bare ``buildah bud``: it makes the
+    Debian 13 base the Dockerfile's ``PYTHON_IMAGE`` stands for where no image
+    registry is reachable, builds with ``buildah bud --isolation chroot`` (no
+    container runtime or user namespaces: a CI runner, a node), and smoke-tests
+    the result: QEMU with its TDX guest object, veritysetup, and each release
+    file in the image against the digest given. The Dockerfile checks each file
+    against its digest inside the build as well.
     """
-    argv = ["buildah", "bud", "--isolation", "chroot", "--file", str(context / "Dockerfile")]
-    argv += ["--build-arg", f"QEMU_SHA256={qemu_sha256}"]
+    argv = [str(source / BUILD_SCRIPT), "--context", str(context), "--name", tag]
     argv += ["--build-arg", f"RELEASE_DIR={CONTEXT_RELEASE}/"]
     for field, arg in BUILD_ARG_OF_FIELD.items():
         argv += ["--build-arg", f"{arg}={files[field]}"]
-    return [*argv, "--tag", tag, str(context)]
+    return [*argv, "launcher"]
 
 
 def push_argv(tag: str, digest_file: Path) -> list[str]:
     """``buildah push`` of ``tag`` to its registry; the manifest digest goes to ``digest_file``."""
     return ["buildah", "push", "--digestfile", str(digest_file), tag, f"docker://{tag}"]
+
+
+def local_digest_argv(tag: str) -> list[str]:
+    """``buildah inspect`` printing the manifest digest of ``tag`` as built, in local storage.
+
+    For ``--no-push``: the image by that digest is exactly the one built and
+    smoke-tested, on this machine. A registry given the image later may answer a
+    different digest (it stores the layers compressed, so the manifest differs):
+    a block for a cluster takes the pushed digest.
+    """
+    return ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}", tag]
 
 
 def repository_of(tag: str) -> str:

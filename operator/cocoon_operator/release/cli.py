@@ -10,12 +10,14 @@ It writes ``DIR/release/`` (the release, unpacked and checked), ``DIR/SHA256SUMS
 (every file's digest; ``cd DIR/release && sha256sum -c ../SHA256SUMS``),
 ``DIR/release.yaml`` (the block) and, for the image, the launcher Dockerfile
 with the sources it builds, so ``DIR`` is the image's build context. With
-``--build`` it builds that context with ``buildah bud --isolation chroot``,
-pushes it to ``--tag`` and fills the block's image with the pushed digest;
-without it the block's image is left empty, to fill in from your own build
-(or given with ``--image`` when it is already built). The block goes to stdout;
-progress to stderr. Exit status: 0 done, 1 the release was refused or the
-build failed, 2 bad arguments.
+``--build`` it builds that context with the checkout's ``hack/build-images``
+(buildah, no Docker daemon; as root), which smoke-tests the image, then pushes
+it to ``--tag`` and fills the block's image with the pushed digest
+(``--no-push``: the digest of the image as built, in this machine's storage);
+without ``--build`` the block's image is left empty, to fill in from your own
+build (or given with ``--image`` when it is already built). The block goes to
+stdout; progress to stderr. Exit status: 0 done, 1 the release was refused or
+the build failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 # The importer's modules are imported when a release is imported, not for every
 # ``cocoon-operator`` start (the launcher Pod's command builds the same parser).
@@ -34,30 +37,39 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 Runner = Callable[[Sequence[str]], None]
+Reader = Callable[[Sequence[str]], str]
 
 
 def run_command(argv: Sequence[str]) -> None:
     """Run a build step, its output going to our stderr; a failure is an import failure."""
+    read_command(argv, stdout=sys.stderr)
+
+
+def read_command(argv: Sequence[str], stdout: IO[str] | int = subprocess.PIPE) -> str:
+    """Run a build step and return what it printed (nothing when ``stdout`` is a file)."""
     try:
-        subprocess.run(list(argv), check=True, stdout=sys.stderr)
+        done = subprocess.run(list(argv), check=True, stdout=stdout, text=True)
     except FileNotFoundError:
         from cocoon_operator.release._unpack import ReleaseImportError  # noqa: PLC0415
 
-        raise ReleaseImportError(f"{argv[0]} not found: install it or use --no-build") from None
+        raise ReleaseImportError(f"{argv[0]} not found: install it or leave out --build") from None
     except subprocess.CalledProcessError as exc:
         from cocoon_operator.release._unpack import ReleaseImportError  # noqa: PLC0415
 
-        raise ReleaseImportError(
-            f"{argv[0]} {argv[1]} failed with status {exc.returncode}"
-        ) from None
+        step = " ".join([Path(argv[0]).name, *[a for a in argv[1:2] if not a.startswith("-")]])
+        raise ReleaseImportError(f"{step} failed with status {exc.returncode}") from None
+    return done.stdout or ""
 
 
-def import_release(args: argparse.Namespace, run: Runner = run_command) -> str:
+def import_release(
+    args: argparse.Namespace, run: Runner = run_command, read: Reader = read_command
+) -> str:
     """Do the import; return the block's YAML."""
     from cocoon_operator.release._import import (  # noqa: PLC0415
         CONTEXT_RELEASE,
         build_argv,
         find_source,
+        local_digest_argv,
         pinned,
         push_argv,
         release_block,
@@ -93,19 +105,23 @@ def import_release(args: argparse.Namespace, run: Runner = run_command) -> str:
             raise ReleaseImportError(
                 "the launcher Dockerfile was not found: pass --source CHECKOUT"
             )
-        digest_file = out / ".image-digest"
-        run(build_argv(out, args.tag, files, args.qemu_sha256))
-        run(push_argv(args.tag, digest_file))
-        image = pinned(args.tag, digest_file.read_text())
-        print(f"pushed {image}", file=sys.stderr)
+        run(build_argv(source, out, args.tag, files))
+        if args.push:
+            digest_file = out / ".image-digest"
+            run(push_argv(args.tag, digest_file))
+            image = pinned(args.tag, digest_file.read_text())
+            print(f"pushed {image}", file=sys.stderr)
+        else:
+            image = pinned(args.tag, read(local_digest_argv(args.tag)))
+            print(f"built {image} (not pushed)", file=sys.stderr)
     text = render_block(release_block(version, files, image))
     (out / "release.yaml").write_text(text)
     return text
 
 
 def _import(args: argparse.Namespace) -> int:
-    if args.build and (not args.tag or not args.qemu_sha256):
-        print("--build needs --tag REPOSITORY:TAG and --qemu-sha256", file=sys.stderr)
+    if args.build and not args.tag:
+        print("--build needs --tag REPOSITORY:TAG", file=sys.stderr)
         return EXIT_USAGE
     if args.build and args.image:
         print("--image names an image already built: leave out --build", file=sys.stderr)
@@ -138,10 +154,17 @@ def add_subparsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--build",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="build the launcher image with buildah and push it to --tag (default: no)",
+        help="build and smoke-test the launcher image (the checkout's hack/build-images, as"
+        " root) and push it to --tag (default: no)",
     )
-    imp.add_argument("--tag", help="where --build pushes the image, REPOSITORY:TAG")
-    imp.add_argument("--qemu-sha256", help="the QEMU source tarball's SHA-256 (the Dockerfile's)")
+    imp.add_argument("--tag", help="the built image's name, REPOSITORY:TAG; --build pushes there")
+    imp.add_argument(
+        "--push",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --build, push to --tag and pin the registry's digest; --no-push pins the"
+        " image as built in this machine's storage (default: push)",
+    )
     imp.add_argument(
         "--source", type=Path, help="the cocoon-operator checkout holding images/launcher/"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import subprocess
@@ -22,6 +23,7 @@ from cocoon_operator.release import (
     repository_of,
     unpack,
 )
+from cocoon_operator.release._import import BUILD_ARG_OF_FIELD
 from cocoon_operator.release.cli import import_release
 from cocoon_operator.simulator._release import (
     COMMIT,
@@ -235,7 +237,19 @@ def test_a_tarball_without_release_dir_needs_a_version(tmp_path: Path) -> None:
     assert yaml.safe_load(import_release(args))["release"]["version"] == "1.2.0"
 
 
-def test_build_runs_buildah_with_every_digest_then_pins_the_pushed_digest(tmp_path: Path) -> None:
+def build_args_of(argv: Sequence[str]) -> dict[str, str]:
+    return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
+
+
+def parse_import(tmp_path: Path, *flags: str) -> argparse.Namespace:
+    tarball = write_release_tarball(tmp_path / "s", tmp_path / "r.tar")
+    argv = ["release", "import", str(tarball), "--out", str(tmp_path / "ctx"), *flags]
+    return build_parser().parse_args([*argv, "--source", str(REPO)])
+
+
+def test_build_runs_build_images_with_every_digest_then_pins_the_pushed_digest(
+    tmp_path: Path,
+) -> None:
     """The build path without a container engine: the commands are recorded, the
     registry's answer (buildah's --digestfile) is written as buildah would."""
     ran: list[list[str]] = []
@@ -246,37 +260,76 @@ def test_build_runs_buildah_with_every_digest_then_pins_the_pushed_digest(tmp_pa
         if argv[1] == "push":
             Path(argv[argv.index("--digestfile") + 1]).write_text(pushed + "\n")
 
-    args = build_parser().parse_args(
-        [
-            "release",
-            "import",
-            str(write_release_tarball(tmp_path / "s", tmp_path / "r.tar")),
-            "--out",
-            str(tmp_path / "ctx"),
-            "--build",
-            "--tag",
-            "reg.local:5000/cocoon/launcher:v1",
-            "--qemu-sha256",
-            "c" * 64,
-            "--source",
-            str(REPO),
-        ]
-    )
+    args = parse_import(tmp_path, "--build", "--tag", "reg.local:5000/cocoon/launcher:v1")
     text = import_release(args, run=fake)
-    bud, push = ran
-    assert bud[:4] == ["buildah", "bud", "--isolation", "chroot"]
-    build_args = dict(bud[i + 1].split("=", 1) for i, a in enumerate(bud) if a == "--build-arg")
+    build, push = ran
+    # The checkout's build script (Debian base, buildah, smoke test), for the launcher,
+    # the image named as --tag says, from the context the import wrote.
+    assert build[0] == str(REPO / "hack" / "build-images")
+    assert build[-1] == "launcher"
+    assert build[build.index("--name") + 1] == "reg.local:5000/cocoon/launcher:v1"
+    assert build[build.index("--context") + 1] == str(tmp_path / "ctx")
+    build_args = build_args_of(build)
     files = yaml.safe_load(text)["release"]["files"]
-    assert build_args["ENCLAVE_SHA256"] == files["enclave"]
-    assert build_args["OVMF_SHA256"] == files["ovmf"]
+    assert {arg: build_args[arg] for arg in BUILD_ARG_OF_FIELD.values()} == {
+        arg: files[field] for field, arg in BUILD_ARG_OF_FIELD.items()
+    }
     assert build_args["RELEASE_DIR"] == "release/"
-    assert bud[-1] == str(tmp_path / "ctx")
     assert (tmp_path / "ctx" / "Dockerfile").read_bytes() == (
         REPO / "images/launcher/Dockerfile"
     ).read_bytes()
     assert (tmp_path / "ctx" / "operator" / "cocoon_operator" / "cli.py").is_file()
+    assert push[:2] == ["buildah", "push"]
     assert push[-1] == "docker://reg.local:5000/cocoon/launcher:v1"
     assert yaml.safe_load(text)["release"]["image"] == f"reg.local:5000/cocoon/launcher@{pushed}"
+
+
+def test_build_without_push_pins_the_digest_of_the_image_as_built(tmp_path: Path) -> None:
+    ran: list[list[str]] = []
+    built = "sha256:" + "d" * 64
+
+    def read(argv: Sequence[str]) -> str:
+        ran.append(list(argv))
+        return built + "\n"
+
+    args = parse_import(tmp_path, "--build", "--no-push", "--tag", "localhost/l:v1")
+    text = import_release(args, run=lambda argv: ran.append(list(argv)), read=read)
+    build, inspect = ran
+    assert build[-1] == "launcher"
+    assert not any(step[:2] == ["buildah", "push"] for step in ran)
+    # What buildah reports for the image just built, by the name it was built as.
+    assert inspect[:4] == ["buildah", "inspect", "--type", "image"]
+    assert inspect[-1] == "localhost/l:v1"
+    assert "{{.FromImageDigest}}" in inspect
+    assert yaml.safe_load(text)["release"]["image"] == f"localhost/l@{built}"
+
+
+def test_the_written_context_holds_everything_the_launcher_dockerfile_copies(
+    tmp_path: Path,
+) -> None:
+    """The build runs in the import's directory: every COPY source of the
+    Dockerfile (the hash lock included) must be there, or the build fails."""
+    code, _ = run_import(tmp_path, write_release_tarball(tmp_path / "s", tmp_path / "r.tar"))
+    assert code == 0
+    context = tmp_path / "out"
+    text = (context / "Dockerfile").read_text()
+    logical = text.replace("\\\n", " ").splitlines()
+    copies = [line.split()[1:] for line in logical if line.startswith("COPY ")]
+    sources = [
+        word for words in copies if not words[0].startswith("--from=") for word in words[:-1]
+    ]
+    assert "requirements/images.lock" in sources
+    # ${RELEASE_DIR}: build_argv passes release/.
+    for source in (s.replace("${RELEASE_DIR}", "release/") for s in sources):
+        assert (context / source).exists(), f"COPY {source}: not in the written context"
+
+
+def test_build_needs_a_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tarball = write_release_tarball(tmp_path / "s", tmp_path / "r.tar")
+    code = main(["release", "import", str(tarball), "--out", str(tmp_path / "o"), "--build"])
+    assert code == 2
+    assert "--tag" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
