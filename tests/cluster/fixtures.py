@@ -10,6 +10,7 @@ reused and left running; one the session started is stopped at the end unless
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -27,6 +28,8 @@ from cocoon_operator.api.pool import POOL_PLURAL
 from cocoon_operator.k8s.client import connect
 from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.rest import MERGE_PATCH, Kube, path
+from tests.cluster.crds import install_crds
+from tests.cluster.simulated import Chain, Env, running_agent, running_local_chain
 from tests.cluster.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,3 +174,35 @@ def no_namespace_left_terminating(stack: Stack, names: list[str]) -> None:
 
     left = asyncio.run(check())
     assert not left, f"namespaces left Terminating after the session: {left}"
+
+
+@pytest.fixture
+def agent_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The simulation agent's extra flags (a test parametrizes them indirectly)."""
+    args: tuple[str, ...] = getattr(request, "param", ())
+    return args
+
+
+@pytest.fixture
+def local_chain(tmp_path: Path) -> Iterator[Chain]:
+    with running_local_chain(tmp_path) as chain:
+        yield chain
+
+
+@pytest.fixture
+async def env(
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    local_chain: Chain,
+    agent_args: tuple[str, ...],
+) -> AsyncIterator[Env]:
+    await install_crds(api)
+    seed = base64.b64encode(local_chain.genesis_seed_hex.encode()).decode()
+    await client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
+    )
+    with running_agent(stack.kubeconfig, namespace, tmp_path, *agent_args) as agent:
+        yield Env(agent, local_chain, namespace)

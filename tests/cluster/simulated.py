@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cocoon_operator.simulator import payout_requests
+from cocoon_operator.ton.wallet import WalletVersion
 from tests.cluster.operator import REPO, stop_process
 from tests.cluster.test_admission import example_worker
 
@@ -168,3 +169,29 @@ def running_local_chain(
         )
     finally:
         stop_process(proc, grace=10)
+
+
+@dataclass(frozen=True)
+class Env:
+    """A namespace with the simulation agent and a local chain whose genesis wallet is
+    its treasury (Secret ``treasury``): what a worker needs to reach Ready."""
+
+    agent: Agent
+    chain: Chain
+    namespace: str
+    wallet: WalletVersion = WalletVersion.V4R2  # the treasury's
+
+    def operator_args(self) -> tuple[str, ...]:
+        return (
+            *self.agent.operator_args(),
+            "--ton-endpoint",
+            self.chain.api_url,
+            "--treasury-secret",
+            f"{self.namespace}/treasury",
+            "--treasury-wallet",
+            self.wallet.value,
+            "--funding-ledger",
+            f"{self.namespace}/cocoon-funding-ledger",
+            "--chain-check-seconds",
+            "2",
+        )

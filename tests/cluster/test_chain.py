@@ -9,13 +9,11 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from kubernetes_asyncio import client, watch
 
 from cocoon_operator.api import v1alpha1
@@ -23,11 +21,11 @@ from cocoon_operator.kubectl_plugin.cli import main as plugin_main
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
-from cocoon_operator.ton.wallet import WalletKey, WalletV4R2, WalletVersion
+from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Agent, Chain, running_agent, running_local_chain
+from tests.cluster.simulated import Chain, Env, running_agent
 from tests.cluster.test_admission import example_worker
 from tests.cluster.test_attestation import (
     has_event,
@@ -48,49 +46,6 @@ from tests.cluster.wait import eventually
 TON = 1_000_000_000
 TARGET = 10 * TON
 WORKERS = ("w0", "w1", "w2")
-
-
-@dataclass(frozen=True)
-class Env:
-    agent: Agent
-    chain: Chain
-    namespace: str
-    wallet: WalletVersion = WalletVersion.V4R2  # the treasury's
-
-    def operator_args(self) -> tuple[str, ...]:
-        return (
-            *self.agent.operator_args(),
-            "--ton-endpoint",
-            self.chain.api_url,
-            "--treasury-secret",
-            f"{self.namespace}/treasury",
-            "--treasury-wallet",
-            self.wallet.value,
-            "--funding-ledger",
-            f"{self.namespace}/cocoon-funding-ledger",
-            "--chain-check-seconds",
-            "2",
-        )
-
-
-@pytest.fixture
-def local_chain(tmp_path: Path) -> Iterator[Chain]:
-    with running_local_chain(tmp_path) as chain:
-        yield chain
-
-
-@pytest.fixture
-async def env(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, local_chain: Chain
-) -> AsyncIterator[Env]:
-    await install_crds(api)
-    seed = base64.b64encode(local_chain.genesis_seed_hex.encode()).decode()
-    await client.CoreV1Api(api).create_namespaced_secret(
-        namespace,
-        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
-    )
-    with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
-        yield Env(agent, local_chain, namespace)
 
 
 def ready(api: client.ApiClient, namespace: str, name: str) -> Any:

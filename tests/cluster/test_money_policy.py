@@ -7,53 +7,17 @@ a TCB status its own spec accepts but the treasury does not is not funded."""
 from __future__ import annotations
 
 import asyncio
-import base64
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
-from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Chain, running_agent, running_local_chain
 from tests.cluster.test_chain import TARGET, TON, Env, balances, ledger, ready, treasury_seqno
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
 from tests.cluster.wait import eventually
-
-
-@pytest.fixture
-def agent_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """The simulation agent's extra flags (a test parametrizes them indirectly)."""
-    args: tuple[str, ...] = getattr(request, "param", ())
-    return args
-
-
-@pytest.fixture
-def local_chain(tmp_path: Path) -> Iterator[Chain]:
-    with running_local_chain(tmp_path) as chain:
-        yield chain
-
-
-@pytest.fixture
-async def env(
-    stack: Stack,
-    api: client.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-    local_chain: Chain,
-    agent_args: tuple[str, ...],
-) -> AsyncIterator[Env]:
-    await install_crds(api)
-    seed = base64.b64encode(local_chain.genesis_seed_hex.encode()).decode()
-    await client.CoreV1Api(api).create_namespaced_secret(
-        namespace,
-        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
-    )
-    with running_agent(stack.kubeconfig, namespace, tmp_path, *agent_args) as agent:
-        yield Env(agent, local_chain, namespace)
 
 
 def funded_reason(api: client.ApiClient, namespace: str, name: str, reason: str) -> Any:
