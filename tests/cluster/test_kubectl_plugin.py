@@ -21,11 +21,18 @@ import yaml
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import REPORT_LABEL
+from tests.cluster import test_chart
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
+from tests.cluster.test_chart import CHART, release_for
 from tests.cluster.test_worker_lifecycle import create_worker, get_worker, node_wallet_key
+from tests.cluster.wait import eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
+# The chart tests' fixtures, under their names, for the report with the chart installed.
+helm_bin = test_chart.helm_bin
+helm = test_chart.helm
 PLUGIN = Path(sys.executable).parent / "kubectl-cocoon"
 PAUSED = "cocoon.network/paused"
 MRTD = "9f" * 48
@@ -537,3 +544,83 @@ async def test_context_option_picks_the_context_and_its_namespace(
     assert missing.returncode == 1
     assert len(missing.stderr.splitlines()) == 1, missing.stderr
     assert missing.stderr.startswith(f"error: cannot load {kubeconfig} (context nope): ")
+
+
+async def test_report_and_logs_with_the_chart_installed(
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    worker: dict[str, Any],
+    helm: Any,
+    tmp_path: Path,
+) -> None:
+    """The operator side of the bundle: the chart's Deployment and DaemonSet, their
+    pods' statuses, the values read back from the Deployment, the node reports in
+    the namespace the operator reads them from; Helm's release Secret left unread."""
+    release = release_for(namespace)
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "logging.format=json,chain.endpoint=https://ton.example/api/v2/jsonRPC",
+        kubeconfig=stack.kubeconfig,
+    )
+    try:
+        core = client.CoreV1Api(api)
+        await core.create_namespaced_config_map(
+            namespace,
+            {
+                "metadata": {
+                    "name": "cocoon-node-sim-cc-0000",
+                    "labels": {REPORT_LABEL: "true"},
+                },
+                "data": {"report.json": json.dumps({"node": "sim-cc-0000", "checks": []})},
+            },
+        )
+
+        async def operator_pod() -> bool:
+            pods = await core.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/name=cocoon-operator"
+            )
+            return bool(pods.items)
+
+        await eventually(operator_pod, within=60, what="the chart's operator pod")
+        out_file = tmp_path / "bundle.tar.gz"
+        out = await plugin(
+            stack, "report", "-n", namespace, "--operator-namespace", namespace, "-o", str(out_file)
+        )
+        assert out.returncode == 0, out.stderr
+        files = bundle_files(out_file)
+        fullname = f"{release}-cocoon-operator"
+        assert f"namespaces/{namespace}/deployments/{fullname}.yaml" in files
+        assert f"namespaces/{namespace}/daemonsets/{fullname}-node-agent.yaml" in files
+        values = yaml.safe_load(files["chart-values.yaml"])
+        assert values["chart"].startswith("cocoon-operator-")
+        assert values["args"]["log-format"] == "json"
+        assert values["args"]["node-report-namespace"] == namespace
+        assert values["args"]["ton-endpoint"] == "https://ton.example/api/v2/jsonRPC"
+        report = yaml.safe_load(
+            files[f"namespaces/{namespace}/node-reports/cocoon-node-sim-cc-0000.yaml"]
+        )
+        assert json.loads(report["data"]["report.json"])["node"] == "sim-cc-0000"
+        pod_files = [p for p in files if p.startswith(f"namespaces/{namespace}/pods/{fullname}-")]
+        assert pod_files
+        assert "status" in yaml.safe_load(files[pod_files[0]])
+        manifest = json.loads(files["manifest.json"])
+        # kwok's nodes serve no logs: the failure is recorded per operator pod.
+        assert any(f["what"].startswith("logs of operator pod") for f in manifest["failed"])
+        everything = b"".join(files.values()).decode()
+        assert "sh.helm.release" not in everything
+
+        logs_out = await plugin(
+            stack, "logs", "w0", "-n", namespace, "--operator-namespace", namespace
+        )
+        assert logs_out.returncode == 1
+        assert f"unavailable: cannot access logs of operator pod {namespace}/{fullname}-" in (
+            logs_out.stderr
+        )
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=stack.kubeconfig)

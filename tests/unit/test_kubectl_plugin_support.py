@@ -241,6 +241,12 @@ def test_chart_values_come_from_the_operator_deployment_args() -> None:
     }
 
 
+def test_a_workloads_pods_are_found_by_its_selector() -> None:
+    deployment = {"spec": {"selector": {"matchLabels": {"b": "2", "a": "1"}}}}
+    assert bundle.match_labels_selector(deployment) == "a=1,b=2"
+    assert bundle.match_labels_selector({"spec": {}}) is None
+
+
 def test_crd_versions() -> None:
     crd = {
         "metadata": {"name": "cocoonworkers.cocoon.network"},

@@ -196,3 +196,10 @@ def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
         "nodeName": (pod.get("spec") or {}).get("nodeName"),
         "status": pod.get("status") or {},
     }
+
+
+def match_labels_selector(workload: Mapping[str, Any]) -> str | None:
+    """A Deployment's or DaemonSet's ``spec.selector.matchLabels`` as a label selector
+    (None without one): how its pods are found, whatever else they are labelled."""
+    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None

@@ -460,6 +460,7 @@ async def _report_operator(c: _Collector) -> None:
     core, apps = client.CoreV1Api(c.api), client.AppsV1Api(c.api)
     op_ns = c.args.operator_namespace
     operator_args: dict[str, Any] = {}
+    workload_selectors: list[str] = []
     op_name = logs.DEFAULT_OPERATOR_SELECTOR.partition("=")[2]
     for kind, lister in (
         ("deployments", apps.list_namespaced_deployment),
@@ -471,6 +472,9 @@ async def _report_operator(c: _Collector) -> None:
             c.out.fail(what, "none found; see --operator-namespace")
         for obj in c.items(listed):
             c.out.add_object(bundle.object_path(kind, obj), f"{kind[:-1]} {_name(obj)}", obj)
+            selector = bundle.match_labels_selector(obj)
+            if selector:
+                workload_selectors.append(selector)
             labels_ = obj["metadata"].get("labels") or {}
             if kind == "deployments" and labels_.get("app.kubernetes.io/name") == op_name:
                 values = bundle.chart_values(obj, logs.OPERATOR_CONTAINER)
@@ -481,14 +485,18 @@ async def _report_operator(c: _Collector) -> None:
                     values,
                 )
 
-    what = f"pods in namespace {op_ns} ({CHART_PART_OF})"
-    listed = await c.step(
-        what, partial(core.list_namespaced_pod, op_ns, label_selector=CHART_PART_OF)
-    )
-    for obj in c.items(listed):
-        c.out.add_object(
-            bundle.object_path("pods", obj), f"status of Pod {_name(obj)}", bundle.pod_summary(obj)
+    # Their pods, by each workload's own selector (the chart's pods carry only those labels).
+    for selector in workload_selectors:
+        what = f"pods in namespace {op_ns} ({selector})"
+        listed = await c.step(
+            what, partial(core.list_namespaced_pod, op_ns, label_selector=selector)
         )
+        for obj in c.items(listed):
+            c.out.add_object(
+                bundle.object_path("pods", obj),
+                f"status of Pod {_name(obj)}",
+                bundle.pod_summary(obj),
+            )
 
     # Node reports: the agent's ConfigMaps in the namespace the operator trusts.
     report_ns = str(operator_args.get("node-report-namespace") or op_ns)
