@@ -6,11 +6,13 @@ resumed through its annotation."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,18 @@ import yaml
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import REPORT_LABEL
+from tests.cluster import test_chart
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker
+from tests.cluster.test_chart import CHART, release_for
+from tests.cluster.test_worker_lifecycle import create_worker, get_worker, node_wallet_key
+from tests.cluster.wait import eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
+# The chart tests' fixtures, under their names, for the report with the chart installed.
+helm_bin = test_chart.helm_bin
+helm = test_chart.helm
 PLUGIN = Path(sys.executable).parent / "kubectl-cocoon"
 PAUSED = "cocoon.network/paused"
 MRTD = "9f" * 48
@@ -340,3 +349,278 @@ async def test_kubectl_finds_the_plugin_on_path(
     )
     assert out.returncode == 0, out.stderr
     assert rows(out.stdout)["w0"][1] == "Ready"
+
+
+# ---- report and logs ------------------------------------------------------------------
+
+FAKE_KEY = "fake-mnemonic-abandon-ability-able-about-above-absent-0123456789"
+FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefABCDEF"
+LAUNCHER_LABELS = {
+    "app.kubernetes.io/name": "cocoon-worker",
+    "app.kubernetes.io/component": "vm-launcher",
+    "app.kubernetes.io/managed-by": "cocoon-operator",
+}
+
+
+async def launcher_pod_with_secrets(
+    api: client.ApiClient, namespace: str, worker: dict[str, Any]
+) -> dict[str, Any]:
+    """A Secret holding a fake key, and a launcher pod of the worker that carries the key
+    the ways carelessness puts one in an object: a literal env value, a flag's value and
+    a line of the worker's INI annotation; plus a secretKeyRef, the right way."""
+    core = client.CoreV1Api(api)
+    secret = await core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "operator-keys"},
+            "stringData": {"mnemonic": FAKE_KEY, "hf-token": FAKE_TOKEN},
+        },
+    )
+    name = worker["metadata"]["name"]
+    pod = await core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {
+                "name": f"{name}-r0c0ffee-0",
+                "labels": {**LAUNCHER_LABELS, "cocoon.network/worker": name},
+                "annotations": {
+                    "cocoon.network/worker.ini": f"[node]\nnode_wallet_key = {FAKE_KEY}\n",
+                    "example.com/api-token": FAKE_TOKEN,
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": v1alpha1.API_VERSION,
+                        "kind": v1alpha1.KIND,
+                        "name": name,
+                        "uid": worker["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": {
+                "nodeName": "sim-cpu-0000",  # kwok runs it; no kubelet serves its logs
+                "containers": [
+                    {
+                        "name": "launcher",
+                        "image": "registry.example/cocoon-launcher:test",
+                        "args": ["launch", f"--node-wallet-key={FAKE_KEY}"],
+                        "env": [
+                            {"name": "HF_TOKEN", "value": FAKE_TOKEN},
+                            {
+                                "name": "NODE_WALLET_KEY",
+                                "valueFrom": {
+                                    "secretKeyRef": {"name": "operator-keys", "key": "mnemonic"}
+                                },
+                            },
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    return {"secret": api.sanitize_for_serialization(secret), "pod": pod.metadata.name}
+
+
+def bundle_files(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {
+            m.name.split("/", 1)[1]: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+async def test_report_bundles_the_worker_and_its_events_and_no_secret(
+    stack: Stack, api: client.ApiClient, namespace: str, worker: dict[str, Any], tmp_path: Path
+) -> None:
+    await post_event(api, worker, "Attested", "evidence verified", ago=60)
+    made = await launcher_pod_with_secrets(api, namespace, worker)
+    wallet_key = node_wallet_key(namespace, "w0")  # the Secret create_worker made
+    out_file = tmp_path / "bundle.tar.gz"
+
+    out = await plugin(stack, "report", "-n", namespace, "-o", str(out_file))
+    assert out.returncode == 0, out.stderr
+    assert f"wrote {out_file}" in out.stdout
+    files = bundle_files(out_file)
+
+    manifest = json.loads(files["manifest.json"])
+    collected = {c["path"] for c in manifest["collected"]}
+    worker_path = f"namespaces/{namespace}/cocoonworkers/w0.yaml"
+    events_path = f"namespaces/{namespace}/events.yaml"
+    pod_path = f"namespaces/{namespace}/pods/{made['pod']}.yaml"
+    assert {worker_path, events_path, pod_path, "cluster/crds.yaml"} <= collected
+    assert set(files) == collected | {"manifest.json"}
+    assert manifest["scope"]["namespaces"] == [namespace]
+    # No operator is installed on the stack: said so, not silently left out.
+    assert any(f["what"] == "operator logs" for f in manifest["failed"])
+
+    saved = yaml.safe_load(files[worker_path])
+    assert saved["metadata"]["uid"] == worker["metadata"]["uid"]
+    assert saved["status"]["wallet"]["balance"] == 9_876_543_210
+    events = yaml.safe_load(files[events_path])
+    assert [(e["involvedObject"]["name"], e["reason"]) for e in events] == [("w0", "Attested")]
+    pod = yaml.safe_load(files[pod_path])
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["NODE_WALLET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "operator-keys"
+    assert env["HF_TOKEN"]["value"] == "<redacted>"
+    crds = {c["name"]: c for c in yaml.safe_load(files["cluster/crds.yaml"])}
+    assert [v["name"] for v in crds[f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"]["versions"]] == [
+        v1alpha1.VERSION
+    ]
+
+    secret_uid = made["secret"]["metadata"]["uid"]
+    forbidden = {
+        FAKE_KEY,
+        FAKE_TOKEN,
+        wallet_key,
+        base64.b64encode(FAKE_KEY.encode()).decode(),
+        base64.b64encode(FAKE_TOKEN.encode()).decode(),
+        base64.b64encode(wallet_key.encode()).decode(),
+        secret_uid,
+    }
+    for path, data in files.items():
+        text = data.decode()
+        for value in forbidden:
+            assert value not in text, (path, value)
+        for doc in [json.loads(text)] if path.endswith(".json") else [yaml.safe_load(text)]:
+            docs = doc if isinstance(doc, list) else [doc]
+            assert all(not (isinstance(d, dict) and d.get("kind") == "Secret") for d in docs)
+
+
+async def test_report_all_namespaces_and_a_missing_output_directory(
+    stack: Stack, api: client.ApiClient, namespace: str, worker: dict[str, Any], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "all.tar.gz"
+    out = await plugin(stack, "report", "-A", "-o", str(out_file))
+    assert out.returncode == 0, out.stderr
+    files = bundle_files(out_file)
+    assert f"namespaces/{namespace}/cocoonworkers/w0.yaml" in files
+    assert json.loads(files["manifest.json"])["scope"]["namespaces"] == "all"
+
+    bad = await plugin(stack, "report", "-n", namespace, "-o", str(tmp_path / "no" / "x.tgz"))
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[-1].startswith(f"error: cannot write {tmp_path}/no/x.tgz")
+    assert "Traceback" not in bad.stderr
+
+
+async def test_logs_names_each_unavailable_source_on_the_local_stack(
+    stack: Stack, api: client.ApiClient, namespace: str, worker: dict[str, Any]
+) -> None:
+    made = await launcher_pod_with_secrets(api, namespace, worker)
+    out = await plugin(stack, "logs", "w0", "-n", namespace, "--operator-namespace", namespace)
+    # kwok's nodes have no kubelet: the launcher pod's logs cannot be read, and no
+    # operator runs in that namespace: neither source, so exit 1, each one named.
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert any(
+        line.startswith(
+            f"unavailable: cannot access logs of launcher pod {namespace}/{made['pod']}"
+            " (container launcher): "
+        )
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith(f"unavailable: no operator pods in namespace {namespace}") for line in lines
+    ), lines
+    assert "Traceback" not in out.stderr
+
+
+async def test_context_option_picks_the_context_and_its_namespace(
+    stack: Stack, namespace: str, worker: dict[str, Any], tmp_path: Path
+) -> None:
+    config = yaml.safe_load(stack.kubeconfig.read_text())
+    current = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    config["contexts"].append(
+        {"name": "tenant", "context": {**current["context"], "namespace": namespace}}
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+
+    out = await plugin(stack, "status", "--context", "tenant", kubeconfig=kubeconfig)
+    assert out.returncode == 0, out.stderr
+    assert list(rows(out.stdout)) == ["w0"]
+
+    missing = await plugin(stack, "status", "--context", "nope", kubeconfig=kubeconfig)
+    assert missing.returncode == 1
+    assert len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert missing.stderr.startswith(f"error: cannot load {kubeconfig} (context nope): ")
+
+
+async def test_report_and_logs_with_the_chart_installed(
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    worker: dict[str, Any],
+    helm: Any,
+    tmp_path: Path,
+) -> None:
+    """The operator side of the bundle: the chart's Deployment and DaemonSet, their
+    pods' statuses, the values read back from the Deployment, the node reports in
+    the namespace the operator reads them from; Helm's release Secret left unread."""
+    release = release_for(namespace)
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "logging.format=json,chain.endpoint=https://ton.example/api/v2/jsonRPC",
+        kubeconfig=stack.kubeconfig,
+    )
+    try:
+        core = client.CoreV1Api(api)
+        await core.create_namespaced_config_map(
+            namespace,
+            {
+                "metadata": {
+                    "name": "cocoon-node-sim-cc-0000",
+                    "labels": {REPORT_LABEL: "true"},
+                },
+                "data": {"report.json": json.dumps({"node": "sim-cc-0000", "checks": []})},
+            },
+        )
+
+        async def operator_pod() -> bool:
+            pods = await core.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/name=cocoon-operator"
+            )
+            return bool(pods.items)
+
+        await eventually(operator_pod, within=60, what="the chart's operator pod")
+        out_file = tmp_path / "bundle.tar.gz"
+        out = await plugin(
+            stack, "report", "-n", namespace, "--operator-namespace", namespace, "-o", str(out_file)
+        )
+        assert out.returncode == 0, out.stderr
+        files = bundle_files(out_file)
+        fullname = f"{release}-cocoon-operator"
+        assert f"namespaces/{namespace}/deployments/{fullname}.yaml" in files
+        assert f"namespaces/{namespace}/daemonsets/{fullname}-node-agent.yaml" in files
+        values = yaml.safe_load(files["chart-values.yaml"])
+        assert values["chart"].startswith("cocoon-operator-")
+        assert values["args"]["log-format"] == "json"
+        assert values["args"]["node-report-namespace"] == namespace
+        assert values["args"]["ton-endpoint"] == "https://ton.example/api/v2/jsonRPC"
+        report = yaml.safe_load(
+            files[f"namespaces/{namespace}/node-reports/cocoon-node-sim-cc-0000.yaml"]
+        )
+        assert json.loads(report["data"]["report.json"])["node"] == "sim-cc-0000"
+        pod_files = [p for p in files if p.startswith(f"namespaces/{namespace}/pods/{fullname}-")]
+        assert pod_files
+        assert "status" in yaml.safe_load(files[pod_files[0]])
+        manifest = json.loads(files["manifest.json"])
+        # kwok's nodes serve no logs: the failure is recorded per operator pod.
+        assert any(f["what"].startswith("logs of operator pod") for f in manifest["failed"])
+        everything = b"".join(files.values()).decode()
+        assert "sh.helm.release" not in everything
+
+        logs_out = await plugin(
+            stack, "logs", "w0", "-n", namespace, "--operator-namespace", namespace
+        )
+        assert logs_out.returncode == 1
+        assert f"unavailable: cannot access logs of operator pod {namespace}/{fullname}-" in (
+            logs_out.stderr
+        )
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=stack.kubeconfig)

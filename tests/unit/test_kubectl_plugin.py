@@ -147,6 +147,7 @@ def view(**kwargs: Any) -> WorkerView:
         (4_999_999_999, "4.999 TON"),  # toward zero: never shown as reaching 5
         (12_345_678_901, "12.345 TON"),
         (10_000 * 10**9, "10000.000 TON"),
+        (-1, "-1 nanoTON (invalid)"),  # not a Grams value: not rounded into a balance
     ],
 )
 def test_format_ton(nanoton: int | None, text: str) -> None:

@@ -319,6 +319,8 @@ def _ton_mounts(spec: CocoonWorkerSpec) -> list[dict[str, Any]]:
 # the launcher's far larger requests are what the scheduler counts.
 MODEL_INIT_RESOURCES: Final = {"cpu": "1", "memory": "2Gi"}
 MODEL_INIT_CONTAINER: Final = "model"
+#: The container running the VM launcher (what ``kubectl cocoon logs`` reads by default).
+LAUNCHER_CONTAINER: Final = "launcher"
 # The weight of preferring nodes that hold the model Ready (1-100; the only
 # preference of the pod, so its value matters only against the scheduler's own scores).
 MODEL_NODE_WEIGHT: Final = 100
@@ -457,7 +459,7 @@ def launcher_pod(
             "initContainers": [model_init_container(spec)],
             "containers": [
                 {
-                    "name": "launcher",
+                    "name": LAUNCHER_CONTAINER,
                     "image": spec.release.image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": [

@@ -20,12 +20,18 @@ from kubernetes_asyncio import client, config
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 
 
-async def load(kubeconfig: str | None = None) -> client.Configuration:
-    """Configuration from ``kubeconfig``, ``$KUBECONFIG``, or the in-cluster service account."""
+async def load(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
+    """Configuration from ``kubeconfig``, ``$KUBECONFIG``, or the in-cluster service account.
+
+    ``context`` picks a kubeconfig context other than the current one (kubectl's
+    ``--context``); it means nothing in-cluster.
+    """
     configuration = client.Configuration()
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path:
-        await config.load_kube_config(config_file=path, client_configuration=configuration)
+        await config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration
+        )
     else:
         # kubernetes_asyncio leaves this one untyped.
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -15,6 +15,8 @@ from typing import Any, Final
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import CONDITION_ORDER, ConditionType
 from cocoon_operator.policy.conditions import parse_rfc3339
+from cocoon_operator.ton import amounts
+from cocoon_operator.ton.errors import AmountError
 
 PAUSE_ANNOTATION: Final = f"{v1alpha1.GROUP}/paused"
 RESOURCE: Final = f"{v1alpha1.PLURAL[:-1]}.{v1alpha1.GROUP}"  # cocoonworker.cocoon.network
@@ -111,8 +113,11 @@ def format_ton(nanoton: int | None) -> str:
     """
     if nanoton is None:
         return "-"
-    ton = Decimal(nanoton).scaleb(-9).quantize(_TON_PLACES, rounding=ROUND_DOWN)
-    return f"{ton} TON"
+    try:
+        exact = amounts.to_decimal(nanoton)
+    except AmountError:  # not a Grams value (negative, too large): shown as it is
+        return f"{nanoton} nanoTON (invalid)"
+    return f"{exact.quantize(_TON_PLACES, rounding=ROUND_DOWN)} TON"
 
 
 def human_duration(seconds: float) -> str:
