@@ -84,7 +84,7 @@ def test_a_run_within_every_bound_meets_every_target_but_the_one_it_is_too_small
         ({"writes_per_worker": 6.1}, "operator writes per worker to Ready"),
         ({"rss": 201}, "operator peak RSS at 1,000 workers"),
         ({"calls_per_worker_minute": 0.06}, "chain reads per worker per minute, steady"),
-        ({"tls_share": 0.01}, "steady samples in TLS"),
+        ({"tls_share": 0.01}, "steady samples in a TLS handshake"),
     ],
 )
 def test_each_target_is_missed_by_a_run_just_past_its_bound(
