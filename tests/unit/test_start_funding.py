@@ -30,6 +30,7 @@ from cocoon_operator.funding import (
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.chain import StartFunding, WalletChoice, start_hold, wallet_to_fund
 from cocoon_operator.policy.treasury import (
+    START_FUNDING_MARGIN,
     FundingLimits,
     NamespaceLimits,
     funding_bounds,
@@ -97,10 +98,12 @@ def test_the_flag_names_namespaces_or_all_and_needs_a_treasury() -> None:
 # How much
 
 
-def test_the_start_top_up_is_cocoons_floor_and_no_more() -> None:
+def test_the_start_top_up_is_cocoons_floor_and_a_storage_fee_margin_no_more() -> None:
     funding = Funding(minimum=5 * TON, target=10 * TON)
     bounds = start_funding_bounds(funding, "team-a", FundingLimits())
-    assert bounds.target == FUNDING_FLOOR == 2_100_000_000
+    assert FUNDING_FLOOR == 2_100_000_000
+    assert bounds.target == FUNDING_FLOOR + START_FUNDING_MARGIN
+    assert START_FUNDING_MARGIN == TON // 1000
     assert bounds.capped is None
     # The same daily cap as the top-up to the target: one worker, one wallet.
     assert bounds.daily_cap == funding_bounds(funding, "team-a", FundingLimits()).daily_cap
@@ -212,16 +215,15 @@ def topups(requests: list[TopUpRequest], ledger: Ledger):  # type: ignore[no-unt
 
 
 def test_the_floor_before_start_and_the_target_after_attestation_share_one_daily_cap() -> None:
+    start = FUNDING_FLOOR + START_FUNDING_MARGIN
     transfers, _ = topups([start_request("ns/a", 0, 20 * TON)], Ledger(treasury="0:t"))
-    assert [(t.worker, t.address, t.amount) for t in transfers] == [("ns/a", OWN, FUNDING_FLOOR)]
-    paid = Ledger(
-        treasury="0:t", intents=[intent("ns/a", OWN, FUNDING_FLOOR, IntentState.CONFIRMED)]
-    )
+    assert [(t.worker, t.address, t.amount) for t in transfers] == [("ns/a", OWN, start)]
+    paid = Ledger(treasury="0:t", intents=[intent("ns/a", OWN, start, IntentState.CONFIRMED)])
     # The same worker's top-up to its target, the same day: allowed, and counted.
-    transfers, refusals = topups([target_request("ns/a", FUNDING_FLOOR, 20 * TON)], paid)
-    assert [t.amount for t in transfers] == [10 * TON - FUNDING_FLOOR] and refusals == []
-    transfers, _ = topups([target_request("ns/a", FUNDING_FLOOR, 5 * TON)], paid)
-    assert [t.amount for t in transfers] == [5 * TON - FUNDING_FLOOR]  # the cap, both counted
+    transfers, refusals = topups([target_request("ns/a", start, 20 * TON)], paid)
+    assert [t.amount for t in transfers] == [10 * TON - start] and refusals == []
+    transfers, _ = topups([target_request("ns/a", start, 5 * TON)], paid)
+    assert [t.amount for t in transfers] == [5 * TON - start]  # the cap, both counted
 
 
 def test_a_start_top_up_pending_across_a_restart_is_never_asked_for_again() -> None:

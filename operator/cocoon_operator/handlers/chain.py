@@ -804,7 +804,9 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         return
     if pod is None or image is None:
         if pod is None and _before_start_due(state, deps, kwargs, key, rev=rev, reading=reading):
-            await _start_funding_step(state, body, worker, rev, key=key, memo=memo, **kwargs)
+            await _start_funding_step(
+                state, body, worker, rev, key=key, memo=memo, logger=logger, **kwargs
+            )
         return
 
     def alive(other: tuple[str, str]) -> bool:

@@ -132,16 +132,26 @@ def funding_bounds(spec: Funding, namespace: str, limits: FundingLimits) -> Boun
     return Bounds(target, daily, "; ".join(notes) or None)
 
 
+# What a top-up before start adds to COCOON's start floor: an account pays its storage
+# fee at each transaction, an uninitialised node wallet included (on the local chain,
+# a nanoTON on a later credit), and COCOON's runner wants balance >= 2.1 TON exactly
+# (BaseRunner.cpp:1044). A wallet topped up to the floor and no more could drop a
+# nanoTON under it at its next credit and be topped up again for a nanoTON, paying
+# a transfer fee each time; 0.001 TON covers such fees for years.
+START_FUNDING_MARGIN = 1_000_000
+
+
 def start_funding_bounds(spec: Funding, namespace: str, limits: FundingLimits) -> Bounds:
     """What a worker's node wallet is topped up to before its VM starts: COCOON's start
-    floor and no more (the runner waits for 2.1 TON before anything else,
+    floor (the runner waits for 2.1 TON before anything else,
     ``BaseRunner::min_wallet_balance()``, runners/BaseRunner.hpp:335-337, passed at
-    runners/worker/WorkerRunner.cpp:230-231), never above the operator's target
-    cap, and within the same per-worker daily cap as the top-up to the target
-    after attestation: both are counted against one worker and one wallet in the
-    treasury's ledger. Nothing is attested yet, so nothing more is paid."""
+    runners/worker/WorkerRunner.cpp:230-231) and :data:`START_FUNDING_MARGIN`, no
+    more; never above the operator's target cap; within the same per-worker daily cap
+    as the top-up to the target after attestation: both are counted against one
+    worker and one wallet in the treasury's ledger. Nothing is attested yet, so
+    nothing more is paid."""
     bounds = funding_bounds(spec, namespace, limits)
-    target = min(FUNDING_FLOOR, bounds.target)
+    target = min(FUNDING_FLOOR + START_FUNDING_MARGIN, bounds.target)
     capped = None
     if target < FUNDING_FLOOR:
         capped = (

@@ -243,13 +243,13 @@ async def test_kill_9_in_a_start_floor_top_up_never_pays_twice_and_the_cap_spans
     assert await ledger_states(ledger) == [IntentState.PENDING]
     resumed = (await run_cycle(env, ledger, [node], bounds=start)).report()
     assert resumed["confirmed"] == ["ns/w0"] and resumed["messages_sent"] == 0
-    assert await env.ton.get_address_balance(node) == floor == 2_100_000_000
+    assert await env.ton.get_address_balance(node) == floor == 2_101_000_000
     again = (await run_cycle(env, ledger, [node], bounds=start)).report()
     assert again["confirmed"] == [] and again["messages_sent"] == 0  # at the floor
     after = {"FUND_ONCE_DAILY_CAP": str(cap)}  # to the 10 TON target, the same day
     attested = (await run_cycle(env, ledger, [node], bounds=after)).report()
     assert attested["confirmed"] == ["ns/w0"] and attested["messages_sent"] == 1
-    # 2.1 + 2.9: the cap holds both (the account's storage fee may take a nanoTON).
+    # 2.101 + 2.899: the cap holds both (the account's storage fee may take a nanoTON).
     book, _ = await FileLedgerStore(ledger).load()
     assert book is not None
     assert [t.amount for i in book.intents for t in i.transfers] == [floor, cap - floor]
