@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -32,7 +33,7 @@ from tests.cluster.test_chain import (
     reporting_env,
 )
 from tests.cluster.test_money_policy import events, sent_to
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker, worker_pods
+from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
 from tests.cluster.wait import eventually
 
 
@@ -146,4 +147,36 @@ async def test_a_worker_in_a_namespace_not_opted_in_gets_nothing_before_attestat
             assert unfunded_pod  # the VM started unfunded, as before
             await eventually(ready(api, namespace, "u0"), within=120, what="u0 Ready")
             assert sent_to(await ledger(api, namespace), address) == [TARGET]
+            assert proc.poll() is None, log.read_text()[-3000:]
+
+
+async def test_a_worker_naming_another_wallet_after_start_funding_stops_it_naming_both(
+    stack: Stack, api: client.ApiClient, namespace: str, local_chain: Chain, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    async with reporting_env(stack, api, namespace, tmp_path, local_chain, "other-wallet") as env:
+        args = (
+            *env.operator_args(),
+            "--node-report-namespace",
+            namespace,
+            "--fund-before-start-namespace",
+            namespace,
+        )
+        with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
+            await create_worker(api, namespace, "x0")
+            address = derived_wallet(namespace, "x0")
+
+            async def refused() -> dict[str, Any] | None:
+                w = await get_worker(api, namespace, "x0")
+                funded = conditions(w).get("WalletFunded", {})
+                return w if funded.get("reason") == "WalletMismatch" else None
+
+            worker = await eventually(refused, within=90, what="x0's wallet refused")
+            message = conditions(worker)["WalletFunded"]["message"]
+            # The worker's word against the operator's own derivation, both named.
+            assert "worker reports node wallet" in message and address in message
+            assert "operator derived" in message
+            await asyncio.sleep(5)  # a few more checks: the floor, and nothing after it
+            start = FUNDING_FLOOR + START_FUNDING_MARGIN
+            assert sent_to(await ledger(api, namespace), address) == [start]
             assert proc.poll() is None, log.read_text()[-3000:]
