@@ -399,11 +399,15 @@ def _check_process_flags(args: argparse.Namespace) -> str | None:
 
 
 def funding_limits(
-    max_target: Sequence[str], worker_daily_cap: Sequence[str], namespace_daily_cap: Sequence[str]
+    max_target: Sequence[str],
+    worker_daily_cap: Sequence[str],
+    namespace_daily_cap: Sequence[str],
+    before_start: Sequence[str] = (),
 ) -> Any:
     """The operator's funding limits (a ``policy.treasury.FundingLimits``) from the
     ``--funding-*`` flags: each value is ``TON`` (every namespace) or ``NAMESPACE=TON``
-    (that namespace), the last one given winning. Raises ValueError naming the flag."""
+    (that namespace), the last one given winning; ``before_start``: the
+    ``--fund-before-start-namespace`` values. Raises ValueError naming the flag."""
     from cocoon_operator.policy.treasury import FundingLimits, NamespaceLimits  # noqa: PLC0415
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
 
@@ -426,7 +430,10 @@ def funding_limits(
             (per_ns.setdefault(namespace, {}) if sep else default)[attr] = nano
     base = NamespaceLimits(**default)
     namespaces = {ns: dataclasses.replace(base, **own) for ns, own in per_ns.items()}
-    return FundingLimits(base, namespaces)
+    for ns in before_start:
+        if not ns or "=" in ns or "/" in ns:
+            raise ValueError(f"--fund-before-start-namespace {ns!r}: expected a namespace or '*'")
+    return FundingLimits(base, namespaces, frozenset(before_start))
 
 
 def _image_hash(text: str) -> str:
@@ -445,6 +452,11 @@ def chain_options(args: argparse.Namespace) -> Any:
     from cocoon_operator.ton.amounts import parse_ton  # noqa: PLC0415
     from cocoon_operator.ton.wallet import WalletVersion  # noqa: PLC0415
 
+    if args.fund_before_start_namespace and not args.treasury_secret:
+        raise ValueError(
+            "--fund-before-start-namespace needs --treasury-secret: without a treasury no"
+            " wallet could be funded and those workers would never start"
+        )
     return ChainOptions(
         endpoint=args.ton_endpoint,
         api_key_file=args.ton_api_key_file,
@@ -458,7 +470,10 @@ def chain_options(args: argparse.Namespace) -> Any:
         root_owner_wallet=WalletVersion(args.root_owner_wallet),
         registration_ledger=_namespaced(args.registration_ledger),
         funding_limits=funding_limits(
-            args.funding_max_target, args.funding_worker_daily_cap, args.funding_namespace_daily_cap
+            args.funding_max_target,
+            args.funding_worker_daily_cap,
+            args.funding_namespace_daily_cap,
+            args.fund_before_start_namespace,
         ),
         treasury_tcb=frozenset(TcbStatus(s) for s in args.treasury_tcb_status or ["UpToDate"]),
         registration=RegistrationPolicy(
@@ -856,6 +871,16 @@ def _add_chain_args(run: argparse.ArgumentParser) -> None:
         metavar="[NAMESPACE=]TON",
         help="most the workers of one namespace get per UTC day, together (default 100;"
         " NAMESPACE=TON for one namespace, 0: none; repeatable)",
+    )
+    ton.add_argument(
+        "--fund-before-start-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="fund the node wallets of this namespace's workers up to COCOON's 2.1 TON start"
+        " floor before their VMs start, on the model hash alone (no attestation yet: a tenant"
+        " holding the key can spend that, within the daily caps); '*' for every namespace;"
+        " repeatable (default: none, wallets are funded once attested); needs --treasury-secret",
     )
     ton.add_argument(
         "--treasury-tcb-status",

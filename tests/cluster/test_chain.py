@@ -443,17 +443,19 @@ async def reporting_env(
     tmp_path: Path,
     chain: Chain,
     *faults: str,
+    agent_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Env]:
     """The chain env with node reports on: the simulation agent publishes what the
     node agent would (each VM's node wallet, as its launcher derived it), and the
-    operator trusts the reports of this namespace. ``faults`` go to every worker."""
+    operator trusts the reports of this namespace. ``faults`` go to every worker,
+    ``agent_args`` to the agent."""
     await install_crds(api)
     seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()
     await client.CoreV1Api(api).create_namespaced_secret(
         namespace,
         {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
     )
-    args = ["--node-reports", namespace, *(f"--fault={f}" for f in faults)]
+    args = ["--node-reports", namespace, *(f"--fault={f}" for f in faults), *agent_args]
     with running_agent(stack.kubeconfig, namespace, tmp_path, *args) as agent:
         yield Env(agent, chain, namespace)
 

@@ -478,6 +478,45 @@ def test_chart_renders_the_operators_money_policy_with_finite_defaults(helm: Any
         assert "Error" in out, bad
 
 
+def test_chart_funds_before_start_only_where_named_and_reads_secrets_only_there(
+    helm: Any,
+) -> None:
+    chain = "chain.endpoint=https://toncenter.example/api/v2,chain.treasurySecret.name=treasury"
+    docs = render(helm, "--set", chain)
+    assert not [a for a in container(docs)["args"] if a.startswith("--fund-before-start")]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-start-funding")]
+    named = "chain.fundingLimits.beforeStartNamespaces={team-a,team-b}"
+    docs = render(helm, "--set", chain, "--set", named)
+    args = container(docs)["args"]
+    assert "--fund-before-start-namespace=team-a" in args
+    assert "--fund-before-start-namespace=team-b" in args
+    (role,) = [
+        d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"].endswith("-start-funding")
+    ]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    bindings = [
+        d for d in by_kind(docs, "RoleBinding") if d["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert not [
+        d
+        for d in by_kind(docs, "ClusterRoleBinding")
+        if d["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    everywhere = render(
+        helm, "--set", chain, "--set", "chain.fundingLimits.beforeStartNamespaces={*}"
+    )
+    assert "--fund-before-start-namespace=*" in container(everywhere)["args"]
+    assert [
+        d
+        for d in by_kind(everywhere, "ClusterRoleBinding")
+        if d["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    for bad in ("chain.fundingLimits.beforeStartNamespaces={Bad_NS}",):
+        out = helm("template", "rel", str(CHART), "--set", chain, "--set", bad, check=False)
+        assert "Error" in out, bad
+
+
 def test_chart_refuses_bad_values(helm: Any) -> None:
     for bad in ("replicaCount=2", "nonsense=1", "webhook.port=0", "watchNamespaces={Bad_NS}"):
         out = helm("template", "rel", str(CHART), "--set", bad, check=False)

@@ -50,6 +50,9 @@ class Reason(StrEnum):
     INSUFFICIENT_BALANCE = "InsufficientBalance"
     LAUNCH_FAILED = "LaunchFailed"
     WALLET_MISMATCH = "WalletMismatch"
+    # Scheduled / WalletFunded: no launcher pod until the node wallet holds COCOON's
+    # start floor (a namespace funded before start, policy/chain.py start_hold).
+    AWAITING_START_FUNDING = "AwaitingStartFunding"
     # WalletFunded: the operator's own funding policy (policy/treasury.py PolicyCode)
     FUNDING_LIMITED = "FundingLimited"
     SHARED_WALLET = "SharedWallet"

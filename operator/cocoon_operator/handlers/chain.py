@@ -36,6 +36,21 @@ until the evidence is verified and the lists read again. A timer per worker:
 A worker held for unlisted hashes has no pod; the timer re-runs its reconcile,
 which re-reads the lists, so it starts once they are listed.
 
+Funding before start (namespaces named by ``--fund-before-start-namespace``,
+:meth:`~cocoon_operator.policy.treasury.FundingLimits.funds_before_start`):
+while a worker whose model hash the root lists has no launcher pod, the timer
+derives its node wallet itself, offline, from the key Secret and the owner
+exactly as the launcher does (``ton/cocoonwallet.py``; the private key is read
+only to compute the public key, and kept nowhere), reads that wallet's balance
+from the chain and, below COCOON's 2.1 TON start floor, asks the same
+:class:`FundingBatcher` for a top-up to the floor alone
+(:func:`~cocoon_operator.policy.treasury.start_funding_bounds`): the same
+ledger, caps and wallet-once rule as every top-up. The reconcile creates the
+launcher pod only once the chain shows the floor
+(:func:`~cocoon_operator.policy.chain.start_hold`). The top-up to the target
+still waits for attestation and listed hashes, and from then on the launcher's
+and the worker's word on the wallet must equal the operator's own derivation.
+
 Enabled by ``cocoon-operator run --ton-endpoint`` (see :func:`register`).
 """
 
@@ -57,7 +72,7 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import Phase
-from cocoon_operator.api.v1alpha1 import EarningsStatus, WalletStatus
+from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import (
     FundingReport,
@@ -80,16 +95,18 @@ from cocoon_operator.handlers.worker import (
 )
 from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
-from cocoon_operator.k8s.rest import Kube, path
+from cocoon_operator.k8s.rest import ApiError, Kube, path
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.attestation import LastVerification
 from cocoon_operator.policy.chain import (
     BalanceReading,
+    StartFunding,
     balance_read_due,
     earnings_due,
     next_reading,
     payout_due,
+    start_hold,
     wallet_to_fund,
 )
 from cocoon_operator.policy.conditions import rfc3339
@@ -99,6 +116,7 @@ from cocoon_operator.policy.treasury import (
     PolicyCode,
     RegistrationPolicy,
     funding_bounds,
+    start_funding_bounds,
     tcb_refusal,
 )
 from cocoon_operator.policy.worker import PodFacts
@@ -106,6 +124,7 @@ from cocoon_operator.reconcile.worker import Observed
 from cocoon_operator.ton.address import normalize_address
 from cocoon_operator.ton.amounts import Nanoton, format_ton
 from cocoon_operator.ton.client import TonClient
+from cocoon_operator.ton.cocoonwallet import node_wallet_address, parse_node_wallet_key
 from cocoon_operator.ton.errors import TonError
 from cocoon_operator.ton.root import AllowList, RootContract
 from cocoon_operator.ton.wallet import MAINNET_GLOBAL_ID, WalletKey, WalletVersion, make_wallet
@@ -340,6 +359,19 @@ class Chain:
     # first seen with it. Workers sharing a node wallet key share one wallet
     # (CocoonWallet.cpp derives it from key and owner) and get one top-up.
     wallet_users: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Each worker's last look at its node wallet before its VM started (funded before
+    # start), with the address this operator derived itself: the only one funded.
+    start_funding: dict[tuple[str, str], StartFunding] = field(default_factory=dict)
+
+    def funds_before_start(self, namespace: str) -> bool:
+        """Whether workers of ``namespace`` get their start floor before their VM starts
+        (the operator's choice, and only with a treasury to pay it)."""
+        return self.batcher is not None and self.funding_limits.funds_before_start(namespace)
+
+    def own_wallet(self, key: tuple[str, str], rev: str) -> str | None:
+        """The node wallet this operator derived itself for ``rev``'s VM, if it did."""
+        look = self.start_funding.get(key)
+        return look.address if look is not None and look.revision == rev else None
 
     def wallet_user(
         self, key: tuple[str, str], address: str, alive: Callable[[tuple[str, str]], bool]
@@ -357,6 +389,7 @@ class Chain:
         """A deleted worker's readings and wallet claim."""
         self.balances.pop(key, None)
         self.announced.pop(key, None)
+        self.start_funding.pop(key, None)
         for address in [a for a, k in self.wallet_users.items() if k == key]:
             del self.wallet_users[address]
 
@@ -404,11 +437,19 @@ async def read_lists(
         if image and image_listed is False:
             needed.append((AllowList.WORKER, image))
         refused = state.registrar.refusal(f"{ref.namespace}/{ref.name}", root, needed)
+    # Funded before start: no launcher pod until the chain shows the start floor. Only
+    # once the model is listed (nothing unlisted is funded); a worker registering its
+    # model starts unfunded, as elsewhere, rather than wait for a listing that needs
+    # its attestation.
+    held = None
+    if model_listed and state.funds_before_start(ref.namespace):
+        held = start_hold(state.start_funding.get(key), rev)
     return dataclasses.replace(
         observed,
         listing=listing,
         registering=observed.registering and refused is None,
         registration_refused=refused,
+        start_funding=held,
     )
 
 
@@ -640,7 +681,7 @@ async def _wallet_facts(
     deps: Deps = memo["deps"]
     stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
     reported = normalize_address(stats.wallet_address) if stats is not None else None
-    choice = wallet_to_fund(_derived_wallet(memo, pod), reported)
+    choice = wallet_to_fund(_derived_wallet(memo, pod), reported, state.own_wallet(key, rev))
     if choice.address is None:
         return None  # no derived address and none reported yet: nothing to read
     held = await _read_balance(
@@ -762,6 +803,10 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         await reconcile_body(body, memo, Indexes.of(kwargs), logger)
         return
     if pod is None or image is None:
+        if pod is None and _before_start_due(state, deps, kwargs, key, rev=rev, reading=reading):
+            await _start_funding_step(
+                state, body, worker, rev, key=key, memo=memo, logger=logger, **kwargs
+            )
         return
 
     def alive(other: tuple[str, str]) -> bool:
@@ -906,6 +951,168 @@ async def _register(
     elif note.startswith("not registered"):
         await record(
             deps.api, body, reason="NotRegistered", message=note, warning=True, now=deps.clock()
+        )
+
+
+def _before_start_due(
+    state: Chain,
+    deps: Deps,
+    kwargs: dict[str, Any],
+    key: tuple[str, str],
+    *,
+    rev: str,
+    reading: allowlist.Listing | None,
+) -> bool:
+    """Whether the worker's wallet is looked at (and funded) before its VM starts now: a
+    namespace funded before start, this operator's own reading lists the revision's
+    model hash, and no launcher pod of the revision exists yet."""
+    return (
+        state.funds_before_start(key[0])
+        and reading is not None
+        and reading.revision == rev
+        and reading.model_listed
+        and not any(p.revision == rev for p in deps.worker_pods(kwargs["launcher_pods"], *key))
+    )
+
+
+async def _start_funding_step(
+    state: Chain,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    rev: str,
+    *,
+    key: tuple[str, str],
+    memo: Any,
+    logger: Logger,
+    **kwargs: Any,
+) -> None:
+    """Fund before start (:func:`_fund_before_start`), then write what was seen as
+    ``status.wallet`` with the conditions it implies; the reconcile creates the launcher
+    pod in the same pass when the chain shows the start floor."""
+    deps: Deps = memo["deps"]
+    await _fund_before_start(state, body, worker, rev, key=key, deps=deps, logger=logger)
+    look = state.start_funding[key]
+    now = deps.clock()
+    wallet = WalletStatus(
+        address=look.address,
+        balance=look.balance,
+        funding=look.note,
+        limit=look.limit,
+        checked_at=rfc3339(now),
+    )
+    changes = status_changes(body, wallet, None, now=now)
+    await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
+
+
+async def _derive_node_wallet(
+    api: Kube, worker: v1alpha1.CocoonWorker, namespace: str
+) -> tuple[str | None, str]:
+    """The worker's node wallet address (raw), derived offline from its key Secret and
+    owner exactly as the launcher does (``launcher/_run.py: node_wallet``, COCOON's
+    ``CocoonWallet``, ``ton/cocoonwallet.py``), or None and why not.
+
+    The Secret holds the private key seed: it is read to compute the public key and
+    nothing else, never logged or kept (errors never quote it: ``parse_node_wallet_key``
+    says what is wrong without the key, and the apiserver's refusals carry no data).
+    Whitespace around the value is stripped, as the launcher strips the mounted file.
+    """
+    ref = worker.spec.node_wallet_key_secret_ref
+    try:
+        secret = await api.request("GET", path("v1", "secrets", namespace=namespace, name=ref.name))
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return (
+                None,
+                f"cannot read its node wallet key Secret {ref.name}: {exc.status} {exc.reason}",
+            )
+        raise
+    encoded = (secret.get("data") or {}).get(ref.key)
+    if not isinstance(encoded, str):
+        return None, f"Secret {ref.name} has no key {ref.key!r}"
+    try:
+        text = base64.b64decode(encoded).decode("ascii").strip()
+        public_key = parse_node_wallet_key(text).public_key
+        address = node_wallet_address(public_key, worker.spec.owner_address).to_raw()
+    except (ValueError, TonError) as exc:  # NodeWalletKeyError and AddressError are both
+        return None, f"Secret {ref.name} key {ref.key!r}: {type(exc).__name__}: {exc}"[:300]
+    return address, "derived from its key Secret and owner"
+
+
+async def _fund_before_start(
+    state: Chain,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    rev: str,
+    *,
+    key: tuple[str, str],
+    deps: Deps,
+    logger: Logger,
+) -> None:
+    """Look at a worker's node wallet before its VM starts, and top it up to COCOON's start
+    floor when short, within the operator's limits; the look goes to
+    ``state.start_funding`` (the reconcile's :func:`start_hold` reads it).
+
+    The same treasury path as every top-up (:class:`FundingBatcher`, the ledger's
+    intents, the caps counted against this worker and this wallet), so a crash
+    between intent and confirmation never pays twice, and the later top-up to the
+    target after attestation counts against the same daily cap.
+    """
+    address, why = await _derive_node_wallet(deps.api, worker, key[0])
+    if address is None:
+        logger.warning("funding %s/%s before start: %s", *key, why)
+        state.start_funding[key] = StartFunding(rev, None, None, f"not funded: {why}")
+        return
+    try:
+        balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        deps.metrics.chain_errors.labels("getAddressBalance").inc()
+        logger.warning("funding %s/%s before start: %s", *key, exc)
+        state.start_funding[key] = StartFunding(rev, address, None, f"balance not read: {exc}")
+        return
+    if balance >= FUNDING_FLOOR:
+        state.start_funding[key] = StartFunding(rev, address, balance, "at the start floor")
+        return
+    bounds = start_funding_bounds(worker.spec.funding, key[0], state.funding_limits)
+    if bounds.target <= balance or state.batcher is None:
+        note = f"not topped up: {bounds.capped or 'no treasury configured'}"
+        state.start_funding[key] = StartFunding(
+            rev, address, balance, note, PolicyCode.FUNDING_LIMITED.value
+        )
+        await _announce(
+            state, deps, body, key=key, reason="FundingLimited", message=note, logger=logger
+        )
+        return
+    answer = await state.batcher.answer(
+        TopUpRequest(
+            worker=f"{key[0]}/{key[1]}",
+            address=address,
+            balance=balance,
+            minimum=FUNDING_FLOOR,
+            target=bounds.target,
+            daily_cap=bounds.daily_cap,
+        )
+    )
+    try:
+        balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        logger.warning("balance of %s/%s after funding before start: %s", *key, exc)
+    funded = answer.note.startswith("topped up")
+    note = f"{answer.note} before the VM started" if funded else answer.note
+    if bounds.capped is not None and funded:
+        note = f"{note}; {bounds.capped}"
+    state.start_funding[key] = StartFunding(rev, address, balance, note, answer.limit, funded)
+    if funded:
+        logger.info("%s/%s: %s (node wallet %s)", *key, note, address)
+        await record(
+            deps.api,
+            body,
+            reason="FundedBeforeStart",
+            message=f"node wallet {address}: {note}; balance {format_ton(balance)} TON",
+            now=deps.clock(),
+        )
+    elif answer.limit is not None:
+        await _announce(
+            state, deps, body, key=key, reason=answer.limit, message=note, logger=logger
         )
 
 

@@ -1,11 +1,12 @@
-"""When the chain step writes what it read, and when it asks for a payout (pure)."""
+"""When the chain step writes what it read, funds, holds a VM for funds, and asks for a
+payout (pure)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
+from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, EarningsStatus, PayoutPolicy
 from cocoon_operator.policy.conditions import parse_rfc3339
 from cocoon_operator.ton.amounts import Nanoton
 
@@ -112,7 +113,9 @@ class WalletChoice:
     mismatch: str | None = None  # why nothing is funded: the two addresses, named
 
 
-def wallet_to_fund(derived: str | None, reported: str | None) -> WalletChoice:
+def wallet_to_fund(
+    derived: str | None, reported: str | None, own: str | None = None
+) -> WalletChoice:
     """The node wallet address to fund: the one derived from the worker's key, never another.
 
     ``derived`` is what COCOON's ``CocoonWallet`` gives for the worker's
@@ -124,10 +127,25 @@ def wallet_to_fund(derived: str | None, reported: str | None) -> WalletChoice:
     worker reports an address, it must be the derived one, or nothing is funded:
     a worker that names another wallet would have the treasury pay someone else.
 
+    ``own`` is the address this operator derived itself, from the key Secret,
+    before it funded the wallet ahead of the VM's start (:class:`StartFunding`):
+    when it has one, that is the wallet, and a launcher or worker naming any
+    other stops funding, both addresses named (the key Secret changed after the
+    start floor was paid, or something between the key and the VM lies).
+
     Without a derived address (the operator reads no node reports) the reported
     one is used, as before COCOON's derivation was known; docs/funding.md says why
     that mode is weaker.
     """
+    if own is not None:
+        for who, other in (("launcher derives", derived), ("worker reports", reported)):
+            if other is not None and other != own:
+                return WalletChoice(
+                    own,
+                    mismatch=f"the {who} node wallet {other}, but the operator derived {own}"
+                    " from the key and owner before the VM started: not funded",
+                )
+        return WalletChoice(own)
     if derived is None:
         return WalletChoice(reported)
     if reported is not None and reported != derived:
@@ -137,3 +155,51 @@ def wallet_to_fund(derived: str | None, reported: str | None) -> WalletChoice:
             f" {derived}: not funded",
         )
     return WalletChoice(derived)
+
+
+@dataclass(frozen=True)
+class StartFunding:
+    """The chain step's last look at a worker's node wallet before its VM started, in a
+    namespace funded before start (``policy.treasury.FundingLimits.before_start``).
+
+    ``address`` is the wallet this operator derived itself from the key Secret and
+    the owner (None: it could not, ``note`` says why); ``balance`` is the chain's
+    figure after any top-up (None: not read); ``note`` says what was done or what
+    held it back, ``limit`` the operator's limit behind that, if one was.
+    """
+
+    revision: str
+    address: str | None
+    balance: Nanoton | None
+    note: str
+    limit: str | None = None
+    funded: bool = False  # a top-up was confirmed by this look
+
+
+def _ton(nano: int) -> str:
+    return f"{nano / 1e9:g} TON"
+
+
+def start_hold(reading: StartFunding | None, revision: str) -> str | None:
+    """Why ``revision``'s launcher pod is not created yet in a namespace funded before
+    start, or None once the chain shows its node wallet at COCOON's start floor.
+
+    COCOON's runner waits for 2.1 TON before it does anything
+    (``BaseRunner::min_wallet_balance()``, runners/BaseRunner.hpp:335-337;
+    runners/worker/WorkerRunner.cpp:230-231): the VM starts only when that is
+    there, so it never sits unfunded. Only the chain's balance counts, never a
+    worker's status.
+    """
+    if reading is None or reading.revision != revision:
+        return (
+            f"no VM is started until its node wallet holds {_ton(FUNDING_FLOOR)}, COCOON's"
+            " start floor: the wallet has not been looked at yet"
+        )
+    if reading.balance is not None and reading.balance >= FUNDING_FLOOR:
+        return None
+    where = f"node wallet {reading.address}" if reading.address else "its node wallet"
+    held = f", holding {_ton(reading.balance)}" if reading.balance is not None else ""
+    return (
+        f"no VM is started until {where} holds {_ton(FUNDING_FLOOR)}, COCOON's start"
+        f" floor{held}: {reading.note}"
+    )

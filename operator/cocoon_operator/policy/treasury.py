@@ -10,6 +10,9 @@ takes what the operator itself observed or verified, never a worker's status:
   and a per-namespace daily cap, with per-namespace overrides
   (:class:`FundingLimits`); the namespace cap is enforced in the treasury's
   planner against its durable ledger (:func:`cocoon_operator.funding.plan_topups`);
+- funding before a VM starts, in the namespaces the operator names
+  (:attr:`FundingLimits.before_start`): up to COCOON's start floor only
+  (:func:`start_funding_bounds`), within the same caps;
 - attestation: the TCB statuses the treasury pays for, whatever a worker's own
   ``acceptedTcbStatuses`` lets through (:func:`tcb_refusal`);
 - registration on a root the operator owns: which namespaces and image hashes
@@ -23,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from cocoon_operator.api.v1alpha1 import NANO_PER_TON, Funding, TcbStatus
+from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, NANO_PER_TON, Funding, TcbStatus
 
 # Finite defaults (the chart's too). The spec's defaults (target 10 TON,
 # minimum 5 TON) fit within them; COCOON's runner needs 2.1 TON to start and
@@ -61,15 +64,32 @@ class NamespaceLimits:
     namespace_daily_cap: int = NAMESPACE_DAILY_CAP_DEFAULT
 
 
+# ``FundingLimits.before_start`` naming every namespace.
+ALL_NAMESPACES = "*"
+
+
 @dataclass(frozen=True)
 class FundingLimits:
-    """``default`` for every namespace, ``namespaces`` for those set otherwise."""
+    """``default`` for every namespace, ``namespaces`` for those set otherwise.
+
+    ``before_start``: the namespaces whose workers' node wallets the operator
+    funds up to COCOON's start floor before their VMs start (``*``: all); none
+    by default. Whoever holds a node wallet key can spend what its wallet
+    holds, and before the VM starts nothing is attested: opting a namespace in
+    trusts its tenants with up to the floor per worker and day (within the
+    daily caps), in exchange for runners that never sit waiting for funds.
+    """
 
     default: NamespaceLimits = NamespaceLimits()
     namespaces: Mapping[str, NamespaceLimits] = field(default_factory=dict)
+    before_start: frozenset[str] = frozenset()
 
     def of(self, namespace: str) -> NamespaceLimits:
         return self.namespaces.get(namespace, self.default)
+
+    def funds_before_start(self, namespace: str) -> bool:
+        """Whether workers of ``namespace`` get their start floor before their VM starts."""
+        return ALL_NAMESPACES in self.before_start or namespace in self.before_start
 
     def namespace_daily_cap(self, namespace: str) -> int:
         return self.of(namespace).namespace_daily_cap
@@ -110,6 +130,35 @@ def funding_bounds(spec: Funding, namespace: str, limits: FundingLimits) -> Boun
             f" {_ton(own.worker_daily_cap)} (--funding-worker-daily-cap)"
         )
     return Bounds(target, daily, "; ".join(notes) or None)
+
+
+# What a top-up before start adds to COCOON's start floor: an account pays its storage
+# fee at each transaction, an uninitialised node wallet included (on the local chain,
+# a nanoTON on a later credit), and COCOON's runner wants balance >= 2.1 TON exactly
+# (BaseRunner.cpp:1044). A wallet topped up to the floor and no more could drop a
+# nanoTON under it at its next credit and be topped up again for a nanoTON, paying
+# a transfer fee each time; 0.001 TON covers such fees for years.
+START_FUNDING_MARGIN = 1_000_000
+
+
+def start_funding_bounds(spec: Funding, namespace: str, limits: FundingLimits) -> Bounds:
+    """What a worker's node wallet is topped up to before its VM starts: COCOON's start
+    floor (the runner waits for 2.1 TON before anything else,
+    ``BaseRunner::min_wallet_balance()``, runners/BaseRunner.hpp:335-337, passed at
+    runners/worker/WorkerRunner.cpp:230-231) and :data:`START_FUNDING_MARGIN`, no
+    more; never above the operator's target cap; within the same per-worker daily cap
+    as the top-up to the target after attestation: both are counted against one
+    worker and one wallet in the treasury's ledger. Nothing is attested yet, so
+    nothing more is paid."""
+    bounds = funding_bounds(spec, namespace, limits)
+    target = min(FUNDING_FLOOR + START_FUNDING_MARGIN, bounds.target)
+    capped = None
+    if target < FUNDING_FLOOR:
+        capped = (
+            f"the start floor {_ton(FUNDING_FLOOR)} is above the operator's"
+            f" {_ton(bounds.target)} (--funding-max-target)"
+        )
+    return Bounds(target, bounds.daily_cap, capped)
 
 
 def tcb_refusal(tcb_status: str, accepted: frozenset[TcbStatus]) -> str | None:

@@ -92,6 +92,9 @@ class ChainFacts:
     not_registered: str | None = None
     enabled: bool = True  # False: the operator has no chain access configured
     error: str | None = None  # why the last reading of the root contract failed
+    # Why no launcher pod is created yet: its node wallet is short of COCOON's start
+    # floor in a namespace funded before start (policy/chain.py start_hold).
+    awaiting_start: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,17 @@ class WorkerView:
 
 
 def _scheduled(
-    pod: PodFacts | None, held: str | None = None, seal_waiting: str | None = None
+    pod: PodFacts | None,
+    held: str | None = None,
+    seal_waiting: str | None = None,
+    awaiting_start: str | None = None,
 ) -> Observed:
     kind = ConditionType.SCHEDULED
-    if pod is None and held:
-        return Observed(kind, F, Reason.NOT_LISTED, f"no VM is started: {held}")
+    if pod is None and (held or awaiting_start):
+        # Unlisted hashes first: they hold the VM whatever its wallet holds.
+        reason = Reason.NOT_LISTED if held else Reason.AWAITING_START_FUNDING
+        message = f"no VM is started: {held}" if held else awaiting_start or ""
+        return Observed(kind, F, reason, message)
     if seal_waiting and not (pod and pod.node):
         return Observed(kind, F, Reason.SEAL_SERVER_NOT_READY, seal_waiting)
     if pod is None:
@@ -281,6 +290,8 @@ def _funded(chain: ChainFacts) -> Observed:
         return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
     if chain.wallet_mismatch is not None:
         return Observed(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
+    if chain.awaiting_start is not None:
+        return Observed(kind, F, Reason.AWAITING_START_FUNDING, chain.awaiting_start)
     if chain.balance is None:
         return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
     return _funded_by_balance(chain, chain.balance)
@@ -336,7 +347,9 @@ def view(
     the launcher started), and what later happens in the node's cache (another
     worker's failed preparation of the same model, gc) does not change that VM.
     """
-    scheduled = _scheduled(pod, held, seal_waiting)
+    scheduled = _scheduled(
+        pod, held, seal_waiting, chain.awaiting_start if chain is not None else None
+    )
     running, attested = _vm_running(pod), _attested(pod)
     prepared = _model_ready(pod, model or ModelFacts())
     facts = chain if chain is not None else ChainFacts()

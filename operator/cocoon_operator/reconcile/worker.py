@@ -71,6 +71,10 @@ class Observed:
     # Why a worker with spec.registerOnRoot is not registering (the operator's
     # registration policy, or a hash its root's owner removed).
     registration_refused: str | None = None
+    # Why no launcher pod may be created yet: its namespace is funded before start and
+    # the chain does not show the node wallet at COCOON's start floor (the chain
+    # step's policy.chain.start_hold); None: start when ready.
+    start_funding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,10 @@ def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | Non
 
 def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, list[int] | None]:
     """Create the current revision's pod or retire old ones; return the current pod and
-    the instance indexes given up for it so far (``status.instancesTried``)."""
+    the instance indexes given up for it so far (``status.instancesTried``).
+
+    No pod is created while ``obs.start_funding`` holds it (the node wallet is short
+    of the start floor); one that exists is never stopped for it."""
     current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
     tried = list(obs.status.instances_tried or ()) or None
     stale = [p for p in obs.pods if p.revision != rev]
@@ -187,6 +194,8 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
     # which two VMs must never share. A pod of this revision still terminating
     # holds the name the new one needs.
     if not stale and not any(p.revision == rev for p in obs.pods):
+        if obs.start_funding is not None:
+            return None, tried
         avoid = frozenset(tried or ())
         slot = InstanceSlot(
             choose_instance(obs.instances_in_use, avoid=avoid, room=obs.instance_room)
@@ -236,8 +245,11 @@ def _hold(obs: Observed, held: str, plan: Plan) -> None:
             plan.events.append(Event("StoppingUnlisted", f"stopping pod {pod.name}: {held}"))
 
 
-def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFacts:
-    """What the chain readings say of revision ``rev``, with the spec's funding bounds."""
+def chain_facts(
+    obs: Observed, chain: ChainStatus | None, rev: str, *, awaiting_start: str | None = None
+) -> ChainFacts:
+    """What the chain readings say of revision ``rev``, with the spec's funding bounds;
+    ``awaiting_start``: why its launcher pod waits for the start floor, if it does."""
     wallet = obs.status.wallet
     current = chain if chain is not None and chain.revision == rev else None
     return ChainFacts(
@@ -254,6 +266,7 @@ def chain_facts(obs: Observed, chain: ChainStatus | None, rev: str) -> ChainFact
         funding_limit=wallet.limit if wallet else None,
         not_registered=obs.registration_refused,
         enabled=obs.chain_enabled,
+        awaiting_start=awaiting_start,
     )
 
 
@@ -276,6 +289,7 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
             chain, rev, registering=obs.registering, not_registered=obs.registration_refused
         )
     current: PodFacts | None = None
+    awaiting_start: str | None = None
     tried = list(obs.status.instances_tried or ()) or None
     seal_waiting = (
         sealserver.waiting_message(
@@ -305,10 +319,12 @@ def plan(obs: Observed, *, now: datetime) -> Plan:
         current = next((p for p in obs.pods if p.revision == rev and not p.deleting), None)
     else:
         current, tried = _pod_actions(obs, rev, out)
+        if not obs.pods:
+            awaiting_start = obs.start_funding
 
     worker_view = view(
         current,
-        chain=chain_facts(obs, chain, rev),
+        chain=chain_facts(obs, chain, rev, awaiting_start=awaiting_start),
         paused=obs.paused,
         deleting=obs.deleting,
         spec_errors=obs.spec_errors,

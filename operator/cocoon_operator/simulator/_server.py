@@ -60,7 +60,12 @@ from cocoon_operator.simulator._state import (
     WorkerState,
     derived_address,
 )
+from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
+from cocoon_operator.ton.errors import TonError
+
+# COCOON's runner waits for this much on its node wallet (BaseRunner.hpp:335-337).
+START_FLOOR_NANO = 2_100_000_000
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +188,13 @@ class SimulatorConfig:
     enabled: bool = True
     proxies: int = 2
     wallet_balance_nano: int = 5_500_000_000
+    # A TON API (the local chain's) on which the runner waits for its node wallet to
+    # hold 2.1 TON before it initialises, as COCOON's runner does
+    # (BaseRunner::cocoon_wallet_check_balance, runners/BaseRunner.cpp:1037-1054, with
+    # min_wallet_balance() 2.1 TON, runners/BaseRunner.hpp:335-337): until then every
+    # worker path answers 400 "not found" (WorkerRunner.cpp:381-386). None: the wallet
+    # is taken as holding ``wallet_balance_nano`` from the start.
+    ton_endpoint: str | None = None
     load: LoadModel = field(default_factory=LoadModel)
     image_listed: bool = True  # what the simulated root contract says about our image hash
     model_listed: bool = True  # ... and about our model hash
@@ -350,6 +362,9 @@ class WorkerSimulator:
         self._harness_runner: web.AppRunner | None = None
         self._release = asyncio.Event()
         self._rotation_task: asyncio.Task[None] | None = None
+        # Waiting for the node wallet's 2.1 TON on the chain (config.ton_endpoint).
+        self.awaiting_funds = self.config.ton_endpoint is not None
+        self._funds_task: asyncio.Task[None] | None = None
         # The RA-TLS listener: the TLS site, or (ratls_hang) a plain server holding sockets.
         self._tls_site: web.TCPSite | None = None
         self._hang_server: asyncio.Server | None = None
@@ -623,7 +638,7 @@ class WorkerSimulator:
             "harness_port": self._harness_port,
             "enabled": self.state.enabled,
             "active_requests": self.state.in_flight(now),
-            "initialised": not self.faults.not_initialised,
+            "initialised": not (self.faults.not_initialised or self.awaiting_funds),
         }
 
     def stats_html(self) -> str:
@@ -710,7 +725,7 @@ class WorkerSimulator:
         if path == "/perf":
             return web.Response(text=_PERF_TEXT, content_type="text/plain", charset="utf-8")
         handler = self._worker_paths.get(path)
-        if handler is None or self.faults.not_initialised:
+        if handler is None or self.faults.not_initialised or self.awaiting_funds:
             return web.Response(status=400, reason="not found")
         return await handler(args)
 
@@ -903,7 +918,7 @@ class WorkerSimulator:
         forward; docs/launcher.md). Faults apply as on the worker's port."""
         path = "/" + request.match_info["tail"]
         handler = self._worker_paths.get(path)
-        if handler is None or self.faults.not_initialised:
+        if handler is None or self.faults.not_initialised or self.awaiting_funds:
             return web.Response(status=400, reason="not found")  # WorkerRunner.cpp:381-386
         return await handler(_get_args(request.rel_url.raw_query_string))
 
@@ -983,6 +998,25 @@ class WorkerSimulator:
             self._rotation_task = asyncio.create_task(
                 self._rotate_forever(self.config.rotate_every.total_seconds())
             )
+        if self.config.ton_endpoint is not None:
+            self._funds_task = asyncio.create_task(self._wait_for_funds(self.config.ton_endpoint))
+
+    async def _wait_for_funds(self, endpoint: str, interval: float = 1.0) -> None:
+        """Read the node wallet's balance from the chain until it holds the start floor,
+        then initialise (BaseRunner.cpp:1037-1054 re-checks on a timer likewise)."""
+        async with TonClient(endpoint, timeout=5) as ton:
+            while True:
+                try:
+                    balance = await ton.get_address_balance(self.state.wallet_address)
+                except (TonError, OSError, TimeoutError) as exc:
+                    log.info("%s: wallet balance not read: %s", self.config.name, exc)
+                else:
+                    if balance >= START_FLOOR_NANO:
+                        self.state.set_wallet_balance(balance, self._clock())
+                        self.awaiting_funds = False
+                        log.info("%s: node wallet funded (%d nanoTON)", self.config.name, balance)
+                        return
+                await asyncio.sleep(interval)
 
     async def _rotate_forever(self, seconds: float) -> None:
         while True:
@@ -990,6 +1024,11 @@ class WorkerSimulator:
             self.rotate_certificate()
 
     async def stop(self) -> None:
+        if self._funds_task is not None:
+            self._funds_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._funds_task
+            self._funds_task = None
         if self._rotation_task is not None:
             self._rotation_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

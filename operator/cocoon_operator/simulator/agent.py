@@ -251,10 +251,14 @@ def prepare_guest(
 
 
 def simulator_config(
-    worker: PodWorker, guest: GuestConfig | None, faults: Faults | None = None
+    worker: PodWorker,
+    guest: GuestConfig | None,
+    faults: Faults | None = None,
+    ton_endpoint: str | None = None,
 ) -> SimulatorConfig:
     """The simulator for ``worker``: its ports, its release's measurements, and the
-    configuration its guest reads from the spec share."""
+    configuration its guest reads from the spec share. With ``ton_endpoint`` its runner
+    waits there for its node wallet's 2.1 TON before initialising, as COCOON's does."""
     extra: dict[str, Any] = {}
     if guest is not None:
         extra = {
@@ -280,6 +284,7 @@ def simulator_config(
         wallet_label=f"{worker.namespace}/{worker.worker}",
         faults=faults or Faults(),
         name=worker.key,
+        ton_endpoint=ton_endpoint,
         **extra,
     )
 
@@ -297,10 +302,12 @@ class Agent:
         release: Path | None = None,
         qgs: SimulatedQgs | None = None,
         model_step_seconds: float = 0.25,
+        ton_endpoint: str | None = None,
     ) -> None:
         self._api = api
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._model_step = model_step_seconds
+        self._ton_endpoint = ton_endpoint  # where simulated runners wait for their 2.1 TON
         self._models_root = Path(tempfile.mkdtemp(prefix="cocoon-sim-models-"))
         self._core = client.CoreV1Api(api)
         self._pki = pki
@@ -419,7 +426,7 @@ class Agent:
             # The container would exit, or the guest stop at boot: no worker.
             log.error("worker %s does not start: %s", key, exc)
             return
-        config = simulator_config(worker, guest, self._faults)
+        config = simulator_config(worker, guest, self._faults, self._ton_endpoint)
         sim = WorkerSimulator(config, pki=self._pki, gpu_pki=self._gpu_pki)
         relay = ControlRelay(
             vm=f"cocoon-instance-{worker.slot.index}",
@@ -668,6 +675,7 @@ async def _main(args: argparse.Namespace) -> int:
         nodes=nodes,
         qgs=qgs,
         model_step_seconds=args.model_step_seconds,
+        ton_endpoint=args.ton_endpoint,
     )
     if nodes is not None:
         nodes.quote_source = agent.quote_of
@@ -710,6 +718,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a simulated COCOON worker for every Running launcher pod (local stack).",
     )
     parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument(
+        "--ton-endpoint",
+        default=None,
+        help="a TON API (the local chain's): each simulated runner waits there for its node"
+        " wallet to hold 2.1 TON before it initialises, as COCOON's does (default: none,"
+        " every wallet is taken as funded)",
+    )
     parser.add_argument("--namespace", default=None, help="default: all namespaces")
     parser.add_argument("--root-out", type=Path, required=True, help="write the test root here")
     parser.add_argument(

@@ -4,13 +4,16 @@
 
 Reads each node wallet's balance from the chain, asks the treasury to top up
 those below 5 TON to 10 TON, prints the report as JSON. Crash points come from
-$COCOON_FAILPOINTS, as in the operator.
+$COCOON_FAILPOINTS, as in the operator. $FUND_ONCE_MINIMUM, $FUND_ONCE_TARGET and
+$FUND_ONCE_DAILY_CAP (nanoTON) change the request's bounds (a top-up to the start
+floor before a VM starts is one to 2.1 TON).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,8 +40,18 @@ async def main(
             poll_interval=0.1,
             clock=lambda: time.time() + offset,
         )
+        minimum = int(os.environ.get("FUND_ONCE_MINIMUM", 5 * TON))
+        target = int(os.environ.get("FUND_ONCE_TARGET", 10 * TON))
+        cap = os.environ.get("FUND_ONCE_DAILY_CAP")
         requests = [
-            TopUpRequest(f"ns/w{i}", a, await ton.get_address_balance(a), 5 * TON, 10 * TON)
+            TopUpRequest(
+                f"ns/w{i}",
+                a,
+                await ton.get_address_balance(a),
+                minimum,
+                target,
+                int(cap) if cap else None,
+            )
             for i, a in enumerate(addresses)
         ]
         report = await treasury.fund(requests)

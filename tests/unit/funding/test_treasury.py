@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cocoon_operator.api.v1alpha1 import Funding
 from cocoon_operator.funding import (
     FileLedgerStore,
     IntentState,
@@ -24,6 +25,7 @@ from cocoon_operator.funding import (
     TopUpRequest,
     Treasury,
 )
+from cocoon_operator.policy.treasury import FundingLimits, start_funding_bounds
 from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
@@ -172,8 +174,15 @@ class Cycle:
         return json.loads(self.stdout)  # type: ignore[no-any-return]
 
 
-async def run_cycle(env: Env, ledger: Path, addresses: list[str], failpoint: str = "") -> Cycle:
-    """A funding cycle in its own process; the chain keeps serving from this event loop."""
+async def run_cycle(
+    env: Env,
+    ledger: Path,
+    addresses: list[str],
+    failpoint: str = "",
+    bounds: dict[str, str] | None = None,
+) -> Cycle:
+    """A funding cycle in its own process; the chain keeps serving from this event loop.
+    ``bounds``: the requests' FUND_ONCE_* variables (see fund_once.py)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -184,7 +193,7 @@ async def run_cycle(env: Env, ledger: Path, addresses: list[str], failpoint: str
         env.wallet.version,
         str(env.clock.offset),
         *addresses,
-        env={**os.environ, "COCOON_FAILPOINTS": failpoint},
+        env={**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint},
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -215,6 +224,37 @@ async def test_kill_9_between_send_and_confirm_never_pays_twice(env: Env, tmp_pa
         assert await env.ton.get_address_balance(address) == 10 * TON
     assert await treasury_seqno(env) == 2
     assert await ledger_states(ledger) == [IntentState.CONFIRMED, IntentState.CONFIRMED]
+
+
+async def test_kill_9_in_a_start_floor_top_up_never_pays_twice_and_the_cap_spans_both(
+    env: Env, tmp_path: Path
+) -> None:
+    # Funding before start pays the start floor alone (policy.treasury
+    # start_funding_bounds) through this same path; the top-up to the target after
+    # attestation, the same day, counts against the same worker's daily cap.
+    floor = start_funding_bounds(Funding(), "ns", FundingLimits()).target
+    cap = 5 * TON
+    start = {"FUND_ONCE_MINIMUM": str(floor), "FUND_ONCE_TARGET": str(floor)}
+    start["FUND_ONCE_DAILY_CAP"] = str(cap)
+    ledger = tmp_path / "ledger.json"
+    [node] = env.nodes(1)
+    crashed = await run_cycle(env, ledger, [node], "funding.after-send", start)
+    assert crashed.returncode == -9
+    assert await ledger_states(ledger) == [IntentState.PENDING]
+    resumed = (await run_cycle(env, ledger, [node], bounds=start)).report()
+    assert resumed["confirmed"] == ["ns/w0"] and resumed["messages_sent"] == 0
+    assert await env.ton.get_address_balance(node) == floor == 2_101_000_000
+    again = (await run_cycle(env, ledger, [node], bounds=start)).report()
+    assert again["confirmed"] == [] and again["messages_sent"] == 0  # at the floor
+    after = {"FUND_ONCE_DAILY_CAP": str(cap)}  # to the 10 TON target, the same day
+    attested = (await run_cycle(env, ledger, [node], bounds=after)).report()
+    assert attested["confirmed"] == ["ns/w0"] and attested["messages_sent"] == 1
+    # 2.101 + 2.899: the cap holds both (the account's storage fee may take a nanoTON).
+    book, _ = await FileLedgerStore(ledger).load()
+    assert book is not None
+    assert [t.amount for i in book.intents for t in i.transfers] == [floor, cap - floor]
+    assert cap - 10 <= await env.ton.get_address_balance(node) <= cap
+    assert await treasury_seqno(env) == 2
 
 
 async def test_kill_9_after_recording_resends_the_same_message(env: Env, tmp_path: Path) -> None:

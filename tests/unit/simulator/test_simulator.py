@@ -5,6 +5,7 @@ faults, rotation."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +42,11 @@ from cocoon_operator.simulator import (
     start_simulator,
     worker_http_port,
 )
+from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
+from cocoon_operator.ton.localchain import LocalChain, start_local_chain
 from cocoon_operator.workerapi import parse_status_page
+
+TON = 1_000_000_000
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -468,3 +473,38 @@ async def test_the_harness_listener_serves_the_harness_alone_and_the_worker_by_h
             assert sim.state.enabled is False
     finally:
         await sim.stop()
+
+
+async def test_a_runner_given_a_chain_waits_there_for_its_start_floor_before_serving(
+    pki: DcapTestPki, http: aiohttp.ClientSession
+) -> None:
+    # BaseRunner.cpp:1037-1054 waits for min_wallet_balance(), 2.1 TON
+    # (BaseRunner.hpp:335-337), before the runner initialises; until then every
+    # worker path answers 400 "not found" (WorkerRunner.cpp:381-386).
+    chain = LocalChain()
+    running = await start_local_chain(chain)
+    key = base64.b64encode(bytes(range(32))).decode()
+    owner = "0:" + "11" * 32
+    sim = await start_simulator(
+        pki=pki, ton_endpoint=running.api_url, node_wallet_key=key, owner_address=owner
+    )
+    try:
+        wallet = node_wallet_address_of_key(key, owner)
+        assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
+        chain.mint(wallet, 2 * TON)
+        await asyncio.sleep(2.5)  # two more looks at the chain: still short
+        assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
+        chain.mint(wallet, TON // 5)
+
+        async def served() -> bool:
+            return (await _status(http, f"{sim.http_url}/jsonstats"))[0] == 200
+
+        for _ in range(50):
+            if await served():
+                break
+            await asyncio.sleep(0.1)
+        stats = await _json(http, f"{sim.http_url}/jsonstats")
+        assert stats["wallet"]["balance"] == chain.balance(wallet) >= 2_100_000_000
+    finally:
+        await sim.stop()
+        await running.close()
