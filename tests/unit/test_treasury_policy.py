@@ -4,6 +4,8 @@ come from."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,6 +29,8 @@ from cocoon_operator.policy.worker import ChainFacts, view
 
 TON = 1_000_000_000
 IMAGE = "ab" * 32
+
+Key = tuple[str, str]
 
 
 def test_a_target_above_the_operators_limit_is_funded_up_to_the_limit_and_says_so() -> None:
@@ -190,6 +194,36 @@ def test_a_wallet_is_funded_for_its_first_worker_until_that_one_is_gone() -> Non
     assert state.wallet_users == {"0:v": ("ns", "b")}
     state.forget(("ns", "b"))
     assert state.wallet_users == {}
+
+
+def test_wallet_claims_indexed_by_worker_decide_as_a_scan_of_every_wallet_did() -> None:
+    # The scan the index replaced, as it was: every wallet this worker held but
+    # ``address`` is given up, and a wallet goes to the first worker still alive.
+    from cocoon_operator.handlers.chain import Chain  # noqa: PLC0415
+
+    def scanned(users: dict[str, Key], key: Key, address: str, alive: Callable[[Key], bool]) -> Key:
+        for old in [a for a, k in users.items() if k == key and a != address]:
+            del users[old]
+        first = users.setdefault(address, key)
+        if first != key and not alive(first):
+            first = users[address] = key
+        return first
+
+    rng = random.Random(29)
+    keys: list[Key] = [("ns", w) for w in "abcdef"]
+    state = Chain(ton=None, batcher=None, lists=None)  # type: ignore[arg-type]
+    reference: dict[str, Key] = {}
+    for _ in range(5000):
+        living = {k for k in keys if rng.random() < 0.7}
+        key, address = rng.choice(keys), rng.choice(["0:u", "0:v", "0:w", "0:x"])
+        if rng.random() < 0.1:
+            state.forget(key)
+            for a in [a for a, k in reference.items() if k == key]:
+                del reference[a]
+            continue
+        got = state.wallet_user(key, address, living.__contains__)
+        assert got == scanned(reference, key, address, living.__contains__)
+        assert state.wallet_users == reference
 
 
 def test_a_cap_refusal_reaches_the_worker_as_funding_limited_naming_its_flag() -> None:
