@@ -139,7 +139,7 @@ async def release_finalizers(kube: Kube, namespace: str) -> list[str]:
             kept = [f for f in meta.get("finalizers") or () if f != v1alpha1.WORKER_FINALIZER]
             if kept == list(meta.get("finalizers") or ()):
                 continue
-            body = {"metadata": {"finalizers": kept, "resourceVersion": None}}
+            body = {"metadata": {"finalizers": kept}}
             url = path(api_version, plural, namespace=namespace, name=meta["name"])
             if await kube.request_unless_gone("PATCH", url, body=body, content_type=MERGE_PATCH):
                 released.append(f"{plural}/{meta['name']}")
@@ -173,7 +173,7 @@ def no_namespace_left_terminating(stack: Stack, names: list[str]) -> None:
                 await asyncio.sleep(2)
 
     left = asyncio.run(check())
-    assert not left, f"namespaces left Terminating after the session: {left}"
+    assert not left, f"namespaces left behind by the session (phase or why): {left}"
 
 
 @pytest.fixture
