@@ -41,6 +41,7 @@ from cocoon_operator.desired.launcher import READINESS_GATE, revision
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
+from cocoon_operator.handlers.parsed import parse_worker
 from cocoon_operator.handlers.worker import Deps, Indexes, Logger, reconcile_body
 from cocoon_operator.k8s.events import record
 from cocoon_operator.policy.admission import GPU_VERIFY_UNAVAILABLE
@@ -324,7 +325,7 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     if meta.get("deletionTimestamp"):
         return
     try:
-        worker = v1alpha1.CocoonWorker.model_validate(dict(body))
+        worker = parse_worker(body)
     except ValidationError:
         return  # the reconcile reports unparseable specs
     pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])

@@ -84,6 +84,7 @@ from cocoon_operator.funding import (
 )
 from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodes import NodeReports
+from cocoon_operator.handlers.parsed import parse_worker
 from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies, proxies_now
 from cocoon_operator.handlers.registration import Registrar
 from cocoon_operator.handlers.trust import TrustState
@@ -766,7 +767,7 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     deps: Deps = memo["deps"]
     body = deps.fresh(body)
     try:
-        worker = v1alpha1.CocoonWorker.model_validate(dict(body))
+        worker = parse_worker(body)
     except ValidationError:
         return
     meta = body["metadata"]

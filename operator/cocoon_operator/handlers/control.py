@@ -29,6 +29,7 @@ from cocoon_operator.desired.launcher import (
     revision,
 )
 from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.parsed import parse_worker
 from cocoon_operator.handlers.payouts import ask_for_payouts
 from cocoon_operator.handlers.worker import Deps, Logger, paused
 from cocoon_operator.k8s.events import record
@@ -56,7 +57,7 @@ def _client(deps: Deps, pod: PodFacts) -> WorkerClient | None:
 
 def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
     try:
-        return v1alpha1.CocoonWorker.model_validate(dict(body))
+        return parse_worker(body)
     except ValidationError:
         return None
 

@@ -58,6 +58,7 @@ from cocoon_operator.reconcile.gather import pod_facts
 
 if TYPE_CHECKING:
     from cocoon_operator.handlers.nodes import NodeReports
+from cocoon_operator.handlers.parsed import forget_worker, parse_worker
 from cocoon_operator.reconcile.worker import (
     DRAIN_HELD_EVENTS,
     Observed,
@@ -614,7 +615,7 @@ def _observe(
     priority_class: str | None = None,
 ) -> Observed:
     meta = body["metadata"]
-    parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
+    parsed = parse_worker(body)
     ref = WorkerRef(meta["name"], meta["namespace"], meta["uid"])
     return Observed(
         ref=ref,
@@ -876,12 +877,13 @@ def gone(*, type: str | None, **_: Any) -> bool:
 
 @kopf.on.event(*WORKERS, when=gone)
 async def worker_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py) and what
-    this operator verified and read for it."""
+    """Forget a deleted worker's diff base (a pool's: see handlers/pool.py), what this
+    operator verified and read for it, and its parsed body."""
     deps: Deps = memo["deps"]
     deps.diffbase.forget(body)
     meta = body.get("metadata") or {}
     deps.trust.forget((meta.get("namespace", ""), meta.get("name", "")))
+    forget_worker(meta.get("uid"))
 
 
 def being_drained(*, spec: kopf.Spec, **_: Any) -> bool:
