@@ -181,6 +181,7 @@ class Treasury:
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ton = ton
         self._key = key
@@ -201,6 +202,9 @@ class Treasury:
         self._poll = poll_interval
         self._clock = clock
         self._sleep = sleep
+        # How long a confirmation is waited for (injected: tests of a message that
+        # never lands need not wait the timeout out).
+        self._monotonic = monotonic
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -513,12 +517,12 @@ class Treasury:
         )
 
     async def _confirm(self, intent: Intent) -> Resolution:
-        deadline = time.monotonic() + self._confirm_timeout
+        deadline = self._monotonic() + self._confirm_timeout
         while True:
             landed = await self._landed(intent)
             if landed is not None:
                 return landed
-            if time.monotonic() >= deadline:
+            if self._monotonic() >= deadline:
                 return Resolution(IntentState.PENDING)
             await self._sleep(self._poll)
 
