@@ -55,9 +55,11 @@ def _client(deps: Deps, pod: PodFacts) -> WorkerClient | None:
     return deps.worker_client(pod)
 
 
-def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
+def _parse(body: kopf.Body, *, as_sent: bool = True) -> v1alpha1.CocoonWorker | None:
+    """``body`` parsed; ``as_sent``: exactly as the apiserver sent it (the shared parse,
+    handlers/parsed.py), else parsed afresh (the drain runs inside the reconcile)."""
     try:
-        return parse_worker(body)
+        return parse_worker(body) if as_sent else v1alpha1.CocoonWorker.model_validate(dict(body))
     except ValidationError:
         return None
 
@@ -104,7 +106,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
     pod may be deleted now. The start of the drain and the payout request are
     recorded as pod annotations, so the bounds hold across operator restarts.
     """
-    worker = _parse(body)
+    worker = _parse(body, as_sent=False)
     if worker is None:
         return None
     now = deps.clock()

@@ -12,6 +12,13 @@ write: ``k8s/latest.py``), so (uid, resourceVersion) names the parse exactly.
 Only the newest parse of each worker is kept (one entry per worker), and the
 parsed models are frozen (``api/v1alpha1.py``), so sharing them is safe. A body
 without a uid or resourceVersion (a test's hand-made one) is parsed every time.
+
+Only for bodies exactly as the apiserver sent them: the reconcile parses its own,
+because a step hands it a copy with just-learned status merged in under the
+same resourceVersion (``reconcile_body(recorded=...)``); a cached parse there
+derived the conditions from the status before the step's facts (a cluster test,
+``test_each_step_writes_its_facts_and_the_conditions_they_imply_at_once``, saw
+the wallet written without WalletFunded).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from cocoon_operator.reconcile.gather import pod_facts
 
 if TYPE_CHECKING:
     from cocoon_operator.handlers.nodes import NodeReports
-from cocoon_operator.handlers.parsed import forget_worker, parse_worker
+from cocoon_operator.handlers.parsed import forget_worker
 from cocoon_operator.reconcile.worker import (
     DRAIN_HELD_EVENTS,
     Observed,
@@ -615,7 +615,9 @@ def _observe(
     priority_class: str | None = None,
 ) -> Observed:
     meta = body["metadata"]
-    parsed = parse_worker(body)
+    # Not parse_worker: a reconcile may be handed a copy of the body with a step's
+    # just-learned facts merged into its status under the same resourceVersion.
+    parsed = v1alpha1.CocoonWorker.model_validate(dict(body))
     ref = WorkerRef(meta["name"], meta["namespace"], meta["uid"])
     return Observed(
         ref=ref,
