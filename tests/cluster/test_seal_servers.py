@@ -157,8 +157,14 @@ async def test_a_vm_waits_for_its_nodes_seal_server_then_lands_where_one_is_read
         await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
 
     async def placed() -> client.V1Pod | None:
-        (p,) = await worker_pods(api, namespace, "w0")
-        return p if p.spec.node_name else None
+        # One pod, placed: while the operator moves the held pod to another instance
+        # (InstanceMoved) there are briefly none, or the old one deleting beside it.
+        pods = [
+            p
+            for p in await worker_pods(api, namespace, "w0")
+            if p.spec.node_name and not p.metadata.deletion_timestamp
+        ]
+        return pods[0] if len(pods) == 1 else None
 
     launcher = await eventually(placed, within=60, what="the launcher pod placed")
     node = await core.read_node(launcher.spec.node_name)
