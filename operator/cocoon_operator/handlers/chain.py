@@ -113,6 +113,7 @@ from cocoon_operator.policy.chain import (
 from cocoon_operator.policy.conditions import rfc3339
 from cocoon_operator.policy.treasury import (
     TREASURY_TCB_DEFAULT,
+    Bounds,
     FundingLimits,
     PolicyCode,
     RegistrationPolicy,
@@ -1092,20 +1093,17 @@ async def _fund_before_start(
             state, deps, body, key=key, reason="FundingLimited", message=note, logger=logger
         )
         return
-    answer = await state.batcher.answer(
-        TopUpRequest(
-            worker=f"{key[0]}/{key[1]}",
-            address=address,
-            balance=balance,
-            minimum=FUNDING_FLOOR,
-            target=bounds.target,
-            daily_cap=bounds.daily_cap,
-        )
+    answer, balance = await _ask_treasury(
+        state,
+        state.batcher,
+        key,
+        address,
+        balance,
+        minimum=FUNDING_FLOOR,
+        bounds=bounds,
+        logger=logger,
+        what="funding before start",
     )
-    try:
-        balance = await state.ton.get_address_balance(address)
-    except TonError as exc:
-        logger.warning("balance of %s/%s after funding before start: %s", *key, exc)
     funded = answer.note.startswith("topped up")
     note = f"{answer.note} before the VM started" if funded else answer.note
     if bounds.capped is not None and funded:
@@ -1124,6 +1122,38 @@ async def _fund_before_start(
         await _announce(
             state, deps, body, key=key, reason=answer.limit, message=note, logger=logger
         )
+
+
+async def _ask_treasury(
+    state: Chain,
+    batcher: FundingBatcher,
+    key: tuple[str, str],
+    address: str,
+    balance: Nanoton,
+    *,
+    minimum: int,
+    bounds: Bounds,
+    logger: Logger,
+    what: str,
+) -> tuple[TopUpAnswer, Nanoton]:
+    """One top-up request to the fleet's treasury within ``bounds`` (before the VM
+    starts, or after attestation); its answer and the wallet's balance read after it
+    (the one before, if that read fails)."""
+    answer = await batcher.answer(
+        TopUpRequest(
+            worker=f"{key[0]}/{key[1]}",
+            address=address,
+            balance=balance,
+            minimum=minimum,
+            target=bounds.target,
+            daily_cap=bounds.daily_cap,
+        )
+    )
+    try:
+        balance = await state.ton.get_address_balance(address)
+    except TonError as exc:
+        logger.warning("balance of %s/%s after %s: %s", *key, what, exc)
+    return answer, balance
 
 
 async def _top_up(
@@ -1146,20 +1176,17 @@ async def _top_up(
         return TopUpAnswer(
             f"not topped up: {bounds.capped}", PolicyCode.FUNDING_LIMITED.value
         ), balance
-    answer = await state.batcher.answer(
-        TopUpRequest(
-            worker=f"{key[0]}/{key[1]}",
-            address=address,
-            balance=balance,
-            minimum=funding.minimum,
-            target=bounds.target,
-            daily_cap=bounds.daily_cap,
-        )
+    answer, balance = await _ask_treasury(
+        state,
+        state.batcher,
+        key,
+        address,
+        balance,
+        minimum=funding.minimum,
+        bounds=bounds,
+        logger=logger,
+        what="funding",
     )
-    try:
-        balance = await state.ton.get_address_balance(address)
-    except TonError as exc:
-        logger.warning("balance of %s/%s after funding: %s", *key, exc)
     if answer.note.startswith("topped up"):
         logger.info("%s/%s: %s", *key, answer.note)
         if bounds.capped is not None:
