@@ -135,7 +135,7 @@ def funding_bounds(spec: Funding, namespace: str, limits: FundingLimits) -> Boun
 # What a top-up before start adds to COCOON's start floor: an account pays its storage
 # fee at each transaction, an uninitialised node wallet included (on the local chain,
 # a nanoTON on a later credit), and COCOON's runner wants balance >= 2.1 TON exactly
-# (BaseRunner.cpp:1044). A wallet topped up to the floor and no more could drop a
+# (BaseRunner.cpp:1045). A wallet topped up to the floor and no more could drop a
 # nanoTON under it at its next credit and be topped up again for a nanoTON, paying
 # a transfer fee each time; 0.001 TON covers such fees for years.
 START_FUNDING_MARGIN = 1_000_000
