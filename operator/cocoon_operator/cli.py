@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,12 @@ from cocoon_operator.policy.nodes import (
 )
 
 if TYPE_CHECKING:
+    import kopf
+
     from cocoon_operator.api.nodereport import NodeReport
+    from cocoon_operator.handlers.admission import WebhookOptions
+    from cocoon_operator.handlers.checks import Check
+    from cocoon_operator.handlers.runtime import Runtime
 
 
 class CommandError(Exception):
@@ -41,8 +47,8 @@ class RoutineTimerSuccesses(logging.Filter):
     """Drops kopf's ``Timer 'x' succeeded.`` lines (INFO, logger ``kopf.objects``).
 
     Every worker has a timer (the checks every few seconds, a slow resync) that
-    nearly always find nothing to do: at 1,000 workers they were 98% of the operator's log (about
-    160,000 lines in five minutes) and buried what changed, which the
+    nearly always find nothing to do: at a fleet's scale they were nearly all of the operator's
+    log (docs/bench.md, "The measurements behind the code") and buried what changed, which the
     operator logs and records as Events itself. A timer that fails still logs;
     ``--log-level debug`` (``--verbose``) keeps these lines too. The text is kopf's (``f"{handler}
     succeeded."``, ``Timer 'id'`` for a timer).
@@ -539,22 +545,25 @@ def _check_launcher_images(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _register_node_reports(args: argparse.Namespace, memo: Any) -> Any:
+def _register_node_reports(args: argparse.Namespace, runtime: Any) -> Any:
     """The node-report step; returns its check for the workers' shared timer (run
     as often as the attestation check: the shared timer keeps its tick)."""
     import kopf  # noqa: PLC0415
 
     from cocoon_operator.handlers import nodes  # noqa: PLC0415
+    from cocoon_operator.handlers.nodetracker import NodeReportOptions  # noqa: PLC0415
 
-    memo["node_report_options"] = nodes.NodeReportOptions(
+    options = NodeReportOptions(
         namespace=args.node_report_namespace,
         grace_seconds=args.orphan_grace_seconds,
         max_age_seconds=args.node_report_max_age_seconds,
     )
-    return nodes.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    return nodes.register(
+        kopf.get_default_registry(), runtime, options, args.attestation_check_seconds
+    )
 
 
-def _register_seal_servers(args: argparse.Namespace) -> str | None:
+def _register_seal_servers(args: argparse.Namespace, runtime: Any) -> str | None:
     """Register the seal-server step as the flags configure it; what is wrong with them."""
     import kopf  # noqa: PLC0415
 
@@ -590,6 +599,7 @@ def _register_seal_servers(args: argparse.Namespace) -> str | None:
         releases.add((image, enclave))
     register(
         kopf.get_default_registry(),
+        runtime,
         SealServerRun(
             options,
             sweep_seconds=args.seal_server_sweep_seconds,
@@ -598,6 +608,24 @@ def _register_seal_servers(args: argparse.Namespace) -> str | None:
         ),
     )
     return None
+
+
+def register_core(
+    registry: kopf.OperatorRegistry, runtime: Runtime, *, webhook: WebhookOptions | None = None
+) -> Check:
+    """Register the handlers every operator process runs (its login, startup and
+    cleanup, the indexes, the workers', the cordoned nodes' and the pools') in
+    ``registry``; returns the workers' resync check for the shared timer. Every
+    handler module registers the same way: ``register(registry, runtime, ...)``.
+    The optional steps are registered by :func:`cmd_run` as its flags say."""
+    from cocoon_operator.handlers import cordon, indexes, pool, process, worker  # noqa: PLC0415
+
+    process.register(registry, runtime, webhook=webhook)
+    indexes.register(registry)
+    resync = worker.register(registry, runtime)
+    cordon.register(registry, runtime)
+    pool.register(registry, runtime)
+    return resync
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -611,9 +639,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         chain,
         checks,
         control,
-        pool,  # noqa: F401 - importing registers the pool handlers
-        worker,  # importing registers the worker handlers
+        process,
     )
+    from cocoon_operator.handlers.runtime import Runtime, Settings  # noqa: PLC0415
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
 
     configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
@@ -622,19 +650,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    memo = kopf.Memo()
     metrics = Metrics()
     images = _launcher_images(args)
-    memo.update(
-        metrics=metrics,
-        probe_limit=args.max_concurrent_probes,
-        max_recheck_stretch=args.max_recheck_stretch,
-        launcher_images=images,
-        launcher_priority_class=args.launcher_priority_class,
-        # The Secret of the operator's control keys (handlers/controlkey.py).
-        control_key_secret=args.control_key_secret
-        or (os.environ.get("POD_NAMESPACE", "default"), "cocoon-operator-control-key"),
+    runtime = Runtime(
+        Settings(
+            metrics=metrics,
+            probe_limit=args.max_concurrent_probes,
+            max_stretch=args.max_recheck_stretch,
+            launcher_images=images,
+            launcher_priority_class=args.launcher_priority_class,
+            control_key_secret=args.control_key_secret
+            or (os.environ.get("POD_NAMESPACE", "default"), "cocoon-operator-control-key"),
+        )
     )
+    registry = kopf.get_default_registry()
+    webhook = None
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.webhook_addr:
@@ -642,13 +672,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("--webhook-cert and --webhook-key go together", file=sys.stderr)
             return 2
         admission.register(
-            kopf.get_default_registry(),
+            registry,
             images,
             namespaces,
             allow_gpu_verify=args.allow_gpu_verify_mode,
         )
-        memo["webhook"] = _webhook_options(args)
-    memo["attestation_options"] = attestation.AttestationOptions(
+        webhook = _webhook_options(args)
+    resync = register_core(registry, runtime, webhook=webhook)
+    attestation_options = attestation.AttestationOptions(
         pccs_url=args.pccs_url,
         test_root=args.attestation_test_root,
         gpu_test_root=args.gpu_attestation_test_root,
@@ -658,28 +689,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         collateral_max_age_hours=args.collateral_max_age_hours,
     )
     periodic: list[checks.Check] = []
-    attest = attestation.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    attest = attestation.register(registry, runtime, attestation_options)
     if args.node_report_namespace:
-        periodic.append(_register_node_reports(args, memo))
-    if args.seal_servers and (problem := _register_seal_servers(args)):
+        periodic.append(_register_node_reports(args, runtime))
+    if args.seal_servers and (problem := _register_seal_servers(args, runtime)):
         print(f"cocoon-operator run: {problem}", file=sys.stderr)
         return 2
-    coefficient = control.register(kopf.get_default_registry(), args.attestation_check_seconds)
+    coefficient = control.register(registry, runtime, args.attestation_check_seconds)
     if args.ton_endpoint:
         try:
-            memo["chain_options"] = chain_options(args)
+            options = chain_options(args)
         except ValueError as exc:
             print(f"cocoon-operator run: {exc}", file=sys.stderr)
             return 2
-        periodic.append(chain.register(kopf.get_default_registry(), args.chain_check_seconds))
-    # The chain step first: its pinned connection to an attested worker shows the
-    # attestation check the certificate, sparing that check a handshake.
-    resync = checks.Check("resync", worker.resync_worker, worker.RESYNC_SECONDS, at_start=False)
+        periodic.append(chain.register(registry, runtime, options, args.chain_check_seconds))
     checks.register(
-        kopf.get_default_registry(),
+        registry,
+        runtime,
         [*periodic, attest, coefficient, resync],
-        stretch=worker.routine_stretch,
-        hurry=worker.not_ready,
+        stretch=functools.partial(process.routine_stretch, runtime),
+        hurry=process.not_ready,
     )
 
     async def operator(stop: asyncio.Event | None = None) -> None:
@@ -688,7 +717,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
             standalone=True,
-            memo=memo,
             stop_flag=stop,
         )
 

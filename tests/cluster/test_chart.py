@@ -26,10 +26,9 @@ from kubernetes_asyncio.client.rest import ApiException
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.crd import all_crds
 from cocoon_operator.api.instance import MAX_INSTANCES, InstanceSlot
+from cocoon_operator.api.labels import LABEL_POOL, LABEL_WORKER, READINESS_GATE
 from cocoon_operator.api.pool import POOL_PLURAL
 from cocoon_operator.cli import build_parser
-from cocoon_operator.desired.launcher import LABEL_WORKER, READINESS_GATE
-from cocoon_operator.desired.pool import LABEL_POOL
 from cocoon_operator.k8s.client import connect
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import REPO, Stack

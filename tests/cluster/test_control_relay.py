@@ -20,7 +20,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from cocoon_operator.api.instance import InstanceSlot
-from cocoon_operator.desired.launcher import LABEL_INSTANCE
+from cocoon_operator.api.labels import LABEL_INSTANCE
 from cocoon_operator.workerapi import (
     ControlRefusedError,
     ControlSigner,

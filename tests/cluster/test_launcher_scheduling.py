@@ -8,12 +8,9 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.desired.config import InstanceSlot
-from cocoon_operator.desired.launcher import (
-    READINESS_GATE,
-    WorkerRef,
-    launcher_pod,
-)
+from cocoon_operator.desired.launcher import WorkerRef, launcher_pod
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.cluster.crds import install_crds
 from tests.cluster.test_admission import example_worker

@@ -9,7 +9,7 @@ from pathlib import Path
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.desired.launcher import LABEL_REVISION
+from cocoon_operator.api.labels import LABEL_REVISION
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator

@@ -2,16 +2,14 @@
 maxUnavailable, and asks for (and announces) each deletion once, whichever
 member's event plans next.
 
-kopf gives every object its own shallow copy of the memo, so each member's
-event reconciles the pool with that member's memo; what the pool expects of
-its own deletions must be shared across them. The reconcile runs in-process
-against the real apiserver, with an index that never catches up (under load
-at 1,000 workers it ran minutes behind).
+Each member's event reconciles the pool; what the pool expects of its own
+deletions is the process's (``Deps.pool_expectations``), shared across them.
+The reconcile runs in-process against the real apiserver, with an index that
+never catches up (under load at 1,000 workers it ran minutes behind).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 from typing import Any, cast
@@ -22,7 +20,7 @@ from kubernetes_asyncio import client
 from cocoon_operator.api.pool import CocoonWorkerPool
 from cocoon_operator.desired.pool import PoolRef, pool_worker, template_revision
 from cocoon_operator.handlers.pool import Members, _reconcile_pool
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.policy.pool import PoolMember
 from tests.cluster.crds import install_crds
@@ -69,11 +67,11 @@ async def test_members_events_share_what_the_pool_expects_of_its_deletions(
         {"spec": {"template": {"spec": {"model": {"commit": "3" * 40}}}}},
         _content_type="application/merge-patch+json",
     )
-    base = {"deps": Deps(api=kube, clock=lambda: dt.datetime.now(dt.UTC))}
+    deps = Deps(api=kube, clock=lambda: dt.datetime.now(dt.UTC))
     logger = logging.getLogger("test")
-    # Three members' events, each with its own copy of the memo, as kopf hands them.
+    # Three members' events, each reconciling the pool with the process's one state.
     for _ in range(3):
-        await _reconcile_pool(kopf.Body(rotated), copy.copy(base), index, logger)  # type: ignore[arg-type]
+        await _reconcile_pool(kopf.Body(rotated), deps, index, logger)
 
     workers = await pool_workers(api, namespace)
     events = (await client.CoreV1Api(api).list_namespaced_event(namespace)).items

@@ -18,7 +18,8 @@ import kopf
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.handlers.worker import Deps, Indexes, _reconcile, reconcile_body
+from cocoon_operator.handlers.reconciler import reconcile, reconcile_body
+from cocoon_operator.handlers.runtime import Deps, Indexes, Runtime
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.reconcile.gather import pod_facts
@@ -51,10 +52,10 @@ async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wr
         control=ControlKeys(ControlSigner.from_text(generate_private_key_text()), []),
         launcher_images=LauncherImages(allow_any=True),
     )
-    memo: dict[str, Any] = {"deps": deps}
+    runtime = Runtime(started=deps)
     logger = logging.getLogger("test")
 
-    await _reconcile(stale, memo, Indexes(pods={}, instances={}, nodes={}), logger)  # type: ignore[arg-type]
+    await reconcile(runtime, stale, Indexes(pods={}, instances={}, nodes={}), logger)  # type: ignore[arg-type]
     first = await _read(api, namespace, "w")
     assert first["status"]["phase"] == "Pending"
     times = {c["type"]: c["lastTransitionTime"] for c in first["status"]["conditions"]}
@@ -66,7 +67,7 @@ async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wr
     assert len(pods) == 1
     raw_pod = api.sanitize_for_serialization(pods[0])
     index = {(namespace, "w"): [pod_facts(kopf.Body(raw_pod))]}
-    await _reconcile(stale, memo, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
+    await reconcile(runtime, stale, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
 
     second = await _read(api, namespace, "w")
     assert second["status"]["pod"] == pods[0].metadata.name  # the new fact is recorded
@@ -83,12 +84,12 @@ async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wr
     # steps do: that is not the watch catching up, so our copy is kept and the
     # stale body after it still decides on it.
     ours = deps.fresh(stale)
-    await reconcile_body(ours, memo, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
+    await reconcile_body(runtime, ours, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
     assert len(deps.latest) == 1
 
     # Once more on the same stale body and the same facts: nothing left to write.
     clock[0] = T0 + dt.timedelta(seconds=10)
-    await _reconcile(stale, memo, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
+    await reconcile(runtime, stale, Indexes(pods=index, instances={}, nodes={}), logger)  # type: ignore[arg-type]
     third = await _read(api, namespace, "w")
     assert third["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"], (
         "the stale body made the reconcile write status again"

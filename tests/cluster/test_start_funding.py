@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR
-from cocoon_operator.desired.launcher import READINESS_GATE
 from cocoon_operator.policy.treasury import START_FUNDING_MARGIN
 from cocoon_operator.ton.client import TonClient
 from tests.cluster.fixtures import Stack

@@ -29,7 +29,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.desired.launcher import READINESS_GATE
+from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.root import AllowList, RootContract, model_hash
 from tests.cluster.chainproxy import ChainProxy, chain_proxy

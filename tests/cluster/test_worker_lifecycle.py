@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.desired.launcher import LABEL_REVISION, LABEL_WORKER
+from cocoon_operator.api.labels import LABEL_REVISION, LABEL_WORKER
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator

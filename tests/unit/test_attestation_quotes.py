@@ -22,8 +22,8 @@ from cocoon_operator.api.v1alpha1 import ConditionStatus
 from cocoon_operator.desired.launcher import revision
 from cocoon_operator.handlers import attestation as step
 from cocoon_operator.handlers.attestation import Attestation, attest_worker
-from cocoon_operator.handlers.nodes import NodeReportOptions, NodeReports
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.nodetracker import NodeReportOptions, NodeReports
+from cocoon_operator.handlers.runtime import Deps, Indexes, Runtime, Tick
 from cocoon_operator.policy.attestation import (
     HOST_UNREPORTED,
     NO_QUOTE,
@@ -125,20 +125,21 @@ async def check(
     if last is not None:
         deps.trust.verified[("ns", "worker-0")] = last
     body = worker_body(status)
-    memo: dict[str, Any] = {"attestation": state, "deps": deps}
+    runtime = Runtime(started=deps)
     if reports is not None:
         tracker = NodeReports(NodeReportOptions(namespace="cocoon-system"), clock=lambda: NOW)
         tracker.reports.update(reports)
         tracker.stamps.update(dict.fromkeys(reports, NOW - report_age))
-        memo["node_reports"] = tracker
-    await attest_worker(
-        body=kopf.Body(cast(kopf.RawBody, body)),
-        memo=memo,
-        logger=logging.getLogger("test"),
-        launcher_pods={("ns", "worker-0"): [serving_pod(body)]},
-        launcher_instances={},
-        cc_nodes={},
+        runtime.node_reports = tracker
+    pods: Any = {("ns", "worker-0"): [serving_pod(body)]}
+    tick = Tick(
+        runtime,
+        kopf.Body(cast(kopf.RawBody, body)),
+        logging.getLogger("test"),
+        Indexes(pods=pods, instances=cast(Any, {}), nodes=cast(Any, {})),
+        cast(Any, {}),
     )
+    await attest_worker(state, tick)
     (decision,) = decisions
     return decision
 

@@ -1,6 +1,6 @@
 """Back-pressure: the event loop's lag measured (handlers/looplag.py), and a Ready
 worker's routine re-checks spaced out by it (policy/backpressure.py,
-handlers/worker.py: routine_stretch); a worker not yet Ready is never slowed."""
+handlers/process.py: routine_stretch); a worker not yet Ready is never slowed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from cocoon_operator.cli import build_parser
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
-from cocoon_operator.handlers.worker import Deps, routine_stretch
+from cocoon_operator.handlers.process import routine_stretch
+from cocoon_operator.handlers.runtime import Deps, Runtime
 from cocoon_operator.policy.backpressure import MAX_STRETCH, TOLERATED_LAG_SECONDS, stretch
 
 
@@ -103,23 +104,22 @@ def _deps(lag_seconds: float, max_stretch: float = MAX_STRETCH) -> Deps:
     "phase", ["Pending", "Starting", "Attesting", "Registering", "Failed", "Paused", None]
 )
 def test_a_worker_on_its_way_to_ready_is_never_slowed(phase: str | None) -> None:
-    memo: dict[str, Any] = {"deps": _deps(2.0)}
     body: dict[str, Any] = {"status": {"phase": phase}} if phase else {}
-    assert routine_stretch(body, memo) == 1.0
+    assert routine_stretch(Runtime(started=_deps(2.0)), body) == 1.0
 
 
 def test_a_ready_workers_rechecks_give_way_while_the_loop_lags() -> None:
     ready = {"status": {"phase": "Ready"}}
-    assert routine_stretch(ready, {"deps": _deps(0.0)}) == 1.0
-    assert routine_stretch(ready, {"deps": _deps(0.25)}) == pytest.approx(2.5)
-    assert routine_stretch(ready, {"deps": _deps(5.0)}) == MAX_STRETCH
-    assert routine_stretch(ready, {}) == 1.0  # before startup made the deps
+    assert routine_stretch(Runtime(started=_deps(0.0)), ready) == 1.0
+    assert routine_stretch(Runtime(started=_deps(0.25)), ready) == pytest.approx(2.5)
+    assert routine_stretch(Runtime(started=_deps(5.0)), ready) == MAX_STRETCH
+    assert routine_stretch(Runtime(), ready) == 1.0  # before startup made the deps
 
 
 def test_the_ceiling_is_the_operators_flag_and_1_turns_it_off() -> None:
     ready = {"status": {"phase": "Ready"}}
-    assert routine_stretch(ready, {"deps": _deps(5.0, max_stretch=2.0)}) == 2.0
-    assert routine_stretch(ready, {"deps": _deps(5.0, max_stretch=1.0)}) == 1.0
+    assert routine_stretch(Runtime(started=_deps(5.0, max_stretch=2.0)), ready) == 2.0
+    assert routine_stretch(Runtime(started=_deps(5.0, max_stretch=1.0)), ready) == 1.0
     args = build_parser().parse_args(["run"])
     assert args.max_recheck_stretch == MAX_STRETCH
     args = build_parser().parse_args(["run", "--max-recheck-stretch", "1"])

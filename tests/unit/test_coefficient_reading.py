@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.runtime import Deps
 
 KEY = ("fleet", "w0")
 

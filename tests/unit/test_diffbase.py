@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import kopf
 
-from cocoon_operator.handlers.worker import KOPF_PREFIX, PAUSE_ANNOTATION
+from cocoon_operator.api.labels import KOPF_PREFIX, PAUSE_ANNOTATION
 from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
 
 PAUSED = ("metadata", "annotations", PAUSE_ANNOTATION)

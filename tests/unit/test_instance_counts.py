@@ -4,7 +4,7 @@ every worker observes it, which made a tick of the fleet's checks O(N^2)."""
 
 from __future__ import annotations
 
-from cocoon_operator.handlers.worker import InstanceCounts
+from cocoon_operator.handlers.runtime import InstanceCounts
 from cocoon_operator.policy.instances import choose_instance
 
 

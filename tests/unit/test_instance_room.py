@@ -1,5 +1,5 @@
 """A new launcher pod's instance index goes where a GPU is free (policy/instances.py:
-instance_room, and its gathering from the indexes in handlers/worker.py).
+instance_room, and its gathering from the indexes in handlers/runtime.py).
 
 Found by the rotation benchmark: in a full fleet the free GPUs are on nodes
 whose other indexes are taken, and spreading alone gave 348 of 1,000 new pool
@@ -12,8 +12,10 @@ import datetime as dt
 from typing import Any, cast
 
 from cocoon_operator.api import labels
-from cocoon_operator.desired.launcher import LABEL_INSTANCE, revision
-from cocoon_operator.handlers.worker import Deps, Indexes, cc_nodes
+from cocoon_operator.api.labels import LABEL_INSTANCE
+from cocoon_operator.desired.launcher import revision
+from cocoon_operator.handlers.indexes import cc_nodes
+from cocoon_operator.handlers.runtime import Deps, Indexes
 from cocoon_operator.policy.instances import choose_instance, instance_room, slots_coming
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import plan

@@ -361,7 +361,7 @@ def test_the_operator_process_loads_neither_the_generated_client_nor_its_models(
         "cli.without_generated_client()\n"
         "import kopf\n"
         "from cocoon_operator.handlers import admission, attestation, chain, checks, control\n"
-        "from cocoon_operator.handlers import nodes, pool, worker\n"
+        "from cocoon_operator.handlers import cordon, indexes, nodes, pool, process, worker\n"
         "print(sorted(m for m in sys.modules if m.startswith('kubernetes_asyncio.')))\n"
     )
     out = subprocess.run(

@@ -296,7 +296,7 @@ def test_kopf_logs_in_with_the_plugins_token_and_its_expiry(
 ) -> None:
     """kopf's own kubeconfig login runs no plugin: the operator's login handler adds
     the plugin's token and expiry, so `run` works from an OIDC or cloud kubeconfig."""
-    from cocoon_operator.handlers.worker import login  # noqa: PLC0415 - registers handlers
+    from cocoon_operator.handlers.process import login  # noqa: PLC0415 - loads kopf
 
     expires = "2030-01-01T00:00:00Z"
     config = _kubeconfig(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from cocoon_operator.api.labels import PAUSE_ANNOTATION
 from cocoon_operator.kubectl_plugin import cli as plugin_cli
 from cocoon_operator.kubectl_plugin import render
 from cocoon_operator.kubectl_plugin.render import EventView, WorkerView
@@ -386,7 +387,7 @@ def test_describe_shows_a_failure_and_what_pauses() -> None:
     status["attestation"]["failedAt"] = "2026-03-01T11:59:00Z"
     status["chain"]["modelHashListed"] = False
     del status["wallet"]["balance"]
-    v = view(status=status, annotations={render.PAUSE_ANNOTATION: "true"}, paused=True)
+    v = view(status=status, annotations={PAUSE_ANNOTATION: "true"}, paused=True)
     lines = render.describe(v, [], NOW).splitlines()
     assert (
         "  Last failure:  signature: quote signature invalid, at 2026-03-01T11:59:00Z (60s ago)"
@@ -394,7 +395,7 @@ def test_describe_shows_a_failure_and_what_pauses() -> None:
     )
     assert "  Model hash listed:  no" in lines
     assert "  Balance:  -" in lines
-    assert f"Paused:       yes (annotation {render.PAUSE_ANNOTATION}=true and spec.paused)" in lines
+    assert f"Paused:       yes (annotation {PAUSE_ANNOTATION}=true and spec.paused)" in lines
 
 
 def test_event_view_from_an_event_object() -> None:
@@ -456,23 +457,23 @@ def test_attest_json_is_the_summary_and_the_condition() -> None:
 def test_pause_sets_the_annotation_once() -> None:
     change = render.pause_change({}, pause=True)
     assert change.changed
-    assert change.patch == {"metadata": {"annotations": {render.PAUSE_ANNOTATION: "true"}}}
+    assert change.patch == {"metadata": {"annotations": {PAUSE_ANNOTATION: "true"}}}
     msg = render.pause_message(view(), change, pause=True)
     assert msg == (
         "cocoonworker.cocoon.network/w0 (namespace team-a) paused:"
         " annotation cocoon.network/paused: <unset> -> 'true'"
     )
-    again = render.pause_change({render.PAUSE_ANNOTATION: "true"}, pause=True)
+    again = render.pause_change({PAUSE_ANNOTATION: "true"}, pause=True)
     assert not again.changed
     assert "already paused" in render.pause_message(view(), again, pause=True)
     # Any other value is not "paused": pause overwrites it.
-    assert render.pause_change({render.PAUSE_ANNOTATION: "false"}, pause=True).changed
+    assert render.pause_change({PAUSE_ANNOTATION: "false"}, pause=True).changed
 
 
 def test_resume_removes_the_annotation() -> None:
-    change = render.pause_change({render.PAUSE_ANNOTATION: "true", "other": "x"}, pause=False)
+    change = render.pause_change({PAUSE_ANNOTATION: "true", "other": "x"}, pause=False)
     assert change.changed
-    assert change.patch == {"metadata": {"annotations": {render.PAUSE_ANNOTATION: None}}}
+    assert change.patch == {"metadata": {"annotations": {PAUSE_ANNOTATION: None}}}
     assert "'true' -> <unset>" in render.pause_message(view(), change, pause=False)
     idle = render.pause_change({"other": "x"}, pause=False)
     assert not idle.changed

@@ -307,7 +307,7 @@ def test_parse_since_refuses(text: str) -> None:
 
 
 def test_launcher_selector_is_the_labels_the_operator_sets() -> None:
-    from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_WORKER  # noqa: PLC0415
+    from cocoon_operator.api.labels import COMMON_LABELS, LABEL_WORKER  # noqa: PLC0415
 
     pairs = dict(p.split("=") for p in logs.launcher_selector("w0").split(","))
     assert pairs == {**COMMON_LABELS, LABEL_WORKER: "w0"}

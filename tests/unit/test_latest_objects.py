@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, cast
 
 import kopf
 import pytest
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
-from cocoon_operator.desired.launcher import READINESS_GATE, WorkerRef
-from cocoon_operator.handlers.worker import Deps, workers
+from cocoon_operator.desired.launcher import WorkerRef
+from cocoon_operator.handlers.indexes import workers
+from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
 from cocoon_operator.reconcile.gather import pod_facts
-from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.reconcile.worker import ObservedWorker, plan
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_worker_policy import T0, spec
 
@@ -184,8 +187,8 @@ def worker_observed(
     worker_spec: v1alpha1.CocoonWorkerSpec,
     pods: tuple[Any, ...],
     status: CocoonWorkerStatus | None = None,
-) -> Observed:
-    return Observed(
+) -> ObservedWorker:
+    return ObservedWorker(
         ref=ref,
         generation=1,
         spec=worker_spec,
@@ -197,7 +200,7 @@ def worker_observed(
 
 
 async def test_a_pod_that_already_existed_is_not_announced_again(monkeypatch: Any) -> None:
-    from cocoon_operator.handlers import worker as handlers  # noqa: PLC0415
+    from cocoon_operator.handlers import reconciler as handlers  # noqa: PLC0415
     from cocoon_operator.reconcile.worker import Event, Plan  # noqa: PLC0415
 
     recorded: list[str] = []
@@ -205,11 +208,11 @@ async def test_a_pod_that_already_existed_is_not_announced_again(monkeypatch: An
     async def exists(api: Any, obj: dict[str, Any]) -> bool:
         return False  # 409: another reconcile (or replica) created it
 
-    async def record(api: Any, body: Any, *, reason: str, **_: Any) -> None:
+    async def record(deps: Any, body: Any, reason: str, message: str, **_: Any) -> None:
         recorded.append(reason)
 
     monkeypatch.setattr(handlers, "create_if_absent", exists)
-    monkeypatch.setattr(handlers, "record", record)
+    monkeypatch.setattr(Deps, "record", record)
     ref = WorkerRef("w", "ns", "u1")
     first = plan(worker_observed(ref, spec(), ()), now=T0)
     (pod,) = first.apply
@@ -217,13 +220,13 @@ async def test_a_pod_that_already_existed_is_not_announced_again(monkeypatch: An
     deps.reserve_pod("ns", "w", pod)  # as the reconcile does before executing
     body: Any = {"metadata": {"namespace": "ns", "name": "w"}}
     result = Plan(apply=[pod], events=[*first.events, Event("Other", "something else")])
-    await handlers._execute(deps, body, result, handlers.logging.getLogger("test"))
+    await handlers._execute(deps, body, result, logging.getLogger("test"))
     assert recorded == ["Other"]
     assert [p.name for p in deps.worker_pods(cast(Any, {}), "ns", "w")] == [pod["metadata"]["name"]]
 
 
 async def test_a_pod_whose_create_failed_is_no_longer_counted(monkeypatch: Any) -> None:
-    from cocoon_operator.handlers import worker as handlers  # noqa: PLC0415
+    from cocoon_operator.handlers import reconciler as handlers  # noqa: PLC0415
     from cocoon_operator.reconcile.worker import Plan  # noqa: PLC0415
 
     async def refused(api: Any, obj: dict[str, Any]) -> bool:
@@ -235,7 +238,7 @@ async def test_a_pod_whose_create_failed_is_no_longer_counted(monkeypatch: Any) 
     deps.reserve_pod("ns", "w", pod)
     body: Any = {"metadata": {"namespace": "ns", "name": "w"}}
     with pytest.raises(RuntimeError):
-        await handlers._execute(deps, body, Plan(apply=[pod]), handlers.logging.getLogger("t"))
+        await handlers._execute(deps, body, Plan(apply=[pod]), logging.getLogger("t"))
     assert deps.worker_pods(cast(Any, {}), "ns", "w") == []
     assert deps.instances_in_use(cast(Any, {})) == {}
 

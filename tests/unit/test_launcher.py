@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from cocoon_operator.api import labels, v1alpha1
+from cocoon_operator.api.labels import ANNOTATION_WORKER_INI, READINESS_GATE
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
     MODELS_DIR,
@@ -22,9 +23,7 @@ from cocoon_operator.desired.config import (
 )
 from cocoon_operator.desired.launcher import (
     _REVISION_FIELDS,
-    ANNOTATION_WORKER_INI,
     CONFIG_PATH,
-    READINESS_GATE,
     WorkerRef,
     launcher_pod,
     revision,

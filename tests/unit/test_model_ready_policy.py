@@ -16,11 +16,11 @@ from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.nodereport import ModelRecord, NodeReport
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.launcher import WorkerRef, launcher_pod, revision
-from cocoon_operator.policy.conditions import Observed as Obs
+from cocoon_operator.policy.conditions import ObservedCondition as Obs
 from cocoon_operator.policy.nodereports import nodes_with_model
 from cocoon_operator.policy.worker import ModelFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
-from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.reconcile.worker import ObservedWorker, plan
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
@@ -168,7 +168,7 @@ def test_a_new_pod_prefers_the_nodes_whose_report_lists_the_model_ready() -> Non
         "c": NodeReport(node="c", agent_version="x"),
     }
     assert nodes_with_model(reports, VERITY) == ["a"]
-    observed = Observed(
+    observed = ObservedWorker(
         ref=REF,
         control_key=CONTROL_KEY,
         generation=1,
@@ -202,7 +202,7 @@ def test_a_new_pod_prefers_the_nodes_whose_report_lists_the_model_ready() -> Non
 def test_the_plan_reads_the_record_of_the_pods_own_node() -> None:
     rev = revision(spec())
     current = pod(name=f"w-{rev}", revision=rev, phase="Running")
-    observed = Observed(
+    observed = ObservedWorker(
         ref=REF,
         control_key=CONTROL_KEY,
         generation=1,

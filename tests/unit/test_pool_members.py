@@ -11,9 +11,9 @@ from typing import Any, cast
 
 import pytest
 
-from cocoon_operator.desired.pool import LABEL_POOL, LABEL_POOL_REVISION
+from cocoon_operator.api.labels import LABEL_POOL, LABEL_POOL_REVISION
 from cocoon_operator.handlers.pool import _members
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.runtime import Deps, Runtime
 from cocoon_operator.policy.pool import PoolMember, plan_pool
 
 KEY = ("fleet", "pool")
@@ -89,9 +89,9 @@ async def test_member_events_that_wait_for_one_pass_share_it(monkeypatch: Any) -
 
     async def event() -> None:
         await handlers.pool_worker_changed(
+            Runtime(started=d),
             namespace="fleet",
             labels={LABEL_POOL: "pool"},
-            memo={"deps": d},
             logger=logging.getLogger("test"),
             pools={KEY: [snapshot]},
             pool_members={},

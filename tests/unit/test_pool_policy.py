@@ -7,14 +7,9 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cocoon_operator.api.labels import LABEL_POOL
 from cocoon_operator.api.pool import WorkerTemplate
-from cocoon_operator.desired.pool import (
-    LABEL_POOL,
-    PoolRef,
-    pool_worker,
-    template_revision,
-    wallet_secret,
-)
+from cocoon_operator.desired.pool import PoolRef, pool_worker, template_revision, wallet_secret
 from cocoon_operator.policy.pool import (
     Expectations,
     PoolMember,

@@ -24,7 +24,7 @@ from cocoon_operator.policy.sealserver import (
     wanted,
 )
 from cocoon_operator.policy.worker import PodFacts
-from cocoon_operator.reconcile.worker import Observed, plan
+from cocoon_operator.reconcile.worker import ObservedWorker, plan
 from cocoon_operator.simulator._release import seal_digests
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 from tests.unit.test_worker_policy import spec as example_spec
@@ -162,8 +162,8 @@ def test_the_launcher_pod_requires_a_node_with_its_enclave_ready_only_when_seal_
 
 def observed(
     s: CocoonWorkerSpec, seal: SealFacts | None, pods: tuple[PodFacts, ...] = ()
-) -> Observed:
-    return Observed(
+) -> ObservedWorker:
+    return ObservedWorker(
         ref=REF,
         control_key=CONTROL_KEY,
         generation=1,

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import kopf
 import pytest
 from kopf._core.intents.stoppers import DaemonStopper, DaemonStoppingReason
 
-from cocoon_operator.handlers import attestation, chain, checks, control, pool, worker
+from cocoon_operator.handlers import attestation, chain, checks, control, process
 from cocoon_operator.handlers.retry import quiet_outages, transient_api_error
+from cocoon_operator.handlers.runtime import Runtime, Tick
 from cocoon_operator.k8s.rest import ApiError
+from tests.unit.test_handler_registration import operator_registry
 
 LOG = logging.getLogger("test.checks")
 
@@ -42,8 +44,8 @@ class Step:
         self.name, self.runs = name, runs
         self.raises: Exception | None = None
 
-    async def __call__(self, **kwargs: Any) -> None:
-        assert "memo" in kwargs and "logger" in kwargs and kwargs["body"]["x"] == 1
+    async def __call__(self, tick: Tick) -> None:
+        assert tick.logger is LOG and tick.body["x"] == 1
         self.runs.append(self.name)
         if self.raises is not None:
             raise self.raises
@@ -56,9 +58,22 @@ def timer(
     hurry: checks.Hurry = checks.no_hurry,
 ) -> Any:
     registry = kopf.OperatorRegistry()
-    checks.register(registry, steps, clock=clock, stretch=stretch, hurry=hurry)
+    checks.register(registry, Runtime(), steps, clock=clock, stretch=stretch, hurry=hurry)
     (handler,) = registry._spawning.get_all_handlers()
-    return handler.fn
+
+    async def run(**kwargs: Any) -> Any:
+        # kopf hands every handler its indexes, as keyword arguments.
+        return await handler.fn(**INDEXES, **kwargs)
+
+    return run
+
+
+INDEXES: dict[str, Any] = {
+    "launcher_pods": {},
+    "launcher_instances": {},
+    "cc_nodes": {},
+    "workers": {},
+}
 
 
 def failing_first(
@@ -198,20 +213,22 @@ async def test_due_times_are_kept_per_worker() -> None:
 
 def test_the_periodic_steps_share_one_worker_timer() -> None:
     registry = kopf.OperatorRegistry()
+    runtime = Runtime()
     steps = [
-        attestation.register(registry, 5.0),
-        chain.register(registry, 15.0),
-        control.register(registry, 5.0),
+        attestation.register(registry, runtime, attestation.AttestationOptions(check_seconds=5.0)),
+        chain.register(registry, runtime, cast(Any, None), 15.0),  # options are read at start
+        control.register(registry, runtime, 5.0),
     ]
-    checks.register(registry, steps)
+    checks.register(registry, runtime, steps)
     timers: list[Any] = list(registry._spawning.get_all_handlers())
     assert [t.id for t in timers] == ["checks"]
     assert timers[0].interval == 5.0  # the shortest of the three
-    assert [(s.id, s.fn, s.every) for s in steps] == [
-        ("attestation", attestation.attest_worker, 5.0),
-        ("chain", chain.check_chain, 15.0),
-        ("coefficient", control.sync_coefficient, 5.0),
+    assert [(s.id, s.every) for s in steps] == [
+        ("attestation", 5.0),
+        ("chain", 15.0),
+        ("coefficient", 5.0),
     ]
+    assert steps[2].fn is control.sync_coefficient
 
 
 async def test_a_resync_check_waits_its_interval_before_its_first_run() -> None:
@@ -236,9 +253,9 @@ async def test_a_resync_check_waits_its_interval_before_its_first_run() -> None:
 def test_workers_have_no_kopf_timer_of_their_own_but_the_shared_one() -> None:
     """The module-level handlers register no per-worker timer (each is a task and
     its coroutines per worker, sleeping); the resync is a check of the shared one."""
-    registry = kopf.get_default_registry()
+    registry = operator_registry()
     timers = [h.id for h in registry._spawning.get_all_handlers()]
-    assert worker.resync_worker is not None and pool.resync_pool is not None
+    assert "resync_pool" in timers
     assert "resync_worker" not in timers
     assert set(timers) <= {"resync_pool", "checks"}, timers
 
@@ -250,7 +267,7 @@ async def test_a_slow_check_goes_on_alone_and_is_not_started_twice() -> None:
     runs: list[str] = []
     release = asyncio.Event()
 
-    async def slow(**_: Any) -> None:
+    async def slow(*_: Any) -> None:
         runs.append("chain")
         await release.wait()
         runs.append("chain done")
@@ -297,8 +314,11 @@ async def test_event_handlers_log_an_outage_in_one_line_and_pass_other_errors_on
 
 
 def test_the_event_handlers_are_registered_quiet() -> None:
-    for fn in (worker.launcher_pod_changed, worker.node_changed, pool.pool_worker_changed):
-        assert getattr(fn, "__wrapped__", None) is not None, fn.__name__
+    wanted = {"launcher_pod_changed", "node_changed", "pool_worker_changed"}
+    handlers = [h for h in operator_registry()._watching.get_all_handlers() if h.id in wanted]
+    assert {h.id for h in handlers} == wanted
+    for handler in handlers:
+        assert getattr(handler.fn, "__wrapped__", None) is not None, handler.id
 
 
 async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> None:
@@ -311,13 +331,13 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
     fn = timer(
         [checks.Check("attestation", Step("attestation", runs), 5.0)],
         clock,
-        lambda body, memo: factors[memo["worker"]],
+        lambda body: factors[body["worker"]],
     )
-    stretched: dict[str, Any] = {"worker": 1}
-    plain: dict[str, Any] = {"worker": 2}
+    stretched: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
     for _ in range(6):  # ticks at 0, 5.1, ... 25.5
-        await fn(memo=stretched, logger=LOG, body={"x": 1})
-        await fn(memo=plain, logger=LOG, body={"x": 1})
+        await fn(memo=stretched, logger=LOG, body={"x": 1, "worker": 1})
+        await fn(memo=plain, logger=LOG, body={"x": 1, "worker": 2})
         clock.now += 5.1
     # Stretched 3x: at 0, then due at 15 (run at 15.3 within half a tick), not before.
     assert runs.count("attestation") == 6 + 2
@@ -325,7 +345,7 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
 
     failing = Step("chain", runs)
     failing.raises = kopf.TemporaryError("not yet", delay=2.0)
-    fn = timer([checks.Check("chain", failing, 5.0)], clock, lambda body, memo: 4.0)
+    fn = timer([checks.Check("chain", failing, 5.0)], clock, lambda body: 4.0)
     memo: dict[str, Any] = {}
     await fn(memo=memo, logger=LOG, body={"x": 1})
     assert memo[checks._DUE_KEY]["chain"] == pytest.approx(clock.now + 2.0)
@@ -380,10 +400,10 @@ async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> 
     not wait at all."""
     runs: list[str] = []
     clock = Clock()
-    fn = attestation_and_chain(runs, clock, lambda body, memo: memo["factor"])
+    fn = attestation_and_chain(runs, clock, lambda body: body["factor"])
     stretched, plain = Stopped(clock), Stopped(clock)
-    await fn(memo={"factor": 4.0}, logger=LOG, body={"x": 1}, stopped=stretched)
-    await fn(memo={"factor": 1.0}, logger=LOG, body={"x": 1}, stopped=plain)
+    await fn(memo={}, logger=LOG, body={"x": 1, "factor": 4.0}, stopped=stretched)
+    await fn(memo={}, logger=LOG, body={"x": 1, "factor": 1.0}, stopped=plain)
     # Attestation due again in 4 x 5 s: 15 s in place (a tick at a time, to look at
     # the worker), then kopf's own 5 s tick.
     assert stretched.waits == [pytest.approx(5.0)] * 3
@@ -400,8 +420,8 @@ async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick() -
     fn = attestation_and_chain(
         runs,
         clock,
-        lambda body, memo: 1.0 if body["status"]["phase"] != "Ready" else 4.0,
-        hurry=worker.not_ready,
+        lambda body: 1.0 if body["status"]["phase"] != "Ready" else 4.0,
+        hurry=process.not_ready,
     )
     body: dict[str, Any] = {"x": 1, "status": {"phase": "Ready"}}
 
@@ -424,7 +444,7 @@ async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> Non
     a wait of minutes must not hold up the deletion."""
     clock = Clock()
     fn = timer(
-        [checks.Check("attestation", Step("attestation", []), 60.0)], clock, lambda body, memo: 4.0
+        [checks.Check("attestation", Step("attestation", []), 60.0)], clock, lambda body: 4.0
     )
     stopper: DaemonStopper = DaemonStopper()
     run = asyncio.create_task(fn(memo={}, logger=LOG, body={"x": 1}, stopped=stopper.async_waiter))
@@ -437,11 +457,11 @@ async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> Non
 async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place() -> None:
     gate = asyncio.Event()
 
-    async def slow(**_: Any) -> None:
+    async def slow(*_: Any) -> None:
         await gate.wait()
 
     clock = Clock()
-    fn = timer([checks.Check("chain", slow, 0.05)], clock, lambda body, memo: 4.0)
+    fn = timer([checks.Check("chain", slow, 0.05)], clock, lambda body: 4.0)
     stopped = Stopped(clock)
     memo: dict[str, Any] = {}
     await fn(memo=memo, logger=LOG, body={"x": 1}, stopped=stopped)

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import kopf
 
-import cocoon_operator.handlers.pool
-import cocoon_operator.handlers.worker
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.labels import LAUNCHER_LABEL_SELECTOR, LAUNCHER_SELECTOR
 from cocoon_operator.desired.launcher import launcher_pod
 from cocoon_operator.handlers import nodes
-from cocoon_operator.handlers.worker import LAUNCHER_LABEL_SELECTOR, LAUNCHER_SELECTOR, configure
+from cocoon_operator.handlers.nodetracker import NodeReportOptions
+from cocoon_operator.handlers.process import configure
+from cocoon_operator.handlers.runtime import Runtime
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.unit.test_handler_registration import per_object_handlers
+from tests.unit.test_handler_registration import operator_registry, per_object_handlers
 from tests.unit.test_launcher import WORKER, spec
 
 # The operator's control public key the launcher pods built here trust.
@@ -49,13 +50,11 @@ def test_only_the_pod_watches_get_the_launcher_selector() -> None:
 
 
 def test_every_pod_handler_wants_exactly_the_selected_pods() -> None:
-    assert cocoon_operator.handlers.worker.launcher_pods is not None
-    assert cocoon_operator.handlers.pool.pool_members is not None
     extra = kopf.OperatorRegistry()
-    nodes.register(extra)
+    nodes.register(extra, Runtime(), NodeReportOptions(namespace="cocoon-system"))
     handlers = [
         handler
-        for registry in (kopf.get_default_registry(), extra)
+        for registry in (operator_registry(), extra)
         for handler in per_object_handlers(registry)
         if handler.selector is not None and handler.selector.check(PODS)
     ]

@@ -13,7 +13,7 @@ import yaml
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.handlers.control import drain
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import ControlKeys, ControlSigner, generate_private_key_text
 from tests.cluster.test_admission import EXAMPLE

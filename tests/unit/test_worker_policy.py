@@ -13,15 +13,24 @@ import yaml
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.labels import ANNOTATION_WORKER_INI
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.config import worker_config
-from cocoon_operator.desired.launcher import ANNOTATION_WORKER_INI, WorkerRef, revision
-from cocoon_operator.policy.conditions import Observed as Obs
+from cocoon_operator.desired.launcher import WorkerRef, revision
+from cocoon_operator.policy.conditions import ObservedCondition as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, try_another
 from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
-from cocoon_operator.reconcile.worker import Observed, phase_event, plan
+from cocoon_operator.reconcile.worker import (
+    Event,
+    ObservedWorker,
+    Plan,
+    held_for_drain,
+    phase_event,
+    plan,
+    with_recorded,
+)
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
 
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
@@ -194,7 +203,7 @@ def test_choose_instance_spreads_indexes(
     assert choose_instance(in_use, avoid=avoid) == expected
 
 
-def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> Observed:
+def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> ObservedWorker:
     base: dict[str, Any] = {
         "ref": REF,
         "generation": 1,
@@ -204,7 +213,7 @@ def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> Observed:
         "instances_in_use": {0: 5},
         "control_key": CONTROL_KEY,
     }
-    return Observed(**{**base, **changes})
+    return ObservedWorker(**{**base, **changes})
 
 
 def test_plan_creates_the_pod_of_a_new_worker_with_its_configuration() -> None:
@@ -377,3 +386,28 @@ def test_revision_changes_with_the_release_enclave_digest() -> None:
     files = {**spec().release.files.model_dump(by_alias=True), "enclave": "e" * 64}
     release = {**spec().release.model_dump(by_alias=True), "files": files}
     assert revision(spec(release=release)) != revision(spec())
+
+
+def test_a_drain_under_way_holds_the_deletion_and_its_announcement_but_not_the_rest() -> None:
+    planned = Plan(
+        apply=[{"kind": "Pod", "metadata": {"name": "new"}}],
+        delete_pods=["old"],
+        status={"phase": "Starting"},
+        events=[Event("Rotating", "stopping old"), Event("LauncherCreated", "new", creates="new")],
+    )
+    held = held_for_drain(planned, "draining old: 2 requests in flight")
+    assert held.waiting == "draining old: 2 requests in flight"
+    assert held.delete_pods == []
+    assert [e.reason for e in held.events] == ["LauncherCreated"]
+    assert held.apply == planned.apply and held.status == planned.status
+    assert planned.delete_pods == ["old"]  # the plan it was given is left as it was
+
+
+def test_a_steps_recorded_facts_go_out_with_the_plans_status_and_the_plan_wins_a_clash() -> None:
+    planned = Plan(status={"phase": "Ready", "wallet": {"balance": "2"}})
+    out = with_recorded(planned, {"wallet": {"balance": "1"}, "earnings": {"earnedTokens": 5}})
+    assert out.status == {
+        "phase": "Ready",
+        "wallet": {"balance": "2"},
+        "earnings": {"earnedTokens": 5},
+    }

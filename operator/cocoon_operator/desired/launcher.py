@@ -42,6 +42,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cocoon_operator.api import labels
+from cocoon_operator.api.labels import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_CONTROL_KEY,
+    ANNOTATION_WORKER_INI,
+    COMMON_LABELS,
+    LABEL_ENCLAVE,
+    LABEL_INSTANCE,
+    LABEL_REVISION,
+    LABEL_WORKER,
+    READINESS_GATE,
+)
 from cocoon_operator.api.v1alpha1 import API_VERSION, KIND, CocoonWorkerSpec
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
@@ -62,29 +73,6 @@ from cocoon_operator.policy.nodes import required_node_labels
 from cocoon_operator.policy.sealserver import ID_LENGTH as SEAL_ID_LENGTH
 from cocoon_operator.workerapi._signing import ControlKeyError, parse_public_key
 
-READINESS_GATE: Final = f"{labels.GROUP}/attested"
-LABEL_WORKER: Final = f"{labels.GROUP}/worker"
-LABEL_REVISION: Final = f"{labels.GROUP}/revision"
-LABEL_INSTANCE: Final = f"{labels.GROUP}/instance"
-# The enclave id of a launcher Pod's seal server, when the operator runs them
-# (policy/sealserver.py).
-LABEL_ENCLAVE: Final = f"{labels.GROUP}/enclave"
-ANNOTATION_CONFIG_HASH: Final = f"{labels.GROUP}/config-hash"
-# The rendered worker.conf, mounted at CONFIG_PATH by a downward API volume (the key keeps
-# its first name: running pods carry it).
-ANNOTATION_WORKER_INI: Final = f"{labels.GROUP}/worker.ini"
-# Set by the operator on a pod whose worker it is stopping (drain, then payout).
-ANNOTATION_DRAIN_STARTED: Final = f"{labels.GROUP}/drain-started"
-ANNOTATION_PAYOUT_REQUESTED: Final = f"{labels.GROUP}/payout-requested"
-# The operator's control public key the launcher's relay trusts (docs/deploy.md).
-ANNOTATION_CONTROL_KEY: Final = f"{labels.GROUP}/control-key"
-# Written before a payout is asked for (see policy.payouts): no payout twice after a crash.
-ANNOTATION_PAYOUT_INTENT: Final = f"{labels.GROUP}/payout-intent"
-COMMON_LABELS: Final = {
-    "app.kubernetes.io/name": "cocoon-worker",
-    "app.kubernetes.io/component": "vm-launcher",
-    "app.kubernetes.io/managed-by": "cocoon-operator",
-}
 CONFIG_PATH: Final = "/etc/cocoon/worker.conf"
 # Where each worker's persistent disks live on the node.
 HOST_DISKS_DIR: Final = "/var/lib/cocoon/disks"

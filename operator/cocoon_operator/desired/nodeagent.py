@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from cocoon_operator.api.labels import COMMON_LABELS
 from cocoon_operator.api.nodereport import (
     NODE_LABEL,
     REPORT_KEY,
@@ -13,7 +14,6 @@ from cocoon_operator.api.nodereport import (
     NodeReport,
     report_name,
 )
-from cocoon_operator.desired.launcher import COMMON_LABELS
 
 
 def report_config_map(namespace: str, report: NodeReport, now: dt.datetime) -> dict[str, Any]:

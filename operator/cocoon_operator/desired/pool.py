@@ -8,11 +8,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cocoon_operator.api.labels import LABEL_POOL, LABEL_POOL_REVISION
 from cocoon_operator.api.pool import POOL_KIND, WorkerTemplate
-from cocoon_operator.api.v1alpha1 import API_VERSION, GROUP, KIND, WORKER_FINALIZER
-
-LABEL_POOL: Final = f"{GROUP}/pool"
-LABEL_POOL_REVISION: Final = f"{GROUP}/pool-revision"
+from cocoon_operator.api.v1alpha1 import API_VERSION, KIND, WORKER_FINALIZER
 
 
 def pool_selector(pool: str) -> str:

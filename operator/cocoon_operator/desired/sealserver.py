@@ -32,13 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from cocoon_operator.api import labels
+from cocoon_operator.api.labels import COMMON_LABELS, LABEL_ENCLAVE
 from cocoon_operator.api.nodereport import SEAL_STATE_FILE
-from cocoon_operator.desired.launcher import (
-    COMMON_LABELS,
-    LABEL_ENCLAVE,
-    LAUNCHER_STATE_DIR,
-    RELEASE_DIR,
-)
+from cocoon_operator.desired.launcher import LAUNCHER_STATE_DIR, RELEASE_DIR
 from cocoon_operator.policy.nodes import required_node_labels
 from cocoon_operator.policy.sealserver import ID_LENGTH
 

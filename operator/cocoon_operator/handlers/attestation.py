@@ -11,7 +11,7 @@ with the Attested condition and the phase it derives from the gate.
 
 Enabled by ``cocoon-operator run`` (see :func:`register`); the checker, its
 pinned root and its collateral cache are built at startup from
-:class:`AttestationOptions` in kopf's memo.
+:class:`AttestationOptions`, given to :func:`register`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 import kopf
-from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.api.nodereport import GuestHealthReport, RelayedQuote
 from cocoon_operator.attestation import (
     CollateralCache,
@@ -37,13 +37,12 @@ from cocoon_operator.attestation import (
     nvidia_device_root,
 )
 from cocoon_operator.attestation.pccs import PccsCollateralSource
-from cocoon_operator.desired.launcher import READINESS_GATE, revision
+from cocoon_operator.desired.launcher import revision
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.handlers.checks import Check
-from cocoon_operator.handlers.nodes import NodeReports
-from cocoon_operator.handlers.parsed import parse_worker
-from cocoon_operator.handlers.worker import Deps, Indexes, Logger, reconcile_body
-from cocoon_operator.k8s.events import record
+from cocoon_operator.handlers.nodetracker import NodeReports
+from cocoon_operator.handlers.reconciler import reconcile_body
+from cocoon_operator.handlers.runtime import Deps, Indexes, Logger, Runtime, Tick
 from cocoon_operator.policy.admission import GPU_VERIFY_UNAVAILABLE
 from cocoon_operator.policy.attestation import (
     BOOT_GRACE_SECONDS,
@@ -131,8 +130,8 @@ def _gpu_verifier(options: AttestationOptions, trust: TrustMode) -> GpuVerifier:
     return GpuVerifier(root, revocation=NoRevocationCheck())
 
 
-async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
-    options: AttestationOptions = memo.get("attestation_options") or AttestationOptions()
+def started(options: AttestationOptions, logger: Logger) -> Attestation:
+    """The step's state at startup: the trusted roots, a collateral cache, an HTTP session."""
     root, trust = _root(options)
     if trust is TrustMode.TEST:
         logger.warning(
@@ -158,19 +157,13 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         gpu=gpu,
         timeout_seconds=options.timeout_seconds,
     )
-    memo["attestation"] = Attestation(
+    return Attestation(
         checker,
         session,
         options.boot_grace_seconds,
         options.check_seconds,
         allow_gpu_verify=options.allow_gpu_verify,
     )
-
-
-async def stop(*, memo: Any, **_: Any) -> None:
-    state: Attestation | None = memo.get("attestation")
-    if state is not None:
-        await state.session.close()
 
 
 def _serving_pod(pods: list[PodFacts], rev: str) -> PodFacts | None:
@@ -197,18 +190,16 @@ def _gate_condition(decision: GateDecision, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _host(memo: Any, pod: PodFacts) -> HostProblem | None:
+def _host(reports: NodeReports | None, pod: PodFacts) -> HostProblem | None:
     """The node agent's objection to ``pod``'s host; None when it has none, or when the
     operator reads no node reports (``--node-report-namespace`` not given)."""
-    reports: NodeReports | None = memo.get("node_reports")
     if reports is None or pod.node is None or pod.uid is None:
         return None
     return host_problem(reports.current(pod.node), node=pod.node, pod_uid=pod.uid)
 
 
-def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
+def _quote_for(reports: NodeReports | None, pod: PodFacts) -> RelayedQuote | NoQuote:
     """The latest relayed quote of ``pod``'s VM, from its node's report, and only there."""
-    reports: NodeReports | None = memo.get("node_reports")
     if reports is None:
         return NoQuote(
             "the operator reads no node reports (--node-report-namespace): relayed quotes"
@@ -221,9 +212,8 @@ def _quote_for(memo: Any, pod: PodFacts) -> RelayedQuote | NoQuote:
     )
 
 
-def _health_for(memo: Any, pod: PodFacts) -> GuestHealthReport | None:
+def _health_for(reports: NodeReports | None, pod: PodFacts) -> GuestHealthReport | None:
     """What the guest's health monitor of ``pod``'s VM last said, bound as its quote is."""
-    reports: NodeReports | None = memo.get("node_reports")
     if reports is None or pod.node is None or pod.uid is None or pod.instance is None:
         return None
     return guest_health(
@@ -314,25 +304,22 @@ async def _outcome(
     return outcome
 
 
-async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+async def attest_worker(state: Attestation, tick: Tick) -> None:
     """Check one worker's relayed quote when its VM runs; a no-op when nothing is due."""
-    state: Attestation | None = memo.get("attestation")
-    if state is None:
-        return
-    deps: Deps = memo["deps"]
-    body = deps.fresh(body)
-    meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return
-    try:
-        worker = parse_worker(body)
-    except ValidationError:
-        return  # the reconcile reports unparseable specs
-    pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
-    pod = _serving_pod(pods, revision(worker.spec))
+    current = tick.current()
+    if current is None:
+        return  # being deleted, or a spec the reconcile reports unparseable
+    body, worker = current
+    deps, logger, meta, reports = (
+        tick.deps,
+        tick.logger,
+        body["metadata"],
+        tick.runtime.node_reports,
+    )
+    pod = _serving_pod(tick.pods(), revision(worker.spec))
     if pod is None or pod.uid is None:
         return
-    key = (meta["namespace"], meta["name"])
+    key = tick.key
     # What this operator itself verified last: the only record that can spare a
     # full verification (the status is output, and anyone may write it).
     verified = deps.trust.verified
@@ -344,16 +331,16 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
     now = deps.clock()
     outcome = await _outcome(
         state,
-        _quote_for(memo, pod),
+        _quote_for(reports, pod),
         deps=deps,
-        host=_host(memo, pod),
+        host=_host(reports, pod),
         worker=worker,
         pod=pod,
         last=last,
         now=now,
     )
     # The guest's health monitor must agree with the verified quote (where the host reads it).
-    health = _health_for(memo, pod)
+    health = _health_for(reports, pod)
     outcome = with_health(outcome, last, health)
     if outcome is None:
         await _note_health(deps, meta, previous, health_note(last, health))
@@ -396,9 +383,15 @@ async def attest_worker(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs:
         now=now,
         valid_until=kept.valid_until if kept is not None and kept.pod_uid == pod.uid else None,
     )
-    indexes = Indexes.of(kwargs)
     await _apply(
-        deps, body, pod, decision, previous=previous, now=now, logger=logger, then=(memo, indexes)
+        deps,
+        body,
+        pod,
+        decision,
+        previous=previous,
+        now=now,
+        logger=logger,
+        then=(tick.runtime, tick.indexes),
     )
 
 
@@ -439,9 +432,9 @@ async def _apply(
     previous: v1alpha1.AttestationSummary | None,
     now: dt.datetime,
     logger: Logger,
-    then: tuple[Any, Indexes],
+    then: tuple[Runtime, Indexes],
 ) -> None:
-    """Write the decision: the gate, an Event, the summary; ``then`` (kopf's memo and
+    """Write the decision: the gate, an Event, the summary; ``then`` (the runtime and
     the indexes) for the reconcile that follows a gate change."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     change = summary_change(decision, previous)
@@ -458,13 +451,8 @@ async def _apply(
                 condition["lastTransitionTime"] = rfc3339(now)
             await deps.patch_pod_condition(namespace, pod.name, condition)
         if decision.event_reason:
-            await record(
-                deps.api,
-                body,
-                reason=decision.event_reason,
-                message=decision.event_message,
-                warning=decision.warning,
-                now=now,
+            await deps.record(
+                body, decision.event_reason, decision.event_message, warning=decision.warning
             )
             log = logger.warning if decision.warning else logger.info
             log("%s: %s", decision.event_reason, decision.event_message)
@@ -478,13 +466,29 @@ async def _apply(
     # claims a verdict the gate does not carry yet. The reconcile then writes
     # the summary with the Attested condition and phase in one status write,
     # and the gate's own watch event, reconciled after it, finds nothing left.
-    memo, indexes = then
-    await reconcile_body(body, memo, indexes, logger, first=gate_and_event, recorded=change)
+    runtime, indexes = then
+    await reconcile_body(runtime, body, indexes, logger, first=gate_and_event, recorded=change)
 
 
-def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
-    """Add the attestation step's start and stop to ``registry``; the check, every
-    ``interval`` seconds, for the workers' shared timer (:mod:`.checks`)."""
+def register(
+    registry: kopf.OperatorRegistry, runtime: Runtime, options: AttestationOptions
+) -> Check:
+    """Add the attestation step's start and stop to ``registry``; its check, every
+    ``options.check_seconds``, for the workers' shared timer (:mod:`.checks`). Its
+    state (roots, collateral cache, HTTP session) lives here, made at startup."""
+    step: list[Attestation] = []
+
+    async def start(*, logger: Logger, **_: Any) -> None:
+        step.append(started(options, logger))
+
+    async def stop(**_: Any) -> None:
+        for state in step:
+            await state.session.close()
+
+    async def check(tick: Tick) -> None:
+        if step:
+            await attest_worker(step[0], tick)
+
     kopf.on.startup(id="attestation-start", registry=registry)(start)
     kopf.on.cleanup(id="attestation-stop", registry=registry)(stop)
-    return Check("attestation", attest_worker, interval)
+    return Check("attestation", check, options.check_seconds)

@@ -1,7 +1,7 @@
 """The chain step: allow-lists, the node wallet and its funding, earnings.
 
 Allow-lists: the worker's reconcile asks :func:`read_lists` (injected as
-``memo["allowlists"]``) for the root contract's verdict on the revision's
+``Runtime.read_lists``) for the root contract's verdict on the revision's
 model hash and attested image hash before it starts a VM and on every pass
 after; readings are cached per hash for a check interval and shared by the
 fleet (:class:`AllowListReader`), so a thousand workers of one model cost one
@@ -62,13 +62,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import Phase
@@ -83,20 +82,14 @@ from cocoon_operator.funding import (
     settle_forever,
 )
 from cocoon_operator.handlers.checks import Check
-from cocoon_operator.handlers.nodes import NodeReports
-from cocoon_operator.handlers.parsed import parse_worker
+from cocoon_operator.handlers.nodetracker import NodeReports
 from cocoon_operator.handlers.payouts import ask_for_payouts, ask_proxies, proxies_now
+from cocoon_operator.handlers.reconciler import reconcile_body
 from cocoon_operator.handlers.registration import Registrar
+from cocoon_operator.handlers.runtime import Deps, Logger, Runtime, Tick
 from cocoon_operator.handlers.trust import TrustState
-from cocoon_operator.handlers.worker import (
-    Deps,
-    Indexes,
-    Logger,
-    reconcile_body,
-)
-from cocoon_operator.k8s.events import record
 from cocoon_operator.k8s.ledger import ConfigMapLedgerStore
-from cocoon_operator.k8s.rest import ApiError, Kube, path
+from cocoon_operator.k8s.rest import Forbidden, Kube, NotFound, path
 from cocoon_operator.metrics import Metrics
 from cocoon_operator.policy import allowlist
 from cocoon_operator.policy.attestation import LastVerification
@@ -122,7 +115,7 @@ from cocoon_operator.policy.treasury import (
     tcb_refusal,
 )
 from cocoon_operator.policy.worker import PodFacts
-from cocoon_operator.reconcile.worker import Observed
+from cocoon_operator.reconcile.worker import ObservedWorker
 from cocoon_operator.ton.address import normalize_address
 from cocoon_operator.ton.amounts import Nanoton, format_ton
 from cocoon_operator.ton.client import TonClient
@@ -362,8 +355,8 @@ class Chain:
     # (CocoonWallet.cpp derives it from key and owner) and get one top-up.
     wallet_users: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Its reverse: the one address each worker holds in wallet_users, so that a check
-    # finds a worker's old claim without a scan of every wallet (at 1,000 workers
-    # that scan was 7% of the operator's steady-state CPU).
+    # finds a worker's old claim without a scan of every wallet (a scan per check is
+    # quadratic in the fleet's size: docs/bench.md).
     wallet_claims: dict[tuple[str, str], str] = field(default_factory=dict)
     # Each worker's last look at its node wallet before its VM started (funded before
     # start), with the address this operator derived itself: the only one funded.
@@ -406,8 +399,8 @@ class Chain:
 
 
 async def read_lists(
-    state: Chain, trust: TrustState, now: dt.datetime, observed: Observed
-) -> Observed:
+    state: Chain, trust: TrustState, now: dt.datetime, observed: ObservedWorker
+) -> ObservedWorker:
     """``observed`` with the root contract's verdict on its revision's hashes, also kept
     in ``trust`` (the reading the chain step funds and registers by), and whether the
     operator registers the missing ones (its policy, not the spec alone).
@@ -474,11 +467,9 @@ async def _wallet_key(api: Kube, namespace: str, name: str) -> WalletKey:
     raise kopf.PermanentError(f"secret {namespace}/{name} has neither 'seed' nor 'mnemonic'")
 
 
-async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
-    options: ChainOptions | None = memo.get("chain_options")
-    if options is None:
-        return
-    deps: Deps = memo["deps"]
+async def started(options: ChainOptions, deps: Deps, logger: Logger) -> Chain:
+    """The step's state at startup: the TON client, the treasury and its batcher, the
+    allow-list reader and the registrar, with their settling tasks running."""
     api_key = options.api_key_file.read_text().strip() if options.api_key_file else None
     ton = TonClient(options.endpoint, api_key=api_key, timeout=10.0)
     batcher = None
@@ -543,21 +534,15 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         funding_limits=options.funding_limits,
         treasury_tcb=options.treasury_tcb,
     )
-    memo["chain"] = state
-    hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(  # noqa: E731
-        state, deps.trust, deps.clock(), obs
-    )
-    memo["allowlists"] = hook
+    return state
 
 
-async def stop(*, memo: Any, **_: Any) -> None:
-    state: Chain | None = memo.get("chain")
-    if state is not None:
-        for task in state.settlers:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await state.ton.close()
+async def stopped(state: Chain) -> None:
+    for task in state.settlers:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await state.ton.close()
 
 
 def _attested_pod(pods: list[PodFacts], rev: str) -> PodFacts | None:
@@ -634,10 +619,9 @@ async def _read_balance(
     return reading
 
 
-def _verified(memo: Any, key: tuple[str, str], pod: PodFacts) -> LastVerification | None:
+def _verified(deps: Deps, key: tuple[str, str], pod: PodFacts) -> LastVerification | None:
     """This operator's own last verification of ``pod`` (its trust store, never the
     status); None when it has not verified that pod since it started."""
-    deps: Deps = memo["deps"]
     last = deps.trust.verified.get(key)
     return last if last is not None and last.pod_uid == pod.uid else None
 
@@ -661,12 +645,11 @@ async def _announce(
         return
     state.announced[key] = f"{reason}:{message}"
     logger.warning("%s/%s: %s: %s", *key, reason, message)
-    await record(deps.api, body, reason=reason, message=message, warning=True, now=deps.clock())
+    await deps.record(body, reason, message, warning=True)
 
 
-def _derived_wallet(memo: Any, pod: PodFacts) -> str | None:
+def _derived_wallet(reports: NodeReports | None, pod: PodFacts) -> str | None:
     """The address the pod's launcher derived from its node wallet key, if reported."""
-    reports: NodeReports | None = memo.get("node_reports")
     return reports.node_wallet(pod.node, pod.uid) if reports is not None else None
 
 
@@ -679,20 +662,20 @@ async def _wallet_facts(
     *,
     reading: allowlist.Listing | None,
     image: str,
-    memo: Any,
-    key: tuple[str, str],
+    tick: Tick,
     now: dt.datetime,
-    logger: Logger,
     alive: Callable[[tuple[str, str]], bool],
 ) -> tuple[WalletStatus, EarningsStatus | None] | None:
     """Read the worker and its node wallet, fund the wallet when due (the derived
     address only: :func:`~cocoon_operator.policy.chain.wallet_to_fund`), and return
     what status should say; None when nothing could be read. ``alive``: whether a
     worker still has launcher pods (a wallet's first user that is gone yields it)."""
-    deps: Deps = memo["deps"]
+    deps, key, logger = tick.deps, tick.key, tick.logger
     stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
     reported = normalize_address(stats.wallet_address) if stats is not None else None
-    choice = wallet_to_fund(_derived_wallet(memo, pod), reported, state.own_wallet(key, rev))
+    choice = wallet_to_fund(
+        _derived_wallet(tick.runtime.node_reports, pod), reported, state.own_wallet(key, rev)
+    )
     if choice.address is None:
         return None  # no derived address and none reported yet: nothing to read
     held = await _read_balance(
@@ -721,7 +704,7 @@ async def _wallet_facts(
         limit = PolicyCode.SHARED_WALLET.value
         await _announce(state, deps, body, key=key, reason=limit, message=note, logger=logger)
     elif balance < worker.spec.funding.minimum:
-        verified = _verified(memo, key, pod)
+        verified = _verified(deps, key, pod)
         refused = tcb_refusal(verified.tcb_status, state.treasury_tcb) if verified else None
         if verified is None:
             note, limit = f"not topped up: {NOT_VERIFIED_YET}", None
@@ -755,26 +738,20 @@ async def _wallet_facts(
     return wallet, earnings
 
 
-async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+async def check_chain(state: Chain, tick: Tick) -> None:
     """One worker's chain facts, and a top-up when it is due."""
-    state: Chain | None = memo.get("chain")
-    if state is None:
-        return
-    meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
-    if meta.get("deletionTimestamp"):
+    key = tick.key
+    if tick.deleting:
         state.forget(key)
         return
-    deps: Deps = memo["deps"]
-    body = deps.fresh(body)
-    try:
-        worker = parse_worker(body)
-    except ValidationError:
+    current = tick.current()
+    if current is None:
         return
-    meta = body["metadata"]
+    body, worker = current
+    deps, logger, runtime = tick.deps, tick.logger, tick.runtime
     rev = revision(worker.spec)
     now = deps.clock()
-    pod = _attested_pod(deps.worker_pods(kwargs["launcher_pods"], *key), rev)
+    pod = _attested_pod(tick.pods(), rev)
     # Attested by this operator itself, and still so: a gate someone else opened
     # (pods/status), or one held open from before a restart, funds nothing until
     # the attestation step has verified the pod's evidence again.
@@ -787,14 +764,14 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
     ):
         # No reading of this operator's own for the image it verified (a restart, a
         # new verdict): the reconcile takes one (read_lists), and decides with it.
-        await reconcile_body(body, memo, Indexes.of(kwargs), logger)
+        await reconcile_body(runtime, body, tick.indexes, logger)
         reading = deps.trust.listings.get(key)
     needed = allowlist.unregistered(reading, rev)
     if needed:
         # Registered together, in one owner message, once the image is attested.
         complete = reading is not None and image is not None and reading.image_hash == image
         if pod and complete and state.registrar is not None and worker.spec.register_on_root:
-            refused = _registration_refused(memo, state, key, pod, needed)
+            refused = _registration_refused(deps, state, key, pod, needed)
             if refused is None:
                 await _register(
                     state, state.registrar, body, worker, needed, deps=deps, logger=logger
@@ -811,17 +788,15 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
                 )
         # Registered, or held: the reconcile re-reads the lists (and starts a
         # held worker's VM once they are listed).
-        await reconcile_body(body, memo, Indexes.of(kwargs), logger)
+        await reconcile_body(runtime, body, tick.indexes, logger)
         return
     if pod is None or image is None:
-        if pod is None and _before_start_due(state, deps, kwargs, key, rev=rev, reading=reading):
-            await _start_funding_step(
-                state, body, worker, rev, key=key, memo=memo, logger=logger, **kwargs
-            )
+        if pod is None and _before_start_due(state, tick, rev=rev, reading=reading):
+            await _start_funding_step(state, body, worker, rev, tick=tick)
         return
 
     def alive(other: tuple[str, str]) -> bool:
-        return bool(deps.worker_pods(kwargs["launcher_pods"], *other))
+        return bool(deps.worker_pods(tick.indexes.pods, *other))
 
     facts = await _wallet_facts(
         state,
@@ -831,26 +806,24 @@ async def check_chain(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: A
         rev,
         reading=reading,
         image=image,
-        memo=memo,
-        key=key,
+        tick=tick,
         now=now,
-        logger=logger,
         alive=alive,
     )
     if facts is None:
         return
     wallet, earnings = facts
     changes = status_changes(body, wallet, earnings, now=now)
-    await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
+    await reconcile_body(runtime, body, tick.indexes, logger, recorded=changes)
 
 
 def _registration_refused(
-    memo: Any, state: Chain, key: tuple[str, str], pod: PodFacts, needed: list[tuple[str, str]]
+    deps: Deps, state: Chain, key: tuple[str, str], pod: PodFacts, needed: list[tuple[str, str]]
 ) -> str | None:
     """Why an attested worker's missing hashes are not registered now, from this
     operator's own verification of its pod: its TCB status must be one the
     treasury accepts, and the image hash to register the one it verified."""
-    verified = _verified(memo, key, pod)
+    verified = _verified(deps, key, pod)
     if verified is None:
         return NOT_VERIFIED_YET
     refused = tcb_refusal(verified.tcb_status, state.treasury_tcb)
@@ -916,13 +889,7 @@ async def _payout_if_due(
             "payout of %s/%s: worker unreachable (%s)", meta["namespace"], meta["name"], exc
         )
         return
-    await record(
-        deps.api,
-        body,
-        reason="PayoutRequested",
-        message=f"{why}; " + "; ".join(answers),
-        now=deps.clock(),
-    )
+    await deps.record(body, "PayoutRequested", f"{why}; " + "; ".join(answers))
     if person is not None:
         await deps.patch_status(meta["namespace"], meta["name"], {"payoutRequestHandled": person})
 
@@ -952,24 +919,18 @@ async def _register(
     what = " and ".join(f"{k.value} hash {v}" for k, v in wanted)
     logger.info("%s/%s: %s: %s", meta["namespace"], meta["name"], note, what)
     if note in {"registered", "registration in flight"}:
-        await record(
-            deps.api,
+        await deps.record(
             body,
-            reason="Registered" if note == "registered" else "RegistrationSent",
-            message=f"{note} on root {root}: {what}",
-            now=deps.clock(),
+            "Registered" if note == "registered" else "RegistrationSent",
+            f"{note} on root {root}: {what}",
         )
     elif note.startswith("not registered"):
-        await record(
-            deps.api, body, reason="NotRegistered", message=note, warning=True, now=deps.clock()
-        )
+        await deps.record(body, "NotRegistered", note, warning=True)
 
 
 def _before_start_due(
     state: Chain,
-    deps: Deps,
-    kwargs: dict[str, Any],
-    key: tuple[str, str],
+    tick: Tick,
     *,
     rev: str,
     reading: allowlist.Listing | None,
@@ -978,11 +939,11 @@ def _before_start_due(
     namespace funded before start, this operator's own reading lists the revision's
     model hash, and no launcher pod of the revision exists yet."""
     return (
-        state.funds_before_start(key[0])
+        state.funds_before_start(tick.key[0])
         and reading is not None
         and reading.revision == rev
         and reading.model_listed
-        and not any(p.revision == rev for p in deps.worker_pods(kwargs["launcher_pods"], *key))
+        and not any(p.revision == rev for p in tick.pods())
     )
 
 
@@ -992,15 +953,12 @@ async def _start_funding_step(
     worker: v1alpha1.CocoonWorker,
     rev: str,
     *,
-    key: tuple[str, str],
-    memo: Any,
-    logger: Logger,
-    **kwargs: Any,
+    tick: Tick,
 ) -> None:
     """Fund before start (:func:`_fund_before_start`), then write what was seen as
     ``status.wallet`` with the conditions it implies; the reconcile creates the launcher
     pod in the same pass when the chain shows the start floor."""
-    deps: Deps = memo["deps"]
+    deps, key, logger = tick.deps, tick.key, tick.logger
     await _fund_before_start(state, body, worker, rev, key=key, deps=deps, logger=logger)
     look = state.start_funding[key]
     now = deps.clock()
@@ -1012,7 +970,7 @@ async def _start_funding_step(
         checked_at=rfc3339(now),
     )
     changes = status_changes(body, wallet, None, now=now)
-    await reconcile_body(body, memo, Indexes.of(kwargs), logger, recorded=changes)
+    await reconcile_body(tick.runtime, body, tick.indexes, logger, recorded=changes)
 
 
 async def _derive_node_wallet(
@@ -1030,13 +988,11 @@ async def _derive_node_wallet(
     ref = worker.spec.node_wallet_key_secret_ref
     try:
         secret = await api.request("GET", path("v1", "secrets", namespace=namespace, name=ref.name))
-    except ApiError as exc:
-        if exc.status in (403, 404):
-            return (
-                None,
-                f"cannot read its node wallet key Secret {ref.name}: {exc.status} {exc.reason}",
-            )
-        raise
+    except (Forbidden, NotFound) as exc:
+        return (
+            None,
+            f"cannot read its node wallet key Secret {ref.name}: {exc.status} {exc.reason}",
+        )
     encoded = (secret.get("data") or {}).get(ref.key)
     if not isinstance(encoded, str):
         return None, f"Secret {ref.name} has no key {ref.key!r}"
@@ -1111,12 +1067,10 @@ async def _fund_before_start(
     state.start_funding[key] = StartFunding(rev, address, balance, note, answer.limit, funded)
     if funded:
         logger.info("%s/%s: %s (node wallet %s)", *key, note, address)
-        await record(
-            deps.api,
+        await deps.record(
             body,
-            reason="FundedBeforeStart",
-            message=f"node wallet {address}: {note}; balance {format_ton(balance)} TON",
-            now=deps.clock(),
+            "FundedBeforeStart",
+            f"node wallet {address}: {note}; balance {format_ton(balance)} TON",
         )
     elif answer.limit is not None:
         await _announce(
@@ -1223,12 +1177,36 @@ def status_changes(
     return patch
 
 
-def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
-    """Add the chain step's start and stop to ``registry``; the check of each attested
-    worker, every ``interval`` s, for the workers' shared timer (:mod:`.checks`)."""
+def register(
+    registry: kopf.OperatorRegistry, runtime: Runtime, options: ChainOptions, interval: float
+) -> Check:
+    """Add the chain step's start and stop to ``registry``; its state lives here, made at
+    startup, and every reconcile reads the allow-lists through ``runtime.read_lists``
+    from then on; the check of each attested worker, every ``interval`` s, for the
+    workers' shared timer (:mod:`.checks`)."""
+    step: list[Chain] = []
+
+    async def start(*, logger: Logger, **_: Any) -> None:
+        deps = runtime.deps
+        state = await started(options, deps, logger)
+        step.append(state)
+
+        async def lists_for(observed: ObservedWorker) -> ObservedWorker:
+            return await read_lists(state, deps.trust, deps.clock(), observed)
+
+        runtime.read_lists = lists_for
+
+    async def stop(**_: Any) -> None:
+        for state in step:
+            await stopped(state)
+
+    async def check(tick: Tick) -> None:
+        if step:
+            await check_chain(step[0], tick)
+
     kopf.on.startup(id="chain-start", registry=registry)(start)
     kopf.on.cleanup(id="chain-stop", registry=registry)(stop)
-    return Check("chain", check_chain, interval)
+    return Check("chain", check, interval)
 
 
 __all__ = ["ChainOptions", "FundingBatcher", "register"]

@@ -2,9 +2,9 @@
 
 The attestation, chain and coefficient checks each had a kopf timer of their
 own: at 1,000 workers and 5 s intervals that is 36,000 timer runs a minute, and
-profiling the 1,000-worker benchmark put 47% of the event loop in kopf's timer
+profiling the fleet benchmark put much of the event loop in kopf's timer
 machinery (building each run's kwargs, its logger, its outcome) rather than in
-the checks. One timer per worker ticks at the shortest interval and runs, in
+the checks (docs/bench.md). One timer per worker ticks at the shortest interval and runs, in
 the order given, the checks that are due; what each step decides is unchanged.
 The slow resync of each worker (every 10 minutes) is one of them too: a kopf
 timer of its own cost a task, its coroutines and a handful of events and
@@ -26,8 +26,8 @@ spec fixed); any other exception is logged with its traceback and the check
 backs off for :data:`BACKOFF_SECONDS` (kopf's own default for a failing
 handler). The worker's other checks go on meanwhile.
 
-A check that succeeds is due again after its interval times ``stretch(body,
-memo)``: 1 unless the operator is overloaded and the worker is Ready (see
+A check that succeeds is due again after its interval times ``stretch(body)``:
+1 unless the operator is overloaded and the worker is Ready (see
 policy/backpressure.py), so routine re-checks give way to workers on their
 way to Ready. While every check of a worker is due more than a tick away
 (stretched so), its timer waits in place until the soonest, rather than be
@@ -56,11 +56,11 @@ from typing import Any
 import kopf
 
 from cocoon_operator.handlers.retry import outage_message, transient_api_error
-from cocoon_operator.handlers.worker import WORKERS
+from cocoon_operator.handlers.runtime import WORKERS, CheckFn, Runtime, Tick
 
 BACKOFF_SECONDS = 60.0
-# Where each worker's next due times live: kopf gives every object its own
-# shallow copy of the operator's memo, kept until the object is gone.
+# Where each worker's next due times live: kopf gives every object a memo of its
+# own, kept until the object is gone (per-worker state; no wiring is kept there).
 _DUE_KEY = "checks_due"
 # The checks of the worker still at work from an earlier tick (see _timer).
 _RUNNING_KEY = "checks_running"
@@ -68,15 +68,15 @@ _RUNNING_KEY = "checks_running"
 _PLAIN_KEY = "checks_plain_due"
 
 Handler = Callable[..., Awaitable[Any]]
-# How many intervals a worker's next check waits after a success: (body, memo).
-Stretch = Callable[[Mapping[str, Any], Any], float]
+# How many intervals a worker's next check waits after a success: (body).
+Stretch = Callable[[Mapping[str, Any]], float]
 
 
 # Whether a worker's checks must not stay stretched any longer: (body).
 Hurry = Callable[[Mapping[str, Any]], bool]
 
 
-def no_stretch(body: Mapping[str, Any], memo: Any) -> float:
+def no_stretch(body: Mapping[str, Any]) -> float:
     return 1.0
 
 
@@ -86,10 +86,10 @@ def no_hurry(body: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Check:
-    """A periodic step: ``fn`` takes kopf's timer kwargs and runs every ``every`` s."""
+    """A periodic step: ``fn`` checks one worker (its :class:`Tick`) every ``every`` s."""
 
     id: str
-    fn: Handler
+    fn: CheckFn
     every: float
     # Run on a worker's first tick (False: first after ``every``, as a resync).
     at_start: bool = True
@@ -151,7 +151,9 @@ def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None
 
 
 def _timer(
+    runtime: Runtime,
     checks: Sequence[Check],
+    *,
     tick: float,
     clock: Callable[[], float],
     stretch: Stretch,
@@ -163,7 +165,10 @@ def _timer(
         next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
         plain_at: MutableMapping[str, float] = memo.setdefault(_PLAIN_KEY, {})
         running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
-        body = kwargs["body"]
+        # One worker's context for every check of this tick (the body in it is kopf's
+        # live one: each check takes the newest copy of it through Tick.current).
+        tick_of_worker = Tick.of(runtime, logger, kwargs)
+        body = tick_of_worker.body
         if hurry(body):
             unstretch(next_at, plain_at)
         now = clock()
@@ -172,9 +177,7 @@ def _timer(
         for check in due(checks, next_at, now, tick):
             if check.id in running:
                 continue  # still at work from an earlier tick
-            task = asyncio.create_task(
-                run_one(check, next_at, plain_at, memo=memo, logger=logger, **kwargs)
-            )
+            task = asyncio.create_task(run_one(check, next_at, plain_at, tick_of_worker))
             try:
                 done, _ = await asyncio.wait({task}, timeout=tick)
             except asyncio.CancelledError:
@@ -194,13 +197,11 @@ def _timer(
         check: Check,
         next_at: MutableMapping[str, float],
         plain_at: MutableMapping[str, float],
-        *,
-        memo: Any,
-        logger: Logger,
-        **kwargs: Any,
+        tick_of_worker: Tick,
     ) -> None:
+        logger = tick_of_worker.logger
         try:
-            await check.fn(memo=memo, logger=logger, **kwargs)
+            await check.fn(tick_of_worker)
         except kopf.TemporaryError as exc:
             # A step's own "not yet", with its delay: no traceback.
             delay = exc.delay if exc.delay is not None else tick
@@ -220,7 +221,7 @@ def _timer(
         else:
             done = clock()
             plain_at[check.id] = done + check.every
-            next_at[check.id] = done + check.every * stretch(kwargs["body"], memo)
+            next_at[check.id] = done + check.every * stretch(tick_of_worker.body)
             return
         plain_at[check.id] = next_at[check.id]  # a retry's delay is never stretched
 
@@ -229,6 +230,7 @@ def _timer(
 
 def register(
     registry: kopf.OperatorRegistry,
+    runtime: Runtime,
     checks: Sequence[Check],
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -240,7 +242,7 @@ def register(
         return
     tick = tick_of(checks)
     kopf.timer(*WORKERS, interval=tick, id="checks", registry=registry)(
-        _timer(tuple(checks), tick, clock, stretch, hurry)
+        _timer(runtime, tuple(checks), tick=tick, clock=clock, stretch=stretch, hurry=hurry)
     )
 
 

@@ -17,22 +17,15 @@ control key for the launcher's relay, the only published way to them
 
 from __future__ import annotations
 
-from typing import Any
-
 import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
-from cocoon_operator.desired.launcher import (
-    ANNOTATION_DRAIN_STARTED,
-    ANNOTATION_PAYOUT_REQUESTED,
-    revision,
-)
+from cocoon_operator.api.labels import ANNOTATION_DRAIN_STARTED, ANNOTATION_PAYOUT_REQUESTED
+from cocoon_operator.desired.launcher import revision
 from cocoon_operator.handlers.checks import Check
-from cocoon_operator.handlers.parsed import parse_worker
 from cocoon_operator.handlers.payouts import ask_for_payouts
-from cocoon_operator.handlers.worker import Deps, Logger, paused
-from cocoon_operator.k8s.events import record
+from cocoon_operator.handlers.runtime import Deps, Logger, Runtime, Tick, paused
 from cocoon_operator.policy.conditions import parse_rfc3339, rfc3339
 from cocoon_operator.policy.drain import (
     DrainFacts,
@@ -55,27 +48,26 @@ def _client(deps: Deps, pod: PodFacts) -> WorkerClient | None:
     return deps.worker_client(pod)
 
 
-def _parse(body: kopf.Body, *, as_sent: bool = True) -> v1alpha1.CocoonWorker | None:
-    """``body`` parsed; ``as_sent``: exactly as the apiserver sent it (the shared parse,
-    handlers/parsed.py), else parsed afresh (the drain runs inside the reconcile)."""
+def _parse(body: kopf.Body) -> v1alpha1.CocoonWorker | None:
+    """``body`` parsed afresh (not the shared parse of handlers/parsed.py): the drain runs
+    inside the reconcile, on a copy that may carry a step's facts under the same
+    resourceVersion."""
     try:
-        return parse_worker(body) if as_sent else v1alpha1.CocoonWorker.model_validate(dict(body))
+        return v1alpha1.CocoonWorker.model_validate(dict(body))
     except ValidationError:
         return None
 
 
-async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+async def sync_coefficient(tick: Tick) -> None:
     """Apply ``spec.coefficient`` to the running worker when it differs."""
-    deps: Deps = memo["deps"]
-    body = deps.fresh(body)
-    worker = _parse(body)
-    meta = body["metadata"]
-    if worker is None or meta.get("deletionTimestamp") or paused(body):
+    current = tick.current()
+    if current is None or paused(current[0]):
         return
+    body, worker = current
+    deps, logger, meta = tick.deps, tick.logger, body["metadata"]
     rev = revision(worker.spec)
-    pods = deps.worker_pods(kwargs["launcher_pods"], meta["namespace"], meta["name"])
-    pod = next((p for p in pods if p.revision == rev), None)
-    key = (meta["namespace"], meta["name"])
+    pod = next((p for p in tick.pods() if p.revision == rev), None)
+    key = tick.key
     wanted = worker.spec.coefficient
     if pod is None or deps.coefficients.get(key) == (pod.name, wanted):
         return
@@ -95,7 +87,7 @@ async def sync_coefficient(*, body: kopf.Body, memo: Any, logger: Logger, **kwar
             return
     deps.coefficients[key] = (pod.name, wanted)
     message = f"coefficient {stats.coefficient} -> {wanted} per mille, applied live"
-    await record(deps.api, body, reason="CoefficientApplied", message=message, now=deps.clock())
+    await deps.record(body, "CoefficientApplied", message)
     logger.info("%s", message)
 
 
@@ -106,7 +98,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
     pod may be deleted now. The start of the drain and the payout request are
     recorded as pod annotations, so the bounds hold across operator restarts.
     """
-    worker = _parse(body, as_sent=False)
+    worker = _parse(body)
     if worker is None:
         return None
     now = deps.clock()
@@ -118,7 +110,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 # Made with a control key since retired (docs/deploy.md, rotation):
                 # its relay would refuse every request of ours.
                 why = "trusts a control key this operator does not hold: stopped undrained"
-                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
+                await deps.record(body, "DrainSkipped", f"pod {pod.name} {why}")
             continue
         # Unparsable (the annotation is anyone's to edit): the drain starts over.
         started = parse_rfc3339(pod.drain_started)
@@ -132,7 +124,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
             except WorkerNotInitialisedError:
                 deps.unreachable.pop((namespace, pod.name), None)
                 _, why = when_not_initialised()
-                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why}")
+                await deps.record(body, "DrainSkipped", f"pod {pod.name} {why}")
                 continue
             except (WorkerStatsError, OSError, TimeoutError) as exc:
                 since = deps.unreachable.setdefault((namespace, pod.name), now)
@@ -140,7 +132,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 if step is DrainStep.RETRY:
                     return f"pod {pod.name}: {why} ({exc})"
                 del deps.unreachable[namespace, pod.name]
-                await _event(deps, body, "DrainSkipped", f"pod {pod.name} {why} ({exc})")
+                await deps.record(body, "DrainSkipped", f"pod {pod.name} {why} ({exc})")
                 continue
             deps.unreachable.pop((namespace, pod.name), None)
             facts = DrainFacts(
@@ -155,7 +147,7 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 await client.disable()
             if step is DrainStep.DISABLE:
                 await client.disable()
-                await _event(deps, body, "Draining", f"pod {pod.name}: {why}")
+                await deps.record(body, "Draining", f"pod {pod.name}: {why}")
                 return why
             if step in (DrainStep.WAIT_FOR_REQUESTS, DrainStep.WAIT_FOR_PAYOUT):
                 return f"pod {pod.name}: {why}"
@@ -164,22 +156,14 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
                 await deps.annotate_pod(
                     namespace, pod.name, {ANNOTATION_PAYOUT_REQUESTED: rfc3339(now)}
                 )
-                await _event(deps, body, "PayoutRequested", f"{why}; " + "; ".join(answers))
+                await deps.record(body, "PayoutRequested", f"{why}; " + "; ".join(answers))
                 return why
             logger.info("pod %s: %s", pod.name, why)
     return None
 
 
-async def _event(deps: Deps, body: kopf.Body, reason: str, message: str) -> None:
-    await record(deps.api, body, reason=reason, message=message, now=deps.clock())
-
-
-async def start(*, memo: Any, **_: Any) -> None:
-    memo["drain"] = drain
-
-
-def register(registry: kopf.OperatorRegistry, interval: float) -> Check:
-    """Drain before stop; the check that applies coefficient changes live (every
-    ``interval`` s), for the workers' shared timer (:mod:`.checks`)."""
-    kopf.on.startup(id="control-start", registry=registry)(start)
+def register(registry: kopf.OperatorRegistry, runtime: Runtime, interval: float) -> Check:
+    """Drain before stop (``runtime.drain``); the check that applies coefficient changes
+    live (every ``interval`` s), for the workers' shared timer (:mod:`.checks`)."""
+    runtime.drain = drain
     return Check("coefficient", sync_coefficient, interval)

@@ -1,9 +1,9 @@
 """A CocoonWorker body parsed once per resourceVersion, for every step that reads it.
 
 Each periodic step (attestation, chain, coefficient) and the reconcile parse the
-worker's body into the typed model before deciding; at 1,000 workers and 5 s
-checks pydantic's validation was 15% of the operator's steady-state CPU, and
-nearly always of a body already parsed by the step before (a worker's body
+worker's body into the typed model before deciding; at a fleet's scale
+pydantic's validation was a large share of the operator's steady-state CPU
+(docs/bench.md), and nearly always of a body already parsed by the step before (a worker's body
 changes a few times an hour at steady state, its checks run every few seconds).
 
 The apiserver gives one content per resourceVersion of an object, and every

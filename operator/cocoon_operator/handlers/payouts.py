@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cocoon_operator.desired.launcher import ANNOTATION_PAYOUT_INTENT
+from cocoon_operator.api.labels import ANNOTATION_PAYOUT_INTENT
 from cocoon_operator.funding import failpoint
-from cocoon_operator.handlers.worker import Deps
+from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.policy.payouts import ProxyNow, plan_payout
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import WorkerClient, WorkerStats

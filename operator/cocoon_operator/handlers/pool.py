@@ -10,6 +10,7 @@ a reconcile that runs again before it sees its own writes is harmless.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,10 +21,9 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import ConditionType
+from cocoon_operator.api.labels import LABEL_POOL, LABEL_POOL_REVISION
 from cocoon_operator.api.pool import POOL_PLURAL, CocoonWorkerPool
 from cocoon_operator.desired.pool import (
-    LABEL_POOL,
-    LABEL_POOL_REVISION,
     PoolRef,
     pool_selector,
     pool_worker,
@@ -31,8 +31,7 @@ from cocoon_operator.desired.pool import (
     wallet_secret,
 )
 from cocoon_operator.handlers.retry import quiet_outages
-from cocoon_operator.handlers.worker import WORKERS, Deps, Logger, gone
-from cocoon_operator.k8s.events import record
+from cocoon_operator.handlers.runtime import WORKERS, Deps, Logger, Runtime, gone
 from cocoon_operator.k8s.latest import resource_version
 from cocoon_operator.k8s.objects import (
     create_if_absent,
@@ -72,7 +71,6 @@ def _member(body: Mapping[str, Any]) -> PoolMember:
     )
 
 
-@kopf.index(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
 async def pool_members(
     *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], tuple[PoolMember, int | None, int | None]]:
@@ -87,8 +85,8 @@ def _members(
     """The pool's members from its index, each as new as this operator knows it.
 
     The index follows kopf's watch, which under load runs minutes behind the
-    status this operator writes: at 1,000 workers it still showed 999 of them
-    not Ready minutes after they all were, and old workers that are not Ready
+    status this operator writes: under load it still showed nearly all of them
+    not Ready minutes after they all were (docs/bench.md), and old workers that are not Ready
     cost a rotation no availability, so all of them were deleted at once. A
     worker whose own status write is newer than the index is read from that.
     """
@@ -99,7 +97,6 @@ def _members(
     return members
 
 
-@kopf.index(*POOLS)
 async def pools(
     *, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
@@ -111,9 +108,8 @@ def _lock(deps: Deps, namespace: str, name: str) -> asyncio.Lock:
 
 
 async def _reconcile_pool(
-    body: kopf.Body, memo: Any, members_index: Members, logger: Logger
+    body: kopf.Body, deps: Deps, members_index: Members, logger: Logger
 ) -> None:
-    deps: Deps = memo["deps"]
     async with _lock(deps, body["metadata"]["namespace"], body["metadata"]["name"]):
         await _reconcile_pool_held(body, deps, members_index, logger)
 
@@ -194,7 +190,7 @@ async def _apply(
         expected.deleted.add(worker)
         if deleted:
             message = f"deleted worker {worker}"
-            await record(deps.api, body, reason="WorkerDeleted", message=message, now=deps.clock())
+            await deps.record(body, "WorkerDeleted", message)
             logger.info("pool %s: %s", ref.name, message)
 
     async def create(worker: str) -> None:
@@ -206,7 +202,7 @@ async def _apply(
         expected.created[worker] = (revision, time.monotonic())
         if created:
             message = f"created worker {worker} (revision {revision})"
-            await record(deps.api, body, reason="WorkerCreated", message=message, now=deps.clock())
+            await deps.record(body, "WorkerCreated", message)
             logger.info("pool %s: %s", ref.name, message)
 
     await _in_batches(list(plan.delete), delete)
@@ -239,39 +235,37 @@ async def _sync_coefficients(
             await patch_worker_spec(deps.api, namespace, member.name, {"coefficient": wanted})
 
 
-@kopf.on.resume(*POOLS)
-@kopf.on.create(*POOLS)
-@kopf.on.update(*POOLS, field="spec")
-async def reconcile_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    await _reconcile_pool(body, memo, kwargs["pool_members"], logger)
+async def reconcile_pool(rt: Runtime, *, body: kopf.Body, logger: Logger, **kwargs: Any) -> None:
+    await _reconcile_pool(body, rt.deps, kwargs["pool_members"], logger)
 
 
-@kopf.on.event(*POOLS, when=gone)
-async def pool_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def pool_gone(rt: Runtime, *, body: kopf.Body, **_: Any) -> None:
     """Forget a deleted pool's diff base (see k8s/diffbase.py)."""
-    deps: Deps = memo["deps"]
-    deps.diffbase.forget(body)
+    rt.deps.diffbase.forget(body)
 
 
-@kopf.timer(*POOLS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
-async def resync_pool(*, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    await _reconcile_pool(body, memo, kwargs["pool_members"], logger)
+async def resync_pool(rt: Runtime, *, body: kopf.Body, logger: Logger, **kwargs: Any) -> None:
+    await _reconcile_pool(body, rt.deps, kwargs["pool_members"], logger)
 
 
-@kopf.on.event(*WORKERS, labels={LABEL_POOL: kopf.PRESENT})
-@quiet_outages
 async def pool_worker_changed(
-    *, namespace: str | None, labels: kopf.Labels, memo: Any, logger: Logger, **kwargs: Any
+    rt: Runtime,
+    *,
+    namespace: str | None,
+    labels: kopf.Labels,
+    logger: Logger,
+    **kwargs: Any,
 ) -> None:
     """A worker of a pool changed (Ready, deleted): take the pool's next roll step.
 
     One pass waiting for the pool's lock serves every member event that comes
     before it starts: it reads the members' index once it holds the lock, and
     kopf updates that index before it runs an event's handlers. A pass per
-    event reads every member each time; at 1,000 members that was a third of
-    the operator's CPU during a rotation and left new members unreconciled.
+    event reads every member each time: quadratic in the pool's size, it took a
+    large share of the operator's CPU during a rotation and left new members
+    unreconciled (docs/bench.md).
     """
-    deps: Deps = memo["deps"]
+    deps = rt.deps
     key = (namespace or "", labels[LABEL_POOL])
     if key in deps.pools_queued:
         return
@@ -289,3 +283,24 @@ async def pool_worker_changed(
     finally:
         if not started:  # cancelled while waiting
             deps.pools_queued.discard(key)
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Add the pools' indexes and handlers to ``registry``."""
+    kopf.index(*WORKERS, labels={LABEL_POOL: kopf.PRESENT}, id="pool_members", registry=registry)(
+        pool_members
+    )
+    kopf.index(*POOLS, id="pools", registry=registry)(pools)
+    bound = functools.partial(reconcile_pool, runtime)
+    kopf.on.resume(*POOLS, id="reconcile_pool", registry=registry)(bound)
+    kopf.on.create(*POOLS, id="reconcile_pool", registry=registry)(bound)
+    kopf.on.update(*POOLS, field="spec", id="reconcile_pool", registry=registry)(bound)
+    kopf.on.event(*POOLS, when=gone, id="pool_gone", registry=registry)(
+        functools.partial(pool_gone, runtime)
+    )
+    kopf.timer(
+        *POOLS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS, id="resync_pool", registry=registry
+    )(functools.partial(resync_pool, runtime))
+    kopf.on.event(
+        *WORKERS, labels={LABEL_POOL: kopf.PRESENT}, id="pool_worker_changed", registry=registry
+    )(quiet_outages(functools.partial(pool_worker_changed, runtime)))

@@ -26,30 +26,31 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from cocoon_operator.api import labels, v1alpha1
-from cocoon_operator.desired.launcher import LABEL_ENCLAVE
+from cocoon_operator.api.labels import (
+    DESIRED_HASH,
+    ENCLAVE_ANNOTATION,
+    LABEL_ENCLAVE,
+    LAUNCHER_SELECTOR,
+    SEAL_SERVER_ANNOTATION,
+)
 from cocoon_operator.desired.sealserver import (
     SELECTOR,
     SealRelease,
     SealServerOptions,
     seal_daemonset,
 )
-from cocoon_operator.handlers.worker import LAUNCHER_SELECTOR, WORKERS, Deps
+from cocoon_operator.handlers.runtime import WORKERS, Deps, Runtime
 from cocoon_operator.k8s.rest import MERGE_PATCH, Kube, path
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.sealserver import EnclaveUse, SealFacts, node_labels, wanted
 
 log = logging.getLogger(__name__)
-
-#: The desired DaemonSet's digest, to replace it only when it changed.
-DESIRED_HASH: Final = f"{labels.GROUP}/desired-hash"
-ENCLAVE_ANNOTATION: Final = f"{labels.GROUP}/enclave-sha256"
-SEAL_SERVER_ANNOTATION: Final = f"{labels.GROUP}/seal-server-sha256"
 
 
 @dataclass
@@ -243,12 +244,12 @@ class SealServerRun:
     releases: frozenset[tuple[str, str]] = frozenset()
 
 
-def register(registry: kopf.OperatorRegistry, run: SealServerRun) -> None:
-    """Add the seal-server step to ``registry``; its state lives in the closure, not the memo."""
+def register(registry: kopf.OperatorRegistry, runtime: Runtime, run: SealServerRun) -> None:
+    """Add the seal-server step to ``registry``; its state lives in the closure."""
     state = SealServers(run.options, run.sweep_seconds, run.releases)
 
-    async def start(*, memo: Any, **_: Any) -> None:
-        deps: Deps = memo["deps"]
+    async def start(**_: Any) -> None:
+        deps = runtime.deps
         deps.seal = SealFacts(run.options.namespace, releases=run.releases)
         state.settled_at = time.monotonic() + run.settle_seconds
         state.tasks = [

@@ -323,7 +323,7 @@ def exec_credentials(kubeconfig: str | None = None) -> ExecResult | None:
     """What the kubeconfig user's exec plugin answers now (cached until it expires), or
     None when the credentials do not come from a plugin, or there is no kubeconfig.
 
-    For kopf's login (handlers/worker.py): kopf reads a kubeconfig itself but
+    For kopf's login (handlers/process.py): kopf reads a kubeconfig itself but
     does not run plugins, so the operator hands it the plugin's answer and its
     expiry, and kopf logs in again when that passes.
     """

@@ -89,8 +89,8 @@ class LatestObjects:
         kopf's copy is at least this new. False for a copy a step already got
         from here and hands on: at the same version it is our own copy, not
         proof that the watch delivered it, and dropping it then would leave
-        the next step with kopf's body, however far behind (at 1,000 workers,
-        minutes: workers re-announced their attestation and their Ready phase).
+        the next step with kopf's body, however far behind (minutes, under load:
+        workers re-announced their attestation and their Ready phase; docs/bench.md).
         """
         key = self.key(body)
         held = self._ahead.get(key)

@@ -26,9 +26,10 @@ from pydantic import ValidationError
 
 from cocoon_operator import __version__
 from cocoon_operator.api import pool, v1alpha1
+from cocoon_operator.api.labels import COMMON_LABELS, PAUSE_ANNOTATION
 from cocoon_operator.api.nodereport import REPORT_LABEL
 from cocoon_operator.argparsing import Parser
-from cocoon_operator.desired.launcher import COMMON_LABELS, LAUNCHER_CONTAINER
+from cocoon_operator.desired.launcher import LAUNCHER_CONTAINER
 from cocoon_operator.kubectl_plugin import bundle, logs, render
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
@@ -688,9 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
         output=False,
     )
     attest.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
-    pause = command("pause", do_pause, f"set the annotation {render.PAUSE_ANNOTATION}=true")
+    pause = command("pause", do_pause, f"set the annotation {PAUSE_ANNOTATION}=true")
     pause.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
-    resume = command("resume", do_resume, f"remove the annotation {render.PAUSE_ANNOTATION}")
+    resume = command("resume", do_resume, f"remove the annotation {PAUSE_ANNOTATION}")
     resume.add_argument("name", metavar="NAME", help="the CocoonWorker's name")
     payout = command(
         "payout",

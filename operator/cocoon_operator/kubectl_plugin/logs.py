@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from cocoon_operator.desired.launcher import COMMON_LABELS, LABEL_WORKER
+from cocoon_operator.api.labels import COMMON_LABELS, LABEL_WORKER
 
 #: The chart's release namespace in the documented install (docs/deploy.md).
 DEFAULT_OPERATOR_NAMESPACE: Final = "cocoon-system"

@@ -14,11 +14,11 @@ from typing import Any, Final
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import CONDITION_ORDER, ConditionType
+from cocoon_operator.api.labels import PAUSE_ANNOTATION
 from cocoon_operator.policy.conditions import parse_rfc3339
 from cocoon_operator.ton import amounts
 from cocoon_operator.ton.errors import AmountError
 
-PAUSE_ANNOTATION: Final = f"{v1alpha1.GROUP}/paused"
 RESOURCE: Final = f"{v1alpha1.PLURAL[:-1]}.{v1alpha1.GROUP}"  # cocoonworker.cocoon.network
 NONE: Final = "<none>"
 EVENTS_SHOWN: Final = 10

@@ -11,8 +11,8 @@ from cocoon_operator.policy.conditions import parse_rfc3339
 from cocoon_operator.ton.amounts import Nanoton
 
 # A fleet whose workers earn all the time writes N / (this / 60) status patches a
-# minute for earnings alone: at 5 minutes that was 0.2 per worker per minute,
-# the whole of the steady-state budget (3,000 workers, benchmark).
+# minute for earnings alone: at 5 minutes, 0.2 per worker per minute, as many as
+# the whole steady state may write (docs/bench.md).
 EARNINGS_WRITE_SECONDS = 900.0
 
 

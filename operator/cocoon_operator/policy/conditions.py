@@ -16,7 +16,7 @@ from cocoon_operator.api.v1alpha1 import Condition, ConditionStatus
 
 
 @dataclass(frozen=True)
-class Observed:
+class ObservedCondition:
     """A freshly computed condition, before merging with what status holds."""
 
     type: ConditionType
@@ -43,7 +43,7 @@ def parse_rfc3339(value: object) -> datetime | None:
 
 def merge(
     previous: Sequence[Condition],
-    observed: Iterable[Observed],
+    observed: Iterable[ObservedCondition],
     *,
     generation: int | None,
     now: datetime,

@@ -80,8 +80,8 @@ def slow_start(count: int, *, most: int = 16) -> list[int]:
     fails (a quota, a webhook refusing the template) the pool learns it from
     one request rather than from a thousand; once writes succeed, up to
     ``most`` go at once, so that the round trips of a busy operator do not
-    set the pace (one at a time, a new pool of 1,000 got about 80 workers a
-    minute).
+    set the pace (one at a time, a new pool's creation was bound by the
+    round trip: docs/bench.md).
     """
     sizes: list[int] = []
     size = 1

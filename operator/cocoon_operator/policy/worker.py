@@ -14,7 +14,7 @@ from cocoon_operator.api.conditions import ConditionType, Phase, Reason
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.nodereport import MODEL_FAILED, MODEL_READY, ModelRecord
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, FUNDING_MINIMUM_DEFAULT, ConditionStatus
-from cocoon_operator.policy.conditions import Observed
+from cocoon_operator.policy.conditions import ObservedCondition
 from cocoon_operator.policy.payouts import PayoutIntent
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -112,7 +112,7 @@ class ModelFacts:
 @dataclass(frozen=True)
 class WorkerView:
     phase: Phase
-    conditions: tuple[Observed, ...]
+    conditions: tuple[ObservedCondition, ...]
 
 
 def _scheduled(
@@ -120,22 +120,24 @@ def _scheduled(
     held: str | None = None,
     seal_waiting: str | None = None,
     awaiting_start: str | None = None,
-) -> Observed:
+) -> ObservedCondition:
     kind = ConditionType.SCHEDULED
     if pod is None and (held or awaiting_start):
         # Unlisted hashes first: they hold the VM whatever its wallet holds.
         reason = Reason.NOT_LISTED if held else Reason.AWAITING_START_FUNDING
         message = f"no VM is started: {held}" if held else awaiting_start or ""
-        return Observed(kind, F, reason, message)
+        return ObservedCondition(kind, F, reason, message)
     if seal_waiting and not (pod and pod.node):
-        return Observed(kind, F, Reason.SEAL_SERVER_NOT_READY, seal_waiting)
+        return ObservedCondition(kind, F, Reason.SEAL_SERVER_NOT_READY, seal_waiting)
     if pod is None:
-        return Observed(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
+        return ObservedCondition(kind, F, Reason.NO_POD, "the launcher pod does not exist yet")
     if pod.node:
-        return Observed(kind, T, Reason.SCHEDULED, f"pod {pod.name} is on node {pod.node}")
+        return ObservedCondition(kind, T, Reason.SCHEDULED, f"pod {pod.name} is on node {pod.node}")
     if pod.scheduled is F and pod.scheduled_reason == "Unschedulable":
-        return Observed(kind, F, Reason.UNSCHEDULABLE, pod.scheduled_message or "")
-    return Observed(kind, F, Reason.POD_CREATED, f"pod {pod.name} is waiting for the scheduler")
+        return ObservedCondition(kind, F, Reason.UNSCHEDULABLE, pod.scheduled_message or "")
+    return ObservedCondition(
+        kind, F, Reason.POD_CREATED, f"pod {pod.name} is waiting for the scheduler"
+    )
 
 
 def _size(n: int) -> str:
@@ -164,39 +166,41 @@ _IN_PROGRESS = {
 }
 
 
-def _from_record(record: ModelRecord, where: str) -> Observed:
+def _from_record(record: ModelRecord, where: str) -> ObservedCondition:
     kind = ConditionType.MODEL_READY
     if record.phase == MODEL_READY:
-        return Observed(kind, T, Reason.READY, f"the model's images are verified {where}")
+        return ObservedCondition(kind, T, Reason.READY, f"the model's images are verified {where}")
     if record.phase == MODEL_FAILED:
         cause = ": ".join(x for x in (record.reason, record.message) if x) or "no cause given"
-        return Observed(
+        return ObservedCondition(
             kind, F, Reason.MODEL_FAILED, f"preparing the model {where} failed: {cause}"
         )
     reason = _IN_PROGRESS.get(record.phase, Reason.PREPARING)
-    return Observed(kind, F, reason, f"{record.phase} {where}{_bytes(record)}")
+    return ObservedCondition(kind, F, reason, f"{record.phase} {where}{_bytes(record)}")
 
 
-def _from_init_container(pod: PodFacts, reported: bool, where: str) -> Observed:
+def _from_init_container(pod: PodFacts, reported: bool, where: str) -> ObservedCondition:
     kind = ConditionType.MODEL_READY
-    done = Observed(kind, T, Reason.READY, f"model ensure finished {where}")
+    done = ObservedCondition(kind, T, Reason.READY, f"model ensure finished {where}")
     if pod.model_init == "done":
         return done
     if pod.model_init == "failed":
         error = pod.model_init_error or "no message"
-        return Observed(kind, F, Reason.MODEL_FAILED, f"model ensure failed {where}: {error}")
+        return ObservedCondition(
+            kind, F, Reason.MODEL_FAILED, f"model ensure failed {where}: {error}"
+        )
     if pod.model_init == "running":
         last = f" (its last run failed: {pod.model_init_error})" if pod.model_init_error else ""
-        return Observed(kind, F, Reason.PREPARING, f"model ensure runs {where}{last}")
+        return ObservedCondition(kind, F, Reason.PREPARING, f"model ensure runs {where}{last}")
     if reported:
         message = f"the node agent {where} does not list the model yet"
-        return Observed(kind, F, Reason.PREPARING, message)
+        return ObservedCondition(kind, F, Reason.PREPARING, message)
     if pod.phase == "Running":  # the kubelet starts the launcher once model ensure exits 0
         return done
-    return Observed(kind, F, Reason.PREPARING, f"waiting for model ensure {where}")
+    return ObservedCondition(kind, F, Reason.PREPARING, f"waiting for model ensure {where}")
 
 
-def _model_ready(pod: PodFacts | None, model: ModelFacts) -> Observed:
+def _model_ready(pod: PodFacts | None, model: ModelFacts) -> ObservedCondition:
     """Whether the worker's model is prepared on its node (docs/models.md).
 
     The node agent's record of the cache's progress file first (the node's own
@@ -207,7 +211,7 @@ def _model_ready(pod: PodFacts | None, model: ModelFacts) -> Observed:
     (the kubelet starts the launcher only after it exits 0).
     """
     if pod is None or not pod.node:
-        return Observed(
+        return ObservedCondition(
             ConditionType.MODEL_READY,
             F,
             Reason.AWAITING_NODE,
@@ -219,46 +223,52 @@ def _model_ready(pod: PodFacts | None, model: ModelFacts) -> Observed:
     return _from_init_container(pod, model.reported, where)
 
 
-def _vm_running(pod: PodFacts | None) -> Observed:
+def _vm_running(pod: PodFacts | None) -> ObservedCondition:
     kind = ConditionType.VM_RUNNING
     if pod is None or not pod.node:
-        return Observed(kind, F, Reason.VM_STARTING, "not scheduled")
+        return ObservedCondition(kind, F, Reason.VM_STARTING, "not scheduled")
     if pod.phase == "Running" and pod.launch_error and pod.waiting_reason:
         # Restarting after a failure (CrashLoopBackOff): the pod "runs", the VM does not.
-        return Observed(
+        return ObservedCondition(
             kind, F, Reason.LAUNCH_FAILED, f"the launcher on {pod.node} failed: {pod.launch_error}"
         )
     if pod.phase == "Running":
-        return Observed(kind, T, Reason.VM_RUNNING, f"the VM launcher runs on {pod.node}")
+        return ObservedCondition(kind, T, Reason.VM_RUNNING, f"the VM launcher runs on {pod.node}")
     if pod.phase == "Failed":
-        return Observed(kind, F, Reason.VM_FAILED, f"pod {pod.name} failed")
+        return ObservedCondition(kind, F, Reason.VM_FAILED, f"pod {pod.name} failed")
     detail = f": {pod.waiting_reason}" if pod.waiting_reason else ""
-    return Observed(kind, F, Reason.VM_STARTING, f"pod phase {pod.phase or 'unknown'}{detail}")
+    return ObservedCondition(
+        kind, F, Reason.VM_STARTING, f"pod phase {pod.phase or 'unknown'}{detail}"
+    )
 
 
-def _attested(pod: PodFacts | None) -> Observed:
+def _attested(pod: PodFacts | None) -> ObservedCondition:
     kind = ConditionType.ATTESTED
     if pod is None or pod.attested_gate is None:
-        return Observed(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
+        return ObservedCondition(kind, F, Reason.AWAITING_ATTESTATION, "evidence not verified yet")
     # The attestation step writes the gate with its own reason; the worker
     # repeats it, so `kubectl get` shows why without reading the pod.
     if pod.attested_gate is T:
         reason = pod.attested_reason or Reason.ATTESTATION_VERIFIED
-        return Observed(kind, T, reason, pod.attested_message or "evidence verified")
+        return ObservedCondition(kind, T, reason, pod.attested_message or "evidence verified")
     reason = pod.attested_reason or Reason.AWAITING_ATTESTATION
-    return Observed(kind, F, reason, pod.attested_message or "evidence not verified")
+    return ObservedCondition(kind, F, reason, pod.attested_message or "evidence not verified")
 
 
-def _on_chain(chain: ChainFacts) -> Observed:
+def _on_chain(chain: ChainFacts) -> ObservedCondition:
     kind = ConditionType.ON_CHAIN_ALLOWED
     if not chain.enabled:
-        return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
+        return ObservedCondition(
+            kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint"
+        )
     if chain.model_listed is None:
         if chain.error:
-            return Observed(
+            return ObservedCondition(
                 kind, U, Reason.CHAIN_ERROR, f"cannot read the root contract: {chain.error}"
             )
-        return Observed(kind, U, Reason.NOT_CHECKED, "the root contract has not been read yet")
+        return ObservedCondition(
+            kind, U, Reason.NOT_CHECKED, "the root contract has not been read yet"
+        )
     missing = []
     if not chain.model_listed:
         missing.append(f"model hash {chain.model_hash or '?'}")
@@ -266,38 +276,40 @@ def _on_chain(chain: ChainFacts) -> Observed:
         missing.append(f"image hash {chain.image_hash or '?'}")
     if missing:
         why = f"; not registered: {chain.not_registered}" if chain.not_registered else ""
-        return Observed(
+        return ObservedCondition(
             kind,
             F,
             Reason.NOT_LISTED,
             "the root contract does not list the " + " and ".join(missing) + why,
         )
     if chain.image_listed is None:
-        return Observed(
+        return ObservedCondition(
             kind,
             U,
             Reason.NOT_CHECKED,
             "model hash listed; the image hash is looked up once the VM is attested",
         )
-    return Observed(
+    return ObservedCondition(
         kind, T, Reason.LISTED, f"image and model hashes listed (read by {chain.source})"
     )
 
 
-def _funded(chain: ChainFacts) -> Observed:
+def _funded(chain: ChainFacts) -> ObservedCondition:
     kind = ConditionType.WALLET_FUNDED
     if not chain.enabled:
-        return Observed(kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint")
+        return ObservedCondition(
+            kind, U, Reason.NO_CHAIN_ACCESS, "the operator runs without --ton-endpoint"
+        )
     if chain.wallet_mismatch is not None:
-        return Observed(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
+        return ObservedCondition(kind, F, Reason.WALLET_MISMATCH, chain.wallet_mismatch)
     if chain.awaiting_start is not None:
-        return Observed(kind, F, Reason.AWAITING_START_FUNDING, chain.awaiting_start)
+        return ObservedCondition(kind, F, Reason.AWAITING_START_FUNDING, chain.awaiting_start)
     if chain.balance is None:
-        return Observed(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
+        return ObservedCondition(kind, U, Reason.NOT_CHECKED, "checked once the worker is attested")
     return _funded_by_balance(chain, chain.balance)
 
 
-def _funded_by_balance(chain: ChainFacts, balance: int) -> Observed:
+def _funded_by_balance(chain: ChainFacts, balance: int) -> ObservedCondition:
     kind = ConditionType.WALLET_FUNDED
     note = f"; {chain.funding_note}" if chain.funding_note else ""
     ton = f"{balance / 1e9:.3f} TON"
@@ -305,16 +317,16 @@ def _funded_by_balance(chain: ChainFacts, balance: int) -> Observed:
         # Another worker's wallet: said whatever its balance (two VMs on one wallet
         # is a misconfiguration the balance does not show).
         status = T if balance >= FUNDING_FLOOR else F
-        return Observed(kind, status, Reason.SHARED_WALLET, f"balance {ton}{note}")
+        return ObservedCondition(kind, status, Reason.SHARED_WALLET, f"balance {ton}{note}")
     if balance >= chain.minimum:
-        return Observed(kind, T, Reason.FUNDED, f"balance {ton}{note}")
+        return ObservedCondition(kind, T, Reason.FUNDED, f"balance {ton}{note}")
     # Below the minimum because of the operator's own policy: the reason names it.
     policy = _POLICY_REASONS.get(chain.funding_limit or "")
     if balance >= FUNDING_FLOOR:
         reason = policy or Reason.BELOW_MINIMUM
-        return Observed(kind, T, reason, f"balance {ton}, below the minimum{note}")
+        return ObservedCondition(kind, T, reason, f"balance {ton}, below the minimum{note}")
     reason = policy or Reason.INSUFFICIENT_BALANCE
-    return Observed(kind, F, reason, f"balance {ton}, below 2.1 TON{note}")
+    return ObservedCondition(kind, F, reason, f"balance {ton}, below 2.1 TON{note}")
 
 
 _POLICY_REASONS = {
@@ -358,29 +370,38 @@ def view(
     waived = {prepared.type} if attested.status is T else set()
     not_true = [c.type.value for c in gates if c.status is not T and c.type not in waived]
     if deleting:
-        ready = Observed(ConditionType.READY, F, Reason.DELETING, "the worker is being deleted")
+        ready = ObservedCondition(
+            ConditionType.READY, F, Reason.DELETING, "the worker is being deleted"
+        )
         phase = Phase.TERMINATING
     elif spec_errors:
-        ready = Observed(ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors))
+        ready = ObservedCondition(
+            ConditionType.READY, F, Reason.INVALID_SPEC, "; ".join(spec_errors)
+        )
         phase = Phase.FAILED
     elif image_refused:
-        ready = Observed(ConditionType.READY, F, Reason.IMAGE_NOT_ALLOWED, image_refused)
+        ready = ObservedCondition(ConditionType.READY, F, Reason.IMAGE_NOT_ALLOWED, image_refused)
         phase = Phase.FAILED
     elif paused:
-        ready = Observed(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
+        ready = ObservedCondition(ConditionType.READY, F, Reason.PAUSED, "reconciliation is paused")
         phase = Phase.PAUSED
     elif not_true:
-        ready = Observed(
+        ready = ObservedCondition(
             ConditionType.READY, F, Reason.NOT_READY, "waiting for: " + ", ".join(not_true)
         )
         phase = _phase(scheduled, running, attested, prepared)
     else:
-        ready = Observed(ConditionType.READY, T, Reason.READY, "serving")
+        ready = ObservedCondition(ConditionType.READY, T, Reason.READY, "serving")
         phase = Phase.READY
     return WorkerView(phase, (*gates, ready))
 
 
-def _phase(scheduled: Observed, running: Observed, attested: Observed, model: Observed) -> Phase:
+def _phase(
+    scheduled: ObservedCondition,
+    running: ObservedCondition,
+    attested: ObservedCondition,
+    model: ObservedCondition,
+) -> Phase:
     if running.reason == Reason.VM_FAILED:
         return Phase.FAILED
     if scheduled.status is not T:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cocoon_operator.api.v1alpha1 import ConditionStatus
-from cocoon_operator.desired.launcher import (
+from cocoon_operator.api.labels import (
     ANNOTATION_CONTROL_KEY,
     ANNOTATION_DRAIN_STARTED,
     ANNOTATION_PAYOUT_INTENT,
     ANNOTATION_PAYOUT_REQUESTED,
     LABEL_INSTANCE,
     LABEL_REVISION,
-    MODEL_INIT_CONTAINER,
     READINESS_GATE,
 )
+from cocoon_operator.api.v1alpha1 import ConditionStatus
+from cocoon_operator.desired.launcher import MODEL_INIT_CONTAINER
 from cocoon_operator.policy.payouts import parse_intent
 from cocoon_operator.policy.worker import PodFacts
 

@@ -10,6 +10,7 @@ without a cluster, and re-running it on an unchanged world yields an empty plan.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,7 @@ from cocoon_operator.reconcile.gather import pod_facts
 
 
 @dataclass(frozen=True)
-class Observed:
+class ObservedWorker:
     ref: WorkerRef
     generation: int
     spec: CocoonWorkerSpec
@@ -141,7 +142,7 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
     return out
 
 
-def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
+def _move(obs: ObservedWorker, current: PodFacts, plan: Plan) -> tuple[int, ...] | None:
     """Give up ``current``'s instance when its host ports are taken wherever it could
     run and no VM of that index is being stopped for it: delete the unscheduled pod;
     the next reconcile starts one on another index. Returns the indexes tried, or
@@ -170,7 +171,9 @@ def _move(obs: Observed, current: PodFacts, plan: Plan) -> tuple[int, ...] | Non
     return tried
 
 
-def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, list[int] | None]:
+def _pod_actions(
+    obs: ObservedWorker, rev: str, plan: Plan
+) -> tuple[PodFacts | None, list[int] | None]:
     """Create the current revision's pod or retire old ones; return the current pod and
     the instance indexes given up for it so far (``status.instancesTried``).
 
@@ -229,7 +232,27 @@ def _pod_actions(obs: Observed, rev: str, plan: Plan) -> tuple[PodFacts | None, 
 DRAIN_HELD_EVENTS = frozenset({"Rotating", "StoppingUnlisted"})
 
 
-def _hold(obs: Observed, held: str, plan: Plan) -> None:
+def held_for_drain(result: Plan, waiting: str) -> Plan:
+    """``result`` while the pods it would delete are being drained: nothing deleted yet,
+    no Event announcing the stop (said again once it happens), and ``waiting``
+    saying why. Whichever path plans a deletion (the worker deleted, a rotation,
+    an unlisted image), a VM stops only once drained and paid out, or a bound passed.
+    """
+    return dataclasses.replace(
+        result,
+        waiting=waiting,
+        delete_pods=[],
+        events=[e for e in result.events if e.reason not in DRAIN_HELD_EVENTS],
+    )
+
+
+def with_recorded(result: Plan, recorded: Mapping[str, Any]) -> Plan:
+    """``result`` writing ``recorded`` (a step's just-learned status fields) in the same
+    status patch as what the plan derives from them; the plan's own fields win."""
+    return dataclasses.replace(result, status={**recorded, **result.status})
+
+
+def _hold(obs: ObservedWorker, held: str, plan: Plan) -> None:
     """No VM for a worker whose hashes are not listed: stop any, start none."""
     was = allowlist.hold(
         obs.status.chain,
@@ -246,7 +269,7 @@ def _hold(obs: Observed, held: str, plan: Plan) -> None:
 
 
 def chain_facts(
-    obs: Observed, chain: ChainStatus | None, rev: str, *, awaiting_start: str | None = None
+    obs: ObservedWorker, chain: ChainStatus | None, rev: str, *, awaiting_start: str | None = None
 ) -> ChainFacts:
     """What the chain readings say of revision ``rev``, with the spec's funding bounds;
     ``awaiting_start``: why its launcher pod waits for the start floor, if it does."""
@@ -270,7 +293,7 @@ def chain_facts(
     )
 
 
-def model_facts(obs: Observed, pod: PodFacts | None) -> ModelFacts:
+def model_facts(obs: ObservedWorker, pod: PodFacts | None) -> ModelFacts:
     """What the node agent of ``pod``'s node says of the worker's model."""
     node = pod.node if pod is not None else None
     if node is None or node not in obs.node_models:
@@ -278,7 +301,7 @@ def model_facts(obs: Observed, pod: PodFacts | None) -> ModelFacts:
     return ModelFacts(reported=True, record=obs.node_models[node])
 
 
-def plan(obs: Observed, *, now: datetime) -> Plan:
+def plan(obs: ObservedWorker, *, now: datetime) -> Plan:
     out = Plan()
     rev = revision(obs.spec)
     chain = obs.status.chain

@@ -55,6 +55,12 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api.instance import InstanceSlot
+from cocoon_operator.api.labels import (
+    ANNOTATION_WORKER_INI,
+    COMMON_LABELS,
+    LABEL_INSTANCE,
+    LABEL_WORKER,
+)
 from cocoon_operator.api.nodereport import GuestHealthReport
 from cocoon_operator.attestation.testgpu import (
     DEFAULT_GPU_SEED,
@@ -68,13 +74,7 @@ from cocoon_operator.attestation.testpki import (
     generate_test_pki,
 )
 from cocoon_operator.desired.config import GPU_ENV
-from cocoon_operator.desired.launcher import (
-    ANNOTATION_WORKER_INI,
-    COMMON_LABELS,
-    LABEL_INSTANCE,
-    LABEL_WORKER,
-    MODEL_INIT_CONTAINER,
-)
+from cocoon_operator.desired.launcher import MODEL_INIT_CONTAINER
 from cocoon_operator.k8s.client import load
 from cocoon_operator.k8s.kubeconfig import load as load_connection
 from cocoon_operator.k8s.rest import Kube
