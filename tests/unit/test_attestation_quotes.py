@@ -137,7 +137,6 @@ async def check(
         kopf.Body(cast(kopf.RawBody, body)),
         logging.getLogger("test"),
         Indexes(pods=pods, instances=cast(Any, {}), nodes=cast(Any, {})),
-        cast(Any, {}),
     )
     await attest_worker(state, tick)
     (decision,) = decisions

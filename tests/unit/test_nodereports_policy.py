@@ -30,8 +30,9 @@ from cocoon_operator.policy.nodereports import (
     orphaned,
     relayed_quote,
     report_stamp,
-    worker_gpus,
+    vm_gpu,
 )
+from cocoon_operator.policy.worker import PodFacts
 
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 GRACE = dt.timedelta(seconds=60)
@@ -88,13 +89,28 @@ def test_the_first_seen_time_is_forgotten_once_the_pod_returns() -> None:
     assert seen == {}
 
 
-def test_a_worker_gets_the_gpu_of_its_live_pods_running_vm() -> None:
+def pod(uid: str, node: str | None, *, deleting: bool = False) -> PodFacts:
+    return PodFacts(name=f"w-{uid}", node=node, phase="Running", uid=uid, deleting=deleting)
+
+
+def test_a_worker_gets_the_gpu_of_its_pods_running_vm_on_the_pods_own_node() -> None:
     reports = {
         "a": report("a", vm("u1", pci="0000:1b:00.0"), vm("old", pci="0000:2b:00.0")),
         "b": report("b", vm("u3", running=False, pci="0000:3b:00.0")),
     }
-    pods = {**live("u1", "a"), **{"u3": LivePod("ns", "x", "xuid", "x-u3", "b")}}
-    assert worker_gpus(reports, pods) == {("ns", "w"): "0000:1b:00.0"}
+    assert vm_gpu(reports, [pod("u1", "a")]) == "0000:1b:00.0"
+    assert vm_gpu(reports, [pod("u3", "b")]) is None  # its VM stopped
+    assert vm_gpu(reports, [pod("u1", "b")]) is None  # that uid's VM is on another node
+    assert vm_gpu(reports, [pod("u9", "a")]) is None  # a new pod: no VM of its own yet
+    assert vm_gpu({}, [pod("u1", "a")]) is None  # no fresh report, no word on it
+
+
+def test_the_current_pods_vm_wins_over_one_being_stopped_that_still_runs() -> None:
+    reports = {"a": report("a", vm("new", pci="0000:1b:00.0"), vm("old", pci="0000:2b:00.0"))}
+    both = [pod("new", "a"), pod("old", "a", deleting=True)]
+    assert vm_gpu(reports, both) == "0000:1b:00.0"
+    assert vm_gpu(reports, list(reversed(both))) == "0000:1b:00.0"
+    assert vm_gpu(reports, [pod("old", "a", deleting=True)]) == "0000:2b:00.0"
 
 
 def test_report_names_fit_a_configmap_name_however_long_the_node_name() -> None:

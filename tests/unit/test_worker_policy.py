@@ -411,3 +411,17 @@ def test_a_steps_recorded_facts_go_out_with_the_plans_status_and_the_plan_wins_a
         "wallet": {"balance": "2"},
         "earnings": {"earnedTokens": 5},
     }
+
+
+def test_the_gpu_the_node_reports_goes_out_in_the_plans_one_status_patch() -> None:
+    status = CocoonWorkerStatus(gpu="0000:2b:00.0")
+    moved = plan(observed(status=status, gpu="0000:1b:00.0", gpu_known=True), now=T0)
+    assert moved.status["gpu"] == "0000:1b:00.0"
+    assert "phase" in moved.status  # with the rest of what the reconcile writes
+    gone = plan(observed(status=status, gpu=None, gpu_known=True), now=T0)
+    assert gone.status["gpu"] is None  # its VM stopped: the GPU is no longer its
+
+
+def test_without_node_reports_the_gpu_in_status_is_left_alone() -> None:
+    status = CocoonWorkerStatus(gpu="0000:2b:00.0")
+    assert "gpu" not in plan(observed(status=status), now=T0).status

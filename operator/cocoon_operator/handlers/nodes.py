@@ -25,7 +25,6 @@ node wallet, not an orphan (see :func:`policy.nodereports.fresh`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -41,11 +40,12 @@ from cocoon_operator.handlers.checks import Check
 from cocoon_operator.handlers.nodetracker import NodeReportOptions, NodeReports
 from cocoon_operator.handlers.reconciler import reconcile_body
 from cocoon_operator.handlers.runtime import CheckFn, Deps, Runtime, Tick
+from cocoon_operator.k8s.reflect import list_and_watch
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.policy.nodereports import (
     model_on,
     orphaned,
-    worker_gpus,
+    vm_gpu,
 )
 
 log = logging.getLogger(__name__)
@@ -86,38 +86,23 @@ async def sweep(tracker: NodeReports, deps: Deps) -> None:
         ref = tracker.worker_ref(o.vm.namespace, o.vm.worker)
         if ref is not None:
             await deps.record(ref, "OrphanedVMGone", message)
-    gpus = worker_gpus(reports, tracker.live)
-    for (namespace, worker), pci in gpus.items():
-        if tracker.gpus_written.get((namespace, worker)) != pci:
-            await deps.patch_status(namespace, worker, {"gpu": pci})
-            tracker.gpus_written[(namespace, worker)] = pci
-    for namespace, worker in [k for k in tracker.gpus_written if k not in gpus]:
-        # Its VM stopped or its pod went: that GPU is no longer the worker's.
-        await deps.patch_status(namespace, worker, {"gpu": None})
-        del tracker.gpus_written[(namespace, worker)]
 
 
 async def _watch_reports(tracker: NodeReports, api: Kube) -> None:
     namespace = tracker.options.namespace
-    reports = path("v1", "configmaps", namespace=namespace)
-    selector = {"labelSelector": f"{REPORT_LABEL}=true"}
-    while True:
-        try:
-            listed = await api.request("GET", reports, query=selector)
-            tracker.reports.clear()
-            tracker.report_nodes.clear()
-            for cm in listed.get("items") or []:
-                tracker.observe_report("ADDED", cm)
-            version = listed["metadata"]["resourceVersion"]
-            events = api.watch(reports, query={**selector, "resourceVersion": version})
-            async with contextlib.aclosing(events):  # the stream closes however the loop ends
-                async for event in events:
-                    tracker.observe_report(event["type"], event["object"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("watching node reports in %s: %s; retrying", namespace, exc)
-            await asyncio.sleep(5)
+
+    def reset() -> None:
+        tracker.reports.clear()
+        tracker.report_nodes.clear()
+
+    await list_and_watch(
+        api,
+        path("v1", "configmaps", namespace=namespace),
+        query={"labelSelector": f"{REPORT_LABEL}=true"},
+        reset=reset,
+        observe=tracker.observe_report,
+        what=f"node reports in {namespace}",
+    )
 
 
 async def _sweep_forever(tracker: NodeReports, deps: Deps) -> None:
@@ -132,7 +117,8 @@ async def _sweep_forever(tracker: NodeReports, deps: Deps) -> None:
 def _check(runtime: Runtime, tracker: NodeReports) -> CheckFn:
     async def model_check(tick: Tick) -> None:
         """Reconcile the worker when its pods' nodes say something new of its model
-        (Downloading with more bytes, Ready, Failed): its ModelReady condition follows."""
+        (Downloading with more bytes, Ready, Failed) or of the GPU its VM holds: its
+        ModelReady condition and status.gpu follow."""
         key, body = tick.key, tick.body
         if tick.deleting:
             tracker.models_seen.pop(key, None)
@@ -140,16 +126,22 @@ def _check(runtime: Runtime, tracker: NodeReports) -> CheckFn:
         verity = ((body.get("spec") or {}).get("model") or {}).get("verityHash")
         if not isinstance(verity, str):
             return
-        nodes = sorted({p.node for p in tick.pods() if p.node and not p.deleting})
+        pods = tick.pods()
+        nodes = sorted({p.node for p in pods if p.node and not p.deleting})
         # Its pods' nodes' reports only: every node's, per worker and check, costs
         # in proportion to the fleet's size (docs/bench.md).
-        reports = {n: r for n in nodes if isinstance(r := tracker.current(n), NodeReport)}
-        said = tuple((node, model_on(reports[node], verity)) for node in nodes if node in reports)
+        reports = {
+            n: r
+            for n in {p.node for p in pods if p.node}
+            if isinstance(r := tracker.current(n), NodeReport)
+        }
+        models = tuple((node, model_on(reports[node], verity)) for node in nodes if node in reports)
+        said = (models, vm_gpu(reports, pods))
         if tracker.models_seen.get(key) == said:
             return
         first = key not in tracker.models_seen
         tracker.models_seen[key] = said
-        if first and not said:
+        if first and said == ((), None):
             return  # nothing to say yet: the pods' own events reconcile it
         await reconcile_body(runtime, tick.deps.fresh(body), tick.indexes, tick.logger)
 

@@ -62,11 +62,11 @@ class NodeReports:
     worker_uids: dict[tuple[str, str], str] = field(default_factory=dict)
     first_seen: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     announced: dict[tuple[str, str], Orphan] = field(default_factory=dict)
-    gpus_written: dict[tuple[str, str], str] = field(default_factory=dict)
-    # What each worker's pods' nodes said of its model at its last reconcile by the model check.
-    models_seen: dict[tuple[str, str], tuple[tuple[str, ModelRecord | None], ...]] = field(
-        default_factory=dict
-    )
+    # What each worker's pods' nodes said of its model, and of the GPU its VM holds, at
+    # its last reconcile by the model check.
+    models_seen: dict[
+        tuple[str, str], tuple[tuple[tuple[str, ModelRecord | None], ...], str | None]
+    ] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def observe_pod(self, event_type: str | None, body: kopf.Body) -> None:

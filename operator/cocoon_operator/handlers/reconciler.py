@@ -25,7 +25,7 @@ from cocoon_operator.handlers.runtime import Deps, Indexes, Logger, Runtime, pau
 from cocoon_operator.k8s.objects import create_if_absent, delete_pod
 from cocoon_operator.policy.admission import address_errors
 from cocoon_operator.policy.launcherimages import LauncherImages
-from cocoon_operator.policy.nodereports import model_on, nodes_with_model
+from cocoon_operator.policy.nodereports import model_on, nodes_with_model, vm_gpu
 from cocoon_operator.policy.sealserver import SealFacts
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import (
@@ -77,7 +77,9 @@ def _observe(
 
 def with_models(observed: ObservedWorker, tracker: NodeReports | None) -> ObservedWorker:
     """``observed`` with the node agents' word on its model (see handlers/nodes.py): on
-    its pods' nodes, and, when a new pod is due, the nodes that hold it Ready."""
+    its pods' nodes, and, when a new pod is due, the nodes that hold it Ready; and on
+    the GPU its running VM holds (status.gpu, written in the reconcile's one status
+    patch rather than one of its own)."""
     if tracker is None:
         return observed
     # Fresh reports only: a node whose agent went quiet vouches for no model either.
@@ -95,6 +97,8 @@ def with_models(observed: ObservedWorker, tracker: NodeReports | None) -> Observ
         observed,
         node_models={n: model_on(reports[n], verity) for n in nodes if n in reports},
         model_nodes=tuple(nodes_with_model(reports, verity)) if new_pod_due else (),
+        gpu=vm_gpu(reports, observed.pods),
+        gpu_known=True,
     )
 
 

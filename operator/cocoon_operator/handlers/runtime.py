@@ -447,11 +447,10 @@ class Tick:
     body: kopf.Body  # kopf's, live: replaced in place by each watch event
     logger: Logger
     indexes: Indexes
-    snapshots: WorkerIndex
 
     @classmethod
     def of(cls, runtime: Runtime, logger: Logger, kwargs: Mapping[str, Any]) -> Tick:
-        return cls(runtime, kwargs["body"], logger, Indexes.of(kwargs), kwargs["workers"])
+        return cls(runtime, kwargs["body"], logger, Indexes.of(kwargs))
 
     @property
     def deps(self) -> Deps:

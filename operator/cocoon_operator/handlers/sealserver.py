@@ -19,7 +19,6 @@ them for their Scheduled condition.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +45,7 @@ from cocoon_operator.desired.sealserver import (
     seal_daemonset,
 )
 from cocoon_operator.handlers.runtime import WORKERS, Deps, Runtime
+from cocoon_operator.k8s.reflect import list_and_watch
 from cocoon_operator.k8s.rest import MERGE_PATCH, Kube, path
 from cocoon_operator.policy import nodes as policy_nodes
 from cocoon_operator.policy.sealserver import EnclaveUse, SealFacts, node_labels, wanted
@@ -204,24 +204,14 @@ async def _watch_seal_pods(state: SealServers, api: Kube) -> None:
     """The seal-server pods of the operator's namespace, by a watch of its own: kopf
     watches only the namespaces of workers, which need not include this one."""
     namespace = state.options.namespace
-    pods = path("v1", "pods", namespace=namespace)
-    selector = {"labelSelector": ",".join(f"{k}={v}" for k, v in SELECTOR.items())}
-    while True:
-        try:
-            listed = await api.request("GET", pods, query=selector)
-            state.seal_pods.clear()
-            for pod in listed.get("items") or []:
-                state.observe_seal_pod("ADDED", pod)
-            version = listed["metadata"]["resourceVersion"]
-            events = api.watch(pods, query={**selector, "resourceVersion": version})
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    state.observe_seal_pod(event["type"], event["object"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("watching seal-server pods in %s: %s; retrying", namespace, exc)
-            await asyncio.sleep(5)
+    await list_and_watch(
+        api,
+        path("v1", "pods", namespace=namespace),
+        query={"labelSelector": ",".join(f"{k}={v}" for k, v in SELECTOR.items())},
+        reset=state.seal_pods.clear,
+        observe=state.observe_seal_pod,
+        what=f"seal-server pods in {namespace}",
+    )
 
 
 async def _sweep_forever(state: SealServers, deps: Deps) -> None:

@@ -78,9 +78,8 @@ async def delete_worker(rt: Runtime, *, body: kopf.Body, logger: Logger, **kwarg
     """Drain the worker, stop the VM and release the GPU before the finalizer goes.
 
     The drain (disable, wait for in-flight requests, final payout; each bounded)
-    is the control step's (``Runtime.drain``); the
-    finalizer stays until no launcher pod of this worker is left, so no GPU is
-    left held.
+    is the control step's (``Runtime.drain``); the finalizer stays until no
+    launcher pod of this worker is left, so no GPU is left held.
     """
     indexes = Indexes.of(kwargs)
     meta = body["metadata"]

@@ -14,8 +14,9 @@ report at all (:class:`StaleReport`), never as the last word on the host.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cocoon_operator.api.nodereport import (
     MODEL_READY,
@@ -25,6 +26,9 @@ from cocoon_operator.api.nodereport import (
     RelayedQuote,
     VmRecord,
 )
+
+if TYPE_CHECKING:
+    from cocoon_operator.policy.worker import PodFacts
 
 
 @dataclass(frozen=True)
@@ -126,17 +130,23 @@ def orphaned(
     return out, seen
 
 
-def worker_gpus(
-    reports: Mapping[str, NodeReport], live: Mapping[str, LivePod]
-) -> dict[tuple[str, str], str]:
-    """The PCI address of the GPU each live pod's running VM holds, by (namespace, worker)."""
-    out = {}
-    for node, report in reports.items():
-        for vm in report.vms:
-            pod = live.get(vm.pod_uid)
-            if vm.running and vm.pci and pod is not None and pod.node == node:
-                out[(pod.namespace, pod.worker)] = vm.pci
-    return out
+def vm_gpu(reports: Mapping[str, NodeReport], pods: Iterable[PodFacts]) -> str | None:
+    """The PCI address of the GPU a worker's running VM holds, by its node's report:
+    its current pod's VM first, else that of a pod being stopped whose VM still
+    runs; None when no report shows a VM of its pods running with a GPU.
+
+    A VM counts only on the node its pod is bound to, and only for that pod's uid:
+    a node's agent speaks for its own VMs.
+    """
+    held = None
+    for pod in sorted(pods, key=lambda p: not p.deleting):  # the current pod last: it wins
+        report = reports.get(pod.node or "")
+        if report is None or not pod.uid:
+            continue
+        vm = next((v for v in report.vms if v.pod_uid == pod.uid), None)
+        if vm is not None and vm.running and vm.pci:
+            held = vm.pci
+    return held
 
 
 @dataclass(frozen=True)

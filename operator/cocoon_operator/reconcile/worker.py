@@ -61,6 +61,11 @@ class ObservedWorker:
     node_models: Mapping[str, ModelRecord | None] = field(default_factory=dict)
     # Nodes whose report lists the model Ready: a new launcher pod prefers them.
     model_nodes: tuple[str, ...] = ()
+    # The GPU (PCI address) the worker's running VM holds, by its node's report
+    # (policy/nodereports.py: vm_gpu), written as status.gpu with the rest of the
+    # status; gpu_known False: the operator reads no node reports, and leaves it.
+    gpu: str | None = None
+    gpu_known: bool = False
     # Why spec.release.image may not run here (the operator's allow-list), or None.
     # No launcher pod is created for it; one already running is left alone (taking
     # an image off the list never stops a fleet by itself: an administrator does).
@@ -372,6 +377,7 @@ def plan(obs: ObservedWorker, *, now: datetime) -> Plan:
             "current_revision": running_rev,
             "target_revision": rev,
             "chain": chain,
+            "gpu": obs.gpu if obs.gpu_known else obs.status.gpu,
         }
     )
     out.status = _status_changes(obs.status, desired)
