@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
-from cocoon_operator.attestation.testpki import TdMeasurements
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.desired.launcher import (
     ANNOTATION_DRAIN_STARTED,
     LABEL_INSTANCE,
