@@ -27,7 +27,7 @@ Genesis / faucet
 Run it: ``python -m cocoon_operator.ton.localchain --port 8081`` then point a
 :class:`~cocoon_operator.ton.client.TonClient` at ``http://127.0.0.1:8081/api/v2``.
 
-The package, by role (this module re-exports what tests, hack/ and the simulator use):
+The package, by role (this module re-exports what the tests and hack/ use):
 
 - :mod:`.chain`: the chain's state and execution: accounts, messages,
   transactions, get-methods (:class:`LocalChain`);
