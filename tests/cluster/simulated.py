@@ -118,7 +118,7 @@ def example_model(**changes: str) -> str:
 
 def example_image_hash() -> str:
     """The image hash the simulator's TD measurements of the example release give."""
-    from cocoon_operator.attestation.testpki import TdMeasurements  # noqa: PLC0415
+    from cocoon_operator.attestation.testing.quotes import TdMeasurements  # noqa: PLC0415
 
     image = example_worker()["spec"]["release"]["image"]
     return TdMeasurements.from_label(image).image_hash.hex()

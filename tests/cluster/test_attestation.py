@@ -19,7 +19,7 @@ from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.labels import ANNOTATION_DRAIN_STARTED, LABEL_INSTANCE, READINESS_GATE
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
-from cocoon_operator.attestation.testpki import TdMeasurements
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.simulator.agent import harness_port
 from cocoon_operator.workerapi import StatusPage, parse_status_page
 from tests.cluster.crds import install_crds

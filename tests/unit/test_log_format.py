@@ -17,8 +17,9 @@ from cocoon_operator.cli import (
     build_parser,
     configure_logging,
 )
-from cocoon_operator.ton.client import HttpRequest, HttpResponse, MockTransport, TonClient
+from cocoon_operator.ton.client import HttpRequest, HttpResponse, TonClient
 from cocoon_operator.ton.errors import TonTransportError
+from tests.support.ton import MockTransport
 
 KEY = "sekret-api-key-0123456789"
 BODY = {

@@ -5,7 +5,7 @@ COCOON's source has it (``/jsonstats``, ``/stats``, ``/perf``, the
 ``/request/...`` controls; 400 "not found" before initialisation) and, as a
 stand-in until the quote relay, presents an RA-TLS certificate whose TDX quote
 is signed by the TEST DCAP
-PKI of :mod:`cocoon_operator.attestation.testpki`. That PKI is trusted only
+PKI of :mod:`cocoon_operator.attestation.testing.pki`. That PKI is trusted only
 where a caller selects its root explicitly (``TdxVerifier(sim.trusted_root)``
 and ``TdxPolicy(require_production_root=False, ...)``); production verification
 refuses it. See ``docs/simulator.md``.

@@ -3,7 +3,7 @@
 A COCOON worker's RA-TLS certificate is self-signed Ed25519 with the raw TDX
 quote in extension ``1.3.6.1.4.1.12345.1`` and the claims (the raw 32-byte key)
 in ``.2``; REPORTDATA is SHA-512 of the claims. Here the quote is made with the
-test DCAP PKI (:mod:`cocoon_operator.attestation.testpki`), so it verifies only
+test DCAP PKI (:mod:`cocoon_operator.attestation.testing.pki`), so it verifies only
 against that explicitly selected test root.
 """
 
@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import report_data_for_key
-from cocoon_operator.attestation.testing import build_ratls_certificate
-from cocoon_operator.attestation.testpki import DcapTestPki, TdMeasurements, build_td_quote
+from cocoon_operator.attestation.testing.pki import DcapTestPki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements, build_td_quote
+from cocoon_operator.attestation.testing.ratls import build_ratls_certificate
 from cocoon_operator.workerapi import fetch_ratls_certificate
 
 # Offset of the first RTMR3 byte inside a TD report body: TEE_TCB_SVN, MRSEAM,

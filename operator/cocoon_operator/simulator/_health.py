@@ -43,7 +43,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from cocoon_operator.attestation.testpki import TdMeasurements
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.launcher._health import MAX_REQUEST_BYTES, PREFIX_SIZE
 
 #: health-monitor.cpp:300

@@ -23,7 +23,8 @@ import contextlib
 import logging
 from pathlib import Path
 
-from cocoon_operator.attestation.testpki import DcapTestPki, TdMeasurements, build_td_quote
+from cocoon_operator.attestation.testing.pki import DcapTestPki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements, build_td_quote
 from cocoon_operator.launcher._quoterelay import CapturedQuote, QuoteRelay, UnixAddress
 from cocoon_operator.qgs import (
     MAX_REQUEST_FRAME,

@@ -34,19 +34,15 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import Collateral, TrustedRoot, model_hash
-from cocoon_operator.attestation.testgpu import (
+from cocoon_operator.attestation.testing.gpu import (
     DEFAULT_GPU_SEED,
     GpuMeasurements,
     GpuTestPki,
     build_gpu_evidence,
     generate_test_gpu_pki,
 )
-from cocoon_operator.attestation.testpki import (
-    DEFAULT_SEED,
-    DcapTestPki,
-    TdMeasurements,
-    generate_test_pki,
-)
+from cocoon_operator.attestation.testing.pki import DEFAULT_SEED, DcapTestPki, generate_test_pki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.simulator._evidence import (
     RaTlsEvidence,
     TlsIdentity,

@@ -62,17 +62,13 @@ from cocoon_operator.api.labels import (
     LABEL_WORKER,
 )
 from cocoon_operator.api.nodereport import GuestHealthReport
-from cocoon_operator.attestation.testgpu import (
+from cocoon_operator.attestation.testing.gpu import (
     DEFAULT_GPU_SEED,
     GpuTestPki,
     generate_test_gpu_pki,
 )
-from cocoon_operator.attestation.testpki import (
-    DEFAULT_SEED,
-    DcapTestPki,
-    TdMeasurements,
-    generate_test_pki,
-)
+from cocoon_operator.attestation.testing.pki import DEFAULT_SEED, DcapTestPki, generate_test_pki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.desired.config import GPU_ENV
 from cocoon_operator.desired.launcher import MODEL_INIT_CONTAINER
 from cocoon_operator.k8s.client import load

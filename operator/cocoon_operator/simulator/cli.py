@@ -19,7 +19,8 @@ from pathlib import Path
 
 from cocoon_operator.attestation import model_hash
 from cocoon_operator.attestation._time import parse_instant
-from cocoon_operator.attestation.testpki import DEFAULT_SEED, TdMeasurements, generate_test_pki
+from cocoon_operator.attestation.testing.pki import DEFAULT_SEED, generate_test_pki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.simulator._server import (
     DEFAULT_MODEL,
     DEFAULT_RELEASE,

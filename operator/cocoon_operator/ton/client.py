@@ -7,8 +7,9 @@ Design points
 
 * **Transport is injected.** :class:`TonClient` builds :class:`HttpRequest`
   values and hands them to a :class:`Transport`. Production uses
-  :class:`AiohttpTransport`; tests pass :class:`MockTransport`, which calls a
-  plain function with each request, the same idea as ``httpx.MockTransport``.
+  :class:`AiohttpTransport`; tests pass ``tests.support.ton.MockTransport``,
+  which calls a plain function with each request, the same idea as
+  ``httpx.MockTransport``.
 * **Per-call timeout.** Every HTTP attempt runs under ``asyncio.timeout``;
   expiry becomes :class:`~cocoon_operator.ton.errors.TonTimeoutError`.
 * **Bounded retries.** :class:`RetryPolicy` retries *transient* failures
@@ -110,33 +111,6 @@ class Transport(Protocol):
     async def send(self, request: HttpRequest, time_limit: float) -> HttpResponse: ...
 
     async def close(self) -> None: ...
-
-
-Handler: TypeAlias = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
-
-
-class MockTransport:
-    """Transport that answers with a user function; for tests.
-
-    The handler may return an :class:`HttpResponse` (or an awaitable of one) or
-    raise :class:`TonTransportError` to simulate a network failure. Every request
-    is appended to :attr:`requests`.
-    """
-
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-        self.requests: list[HttpRequest] = []
-        self.closed = False
-
-    async def send(self, request: HttpRequest, time_limit: float) -> HttpResponse:
-        self.requests.append(request)
-        result = self._handler(request)
-        if isinstance(result, HttpResponse):
-            return result
-        return await result
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 #: The largest TON API answer read. The largest the operator asks for, a page of

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import cli
-from cocoon_operator.attestation.testing import build_ratls_certificate
+from cocoon_operator.attestation.testing.ratls import build_ratls_certificate
 
 from .conftest import AT_OUTDATED
 from .test_quote import COCOON_MRTD, SAMPLE_MRTD, SAMPLE_RTMR

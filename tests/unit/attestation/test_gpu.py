@@ -34,7 +34,7 @@ from cocoon_operator.attestation.errors import (
     SpdmFormatError,
     TrustRootError,
 )
-from cocoon_operator.attestation.testing import AlwaysGoodRevocation
+from cocoon_operator.attestation.testing.revocation import AlwaysGoodRevocation
 
 from .conftest import AT_GPU
 

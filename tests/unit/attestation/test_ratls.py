@@ -23,7 +23,7 @@ from cocoon_operator.attestation.errors import (
     CertificateFormatError,
     ReportDataBindingError,
 )
-from cocoon_operator.attestation.testing import build_ratls_certificate
+from cocoon_operator.attestation.testing.ratls import build_ratls_certificate
 
 from .conftest import AT_OUTDATED
 

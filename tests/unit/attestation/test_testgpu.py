@@ -24,14 +24,14 @@ from cocoon_operator.attestation.errors import (
     SpdmFormatError,
     TrustRootError,
 )
-from cocoon_operator.attestation.testgpu import (
+from cocoon_operator.attestation.testing.gpu import (
     DEFAULT_GPU_SEED,
     GpuMeasurements,
     GpuTestPki,
     build_gpu_evidence,
     generate_test_gpu_pki,
 )
-from cocoon_operator.attestation.testing import AlwaysGoodRevocation
+from cocoon_operator.attestation.testing.revocation import AlwaysGoodRevocation
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NONCE = bytes(range(0x40, 0x60))

@@ -34,13 +34,8 @@ from cocoon_operator.attestation.errors import (
     TcbLevelError,
     TrustRootError,
 )
-from cocoon_operator.attestation.testpki import (
-    DcapTestPki,
-    PlatformTcb,
-    TdMeasurements,
-    build_td_quote,
-    generate_test_pki,
-)
+from cocoon_operator.attestation.testing.pki import DcapTestPki, PlatformTcb, generate_test_pki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements, build_td_quote
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MEASURED = TdMeasurements.from_label("test-release-1")

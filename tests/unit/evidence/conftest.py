@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
+from cocoon_operator.attestation.testing.pki import DcapTestPki, generate_test_pki
 from cocoon_operator.simulator import WorkerSimulator, start_simulator
 from tests.unit.evidence.test_checker import START, Clock
 

@@ -16,7 +16,7 @@ from cocoon_operator.api.v1alpha1 import (
     GpuEvidenceMode,
 )
 from cocoon_operator.attestation import GpuVerifier, NoRevocationCheck, nvidia_device_root
-from cocoon_operator.attestation.testgpu import GpuMeasurements
+from cocoon_operator.attestation.testing.gpu import GpuMeasurements
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator

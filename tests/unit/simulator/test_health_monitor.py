@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cocoon_operator.attestation.testpki import TdMeasurements
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.launcher import HealthError, parse_tdx_status, read_guest_health
 from cocoon_operator.launcher._health import ask
 from cocoon_operator.launcher._quoterelay import UnixAddress

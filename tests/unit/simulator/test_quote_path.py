@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cocoon_operator.attestation import parse_tdx_quote
-from cocoon_operator.attestation.testpki import TdMeasurements, generate_test_pki
+from cocoon_operator.attestation.testing.pki import generate_test_pki
+from cocoon_operator.attestation.testing.quotes import TdMeasurements
 from cocoon_operator.simulator._quotepath import (
     SimulatedQgs,
     SimulatedQuotePath,

@@ -31,7 +31,7 @@ from cocoon_operator.attestation import (
 )
 from cocoon_operator.attestation.errors import QuoteSignatureError
 from cocoon_operator.attestation.pccs import PccsCollateralSource
-from cocoon_operator.attestation.testpki import DcapTestPki, generate_test_pki
+from cocoon_operator.attestation.testing.pki import DcapTestPki, generate_test_pki
 from cocoon_operator.simulator import (
     DEFAULT_MODEL,
     LoadModel,

@@ -4,12 +4,12 @@ import random
 from collections.abc import Callable
 
 import pytest
+from tests.support.ton import MockTransport
 
 from cocoon_operator.ton.client import (
     API_KEY_HEADER,
     HttpRequest,
     HttpResponse,
-    MockTransport,
     RetryPolicy,
     StackCell,
     StackNum,

@@ -51,7 +51,6 @@ from cocoon_operator.ton.cocoonwallet import (
     node_wallet_state_init_boc,
     parse_node_wallet_key,
 )
-from cocoon_operator.ton.emulator import run_get_method
 from cocoon_operator.ton.errors import AddressError, NodeWalletKeyError, WalletError
 from cocoon_operator.ton.localchain import (
     LocalChain,
@@ -59,6 +58,7 @@ from cocoon_operator.ton.localchain import (
     default_config_boc,
     method_id,
 )
+from cocoon_operator.ton.localchain.emulator import run_get_method
 from cocoon_operator.ton.wallet import Transfer, WalletKey, internal_message_cell
 
 REPO = Path(__file__).resolve().parents[3]

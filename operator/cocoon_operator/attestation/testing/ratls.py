@@ -1,14 +1,11 @@
-"""Test-only helpers (worker simulator, unit tests). Never used by verification code.
+"""A COCOON-style RA-TLS certificate around any quote bytes (tests, the worker simulator).
 
-- :func:`build_ratls_certificate` makes a COCOON-style RA-TLS certificate around
-  any quote bytes (a real fixture quote is fine for parsing tests).
-- :class:`AlwaysGoodRevocation` is the fake revocation checker tests pass
-  explicitly; production code has no checker that answers "good" unasked.
+A real fixture quote is fine for parsing tests; the simulator wraps the quotes of
+:mod:`.quotes`. Never used by verification code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -17,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from cocoon_operator.attestation._ratls import RATLS_CLAIMS_OID, RATLS_QUOTE_OID
-from cocoon_operator.attestation._revocation import RevocationResult, RevocationStatus
 from cocoon_operator.attestation._time import utc
 
 
@@ -62,12 +58,3 @@ def build_ratls_certificate(
     )
     cert = builder.sign(private_key, None)
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-class AlwaysGoodRevocation:
-    """Fake revocation checker for tests: every chain is "good". Never use in production."""
-
-    name = "test-always-good"
-
-    def check(self, chain: Sequence[x509.Certificate], *, now: datetime) -> RevocationResult:
-        return RevocationResult(RevocationStatus.GOOD, "test fake")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LocalChainError
+from cocoon_operator.ton.errors import LocalChainError
 
 _LIB_LOCK = threading.Lock()
 _LIB: ctypes.CDLL | None = None

@@ -55,7 +55,8 @@ from cocoon_operator.attestation._spdm import (
     SPDM_VERSION_11,
 )
 from cocoon_operator.attestation._time import utc
-from cocoon_operator.attestation.testpki import _derive, _key_usage, _seed_bytes, _serial
+from cocoon_operator.attestation.testing._seed import _derive, _seed_bytes, _serial
+from cocoon_operator.attestation.testing.pki import _key_usage
 
 __all__ = [
     "DEFAULT_GPU_SEED",
