@@ -75,6 +75,7 @@ from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import (
+    BalanceBook,
     FundingReport,
     Limit,
     PlannedTransfer,
@@ -351,6 +352,8 @@ class Chain:
     check_seconds: float = 30.0
     # Each worker's last balance reading (see policy.chain.balance_read_due).
     balances: dict[tuple[str, str], BalanceReading] = field(default_factory=dict)
+    # issue 29: the fleet's node wallet balances, read in batches (funding/_balances.py).
+    book: BalanceBook | None = None
     # The operator's funding limits and the TCB statuses its treasury pays for.
     funding_limits: FundingLimits = field(default_factory=FundingLimits)
     treasury_tcb: frozenset[v1alpha1.TcbStatus] = TREASURY_TCB_DEFAULT
@@ -542,6 +545,7 @@ async def start(*, memo: Any, logger: Logger, **_: Any) -> None:
         options.check_seconds,
         funding_limits=options.funding_limits,
         treasury_tcb=options.treasury_tcb,
+        book=BalanceBook(ton, interval=options.check_seconds),  # issue 29
     )
     memo["chain"] = state
     hook: Callable[[Observed], Awaitable[Observed]] = lambda obs: read_lists(  # noqa: E731
@@ -617,6 +621,20 @@ async def _read_balance(
     """The node wallet's balance: read from the chain when due
     (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last reading."""
     last = state.balances.get(key)
+    # --- issue 29: the fleet's balance book serves the reading (at most one interval old)
+    if state.book is not None:
+        try:
+            seen = await state.book.balance(address)
+        except TonError as exc:
+            deps.metrics.chain_errors.labels("accountStates").inc()
+            logger.warning("chain check of %s/%s: %s", *key, exc)
+            return None
+        read_at = now - dt.timedelta(seconds=seen.age)
+        if last is not None and last.address == address and last.read_at >= read_at:
+            return last  # this check's own later reading (after a top-up) is newer
+        reading = state.balances[key] = next_reading(last, address, seen.balance, read_at)
+        return reading
+    # --- end issue 29
     minimum = worker.spec.funding.minimum
     interval = state.check_seconds
     if last is not None and not balance_read_due(
