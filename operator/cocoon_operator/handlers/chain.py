@@ -618,15 +618,16 @@ async def _read_balance(
     now: dt.datetime,
     logger: Logger,
 ) -> BalanceReading | None:
-    """The node wallet's balance: read from the chain when due
+    """The node wallet's balance: from the fleet's balance book (at most one interval
+    old), or without one read from the chain when due
     (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last reading."""
     last = state.balances.get(key)
     # --- issue 29: the fleet's balance book serves the reading (at most one interval old)
     if state.book is not None:
         try:
             seen = await state.book.balance(address)
-        except TonError as exc:
-            deps.metrics.chain_errors.labels("accountStates").inc()
+        except TonError as exc:  # the v3 read failed, and so did the v2 one after it
+            deps.metrics.chain_errors.labels("getAddressBalance").inc()
             logger.warning("chain check of %s/%s: %s", *key, exc)
             return None
         read_at = now - dt.timedelta(seconds=seen.age)
