@@ -206,7 +206,11 @@ class BalanceBook:
                 found = {a: s.balance for a, s in states.items()}
         for address, balance in found.items():
             self._readings[address] = BookReading(address, balance, now)
-        missing = [a for a in waiting if a not in found]
+        # A waiter whose wallet a read just before this one covered needs nothing more;
+        # one the index does not hold (or no index) is read from v2.
+        missing = [
+            a for a in waiting if not fresh(self._readings.get(a), now=now, interval=self.interval)
+        ]
         answers = await asyncio.gather(*(self._read_one(a) for a in missing))
         failed = dict(zip(missing, answers, strict=True))
         for address, future in waiting.items():

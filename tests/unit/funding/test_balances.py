@@ -236,3 +236,26 @@ async def test_checks_asking_while_a_read_is_out_share_it() -> None:
 def test_the_book_refuses_an_interval_that_is_not_positive() -> None:
     with pytest.raises(ValueError, match="interval"):
         BalanceBook(TonClient("http://ton.invalid/api/v2"), interval=0)
+
+
+async def test_a_check_that_waited_while_its_wallet_was_being_read_costs_no_other_read() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), Clock()
+    out, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: HttpRequest) -> HttpResponse:
+        out.set()
+        await gate.wait()
+        return chain(request)
+
+    book = book_over(chain, clock)
+    book.ton = TonClient("http://ton.invalid/api/v2", transport=MockTransport(slow))
+    book._asked[addr(2)] = clock.now  # in use (asked about before), so in the sweep
+    first = asyncio.create_task(book.balance(addr(1)))
+    await out.wait()
+    # addr(2)'s own check comes while the sweep that covers it is out.
+    second = asyncio.create_task(book.balance(addr(2)))
+    await asyncio.sleep(0)
+    gate.set()
+    assert (await first).balance == 10
+    assert (await second).balance == 20
+    assert chain.calls == {"accountStates": 1}
