@@ -332,6 +332,7 @@ async def chain_faults(api: client.ApiClient, namespace: str, env: Env, proxy: C
 
     # Six more balance readings, every one stale (0): at least three more chain checks.
     await eventually(more_checks, within=60, what="chain checks on stale data")
+    assert proxy.served[("stale", "accountStates")] > 0  # the fleet's batched read lagged too
     intents = await ledger_or_empty(api, namespace)
     assert len(intents) == 1 and intents[0]["state"] == "confirmed", intents
     assert await treasury_seqno(env) == 1
