@@ -1,5 +1,6 @@
 """A toncenter-API proxy that a fault test controls: in front of the local chain,
-it forwards, answers HTTP 500, hangs, or serves stale readings.
+it forwards, answers HTTP 500, hangs, or serves stale readings. It serves the v2
+API and v3's ``accountStates`` (the fleet's batched balance read), by method name.
 
 It runs in the test's event loop, so it serves while the test awaits. Modes:
 
@@ -31,6 +32,7 @@ STALE_DEFAULT = frozenset({"getAddressBalance"})
 class ChainProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")  # .../api/v2
+        self.upstream_v3 = self.upstream.removesuffix("/api/v2") + "/api/v3"
         self.mode: Mode = "pass"
         self.frozen: frozenset[str] = STALE_DEFAULT
         self.failing: frozenset[str] | None = None  # error mode: None = every method
@@ -58,9 +60,10 @@ class ChainProxy:
 
     async def _forward(self, request: web.Request, method: str, body: bytes) -> tuple[int, bytes]:
         assert self._session is not None
+        base = self.upstream_v3 if request.path.startswith("/api/v3/") else self.upstream
         async with self._session.request(
             request.method,
-            f"{self.upstream}/{method}",
+            f"{base}/{method}",
             params=request.query,
             data=body or None,
             headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
@@ -91,6 +94,7 @@ class ChainProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         app = web.Application()
         app.router.add_route("*", "/api/v2/{method}", self._handle)
+        app.router.add_route("GET", "/api/v3/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -12,11 +12,14 @@ own BOC may be re-sent, which the wallet's seqno check makes harmless.
 - :mod:`._ledger`: the ledger and intent models, and the store protocol;
 - :mod:`._plan`: who gets how much, within per-worker (per-wallet), per-namespace and
   global daily caps, each wallet once (pure);
-- :mod:`._treasury`: the I/O: resolve, record, send, confirm.
+- :mod:`._treasury`: the I/O: resolve, record, send, confirm;
+- :mod:`._balances`: the fleet's node wallet balances for the chain checks, read in
+  batches (never what the treasury pays by: it re-reads).
 """
 
 from __future__ import annotations
 
+from cocoon_operator.funding._balances import BalanceBook, BookReading, Seen, plan_reads
 from cocoon_operator.funding._ledger import (
     FileLedgerStore,
     Intent,
@@ -31,6 +34,8 @@ from cocoon_operator.funding._plan import Limit, Refusal, TopUpRequest, plan_top
 from cocoon_operator.funding._treasury import FundingReport, Treasury, failpoint, settle_forever
 
 __all__ = [
+    "BalanceBook",
+    "BookReading",
     "FileLedgerStore",
     "FundingReport",
     "Intent",
@@ -42,9 +47,11 @@ __all__ = [
     "MemoryLedgerStore",
     "PlannedTransfer",
     "Refusal",
+    "Seen",
     "TopUpRequest",
     "Treasury",
     "failpoint",
+    "plan_reads",
     "plan_topups",
     "settle_forever",
 ]

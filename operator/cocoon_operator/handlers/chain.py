@@ -74,6 +74,7 @@ from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR, EarningsStatus, WalletStatus
 from cocoon_operator.desired.launcher import pod_name, revision
 from cocoon_operator.funding import (
+    BalanceBook,
     FundingReport,
     Limit,
     PlannedTransfer,
@@ -344,6 +345,9 @@ class Chain:
     check_seconds: float = 30.0
     # Each worker's last balance reading (see policy.chain.balance_read_due).
     balances: dict[tuple[str, str], BalanceReading] = field(default_factory=dict)
+    # The fleet's node wallet balances, read in batches (funding/_balances.py); None (a
+    # test's Chain): each check reads its own, backing off while it holds.
+    book: BalanceBook | None = None
     # The operator's funding limits and the TCB statuses its treasury pays for.
     funding_limits: FundingLimits = field(default_factory=FundingLimits)
     treasury_tcb: frozenset[v1alpha1.TcbStatus] = TREASURY_TCB_DEFAULT
@@ -533,6 +537,7 @@ async def started(options: ChainOptions, deps: Deps, logger: Logger) -> Chain:
         options.check_seconds,
         funding_limits=options.funding_limits,
         treasury_tcb=options.treasury_tcb,
+        book=BalanceBook(ton, interval=options.check_seconds),
     )
     return state
 
@@ -599,9 +604,23 @@ async def _read_balance(
     now: dt.datetime,
     logger: Logger,
 ) -> BalanceReading | None:
-    """The node wallet's balance: read from the chain when due
+    """The node wallet's balance: from the fleet's balance book (at most one interval
+    old), or without one read from the chain when due
     (:func:`~cocoon_operator.policy.chain.balance_read_due`), else the last reading."""
     last = state.balances.get(key)
+    # The fleet's balance book serves the reading (at most one interval old).
+    if state.book is not None:
+        try:
+            seen = await state.book.balance(address)
+        except TonError as exc:  # the v3 read failed, and so did the v2 one after it
+            deps.metrics.chain_errors.labels("getAddressBalance").inc()
+            logger.warning("chain check of %s/%s: %s", *key, exc)
+            return None
+        read_at = now - dt.timedelta(seconds=seen.age)
+        if last is not None and last.address == address and last.read_at >= read_at:
+            return last  # this check's own later reading (after a top-up) is newer
+        reading = state.balances[key] = next_reading(last, address, seen.balance, read_at)
+        return reading
     minimum = worker.spec.funding.minimum
     interval = state.check_seconds
     if last is not None and not balance_read_due(

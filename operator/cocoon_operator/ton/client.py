@@ -1,4 +1,4 @@
-"""Async client for a toncenter-compatible HTTP API v2.
+"""Async client for a toncenter-compatible HTTP API v2 (and v3's multi-account read).
 
 One client talks to mainnet, testnet (toncenter or any compatible server) and the
 project's local chain (:mod:`cocoon_operator.ton.localchain`) alike.
@@ -27,6 +27,9 @@ Design points
 * **Client-side rate limit.** A :class:`TokenBucket` spaces requests (every
   HTTP attempt, retries included, takes one token). toncenter allows 1 rps
   without a key and ~10 rps with one.
+* **v3, for one thing.** toncenter's v3 index answers many accounts per request
+  (:meth:`TonClient.get_account_states`); everything else is v2, which reads
+  the chain through a liteserver rather than an index.
 * **API key.** Sent only as the ``X-API-Key`` header. It is never part of a
   URL, and never appears in ``repr`` of the client or of a request, in log
   lines or in exception messages: any foreign text (transport exceptions,
@@ -41,7 +44,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -57,6 +60,7 @@ from .errors import (
     TonAuthError,
     TonBadRequestError,
     TonClientError,
+    TonError,
     TonGetMethodError,
     TonMessageRejectedError,
     TonNotFoundError,
@@ -72,6 +76,18 @@ log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
 MAINNET_URL = "https://toncenter.com/api/v2"
 TESTNET_URL = "https://testnet.toncenter.com/api/v2"
+
+#: toncenter v3's ``GET /api/v3/accountStates`` takes at most 1,000 addresses
+#: ("Maximum 1000 addresses allowed", https://docs.ton.org/ecosystem/api/toncenter/v3/accounts/get-account-states;
+#: the index's query ends in ``limit 1000``, toncenter/ton-indexer
+#: ton-index-go/index/crud/crud_accounts.go).
+MAX_ACCOUNTS_PER_REQUEST = 1000
+#: ... but the URL runs out first: toncenter's maintainers say 1,024 addresses do
+#: not fit in its maximal URL length (https://github.com/toncenter/ton-indexer/issues/110)
+#: without saying what that length is. 8 KiB is the common default limit of a
+#: request line (nginx's ``large_client_header_buffers``, aiohttp's 8190), so a
+#: request is cut there: about 100 raw addresses each.
+MAX_URL_BYTES = 8000
 
 Json: TypeAlias = Any
 AccountStatus = Literal["active", "uninitialized", "frozen"]
@@ -90,6 +106,8 @@ class HttpRequest:
     params: Mapping[str, str] = field(default_factory=dict)
     json_body: Json = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Repeated query parameters (v3's ``address=..&address=..``), sent after ``params``.
+    query: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +158,7 @@ class AiohttpTransport:
             async with self._session.request(
                 request.method,
                 request.url,
-                params=dict(request.params) or None,
+                params=[*request.params.items(), *request.query] or None,
                 json=request.json_body if request.method == "POST" else None,
                 headers=dict(request.headers),
                 timeout=aiohttp.ClientTimeout(total=time_limit),
@@ -257,6 +275,17 @@ class AddressInformation:
     last_transaction_id: TransactionId | None
     frozen_hash: str | None
     sync_utime: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """One account as toncenter v3's ``accountStates`` reports it (BOCs not asked for)."""
+
+    address: str  # raw, as :func:`normalize_address` writes it (``wc:lowerhex``)
+    balance: Nanoton
+    status: AccountStatus
+    last_transaction_lt: int | None
+    code_hash: str | None  # base64, as the index reports it
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +536,47 @@ def _transaction(value: Json, what: str) -> TransactionInfo:
     )
 
 
+def _account_state(value: Json, what: str) -> AccountState:
+    obj = _obj(value, what)
+    raw = obj.get("address")
+    if not isinstance(raw, str):
+        raise TonResponseError(f"{what}.address: expected text")
+    try:
+        address = normalize_address(raw)
+    except TonError as exc:
+        raise TonResponseError(f"{what}.address: {exc}") from None
+    lt = obj.get("last_transaction_lt")
+    code_hash = obj.get("code_hash")
+    return AccountState(
+        address=address,
+        balance=_nano(obj.get("balance") or "0", f"{what}.balance"),
+        status=_state(obj.get("status"), f"{what}.status"),
+        last_transaction_lt=_int(lt, f"{what}.last_transaction_lt") if lt is not None else None,
+        code_hash=code_hash if isinstance(code_hash, str) and code_hash else None,
+    )
+
+
+def _v3_of(v2_url: str) -> str | None:
+    """toncenter serves v3 beside v2 (``/api/v2`` and ``/api/v3``)."""
+    return v2_url[: -len("/api/v2")] + "/api/v3" if v2_url.endswith("/api/v2") else None
+
+
+def _chunks(addresses: Sequence[str], fixed: int, max_url_bytes: int) -> list[list[str]]:
+    """``addresses`` cut into requests of at most :data:`MAX_ACCOUNTS_PER_REQUEST`
+    whose URL (``fixed`` bytes, plus ``&address=`` and the address, its ``:``
+    percent-encoded, for each) stays within ``max_url_bytes``."""
+    chunks: list[list[str]] = []
+    size = fixed
+    for address in addresses:
+        cost = len("&address=") + len(address) + 2  # ':' may travel as %3A
+        if not chunks or len(chunks[-1]) >= MAX_ACCOUNTS_PER_REQUEST or size + cost > max_url_bytes:
+            chunks.append([])
+            size = fixed
+        chunks[-1].append(address)
+        size += cost
+    return chunks
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -529,10 +599,14 @@ class TonClient:
         rate_limiter: TokenBucket | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        v3_url: str | None = None,
+        max_url_bytes: int = MAX_URL_BYTES,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
         self._base_url = base_url.rstrip("/")
+        self._v3_url = (v3_url or _v3_of(self._base_url) or "").rstrip("/") or None
+        self._max_url_bytes = max_url_bytes
         self._api_key = api_key or None
         self._transport: Transport = transport or AiohttpTransport()
         self._timeout = timeout
@@ -548,6 +622,12 @@ class TonClient:
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    @property
+    def v3_url(self) -> str | None:
+        """toncenter v3's base (``.../api/v3``): given, or the v2 base's sibling; None
+        when the v2 base is not ``.../api/v2`` and none was given."""
+        return self._v3_url
 
     async def close(self) -> None:
         await self._transport.close()
@@ -601,8 +681,11 @@ class TonClient:
             cls = TonBadRequestError
         return cls(text, status=status, code=code, method=api_method)
 
-    async def _attempt(self, request: HttpRequest, api_method: str) -> Json:
-        """One HTTP attempt. Returns the ``result`` field or raises a TonClientError."""
+    async def _attempt(
+        self, request: HttpRequest, api_method: str, *, envelope: bool = True
+    ) -> Json:
+        """One HTTP attempt. Returns the ``result`` field (v2's envelope) or, with
+        ``envelope=False`` (v3), the whole JSON object; or raises a TonClientError."""
         if self._limiter is not None:
             await self._limiter.acquire()
         try:
@@ -635,6 +718,12 @@ class TonClient:
                     delay = None
                 error.retry_after = delay
             raise error
+        if not envelope:
+            if not isinstance(body, dict):
+                raise TonResponseError(
+                    self._redact(f"{api_method}: HTTP {response.status} without a JSON object")
+                )
+            return body
         if not isinstance(body, dict) or "result" not in body:
             raise TonResponseError(
                 self._redact(f"{api_method}: HTTP {response.status} without a JSON 'result'")
@@ -648,18 +737,23 @@ class TonClient:
         params: Mapping[str, str] | None = None,
         json_body: Json = None,
         retry: bool = True,
+        base: str | None = None,
+        query: Sequence[tuple[str, str]] = (),
     ) -> Json:
+        """One API method, retried on transient errors. ``base`` (v3's) means the
+        answer is a plain JSON object, not v2's ``{"ok", "result"}`` envelope."""
         request = HttpRequest(
             method="POST" if json_body is not None else "GET",
-            url=f"{self._base_url}/{api_method}",
+            url=f"{base or self._base_url}/{api_method}",
             params=dict(params or {}),
             json_body=json_body,
             headers=self._headers(),
+            query=tuple(query),
         )
         attempts = self._retry.max_attempts if retry else 1
         for attempt in range(attempts):
             try:
-                return await self._attempt(request, api_method)
+                return await self._attempt(request, api_method, envelope=base is None)
             except TonClientError as exc:
                 if not exc.transient or attempt + 1 >= attempts:
                     raise
@@ -694,6 +788,48 @@ class TonClient:
             frozen_hash=obj.get("frozen_hash") or None,
             sync_utime=_int(obj["sync_utime"], "sync_utime") if "sync_utime" in obj else None,
         )
+
+    async def get_account_states(
+        self, addresses: Iterable[str | Address]
+    ) -> dict[str, AccountState]:
+        """Many accounts' balances and states: toncenter v3's
+        ``GET /api/v3/accountStates?address=A&address=B&include_boc=false``
+        (https://docs.ton.org/ecosystem/api/toncenter/v3/accounts/get-account-states).
+
+        Keyed by the raw address (``wc:lowerhex``) of each account the index holds;
+        an address it does not hold is absent (the index has no row for an account
+        never touched on chain, or not indexed yet), so absence says nothing about
+        the balance. The index answers addresses as raw upper-case hex
+        (``0:ABC...``), matched here through :func:`normalize_address`.
+
+        Sent in as few requests as fit :data:`MAX_ACCOUNTS_PER_REQUEST` and the URL
+        budget (``max_url_bytes``, :data:`MAX_URL_BYTES`), one after the other; errors
+        as every method's (:class:`~cocoon_operator.ton.errors.TonClientError`),
+        :class:`~cocoon_operator.ton.errors.TonNotFoundError` when the server has no
+        such endpoint, :class:`TonClientError` at once when no v3 URL is known.
+        """
+        if self._v3_url is None:
+            raise TonClientError(f"no toncenter v3 URL known for {self._base_url}")
+        wanted = list(dict.fromkeys(normalize_address(a) for a in addresses))
+        found: dict[str, AccountState] = {}
+        for chunk in _chunks(
+            wanted, len(f"{self._v3_url}/accountStates?include_boc=false"), self._max_url_bytes
+        ):
+            body = await self._call(
+                "accountStates",
+                params={"include_boc": "false"},
+                base=self._v3_url,
+                query=[("address", a) for a in chunk],
+            )
+            accounts = body.get("accounts")
+            if not isinstance(accounts, list):
+                raise TonResponseError("accountStates: 'accounts' must be a list")
+            asked = set(chunk)
+            for i, entry in enumerate(accounts):
+                state = _account_state(entry, f"accounts[{i}]")
+                if state.address in asked:
+                    found[state.address] = state
+        return found
 
     async def get_address_balance(self, address: str | Address) -> Nanoton:
         raw = normalize_address(address)

@@ -20,6 +20,7 @@ from cocoon_operator.ton.client import (
 from cocoon_operator.ton.errors import (
     TonAuthError,
     TonBadRequestError,
+    TonClientError,
     TonGetMethodError,
     TonMessageRejectedError,
     TonNotFoundError,
@@ -485,3 +486,104 @@ def test_policy_validation() -> None:
         TokenBucket(rate=0)
     with pytest.raises(ValueError):
         TonClient("http://x", transport=MockTransport(lambda _: ok(0)), timeout=0)
+
+
+# --------------------------------------------------------------------------- v3 accountStates
+
+
+def _raw(i: int) -> str:
+    return f"0:{i:064x}"
+
+
+def _v3_state(address: str, balance: int, status: str = "active") -> dict[str, object]:
+    """One entry as toncenter's index writes it: raw upper-case hex, strings for numbers."""
+    wc, hex_part = address.split(":")
+    return {
+        "address": f"{wc}:{hex_part.upper()}",
+        "account_state_hash": "AAAA",
+        "balance": str(balance),
+        "status": status,
+        "last_transaction_lt": "4200",
+        "last_transaction_hash": "AAAA",
+        "code_hash": "oM/CxIruFqJx8s/AtzgtgXVs7LEBfQd/qqs7tgL2how=",
+        "extra_currencies": {},
+    }
+
+
+def v3_index(balances: dict[str, int]) -> Callable[[HttpRequest], HttpResponse]:
+    """An index holding ``balances`` (raw lower-case keys): answers what it holds."""
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        asked = [v for k, v in request.query if k == "address"]
+        accounts = [_v3_state(a, balances[a]) for a in asked if a in balances]
+        return HttpResponse.json(200, {"accounts": accounts, "address_book": {}})
+
+    return handler
+
+
+async def test_account_states_are_one_v3_get_with_an_address_per_parameter() -> None:
+    index = {ADDR: 2_100_000_000, _raw(2): 5}
+    client, transport, _ = make_client(v3_index(index), api_key=KEY)
+    states = await client.get_account_states([FRIENDLY, _raw(2), _raw(3), ADDR])
+    # Keyed by the raw lower-case form whatever form was asked or answered; an
+    # address the index does not hold is absent, not zero.
+    assert {a: s.balance for a, s in states.items()} == index
+    assert states[ADDR].status == "active"
+    assert states[ADDR].last_transaction_lt == 4200
+    [request] = transport.requests
+    assert request.method == "GET"
+    assert request.url == "http://ton.invalid/api/v3/accountStates"
+    assert request.params == {"include_boc": "false"}
+    assert request.query == (("address", ADDR), ("address", _raw(2)), ("address", _raw(3)))
+    assert request.headers[API_KEY_HEADER] == KEY
+
+
+async def test_account_states_are_cut_where_the_url_would_outgrow_its_budget() -> None:
+    addresses = [_raw(i) for i in range(250)]
+    client, transport, _ = make_client(v3_index(dict.fromkeys(addresses, 7)))
+    states = await client.get_account_states(addresses)
+    assert len(states) == 250
+    assert len(transport.requests) == 3
+    for request in transport.requests:
+        url = f"{request.url}?include_boc=false" + "".join(
+            f"&address={a.replace(':', '%3A')}" for _, a in request.query
+        )
+        assert len(url) <= 8000
+    sent = [a for r in transport.requests for _, a in r.query]
+    assert sent == addresses  # each once, in order
+
+
+async def test_account_states_never_ask_more_than_the_apis_thousand_at_once() -> None:
+    addresses = [_raw(i) for i in range(2500)]
+    transport = MockTransport(v3_index({}))
+    client = TonClient("http://ton.invalid/api/v2", transport=transport, max_url_bytes=10**7)
+    assert await client.get_account_states(addresses) == {}
+    assert [len(r.query) for r in transport.requests] == [1000, 1000, 500]
+
+
+async def test_account_states_raise_the_api_errors_and_retry_the_transient_ones() -> None:
+    client, transport, _ = make_client(
+        sequence(
+            HttpResponse.json(502, {"error": "bad gateway"}),
+            HttpResponse.json(422, {"error": "address of account is required"}),
+        )
+    )
+    with pytest.raises(TonBadRequestError, match="address of account is required"):
+        await client.get_account_states([ADDR])
+    assert len(transport.requests) == 2
+    client, _, _ = make_client(sequence(HttpResponse.json(404, {"error": "Not Found"})))
+    with pytest.raises(TonNotFoundError):
+        await client.get_account_states([ADDR])
+    client, _, _ = make_client(sequence(HttpResponse.json(200, {"accounts": "nope"})))
+    with pytest.raises(TonResponseError):
+        await client.get_account_states([ADDR])
+
+
+async def test_account_states_need_a_v3_url_and_find_it_beside_v2() -> None:
+    assert TonClient("https://toncenter.com/api/v2/").v3_url == "https://toncenter.com/api/v3"
+    other = TonClient("http://ton.invalid/rpc", transport=MockTransport(v3_index({})))
+    assert other.v3_url is None
+    with pytest.raises(TonClientError, match="no toncenter v3 URL"):
+        await other.get_account_states([ADDR])
+    given = TonClient("http://ton.invalid/rpc", v3_url="http://index.invalid/api/v3/")
+    assert given.v3_url == "http://index.invalid/api/v3"

@@ -270,3 +270,66 @@ async def test_connection_refused_is_transport_error() -> None:
     async with TonClient(url, timeout=2, retry=RetryPolicy(max_attempts=2, base_delay=0)) as ton:
         with pytest.raises(TonTransportError):
             await ton.get_address_state(Address(0, bytes(32)))
+
+
+async def test_v3_account_states_answer_in_toncenters_shape_over_real_http(
+    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+) -> None:
+    running, _client, _clock, _key, genesis = env
+    chain = running.chain
+    funded = [Address(0, bytes([i]) * 32) for i in range(1, 4)]
+    for i, address in enumerate(funded):
+        chain.mint(address, parse_ton("2") + i)
+    untouched = Address(0, b"\xee" * 32)
+    url = running.api_url.replace("/api/v2", "/api/v3") + "/accountStates"
+    query = [("address", a.to_friendly()) for a in [genesis.address, *funded, untouched]]
+    async with aiohttp.ClientSession() as http, http.get(url, params=query) as resp:
+        assert resp.status == 200
+        doc = await resp.json()
+    by_address = {a["address"]: a for a in doc["accounts"]}
+    # The index's forms: raw upper-case hex, v3 status names, numbers as text; an
+    # account never touched is left out, as the index holds no row for it.
+    wallet_raw = f"0:{genesis.address.account_id.hex().upper()}"
+    assert set(by_address) == {wallet_raw, *(f"0:{a.account_id.hex().upper()}" for a in funded)}
+    assert by_address[wallet_raw]["status"] == "active"
+    assert by_address[wallet_raw]["balance"] == str(chain.balance(genesis.address))
+    assert by_address[wallet_raw]["code_boc"]  # include_boc defaults to true
+    first = by_address[f"0:{funded[0].account_id.hex().upper()}"]
+    assert (first["status"], first["balance"]) == ("uninit", str(chain.balance(funded[0])))
+    assert int(first["last_transaction_lt"]) > 0
+    assert doc["address_book"][wallet_raw]["user_friendly"] == genesis.address.to_friendly()
+
+
+async def test_the_clients_batched_read_matches_the_chain_and_fits_the_servers_url_limit(
+    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+) -> None:
+    running, client, _clock, _key, _genesis = env
+    chain = running.chain
+    wallets = [Address(0, i.to_bytes(32, "big")) for i in range(1, 301)]
+    for i, address in enumerate(wallets[:250]):
+        chain.mint(address, parse_ton("1") + i)
+    before = await _calls(running)
+    states = await client.get_account_states(wallets)
+    after = await _calls(running)
+    # 300 addresses in three requests, each within aiohttp's default 8190-byte
+    # request line (the server refuses longer ones); the 50 never touched are absent.
+    assert after["accountStates"] - before.get("accountStates", 0) == 3
+    assert {a: s.balance for a, s in states.items()} == {
+        a.to_raw(): chain.balance(a) for a in wallets[:250]
+    }
+
+
+async def test_v3_account_states_refuse_what_toncenter_refuses() -> None:
+    running = await start_local_chain(LocalChain(), api_key="k-123")
+    url = running.api_url.replace("/api/v2", "/api/v3") + "/accountStates"
+    try:
+        async with aiohttp.ClientSession(headers={"X-API-Key": "k-123"}) as http:
+            async with http.get(url) as resp:
+                assert resp.status == 422
+                assert "address" in (await resp.json())["error"]
+            async with http.get(url, params=[("address", "not-an-address")]) as resp:
+                assert resp.status == 422
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 401
+    finally:
+        await running.close()

@@ -34,6 +34,8 @@ The package, by role (this module re-exports what the tests and hack/ use):
 - :mod:`.emulator`: the binding to ``libemulator`` that :mod:`.chain` runs on;
 - :mod:`.v2`: toncenter's v2 methods over a chain, JSON in and out
   (:class:`LocalChainApi`);
+- :mod:`.v3`: toncenter's v3 ``accountStates``, the one v3 read the operator
+  makes (its balance book);
 - :mod:`.server`: the HTTP server: the route table (:func:`build_app`) and
   :func:`start_local_chain`;
 - :mod:`.cli`: ``python -m cocoon_operator.ton.localchain``: genesis wallets,

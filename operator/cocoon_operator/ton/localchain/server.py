@@ -17,6 +17,7 @@ from cocoon_operator import jsondoc
 
 from .chain import LocalChain
 from .v2 import LocalChainApi, _ApiError
+from .v3 import v3_account_states_route
 
 
 def build_app(chain: LocalChain, *, api_key: str | None = None) -> web.Application:
@@ -67,6 +68,7 @@ def build_app(chain: LocalChain, *, api_key: str | None = None) -> web.Applicati
     app.router.add_route("POST", "/api/v2/{method}", handle)
     app.router.add_route("POST", "/local/mint", handle_mint)
     app.router.add_route("GET", "/local/calls", handle_calls)
+    app.router.add_route("GET", "/api/v3/accountStates", v3_account_states_route(api, api_key))
     return app
 
 

@@ -1,0 +1,261 @@
+"""The fleet's balance book: which wallets one read covers (pure), and the book over a
+TON client whose transport is a fake index (v3 ``accountStates``) and v2 node."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from cocoon_operator.funding import BalanceBook, BookReading, plan_reads
+from cocoon_operator.ton.client import (
+    HttpRequest,
+    HttpResponse,
+    RetryPolicy,
+    TonClient,
+)
+from cocoon_operator.ton.errors import TonServerError
+from tests.support.ton import MockTransport
+
+INTERVAL = 30.0
+
+
+def addr(i: int) -> str:
+    return f"0:{i:064x}"
+
+
+def reading(i: int, at: float, balance: int = 5) -> BookReading:
+    return BookReading(addr(i), balance, at)
+
+
+# --------------------------------------------------------------------------- planner
+
+
+def test_nothing_is_read_while_every_waiting_check_has_a_reading_at_most_one_interval_old() -> None:
+    readings = {addr(1): reading(1, 100.0), addr(2): reading(2, 50.0)}
+    asked = {addr(1): 129.0, addr(2): 129.0}
+    assert plan_reads(readings, asked, [addr(1)], now=130.0, interval=INTERVAL) == ()
+    assert plan_reads(readings, asked, [], now=500.0, interval=INTERVAL) == ()
+
+
+def test_a_stale_reading_brings_every_wallet_due_within_half_an_interval_into_one_read() -> None:
+    readings = {
+        addr(1): reading(1, 100.0),  # 31 s old: stale, its check waits
+        addr(2): reading(2, 110.0),  # 21 s: would expire before the next sweep
+        addr(3): reading(3, 125.0),  # 6 s: fresh enough to wait for the next one
+    }
+    asked = {addr(i): 130.0 for i in (1, 2, 3, 4)}  # addr(4): asked, never read yet
+    plan = plan_reads(readings, asked, [addr(1)], now=131.0, interval=INTERVAL)
+    assert plan == (addr(1), addr(2), addr(4))
+
+
+def test_a_new_wallet_is_read_at_once_and_with_it_the_wallets_that_fell_out_of_step() -> None:
+    readings = {addr(1): reading(1, 100.0), addr(2): reading(2, 120.0)}
+    asked = {addr(1): 120.0, addr(2): 120.0, addr(9): 121.0}
+    assert plan_reads(readings, asked, [addr(9)], now=121.0, interval=INTERVAL) == (
+        addr(1),
+        addr(9),
+    )
+
+
+def test_a_wallet_no_check_asked_about_for_two_intervals_is_no_longer_swept() -> None:
+    readings = {addr(1): reading(1, 0.0), addr(2): reading(2, 0.0)}
+    asked = {addr(1): 100.0, addr(2): 100.0 - 2 * INTERVAL - 1}
+    assert plan_reads(readings, asked, [addr(1)], now=100.0, interval=INTERVAL) == (addr(1),)
+
+
+# --------------------------------------------------------------------------- the book
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+class Chain:
+    """Balances, an index of some of them (v3) and a v2 node over all; counts requests."""
+
+    def __init__(self, balances: dict[str, int], *, v3: bool = True) -> None:
+        self.balances = balances
+        self.unindexed: set[str] = set()
+        self.v3 = v3
+        self.fail_v3 = 0
+        self.fail_v2: set[str] = set()
+        self.calls: Counter[str] = Counter()
+        self.asked_v3: list[list[str]] = []
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        method = request.url.rsplit("/", 1)[1]
+        self.calls[method] += 1
+        if method == "accountStates":
+            if not self.v3:
+                return HttpResponse.json(404, {"error": "Not Found"})
+            if self.fail_v3:
+                self.fail_v3 -= 1
+                return HttpResponse.json(500, {"error": "index down"})
+            asked = [a for k, a in request.query if k == "address"]
+            self.asked_v3.append(asked)
+            accounts = [
+                {"address": a.upper(), "balance": str(self.balances[a]), "status": "active"}
+                for a in asked
+                if a in self.balances and a not in self.unindexed
+            ]
+            return HttpResponse.json(200, {"accounts": accounts, "address_book": {}})
+        address = request.params["address"]
+        if address in self.fail_v2:
+            return HttpResponse.json(500, {"ok": False, "error": "liteserver down"})
+        return HttpResponse.json(200, {"ok": True, "result": str(self.balances.get(address, 0))})
+
+
+def book_over(chain: Chain, clock: Clock) -> BalanceBook:
+    ton = TonClient(
+        "http://ton.invalid/api/v2",
+        transport=MockTransport(chain),
+        retry=RetryPolicy(max_attempts=1),
+        rng=random.Random(1),
+        max_url_bytes=10**6,
+    )
+    return BalanceBook(ton, interval=INTERVAL, clock=clock, sleep=no_wait)
+
+
+async def test_a_fleets_checks_within_one_interval_cost_one_request() -> None:
+    chain, clock = Chain({addr(i): 3_000_000_000 + i for i in range(500)}), Clock()
+    book = book_over(chain, clock)
+    # The checks spread over the interval, as the per-worker timers are.
+    first = await asyncio.gather(*(book.balance(addr(i)) for i in range(500)))
+    assert [s.balance for s in first] == [3_000_000_000 + i for i in range(500)]
+    for step in range(1, 30):
+        clock.now += 1.0
+        for i in range(step, 500, 29):
+            seen = await book.balance(addr(i))
+            assert seen.age <= INTERVAL
+    assert chain.calls == {"accountStates": 1}
+
+
+async def test_a_reading_served_is_never_older_than_one_interval() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), Clock()
+    book = book_over(chain, clock)
+    await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
+    chain.balances[addr(1)] = 1  # spent below its minimum
+    clock.now += INTERVAL
+    assert (await book.balance(addr(1))).balance == 10  # exactly one interval old: served
+    clock.now += 0.001
+    seen = await book.balance(addr(1))
+    assert (seen.balance, seen.age) == (1, 0.0)  # older: read again before answering
+    # ... together with the other wallet, due as well: one request, fleet in step.
+    assert chain.asked_v3[-1] == [addr(1), addr(2)]
+    assert (await book.balance(addr(2))).balance == 20
+    assert chain.calls == {"accountStates": 2}
+
+
+async def test_a_new_worker_waits_for_its_own_read_then_joins_the_fleets_sweep() -> None:
+    chain, clock = Chain({addr(i): 7 for i in range(4)}), Clock()
+    book = book_over(chain, clock)
+    await asyncio.gather(*(book.balance(addr(i)) for i in range(3)))
+    clock.now += 20.0
+    assert (await book.balance(addr(3))).balance == 7  # new: read now, alone
+    assert chain.asked_v3[-1] == [addr(0), addr(1), addr(2), addr(3)]  # the due joined it
+    clock.now += 20.0
+    await book.balance(addr(3))
+    assert len(chain.asked_v3) == 2  # all read 20 s ago: in step, nothing to read
+
+
+async def test_a_wallet_the_index_does_not_hold_is_read_from_the_v2_node() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 2_100_000_000}), Clock()
+    chain.unindexed.add(addr(2))
+    book = book_over(chain, clock)
+    seen = await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
+    assert [s.balance for s in seen] == [10, 2_100_000_000]
+    assert chain.calls == {"accountStates": 1, "getAddressBalance": 1}
+
+
+async def test_a_server_without_v3_is_read_one_wallet_at_a_time_from_then_on() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), Clock()
+    book = book_over(chain, clock)
+    seen = await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
+    assert [s.balance for s in seen] == [10, 20]
+    clock.now += INTERVAL + 1
+    await book.balance(addr(1))
+    assert chain.calls == {"accountStates": 1, "getAddressBalance": 3}
+
+
+async def test_an_index_outage_leaves_the_waiting_checks_to_v2_reads() -> None:
+    chain, clock = Chain({addr(1): 10}), Clock()
+    chain.fail_v3 = 1
+    book = book_over(chain, clock)
+    assert (await book.balance(addr(1))).balance == 10
+    assert chain.calls == {"accountStates": 1, "getAddressBalance": 1}
+    clock.now += INTERVAL + 1
+    await book.balance(addr(1))
+    assert chain.calls["accountStates"] == 2  # the index is asked again next time
+
+
+async def test_a_failed_read_reaches_only_the_checks_of_that_wallet() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), Clock()
+    chain.fail_v2.add(addr(2))
+    book = book_over(chain, clock)
+    one, two = await asyncio.gather(
+        book.balance(addr(1)), book.balance(addr(2)), return_exceptions=True
+    )
+    assert not isinstance(one, BaseException) and one.balance == 10
+    assert isinstance(two, TonServerError)
+    assert book.reading(addr(2)) is None  # nothing kept: the next check asks again
+    chain.fail_v2.clear()
+    assert (await book.balance(addr(2))).balance == 20
+
+
+async def test_checks_asking_while_a_read_is_out_share_it() -> None:
+    chain, clock = Chain({addr(1): 10}), Clock()
+    out, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: HttpRequest) -> HttpResponse:
+        out.set()
+        await gate.wait()
+        return chain(request)
+
+    book = book_over(chain, clock)
+    book.ton = TonClient("http://ton.invalid/api/v2", transport=MockTransport(slow))
+    first = asyncio.create_task(book.balance(addr(1)))
+    await out.wait()  # the read is out, its answer held back
+    second = asyncio.create_task(book.balance(addr(1)))
+    await asyncio.sleep(0)
+    gate.set()
+    assert (await first).balance == (await second).balance == 10
+    assert chain.calls == {"accountStates": 1}
+
+
+def test_the_book_refuses_an_interval_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="interval"):
+        BalanceBook(TonClient("http://ton.invalid/api/v2"), interval=0)
+
+
+async def test_a_check_that_waited_while_its_wallet_was_being_read_costs_no_other_read() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), Clock()
+    out, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: HttpRequest) -> HttpResponse:
+        out.set()
+        await gate.wait()
+        return chain(request)
+
+    book = book_over(chain, clock)
+    book.ton = TonClient("http://ton.invalid/api/v2", transport=MockTransport(slow))
+    book._asked[addr(2)] = clock.now  # in use (asked about before), so in the sweep
+    first = asyncio.create_task(book.balance(addr(1)))
+    await out.wait()
+    # addr(2)'s own check comes while the sweep that covers it is out.
+    second = asyncio.create_task(book.balance(addr(2)))
+    await asyncio.sleep(0)
+    gate.set()
+    assert (await first).balance == 10
+    assert (await second).balance == 20
+    assert chain.calls == {"accountStates": 1}
