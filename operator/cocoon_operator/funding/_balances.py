@@ -2,9 +2,10 @@
 
 Why: each worker's chain check needs its node wallet's balance, to see it fall
 below the worker's minimum. Read one wallet per check, a fleet of 1,000 at 30 s
-checks asks the TON API 2,000 times a minute (issue 29 measured 0.52 reads per
-worker per minute with the old back-off, which itself let a falling balance go
-unseen for up to ten checks). toncenter's v3 index answers many accounts in one
+checks asks the TON API 2,000 times a minute; the back-off it had instead (read a
+balance that holds less and less often) let a falling balance go unseen for up
+to ten checks, and still cost about half a read per worker per minute
+(docs/bench.md). toncenter's v3 index answers many accounts in one
 request (``GET /api/v3/accountStates``, :meth:`TonClient.get_account_states`),
 so the book reads every wallet the fleet's checks ask about in one sweep per
 check interval, and serves each check from that sweep.
