@@ -19,9 +19,10 @@ later allocations):
   a fixed value also stops the thresholds from rising;
 - ``M_TRIM_THRESHOLD`` 128 KB, fixed: free space at the heap's top goes back
   at once;
-- ``M_ARENA_MAX`` 2: the operator is one event loop plus a few helper threads
-  (DNS lookups, kopf's executor); an arena per thread only spreads the free
-  space over more heaps.
+- ``M_ARENA_MAX`` 2: the operator is one event loop plus asyncio's default
+  executor (six threads on two cores: DNS lookups among others); an arena per
+  thread (glibc's default allows eight per core) only spreads the free space
+  over more heaps.
 
 With them the same run's steady state was 115 MB instead of 141 (the heap 23
 MB, 5 of them free); CPU to Ready the same within the machine's spread. A
