@@ -631,6 +631,10 @@ def register_core(
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     without_generated_client()
+    from cocoon_operator.malloc import tune_allocator  # noqa: PLC0415
+
+    # Before the watches and the fleet's first events (see malloc.py).
+    allocator = tune_allocator()
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     from cocoon_operator.handlers import (  # noqa: PLC0415
@@ -645,6 +649,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
 
     configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
+    logging.getLogger("cocoon_operator").debug("glibc allocator settings: %s", allocator or "none")
     namespaces = args.namespace or []
     problem = _check_test_roots(args) or _check_launcher_images(args) or _check_process_flags(args)
     if problem:

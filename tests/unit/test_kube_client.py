@@ -353,7 +353,9 @@ def test_in_cluster_reads_the_service_account_and_brackets_an_ipv6_host(tmp_path
 def test_the_operator_process_loads_neither_the_generated_client_nor_its_models() -> None:
     """``run`` keeps kubernetes_asyncio out before importing kopf, which would load
     its thousand model modules only because the package is installed; building
-    the command's parser (every subcommand's module) must not load it first."""
+    the command's parser (every subcommand's module) must not load it first.
+    Nor pytoniq (with requests and urllib3: 9.6 MB), whose wallet v5r1 code a
+    v5r1 treasury reads from ``ton/wallet.py`` instead."""
     probe = (
         "import sys\n"
         "from cocoon_operator import cli\n"
@@ -362,7 +364,10 @@ def test_the_operator_process_loads_neither_the_generated_client_nor_its_models(
         "import kopf\n"
         "from cocoon_operator.handlers import admission, attestation, chain, checks, control\n"
         "from cocoon_operator.handlers import cordon, indexes, nodes, pool, process, worker\n"
-        "print(sorted(m for m in sys.modules if m.startswith('kubernetes_asyncio.')))\n"
+        "from cocoon_operator.ton.wallet import wallet_v5r1_code_boc\n"
+        "wallet_v5r1_code_boc()\n"
+        "print(sorted(m for m, mod in sys.modules.items() if mod is not None"
+        " and m.split('.')[0] in ('kubernetes_asyncio', 'pytoniq', 'requests')))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

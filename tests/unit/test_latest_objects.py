@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, cast
 
@@ -254,3 +255,18 @@ async def test_the_workers_index_drops_managed_fields_from_the_body_kopf_keeps()
     assert "managedFields" not in body["metadata"]
     assert indexed == {("ns", "w"): {"metadata": raw["metadata"], "status": {"phase": "Ready"}}}
     assert body["metadata"]["resourceVersion"] == "7" and body["status"]["phase"] == "Ready"
+
+
+async def test_the_workers_index_shares_strings_between_the_bodies_kopf_keeps() -> None:
+    """Two workers' bodies, decoded apart as kopf decodes each event: after the
+    index saw them, their keys and short values are the same objects (held once
+    for the fleet), and the bodies are what they were."""
+    decoded = [json.loads(json.dumps(obj("7", phase="Ready"))) for _ in range(2)]
+    assert next(iter(decoded[0]["status"])) is not next(iter(decoded[1]["status"]))
+    copies = [json.loads(json.dumps(raw)) for raw in decoded]
+    for i, raw in enumerate(decoded):
+        await workers(namespace="ns", name=f"w{i}", body=kopf.Body(cast(kopf.RawBody, raw)))
+    assert decoded == copies
+    first, second = (raw["status"] for raw in decoded)
+    assert next(iter(first)) is next(iter(second))  # the key "phase"
+    assert first["phase"] is second["phase"]  # the value "Ready"

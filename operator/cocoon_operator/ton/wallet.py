@@ -1,8 +1,8 @@
 """Wallets v4r2 and v5r1: addresses, signed external messages, message hashes.
 
 The contract codes are the standard BOCs as shipped by ``tonsdk`` (v4r2) and
-``pytoniq`` (v5r1): published facts, whose code hashes identify such wallets
-on chain (tests pin both hashes).
+``pytoniq`` (v5r1, held here as a constant): published facts, whose code hashes
+identify such wallets on chain (tests pin both hashes).
 
 Why two: a v4r2 message carries at most 4 transfers, and each message must
 wait for the previous one's seqno, so a treasury topping up 1,000 node wallets
@@ -49,7 +49,6 @@ from __future__ import annotations
 import abc
 import base64
 import functools
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -111,14 +110,34 @@ def _v4r2_code_boc() -> bytes:
 WALLET_V4R2_CODE_BOC: bytes = _v4r2_code_boc()
 
 
+#: The wallet v5r1 code BOC (published; the same as ``pytoniq``'s, a unit test compares
+#: them). Held here because importing ``pytoniq`` to read it loaded 155 modules and
+#: 9.6 MB into the operator process (``requests``, ``urllib3``, its lite client).
+_WALLET_V5R1_CODE_HEX = (
+    "b5ee9c7241021401000281000114ff00f4a413f4bcf2c80b01020120020d020148030402dcd020d749c12091"
+    "5b8f6320d70b1f2082106578746ebd21821073696e74bdb0925f03e082106578746eba8eb48020d72101d074"
+    "d721fa4030fa44f828fa443058bd915be0ed44d0810141d721f4058307f40e6fa1319130e18040d721707fdb"
+    "3ce03120d749810280b99130e070e2100f020120050c020120060902016e07080019adce76a2684020eb90eb"
+    "85ffc00019af1df6a2684010eb90eb858fc00201480a0b0017b325fb51341c75c875c2c7e00011b262fb5134"
+    "35c280200019be5f0f6a2684080a0eb90fa02c0102f20e011e20d70b1f82107369676ebaf2e08a7f0f01e68e"
+    "f0eda2edfb218308d722028308d723208020d721d31fd31fd31fed44d0d200d31f20d31fd3ffd70a000af901"
+    "40ccf9109a28945f0adb31e1f2c087df02b35007b0f2d0845125baf2e0855036baf2e086f823bbf2d0882292"
+    "f800de01a47fc8ca00cb1f01cf16c9ed542092f80fde70db3cd81003f6eda2edfb02f404216e926c218e4c02"
+    "21d73930709421c700b38e2d01d72820761e436c20d749c008f2e09320d74ac002f2e09320d71d06c712c200"
+    "5230b0f2d089d74cd7393001a4e86c128407bbf2e093d74ac000f2e093ed55e2d20001c000915be0ebd72c08"
+    "142091709601d72c081c12e25210b1e30f20d74a111213009601fa4001fa44f828fa443058baf2e091ed44d0"
+    "810141d718f405049d7fc8ca0040048307f453f2e08b8e14038307f45bf2e08c22d70a00216e01b3b0f2d090"
+    "e2c85003cf1612f400c9ed54007230d72c08248e2d21f2e092d200ed44d0d2005113baf2d08f54503091319c"
+    "01810140d721d70a00f2e08ee2c8ca0058cf16c9ed5493f2c08de20010935bdb31e1d74cd0b4d6c35e"
+)
+
+
 @functools.cache
 def wallet_v5r1_code_boc() -> bytes:
-    """The v5r1 code BOC, read from ``pytoniq`` on first use (importing it costs
-    about 0.4 s, which only an operator with a v5r1 treasury should pay)."""
-    module = importlib.import_module("pytoniq.contract.wallets.wallet_v5")
-    boc = cell_to_boc(module.WALLET_V5_R1_CODE)
+    """The v5r1 code BOC, checked against its published code hash on first use."""
+    boc = bytes.fromhex(_WALLET_V5R1_CODE_HEX)
     if cell_hash(cell_from_boc(boc)).hex() != WALLET_V5R1_CODE_HASH:
-        raise WalletError("pytoniq's wallet v5r1 code is not the published one")
+        raise WalletError("the embedded wallet v5r1 code is not the published one")
     return boc
 
 

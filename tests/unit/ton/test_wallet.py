@@ -110,6 +110,15 @@ def test_both_codes_are_the_published_ones() -> None:
     )
 
 
+def test_the_embedded_v5r1_code_is_pytoniqs() -> None:
+    # The operator holds the code as a constant so that it never imports pytoniq
+    # (see test_kube_client: the operator process's modules); pytoniq ships it.
+    import importlib  # noqa: PLC0415
+
+    module = importlib.import_module("pytoniq.contract.wallets.wallet_v5")
+    assert wallet_v5r1_code_boc() == cell_to_boc(module.WALLET_V5_R1_CODE)
+
+
 def test_v5r1_wallet_ids_are_the_ones_wallet_apps_use() -> None:
     # Published figures: 2147483409 on mainnet, 2147483645 on testnet (workchain 0).
     assert v5r1_wallet_id(MAINNET_GLOBAL_ID) == 2147483409
