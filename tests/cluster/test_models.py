@@ -105,13 +105,16 @@ async def test_a_wrong_verity_hash_fails_the_model_with_its_cause_and_starts_no_
         assert "HashMismatch" in message
 
         # No VM: the simulated init container failed, so the launcher never starts.
-        await asyncio.sleep(5)
+        # The agent's start of the pod ends at that failure (the line it logs then);
+        # only that start could have started a VM.
+        async def start_ended() -> bool:
+            return "does not start: model ensure" in agent.log.read_text()
+
+        await eventually(start_ended, within=30, what="the agent's start of the pod ended")
         worker = await get_worker(api, namespace, "bad")
         assert conditions(worker)["Attested"]["status"] != "True"
         assert conditions(worker)["Ready"]["status"] == "False"
-        text = agent.log.read_text()
-        assert "does not start: model ensure" in text
-        assert "started worker" not in text
+        assert "started worker" not in agent.log.read_text()
 
 
 async def node_models(api: client.ApiClient, namespace: str, node: str) -> set[str]:
