@@ -67,6 +67,11 @@ async def main(
     )
 
 
-if __name__ == "__main__":
-    api_url, ledger_path, seed_hex, version, clock_offset, *wallets = sys.argv[1:]
+def run(argv: list[str]) -> None:
+    """The command line's work: ``argv`` as after the program name."""
+    api_url, ledger_path, seed_hex, version, clock_offset, *wallets = argv
     asyncio.run(main(api_url, ledger_path, seed_hex, version, float(clock_offset), wallets))
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

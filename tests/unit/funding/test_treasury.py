@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -30,25 +31,19 @@ from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
 from cocoon_operator.ton.wallet import Wallet, WalletKey, WalletVersion, make_wallet
+from tests.unit.clocks import OffsetClock
+from tests.unit.funding import fund_once
 
 TON = 1_000_000_000
 REPO = Path(__file__).resolve().parents[3]
 TREASURY_SEED = bytes(range(32))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 @dataclass
 class Env:
     chain: RunningLocalChain
     ton: TonClient
-    clock: Clock
+    clock: OffsetClock
     treasury_key: WalletKey
     wallet: Wallet
 
@@ -91,7 +86,7 @@ class Stopwatch:
 
 @pytest.fixture(params=[WalletVersion.V4R2, WalletVersion.V5R1])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    clock = Clock()
+    clock = OffsetClock()
     chain = LocalChain(clock=clock)
     key = WalletKey(TREASURY_SEED)
     wallet = make_wallet(request.param, key.public_key)
@@ -196,6 +191,27 @@ class Cycle:
         return json.loads(self.stdout)  # type: ignore[no-any-return]
 
 
+#: Funding cycles are forked from a server that imported fund_once (and with it the
+#: operator's funding code) once: a fresh interpreter per cycle spent most of each
+#: cycle importing. Each cycle is still a process of its own, killed by its failpoint.
+_CYCLES = multiprocessing.get_context("forkserver")
+_CYCLES.set_forkserver_preload(["tests.unit.funding.fund_once"])
+
+
+def _cycle(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: fund_once's command line, its output in ``out``/``err``."""
+    os.environ.clear()
+    os.environ.update(env)
+    for path, fd in ((out, 1), (err, 2)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own stdout
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    fund_once.run(argv)
+    sys.stdout.flush()
+
+
 async def run_cycle(
     env: Env,
     ledger: Path,
@@ -205,24 +221,21 @@ async def run_cycle(
 ) -> Cycle:
     """A funding cycle in its own process; the chain keeps serving from this event loop.
     ``bounds``: the requests' FUND_ONCE_* variables (see fund_once.py)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.unit.funding.fund_once",
+    argv = [
         env.chain.api_url,
         str(ledger),
         TREASURY_SEED.hex(),
         env.wallet.version,
         str(env.clock.offset),
         *addresses,
-        env={**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint},
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return Cycle(proc.returncode, out.decode(), err.decode())
+    ]
+    out, err = ledger.with_suffix(".out"), ledger.with_suffix(".err")
+    variables = {**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint}
+    proc = _CYCLES.Process(target=_cycle, args=(argv, variables, str(out), str(err)))
+    proc.start()
+    await asyncio.to_thread(proc.join, 120)
+    assert proc.exitcode is not None, "the funding cycle did not end within 120 s"
+    return Cycle(proc.exitcode, out.read_text(), err.read_text())
 
 
 async def ledger_states(path: Path) -> list[IntentState]:

@@ -45,25 +45,11 @@ from cocoon_operator.simulator import (
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.localchain import LocalChain, start_local_chain
 from cocoon_operator.workerapi import parse_status_page
+from tests.unit.clocks import FakeClock
 
 TON = 1_000_000_000
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.t = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.t, UTC)
 
 
 @pytest.fixture(scope="module")
