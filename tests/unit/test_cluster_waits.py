@@ -13,17 +13,6 @@ from pathlib import Path
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
-#: Sleeps with nothing to observe instead, by (file, enclosing function): each needs
-#: a signal the code under test does not give yet.
-EXEMPT = {
-    # The simulation agent's model gc logs only what it collects, not its passes;
-    # "several passes leave the model" has no per-pass signal to wait on.
-    (
-        "test_models.py",
-        "test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not_before",
-    ),
-}
-
 
 def _constants(tree: ast.Module) -> dict[str, float]:
     """Module-level names bound to a number (``WAIT = 16.0``)."""
@@ -90,7 +79,6 @@ def test_no_cluster_test_sleeps_more_than_a_second() -> None:
         f"{path.name}:{line} in {function}: sleep({seconds:g})"
         for path in files
         for line, function, seconds in long_sleeps(path.read_text())
-        if (path.name, function) not in EXEMPT
     ]
     assert offenders == [], "wait on something observable (tests/cluster/wait.py):\n" + "\n".join(
         offenders
