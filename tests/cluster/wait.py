@@ -45,12 +45,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: Every attestation check of a worker whose VM runs (its host vouching for it), with
-#: a quote or without: one per tick of the worker's timer (``--attestation-check-seconds``).
+#: Attestation checks of workers whose VM runs (their host vouching for it), with a
+#: quote or without (handlers/attestation.py); one every --attestation-check-seconds.
 ATTESTATION_CHECKS = "cocoon_attestation_checks_total"
-#: Chain-check balance readings (a histogram's count): one per chain check of a
-#: worker whose balance is below its minimum or unknown (policy.chain.balance_read_due).
-BALANCE_READS = "cocoon_chain_request_duration_seconds_count"
 #: Worker reconciles (a histogram's count), whichever event or step asked for them.
 RECONCILES = "cocoon_reconcile_duration_seconds_count"
 
@@ -132,13 +129,13 @@ class OperatorMetrics:
 
         await eventually(reconciled, within=within, what=what)
 
-    async def checks_ran(self, ticks: int, *, what: str, within: float | None = None) -> None:
-        """Wait until the workers' timers have ticked ``ticks`` more times in all.
+    async def checks_ran(self, count: int, *, what: str, within: float | None = None) -> None:
+        """Wait until ``count`` more attestation checks have run, all workers together.
 
-        Counted by attestation checks, one per tick per worker whose VM runs; a tick
-        runs the chain check before the attestation check and the coefficient check
-        after it (cli.py's order), so ``ticks`` counted here are at least ``ticks``
-        chain checks started and ``ticks - 1`` coefficient checks done. With several
-        workers the count is theirs together (their timers tick at the same pace).
+        A worker's timer runs, in each tick where they are due, its chain check, then
+        its attestation check, then its coefficient check (cli.py's order; with equal
+        intervals all three every tick). So ``count`` attestation checks mean at least
+        ``count`` chain checks started and ``count - 1`` coefficient checks done.
+        Workers' timers tick at the same pace, so N workers share a count about evenly.
         """
-        await self.advanced(ATTESTATION_CHECKS, ticks, within=within or 30 + 5 * ticks, what=what)
+        await self.advanced(ATTESTATION_CHECKS, count, within=within or 30 + 5 * count, what=what)
