@@ -10,7 +10,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -192,24 +191,11 @@ class Cycle:
 
 
 #: Funding cycles are forked from a server that imported fund_once (and with it the
-#: operator's funding code) once: a fresh interpreter per cycle spent most of each
-#: cycle importing. Each cycle is still a process of its own, killed by its failpoint.
+#: operator's funding code) and pytest's entry point once: a fresh interpreter per
+#: cycle spent most of each cycle importing. Each cycle is still a process of its
+#: own, killed by its failpoint.
 _CYCLES = multiprocessing.get_context("forkserver")
-_CYCLES.set_forkserver_preload(["tests.unit.funding.fund_once"])
-
-
-def _cycle(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
-    """In the forked process: fund_once's command line, its output in ``out``/``err``."""
-    os.environ.clear()
-    os.environ.update(env)
-    for path, fd in ((out, 1), (err, 2)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(target, fd)
-        os.close(target)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own stdout
-    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-    fund_once.run(argv)
-    sys.stdout.flush()
+_CYCLES.set_forkserver_preload(["__main__", "tests.unit.funding.fund_once"])
 
 
 async def run_cycle(
@@ -231,7 +217,9 @@ async def run_cycle(
     ]
     out, err = ledger.with_suffix(".out"), ledger.with_suffix(".err")
     variables = {**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint}
-    proc = _CYCLES.Process(target=_cycle, args=(argv, variables, str(out), str(err)))
+    proc = _CYCLES.Process(
+        target=fund_once.run_captured, args=(argv, variables, str(out), str(err))
+    )
     proc.start()
     await asyncio.to_thread(proc.join, 120)
     assert proc.exitcode is not None, "the funding cycle did not end within 120 s"

@@ -478,7 +478,18 @@ async def test_a_runner_given_a_chain_waits_there_for_its_start_floor_before_ser
         wallet = node_wallet_address_of_key(key, owner)
         assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
         chain.mint(wallet, 2 * TON)
-        await asyncio.sleep(2.5)  # two more looks at the chain: still short
+
+        async def balance_reads() -> int:
+            async with http.get(running.calls_url) as resp:
+                return int((await resp.json())["result"].get("getAddressBalance", 0))
+
+        # Two more looks at the chain (one a second, as COCOON's runner): still short.
+        looked = await balance_reads()
+        for _ in range(100):
+            if await balance_reads() >= looked + 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await balance_reads() >= looked + 2
         assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
         chain.mint(wallet, TON // 5)
 
