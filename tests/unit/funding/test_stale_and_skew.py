@@ -10,6 +10,7 @@ record a message that paid as one that never will.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from cocoon_operator.funding._treasury import LOOKUP_PAGE
 from cocoon_operator.ton.client import AiohttpTransport, HttpRequest, HttpResponse, TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
 from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
-from tests.unit.clocks import OffsetClock
+from tests.unit.clocks import FakeClock, OffsetClock
 
 TON = 1_000_000_000
 TREASURY_SEED = bytes(range(32))
@@ -80,6 +81,15 @@ async def env() -> AsyncIterator[Env]:
 
 def treasury(env: Env, lagging: LaggingTransport, clock: OffsetClock) -> Treasury:
     ton = TonClient(env.chain.api_url, transport=lagging, timeout=10)
+    # The wait for a confirmation runs on a stopwatch its own pauses move: the same
+    # ten looks at the chain in 0.5 s, none of it slept (a message that cannot land
+    # is not waited out in real time).
+    stopwatch = FakeClock()
+
+    async def pause(seconds: float) -> None:
+        stopwatch.advance(seconds)
+        await asyncio.sleep(0)  # the chain serves from this same loop
+
     return Treasury(
         ton,
         env.key,
@@ -88,6 +98,8 @@ def treasury(env: Env, lagging: LaggingTransport, clock: OffsetClock) -> Treasur
         clock=clock,
         confirm_timeout=0.5,
         poll_interval=0.05,
+        sleep=pause,
+        monotonic=stopwatch,
     )
 
 
