@@ -170,7 +170,7 @@ def no_namespace_left_terminating(stack: Stack, names: list[str]) -> None:
                 left = await terminating(kube, names)
                 if not left or asyncio.get_running_loop().time() > deadline:
                     return left
-                await asyncio.sleep(2)
+                await asyncio.sleep(0.5)
 
     left = asyncio.run(check())
     assert not left, f"namespaces left behind by the session (phase or why): {left}"

@@ -6,7 +6,6 @@ PKI the operator trusts only when started with it explicitly."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from tests.cluster.test_worker_lifecycle import (
     get_worker,
     worker_pods,
 )
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 
 @pytest.fixture
@@ -281,7 +280,9 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
     stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*agent.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "w")
         await eventually(attested_is(api, namespace, "w", "True"), within=60, what="attested")
         pod, _ = await pod_conditions(api, namespace, "w")
@@ -330,7 +331,7 @@ async def test_coefficient_is_applied_live_and_deletion_drains_and_pays_out(
             {"spec": {"coefficient": 1700}},
             _content_type="application/merge-patch+json",
         )
-        await asyncio.sleep(8)
+        await metrics.checks_ran(5, what="four coefficient checks of the paused worker")
         assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1500
         await annotate(None)
 
@@ -463,7 +464,9 @@ async def test_a_quote_of_another_image_is_refused_and_no_status_written_can_ski
     stack: Stack, api: client.ApiClient, namespace: str, agent: Agent, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*agent.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         attestation = {**example_worker()["spec"].get("attestation", {})}
         attestation["allowedImageHashes"] = ["00" * 32]
         await create_worker(api, namespace, "w", attestation=attestation)
@@ -504,7 +507,7 @@ async def test_a_quote_of_another_image_is_refused_and_no_status_written_can_ski
             return gate.status == "False" and gate.reason == "EvidenceRejected"
 
         await eventually(closed_again, within=20, what="the forged gate closed by verification")
-        await asyncio.sleep(4)  # two more checks: it stays closed
+        await metrics.checks_ran(3, what="two more checks")  # it stays closed
         assert await closed_again()
         worker = await get_worker(api, namespace, "w")
         assert worker["status"]["attestation"]["failure"].startswith("image_hash")
@@ -553,7 +556,8 @@ async def test_a_quote_published_for_another_pod_uid_is_not_used(
     await install_crds(api)
     log = tmp_path / "operator.log"
     with running_agent(stack.kubeconfig, namespace, tmp_path, "--fault", "misfiled-quote") as agent:
-        args = (*agent.operator_args(), "--attestation-boot-grace-seconds", "0")
+        metrics = OperatorMetrics.on_free_port()
+        args = (*agent.operator_args(), "--attestation-boot-grace-seconds", "0", *metrics.args())
         with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
             await create_worker(api, namespace, "w")
             worker = await eventually(
@@ -571,7 +575,7 @@ async def test_a_quote_published_for_another_pod_uid_is_not_used(
             assert other.quote is not None and other.instance == int(
                 pod.metadata.labels["cocoon.network/instance"]
             )
-            await asyncio.sleep(4)
+            await metrics.checks_ran(3, what="two more checks finding no quote for the pod")
             assert conditions(await get_worker(api, namespace, "w"))["Attested"]["status"] == (
                 "False"
             )

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client, watch
 
 from cocoon_operator.api import v1alpha1
@@ -34,14 +33,13 @@ from tests.cluster.test_attestation import (
     simulator_admin,
     simulator_stats,
 )
-from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import (
     conditions,
     create_worker,
     get_worker,
     node_wallet_key,
 )
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 TON = 1_000_000_000
 TARGET = 10 * TON
@@ -89,8 +87,8 @@ async def test_attested_workers_are_funded_once_and_become_ready(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    port = free_port()
-    args = (*env.operator_args(), "--metrics-port", str(port))
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
     with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         for name in WORKERS:
             await create_worker(api, namespace, name)
@@ -112,34 +110,19 @@ async def test_attested_workers_are_funded_once_and_become_ready(
         assert all(i["state"] == "confirmed" for i in intents)
         assert sum(t["amount"] for i in intents for t in i["transfers"]) == TARGET * len(WORKERS)
         assert await treasury_seqno(env) == len(intents)
-        # Later checks find balances at target and send nothing more.
-        await asyncio.sleep(5)
+        # Later checks (three per worker) find balances at target and send nothing more.
+        await metrics.checks_ran(3 * len(WORKERS), what="three more checks of each worker")
         assert await treasury_seqno(env) == len(intents)
 
-        metrics = await scrape(port)
-        assert metrics['cocoon_workers{phase="Ready"}'] == len(WORKERS)
-        assert metrics["cocoon_funding_nanoton_total"] == TARGET * len(WORKERS)
-        assert metrics['cocoon_funding_transfers_total{outcome="confirmed"}'] == len(WORKERS)
-        assert metrics['cocoon_attestation_verifications_total{reason="",result="verified"}'] >= 3
+        series = await metrics.series()
+        assert series['cocoon_workers{phase="Ready"}'] == len(WORKERS)
+        assert series["cocoon_funding_nanoton_total"] == TARGET * len(WORKERS)
+        assert series['cocoon_funding_transfers_total{outcome="confirmed"}'] == len(WORKERS)
+        assert series['cocoon_attestation_verifications_total{reason="",result="verified"}'] >= 3
         for name in WORKERS:
-            series = f'cocoon_wallet_balance_nanoton{{namespace="{namespace}",worker="{name}"}}'
-            assert metrics[series] == TARGET
+            wallet = f'cocoon_wallet_balance_nanoton{{namespace="{namespace}",worker="{name}"}}'
+            assert series[wallet] == TARGET
         assert proc.poll() is None, log.read_text()[-3000:]
-
-
-async def scrape(port: int) -> dict[str, float]:
-    """The operator's /metrics as {series: value}."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
-    ):
-        text = await resp.text()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            out[series] = float(value)
-    return out
 
 
 class StatusHistory:
@@ -263,7 +246,9 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         # The simulated worker earns 120 tokens a second, committed 1000 at a time.
         await create_worker(api, namespace, "p0", payout={"minimumUnpaidTokens": 1000})
         await create_worker(api, namespace, "p1")  # no policy: never paid out while serving
@@ -299,7 +284,8 @@ async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
             return worker if worker["status"].get("payoutRequestHandled") == asked else None
 
         await eventually(handled, within=60, what="the payout request acted upon")
-        await asyncio.sleep(5)  # later checks do not ask again
+        # Later checks (three of each worker) do not ask again.
+        await metrics.checks_ran(6, what="three more checks of p0 and p1")
         asks = await client.CoreV1Api(api).list_namespaced_event(
             namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
         )
@@ -408,12 +394,16 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
     and the spec's value is applied again, in place, with an Event saying from
     what."""
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "c0")
         await eventually(ready(api, namespace, "c0"), within=90, what="c0 Ready")
         pod, _ = await pod_conditions(api, namespace, "c0")
         assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
-        await asyncio.sleep(3)  # a coefficient check has run and found nothing to do
+        # A coefficient check has run (after the tick's attestation check) and found
+        # nothing to do.
+        await metrics.checks_ran(2, what="a coefficient check of c0")
         assert not await has_event(api, namespace, "c0", "CoefficientApplied")
 
         # By hand, on the node: through the harness's stand-in for `kubectl exec`.
@@ -497,7 +487,8 @@ async def test_a_worker_naming_another_wallet_is_never_funded_and_says_both(
 ) -> None:
     log = tmp_path / "operator.log"
     async with reporting_env(stack, api, namespace, tmp_path, local_chain, "other-wallet") as env:
-        args = (*env.operator_args(), "--node-report-namespace", namespace)
+        metrics = OperatorMetrics.on_free_port()
+        args = (*env.operator_args(), "--node-report-namespace", namespace, *metrics.args())
         with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
             await create_worker(api, namespace, "m0")
             expected = derived_wallet(namespace, "m0")
@@ -511,7 +502,7 @@ async def test_a_worker_naming_another_wallet_is_never_funded_and_says_both(
             message = conditions(worker)["WalletFunded"]["message"]
             assert expected in message and "reports node wallet" in message
             assert conditions(worker)["Ready"]["status"] == "False"
-            await asyncio.sleep(5)  # a few more checks: still nothing sent
+            await metrics.checks_ran(3, what="three more checks of m0")  # still nothing sent
             assert await balances(env, [expected]) == [0]
             assert await treasury_seqno(env) == 0
             assert proc.poll() is None, log.read_text()[-3000:]

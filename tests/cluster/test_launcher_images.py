@@ -10,7 +10,6 @@ starts no new pod; the running one is left to the administrator.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,14 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.test_admission import example_worker
-from tests.cluster.test_webhook import free_port, try_create
+from tests.cluster.test_webhook import try_create
 from tests.cluster.test_worker_lifecycle import (
     conditions,
     create_worker,
     get_worker,
     worker_pods,
 )
-from tests.cluster.wait import eventually
+from tests.cluster.wait import eventually, free_port
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 ALLOWED = example_worker()["spec"]["release"]["image"]
@@ -123,7 +122,13 @@ async def test_without_the_webhook_a_refused_image_gets_no_pod_and_a_condition_s
             return await worker_pods(api, namespace, "allowed") == []
 
         await eventually(no_pods, within=60, what="the pod gone")
-        await asyncio.sleep(5)  # the pod's deletion reconciled: nothing started again
-        await eventually(refused_image(api, namespace, "allowed"), within=30, what="still refused")
+
+        async def deletion_reconciled() -> bool:
+            # The reconcile that saw the pod gone wrote the worker's pod as none: had
+            # it started a new one, that one would be named.
+            worker = await refused_image(api, namespace, "allowed")()
+            return worker is not None and not worker["status"].get("pod")
+
+        await eventually(deletion_reconciled, within=30, what="the pod's deletion reconciled")
         assert await worker_pods(api, namespace, "allowed") == []
         assert proc.poll() is None, log.read_text()[-3000:]

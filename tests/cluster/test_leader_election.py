@@ -14,9 +14,8 @@ from kubernetes_asyncio import client
 from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
-from tests.cluster.test_webhook import free_port
 from tests.cluster.test_worker_lifecycle import create_worker, worker_pods
-from tests.cluster.wait import eventually
+from tests.cluster.wait import eventually, free_port
 
 # The leader gives up after 2/3 of it without a renewal (client-go's renew
 # deadline): long enough for an apiserver on a loaded test machine.

@@ -9,8 +9,9 @@ prefers nodes that already hold a new pod's model.
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,16 @@ async def test_a_wrong_verity_hash_fails_the_model_with_its_cause_and_starts_no_
         assert "HashMismatch" in message
 
         # No VM: the simulated init container failed, so the launcher never starts.
-        await asyncio.sleep(5)
+        # The agent's start of the pod ends at that failure (the line it logs then);
+        # only that start could have started a VM.
+        async def start_ended() -> bool:
+            return "does not start: model ensure" in agent.log.read_text()
+
+        await eventually(start_ended, within=30, what="the agent's start of the pod ended")
         worker = await get_worker(api, namespace, "bad")
         assert conditions(worker)["Attested"]["status"] != "True"
         assert conditions(worker)["Ready"]["status"] == "False"
-        text = agent.log.read_text()
-        assert "does not start: model ensure" in text
-        assert "started worker" not in text
+        assert "started worker" not in agent.log.read_text()
 
 
 async def node_models(api: client.ApiClient, namespace: str, node: str) -> set[str]:
@@ -119,6 +123,38 @@ async def node_models(api: client.ApiClient, namespace: str, node: str) -> set[s
     cm = await client.CoreV1Api(api).read_namespaced_config_map(report_name(node), namespace)
     report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
     return {m.verity for m in report.models}
+
+
+def gc_passes_while_idle(
+    api: client.ApiClient, namespace: str, node: str, verity: str, *, count: int
+) -> Callable[[], Awaitable[bool]]:
+    """A probe: whether the simulation agent has run ``count`` gc passes since the model
+    became collectable by age (idle ``GC_MIN_IDLE`` s, its progress file's stamp).
+
+    The agent's loop runs its gc pass, then reads each VM's health monitor, then
+    publishes the report (simulator/agent.py ``_heartbeat``): every new health
+    reading in the report follows a pass made a moment before it. The gc keeps no
+    count of its own passes, and logs only what it collects.
+    """
+    seen: set[str] = set()
+
+    async def probe() -> bool:
+        cm = await client.CoreV1Api(api).read_namespaced_config_map(report_name(node), namespace)
+        report = NodeReport.model_validate_json(cm.data[REPORT_KEY])
+        (model,) = [m for m in report.models if m.verity == verity]
+        for vm in report.vms:
+            if vm.health is None:
+                continue
+            read_at = dt.datetime.fromisoformat(vm.health.checked_at).timestamp()
+            # A second of slack: the stamp's precision, and the pass just before it.
+            if read_at > model.updated_at + GC_MIN_IDLE + 1:
+                seen.add(vm.health.checked_at)
+        return len(seen) >= count
+
+    return probe
+
+
+GC_MIN_IDLE = 3
 
 
 async def test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not_before(
@@ -130,7 +166,7 @@ async def test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not
     # The node agent's gc (nodeagent/_models.py gc_pass) with a policy keeping no
     # unused model at all, passing every second, models idle for 3 s collectable.
     gc = ("--model-gc-max-count", "0", "--model-gc-interval", "1")
-    gc += ("--model-gc-min-idle-seconds", "3")
+    gc += ("--model-gc-min-idle-seconds", str(GC_MIN_IDLE))
     with (
         running_agent(stack.kubeconfig, namespace, tmp_path, *gc) as agent,
         running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()),
@@ -142,7 +178,11 @@ async def test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not
 
         # Not before: the VM's launcher record names the model, so however idle and
         # however strict the policy, several passes leave it.
-        await asyncio.sleep(8)
+        await eventually(
+            gc_passes_while_idle(api, namespace, node, verity, count=3),
+            within=60,
+            what="three gc passes with the model idle",
+        )
         assert verity in await node_models(api, namespace, node)
         assert "collected model" not in agent.log.read_text()
 

@@ -6,7 +6,6 @@ a TCB status its own spec accepts but the treasury does not is not funded."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.test_chain import TARGET, TON, Env, balances, ledger, ready, treasury_seqno
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 
 def funded_reason(api: client.ApiClient, namespace: str, name: str, reason: str) -> Any:
@@ -65,7 +64,9 @@ async def test_two_workers_sharing_one_node_wallet_get_one_top_up(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await create_worker(api, namespace, "w0")
         same_key = {"name": "w0-wallet", "key": "node-wallet-key"}
         await create_worker(api, namespace, "w1", nodeWalletKeySecretRef=same_key)
@@ -84,7 +85,7 @@ async def test_two_workers_sharing_one_node_wallet_get_one_top_up(
         assert (
             f"also worker {namespace}/{funder}'s" in conditions(worker)["WalletFunded"]["message"]
         )
-        await asyncio.sleep(6)  # a few more checks: still one top-up
+        await metrics.checks_ran(6, what="three more checks of each")  # still one top-up
         assert sent_to(await ledger(api, namespace), address) == [TARGET]
         assert await balances(env, [address]) == [TARGET]
         assert any(e.startswith("SharedWallet:") for e in await events(api, namespace, shared))
@@ -104,7 +105,8 @@ async def test_a_namespace_daily_cap_holds_across_an_operator_restart(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    args = (*env.operator_args(), "--funding-namespace-daily-cap", "12")
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), "--funding-namespace-daily-cap", "12", *metrics.args())
     with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         for name in ("w0", "w1"):
             await create_worker(api, namespace, name)
@@ -121,7 +123,7 @@ async def test_a_namespace_daily_cap_holds_across_an_operator_restart(
         held = await eventually(
             lambda: _limited(api, namespace), within=90, what="still held after the restart"
         )
-        await asyncio.sleep(6)  # several checks of the held worker
+        await metrics.checks_ran(6, what="three more checks of each worker")
         message = conditions(await get_worker(api, namespace, held))["WalletFunded"]["message"]
         assert f"namespace {namespace}'s daily cap is used up" in message
         assert sum(t["amount"] for i in await ledger(api, namespace) for t in i["transfers"]) == (
@@ -146,7 +148,9 @@ async def test_a_worker_attested_below_the_treasurys_tcb_floor_is_not_funded(
     stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         # The tenant accepts OutOfDate for its own worker: it runs and is attested.
         looser = {"acceptedTcbStatuses": ["UpToDate", "OutOfDate"]}
         await create_worker(api, namespace, "w0", attestation=looser)
@@ -161,7 +165,7 @@ async def test_a_worker_attested_below_the_treasurys_tcb_floor_is_not_funded(
         assert conds["WalletFunded"]["status"] == "False"
         assert "--treasury-tcb-status: UpToDate" in conds["WalletFunded"]["message"]
         assert conds["Ready"]["status"] == "False"
-        await asyncio.sleep(6)
+        await metrics.checks_ran(3, what="three more checks of w0")
         assert await treasury_seqno(env) == 0  # the treasury paid nothing
         assert await ledger_or_empty(api, namespace) == []
         assert any(e.startswith("TcbNotFunded:") for e in await events(api, namespace, "w0"))

@@ -34,7 +34,7 @@ from tests.cluster.test_chain import (
 )
 from tests.cluster.test_money_policy import events, sent_to
 from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 
 @pytest.fixture
@@ -154,6 +154,7 @@ async def test_a_worker_naming_another_wallet_after_start_funding_stops_it_namin
     stack: Stack, api: client.ApiClient, namespace: str, local_chain: Chain, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
+    metrics = OperatorMetrics.on_free_port()
     async with reporting_env(stack, api, namespace, tmp_path, local_chain, "other-wallet") as env:
         args = (
             *env.operator_args(),
@@ -161,6 +162,7 @@ async def test_a_worker_naming_another_wallet_after_start_funding_stops_it_namin
             namespace,
             "--fund-before-start-namespace",
             namespace,
+            *metrics.args(),
         )
         with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
             await create_worker(api, namespace, "x0")
@@ -176,7 +178,8 @@ async def test_a_worker_naming_another_wallet_after_start_funding_stops_it_namin
             # The worker's word against the operator's own derivation, both named.
             assert "worker reports node wallet" in message and address in message
             assert "operator derived" in message
-            await asyncio.sleep(5)  # a few more checks: the floor, and nothing after it
+            # A few more checks: the floor, and nothing after it.
+            await metrics.checks_ran(3, what="three more checks of x0")
             start = FUNDING_FLOOR + START_FUNDING_MARGIN
             assert sent_to(await ledger(api, namespace), address) == [start]
             assert proc.poll() is None, log.read_text()[-3000:]

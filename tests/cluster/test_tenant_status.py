@@ -16,7 +16,6 @@ its launcher derived (never the forged address).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import json
@@ -46,12 +45,14 @@ from tests.cluster.simulated import (
 )
 from tests.cluster.test_attestation import attested_is, pod_conditions
 from tests.cluster.test_worker_lifecycle import create_worker, get_worker, worker_pods
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 FORGED_IMAGE = "ee" * 32
 ATTACKER = "0:" + "a1" * 32  # the tenant's own address, forged as the node wallet
-CHECKS_WAIT = 16.0  # eight chain checks (--chain-check-seconds 2), five attestation checks
+#: Eight ticks of each of the two workers' timers (--chain-check-seconds 2, the
+#: shortest interval): a chain check in each, an attestation check in most.
+CHECKS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +210,9 @@ async def test_a_forged_listing_wallet_address_or_verdict_funds_nobody(
     image = example_image_hash()
     # The root contract cannot be read: the operator has no listing of its own.
     env.proxy.set_mode("error", failing=frozenset({"runGetMethod"}))
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await attested_workers(api, namespace, env)
         good = await get_worker(api, namespace, "t")
         bad = await get_worker(api, namespace, "bad")
@@ -242,7 +245,7 @@ async def test_a_forged_listing_wallet_address_or_verdict_funds_nobody(
             },
         )
         await forge_gate(api, namespace, "bad")
-        await asyncio.sleep(CHECKS_WAIT)
+        await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
         assert await intents(api, namespace, "cocoon-funding-ledger") == []
         assert await balance_of(env.chain, ATTACKER) == 0
         _, gate = await pod_conditions(api, namespace, "bad")
@@ -264,7 +267,9 @@ async def test_a_forged_image_hash_is_never_registered_on_the_owned_root(
     log = tmp_path / "operator.log"
     image = example_image_hash()  # attested, and not listed by the root
     env.proxy.set_mode("error", failing=frozenset({"runGetMethod"}))
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
+    metrics = OperatorMetrics.on_free_port()
+    args = (*env.operator_args(), *metrics.args())
+    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
         await attested_workers(api, namespace, env)
         rev = (await get_worker(api, namespace, "t"))["status"]["targetRevision"]
 
@@ -279,7 +284,7 @@ async def test_a_forged_image_hash_is_never_registered_on_the_owned_root(
                 "chain": listed_reading(rev, FORGED_IMAGE, image_listed=False),
             },
         )
-        await asyncio.sleep(CHECKS_WAIT)
+        await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
         assert await intents(api, namespace, "cocoon-registration-ledger") == []
         assert not await root_lists_image(env.chain, FORGED_IMAGE)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import socket
 import subprocess
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,17 +22,11 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.test_admission import example_worker
-from tests.cluster.wait import eventually
+from tests.cluster.wait import eventually, free_port
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 # The example's owner address with the last character changed: the CRC breaks.
 BAD_CHECKSUM = "UQC4RczYnOZQ2jk4cRP5urfxNXstuKocJUDaPO8dtJWJH6GD"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def try_create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str | None:

@@ -5,8 +5,8 @@ leaves nothing behind on deletion."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,20 +23,26 @@ from tests.cluster.crds import install_crds
 from tests.cluster.fixtures import Stack
 from tests.cluster.operator import running_operator
 from tests.cluster.test_admission import EXAMPLE, example_worker
-from tests.cluster.wait import eventually
+from tests.cluster.wait import OperatorMetrics, eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 
 
 @pytest.fixture
+def metrics() -> OperatorMetrics:
+    """Where the ``operator`` fixture's process serves its metrics."""
+    return OperatorMetrics.on_free_port()
+
+
+@pytest.fixture
 async def operator(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, metrics: OperatorMetrics
 ) -> AsyncIterator[Path]:
     await install_crds(api)
     log = tmp_path / "operator.log"
     # No grace for booting VMs: no quote will come on this stack (no agent).
     grace = ("--attestation-boot-grace-seconds", "0")
-    with running_operator(stack.kubeconfig, namespace, log, *grace) as proc:
+    with running_operator(stack.kubeconfig, namespace, log, *grace, *metrics.args()) as proc:
         yield log
         assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
 
@@ -102,6 +108,22 @@ def worker_deleted(
         return False
 
     return gone
+
+
+async def touch_pod(api: client.ApiClient, namespace: str, name: str, value: str) -> None:
+    """Annotate a launcher pod (a key the operator never reads): a pod event, so the
+    operator reconciles the pod's worker once more, with nothing else changed."""
+    await client.CoreV1Api(api).patch_namespaced_pod(
+        name, namespace, {"metadata": {"annotations": {"test.cocoon.network/touched": value}}}
+    )
+
+
+async def generation_observed(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Whether the operator has reconciled the worker's current spec."""
+    worker = await get_worker(api, namespace, name)
+    return bool(
+        worker["metadata"]["generation"] == worker.get("status", {}).get("observedGeneration")
+    )
 
 
 async def phase_is(
@@ -203,7 +225,7 @@ async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_i
 
 
 async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator: Path, metrics: OperatorMetrics
 ) -> None:
     await create_worker(api, namespace, "h200", gpu={"product": "NVIDIA-H200"})
 
@@ -217,9 +239,13 @@ async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
     assert scheduled["status"] == "False"
     assert "node affinity" in scheduled["message"] or "didn't match" in scheduled["message"]
     assert worker["status"]["phase"] == "Pending"
-    # One pod, waiting; not recreated over and over.
-    first = [p.metadata.uid for p in await worker_pods(api, namespace, "h200")]
-    await asyncio.sleep(3)
+    # One pod, waiting; not recreated over and over: two more reconciles of the
+    # worker (each of a change to its pod) leave it as it is.
+    pods = await worker_pods(api, namespace, "h200")
+    first = [p.metadata.uid for p in pods]
+    for touch in ("1", "2"):
+        poke = functools.partial(touch_pod, api, namespace, pods[0].metadata.name, touch)
+        await metrics.reconciled_after(poke, what="the worker reconciled for its touched pod")
     assert [p.metadata.uid for p in await worker_pods(api, namespace, "h200")] == first
     assert len(first) == 1
 
@@ -302,7 +328,10 @@ async def test_pause_stops_reconciliation_and_resume_rotates_to_the_new_model(
         {"spec": {"model": {**model, "name": "Qwen/Qwen3-32B"}}},
         _content_type="application/merge-patch+json",
     )
-    await asyncio.sleep(3)
+    # The new spec reconciled (its generation observed), paused: no new pod.
+    await eventually(
+        lambda: generation_observed(api, namespace, "rot"), within=30, what="the spec reconciled"
+    )
     assert [p.metadata.uid for p in await worker_pods(api, namespace, "rot")] == [
         old_pod.metadata.uid
     ]

@@ -14,6 +14,7 @@ from cocoon_operator.k8s.leader import LeaderElector
 from cocoon_operator.k8s.rest import ApiError
 from cocoon_operator.policy.conditions import parse_rfc3339
 from cocoon_operator.policy.leader import LeaseObserver, LeaseTimes, may_take
+from tests.unit.clocks import FakeClock
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -82,15 +83,7 @@ class FakeLeases:
         return None if self.lease is None else self.lease["spec"]["holderIdentity"]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def elector(api: FakeLeases, identity: str, mono: Clock, wall: timedelta) -> LeaderElector:
+def elector(api: FakeLeases, identity: str, mono: FakeClock, wall: timedelta) -> LeaderElector:
     return LeaderElector(
         api,  # type: ignore[arg-type]
         "ns",
@@ -104,7 +97,7 @@ def elector(api: FakeLeases, identity: str, mono: Clock, wall: timedelta) -> Lea
 
 async def test_a_follower_whose_clock_runs_an_hour_ahead_does_not_take_a_renewed_lease() -> None:
     api = FakeLeases()
-    leader_clock, follower_clock = Clock(), Clock()
+    leader_clock, follower_clock = FakeClock(), FakeClock()
     leader = elector(api, "a", leader_clock, timedelta(0))
     follower = elector(api, "b", follower_clock, timedelta(hours=1))
     assert await leader.try_acquire()
@@ -128,7 +121,7 @@ async def test_a_follower_whose_clock_runs_behind_takes_over_a_lease_after_the_l
     None
 ):
     api = FakeLeases()
-    leader_clock, follower_clock = Clock(), Clock()
+    leader_clock, follower_clock = FakeClock(), FakeClock()
     leader = elector(api, "a", leader_clock, timedelta(0))
     follower = elector(api, "b", follower_clock, -timedelta(hours=1))
     assert await leader.try_acquire()
@@ -154,7 +147,7 @@ async def test_a_renewal_that_hangs_ends_leadership_at_the_renew_deadline() -> N
 
 async def test_failed_renewals_end_leadership_at_the_renew_deadline_by_the_local_clock() -> None:
     api = FakeLeases()
-    mono = Clock()
+    mono = FakeClock()
     leader = LeaderElector(
         api,  # type: ignore[arg-type]
         "ns",

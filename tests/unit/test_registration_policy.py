@@ -6,7 +6,6 @@ after the ledger pruned the message that first registered it."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from cocoon_operator.ton.root import (
     state_init,
 )
 from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2
+from tests.unit.clocks import OffsetClock
 
 OWNER_SEED = b"\x07" * 32
 IMAGE = hashlib.sha256(b"attested image").hexdigest()
@@ -34,18 +34,10 @@ OTHER_MODEL = hashlib.sha256(b"another model").hexdigest()
 DAY = 86_400
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 @dataclass
 class Env:
     ton: TonClient
-    clock: Clock
+    clock: OffsetClock
     key: WalletKey
     wallet: WalletV4R2
     root: RootContract
@@ -88,7 +80,7 @@ class Env:
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    clock = Clock()
+    clock = OffsetClock()
     chain = LocalChain(clock=clock)
     key = WalletKey(OWNER_SEED)
     wallet = chain.deploy_wallet(key, parse_ton("100"))

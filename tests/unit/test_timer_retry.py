@@ -19,6 +19,7 @@ from cocoon_operator.handlers import attestation, chain, checks, control, proces
 from cocoon_operator.handlers.retry import quiet_outages, transient_api_error
 from cocoon_operator.handlers.runtime import Runtime, Tick
 from cocoon_operator.k8s.rest import ApiError
+from tests.unit.clocks import FakeClock
 from tests.unit.test_handler_registration import operator_registry
 
 LOG = logging.getLogger("test.checks")
@@ -27,14 +28,6 @@ LOG = logging.getLogger("test.checks")
 def refused() -> aiohttp.ClientConnectorError:
     key: Any = type("Key", (), {"ssl": True, "host": "127.0.0.1", "port": 6443})()
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Step:
@@ -53,7 +46,7 @@ class Step:
 
 def timer(
     steps: list[checks.Check],
-    clock: Clock,
+    clock: FakeClock,
     stretch: checks.Stretch = checks.no_stretch,
     hurry: checks.Hurry = checks.no_hurry,
 ) -> Any:
@@ -78,11 +71,11 @@ INDEXES: dict[str, Any] = {
 
 def failing_first(
     exc: Exception, first: tuple[str, float], second: tuple[str, float]
-) -> tuple[Any, list[str], Clock, Step]:
+) -> tuple[Any, list[str], FakeClock, Step]:
     """A timer of two checks (id, interval), the first raising ``exc``: the timer,
     the runs it records, its clock and the failing step."""
     runs: list[str] = []
-    clock = Clock()
+    clock = FakeClock()
     failing, other = Step(first[0], runs), Step(second[0], runs)
     failing.raises = exc
     fn = timer(
@@ -92,9 +85,9 @@ def failing_first(
     return fn, runs, clock, failing
 
 
-async def tick(fn: Any, memo: dict[str, Any], clock: Clock, seconds: float) -> None:
+async def tick(fn: Any, memo: dict[str, Any], clock: FakeClock, seconds: float) -> None:
     await fn(memo=memo, logger=LOG, body={"x": 1})
-    clock.now += seconds
+    clock.t += seconds
 
 
 def test_due_keeps_order_and_runs_what_never_ran() -> None:
@@ -108,9 +101,8 @@ def test_due_keeps_order_and_runs_what_never_ran() -> None:
     assert checks.due([a, b, c], {"a": 5.0, "b": 10.0, "c": 5.0}, 7.6, 5.0) == [a, b, c]
 
 
-async def test_each_check_runs_at_its_own_interval_in_order() -> None:
+async def test_each_check_runs_at_its_own_interval_in_order(clock: FakeClock) -> None:
     runs: list[str] = []
-    clock = Clock()
     fn = timer(
         [
             checks.Check("attestation", Step("attestation", runs), 5.0),
@@ -179,10 +171,13 @@ async def test_other_errors_back_off_that_check_alone_with_a_traceback(
     ids=["temporary", "permanent"],
 )
 async def test_a_steps_own_kopf_errors_are_one_line_and_their_delay(
-    exc: Exception, retry_after: float, level: int, caplog: pytest.LogCaptureFixture
+    exc: Exception,
+    retry_after: float,
+    level: int,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
 ) -> None:
     runs: list[str] = []
-    clock = Clock()
     failing = Step("chain", runs)
     failing.raises = exc
     fn = timer([checks.Check("chain", failing, 5.0)], clock)
@@ -193,16 +188,15 @@ async def test_a_steps_own_kopf_errors_are_one_line_and_their_delay(
     assert record.levelno == level and record.exc_info is None
     assert str(exc) in record.getMessage()
     failing.raises = None
-    clock.now += retry_after - 5.0 / 2 - 0.1  # not yet due
+    clock.t += retry_after - 5.0 / 2 - 0.1  # not yet due
     await fn(memo=memo, logger=LOG, body={"x": 1})
-    clock.now += 0.2
+    clock.t += 0.2
     await fn(memo=memo, logger=LOG, body={"x": 1})
     assert runs == ["chain", "chain"]
 
 
-async def test_due_times_are_kept_per_worker() -> None:
+async def test_due_times_are_kept_per_worker(clock: FakeClock) -> None:
     runs: list[str] = []
-    clock = Clock()
     fn = timer([checks.Check("chain", Step("chain", runs), 30.0)], clock)
     first: dict[str, Any] = {}
     await tick(fn, first, clock, 5.0)
@@ -231,9 +225,8 @@ def test_the_periodic_steps_share_one_worker_timer() -> None:
     assert steps[2].fn is control.sync_coefficient
 
 
-async def test_a_resync_check_waits_its_interval_before_its_first_run() -> None:
+async def test_a_resync_check_waits_its_interval_before_its_first_run(clock: FakeClock) -> None:
     runs: list[str] = []
-    clock = Clock()
     fn = timer(
         [
             checks.Check("attestation", Step("attestation", runs), 5.0),
@@ -260,7 +253,7 @@ def test_workers_have_no_kopf_timer_of_their_own_but_the_shared_one() -> None:
     assert set(timers) <= {"resync_pool", "checks"}, timers
 
 
-async def test_a_slow_check_goes_on_alone_and_is_not_started_twice() -> None:
+async def test_a_slow_check_goes_on_alone_and_is_not_started_twice(clock: FakeClock) -> None:
     """A top-up awaiting its confirmation must not hold up the worker's attestation
     check: after a tick the slow check goes on by itself, and later ticks leave it
     be until it is done."""
@@ -272,7 +265,6 @@ async def test_a_slow_check_goes_on_alone_and_is_not_started_twice() -> None:
         await release.wait()
         runs.append("chain done")
 
-    clock = Clock()
     tick_seconds = 0.05  # asyncio.wait's timeout is real time
     fn = timer(
         [
@@ -321,12 +313,13 @@ def test_the_event_handlers_are_registered_quiet() -> None:
         assert getattr(handler.fn, "__wrapped__", None) is not None, handler.id
 
 
-async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> None:
+async def test_a_stretched_check_waits_that_many_intervals_after_a_success(
+    clock: FakeClock,
+) -> None:
     """Back-pressure (policy/backpressure.py): the stretch the timer is given spaces
     out a check after it succeeds, per worker body; a check that fails keeps its
     own retry delay."""
     runs: list[str] = []
-    clock = Clock()
     factors = {1: 3.0, 2: 1.0}
     fn = timer(
         [checks.Check("attestation", Step("attestation", runs), 5.0)],
@@ -338,7 +331,7 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
     for _ in range(6):  # ticks at 0, 5.1, ... 25.5
         await fn(memo=stretched, logger=LOG, body={"x": 1, "worker": 1})
         await fn(memo=plain, logger=LOG, body={"x": 1, "worker": 2})
-        clock.now += 5.1
+        clock.t += 5.1
     # Stretched 3x: at 0, then due at 15 (run at 15.3 within half a tick), not before.
     assert runs.count("attestation") == 6 + 2
     assert stretched[checks._DUE_KEY]["attestation"] == pytest.approx(1015.3 + 15.0)
@@ -348,7 +341,7 @@ async def test_a_stretched_check_waits_that_many_intervals_after_a_success() -> 
     fn = timer([checks.Check("chain", failing, 5.0)], clock, lambda body: 4.0)
     memo: dict[str, Any] = {}
     await fn(memo=memo, logger=LOG, body={"x": 1})
-    assert memo[checks._DUE_KEY]["chain"] == pytest.approx(clock.now + 2.0)
+    assert memo[checks._DUE_KEY]["chain"] == pytest.approx(clock.t + 2.0)
 
 
 def test_idle_for_is_the_time_until_the_soonest_check_beyond_a_tick() -> None:
@@ -364,13 +357,13 @@ class Stopped:
     """kopf's ``stopped`` kwarg as the timer uses it: records how long it was asked to
     wait, lets that time pass on ``clock``, and runs ``during`` (once) in the wait."""
 
-    def __init__(self, clock: Clock, during: Any = None) -> None:
+    def __init__(self, clock: FakeClock, during: Any = None) -> None:
         self.waits: list[float] = []
         self.clock, self.during = clock, during
 
     async def wait(self, seconds: float) -> None:  # kopf's parameter is positional here
         self.waits.append(seconds)
-        self.clock.now += seconds
+        self.clock.t += seconds
         if self.during is not None:
             self.during, during = None, self.during
             during()
@@ -380,7 +373,10 @@ class Stopped:
 
 
 def attestation_and_chain(
-    runs: list[str], clock: Clock, stretch: checks.Stretch, hurry: checks.Hurry = checks.no_hurry
+    runs: list[str],
+    clock: FakeClock,
+    stretch: checks.Stretch,
+    hurry: checks.Hurry = checks.no_hurry,
 ) -> Any:
     """A timer of two recording checks, every 5 s and every 30 s."""
     return timer(
@@ -394,12 +390,13 @@ def attestation_and_chain(
     )
 
 
-async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> None:
+async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks(
+    clock: FakeClock,
+) -> None:
     """kopf's timer run is not free: a worker whose checks are all stretched beyond
     the next tick waits in place until the soonest is due; an unstretched one does
     not wait at all."""
     runs: list[str] = []
-    clock = Clock()
     fn = attestation_and_chain(runs, clock, lambda body: body["factor"])
     stretched, plain = Stopped(clock), Stopped(clock)
     await fn(memo={}, logger=LOG, body={"x": 1, "factor": 4.0}, stopped=stretched)
@@ -411,12 +408,13 @@ async def test_a_stretched_worker_waits_in_its_timer_instead_of_idle_ticks() -> 
     assert runs == ["attestation", "chain", "attestation", "chain"]
 
 
-async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick() -> None:
+async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick(
+    clock: FakeClock,
+) -> None:
     """Stretched while Ready, a worker whose pod is lost must not wait out the stretch:
     the wait in place ends within a tick of kopf's live body showing it not Ready, and
     its next run finds each check due one interval after its last run."""
     runs: list[str] = []
-    clock = Clock()
     fn = attestation_and_chain(
         runs,
         clock,
@@ -433,16 +431,15 @@ async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick() -
     await fn(memo=memo, logger=LOG, body=body, stopped=stopped)
     assert stopped.waits == [pytest.approx(5.0)]  # not the 15 s the stretch asked for
     assert memo[checks._DUE_KEY] == {"attestation": 1020.0, "chain": 1120.0}  # stretched 4x
-    clock.now += 5.0  # kopf's tick
+    clock.t += 5.0  # kopf's tick
     await fn(memo=memo, logger=LOG, body=body, stopped=stopped)
     assert runs == ["attestation", "chain", "attestation"]  # due at 1005, run at 1010
     assert memo[checks._DUE_KEY] == {"attestation": 1015.0, "chain": 1030.0}
 
 
-async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> None:
+async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it(clock: FakeClock) -> None:
     """The worker deleted or the operator stopping: kopf sets the timer's stopper, and
     a wait of minutes must not hold up the deletion."""
-    clock = Clock()
     fn = timer(
         [checks.Check("attestation", Step("attestation", []), 60.0)], clock, lambda body: 4.0
     )
@@ -454,13 +451,12 @@ async def test_a_timer_waiting_in_place_ends_at_once_when_kopf_stops_it() -> Non
     await asyncio.wait_for(run, timeout=5)
 
 
-async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place() -> None:
+async def test_a_timer_with_a_check_still_at_work_does_not_wait_in_place(clock: FakeClock) -> None:
     gate = asyncio.Event()
 
     async def slow(*_: Any) -> None:
         await gate.wait()
 
-    clock = Clock()
     fn = timer([checks.Check("chain", slow, 0.05)], clock, lambda body: 4.0)
     stopped = Stopped(clock)
     memo: dict[str, Any] = {}

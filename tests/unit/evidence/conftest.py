@@ -10,7 +10,8 @@ import pytest
 
 from cocoon_operator.attestation.testing.pki import DcapTestPki, generate_test_pki
 from cocoon_operator.simulator import WorkerSimulator, start_simulator
-from tests.unit.evidence.test_checker import START, Clock
+from tests.unit.clocks import FakeClock
+from tests.unit.evidence.test_checker import START
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def pki() -> DcapTestPki:
 
 @pytest.fixture
 async def sim(pki: DcapTestPki) -> AsyncIterator[WorkerSimulator]:
-    async with await start_simulator(pki=pki, clock=Clock(), proxies=1) as running:
+    async with await start_simulator(pki=pki, clock=FakeClock(START), proxies=1) as running:
         yield running
 
 

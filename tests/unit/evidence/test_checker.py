@@ -27,14 +27,6 @@ from cocoon_operator.simulator import WorkerSimulator
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = START.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class CountingSource:
     def __init__(self, inner: PccsCollateralSource) -> None:
         self.inner, self.calls = inner, 0

@@ -67,6 +67,26 @@ async def main(
     )
 
 
-if __name__ == "__main__":
-    api_url, ledger_path, seed_hex, version, clock_offset, *wallets = sys.argv[1:]
+def run(argv: list[str]) -> None:
+    """The command line's work: ``argv`` as after the program name."""
+    api_url, ledger_path, seed_hex, version, clock_offset, *wallets = argv
     asyncio.run(main(api_url, ledger_path, seed_hex, version, float(clock_offset), wallets))
+
+
+def run_captured(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """:func:`run` in a process forked for it (tests/unit/funding/test_treasury.py):
+    with the environment ``env``, its output in the files ``out`` and ``err``."""
+    os.environ.clear()
+    os.environ.update(env)
+    for path, fd in ((out, 1), (err, 2)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own stdout
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    run(argv)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

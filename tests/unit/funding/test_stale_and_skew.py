@@ -10,6 +10,7 @@ record a message that paid as one that never will.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from cocoon_operator.funding._treasury import LOOKUP_PAGE
 from cocoon_operator.ton.client import AiohttpTransport, HttpRequest, HttpResponse, TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
 from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
+from tests.unit.clocks import FakeClock, OffsetClock
 
 TON = 1_000_000_000
 TREASURY_SEED = bytes(range(32))
@@ -56,19 +58,6 @@ class LaggingTransport:
         await self.inner.close()
 
 
-class SkewedClock:
-    """The operator's clock: the real time plus ``offset`` seconds (the chain keeps real time)."""
-
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
-
-    def __call__(self) -> float:
-        return datetime.now(UTC).timestamp() + self.offset
-
-    def set(self, when: datetime) -> None:
-        self.offset = when.timestamp() - datetime.now(UTC).timestamp()
-
-
 @dataclass
 class Env:
     chain: RunningLocalChain
@@ -90,8 +79,17 @@ async def env() -> AsyncIterator[Env]:
         await running.close()
 
 
-def treasury(env: Env, lagging: LaggingTransport, clock: SkewedClock) -> Treasury:
+def treasury(env: Env, lagging: LaggingTransport, clock: OffsetClock) -> Treasury:
     ton = TonClient(env.chain.api_url, transport=lagging, timeout=10)
+    # The wait for a confirmation runs on a stopwatch its own pauses move: the same
+    # ten looks at the chain in 0.5 s, none of it slept (a message that cannot land
+    # is not waited out in real time).
+    stopwatch = FakeClock()
+
+    async def pause(seconds: float) -> None:
+        stopwatch.advance(seconds)
+        await asyncio.sleep(0)  # the chain serves from this same loop
+
     return Treasury(
         ton,
         env.key,
@@ -100,6 +98,8 @@ def treasury(env: Env, lagging: LaggingTransport, clock: SkewedClock) -> Treasur
         clock=clock,
         confirm_timeout=0.5,
         poll_interval=0.05,
+        sleep=pause,
+        monotonic=stopwatch,
     )
 
 
@@ -123,7 +123,7 @@ async def test_a_clock_jump_over_midnight_with_a_lagging_balance_never_pays_twic
 ) -> None:
     # The operator's clock reads 23:59:50 (ahead of the chain's, so its messages
     # are valid there); the API's balance of the node lags behind its top-up.
-    clock = SkewedClock()
+    clock = OffsetClock()
     clock.set(next_midnight() - timedelta(seconds=10))
     lagging = LaggingTransport(frozenset({"getAddressBalance", "getAddressInformation"}))
     t = treasury(env, lagging, clock)
@@ -157,7 +157,7 @@ async def test_an_applied_message_seen_through_a_lagging_api_is_never_marked_exp
 ) -> None:
     # The API's treasury state (seqno, transactions) and node balance lag from
     # before the message: it is sent and applied, but cannot be seen yet.
-    clock = SkewedClock()
+    clock = OffsetClock()
     lagging = LaggingTransport(
         frozenset(
             {
@@ -201,7 +201,7 @@ async def test_a_clock_far_behind_the_chain_pays_nothing_and_expires_its_message
     # An operator clock a day behind signs messages the wallet already deems
     # expired: nothing is paid, nothing crashes, each message is recorded as
     # expired once the chain's own state shows it can no longer apply.
-    clock = SkewedClock(offset=-86_400)
+    clock = OffsetClock(offset=-86_400)
     t = treasury(env, LaggingTransport(frozenset()), clock)
     first = await t.fund([await request(t)])
     assert first.messages_sent == 1 and not first.confirmed
@@ -220,7 +220,7 @@ async def test_a_worker_whose_node_wallet_changed_is_funded_at_its_new_address(
     # A worker was topped up at one node wallet; its new VM (a rotation, a new
     # node wallet key) reports another, empty one. The old top-up says nothing
     # about the new wallet's balance: it must not wait for it to "settle" there.
-    clock = SkewedClock()
+    clock = OffsetClock()
     t = treasury(env, LaggingTransport(frozenset()), clock)
     first = await t.fund([await request(t)])
     assert [tr.address for tr in first.confirmed] == [NODE]

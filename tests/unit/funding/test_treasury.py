@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,25 +30,19 @@ from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
 from cocoon_operator.ton.wallet import Wallet, WalletKey, WalletVersion, make_wallet
+from tests.unit.clocks import OffsetClock
+from tests.unit.funding import fund_once
 
 TON = 1_000_000_000
 REPO = Path(__file__).resolve().parents[3]
 TREASURY_SEED = bytes(range(32))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 @dataclass
 class Env:
     chain: RunningLocalChain
     ton: TonClient
-    clock: Clock
+    clock: OffsetClock
     treasury_key: WalletKey
     wallet: Wallet
 
@@ -91,7 +85,7 @@ class Stopwatch:
 
 @pytest.fixture(params=[WalletVersion.V4R2, WalletVersion.V5R1])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    clock = Clock()
+    clock = OffsetClock()
     chain = LocalChain(clock=clock)
     key = WalletKey(TREASURY_SEED)
     wallet = make_wallet(request.param, key.public_key)
@@ -196,6 +190,14 @@ class Cycle:
         return json.loads(self.stdout)  # type: ignore[no-any-return]
 
 
+#: Funding cycles are forked from a server that imported fund_once (and with it the
+#: operator's funding code) and pytest's entry point once: a fresh interpreter per
+#: cycle spent most of each cycle importing. Each cycle is still a process of its
+#: own, killed by its failpoint.
+_CYCLES = multiprocessing.get_context("forkserver")
+_CYCLES.set_forkserver_preload(["__main__", "tests.unit.funding.fund_once"])
+
+
 async def run_cycle(
     env: Env,
     ledger: Path,
@@ -205,24 +207,23 @@ async def run_cycle(
 ) -> Cycle:
     """A funding cycle in its own process; the chain keeps serving from this event loop.
     ``bounds``: the requests' FUND_ONCE_* variables (see fund_once.py)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.unit.funding.fund_once",
+    argv = [
         env.chain.api_url,
         str(ledger),
         TREASURY_SEED.hex(),
         env.wallet.version,
         str(env.clock.offset),
         *addresses,
-        env={**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint},
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    ]
+    out, err = ledger.with_suffix(".out"), ledger.with_suffix(".err")
+    variables = {**os.environ, **(bounds or {}), "COCOON_FAILPOINTS": failpoint}
+    proc = _CYCLES.Process(
+        target=fund_once.run_captured, args=(argv, variables, str(out), str(err))
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return Cycle(proc.returncode, out.decode(), err.decode())
+    proc.start()
+    await asyncio.to_thread(proc.join, 120)
+    assert proc.exitcode is not None, "the funding cycle did not end within 120 s"
+    return Cycle(proc.exitcode, out.read_text(), err.read_text())
 
 
 async def ledger_states(path: Path) -> list[IntentState]:

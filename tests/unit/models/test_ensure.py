@@ -30,6 +30,7 @@ from cocoon_operator.models import (
     Reason,
     Source,
     Step,
+    _ensure,
     build_model,
     ensure_model,
 )
@@ -304,10 +305,15 @@ def test_two_ensures_of_one_model_at_once_build_it_once(prebuilt: Prebuilt, tmp_
     assert steps == sorted([Step.BUILD.value, Step.READY.value])
 
 
-def test_waiters_on_a_models_lock_leave_the_holder_the_threads_it_needs(tmp_path: Path) -> None:
+def test_waiters_on_a_models_lock_leave_the_holder_the_threads_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # One process, many ensures of one model (the simulation agent runs every
     # pod's); more waiters than asyncio's default executor has threads. The
     # holder finishes with asyncio.to_thread, as an ensure hashes its files.
+    # The waiters' retries stay at their first interval: backed off to 1 s, eight
+    # waiters in a row spent seconds asleep with the lock free.
+    monkeypatch.setattr(_ensure, "LOCK_POLL_MAX_SECONDS", _ensure.LOCK_POLL_SECONDS)
     path = tmp_path / "model.lock"
     order: list[int] = []
 
@@ -385,7 +391,8 @@ class S3Standin:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> S3Standin:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the next one (0.5 s by default).
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -45,25 +45,11 @@ from cocoon_operator.simulator import (
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.ton.localchain import LocalChain, start_local_chain
 from cocoon_operator.workerapi import parse_status_page
+from tests.unit.clocks import FakeClock
 
 TON = 1_000_000_000
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.t = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    @property
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.t, UTC)
 
 
 @pytest.fixture(scope="module")
@@ -492,7 +478,18 @@ async def test_a_runner_given_a_chain_waits_there_for_its_start_floor_before_ser
         wallet = node_wallet_address_of_key(key, owner)
         assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
         chain.mint(wallet, 2 * TON)
-        await asyncio.sleep(2.5)  # two more looks at the chain: still short
+
+        async def balance_reads() -> int:
+            async with http.get(running.calls_url) as resp:
+                return int((await resp.json())["result"].get("getAddressBalance", 0))
+
+        # Two more looks at the chain (one a second, as COCOON's runner): still short.
+        looked = await balance_reads()
+        for _ in range(100):
+            if await balance_reads() >= looked + 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await balance_reads() >= looked + 2
         assert await _status(http, f"{sim.http_url}/jsonstats") == (400, "not found", "")
         chain.mint(wallet, TON // 5)
 

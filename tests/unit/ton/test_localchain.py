@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from tests.unit.clocks import FakeClock
 
 # No skip: the local chain needs libemulator from the pytvm wheel, which the
 # project installs on the supported platform (CPython 3.11, x86_64); a missing
@@ -29,17 +30,11 @@ from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2, WalletV5
 NOW = 1_700_000_000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-async def env() -> AsyncIterator[tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2]]:
-    clock = Clock()
+async def env() -> AsyncIterator[
+    tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2]
+]:
+    clock = FakeClock(NOW)
     chain = LocalChain(clock=clock)
     genesis_key = WalletKey(b"\x07" * 32)
     genesis = chain.deploy_wallet(genesis_key, parse_ton("1000"))
@@ -59,7 +54,7 @@ def test_method_id_known_values() -> None:
 
 
 async def test_a_v5r1_wallet_sends_255_transfers_in_one_message_once(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, client, clock, _genesis_key, _genesis = env
     key = WalletKey(b"\x09" * 32)
@@ -93,7 +88,7 @@ async def test_a_v5r1_wallet_sends_255_transfers_in_one_message_once(
     # The same BOC again, and a message past its valid_until: refused, nobody pays.
     with pytest.raises(TonMessageRejectedError):
         await client.send_boc(batch.boc)
-    clock.now = NOW + 1000
+    clock.t = NOW + 1000
     late = wallet.create_transfer(
         key, [Transfer(receivers[0], parse_ton("1"), bounce=False)], seqno=1, valid_until=NOW + 500
     )
@@ -109,7 +104,7 @@ async def _only_tx(client: TonClient, address: Address) -> TransactionInfo:
 
 
 async def test_fund_deploy_batch_and_replay(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, client, clock, genesis_key, genesis = env
     assert (await client.get_address_state(genesis.address)) == "active"
@@ -139,7 +134,7 @@ async def test_fund_deploy_batch_and_replay(
     )
 
     # 2. the node wallet deploys itself and sends 4 transfers in ONE external message
-    clock.now += 10
+    clock.t += 10
     receivers = [Address(0, os.urandom(32)) for _ in range(4)]
     amounts = [parse_ton(a) for a in ("0.1", "0.2", "0.3", "0.000000001")]
     n_before = await client.get_address_balance(node.address)
@@ -180,7 +175,7 @@ async def test_fund_deploy_batch_and_replay(
         assert await client.get_address_balance(receiver) == amount - rtx.fee
 
     # 4. an expired message is rejected as well
-    clock.now = NOW + 1000
+    clock.t = NOW + 1000
     late = node.create_transfer(
         node_key, [Transfer(receivers[0], parse_ton("0.1"))], seqno=1, valid_until=NOW + 500
     )
@@ -190,7 +185,7 @@ async def test_fund_deploy_batch_and_replay(
 
 
 async def test_bounceable_to_uninit_bounces_back(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, client, _clock, genesis_key, genesis = env
     target = Address(0, os.urandom(32))
@@ -216,7 +211,7 @@ async def test_bounceable_to_uninit_bounces_back(
 
 
 async def test_get_method_errors_and_pagination(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     _running, client, _clock, _key, genesis = env
     with pytest.raises(TonGetMethodError) as info:
@@ -231,7 +226,7 @@ async def test_get_method_errors_and_pagination(
 
 
 async def test_answered_calls_are_counted_by_method(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, client, _clock, _key, genesis = env
     before = await _calls(running)
@@ -273,7 +268,7 @@ async def test_connection_refused_is_transport_error() -> None:
 
 
 async def test_v3_account_states_answer_in_toncenters_shape_over_real_http(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, _client, _clock, _key, genesis = env
     chain = running.chain
@@ -301,7 +296,7 @@ async def test_v3_account_states_answer_in_toncenters_shape_over_real_http(
 
 
 async def test_the_clients_batched_read_matches_the_chain_and_fits_the_servers_url_limit(
-    env: tuple[RunningLocalChain, TonClient, Clock, WalletKey, WalletV4R2],
+    env: tuple[RunningLocalChain, TonClient, FakeClock, WalletKey, WalletV4R2],
 ) -> None:
     running, client, _clock, _key, _genesis = env
     chain = running.chain

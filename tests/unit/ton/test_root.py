@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.unit.clocks import FakeClock
 
 from cocoon_operator.ton import root as root_mod
 from cocoon_operator.ton.address import Address, normalize_address
@@ -50,14 +51,6 @@ PROXY = hashlib.sha256(b"proxy").digest()
 OTHER = hashlib.sha256(b"never listed").digest()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Actor:
     key: WalletKey
@@ -92,7 +85,7 @@ class Env:
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    chain = LocalChain(clock=Clock())
+    chain = LocalChain(clock=FakeClock(NOW))
     actors = []
     for seed in (b"\x01" * 32, b"\x02" * 32):
         key = WalletKey(seed)

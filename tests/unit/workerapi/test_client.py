@@ -62,7 +62,8 @@ async def worker() -> AsyncIterator[tuple[FakeWorker, WorkerClient]]:
     fake = FakeWorker()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
+    # The silent handler below is cut short at cleanup, not waited out (60 s by default).
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
