@@ -18,6 +18,7 @@ from cocoon_operator.ton.client import (
 )
 from cocoon_operator.ton.errors import TonServerError
 from tests.support.ton import MockTransport
+from tests.unit.clocks import FakeClock
 
 INTERVAL = 30.0
 
@@ -69,14 +70,6 @@ def test_a_wallet_no_check_asked_about_for_two_intervals_is_no_longer_swept() ->
 # --------------------------------------------------------------------------- the book
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def no_wait(_: float) -> None:
     await asyncio.sleep(0)
 
@@ -116,7 +109,7 @@ class Chain:
         return HttpResponse.json(200, {"ok": True, "result": str(self.balances.get(address, 0))})
 
 
-def book_over(chain: Chain, clock: Clock) -> BalanceBook:
+def book_over(chain: Chain, clock: FakeClock) -> BalanceBook:
     ton = TonClient(
         "http://ton.invalid/api/v2",
         transport=MockTransport(chain),
@@ -128,13 +121,13 @@ def book_over(chain: Chain, clock: Clock) -> BalanceBook:
 
 
 async def test_a_fleets_checks_within_one_interval_cost_one_request() -> None:
-    chain, clock = Chain({addr(i): 3_000_000_000 + i for i in range(500)}), Clock()
+    chain, clock = Chain({addr(i): 3_000_000_000 + i for i in range(500)}), FakeClock()
     book = book_over(chain, clock)
     # The checks spread over the interval, as the per-worker timers are.
     first = await asyncio.gather(*(book.balance(addr(i)) for i in range(500)))
     assert [s.balance for s in first] == [3_000_000_000 + i for i in range(500)]
     for step in range(1, 30):
-        clock.now += 1.0
+        clock.t += 1.0
         for i in range(step, 500, 29):
             seen = await book.balance(addr(i))
             assert seen.age <= INTERVAL
@@ -142,13 +135,13 @@ async def test_a_fleets_checks_within_one_interval_cost_one_request() -> None:
 
 
 async def test_a_reading_served_is_never_older_than_one_interval() -> None:
-    chain, clock = Chain({addr(1): 10, addr(2): 20}), Clock()
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), FakeClock()
     book = book_over(chain, clock)
     await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
     chain.balances[addr(1)] = 1  # spent below its minimum
-    clock.now += INTERVAL
+    clock.t += INTERVAL
     assert (await book.balance(addr(1))).balance == 10  # exactly one interval old: served
-    clock.now += 0.001
+    clock.t += 0.001
     seen = await book.balance(addr(1))
     assert (seen.balance, seen.age) == (1, 0.0)  # older: read again before answering
     # ... together with the other wallet, due as well: one request, fleet in step.
@@ -158,19 +151,19 @@ async def test_a_reading_served_is_never_older_than_one_interval() -> None:
 
 
 async def test_a_new_worker_waits_for_its_own_read_then_joins_the_fleets_sweep() -> None:
-    chain, clock = Chain({addr(i): 7 for i in range(4)}), Clock()
+    chain, clock = Chain({addr(i): 7 for i in range(4)}), FakeClock()
     book = book_over(chain, clock)
     await asyncio.gather(*(book.balance(addr(i)) for i in range(3)))
-    clock.now += 20.0
+    clock.t += 20.0
     assert (await book.balance(addr(3))).balance == 7  # new: read now, alone
     assert chain.asked_v3[-1] == [addr(0), addr(1), addr(2), addr(3)]  # the due joined it
-    clock.now += 20.0
+    clock.t += 20.0
     await book.balance(addr(3))
     assert len(chain.asked_v3) == 2  # all read 20 s ago: in step, nothing to read
 
 
 async def test_a_wallet_the_index_does_not_hold_is_read_from_the_v2_node() -> None:
-    chain, clock = Chain({addr(1): 10, addr(2): 2_100_000_000}), Clock()
+    chain, clock = Chain({addr(1): 10, addr(2): 2_100_000_000}), FakeClock()
     chain.unindexed.add(addr(2))
     book = book_over(chain, clock)
     seen = await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
@@ -179,28 +172,28 @@ async def test_a_wallet_the_index_does_not_hold_is_read_from_the_v2_node() -> No
 
 
 async def test_a_server_without_v3_is_read_one_wallet_at_a_time_from_then_on() -> None:
-    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), Clock()
+    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), FakeClock()
     book = book_over(chain, clock)
     seen = await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
     assert [s.balance for s in seen] == [10, 20]
-    clock.now += INTERVAL + 1
+    clock.t += INTERVAL + 1
     await book.balance(addr(1))
     assert chain.calls == {"accountStates": 1, "getAddressBalance": 3}
 
 
 async def test_an_index_outage_leaves_the_waiting_checks_to_v2_reads() -> None:
-    chain, clock = Chain({addr(1): 10}), Clock()
+    chain, clock = Chain({addr(1): 10}), FakeClock()
     chain.fail_v3 = 1
     book = book_over(chain, clock)
     assert (await book.balance(addr(1))).balance == 10
     assert chain.calls == {"accountStates": 1, "getAddressBalance": 1}
-    clock.now += INTERVAL + 1
+    clock.t += INTERVAL + 1
     await book.balance(addr(1))
     assert chain.calls["accountStates"] == 2  # the index is asked again next time
 
 
 async def test_a_failed_read_reaches_only_the_checks_of_that_wallet() -> None:
-    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), Clock()
+    chain, clock = Chain({addr(1): 10, addr(2): 20}, v3=False), FakeClock()
     chain.fail_v2.add(addr(2))
     book = book_over(chain, clock)
     one, two = await asyncio.gather(
@@ -214,7 +207,7 @@ async def test_a_failed_read_reaches_only_the_checks_of_that_wallet() -> None:
 
 
 async def test_checks_asking_while_a_read_is_out_share_it() -> None:
-    chain, clock = Chain({addr(1): 10}), Clock()
+    chain, clock = Chain({addr(1): 10}), FakeClock()
     out, gate = asyncio.Event(), asyncio.Event()
 
     async def slow(request: HttpRequest) -> HttpResponse:
@@ -239,7 +232,7 @@ def test_the_book_refuses_an_interval_that_is_not_positive() -> None:
 
 
 async def test_a_check_that_waited_while_its_wallet_was_being_read_costs_no_other_read() -> None:
-    chain, clock = Chain({addr(1): 10, addr(2): 20}), Clock()
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), FakeClock()
     out, gate = asyncio.Event(), asyncio.Event()
 
     async def slow(request: HttpRequest) -> HttpResponse:
@@ -249,7 +242,7 @@ async def test_a_check_that_waited_while_its_wallet_was_being_read_costs_no_othe
 
     book = book_over(chain, clock)
     book.ton = TonClient("http://ton.invalid/api/v2", transport=MockTransport(slow))
-    book._asked[addr(2)] = clock.now  # in use (asked about before), so in the sweep
+    book._asked[addr(2)] = clock.t  # in use (asked about before), so in the sweep
     first = asyncio.create_task(book.balance(addr(1)))
     await out.wait()
     # addr(2)'s own check comes while the sweep that covers it is out.
