@@ -449,15 +449,15 @@ async def read_lists(
     # once the model is listed (nothing unlisted is funded); a worker registering its
     # model starts unfunded, as elsewhere, rather than wait for a listing that needs
     # its attestation.
-    held = None
+    start_held = None
     if model_listed and state.funds_before_start(ref.namespace):
-        held = start_hold(state.start_funding.get(key), rev)
+        start_held = start_hold(state.start_funding.get(key), rev)
     return dataclasses.replace(
         observed,
         listing=listing,
         registering=observed.registering and refused is None,
         registration_refused=refused,
-        start_funding=held,
+        start_funding=start_held,
     )
 
 
@@ -697,12 +697,12 @@ async def _wallet_facts(
     )
     if choice.address is None:
         return None  # no derived address and none reported yet: nothing to read
-    held = await _read_balance(
+    seen = await _read_balance(
         state, worker, choice.address, key=key, deps=deps, now=now, logger=logger
     )
-    if held is None:
+    if seen is None:
         return None
-    address, balance = held.address, held.balance
+    address, balance = seen.address, seen.balance
     if stats is not None:
         # The same reading tells the coefficient check whether it has anything to do.
         deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
@@ -734,7 +734,7 @@ async def _wallet_facts(
                 state, worker.spec.funding, key, address, balance, logger=logger
             )
             note, limit = answer.note, answer.limit
-            held = state.balances[key] = next_reading(held, address, balance, now)
+            seen = state.balances[key] = next_reading(seen, address, balance, now)
         if limit is not None and note is not None:
             await _announce(state, deps, body, key=key, reason=limit, message=note, logger=logger)
     wallet = WalletStatus(
@@ -743,7 +743,7 @@ async def _wallet_facts(
         funding=note,
         mismatch=choice.mismatch,
         limit=limit,
-        checked_at=rfc3339(held.read_at),
+        checked_at=rfc3339(seen.read_at),
     )
     deps.metrics.balance.labels(*key).set(balance)
     if stats is None:
