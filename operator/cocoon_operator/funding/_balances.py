@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cocoon_operator.ton.address import normalize_address
@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
 #: An address no check asked about for this many intervals leaves the book (its
 #: worker was deleted, or its wallet changed): sweeps read only what is in use.
 IDLE_INTERVALS = 2.0
+
+#: With the book's own sweep running (:meth:`BalanceBook.sweep_forever`), every
+#: wallet in use is read this share of a check interval after the last sweep: its
+#: reading is renewed before any check could find it a whole interval old, so the
+#: fleet's checks cost one sweep a period and read on demand only a new wallet (or
+#: one a failed sweep left behind).
+SWEEP_SHARE = 0.8
 
 #: How long a read waits for more checks to join it before it goes out: the
 #: fleet's checks are spread over the interval, and a moment gathers the ones
@@ -94,6 +101,7 @@ def plan_reads(
     *,
     now: float,
     interval: float,
+    swept: bool = False,
 ) -> tuple[str, ...]:
     """The addresses one batched read covers now (pure).
 
@@ -103,11 +111,13 @@ def plan_reads(
     use whose reading is at least half an interval old or missing: it would
     expire before the next interval anyway, and reading it now, in the same
     request, keeps the fleet's readings in step so that one sweep per interval
-    serves every check. Sorted, so a plan is the same whatever the order of asks.
+    serves every check. ``swept``: the book's own sweep keeps the fleet in step
+    (:data:`SWEEP_SHARE`), so the read covers the wanted addresses alone.
+    Sorted, so a plan is the same whatever the order of asks.
     """
     due = {a for a in wanted if not fresh(readings.get(a), now=now, interval=interval)}
-    if not due:
-        return ()
+    if not due or swept:
+        return tuple(sorted(due))
     for address in in_use(asked, now=now, interval=interval):
         reading = readings.get(address)
         if reading is None or now - reading.read_at >= interval / 2:
@@ -134,6 +144,7 @@ class BalanceBook:
     _inflight: dict[str, asyncio.Future[BookReading]] = field(default_factory=dict)
     _flusher: asyncio.Task[None] | None = None
     _batched: bool = True
+    _sweeping: bool = False
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -181,32 +192,66 @@ class BalanceBook:
             finally:
                 self._inflight = {}
 
+    async def sweep_forever(self) -> None:
+        """Read every wallet in use, in batches, each :data:`SWEEP_SHARE` of an interval,
+        until cancelled: the fleet's checks are then served from the sweeps, and a
+        check reads on demand only a wallet the sweeps do not cover yet. A sweep that
+        fails is said in one line; the checks whose readings age past an interval
+        meanwhile read on demand, as without a sweep."""
+        self._sweeping = True
+        try:
+            while True:
+                await self.sleep(self.interval * SWEEP_SHARE)
+                await self.sweep()
+        finally:
+            self._sweeping = False
+
+    async def sweep(self) -> None:
+        """One read of every wallet in use (nothing without a v3 index: then each
+        check reads its own wallet, one at a time)."""
+        now = self.clock()
+        self._forget_idle(now)
+        if self._batched and self._asked:
+            await self._read_batch(tuple(sorted(self._asked)), now)
+
+    def _forget_idle(self, now: float, keep: Collection[str] = ()) -> None:
+        kept = self._in_use(now) | set(keep)
+        self._asked = {a: at for a, at in self._asked.items() if a in kept}
+        self._readings = {a: r for a, r in self._readings.items() if a in kept}
+
+    async def _read_batch(self, plan: Sequence[str], now: float) -> None:
+        """``plan``'s balances by one batched v3 read (a few requests), kept as read at
+        ``now``; on failure nothing is kept, and the v2 path stands in."""
+        try:
+            states = await self.ton.get_account_states(plan)
+        except TonNotFoundError:
+            self._batched = False
+            log.warning(
+                "the TON API at %s serves no /api/v3/accountStates: node wallet"
+                " balances are read one at a time (getAddressBalance)",
+                self.ton.base_url,
+            )
+            return
+        except TonError as exc:
+            # The index is down or refuses: the waiting checks read v2 this time.
+            log.warning("batched balance read failed (%s); reading one at a time", exc)
+            return
+        for address, state in states.items():
+            self._readings[address] = BookReading(address, state.balance, now)
+
     async def _read(self, waiting: Mapping[str, asyncio.Future[BookReading]]) -> None:
         now = self.clock()
-        keep = self._in_use(now) | waiting.keys()
-        self._asked = {a: at for a, at in self._asked.items() if a in keep}
-        self._readings = {a: r for a, r in self._readings.items() if a in keep}
+        self._forget_idle(now, waiting.keys())
         plan = plan_reads(
-            self._readings, self._asked, waiting.keys(), now=now, interval=self.interval
+            self._readings,
+            self._asked,
+            waiting.keys(),
+            now=now,
+            interval=self.interval,
+            swept=self._sweeping,
         )
-        found: dict[str, Nanoton] = {}
         if self._batched and plan:
-            try:
-                states = await self.ton.get_account_states(plan)
-            except TonNotFoundError:
-                self._batched = False
-                log.warning(
-                    "the TON API at %s serves no /api/v3/accountStates: node wallet"
-                    " balances are read one at a time (getAddressBalance)",
-                    self.ton.base_url,
-                )
-            except TonError as exc:
-                # The index is down or refuses: the waiting checks read v2 this time.
-                log.warning("batched balance read failed (%s); reading one at a time", exc)
-            else:
-                found = {a: s.balance for a, s in states.items()}
-        for address, balance in found.items():
-            self._readings[address] = BookReading(address, balance, now)
+            await self._read_batch(plan, now)
         # A waiter whose wallet a read just before this one covered needs nothing more;
         # one the index does not hold (or no index) is read from v2.
         missing = [

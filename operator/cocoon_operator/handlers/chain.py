@@ -528,6 +528,9 @@ async def started(options: ChainOptions, deps: Deps, logger: Logger) -> Chain:
         await registrar.load()
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
+    book = BalanceBook(ton, interval=options.check_seconds)
+    # The fleet's node wallets, read in one sweep a period (funding/_balances.py).
+    settlers.append(asyncio.create_task(book.sweep_forever(), name="balance-sweeps"))
     state = Chain(
         ton,
         batcher,
@@ -537,7 +540,7 @@ async def started(options: ChainOptions, deps: Deps, logger: Logger) -> Chain:
         options.check_seconds,
         funding_limits=options.funding_limits,
         treasury_tcb=options.treasury_tcb,
-        book=BalanceBook(ton, interval=options.check_seconds),
+        book=book,
     )
     return state
 

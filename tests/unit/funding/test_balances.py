@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from cocoon_operator.funding import BalanceBook, BookReading, plan_reads
+from cocoon_operator.funding._balances import SWEEP_SHARE
 from cocoon_operator.ton.client import (
     HttpRequest,
     HttpResponse,
@@ -252,3 +253,56 @@ async def test_a_check_that_waited_while_its_wallet_was_being_read_costs_no_othe
     assert (await first).balance == 10
     assert (await second).balance == 20
     assert chain.calls == {"accountStates": 1}
+
+
+async def test_with_its_sweep_the_book_reads_the_fleet_once_a_period_and_checks_read_nothing() -> (
+    None
+):
+    chain, clock = Chain({addr(i): 5 for i in range(300)}), FakeClock()
+    book = book_over(chain, clock)
+    await asyncio.gather(*(book.balance(addr(i)) for i in range(300)))  # the fleet's first checks
+    assert len(chain.asked_v3) == 1
+    # Four periods: each sweep reads every wallet in use, in one batched read, and
+    # the checks spread over the periods are all served from the sweeps.
+    for _ in range(4):
+        clock.t += INTERVAL * SWEEP_SHARE
+        await book.sweep()
+        for i in range(300):
+            seen = await book.balance(addr(i))
+            assert seen.age <= INTERVAL * SWEEP_SHARE
+    assert len(chain.asked_v3) == 1 + 4
+    assert all(len(asked) == 300 for asked in chain.asked_v3[1:])
+    assert set(chain.calls) == {"accountStates"}
+
+
+async def test_while_sweeps_keep_the_fleet_in_step_a_new_wallet_is_read_alone() -> None:
+    chain, clock = Chain({addr(i): 5 for i in range(4)}), FakeClock()
+    book = book_over(chain, clock)
+
+    async def sleep(seconds: float) -> None:  # the sweeper's period never ends here
+        await (asyncio.sleep(0) if seconds < 1 else asyncio.Event().wait())
+
+    book.sleep = sleep
+    sweeper = asyncio.create_task(book.sweep_forever())
+    await asyncio.sleep(0)
+    try:
+        await asyncio.gather(*(book.balance(addr(i)) for i in range(3)))
+        clock.t += INTERVAL / 2 + 1  # the fleet's readings are past half an interval
+        await book.balance(addr(3))
+        assert chain.asked_v3[-1] == [addr(3)]  # not the fleet again: its sweep will
+    finally:
+        sweeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sweeper
+
+
+async def test_a_failed_sweep_leaves_each_check_to_read_on_demand_once_its_reading_ages() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), FakeClock()
+    book = book_over(chain, clock)
+    await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
+    chain.fail_v3 = 1
+    clock.t += INTERVAL * SWEEP_SHARE
+    await book.sweep()  # the index is down: nothing renewed, one line said
+    clock.t += INTERVAL * (1 - SWEEP_SHARE) + 0.001
+    chain.balances[addr(1)] = 1
+    assert (await book.balance(addr(1))).balance == 1  # past an interval: read on demand
