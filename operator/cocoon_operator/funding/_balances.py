@@ -145,6 +145,8 @@ class BalanceBook:
     _flusher: asyncio.Task[None] | None = None
     _batched: bool = True
     _sweeping: bool = False
+    # The sweep under way: the wallets it reads, and its end.
+    _sweep: tuple[frozenset[str], asyncio.Future[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -160,6 +162,14 @@ class BalanceBook:
         now = self.clock()
         self._asked[address] = now
         reading = self._readings.get(address)
+        if (reading is None or not fresh(reading, now=now, interval=self.interval)) and (
+            self._sweep is not None and address in self._sweep[0]
+        ):
+            # The sweep under way reads this wallet: its reading is the one to wait for
+            # (a read of its own would be one more request for the same answer).
+            await asyncio.shield(self._sweep[1])
+            reading = self._readings.get(address)
+            now = self.clock()
         if reading is None or not fresh(reading, now=now, interval=self.interval):
             future = self._waiting.get(address) or self._inflight.get(address)
             if future is None:
@@ -199,20 +209,33 @@ class BalanceBook:
         fails is said in one line; the checks whose readings age past an interval
         meanwhile read on demand, as without a sweep."""
         self._sweeping = True
+        period = self.interval * SWEEP_SHARE
         try:
             while True:
-                await self.sleep(self.interval * SWEEP_SHARE)
+                started = self.clock()
                 await self.sweep()
+                # A period from one sweep's start to the next: the readings are
+                # stamped with the start, so a slow sweep does not age them further.
+                await self.sleep(max(0.0, period - (self.clock() - started)))
         finally:
             self._sweeping = False
 
     async def sweep(self) -> None:
         """One read of every wallet in use (nothing without a v3 index: then each
-        check reads its own wallet, one at a time)."""
+        check reads its own wallet, one at a time). Checks that find their reading
+        too old while it is out wait for it rather than read on their own."""
         now = self.clock()
         self._forget_idle(now)
-        if self._batched and self._asked:
-            await self._read_batch(tuple(sorted(self._asked)), now)
+        if not (self._batched and self._asked):
+            return
+        plan = tuple(sorted(self._asked))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sweep = (frozenset(plan), done)
+        try:
+            await self._read_batch(plan, now)
+        finally:
+            self._sweep = None
+            done.set_result(None)
 
     def _forget_idle(self, now: float, keep: Collection[str] = ()) -> None:
         kept = self._in_use(now) | set(keep)

@@ -306,3 +306,36 @@ async def test_a_failed_sweep_leaves_each_check_to_read_on_demand_once_its_readi
     clock.t += INTERVAL * (1 - SWEEP_SHARE) + 0.001
     chain.balances[addr(1)] = 1
     assert (await book.balance(addr(1))).balance == 1  # past an interval: read on demand
+
+
+async def test_a_check_whose_reading_aged_while_a_sweep_is_out_waits_for_that_sweep() -> None:
+    chain, clock = Chain({addr(1): 10, addr(2): 20}), FakeClock()
+    book = book_over(chain, clock)
+    await asyncio.gather(book.balance(addr(1)), book.balance(addr(2)))
+    release = asyncio.Event()
+    answer = chain.__call__
+
+    async def slow_index(request: HttpRequest) -> HttpResponse:
+        await release.wait()  # the sweep's request is slow to come back
+        return answer(request)
+
+    book.ton = TonClient(
+        "http://ton.invalid/api/v2",
+        transport=MockTransport(slow_index),
+        retry=RetryPolicy(max_attempts=1),
+        rng=random.Random(1),
+        max_url_bytes=10**6,
+    )
+    clock.t += INTERVAL * SWEEP_SHARE
+    sweep = asyncio.create_task(book.sweep())
+    await asyncio.sleep(0)
+    clock.t += INTERVAL  # the readings the sweep renews are now past an interval
+    chain.balances[addr(1)] = 1
+    check = asyncio.create_task(book.balance(addr(1)))
+    await asyncio.sleep(0)
+    assert not check.done()
+    release.set()
+    await sweep
+    seen = await check
+    assert seen.balance == 1
+    assert chain.calls == {"accountStates": 2}  # the first checks' read and the sweep
