@@ -88,9 +88,14 @@ def fresh(reading: BookReading | None, *, now: float, interval: float) -> bool:
     return reading is not None and now - reading.read_at <= interval
 
 
-def in_use(asked: Mapping[str, float], *, now: float, interval: float) -> frozenset[str]:
-    """The addresses some check asked about within the last :data:`IDLE_INTERVALS`."""
-    horizon = IDLE_INTERVALS * interval
+def in_use(
+    asked: Mapping[str, float], *, now: float, interval: float, stretch: float = 1.0
+) -> frozenset[str]:
+    """The addresses some check asked about within the last :data:`IDLE_INTERVALS`
+    intervals, each interval ``stretch`` times as long: a Ready worker's checks may be
+    spaced out that far while the operator is overloaded (policy/backpressure.py),
+    and a wallet dropped between two of its checks would be read on its own at each."""
+    horizon = IDLE_INTERVALS * interval * stretch
     return frozenset(a for a, at in asked.items() if now - at <= horizon)
 
 
@@ -138,6 +143,9 @@ class BalanceBook:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     window: float = DEFAULT_WINDOW_SECONDS
+    #: How far the checks' intervals may be stretched (the operator's
+    #: --max-recheck-stretch): a wallet stays in the sweeps that long between asks.
+    stretch: float = 1.0
     _readings: dict[str, BookReading] = field(default_factory=dict)
     _asked: dict[str, float] = field(default_factory=dict)
     _waiting: dict[str, asyncio.Future[BookReading]] = field(default_factory=dict)
@@ -301,4 +309,4 @@ class BalanceBook:
         return None
 
     def _in_use(self, now: float) -> frozenset[str]:
-        return in_use(self._asked, now=now, interval=self.interval)
+        return in_use(self._asked, now=now, interval=self.interval, stretch=self.stretch)

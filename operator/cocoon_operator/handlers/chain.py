@@ -528,7 +528,7 @@ async def started(options: ChainOptions, deps: Deps, logger: Logger) -> Chain:
         await registrar.load()
         settlers.append(asyncio.create_task(registrar.settle_forever(SETTLE_SECONDS, logger)))
         logger.info("registering attested hashes on roots owned by %s", owner.address)
-    book = BalanceBook(ton, interval=options.check_seconds)
+    book = BalanceBook(ton, interval=options.check_seconds, stretch=deps.max_stretch)
     # The fleet's node wallets, read in one sweep a period (funding/_balances.py).
     settlers.append(asyncio.create_task(book.sweep_forever(), name="balance-sweeps"))
     state = Chain(

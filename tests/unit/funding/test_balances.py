@@ -339,3 +339,21 @@ async def test_a_check_whose_reading_aged_while_a_sweep_is_out_waits_for_that_sw
     seen = await check
     assert seen.balance == 1
     assert chain.calls == {"accountStates": 2}  # the first checks' read and the sweep
+
+
+async def test_a_wallet_whose_checks_are_stretched_stays_in_the_sweeps_between_them() -> None:
+    """Under back-pressure a Ready worker is checked up to --max-recheck-stretch
+    intervals apart: its wallet must not drop out of the sweeps between two checks,
+    or each check reads it on its own (one request per check, at 1,000 workers)."""
+    chain, clock = Chain({addr(i): 5 for i in range(50)}), FakeClock()
+    book = book_over(chain, clock)
+    book.stretch = 4.0
+    await asyncio.gather(*(book.balance(addr(i)) for i in range(50)))
+    for _ in range(6):  # three intervals between the checks, a sweep every period
+        for _ in range(4):
+            clock.t += INTERVAL * SWEEP_SHARE
+            await book.sweep()
+        for i in range(50):
+            assert (await book.balance(addr(i))).age <= INTERVAL
+    assert len(chain.asked_v3) == 1 + 6 * 4  # the first read and the sweeps, nothing else
+    assert all(len(asked) == 50 for asked in chain.asked_v3)
