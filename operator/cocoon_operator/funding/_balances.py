@@ -221,7 +221,10 @@ class BalanceBook:
         try:
             while True:
                 started = self.clock()
-                await self.sweep()
+                try:
+                    await self.sweep()
+                except Exception:  # a bug, not the TON API: the next sweep tries again
+                    log.exception("balance sweep failed; the checks read on demand meanwhile")
                 # A period from one sweep's start to the next: the readings are
                 # stamped with the start, so a slow sweep does not age them further.
                 await self.sleep(max(0.0, period - (self.clock() - started)))

@@ -357,3 +357,25 @@ async def test_a_wallet_whose_checks_are_stretched_stays_in_the_sweeps_between_t
             assert (await book.balance(addr(i))).age <= INTERVAL
     assert len(chain.asked_v3) == 1 + 6 * 4  # the first read and the sweeps, nothing else
     assert all(len(asked) == 50 for asked in chain.asked_v3)
+
+
+async def test_a_sweep_that_raises_does_not_end_the_sweeps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chain, clock = Chain({addr(1): 10}), FakeClock()
+    book = book_over(chain, clock)
+    await book.balance(addr(1))
+    sweeps: list[int] = []
+
+    async def sweep() -> None:
+        sweeps.append(len(sweeps))
+        if len(sweeps) == 1:
+            raise RuntimeError("a bug in a sweep")
+        if len(sweeps) == 3:
+            raise asyncio.CancelledError
+
+    book.sweep = sweep  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await book.sweep_forever()
+    assert sweeps == [0, 1, 2]
+    assert "balance sweep failed" in caplog.text
