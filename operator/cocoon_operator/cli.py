@@ -545,7 +545,7 @@ def _check_launcher_images(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _register_node_reports(args: argparse.Namespace, runtime: Any) -> Any:
+def _register_node_reports(args: argparse.Namespace, runtime: Runtime) -> Check:
     """The node-report step; returns its check for the workers' shared timer (run
     as often as the attestation check: the shared timer keeps its tick)."""
     import kopf  # noqa: PLC0415
@@ -563,7 +563,7 @@ def _register_node_reports(args: argparse.Namespace, runtime: Any) -> Any:
     )
 
 
-def _register_seal_servers(args: argparse.Namespace, runtime: Any) -> str | None:
+def _register_seal_servers(args: argparse.Namespace, runtime: Runtime) -> str | None:
     """Register the seal-server step as the flags configure it; what is wrong with them."""
     import kopf  # noqa: PLC0415
 
