@@ -425,3 +425,16 @@ def test_the_gpu_the_node_reports_goes_out_in_the_plans_one_status_patch() -> No
 def test_without_node_reports_the_gpu_in_status_is_left_alone() -> None:
     status = CocoonWorkerStatus(gpu="0000:2b:00.0")
     assert "gpu" not in plan(observed(status=status), now=T0).status
+
+
+def test_a_pod_on_its_way_says_its_phase_without_each_routine_waiting_reason() -> None:
+    """Each pod event on the way (init containers, then the container being created)
+    would otherwise change the VMRunning message: one status write each."""
+
+    def vm_running(waiting: str | None) -> str:
+        pod = PodFacts(name="w-r1", node="n1", phase="Pending", waiting_reason=waiting)
+        (cond,) = [c for c in view(pod).conditions if c.type is ConditionType.VM_RUNNING]
+        return cond.message
+
+    assert vm_running("PodInitializing") == vm_running("ContainerCreating") == vm_running(None)
+    assert vm_running("ErrImagePull") == "pod phase Pending: ErrImagePull"

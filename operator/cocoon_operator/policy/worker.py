@@ -223,6 +223,14 @@ def _model_ready(pod: PodFacts | None, model: ModelFacts) -> ObservedCondition:
     return _from_init_container(pod, model.reported, where)
 
 
+# The kubelet's waiting reasons of a container that is simply on its way (its init
+# containers run, its container is being created): the phase says as much, and naming
+# each in the condition cost a status write per pod event on the way to Ready. A
+# reason that says something is wrong (ErrImagePull, CreateContainerConfigError, ...)
+# is shown.
+ROUTINE_WAITING_REASONS = frozenset({"PodInitializing", "ContainerCreating"})
+
+
 def _vm_running(pod: PodFacts | None) -> ObservedCondition:
     kind = ConditionType.VM_RUNNING
     if pod is None or not pod.node:
@@ -236,7 +244,8 @@ def _vm_running(pod: PodFacts | None) -> ObservedCondition:
         return ObservedCondition(kind, T, Reason.VM_RUNNING, f"the VM launcher runs on {pod.node}")
     if pod.phase == "Failed":
         return ObservedCondition(kind, F, Reason.VM_FAILED, f"pod {pod.name} failed")
-    detail = f": {pod.waiting_reason}" if pod.waiting_reason else ""
+    waiting = pod.waiting_reason
+    detail = f": {waiting}" if waiting and waiting not in ROUTINE_WAITING_REASONS else ""
     return ObservedCondition(
         kind, F, Reason.VM_STARTING, f"pod phase {pod.phase or 'unknown'}{detail}"
     )
