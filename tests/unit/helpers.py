@@ -1,6 +1,6 @@
 """Builders the unit tests share: the example worker's spec and the objects the
 reconcile plan is given, the launcher's worker reference, allow-list readings, an
-attestation verdict, and the operator's handler registry.
+attestation verdict, the operator's handler registry, and a stand-in Kubernetes API on loopback.
 
 Test files import these from here, never from one another (tests/unit/test_test_imports.py
 holds that): a test file is run, not a library.
@@ -9,12 +9,15 @@ holds that): a test file is run, not a library.
 from __future__ import annotations
 
 import datetime as dt
+import ssl
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
 import yaml
+from aiohttp import web
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.v1alpha1 import AttestationSummary, CocoonWorkerStatus, ConditionStatus
@@ -187,3 +190,33 @@ def per_object_handlers(registry: kopf.OperatorRegistry) -> list[Any]:
         *registry._changing.get_all_handlers(),
         *registry._spawning.get_all_handlers(),
     ]
+
+
+# --- A stand-in API server on loopback, and a kubeconfig naming it ---------------------------
+
+
+async def serve(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, port
+
+
+def write_kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "here",
+        "contexts": [{"name": "here", "context": {"cluster": "c", "user": "u", "namespace": "ns"}}],
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user}],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path

@@ -20,18 +20,30 @@ def _is_test_module(dotted: str) -> bool:
 
 
 def imports_of_test_files(source: str) -> list[tuple[int, str]]:
-    """(line, module) of every import of a ``test_*`` module in ``source``, at any depth
-    (a function's own import counts too)."""
+    """(line, module) of every import of a ``test_*`` module of the test tree in
+    ``source``, absolute (``tests.``) or relative, at any depth (a function's own
+    import counts too); a library's ``test_*`` module (``aiohttp.test_utils``) is not
+    one."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if _is_test_module(a.name)]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if _is_test_module(node.module):
-                found.append((node.lineno, node.module))
-            else:  # from tests.cluster import test_chart
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name.startswith("tests.") and _is_test_module(a.name)
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if not (node.level or module.startswith("tests.")):
+                continue
+            if node.module and _is_test_module(node.module):
+                found.append((node.lineno, module))
+            else:  # from tests.cluster import test_chart; from . import test_quote
                 found += [
-                    (node.lineno, f"{node.module}.{a.name}")
+                    (
+                        node.lineno,
+                        f"{module.rstrip('.')}.{a.name}" if node.module else module + a.name,
+                    )
                     for a in node.names
                     if _is_test_module(a.name)
                 ]
@@ -45,6 +57,10 @@ from tests.cluster import test_chart
 import tests.unit.test_launcher
 from tests.cluster.helpers import create_worker
 from tests.unit import helpers
+from aiohttp.test_utils import TestServer
+from .test_quote import SAMPLE_MRTD
+from . import test_quote
+from .conftest import AT_OUTDATED
 def later():
     from tests.unit.evidence.test_checker import START
 """
@@ -52,7 +68,9 @@ def later():
         (2, "tests.cluster.test_chain"),
         (3, "tests.cluster.test_chart"),
         (4, "tests.unit.test_launcher"),
-        (8, "tests.unit.evidence.test_checker"),
+        (8, ".test_quote"),
+        (9, ".test_quote"),
+        (12, "tests.unit.evidence.test_checker"),
     ]
 
 
