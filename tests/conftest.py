@@ -41,8 +41,6 @@ def _bytecode_out_of_the_tree() -> None:
 
 _bytecode_out_of_the_tree()
 
-pytest_plugins = ["tests.cluster.fixtures"]
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -10,8 +10,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class StartOperator(Protocol):
+    """What the ``operator`` fixture hands a test: start ``cocoon-operator run`` for
+    the test's namespace with ``args``; its process."""
+
+    def __call__(
+        self, *args: str, log: Path | None = None, env_extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]: ...
 
 
 @contextmanager

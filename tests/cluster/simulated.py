@@ -7,16 +7,21 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocoon_operator.simulator import payout_requests
 from cocoon_operator.ton.wallet import WalletVersion
+from tests.cluster.helpers import example_worker, treasury_secret
 from tests.cluster.operator import REPO, stop_process
-from tests.cluster.test_admission import example_worker
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+
+    from tests.cluster.stack import Stack
 
 
 def first_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
@@ -195,3 +200,23 @@ class Env:
             "--chain-check-seconds",
             "2",
         )
+
+
+@asynccontextmanager
+async def reporting_env(
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    chain: Chain,
+    *faults: str,
+    agent_args: tuple[str, ...] = (),
+) -> AsyncIterator[Env]:
+    """The chain env with node reports on: the simulation agent publishes what the
+    node agent would (each VM's node wallet, as its launcher derived it), and the
+    operator trusts the reports of this namespace. ``faults`` go to every worker,
+    ``agent_args`` to the agent."""
+    await treasury_secret(api, namespace, chain)
+    args = ["--node-reports", namespace, *(f"--fault={f}" for f in faults), *agent_args]
+    with running_agent(stack.kubeconfig, namespace, tmp_path, *args) as agent:
+        yield Env(agent, chain, namespace)

@@ -6,29 +6,14 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
-from tests.cluster.crds import install_crds
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cocoonworker.yaml"
-
-
-def example_worker() -> dict[str, Any]:
-    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
-    worker: dict[str, Any] = next(d for d in docs if d["kind"] == v1alpha1.KIND)
-    return worker
-
-
-@pytest.fixture
-async def crds(api: client.ApiClient) -> None:
-    await install_crds(api)
+from tests.cluster.helpers import example_worker
 
 
 async def create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +95,7 @@ BAD_SPECS: list[tuple[str, str, Any, str]] = [
     ("path", "value", "expected"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS]
 )
 async def test_bad_spec_is_refused_naming_the_field(
-    api: client.ApiClient, namespace: str, crds: None, path: str, value: Any, expected: str
+    api: client.ApiClient, namespace: str, path: str, value: Any, expected: str
 ) -> None:
     body = example_worker()
     if expected.startswith("spec.ownerAddress is a testnet"):
@@ -124,9 +109,7 @@ async def test_bad_spec_is_refused_naming_the_field(
     assert expected in message, message
 
 
-async def test_example_is_accepted_and_defaulted(
-    api: client.ApiClient, namespace: str, crds: None
-) -> None:
+async def test_example_is_accepted_and_defaulted(api: client.ApiClient, namespace: str) -> None:
     body = example_worker()
     del body["spec"]["coefficient"]
     del body["spec"]["funding"]
@@ -160,7 +143,6 @@ IMMUTABLE: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 async def test_immutable_fields_cannot_change_in_place(
     api: client.ApiClient,
     namespace: str,
-    crds: None,
     change: Callable[[dict[str, Any]], None],
     expected: str,
 ) -> None:
@@ -180,9 +162,7 @@ async def test_immutable_fields_cannot_change_in_place(
     assert expected in json.loads(err.value.body)["message"]
 
 
-async def test_mutable_fields_change_in_place(
-    api: client.ApiClient, namespace: str, crds: None
-) -> None:
+async def test_mutable_fields_change_in_place(api: client.ApiClient, namespace: str) -> None:
     created = await create(api, namespace, example_worker())
     updated = copy.deepcopy(created)
     updated["spec"]["coefficient"] = 1500

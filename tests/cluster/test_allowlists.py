@@ -9,7 +9,6 @@ even when the operator is killed right after the owner's message went out.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,9 +22,19 @@ from cocoon_operator.ton.amounts import parse_ton
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.root import AllowList, RootContract, allowlist_body, model_hash
 from cocoon_operator.ton.wallet import Transfer, WalletKey, WalletV4R2
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
+from tests.cluster.helpers import (
+    TARGET,
+    balances,
+    conditions,
+    create_worker,
+    get_worker,
+    killed_at_failpoint,
+    ready,
+    seed_secret,
+    treasury_seqno,
+    worker_pods,
+)
+from tests.cluster.operator import StartOperator, running_operator
 from tests.cluster.simulated import (
     Agent,
     Chain,
@@ -34,14 +43,7 @@ from tests.cluster.simulated import (
     running_agent,
     running_local_chain,
 )
-from tests.cluster.test_chain import (
-    TARGET,
-    balances,
-    killed_at_failpoint,
-    ready,
-    treasury_seqno,
-)
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 Doc = dict[str, Any]
@@ -78,14 +80,6 @@ class Env:
         return tuple(args)
 
 
-async def seed_secret(api: client.ApiClient, namespace: str, name: str, seed_hex: str) -> None:
-    seed = base64.b64encode(seed_hex.encode()).decode()
-    await client.CoreV1Api(api).create_namespaced_secret(
-        namespace,
-        {"metadata": {"name": name}, "data": {"seed": seed}},  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 def lists(request: pytest.FixtureRequest) -> tuple[list[str], list[str]]:
     """(models, image hashes) the root lists at start: the example's model only,
@@ -103,11 +97,14 @@ def local_chain(tmp_path: Path, lists: tuple[list[str], list[str]]) -> Iterator[
 
 @pytest.fixture
 async def env(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, local_chain: Chain
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    local_chain: Chain,
+    treasury: str,
 ) -> AsyncIterator[Env]:
-    await install_crds(api)
-    await seed_secret(api, namespace, "treasury", local_chain.genesis_seed_hex)
-    await seed_secret(api, namespace, "root-owner", local_chain.root_owner_seed_hex)
+    await seed_secret(api, namespace, local_chain.root_owner_seed_hex, name="root-owner")
     with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
         yield Env(agent, local_chain, namespace)
 
@@ -161,56 +158,60 @@ async def registration_intents(api: client.ApiClient, namespace: str) -> list[Do
 
 
 async def test_unlisted_hashes_hold_no_gpu_and_get_no_money_until_listed(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     image = example_image_hash()
     unlisted_model = {"commit": "4" * 40}
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
-        await create_worker(api, namespace, "listed-model")
-        full = {**(await get_worker(api, namespace, "listed-model"))["spec"]["model"]}
-        await create_worker(api, namespace, "unlisted-model", model=full | unlisted_model)
+    proc = operator(*env.operator_args(), log=log)
+    await create_worker(api, namespace, "listed-model")
+    full = {**(await get_worker(api, namespace, "listed-model"))["spec"]["model"]}
+    await create_worker(api, namespace, "unlisted-model", model=full | unlisted_model)
 
-        # The attested image is not listed: OnChainAllowed names it, the VM is stopped.
-        worker = await eventually(
-            condition_is(api, namespace, "listed-model", "Scheduled", "NotListed"),
-            within=120,
-            what="the unlisted image's VM stopped",
-        )
-        allowed = conditions(worker)["OnChainAllowed"]
-        assert (allowed["status"], allowed["reason"]) == ("False", "NotListed")
-        assert f"image hash {image}" in allowed["message"]
-        assert worker["status"]["chain"]["imageHash"] == image
-        assert worker["status"]["attestation"]["imageHash"] == image  # it was attested
-        assert await eventually(
-            lambda: _no_pods(api, namespace, "listed-model"), within=60, what="GPU released"
-        )
+    # The attested image is not listed: OnChainAllowed names it, the VM is stopped.
+    worker = await eventually(
+        condition_is(api, namespace, "listed-model", "Scheduled", "NotListed"),
+        within=120,
+        what="the unlisted image's VM stopped",
+    )
+    allowed = conditions(worker)["OnChainAllowed"]
+    assert (allowed["status"], allowed["reason"]) == ("False", "NotListed")
+    assert f"image hash {image}" in allowed["message"]
+    assert worker["status"]["chain"]["imageHash"] == image
+    assert worker["status"]["attestation"]["imageHash"] == image  # it was attested
+    assert await eventually(
+        lambda: _no_pods(api, namespace, "listed-model"), within=60, what="GPU released"
+    )
 
-        async def stop_announced() -> bool:
-            return "StoppingUnlisted" in await events_of(api, namespace, "listed-model")
+    async def stop_announced() -> bool:
+        return "StoppingUnlisted" in await events_of(api, namespace, "listed-model")
 
-        await eventually(stop_announced, within=30, what="the stop announced")
+    await eventually(stop_announced, within=30, what="the stop announced")
 
-        # The unlisted model never got a VM at all.
-        held = await get_worker(api, namespace, "unlisted-model")
-        scheduled = conditions(held)["Scheduled"]
-        assert (scheduled["status"], scheduled["reason"]) == ("False", "NotListed")
-        missing = model_hash(example_model(**unlisted_model)).hex()
-        assert f"model hash {missing}" in scheduled["message"]
-        assert await worker_pods(api, namespace, "unlisted-model") == []
-        assert "LauncherCreated" not in await events_of(api, namespace, "unlisted-model")
-        assert await treasury_seqno(env) == 0  # nobody was paid
+    # The unlisted model never got a VM at all.
+    held = await get_worker(api, namespace, "unlisted-model")
+    scheduled = conditions(held)["Scheduled"]
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "NotListed")
+    missing = model_hash(example_model(**unlisted_model)).hex()
+    assert f"model hash {missing}" in scheduled["message"]
+    assert await worker_pods(api, namespace, "unlisted-model") == []
+    assert "LauncherCreated" not in await events_of(api, namespace, "unlisted-model")
+    assert await treasury_seqno(env) == 0  # nobody was paid
 
-        # The owner lists the image: the worker starts again and is funded.
-        await owner_lists_image(env.chain, image)
-        worker = await eventually(
-            ready(api, namespace, "listed-model"), within=120, what="Ready once listed"
-        )
-        assert conditions(worker)["OnChainAllowed"]["reason"] == "Listed"
-        assert worker["status"]["chain"]["source"] == "operator"
-        assert await balances(env, [worker["status"]["wallet"]["address"]]) == [TARGET]
-        assert await worker_pods(api, namespace, "unlisted-model") == []
-        assert proc.poll() is None, log.read_text()[-3000:]
+    # The owner lists the image: the worker starts again and is funded.
+    await owner_lists_image(env.chain, image)
+    worker = await eventually(
+        ready(api, namespace, "listed-model"), within=120, what="Ready once listed"
+    )
+    assert conditions(worker)["OnChainAllowed"]["reason"] == "Listed"
+    assert worker["status"]["chain"]["source"] == "operator"
+    assert await balances(env, [worker["status"]["wallet"]["address"]]) == [TARGET]
+    assert await worker_pods(api, namespace, "unlisted-model") == []
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def _no_pods(api: client.ApiClient, namespace: str, name: str) -> bool:
@@ -219,35 +220,44 @@ async def _no_pods(api: client.ApiClient, namespace: str, name: str) -> bool:
 
 @pytest.mark.parametrize("lists", [([], [])], indirect=True)
 async def test_owned_root_gets_attested_hashes_registered_once(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     args = env.operator_args(owner=True)
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        for name in ("r0", "r1"):
-            await create_worker(api, namespace, name, registerOnRoot=True)
-        workers = [
-            await eventually(ready(api, namespace, n), within=150, what=f"{n} Ready")
-            for n in ("r0", "r1")
-        ]
-        for w in workers:
-            assert conditions(w)["OnChainAllowed"]["reason"] == "Listed"
-        # One model command and one image command: the root applied exactly two.
-        assert await root_version(env.chain) == 2
-        [intent] = await registration_intents(api, namespace)
-        assert intent["state"] == "confirmed"
-        assert sorted(t["purpose"].split(":")[-2] for t in intent["transfers"]) == [
-            "model",
-            "worker",
-        ]
-        reasons = await events_of(api, namespace, "r0") + await events_of(api, namespace, "r1")
-        assert reasons.count("Registered") == 1
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    for name in ("r0", "r1"):
+        await create_worker(api, namespace, name, registerOnRoot=True)
+    workers = [
+        await eventually(ready(api, namespace, n), within=150, what=f"{n} Ready")
+        for n in ("r0", "r1")
+    ]
+    for w in workers:
+        assert conditions(w)["OnChainAllowed"]["reason"] == "Listed"
+    # One model command and one image command: the root applied exactly two.
+    assert await root_version(env.chain) == 2
+    [intent] = await registration_intents(api, namespace)
+    assert intent["state"] == "confirmed"
+    assert sorted(t["purpose"].split(":")[-2] for t in intent["transfers"]) == [
+        "model",
+        "worker",
+    ]
+    reasons = await events_of(api, namespace, "r0") + await events_of(api, namespace, "r1")
+    assert reasons.count("Registered") == 1
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize("lists", [([], [])], indirect=True)
 async def test_kill_9_after_a_registration_went_out_never_registers_twice(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     args = env.operator_args(owner=True, treasury=False)
@@ -258,17 +268,17 @@ async def test_kill_9_after_a_registration_went_out_never_registers_twice(
     [sent] = await registration_intents(api, namespace)
     assert sent["state"] == "pending"  # recorded, sent, never confirmed
 
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await eventually(
-            condition_is(api, namespace, "r0", "OnChainAllowed", "Listed"),
-            within=120,
-            what="listed after the restart",
-        )
-        [intent] = await registration_intents(api, namespace)
-        assert intent["id"] == sent["id"]
-        assert intent["state"] == "confirmed"  # found on chain, not re-sent
-        assert await root_version(env.chain) == 2
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    await eventually(
+        condition_is(api, namespace, "r0", "OnChainAllowed", "Listed"),
+        within=120,
+        what="listed after the restart",
+    )
+    [intent] = await registration_intents(api, namespace)
+    assert intent["id"] == sent["id"]
+    assert intent["state"] == "confirmed"  # found on chain, not re-sent
+    assert await root_version(env.chain) == 2
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def _event_messages(api: client.ApiClient, namespace: str, name: str) -> list[str]:
@@ -280,92 +290,102 @@ async def _event_messages(api: client.ApiClient, namespace: str, name: str) -> l
 
 @pytest.mark.parametrize("lists", [([], [])], indirect=True)
 async def test_registration_is_refused_for_a_namespace_the_operator_does_not_allow(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     args = env.operator_args(owner=True, allow_namespace="somewhere-else")
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "r0", registerOnRoot=True)
-        worker = await eventually(
-            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
-            within=120,
-            what="held: its namespace may not register",
+    proc = operator(*args, log=log)
+    await create_worker(api, namespace, "r0", registerOnRoot=True)
+    worker = await eventually(
+        condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+        within=120,
+        what="held: its namespace may not register",
+    )
+    message = conditions(worker)["Scheduled"]["message"]
+    assert f"namespace {namespace} may not register" in message
+    assert "--registration-namespace" in message
+    allowed = conditions(worker)["OnChainAllowed"]
+    assert allowed["reason"] == "NotListed" and "--registration-namespace" in allowed["message"]
+
+    async def announced() -> bool:  # recorded after the status write
+        return any(
+            m.startswith("NotListed:") and "--registration-namespace" in m
+            for m in await _event_messages(api, namespace, "r0")
         )
-        message = conditions(worker)["Scheduled"]["message"]
-        assert f"namespace {namespace} may not register" in message
-        assert "--registration-namespace" in message
-        allowed = conditions(worker)["OnChainAllowed"]
-        assert allowed["reason"] == "NotListed" and "--registration-namespace" in allowed["message"]
 
-        async def announced() -> bool:  # recorded after the status write
-            return any(
-                m.startswith("NotListed:") and "--registration-namespace" in m
-                for m in await _event_messages(api, namespace, "r0")
-            )
-
-        await eventually(announced, within=30, what="a NotListed Event naming the flag")
-        assert await worker_pods(api, namespace, "r0") == []  # no VM, no GPU
-        assert await root_version(env.chain) == 0  # the owner's key did nothing
-        assert proc.poll() is None, log.read_text()[-3000:]
+    await eventually(announced, within=30, what="a NotListed Event naming the flag")
+    assert await worker_pods(api, namespace, "r0") == []  # no VM, no GPU
+    assert await root_version(env.chain) == 0  # the owner's key did nothing
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize("lists", [([], [])], indirect=True)
 async def test_an_attested_image_the_operator_does_not_allow_is_not_registered(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     args = env.operator_args(owner=True, allow_images=("ab" * 32,))
     image = example_image_hash()
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "r0", registerOnRoot=True)
-        # The VM runs and is attested (its namespace may register); its image is not
-        # one the operator may register: nothing is registered (model and image go
-        # together), the VM is stopped.
-        worker = await eventually(
-            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
-            within=150,
-            what="held: its image may not be registered",
-        )
-        message = conditions(worker)["Scheduled"]["message"]
-        assert f"image hash {image}" in message and "--registration-image-hash" in message
-        assert worker["status"]["attestation"]["imageHash"] == image  # it was attested
-        assert await root_version(env.chain) == 0  # the owner's key did nothing
-        assert await eventually(
-            lambda: _no_pods(api, namespace, "r0"), within=60, what="GPU released"
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    await create_worker(api, namespace, "r0", registerOnRoot=True)
+    # The VM runs and is attested (its namespace may register); its image is not
+    # one the operator may register: nothing is registered (model and image go
+    # together), the VM is stopped.
+    worker = await eventually(
+        condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+        within=150,
+        what="held: its image may not be registered",
+    )
+    message = conditions(worker)["Scheduled"]["message"]
+    assert f"image hash {image}" in message and "--registration-image-hash" in message
+    assert worker["status"]["attestation"]["imageHash"] == image  # it was attested
+    assert await root_version(env.chain) == 0  # the owner's key did nothing
+    assert await eventually(lambda: _no_pods(api, namespace, "r0"), within=60, what="GPU released")
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize("lists", [([], [])], indirect=True)
 async def test_a_hash_the_roots_owner_removed_is_not_registered_again(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     image = example_image_hash()
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args(owner=True)) as proc:
-        await create_worker(api, namespace, "r0", registerOnRoot=True)
-        await eventually(ready(api, namespace, "r0"), within=150, what="registered and Ready")
-        assert await root_version(env.chain) == 2
-        await owner_lists_image(env.chain, image, add=False)  # the owner takes it off
-        assert await root_version(env.chain) == 3
-        # After the grace for a landing registration, the operator says why and
-        # holds the worker; it never sends the image again.
-        worker = await eventually(
-            condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
-            within=150,
-            what="held: the owner removed the image",
-        )
-        assert "its owner removed it" in conditions(worker)["OnChainAllowed"]["message"]
+    proc = operator(*env.operator_args(owner=True), log=log)
+    await create_worker(api, namespace, "r0", registerOnRoot=True)
+    await eventually(ready(api, namespace, "r0"), within=150, what="registered and Ready")
+    assert await root_version(env.chain) == 2
+    await owner_lists_image(env.chain, image, add=False)  # the owner takes it off
+    assert await root_version(env.chain) == 3
+    # After the grace for a landing registration, the operator says why and
+    # holds the worker; it never sends the image again.
+    worker = await eventually(
+        condition_is(api, namespace, "r0", "Scheduled", "NotListed"),
+        within=150,
+        what="held: the owner removed the image",
+    )
+    assert "its owner removed it" in conditions(worker)["OnChainAllowed"]["message"]
 
-        async def removal_announced() -> bool:  # recorded after the status write
-            messages = await _event_messages(api, namespace, "r0")
-            return any("its owner removed it" in m for m in messages)
+    async def removal_announced() -> bool:  # recorded after the status write
+        messages = await _event_messages(api, namespace, "r0")
+        return any("its owner removed it" in m for m in messages)
 
-        await eventually(removal_announced, within=30, what="an Event: the owner removed it")
-        intents = await registration_intents(api, namespace)
-        assert len(intents) == 1  # the first registration only
-        assert await root_version(env.chain) == 3
-        async with TonClient(env.chain.api_url, timeout=10) as ton:
-            root = RootContract(ton, env.chain.root_address)
-            assert not await root.is_allowed(AllowList.WORKER, bytes.fromhex(image))
-        assert proc.poll() is None, log.read_text()[-3000:]
+    await eventually(removal_announced, within=30, what="an Event: the owner removed it")
+    intents = await registration_intents(api, namespace)
+    assert len(intents) == 1  # the first registration only
+    assert await root_version(env.chain) == 3
+    async with TonClient(env.chain.api_url, timeout=10) as ton:
+        root = RootContract(ton, env.chain.root_address)
+        assert not await root.is_allowed(AllowList.WORKER, bytes.fromhex(image))
+    assert proc.poll() is None, log.read_text()[-3000:]

@@ -6,10 +6,8 @@ after a treasury message went out never pays anyone twice."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,112 +15,74 @@ from kubernetes_asyncio import client, watch
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.kubectl_plugin.cli import main as plugin_main
-from cocoon_operator.ton.client import TonClient
-from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
-from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
-from cocoon_operator.ton.wallet import WalletKey, WalletV4R2
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Chain, Env, running_agent
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_attestation import (
-    has_event,
-    owed_by_every_proxy,
-    pod_conditions,
-    simulator_admin,
-    simulator_stats,
-)
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
+    TARGET,
+    balances,
     conditions,
     create_worker,
+    derived_wallet,
     get_worker,
-    node_wallet_key,
+    has_event,
+    killed_at_failpoint,
+    ledger,
+    owed_by_every_proxy,
+    pod_conditions,
+    ready,
+    simulator_admin,
+    simulator_stats,
+    treasury_seqno,
 )
+from tests.cluster.operator import StartOperator, running_operator
+from tests.cluster.simulated import Chain, Env, reporting_env
+from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
 
-TON = 1_000_000_000
-TARGET = 10 * TON
 WORKERS = ("w0", "w1", "w2")
 
 
-def ready(api: client.ApiClient, namespace: str, name: str) -> Any:
-    async def probe() -> dict[str, Any] | None:
-        worker = await get_worker(api, namespace, name)
-        return worker if conditions(worker).get("Ready", {}).get("status") == "True" else None
-
-    return probe
-
-
-async def balances(env: Env, addresses: list[str]) -> list[int]:
-    async with TonClient(env.chain.api_url, timeout=10) as ton:
-        return [await ton.get_address_balance(a) for a in addresses]
-
-
-async def treasury_seqno(env: Env) -> int:
-    treasury = WalletV4R2(WalletKey(DEFAULT_GENESIS_SEED).public_key).address
-    async with TonClient(env.chain.api_url, timeout=10) as ton:
-        return (await ton.get_wallet_information(treasury)).seqno or 0
-
-
-async def ledger(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    cm = await client.CoreV1Api(api).read_namespaced_config_map("cocoon-funding-ledger", namespace)
-    intents: list[dict[str, Any]] = json.loads(cm.data["ledger.json"])["intents"]
-    return intents
-
-
-async def killed_at_failpoint(
-    proc: Any, what: str = "the operator killed at the failpoint", *, within: float = 90
-) -> None:
-    """Wait for the operator started with ``$COCOON_FAILPOINTS`` to die there (SIGKILL)."""
-
-    async def killed() -> bool:
-        return proc.poll() is not None
-
-    await eventually(killed, within=within, what=what)
-    assert proc.returncode == -9, proc.returncode
-
-
 async def test_attested_workers_are_funded_once_and_become_ready(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        for name in WORKERS:
-            await create_worker(api, namespace, name)
-        workers = [
-            await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready")
-            for n in WORKERS
-        ]
-        addresses = [w["status"]["wallet"]["address"] for w in workers]
-        assert len(set(addresses)) == len(WORKERS)  # one node wallet per worker
-        assert await balances(env, addresses) == [TARGET] * len(WORKERS)
-        for w in workers:
-            conds = conditions(w)
-            assert conds["OnChainAllowed"]["reason"] == "Listed"
-            assert conds["WalletFunded"]["reason"] == "Funded"
-            assert w["status"]["phase"] == "Ready"
-            assert w["status"]["wallet"]["balance"] == TARGET
-            assert "earnedTokens" in w["status"]["earnings"]
-        intents = await ledger(api, namespace)
-        assert all(i["state"] == "confirmed" for i in intents)
-        assert sum(t["amount"] for i in intents for t in i["transfers"]) == TARGET * len(WORKERS)
-        assert await treasury_seqno(env) == len(intents)
-        # Later checks (three per worker) find balances at target and send nothing more.
-        await metrics.checks_ran(3 * len(WORKERS), what="three more checks of each worker")
-        assert await treasury_seqno(env) == len(intents)
+    proc = operator(*args, log=log)
+    for name in WORKERS:
+        await create_worker(api, namespace, name)
+    workers = [
+        await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready") for n in WORKERS
+    ]
+    addresses = [w["status"]["wallet"]["address"] for w in workers]
+    assert len(set(addresses)) == len(WORKERS)  # one node wallet per worker
+    assert await balances(env, addresses) == [TARGET] * len(WORKERS)
+    for w in workers:
+        conds = conditions(w)
+        assert conds["OnChainAllowed"]["reason"] == "Listed"
+        assert conds["WalletFunded"]["reason"] == "Funded"
+        assert w["status"]["phase"] == "Ready"
+        assert w["status"]["wallet"]["balance"] == TARGET
+        assert "earnedTokens" in w["status"]["earnings"]
+    intents = await ledger(api, namespace)
+    assert all(i["state"] == "confirmed" for i in intents)
+    assert sum(t["amount"] for i in intents for t in i["transfers"]) == TARGET * len(WORKERS)
+    assert await treasury_seqno(env) == len(intents)
+    # Later checks (three per worker) find balances at target and send nothing more.
+    await metrics.checks_ran(3 * len(WORKERS), what="three more checks of each worker")
+    assert await treasury_seqno(env) == len(intents)
 
-        series = await metrics.series()
-        assert series['cocoon_workers{phase="Ready"}'] == len(WORKERS)
-        assert series["cocoon_funding_nanoton_total"] == TARGET * len(WORKERS)
-        assert series['cocoon_funding_transfers_total{outcome="confirmed"}'] == len(WORKERS)
-        assert series['cocoon_attestation_verifications_total{reason="",result="verified"}'] >= 3
-        for name in WORKERS:
-            wallet = f'cocoon_wallet_balance_nanoton{{namespace="{namespace}",worker="{name}"}}'
-            assert series[wallet] == TARGET
-        assert proc.poll() is None, log.read_text()[-3000:]
+    series = await metrics.series()
+    assert series['cocoon_workers{phase="Ready"}'] == len(WORKERS)
+    assert series["cocoon_funding_nanoton_total"] == TARGET * len(WORKERS)
+    assert series['cocoon_funding_transfers_total{outcome="confirmed"}'] == len(WORKERS)
+    assert series['cocoon_attestation_verifications_total{reason="",result="verified"}'] >= 3
+    for name in WORKERS:
+        wallet = f'cocoon_wallet_balance_nanoton{{namespace="{namespace}",worker="{name}"}}'
+        assert series[wallet] == TARGET
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 class StatusHistory:
@@ -214,7 +174,12 @@ async def test_each_step_writes_its_facts_and_the_conditions_they_imply_at_once(
 
 
 async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     crash = {"COCOON_FAILPOINTS": "funding.after-send"}
@@ -227,71 +192,75 @@ async def test_kill_9_after_a_treasury_message_went_out_never_pays_twice(
     sent = await ledger(api, namespace)
     assert [i["state"] for i in sent] == ["pending"]  # recorded, sent, never confirmed
 
-    with running_operator(stack.kubeconfig, namespace, log, *env.operator_args()) as proc:
-        workers = [
-            await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready")
-            for n in WORKERS
-        ]
-        addresses = [w["status"]["wallet"]["address"] for w in workers]
-        assert await balances(env, addresses) == [TARGET] * len(WORKERS)
-        intents = await ledger(api, namespace)
-        assert intents[0]["id"] == sent[0]["id"]
-        assert intents[0]["state"] == "confirmed"  # found on chain, not re-sent
-        assert all(i["state"] == "confirmed" for i in intents)
-        assert await treasury_seqno(env) == len(intents)
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*env.operator_args(), log=log)
+    workers = [
+        await eventually(ready(api, namespace, n), within=90, what=f"{n} Ready") for n in WORKERS
+    ]
+    addresses = [w["status"]["wallet"]["address"] for w in workers]
+    assert await balances(env, addresses) == [TARGET] * len(WORKERS)
+    intents = await ledger(api, namespace)
+    assert intents[0]["id"] == sent[0]["id"]
+    assert intents[0]["state"] == "confirmed"  # found on chain, not re-sent
+    assert all(i["state"] == "confirmed" for i in intents)
+    assert await treasury_seqno(env) == len(intents)
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def test_payout_policy_asks_proxies_to_pay_out_and_status_shows_it(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        # The simulated worker earns 120 tokens a second, committed 1000 at a time.
-        await create_worker(api, namespace, "p0", payout={"minimumUnpaidTokens": 1000})
-        await create_worker(api, namespace, "p1")  # no policy: never paid out while serving
+    proc = operator(*args, log=log)
+    # The simulated worker earns 120 tokens a second, committed 1000 at a time.
+    await create_worker(api, namespace, "p0", payout={"minimumUnpaidTokens": 1000})
+    await create_worker(api, namespace, "p1")  # no policy: never paid out while serving
 
-        async def paid_out() -> dict[str, Any] | None:
-            # Cashed-out tokens: COCOON reports no count of payouts.
-            worker = await get_worker(api, namespace, "p0")
-            earnings = worker.get("status", {}).get("earnings", {})
-            return worker if earnings.get("paidOutTokens", 0) >= 1000 else None
+    async def paid_out() -> dict[str, Any] | None:
+        # Cashed-out tokens: COCOON reports no count of payouts.
+        worker = await get_worker(api, namespace, "p0")
+        earnings = worker.get("status", {}).get("earnings", {})
+        return worker if earnings.get("paidOutTokens", 0) >= 1000 else None
 
-        worker = await eventually(paid_out, within=120, what="a payout shown in status")
-        assert worker["status"]["earnings"]["paidOutTokens"] >= 1000
-        events = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=p0,reason=PayoutRequested"
-        )
-        assert events.items
-        assert "spec.payout.minimumUnpaidTokens (1000)" in events.items[0].message
-        other = await eventually(ready(api, namespace, "p1"), within=60, what="p1 Ready")
-        assert other["status"]["earnings"].get("paidOutTokens", 0) == 0
-        quiet = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
-        )
-        assert quiet.items == []
+    worker = await eventually(paid_out, within=120, what="a payout shown in status")
+    assert worker["status"]["earnings"]["paidOutTokens"] >= 1000
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=p0,reason=PayoutRequested"
+    )
+    assert events.items
+    assert "spec.payout.minimumUnpaidTokens (1000)" in events.items[0].message
+    other = await eventually(ready(api, namespace, "p1"), within=60, what="p1 Ready")
+    assert other["status"]["earnings"].get("paidOutTokens", 0) == 0
+    quiet = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
+    )
+    assert quiet.items == []
 
-        # A person asks: `kubectl cocoon payout p1`, acted upon once.
-        argv = ["--kubeconfig", str(stack.kubeconfig), "-n", namespace, "payout", "p1"]
-        assert await asyncio.to_thread(plugin_main, argv) == 0
-        annotations = (await get_worker(api, namespace, "p1"))["metadata"]["annotations"]
-        asked = annotations["cocoon.network/payout-request"]
+    # A person asks: `kubectl cocoon payout p1`, acted upon once.
+    argv = ["--kubeconfig", str(stack.kubeconfig), "-n", namespace, "payout", "p1"]
+    assert await asyncio.to_thread(plugin_main, argv) == 0
+    annotations = (await get_worker(api, namespace, "p1"))["metadata"]["annotations"]
+    asked = annotations["cocoon.network/payout-request"]
 
-        async def handled() -> dict[str, Any] | None:
-            worker = await get_worker(api, namespace, "p1")
-            return worker if worker["status"].get("payoutRequestHandled") == asked else None
+    async def handled() -> dict[str, Any] | None:
+        worker = await get_worker(api, namespace, "p1")
+        return worker if worker["status"].get("payoutRequestHandled") == asked else None
 
-        await eventually(handled, within=60, what="the payout request acted upon")
-        # Later checks (three of each worker) do not ask again.
-        await metrics.checks_ran(6, what="three more checks of p0 and p1")
-        asks = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
-        )
-        assert [e.count or 1 for e in asks.items] == [1]
-        assert f"requested ({asked})" in asks.items[0].message
-        assert proc.poll() is None, log.read_text()[-3000:]
+    await eventually(handled, within=60, what="the payout request acted upon")
+    # Later checks (three of each worker) do not ask again.
+    await metrics.checks_ran(6, what="three more checks of p0 and p1")
+    asks = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=p1,reason=PayoutRequested"
+    )
+    assert [e.count or 1 for e in asks.items] == [1]
+    assert f"requested ({asked})" in asks.items[0].message
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def _more(probe: Callable[[], Awaitable[float | None]], than: float) -> bool:
@@ -386,7 +355,11 @@ async def test_kill_9_around_a_payout_request_never_pays_twice_nor_drops_it(
 
 
 async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     """Once applied, the coefficient is not read again by its own check; the chain
     step's reading of the worker's stats (every check) finds it moved (the worker
@@ -396,63 +369,31 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "c0")
-        await eventually(ready(api, namespace, "c0"), within=90, what="c0 Ready")
-        pod, _ = await pod_conditions(api, namespace, "c0")
-        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
-        # A coefficient check has run (after the tick's attestation check) and found
-        # nothing to do.
-        await metrics.checks_ran(2, what="a coefficient check of c0")
-        assert not await has_event(api, namespace, "c0", "CoefficientApplied")
+    proc = operator(*args, log=log)
+    await create_worker(api, namespace, "c0")
+    await eventually(ready(api, namespace, "c0"), within=90, what="c0 Ready")
+    pod, _ = await pod_conditions(api, namespace, "c0")
+    assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
+    # A coefficient check has run (after the tick's attestation check) and found
+    # nothing to do.
+    await metrics.checks_ran(2, what="a coefficient check of c0")
+    assert not await has_event(api, namespace, "c0", "CoefficientApplied")
 
-        # By hand, on the node: through the harness's stand-in for `kubectl exec`.
-        await simulator_admin(pod, "/simulator/worker/request/change_coefficient?coefficient=2.5")
-        assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 2500
+    # By hand, on the node: through the harness's stand-in for `kubectl exec`.
+    await simulator_admin(pod, "/simulator/worker/request/change_coefficient?coefficient=2.5")
+    assert (await simulator_stats(pod))["localconfig"]["coefficient"] == 2500
 
-        async def restored() -> bool:
-            return (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
+    async def restored() -> bool:
+        return (await simulator_stats(pod))["localconfig"]["coefficient"] == 1000
 
-        await eventually(restored, within=30, what="the spec's coefficient applied again")
-        events = await client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=c0,reason=CoefficientApplied"
-        )
-        assert [e.message for e in events.items] == [
-            "coefficient 2500 -> 1000 per mille, applied live"
-        ]
-        same, _ = await pod_conditions(api, namespace, "c0")
-        assert same.metadata.uid == pod.metadata.uid  # in place, no restart
-        assert proc.poll() is None, log.read_text()[-3000:]
-
-
-@contextlib.asynccontextmanager
-async def reporting_env(
-    stack: Stack,
-    api: client.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-    chain: Chain,
-    *faults: str,
-    agent_args: tuple[str, ...] = (),
-) -> AsyncIterator[Env]:
-    """The chain env with node reports on: the simulation agent publishes what the
-    node agent would (each VM's node wallet, as its launcher derived it), and the
-    operator trusts the reports of this namespace. ``faults`` go to every worker,
-    ``agent_args`` to the agent."""
-    await install_crds(api)
-    seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()
-    await client.CoreV1Api(api).create_namespaced_secret(
-        namespace,
-        {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
+    await eventually(restored, within=30, what="the spec's coefficient applied again")
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=c0,reason=CoefficientApplied"
     )
-    args = ["--node-reports", namespace, *(f"--fault={f}" for f in faults), *agent_args]
-    with running_agent(stack.kubeconfig, namespace, tmp_path, *args) as agent:
-        yield Env(agent, chain, namespace)
-
-
-def derived_wallet(namespace: str, name: str) -> str:
-    owner = example_worker()["spec"]["ownerAddress"]
-    return node_wallet_address_of_key(node_wallet_key(namespace, name), owner).to_raw()
+    assert [e.message for e in events.items] == ["coefficient 2500 -> 1000 per mille, applied live"]
+    same, _ = await pod_conditions(api, namespace, "c0")
+    assert same.metadata.uid == pod.metadata.uid  # in place, no restart
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def test_a_runner_waiting_for_its_first_funds_is_funded_at_its_derived_wallet(

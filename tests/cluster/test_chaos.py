@@ -8,7 +8,6 @@ exactly once, and no proxy was asked twice for a stopped pod's final payout."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import random
 from collections import Counter
@@ -20,13 +19,17 @@ from kubernetes_asyncio import client
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.localchain import DEFAULT_GENESIS_SEED
 from cocoon_operator.ton.wallet import WalletKey, WalletVersion, make_wallet
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import (
+    TARGET,
+    conditions,
+    create_worker,
+    example_worker,
+    get_worker,
+    treasury_secret,
+)
 from tests.cluster.operator import running_operator
-from tests.cluster.simulated import example_model, running_agent, running_local_chain
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_chain import TARGET, Env
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
+from tests.cluster.simulated import Env, example_model, running_agent, running_local_chain
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 API = ("cocoon.network", "v1alpha1")
@@ -81,7 +84,6 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     rng = random.Random(20261125)
-    await install_crds(api)
     log = tmp_path / "operator.log"
     with (
         running_local_chain(
@@ -89,11 +91,7 @@ async def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         ) as chain,
         running_agent(stack.kubeconfig, namespace, tmp_path) as agent,
     ):
-        seed = base64.b64encode(chain.genesis_seed_hex.encode()).decode()
-        await client.CoreV1Api(api).create_namespaced_secret(
-            namespace,
-            {"metadata": {"name": "treasury"}, "data": {"seed": seed}},  # type: ignore[arg-type]
-        )
+        await treasury_secret(api, namespace, chain)
         # A v5r1 treasury here (test_chain and test_faults run v4r2): the
         # local chain's genesis key has both wallets, equally funded.
         env = Env(agent, chain, namespace, wallet=WalletVersion.V5R1)

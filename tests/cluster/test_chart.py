@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,68 +29,23 @@ from cocoon_operator.api.pool import POOL_PLURAL
 from cocoon_operator.cli import build_parser
 from cocoon_operator.k8s.client import connect
 from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import REPO, Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
     API,
+    CHART,
     conditions,
     create_worker,
     get_worker,
+    release_for,
     worker_pods,
 )
+from tests.cluster.operator import running_operator
+from tests.cluster.stack import REPO, Stack
 from tests.cluster.wait import eventually
 
-CHART = REPO / "charts" / "cocoon-operator"
 Doc = dict[str, Any]
 # What a missing permission looks like in the operator's log: the API client's
 # "(403) Reason: Forbidden", kopf's APIForbiddenError and its fallback warnings.
 DENIED = re.compile(r"forbidden|not enough (rbac )?permissions", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def helm_bin() -> Path:
-    out = subprocess.run(
-        [str(REPO / "hack" / "build-tools"), "--print"], check=True, capture_output=True, text=True
-    )
-    path = Path(out.stdout.strip()) / "helm"
-    if not path.exists():
-        pytest.fail(f"helm not built yet ({path}): run hack/build-tools")
-    return path
-
-
-@pytest.fixture
-def helm(helm_bin: Path, tmp_path: Path) -> Iterator[Any]:
-    """Run helm with its state in tmp_path; returns stdout, fails the test on errors."""
-    home = tmp_path / "helm-home"
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-
-    def run(*args: str, kubeconfig: Path | None = None, check: bool = True) -> str:
-        extra = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
-        if args and args[0] == "template" and not any(a.startswith("--kube-version") for a in args):
-            # `helm template` assumes Kubernetes v1.20 without a cluster; the chart
-            # needs 1.30 (Chart.yaml kubeVersion), so render for the local stack's.
-            args = (*args, "--kube-version", KUBE_VERSION)
-        out = subprocess.run(
-            [str(helm_bin), *args],
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and out.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-        return out.stdout + (out.stderr if not check else "")
-
-    yield run
-
-
-KUBE_VERSION = "1.34.4"  # the local stack's (hack/tools/kubernetes)
 
 
 def render(helm: Any, *args: str) -> list[Doc]:
@@ -1025,11 +978,6 @@ def test_chart_alerts_link_their_runbooks_under_the_base_url_given(helm: Any) ->
 # --- installed into the local control plane -----------------------------------
 
 
-def release_for(namespace: str) -> str:
-    """Cluster-scoped objects carry the release's name: unique per test namespace."""
-    return f"co-{namespace[-6:]}"
-
-
 async def sa_kubeconfig(
     api: client.ApiClient,
     stack: Stack,
@@ -1146,7 +1094,6 @@ async def release_finalizers(api: client.ApiClient, namespace: str) -> None:
 async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
     stack: Stack, api: client.ApiClient, namespace: str, helm: Any, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     release = release_for(namespace)
     fullname = f"{release}-cocoon-operator"
     rbac = client.RbacAuthorizationV1Api(api)
@@ -1158,7 +1105,7 @@ async def test_installed_rbac_is_enough_for_the_operator_and_no_more(
         namespace,
         "--set",
         f"watchNamespaces={{{namespace}}}",
-        # The stack's CRDs are the tests' (install_crds), shared by every test:
+        # The stack's CRDs are the tests' (the session's crds fixture), shared by every test:
         # installed as without the chart's CRD templates.
         "--set",
         "crds.enabled=false",
@@ -1537,7 +1484,10 @@ def adopt_crds(stack: Stack, release: str, namespace: str) -> None:
 
 
 async def disown_crds(api: client.ApiClient) -> None:
-    """Leave the stack's CRDs as the other tests expect them: no release's."""
+    """Leave the stack's CRDs as the other tests expect them: no release's, and the
+    generated ones applied again (the upgrade test installed the previous chart's).
+    The one place a test applies the CRDs itself: the session's ``crds`` fixture
+    installs them once, and these two Helm tests are the only ones that change them."""
     ext = client.ApiextensionsV1Api(api)
     for crd in CRD_NAMES:
         patch = {
@@ -1687,7 +1637,6 @@ async def test_helm_uninstall_keeps_the_crds_and_workers_and_user_roles_aggregat
     goes with them. Meanwhile Kubernetes' view and edit roles carry the chart's
     rules for CocoonWorkers, view with nothing on Secrets."""
     release = release_for(namespace)
-    await install_crds(api)
     rbac = client.RbacAuthorizationV1Api(api)
     try:
         adopt_crds(stack, release, namespace)

@@ -18,12 +18,11 @@ import dataclasses
 import os
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
@@ -31,26 +30,30 @@ from kubernetes_asyncio.client.rest import ApiException
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.labels import LABEL_INSTANCE, LABEL_REVISION, LABEL_WORKER
 from tests.cluster.chainproxy import ChainProxy, chain_proxy
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import CLUSTER, Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Chain, running_agent, running_local_chain
-from tests.cluster.test_attestation import event_reasons, has_event, simulator_admin
-from tests.cluster.test_chain import TARGET, Env, balances, ledger, treasury_seqno
-from tests.cluster.test_pool import treasury_secret
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
+    TARGET,
+    UNAVAILABLE,
+    balances,
+    condition_is,
     conditions,
     create_worker,
+    event_reasons,
     get_worker,
+    has_event,
+    ledger,
+    simulator_admin,
+    treasury_secret,
+    treasury_seqno,
     worker_deleted,
     worker_pods,
 )
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import Chain, Env, running_agent, running_local_chain
+from tests.cluster.stack import CLUSTER, Stack
 from tests.cluster.wait import eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 GATES = ("Scheduled", "VMRunning", "Attested", "OnChainAllowed", "WalletFunded")
-# Transient API errors while a component restarts: the probe says "not yet".
-UNAVAILABLE = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -115,32 +118,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
 
 
 async def setup_chain(api: client.ApiClient, namespace: str, chain: Chain) -> None:
-    await install_crds(api)
     await treasury_secret(api, namespace, chain)
-
-
-def condition_is(
-    api: client.ApiClient,
-    namespace: str,
-    name: str,
-    kind: str,
-    status: str,
-    reason: str | None = None,
-    text: str = "",
-) -> Callable[[], Awaitable[dict[str, Any] | None]]:
-    """A probe: the worker once its ``kind`` condition has that status (reason, text)."""
-
-    async def probe() -> dict[str, Any] | None:
-        try:
-            worker = await get_worker(api, namespace, name)
-        except UNAVAILABLE:
-            return None
-        cond = conditions(worker).get(kind, {})
-        if cond.get("status") != status or (reason is not None and cond.get("reason") != reason):
-            return None
-        return worker if text in cond.get("message", "") else None
-
-    return probe
 
 
 def ready(api: client.ApiClient, namespace: str, name: str) -> Any:

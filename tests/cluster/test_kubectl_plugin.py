@@ -22,17 +22,12 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.nodereport import REPORT_LABEL
-from tests.cluster import test_chart
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.test_chart import CHART, release_for
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker, node_wallet_key
+from tests.cluster.helpers import CHART, create_worker, get_worker, node_wallet_key, release_for
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 # The chart tests' fixtures, under their names, for the report with the chart installed.
-helm_bin = test_chart.helm_bin
-helm = test_chart.helm
 PLUGIN = Path(sys.executable).parent / "kubectl-cocoon"
 PAUSED = "cocoon.network/paused"
 MRTD = "9f" * 48
@@ -106,7 +101,6 @@ def ready_status(pod: str) -> dict[str, Any]:
 
 
 async def worker_with_status(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    await install_crds(api)
     await create_worker(api, namespace, name)
     patched: dict[str, Any] = await client.CustomObjectsApi(
         api
@@ -321,7 +315,6 @@ async def test_pause_and_resume_set_and_remove_the_annotation(
 async def test_a_missing_worker_exits_1_naming_it(
     stack: Stack, api: client.ApiClient, namespace: str
 ) -> None:
-    await install_crds(api)
     for command in ("describe", "attest", "pause", "resume"):
         out = await plugin(stack, command, "ghost", "-n", namespace)
         assert out.returncode == 1, (command, out.stdout, out.stderr)

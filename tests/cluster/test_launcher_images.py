@@ -16,17 +16,16 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_webhook import try_create
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
     conditions,
     create_worker,
+    example_worker,
     get_worker,
+    try_create,
     worker_pods,
 )
+from tests.cluster.operator import StartOperator, running_operator
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually, free_port
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
@@ -45,47 +44,36 @@ def refused_image(api: client.ApiClient, namespace: str, name: str) -> Any:
 
 
 async def test_another_image_is_refused_at_admission_naming_the_field(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+    api: client.ApiClient, namespace: str, tmp_path: Path, operator: StartOperator
 ) -> None:
-    await install_crds(api)
     config = f"{namespace[-6:]}.img.cocoon.network"
     args = ("--webhook-addr", "127.0.0.1", "--webhook-port", str(free_port()))
     log = tmp_path / "op.log"
-    with running_operator(
-        stack.kubeconfig,
-        namespace,
-        log,
-        *args,
-        "--webhook-config",
-        config,
-        "--launcher-image",
-        ALLOWED,
-    ) as proc:
-        body = example_worker()
-        body["metadata"]["name"] = "other"
-        body["spec"]["release"]["image"] = OTHER
+    proc = operator(*args, "--webhook-config", config, "--launcher-image", ALLOWED, log=log)
+    body = example_worker()
+    body["metadata"]["name"] = "other"
+    body["spec"]["release"]["image"] = OTHER
 
-        async def refused() -> str | None:
-            message = await try_create(api, namespace, body)
-            if message is None:  # the webhook is not registered yet: undo, try again
-                await client.CustomObjectsApi(api).delete_namespaced_custom_object(
-                    *API, namespace, v1alpha1.PLURAL, "other"
-                )
-            return message
+    async def refused() -> str | None:
+        message = await try_create(api, namespace, body)
+        if message is None:  # the webhook is not registered yet: undo, try again
+            await client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                *API, namespace, v1alpha1.PLURAL, "other"
+            )
+        return message
 
-        message = await eventually(refused, within=60, what="the webhook to refuse")
-        assert "spec.release.image" in message and OTHER_DIGEST in message, message
-        assert "--launcher-image" in message
-        allowed = example_worker()
-        allowed["metadata"]["name"] = "allowed"
-        assert await try_create(api, namespace, allowed) is None
-        assert proc.poll() is None, log.read_text()[-3000:]
+    message = await eventually(refused, within=60, what="the webhook to refuse")
+    assert "spec.release.image" in message and OTHER_DIGEST in message, message
+    assert "--launcher-image" in message
+    allowed = example_worker()
+    allowed["metadata"]["name"] = "allowed"
+    assert await try_create(api, namespace, allowed) is None
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def test_without_the_webhook_a_refused_image_gets_no_pod_and_a_condition_saying_why(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, operator: StartOperator
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "op.log"
     allow_example = ("--launcher-image", ALLOWED)
     with running_operator(stack.kubeconfig, namespace, log, *allow_example) as proc:
@@ -111,24 +99,24 @@ async def test_without_the_webhook_a_refused_image_gets_no_pod_and_a_condition_s
     # The example's image is taken off the list: its running pod is left alone (an
     # administrator decides to stop it), but once it is gone no new one starts.
     elsewhere = ("--launcher-image", OTHER)
-    with running_operator(stack.kubeconfig, namespace, log, *elsewhere) as proc:
-        await eventually(refused_image(api, namespace, "allowed"), within=60, what="now refused")
-        (pod,) = await worker_pods(api, namespace, "allowed")
-        await client.CoreV1Api(api).delete_namespaced_pod(
-            pod.metadata.name, namespace, grace_period_seconds=0
-        )
+    proc = operator(*elsewhere, log=log)
+    await eventually(refused_image(api, namespace, "allowed"), within=60, what="now refused")
+    (pod,) = await worker_pods(api, namespace, "allowed")
+    await client.CoreV1Api(api).delete_namespaced_pod(
+        pod.metadata.name, namespace, grace_period_seconds=0
+    )
 
-        async def no_pods() -> bool:
-            return await worker_pods(api, namespace, "allowed") == []
+    async def no_pods() -> bool:
+        return await worker_pods(api, namespace, "allowed") == []
 
-        await eventually(no_pods, within=60, what="the pod gone")
+    await eventually(no_pods, within=60, what="the pod gone")
 
-        async def deletion_reconciled() -> bool:
-            # The reconcile that saw the pod gone wrote the worker's pod as none: had
-            # it started a new one, that one would be named.
-            worker = await refused_image(api, namespace, "allowed")()
-            return worker is not None and not worker["status"].get("pod")
+    async def deletion_reconciled() -> bool:
+        # The reconcile that saw the pod gone wrote the worker's pod as none: had
+        # it started a new one, that one would be named.
+        worker = await refused_image(api, namespace, "allowed")()
+        return worker is not None and not worker["status"].get("pod")
 
-        await eventually(deletion_reconciled, within=30, what="the pod's deletion reconciled")
-        assert await worker_pods(api, namespace, "allowed") == []
-        assert proc.poll() is None, log.read_text()[-3000:]
+    await eventually(deletion_reconciled, within=30, what="the pod's deletion reconciled")
+    assert await worker_pods(api, namespace, "allowed") == []
+    assert proc.poll() is None, log.read_text()[-3000:]

@@ -10,10 +10,9 @@ from kubernetes_asyncio import client
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.desired.config import InstanceSlot
-from cocoon_operator.desired.launcher import WorkerRef, launcher_pod
+from cocoon_operator.desired.launcher import launcher_pod
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.cluster.crds import install_crds
-from tests.cluster.test_admission import example_worker
+from tests.cluster.helpers import create_worker_ref, example_worker
 from tests.cluster.wait import eventually
 
 # The operator's control public key the launcher pods built here trust.
@@ -35,19 +34,9 @@ async def apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
     )
 
 
-async def create_worker(api: client.ApiClient, namespace: str, name: str) -> WorkerRef:
-    body = example_worker()
-    body["metadata"]["name"] = name
-    created = await client.CustomObjectsApi(api).create_namespaced_custom_object(
-        v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, body
-    )
-    return WorkerRef(name, namespace, created["metadata"]["uid"])
-
-
 async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
     api: client.ApiClient, namespace: str
 ) -> None:
-    await install_crds(api)
     core = client.CoreV1Api(api)
     cc_nodes = {
         n.metadata.name
@@ -55,7 +44,7 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
     }
     spec = v1alpha1.CocoonWorkerSpec.model_validate(example_worker()["spec"])
     # One more instance-0 worker than there are CC nodes.
-    workers = [await create_worker(api, namespace, f"w{i}") for i in range(len(cc_nodes) + 1)]
+    workers = [await create_worker_ref(api, namespace, f"w{i}") for i in range(len(cc_nodes) + 1)]
     for worker in workers:
         await apply(api, launcher_pod(worker, spec, InstanceSlot(0), control_key=CONTROL_KEY))
 
@@ -77,7 +66,7 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
     assert "free ports" in message, message
 
     # Another instance index fits beside instance 0 on the same nodes.
-    extra = await create_worker(api, namespace, "w-extra")
+    extra = await create_worker_ref(api, namespace, "w-extra")
     await apply(api, launcher_pod(extra, spec, InstanceSlot(1), control_key=CONTROL_KEY))
 
     async def extra_placed() -> str | None:
@@ -93,10 +82,9 @@ async def test_same_instance_never_shares_a_node_and_lands_only_on_cc_nodes(
 async def test_readiness_gate_is_declared_and_left_to_the_operator(
     api: client.ApiClient, namespace: str
 ) -> None:
-    await install_crds(api)
     core = client.CoreV1Api(api)
     spec = v1alpha1.CocoonWorkerSpec.model_validate(example_worker()["spec"])
-    worker = await create_worker(api, namespace, "gated")
+    worker = await create_worker_ref(api, namespace, "gated")
     desired = launcher_pod(worker, spec, InstanceSlot(0), control_key=CONTROL_KEY)
     await apply(api, desired)
 

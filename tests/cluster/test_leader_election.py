@@ -4,28 +4,19 @@ kill -9 of the leader within the lease time, and a clean stop hands over at once
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from kubernetes_asyncio import client
 
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import create_worker, worker_pods
 from tests.cluster.operator import running_operator
-from tests.cluster.test_worker_lifecycle import create_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually, free_port
 
 # The leader gives up after 2/3 of it without a renewal (client-go's renew
 # deadline): long enough for an apiserver on a loaded test machine.
 LEASE_SECONDS = 8
-
-
-@pytest.fixture
-async def crds(api: client.ApiClient) -> AsyncIterator[None]:
-    await install_crds(api)
-    yield
 
 
 async def holder(api: client.ApiClient, namespace: str) -> str | None:
@@ -39,7 +30,7 @@ async def holder(api: client.ApiClient, namespace: str) -> str | None:
 
 
 async def test_only_the_leader_acts_and_a_follower_takes_over_after_kill_9(
-    stack: Stack, api: client.ApiClient, namespace: str, crds: None, tmp_path: Path
+    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     args = (
         "--leader-elect",

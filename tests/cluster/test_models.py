@@ -19,18 +19,17 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.nodereport import REPORT_KEY, NodeReport, report_name
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.simulated import example_model, running_agent
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_faults import condition_is
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
+    condition_is,
     conditions,
     create_worker,
+    example_worker,
     get_worker,
     worker_deleted,
 )
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import example_model, running_agent
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 
@@ -57,7 +56,6 @@ async def model_ready(api: client.ApiClient, namespace: str, name: str) -> dict[
 async def test_two_workers_with_one_model_share_one_build_on_the_node_that_holds_it(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     model = example_model()
     with (
@@ -85,7 +83,6 @@ async def test_two_workers_with_one_model_share_one_build_on_the_node_that_holds
 async def test_a_wrong_verity_hash_fails_the_model_with_its_cause_and_starts_no_vm(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     wrong = "00" * 32
     with (
@@ -160,7 +157,6 @@ GC_MIN_IDLE = 3
 async def test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not_before(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     verity = example_worker()["spec"]["model"]["verityHash"]
     # The node agent's gc (nodeagent/_models.py gc_pass) with a policy keeping no

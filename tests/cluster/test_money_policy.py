@@ -12,10 +12,22 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.test_chain import TARGET, TON, Env, balances, ledger, ready, treasury_seqno
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker
+from tests.cluster.helpers import (
+    TARGET,
+    TON,
+    balances,
+    conditions,
+    create_worker,
+    events,
+    get_worker,
+    ledger,
+    ready,
+    sent_to,
+    treasury_seqno,
+)
+from tests.cluster.operator import StartOperator, running_operator
+from tests.cluster.simulated import Env
+from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
 
 
@@ -28,68 +40,63 @@ def funded_reason(api: client.ApiClient, namespace: str, name: str, reason: str)
     return probe
 
 
-async def events(api: client.ApiClient, namespace: str, name: str) -> list[str]:
-    got = await client.CoreV1Api(api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}"
-    )
-    return [f"{e.reason}: {e.message}" for e in got.items]
-
-
-def sent_to(intents: list[dict[str, Any]], address: str) -> list[int]:
-    return [t["amount"] for i in intents for t in i["transfers"] if t["address"] == address]
-
-
 async def test_a_target_above_the_operators_cap_is_funded_to_the_cap(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     args = (*env.operator_args(), "--funding-max-target", "8")
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "w0", funding={"minimum": 5 * TON, "target": 900 * TON})
-        worker = await eventually(ready(api, namespace, "w0"), within=120, what="w0 Ready")
-        address = worker["status"]["wallet"]["address"]
-        assert await balances(env, [address]) == [8 * TON]
-        funded = conditions(worker)["WalletFunded"]
-        assert funded["status"] == "True"
-        assert "capped at the operator's 8 TON (--funding-max-target)" in funded["message"]
-        assert any(
-            e.startswith("FundingLimited:") and "--funding-max-target" in e
-            for e in await events(api, namespace, "w0")
-        )
-        assert sent_to(await ledger(api, namespace), address) == [8 * TON]
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    await create_worker(api, namespace, "w0", funding={"minimum": 5 * TON, "target": 900 * TON})
+    worker = await eventually(ready(api, namespace, "w0"), within=120, what="w0 Ready")
+    address = worker["status"]["wallet"]["address"]
+    assert await balances(env, [address]) == [8 * TON]
+    funded = conditions(worker)["WalletFunded"]
+    assert funded["status"] == "True"
+    assert "capped at the operator's 8 TON (--funding-max-target)" in funded["message"]
+    assert any(
+        e.startswith("FundingLimited:") and "--funding-max-target" in e
+        for e in await events(api, namespace, "w0")
+    )
+    assert sent_to(await ledger(api, namespace), address) == [8 * TON]
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def test_two_workers_sharing_one_node_wallet_get_one_top_up(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await create_worker(api, namespace, "w0")
-        same_key = {"name": "w0-wallet", "key": "node-wallet-key"}
-        await create_worker(api, namespace, "w1", nodeWalletKeySecretRef=same_key)
-        first, second = [
-            await eventually(ready(api, namespace, n), within=120, what=f"{n} Ready")
-            for n in ("w0", "w1")
-        ]
-        address = first["status"]["wallet"]["address"]
-        assert second["status"]["wallet"]["address"] == address  # one key, one wallet
-        # Whichever was seen first is the wallet's; the other is told so.
-        shared = await eventually(
-            lambda: _one_shared(api, namespace), within=60, what="one SharedWallet condition"
-        )
-        funder = "w0" if shared == "w1" else "w1"
-        worker = await get_worker(api, namespace, shared)
-        assert (
-            f"also worker {namespace}/{funder}'s" in conditions(worker)["WalletFunded"]["message"]
-        )
-        await metrics.checks_ran(6, what="three more checks of each")  # still one top-up
-        assert sent_to(await ledger(api, namespace), address) == [TARGET]
-        assert await balances(env, [address]) == [TARGET]
-        assert any(e.startswith("SharedWallet:") for e in await events(api, namespace, shared))
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    await create_worker(api, namespace, "w0")
+    same_key = {"name": "w0-wallet", "key": "node-wallet-key"}
+    await create_worker(api, namespace, "w1", nodeWalletKeySecretRef=same_key)
+    first, second = [
+        await eventually(ready(api, namespace, n), within=120, what=f"{n} Ready")
+        for n in ("w0", "w1")
+    ]
+    address = first["status"]["wallet"]["address"]
+    assert second["status"]["wallet"]["address"] == address  # one key, one wallet
+    # Whichever was seen first is the wallet's; the other is told so.
+    shared = await eventually(
+        lambda: _one_shared(api, namespace), within=60, what="one SharedWallet condition"
+    )
+    funder = "w0" if shared == "w1" else "w1"
+    worker = await get_worker(api, namespace, shared)
+    assert f"also worker {namespace}/{funder}'s" in conditions(worker)["WalletFunded"]["message"]
+    await metrics.checks_ran(6, what="three more checks of each")  # still one top-up
+    assert sent_to(await ledger(api, namespace), address) == [TARGET]
+    assert await balances(env, [address]) == [TARGET]
+    assert any(e.startswith("SharedWallet:") for e in await events(api, namespace, shared))
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def _one_shared(api: client.ApiClient, namespace: str) -> str | None:
@@ -102,7 +109,12 @@ async def _one_shared(api: client.ApiClient, namespace: str) -> str | None:
 
 
 async def test_a_namespace_daily_cap_holds_across_an_operator_restart(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    stack: Stack,
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
@@ -119,18 +131,18 @@ async def test_a_namespace_daily_cap_holds_across_an_operator_restart(
     seqno = await treasury_seqno(env)
 
     # A new operator process reads the same ledger: the day's cap is still used up.
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        held = await eventually(
-            lambda: _limited(api, namespace), within=90, what="still held after the restart"
-        )
-        await metrics.checks_ran(6, what="three more checks of each worker")
-        message = conditions(await get_worker(api, namespace, held))["WalletFunded"]["message"]
-        assert f"namespace {namespace}'s daily cap is used up" in message
-        assert sum(t["amount"] for i in await ledger(api, namespace) for t in i["transfers"]) == (
-            12 * TON
-        )
-        assert await treasury_seqno(env) == seqno
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    held = await eventually(
+        lambda: _limited(api, namespace), within=90, what="still held after the restart"
+    )
+    await metrics.checks_ran(6, what="three more checks of each worker")
+    message = conditions(await get_worker(api, namespace, held))["WalletFunded"]["message"]
+    assert f"namespace {namespace}'s daily cap is used up" in message
+    assert sum(t["amount"] for i in await ledger(api, namespace) for t in i["transfers"]) == (
+        12 * TON
+    )
+    assert await treasury_seqno(env) == seqno
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def _limited(api: client.ApiClient, namespace: str) -> str | None:
@@ -145,31 +157,35 @@ async def _limited(api: client.ApiClient, namespace: str) -> str | None:
 
 @pytest.mark.parametrize("agent_args", [("--tcb-status", "OutOfDate")], indirect=True)
 async def test_a_worker_attested_below_the_treasurys_tcb_floor_is_not_funded(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        # The tenant accepts OutOfDate for its own worker: it runs and is attested.
-        looser = {"acceptedTcbStatuses": ["UpToDate", "OutOfDate"]}
-        await create_worker(api, namespace, "w0", attestation=looser)
-        worker = await eventually(
-            funded_reason(api, namespace, "w0", "TcbNotFunded"),
-            within=120,
-            what="attested, not funded",
-        )
-        conds = conditions(worker)
-        assert conds["Attested"]["status"] == "True"
-        assert worker["status"]["attestation"]["tcbStatus"] == "OutOfDate"
-        assert conds["WalletFunded"]["status"] == "False"
-        assert "--treasury-tcb-status: UpToDate" in conds["WalletFunded"]["message"]
-        assert conds["Ready"]["status"] == "False"
-        await metrics.checks_ran(3, what="three more checks of w0")
-        assert await treasury_seqno(env) == 0  # the treasury paid nothing
-        assert await ledger_or_empty(api, namespace) == []
-        assert any(e.startswith("TcbNotFunded:") for e in await events(api, namespace, "w0"))
-        assert proc.poll() is None, log.read_text()[-3000:]
+    proc = operator(*args, log=log)
+    # The tenant accepts OutOfDate for its own worker: it runs and is attested.
+    looser = {"acceptedTcbStatuses": ["UpToDate", "OutOfDate"]}
+    await create_worker(api, namespace, "w0", attestation=looser)
+    worker = await eventually(
+        funded_reason(api, namespace, "w0", "TcbNotFunded"),
+        within=120,
+        what="attested, not funded",
+    )
+    conds = conditions(worker)
+    assert conds["Attested"]["status"] == "True"
+    assert worker["status"]["attestation"]["tcbStatus"] == "OutOfDate"
+    assert conds["WalletFunded"]["status"] == "False"
+    assert "--treasury-tcb-status: UpToDate" in conds["WalletFunded"]["message"]
+    assert conds["Ready"]["status"] == "False"
+    await metrics.checks_ran(3, what="three more checks of w0")
+    assert await treasury_seqno(env) == 0  # the treasury paid nothing
+    assert await ledger_or_empty(api, namespace) == []
+    assert any(e.startswith("TcbNotFunded:") for e in await events(api, namespace, "w0"))
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def ledger_or_empty(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:

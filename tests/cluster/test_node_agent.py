@@ -25,12 +25,10 @@ from cocoon_operator.api.nodereport import (
     report_name,
 )
 from cocoon_operator.desired.nodeagent import report_config_map
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import attested_is, conditions, create_worker, get_worker, worker_pods
 from tests.cluster.operator import running_cli, running_operator
 from tests.cluster.simulated import running_agent
-from tests.cluster.test_attestation import attested_is
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 from tests.unit.nodeagent.hosts import gpu, tdx_host, vm_state
 
@@ -80,7 +78,6 @@ async def events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
 async def test_the_agent_reports_the_gpu_and_a_force_deleted_pods_vm_is_reported(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     args = ("--attestation-boot-grace-seconds", "0")
     agents = ("--node-report-namespace", namespace, "--orphan-grace-seconds", "2")
@@ -203,7 +200,6 @@ async def test_a_host_its_node_agent_objects_to_keeps_the_worker_out_of_ready(
 ) -> None:
     """Evidence that verifies is not enough: the node agent's report of the host
     (TDX enabled, the VM's GPU passed through) must vouch for it too."""
-    await install_crds(api)
     log = tmp_path / "operator.log"
     with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
         args = agent.operator_args()
@@ -239,7 +235,6 @@ async def test_the_simulation_agent_stands_in_for_node_agents_on_the_local_stack
     """With ``--node-reports`` the simulation agent publishes each simulated node's
     report as the DaemonSet would: the gate gets the host's vouching and the worker's
     ``status.gpu`` the PCI address of its VM's GPU; a deleted pod's VM leaves the report."""
-    await install_crds(api)
     log = tmp_path / "operator.log"
     with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
         args = agent.operator_args()

@@ -10,11 +10,9 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.labels import LABEL_REVISION
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import create_worker, example_worker, get_worker, worker_pods
 from tests.cluster.operator import running_operator
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
@@ -40,7 +38,6 @@ async def all_converged(api: client.ApiClient, namespace: str) -> bool:
 async def test_kill_9_mid_rollout_then_restart_converges(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     with running_operator(stack.kubeconfig, namespace, log):
         for name in NAMES:

@@ -23,8 +23,7 @@ from cocoon_operator.handlers.pool import Members, _reconcile_pool
 from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.policy.pool import PoolMember
-from tests.cluster.crds import install_crds
-from tests.cluster.test_pool import API, pool_body, pool_workers
+from tests.cluster.helpers import API, pool_body, pool_workers
 
 REPLICAS = 4
 HELD = "test.cocoon.network/held"
@@ -33,7 +32,6 @@ HELD = "test.cocoon.network/held"
 async def test_members_events_share_what_the_pool_expects_of_its_deletions(
     api: client.ApiClient, namespace: str, kube: Kube
 ) -> None:
-    await install_crds(api)
     objects = client.CustomObjectsApi(api)
     body = pool_body()
     body["spec"]["replicas"] = REPLICAS

@@ -21,14 +21,17 @@ from kubernetes_asyncio import client
 
 from cocoon_operator.api import labels
 from cocoon_operator.simulator._release import write_release_tarball
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import (
+    create_worker,
+    example_worker,
+    pod_ready,
+    ready,
+    seal_pods,
+    worker_pods,
+)
 from tests.cluster.operator import REPO, running_operator
 from tests.cluster.simulated import Env
-from tests.cluster.test_admission import example_worker
-from tests.cluster.test_chain import ready
-from tests.cluster.test_seal_servers import ready as pod_ready
-from tests.cluster.test_seal_servers import seal_pods
-from tests.cluster.test_worker_lifecycle import create_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 

@@ -19,16 +19,18 @@ from kubernetes_asyncio.client.rest import ApiException
 from cocoon_operator.api import labels
 from cocoon_operator.desired.sealserver import daemonset_name
 from cocoon_operator.simulator._release import seal_digests
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.test_worker_lifecycle import (
+from tests.cluster.helpers import (
     conditions,
     create_worker,
+    example_worker,
     get_worker,
+    pod_ready,
+    seal_pods,
     worker_deleted,
     worker_pods,
 )
+from tests.cluster.operator import running_operator
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 ENCLAVE = seal_digests()["enclave"]
@@ -39,7 +41,6 @@ OTHER_ENCLAVE = "f" * 64
 async def operator(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Path]:
-    await install_crds(api)
     log = tmp_path / "operator.log"
     image = with_enclave(ENCLAVE)["image"]
     args = (
@@ -71,7 +72,6 @@ async def operator(
 
 
 def with_enclave(enclave: str | None) -> dict[str, Any]:
-    from tests.cluster.test_admission import example_worker  # noqa: PLC0415
 
     release = example_worker()["spec"]["release"]
     release["files"]["enclave"] = enclave
@@ -107,18 +107,6 @@ async def block_port(core: client.CoreV1Api, namespace: str, nodes: set[str]) ->
         await core.create_namespaced_pod(namespace, pod)
         names.append(name)
     return names
-
-
-async def seal_pods(core: client.CoreV1Api, namespace: str, enclave: str) -> list[client.V1Pod]:
-    pods = await core.list_namespaced_pod(
-        namespace,
-        label_selector=f"app.kubernetes.io/component=seal-server,cocoon.network/enclave={enclave[:16]}",
-    )
-    return list(pods.items)
-
-
-def ready(pod: client.V1Pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 async def test_a_vm_waits_for_its_nodes_seal_server_then_lands_where_one_is_ready(
@@ -174,7 +162,7 @@ async def test_a_vm_waits_for_its_nodes_seal_server_then_lands_where_one_is_read
         for p in await seal_pods(core, namespace, ENCLAVE)
         if p.spec.node_name == node.metadata.name
     ]
-    assert on_node and ready(on_node[0])
+    assert on_node and pod_ready(on_node[0])
 
     async def scheduled() -> bool:
         cond = conditions(await get_worker(api, namespace, "w0")).get("Scheduled", {})
@@ -193,7 +181,7 @@ async def test_one_seal_server_per_node_and_an_unused_enclave_loses_its_daemonse
 
     async def all_ready() -> bool:
         pods = await seal_pods(core, namespace, ENCLAVE)
-        return {p.spec.node_name for p in pods if ready(p)} == nodes
+        return {p.spec.node_name for p in pods if pod_ready(p)} == nodes
 
     await eventually(all_ready, within=60, what="a Ready seal server on every CC node")
     # A second enclave cannot share a node with the first (one vsock port 12345 per host).

@@ -12,7 +12,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import labels
-from tests.cluster.fixtures import Stack
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually
 
 CC_SELECTOR = {labels.TDX_ENABLED: "true", labels.CC_MODE_STATE: "on"}

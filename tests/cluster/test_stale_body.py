@@ -24,8 +24,7 @@ from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.policy.launcherimages import LauncherImages
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.workerapi import ControlKeys, ControlSigner, generate_private_key_text
-from tests.cluster.crds import install_crds
-from tests.cluster.test_launcher_scheduling import create_worker
+from tests.cluster.helpers import create_worker_ref
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
@@ -41,8 +40,7 @@ async def _read(api: client.ApiClient, namespace: str, name: str) -> dict[str, A
 async def test_a_reconcile_on_a_stale_body_keeps_the_status_the_operator_just_wrote(
     api: client.ApiClient, namespace: str, kube: Kube
 ) -> None:
-    await install_crds(api)
-    await create_worker(api, namespace, "w")
+    await create_worker_ref(api, namespace, "w")
     stale = kopf.Body(cast(kopf.RawBody, await _read(api, namespace, "w")))
     clock = [T0]
     # The operator's configuration as a test's: its own control key, any launcher image.

@@ -21,19 +21,22 @@ from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.api.v1alpha1 import FUNDING_FLOOR
 from cocoon_operator.policy.treasury import START_FUNDING_MARGIN
 from cocoon_operator.ton.client import TonClient
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.simulated import Chain, running_local_chain
-from tests.cluster.test_chain import (
+from tests.cluster.helpers import (
     TARGET,
     balances,
+    conditions,
+    create_worker,
     derived_wallet,
+    events,
+    get_worker,
     ledger,
     ready,
-    reporting_env,
+    sent_to,
+    worker_pods,
 )
-from tests.cluster.test_money_policy import events, sent_to
-from tests.cluster.test_worker_lifecycle import conditions, create_worker, get_worker, worker_pods
+from tests.cluster.operator import running_operator
+from tests.cluster.simulated import Chain, reporting_env, running_local_chain
+from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
 
 

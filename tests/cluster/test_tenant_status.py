@@ -16,7 +16,6 @@ its launcher derived (never the forged address).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -32,9 +31,16 @@ from cocoon_operator.api.labels import READINESS_GATE
 from cocoon_operator.ton.client import TonClient
 from cocoon_operator.ton.root import AllowList, RootContract, model_hash
 from tests.cluster.chainproxy import ChainProxy, chain_proxy
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
+from tests.cluster.helpers import (
+    attested_is,
+    create_worker,
+    get_worker,
+    pod_conditions,
+    seed_secret,
+    treasury_secret,
+    worker_pods,
+)
+from tests.cluster.operator import StartOperator
 from tests.cluster.simulated import (
     Agent,
     Chain,
@@ -43,8 +49,7 @@ from tests.cluster.simulated import (
     running_agent,
     running_local_chain,
 )
-from tests.cluster.test_attestation import attested_is, pod_conditions
-from tests.cluster.test_worker_lifecycle import create_worker, get_worker, worker_pods
+from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
@@ -88,14 +93,6 @@ class Env:
         )
 
 
-async def _seed_secret(api: client.ApiClient, namespace: str, name: str, seed_hex: str) -> None:
-    seed = base64.b64encode(seed_hex.encode()).decode()
-    await client.CoreV1Api(api).create_namespaced_secret(
-        namespace,
-        {"metadata": {"name": name}, "data": {"seed": seed}},  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 def listed_images(request: pytest.FixtureRequest) -> list[str]:
     """The image hashes the root lists at start (the example's model is always listed)."""
@@ -107,11 +104,10 @@ def listed_images(request: pytest.FixtureRequest) -> list[str]:
 async def env(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, listed_images: list[str]
 ) -> AsyncIterator[Env]:
-    await install_crds(api)
     models = [example_model()]
     with running_local_chain(tmp_path, models=models, image_hashes=listed_images) as chain:
-        await _seed_secret(api, namespace, "treasury", chain.genesis_seed_hex)
-        await _seed_secret(api, namespace, "root-owner", chain.root_owner_seed_hex)
+        await treasury_secret(api, namespace, chain)
+        await seed_secret(api, namespace, chain.root_owner_seed_hex, name="root-owner")
         async with chain_proxy(chain.api_url) as proxy:
             with running_agent(stack.kubeconfig, namespace, tmp_path) as agent:
                 yield Env(agent, chain, proxy, namespace)
@@ -204,7 +200,11 @@ async def funded_workers(api: client.ApiClient, namespace: str) -> set[str]:
 
 @pytest.mark.parametrize("listed_images", [[example_image_hash()]], indirect=True)
 async def test_a_forged_listing_wallet_address_or_verdict_funds_nobody(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     image = example_image_hash()
@@ -212,91 +212,95 @@ async def test_a_forged_listing_wallet_address_or_verdict_funds_nobody(
     env.proxy.set_mode("error", failing=frozenset({"runGetMethod"}))
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await attested_workers(api, namespace, env)
-        good = await get_worker(api, namespace, "t")
-        bad = await get_worker(api, namespace, "bad")
+    proc = operator(*args, log=log)
+    await attested_workers(api, namespace, env)
+    good = await get_worker(api, namespace, "t")
+    bad = await get_worker(api, namespace, "bad")
 
-        # On t, the listing gate and the wallet address; on bad, verified evidence,
-        # the listing, and the pod's gate held open by hand.
-        await forge_status(
-            api,
-            namespace,
-            "t",
-            {
-                "chain": listed_reading(good["status"]["targetRevision"], image, image_listed=True),
-                "wallet": {"address": ATTACKER, "balance": 0},
+    # On t, the listing gate and the wallet address; on bad, verified evidence,
+    # the listing, and the pod's gate held open by hand.
+    await forge_status(
+        api,
+        namespace,
+        "t",
+        {
+            "chain": listed_reading(good["status"]["targetRevision"], image, image_listed=True),
+            "wallet": {"address": ATTACKER, "balance": 0},
+        },
+    )
+    await forge_status(
+        api,
+        namespace,
+        "bad",
+        {
+            "attestation": {
+                "failure": None,
+                "failedAt": None,
+                "imageHash": image,
+                "verifiedAt": "2099-01-01T00:00:00Z",
+                "expiresAt": "2099-01-01T00:00:00Z",
+                "pod": bad["status"]["pod"],
             },
-        )
-        await forge_status(
-            api,
-            namespace,
-            "bad",
-            {
-                "attestation": {
-                    "failure": None,
-                    "failedAt": None,
-                    "imageHash": image,
-                    "verifiedAt": "2099-01-01T00:00:00Z",
-                    "expiresAt": "2099-01-01T00:00:00Z",
-                    "pod": bad["status"]["pod"],
-                },
-                "chain": listed_reading(bad["status"]["targetRevision"], image, image_listed=True),
-            },
-        )
-        await forge_gate(api, namespace, "bad")
-        await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
-        assert await intents(api, namespace, "cocoon-funding-ledger") == []
-        assert await balance_of(env.chain, ATTACKER) == 0
-        _, gate = await pod_conditions(api, namespace, "bad")
-        assert gate[READINESS_GATE].status == "False"  # verified again and closed
+            "chain": listed_reading(bad["status"]["targetRevision"], image, image_listed=True),
+        },
+    )
+    await forge_gate(api, namespace, "bad")
+    await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
+    assert await intents(api, namespace, "cocoon-funding-ledger") == []
+    assert await balance_of(env.chain, ATTACKER) == 0
+    _, gate = await pod_conditions(api, namespace, "bad")
+    assert gate[READINESS_GATE].status == "False"  # verified again and closed
 
-        # The API answers again: the operator reads the lists itself and funds the
-        # wallet t's launcher derived; bad, never verified, gets nothing.
-        env.proxy.set_mode("pass")
-        worker = await eventually(lambda: funded(api, namespace, "t"), within=120, what="t funded")
-        assert worker["status"]["wallet"]["address"] != ATTACKER
-        assert await balance_of(env.chain, ATTACKER) == 0
-        assert await funded_workers(api, namespace) == {f"{namespace}/t"}
-        assert proc.poll() is None, log.read_text()[-3000:]
+    # The API answers again: the operator reads the lists itself and funds the
+    # wallet t's launcher derived; bad, never verified, gets nothing.
+    env.proxy.set_mode("pass")
+    worker = await eventually(lambda: funded(api, namespace, "t"), within=120, what="t funded")
+    assert worker["status"]["wallet"]["address"] != ATTACKER
+    assert await balance_of(env.chain, ATTACKER) == 0
+    assert await funded_workers(api, namespace) == {f"{namespace}/t"}
+    assert proc.poll() is None, log.read_text()[-3000:]
 
 
 async def test_a_forged_image_hash_is_never_registered_on_the_owned_root(
-    stack: Stack, api: client.ApiClient, namespace: str, env: Env, tmp_path: Path
+    api: client.ApiClient,
+    namespace: str,
+    env: Env,
+    tmp_path: Path,
+    operator: StartOperator,
 ) -> None:
     log = tmp_path / "operator.log"
     image = example_image_hash()  # attested, and not listed by the root
     env.proxy.set_mode("error", failing=frozenset({"runGetMethod"}))
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
-    with running_operator(stack.kubeconfig, namespace, log, *args) as proc:
-        await attested_workers(api, namespace, env)
-        rev = (await get_worker(api, namespace, "t"))["status"]["targetRevision"]
+    proc = operator(*args, log=log)
+    await attested_workers(api, namespace, env)
+    rev = (await get_worker(api, namespace, "t"))["status"]["targetRevision"]
 
-        # A forged image hash, as attested and as read unlisted, on a worker whose
-        # hashes the operator registers on the root it owns.
-        await forge_status(
-            api,
-            namespace,
-            "t",
-            {
-                "attestation": {"imageHash": FORGED_IMAGE},
-                "chain": listed_reading(rev, FORGED_IMAGE, image_listed=False),
-            },
-        )
-        await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
-        assert await intents(api, namespace, "cocoon-registration-ledger") == []
-        assert not await root_lists_image(env.chain, FORGED_IMAGE)
+    # A forged image hash, as attested and as read unlisted, on a worker whose
+    # hashes the operator registers on the root it owns.
+    await forge_status(
+        api,
+        namespace,
+        "t",
+        {
+            "attestation": {"imageHash": FORGED_IMAGE},
+            "chain": listed_reading(rev, FORGED_IMAGE, image_listed=False),
+        },
+    )
+    await metrics.checks_ran(CHECKS, what="eight more checks of each worker")
+    assert await intents(api, namespace, "cocoon-registration-ledger") == []
+    assert not await root_lists_image(env.chain, FORGED_IMAGE)
 
-        # The API answers again: the operator reads the lists itself, registers
-        # the image it attested (never the forged one), then funds t.
-        env.proxy.set_mode("pass")
-        await eventually(lambda: funded(api, namespace, "t"), within=150, what="t funded")
-        assert await root_lists_image(env.chain, image)
-        assert not await root_lists_image(env.chain, FORGED_IMAGE)
-        [registration] = await intents(api, namespace, "cocoon-registration-ledger")
-        purposes = [t["purpose"] for t in registration["transfers"]]
-        assert any(image in p for p in purposes), purposes
-        assert not any(FORGED_IMAGE in p for p in purposes), purposes
-        assert await funded_workers(api, namespace) == {f"{namespace}/t"}
-        assert proc.poll() is None, log.read_text()[-3000:]
+    # The API answers again: the operator reads the lists itself, registers
+    # the image it attested (never the forged one), then funds t.
+    env.proxy.set_mode("pass")
+    await eventually(lambda: funded(api, namespace, "t"), within=150, what="t funded")
+    assert await root_lists_image(env.chain, image)
+    assert not await root_lists_image(env.chain, FORGED_IMAGE)
+    [registration] = await intents(api, namespace, "cocoon-registration-ledger")
+    purposes = [t["purpose"] for t in registration["transfers"]]
+    assert any(image in p for p in purposes), purposes
+    assert not any(FORGED_IMAGE in p for p in purposes), purposes
+    assert await funded_workers(api, namespace) == {f"{namespace}/t"}
+    assert proc.poll() is None, log.read_text()[-3000:]

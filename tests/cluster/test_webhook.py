@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import subprocess
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,27 +17,14 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.k8s.webhook_tls import self_signed
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
+from tests.cluster.helpers import example_worker, try_create
 from tests.cluster.operator import running_operator
-from tests.cluster.test_admission import example_worker
+from tests.cluster.stack import Stack
 from tests.cluster.wait import eventually, free_port
 
 API = (v1alpha1.GROUP, v1alpha1.VERSION)
 # The example's owner address with the last character changed: the CRC breaks.
 BAD_CHECKSUM = "UQC4RczYnOZQ2jk4cRP5urfxNXstuKocJUDaPO8dtJWJH6GD"
-
-
-async def try_create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str | None:
-    """None when created, else the apiserver's message."""
-    try:
-        await client.CustomObjectsApi(api).create_namespaced_custom_object(
-            *API, namespace, v1alpha1.PLURAL, body
-        )
-    except ApiException as err:
-        message: str = json.loads(err.body)["message"]
-        return message
-    return None
 
 
 def webhook_operator(
@@ -76,7 +62,6 @@ async def refusal_once_up(api: client.ApiClient, namespace: str, name: str) -> s
 async def test_bad_checksum_is_refused_naming_the_field(
     stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    await install_crds(api)
     admission = client.AdmissionregistrationV1Api(api)
     config, operator = webhook_operator(stack, namespace, tmp_path)
     with operator:
@@ -105,7 +90,6 @@ async def test_an_object_that_got_in_while_the_webhook_was_down_stays_editable_a
     is up, the object must still take the operator's finalizer, other edits and
     its deletion: refusing them (as a webhook that judged every request by the
     whole object did, DELETE included) would leave it stuck."""
-    await install_crds(api)
     custom = client.CustomObjectsApi(api)
     stuck = example_worker()
     stuck["metadata"]["name"] = "early"
@@ -143,7 +127,6 @@ async def test_a_new_worker_has_the_finalizer_as_created_and_is_not_patched_for_
     a write per worker, and minutes at 3,000 workers. With it the worker is created
     with the finalizer, and only its creator ever writes the worker itself (the
     operator writes its status)."""
-    await install_crds(api)
     custom = client.CustomObjectsApi(api)
     admission = client.AdmissionregistrationV1Api(api)
     config, operator = webhook_operator(stack, namespace, tmp_path)
@@ -193,7 +176,6 @@ async def test_a_namespace_scoped_operator_leaves_workers_of_other_namespaces_al
     configurations have no namespaceSelector). A finalizer on a worker in a
     namespace no replica watches would never be removed: the worker could never
     be deleted. Such workers get neither the finalizer nor a verdict."""
-    await install_crds(api)
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     other = f"{namespace[:50]}-other"
@@ -236,7 +218,6 @@ async def test_a_follower_behind_the_same_service_answers_admission_reviews_as_t
     replica. A follower runs no kopf: unanswered, its share of reviews would pass
     unchecked (failure policy Ignore). Here the configurations are pointed at the
     follower alone, and it refuses the bad address and adds the finalizer."""
-    await install_crds(api)
     admission = client.AdmissionregistrationV1Api(api)
     custom = client.CustomObjectsApi(api)
     cert, key = self_signed(tmp_path, ["127.0.0.1"], now=dt.datetime.now(dt.UTC))
@@ -310,7 +291,6 @@ async def test_gpu_verify_mode_is_refused_naming_the_field_without_the_operators
 ) -> None:
     """COCOON's worker serves no GPU evidence endpoint: ``gpu.mode: Verify`` could never
     attest, so the webhook refuses it unless the operator runs with --allow-gpu-verify-mode."""
-    await install_crds(api)
     _, operator = webhook_operator(stack, namespace, tmp_path)
     with operator:
         await refusal_once_up(api, namespace, "probe")

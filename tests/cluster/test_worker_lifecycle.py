@@ -5,109 +5,42 @@ leaves nothing behind on deletion."""
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.labels import LABEL_REVISION, LABEL_WORKER
-from tests.cluster.crds import install_crds
-from tests.cluster.fixtures import Stack
-from tests.cluster.operator import running_operator
-from tests.cluster.test_admission import EXAMPLE, example_worker
+from tests.cluster.helpers import (
+    API,
+    conditions,
+    create_worker,
+    example_worker,
+    get_worker,
+    worker_deleted,
+    worker_pods,
+)
+from tests.cluster.operator import StartOperator, running_operator
+from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
-
-API = (v1alpha1.GROUP, v1alpha1.VERSION)
 
 
 @pytest.fixture
 def metrics() -> OperatorMetrics:
-    """Where the ``operator`` fixture's process serves its metrics."""
+    """Where the ``operator_log`` fixture's process serves its metrics."""
     return OperatorMetrics.on_free_port()
 
 
 @pytest.fixture
-async def operator(
-    stack: Stack, api: client.ApiClient, namespace: str, tmp_path: Path, metrics: OperatorMetrics
-) -> AsyncIterator[Path]:
-    await install_crds(api)
+def operator_log(operator: StartOperator, tmp_path: Path, metrics: OperatorMetrics) -> Path:
+    """The operator these tests run against, started for the test's namespace; its log.
+    No grace for booting VMs: no quote will come on this stack (no agent)."""
     log = tmp_path / "operator.log"
-    # No grace for booting VMs: no quote will come on this stack (no agent).
-    grace = ("--attestation-boot-grace-seconds", "0")
-    with running_operator(stack.kubeconfig, namespace, log, *grace, *metrics.args()) as proc:
-        yield log
-        assert proc.poll() is None, f"operator exited:\n{log.read_text()[-3000:]}"
-
-
-def node_wallet_key(namespace: str, name: str) -> str:
-    """A worker's own node_wallet_key (32 bytes, base64), fixed by its name: one key per
-    worker, as in production (COCOON derives the wallet from key and owner, so
-    workers sharing a key share a wallet)."""
-    seed = hashlib.sha256(f"node-wallet/{namespace}/{name}".encode()).digest()
-    return base64.b64encode(seed).decode()
-
-
-async def create_worker(
-    api: client.ApiClient, namespace: str, name: str, **spec_changes: Any
-) -> dict[str, Any]:
-    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    secret["metadata"] = {"name": f"{name}-wallet"}
-    secret["stringData"] = {"node-wallet-key": node_wallet_key(namespace, name)}
-    try:
-        await client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
-    except ApiException as err:
-        if err.status != 409:
-            raise
-    body = example_worker()
-    body["metadata"]["name"] = name
-    body["spec"]["nodeWalletKeySecretRef"]["name"] = f"{name}-wallet"
-    body["spec"].update(spec_changes)
-    created: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
-        *API, namespace, v1alpha1.PLURAL, body
-    )
-    return created
-
-
-async def get_worker(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    got: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-        *API, namespace, v1alpha1.PLURAL, name
-    )
-    return got
-
-
-def conditions(worker: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in worker.get("status", {}).get("conditions", [])}
-
-
-async def worker_pods(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:
-    pods = await client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"{LABEL_WORKER}={name}"
-    )
-    return list(pods.items)
-
-
-def worker_deleted(
-    api: client.ApiClient, namespace: str, name: str
-) -> Callable[[], Awaitable[bool]]:
-    """A probe for :func:`eventually`: the worker is gone (its finalizer released)."""
-
-    async def gone() -> bool:
-        try:
-            await get_worker(api, namespace, name)
-        except ApiException as err:
-            return err.status == 404
-        return False
-
-    return gone
+    operator("--attestation-boot-grace-seconds", "0", *metrics.args(), log=log)
+    return log
 
 
 async def touch_pod(api: client.ApiClient, namespace: str, name: str, value: str) -> None:
@@ -134,7 +67,7 @@ async def phase_is(
 
 
 async def test_worker_reaches_a_cc_node_and_status_progresses(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator_log: Path
 ) -> None:
     await create_worker(api, namespace, "w0")
     worker = await eventually(
@@ -182,7 +115,7 @@ async def test_worker_reaches_a_cc_node_and_status_progresses(
 
 
 async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_instance(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator_log: Path
 ) -> None:
     core = client.CoreV1Api(api)
     cc = await core.list_node(label_selector="cocoon.network/sim-node-kind=cc")
@@ -225,7 +158,7 @@ async def test_a_worker_whose_host_ports_are_taken_everywhere_moves_to_another_i
 
 
 async def test_no_qualifying_node_is_a_condition_not_a_crash_loop(
-    api: client.ApiClient, namespace: str, operator: Path, metrics: OperatorMetrics
+    api: client.ApiClient, namespace: str, operator_log: Path, metrics: OperatorMetrics
 ) -> None:
     await create_worker(api, namespace, "h200", gpu={"product": "NVIDIA-H200"})
 
@@ -255,7 +188,6 @@ async def test_launcher_pods_get_the_priority_class_the_operator_is_given(
 ) -> None:
     """--launcher-priority-class (the chart's launcher.priorityClassName) reaches the
     pods the operator creates, and the apiserver resolves it to the class's value."""
-    await install_crds(api)
     scheduling = client.SchedulingV1Api(api)
     name = f"{namespace}-launchers"[:63]
     await scheduling.create_priority_class(
@@ -279,7 +211,7 @@ async def test_launcher_pods_get_the_priority_class_the_operator_is_given(
 
 
 async def test_deletion_leaves_no_pod_and_no_finalizer(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator_log: Path
 ) -> None:
     await create_worker(api, namespace, "gone")
     await eventually(
@@ -303,7 +235,7 @@ async def test_deletion_leaves_no_pod_and_no_finalizer(
 
 
 async def test_pause_stops_reconciliation_and_resume_rotates_to_the_new_model(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator_log: Path
 ) -> None:
     custom = client.CustomObjectsApi(api)
     await create_worker(api, namespace, "rot")
@@ -361,7 +293,7 @@ async def test_pause_stops_reconciliation_and_resume_rotates_to_the_new_model(
 
 
 async def test_cordoned_node_workers_move_and_the_node_stays_cordoned(
-    api: client.ApiClient, namespace: str, operator: Path
+    api: client.ApiClient, namespace: str, operator_log: Path
 ) -> None:
     core = client.CoreV1Api(api)
     await create_worker(api, namespace, "mover")

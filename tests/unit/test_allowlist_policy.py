@@ -6,24 +6,14 @@ import hashlib
 
 from cocoon_operator.api.conditions import ConditionType, Reason
 from cocoon_operator.api.v1alpha1 import ChainStatus, CocoonWorkerStatus
-from cocoon_operator.desired.launcher import revision
 from cocoon_operator.policy import allowlist
-from cocoon_operator.policy.allowlist import Listing
 from cocoon_operator.reconcile.worker import plan
-from tests.unit.test_worker_policy import T0, T1, observed, running_pod, spec
-
-REV = revision(spec())
-MODEL = allowlist.model_hash(spec().model)
-IMAGE = "ab" * 32
+from tests.unit.helpers import IMAGE, MODEL, REV, T0, T1, observed, reading, running_pod, spec
 
 
 def conds(p: object) -> dict[str, dict[str, str]]:
     status = p.status  # type: ignore[attr-defined]
     return {c["type"]: c for c in status["conditions"]}
-
-
-def reading(*, model: bool = True, image: bool | None = None, rev: str = REV) -> Listing:
-    return Listing(rev, MODEL, model, IMAGE if image is not None else None, image)
 
 
 def test_model_hash_is_sha256_of_the_cocoon_id() -> None:

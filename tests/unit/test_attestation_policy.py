@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from cocoon_operator.api.v1alpha1 import (
     AttestationPolicy,
-    AttestationSummary,
     ConditionStatus,
     GpuSummary,
 )
@@ -30,42 +29,9 @@ from cocoon_operator.policy.attestation import (
     tdx_policy,
 )
 from cocoon_operator.policy.conditions import rfc3339
+from tests.unit.helpers import GOOD, LAST, NOW, QUOTE, verified_summary
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-QUOTE = "aa" * 32
-GOOD = Verified(
-    quote_sha256=QUOTE,
-    image_hash="11" * 32,
-    mrtd="22" * 48,
-    tcb_status="UpToDate",
-    report_data="33" * 64,
-    captured_at=NOW - timedelta(minutes=10),
-    valid_until=NOW + timedelta(days=1),
-)
-# What the operator remembers of GOOD, verified at NOW for pod uid "u1".
-LAST = LastVerification(
-    pod_uid="u1",
-    quote_sha256=QUOTE,
-    image_hash=GOOD.image_hash,
-    verified_at=NOW,
-    valid_until=NOW + timedelta(seconds=1800),
-    gpu_checked=False,
-)
-
-
-def verified_summary(
-    at: datetime = NOW, *, pod: str = "p1", reattest: int = 900
-) -> AttestationSummary:
-    return decide(
-        GOOD,
-        previous=None,
-        pod=pod,
-        gate=None,
-        trust=TrustMode.TEST,
-        reattest_seconds=reattest,
-        now=at,
-    ).summary
 
 
 def test_first_success_opens_the_gate_and_records_an_event() -> None:

@@ -16,8 +16,7 @@ from aiohttp import web
 
 from cocoon_operator.cli import build_parser, main
 from cocoon_operator.kubectl_plugin.cli import build_parser as plugin_parser
-
-from .test_kube_client import _kubeconfig, serve
+from tests.unit.helpers import serve, write_kubeconfig
 
 
 def _closed_port() -> int:
@@ -32,7 +31,7 @@ def test_nodes_against_an_unreachable_apiserver_is_one_line_naming_the_server(
     tmp_path: Path,
 ) -> None:
     port = _closed_port()
-    config = _kubeconfig(tmp_path / "kubeconfig", {"server": f"https://127.0.0.1:{port}"}, {})
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"server": f"https://127.0.0.1:{port}"}, {})
     # The installed command, as an admin runs it from a laptop.
     done = subprocess.run(
         [sys.executable, "-m", "cocoon_operator", "nodes", "--kubeconfig", str(config)],
@@ -83,7 +82,7 @@ async def forbidding_apiserver() -> Iterator[str]:  # type: ignore[misc]
 async def test_an_apiserver_refusal_is_one_line_with_its_message(
     tmp_path: Path, forbidding_apiserver: str
 ) -> None:
-    config = _kubeconfig(tmp_path / "kubeconfig", {"server": forbidding_apiserver}, {})
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"server": forbidding_apiserver}, {})
     done = await _run_cli("nodes", "--kubeconfig", str(config))
     assert done.returncode == 1
     assert done.stderr.splitlines() == [

@@ -23,7 +23,7 @@ from cocoon_operator.policy.attestation import (
     needs_verification,
 )
 from cocoon_operator.policy.conditions import rfc3339
-from tests.unit.test_attestation_policy import GOOD, LAST, NOW, QUOTE, verified_summary
+from tests.unit.helpers import GOOD, LAST, NOW, QUOTE, verified_summary
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 YEARS = timedelta(days=3650)

@@ -4,30 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
 
-import kopf
-
-from cocoon_operator.cli import register_core
-from cocoon_operator.handlers.runtime import Runtime
-
-
-def operator_registry() -> kopf.OperatorRegistry:
-    """A registry with the handlers every operator process runs (cli.py), as it wires them."""
-    registry = kopf.OperatorRegistry()
-    register_core(registry, Runtime())
-    return registry
-
-
-def per_object_handlers(registry: kopf.OperatorRegistry) -> list[Any]:
-    """Every handler kopf runs for an object's events (indexes, watches, changes,
-    daemons and timers) in ``registry``."""
-    return [
-        *registry._indexing.get_all_handlers(),
-        *registry._watching.get_all_handlers(),
-        *registry._changing.get_all_handlers(),
-        *registry._spawning.get_all_handlers(),
-    ]
+from tests.unit.helpers import operator_registry, per_object_handlers
 
 
 def test_every_per_object_handler_runs_on_the_event_loop() -> None:

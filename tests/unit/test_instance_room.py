@@ -19,7 +19,7 @@ from cocoon_operator.handlers.runtime import Deps, Indexes
 from cocoon_operator.policy.instances import choose_instance, instance_room, slots_coming
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import plan
-from tests.unit.test_worker_policy import T0, blocked_pod, observed, spec
+from tests.unit.helpers import T0, blocked_pod, observed, spec
 
 
 def test_room_is_the_open_nodes_where_the_index_is_free_less_the_pods_waiting() -> None:

@@ -14,7 +14,7 @@ import pickle
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +41,10 @@ from cocoon_operator.k8s.rest import (
     path,
 )
 from cocoon_operator.k8s.webhook_tls import self_signed
+from tests.unit.helpers import serve, write_kubeconfig
 
 NOW = dt.datetime.now(dt.UTC)
 Seen = list[dict[str, Any]]
-
-
-async def serve(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ssl_context: ssl.SSLContext | None = None,
-) -> tuple[web.AppRunner, int]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, port
 
 
 @pytest.fixture
@@ -217,19 +204,6 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "here",
-        "contexts": [{"name": "here", "context": {"cluster": "c", "user": "u", "namespace": "ns"}}],
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "u", "user": user}],
-    }
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 async def test_a_kubeconfig_client_certificate_and_ca_make_a_verified_mutual_tls_request(
     tmp_path: Path,
 ) -> None:
@@ -246,7 +220,7 @@ async def test_a_kubeconfig_client_certificate_and_ca_make_a_verified_mutual_tls
         return web.json_response({"kind": "NodeList", "items": []})
 
     runner, port = await serve(handler, tls)
-    config = _kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kubeconfig",
         {"server": f"https://127.0.0.1:{port}", "certificate-authority-data": _b64(server_cert)},
         {"client-certificate-data": _b64(client_cert), "client-key-data": _b64(client_key)},
@@ -258,7 +232,7 @@ async def test_a_kubeconfig_client_certificate_and_ca_make_a_verified_mutual_tls
             assert await kube.request("GET", "/api/v1/nodes") == {"kind": "NodeList", "items": []}
         # The same server is refused with another CA: the answer is verified.
         other_ca, _ = self_signed(tmp_path / "other", ["127.0.0.1"], now=NOW)
-        wrong = _kubeconfig(
+        wrong = write_kubeconfig(
             tmp_path / "wrong",
             {"server": f"https://127.0.0.1:{port}", "certificate-authority": str(other_ca)},
             {"client-certificate": str(client_cert), "client-key": str(client_key)},
@@ -274,17 +248,19 @@ async def test_a_kubeconfig_client_certificate_and_ca_make_a_verified_mutual_tls
 def test_kubeconfig_files_relative_to_it_and_the_first_file_wins(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "token").write_text("from-file\n")
-    first = _kubeconfig(
+    first = write_kubeconfig(
         tmp_path / "conf" / "first",
         {"server": "http://first.example:8080/", "tls-server-name": "api"},
         {"tokenFile": "token"},
     )
-    second = _kubeconfig(tmp_path / "second", {"server": "http://second.example"}, {"token": "t"})
+    second = write_kubeconfig(
+        tmp_path / "second", {"server": "http://second.example"}, {"token": "t"}
+    )
     connection = from_kubeconfig([first, second])
     assert connection.server == "http://first.example:8080"
     assert connection.server_hostname == "api"
     assert connection.authorization() == "Bearer from-file"
-    basic = _kubeconfig(
+    basic = write_kubeconfig(
         tmp_path / "basic", {"server": "http://x"}, {"username": "u", "password": "p"}
     )
     assert from_kubeconfig([basic]).authorization() == "Basic " + base64.b64encode(b"u:p").decode()
@@ -307,7 +283,7 @@ def test_kubeconfig_files_relative_to_it_and_the_first_file_wins(tmp_path: Path)
 def test_a_kubeconfig_it_cannot_use_is_refused_naming_the_field(
     tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], named: str
 ) -> None:
-    config = _kubeconfig(tmp_path / "kubeconfig", cluster, user)
+    config = write_kubeconfig(tmp_path / "kubeconfig", cluster, user)
     with pytest.raises(KubeconfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         from_kubeconfig([config])
 
@@ -379,7 +355,7 @@ def test_inline_certificate_data_may_be_split_across_lines(tmp_path: Path) -> No
     cert, _ = self_signed(tmp_path / "pki", ["127.0.0.1"], now=NOW)
     data = _b64(cert)
     wrapped = "\n".join(data[i : i + 64] for i in range(0, len(data), 64))
-    config = _kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kubeconfig",
         {"server": "https://127.0.0.1:6443", "certificate-authority-data": wrapped},
         {"token": "t"},

@@ -27,8 +27,7 @@ from cocoon_operator.k8s.kubeconfig import (
 )
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.k8s.webhook_tls import self_signed
-
-from .test_kube_client import _kubeconfig, serve
+from tests.unit.helpers import serve, write_kubeconfig
 
 V1 = "client.authentication.k8s.io/v1"
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -146,7 +145,7 @@ async def test_a_kubeconfig_exec_user_sends_the_plugins_token_to_the_apiserver(
         spec["provideClusterInfo"] = True
         # A relative command with a slash is relative to the kubeconfig's directory.
         spec["command"] = "bin/fake-login"
-        config = _kubeconfig(
+        config = write_kubeconfig(
             tmp_path / "kubeconfig",
             {"server": f"http://127.0.0.1:{port}", "tls-server-name": "api.example"},
             {"exec": spec},
@@ -184,7 +183,7 @@ async def test_a_client_certificate_from_the_plugin_makes_a_mutual_tls_request(
     runner, port = await serve(handler, tls)
     try:
         spec = _spec(tmp_path, MODE="cert", CERT=str(client_cert), KEY=str(client_key))
-        config = _kubeconfig(
+        config = write_kubeconfig(
             tmp_path / "kubeconfig",
             {
                 "server": f"https://127.0.0.1:{port}",
@@ -227,7 +226,7 @@ def test_a_plugin_that_fails_is_one_error_naming_the_user_never_its_output(
     message: str,
 ) -> None:
     spec = {**_spec(tmp_path, **env), **change}
-    config = _kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, {"exec": spec})
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, {"exec": spec})
     with pytest.raises(KubeconfigError, match=message) as info:
         from_kubeconfig([config])
     assert "token-that-must-not-leak" not in str(info.value)
@@ -251,7 +250,7 @@ def test_an_exec_section_it_cannot_run_is_refused_before_running_anything(
     tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     spec = {**_spec(tmp_path), **change}
-    config = _kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, {"exec": spec})
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, {"exec": spec})
     with pytest.raises(KubeconfigError, match=message):
         from_kubeconfig([config])
     assert _runs(tmp_path) == 0
@@ -270,7 +269,7 @@ def test_auth_provider_users_are_refused_naming_the_provider_and_the_way_out(
     tmp_path: Path, provider: str, advice: str
 ) -> None:
     user = {"auth-provider": {"name": provider, "config": {"id-token": "secret-id-token"}}}
-    config = _kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, user)
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"server": "https://x"}, user)
     with pytest.raises(KubeconfigError) as info:
         from_kubeconfig([config])
     text = str(info.value)
@@ -286,7 +285,7 @@ def test_kubeconfig_written_by_a_cloud_cli_parses(tmp_path: Path) -> None:
     spec["installHint"] = "Install gke-gcloud-auth-plugin"
     spec["provideClusterInfo"] = True
     path = tmp_path / "kubeconfig"
-    _kubeconfig(path, {"server": "http://127.0.0.1:1"}, {"exec": spec})
+    write_kubeconfig(path, {"server": "http://127.0.0.1:1"}, {"exec": spec})
     assert yaml.safe_load(path.read_text())["users"][0]["user"]["exec"]["apiVersion"] == V1
     assert from_kubeconfig([path]).authorization() == "Bearer tok-1"
 
@@ -299,7 +298,7 @@ def test_kopf_logs_in_with_the_plugins_token_and_its_expiry(
     from cocoon_operator.handlers.process import login  # noqa: PLC0415 - loads kopf
 
     expires = "2030-01-01T00:00:00Z"
-    config = _kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kubeconfig",
         {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True},
         {"exec": _spec(tmp_path, EXPIRES=expires)},
@@ -312,7 +311,9 @@ def test_kopf_logs_in_with_the_plugins_token_and_its_expiry(
     assert info.token == "tok-1"
     assert info.expiration == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     # A user with a token of its own is kopf's alone: no plugin is run.
-    static = _kubeconfig(tmp_path / "static", {"server": "https://127.0.0.1:1"}, {"token": "t"})
+    static = write_kubeconfig(
+        tmp_path / "static", {"server": "https://127.0.0.1:1"}, {"token": "t"}
+    )
     monkeypatch.setenv("KUBECONFIG", str(static))
     runs = _runs(tmp_path)
     info = login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())

@@ -23,8 +23,7 @@ from aiohttp import web
 from cocoon_operator import __version__
 from cocoon_operator.kubectl_plugin import bundle, logs, redact
 from cocoon_operator.kubectl_plugin.cli import build_parser, default_namespace
-
-from .test_kube_client import serve
+from tests.unit.helpers import serve
 
 R = redact.REDACTED
 NOW = dt.datetime(2026, 12, 6, 12, 0, 0, tzinfo=dt.UTC)

@@ -20,7 +20,7 @@ from cocoon_operator.k8s.latest import LatestObjects, newer, resource_version
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import ObservedWorker, plan
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.unit.test_worker_policy import T0, spec
+from tests.unit.helpers import T0, spec
 
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cocoon_operator.api import labels, v1alpha1
+from cocoon_operator.api import labels
 from cocoon_operator.api.labels import ANNOTATION_WORKER_INI, READINESS_GATE
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
@@ -24,29 +24,16 @@ from cocoon_operator.desired.config import (
 from cocoon_operator.desired.launcher import (
     _REVISION_FIELDS,
     CONFIG_PATH,
-    WorkerRef,
     launcher_pod,
     revision,
 )
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
+from tests.unit.helpers import WORKER, container, spec
 
 # The operator's control public key the launcher pods built here trust.
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER = WorkerRef(name="worker-0", namespace="gpu", uid="00000000-0000-0000-0000-000000000001")
-
-
-def spec(**changes: Any) -> v1alpha1.CocoonWorkerSpec:
-    docs = yaml.safe_load_all((REPO / "examples" / "cocoonworker.yaml").read_text())
-    raw = next(d for d in docs if d["kind"] == v1alpha1.KIND)["spec"]
-    return v1alpha1.CocoonWorkerSpec.model_validate({**raw, **changes})
-
-
-def container(pod: dict[str, Any]) -> dict[str, Any]:
-    (only,) = pod["spec"]["containers"]
-    result: dict[str, Any] = only
-    return result
 
 
 @pytest.mark.parametrize(("index", "port", "cid"), [(0, 12000, 6), (1, 12010, 16), (9, 12090, 96)])

@@ -16,7 +16,7 @@ from cocoon_operator.policy.launcherimages import (
     introduced_template_image_errors,
 )
 from cocoon_operator.reconcile.worker import plan
-from tests.unit.test_worker_policy import T0, observed, running_pod, spec
+from tests.unit.helpers import T0, observed, running_pod, spec
 
 DIGEST = "sha256:" + "fe" * 32
 OTHER = "sha256:" + "0a" * 32

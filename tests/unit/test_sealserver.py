@@ -27,7 +27,7 @@ from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.reconcile.worker import ObservedWorker, plan
 from cocoon_operator.simulator._release import seal_digests
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.unit.test_worker_policy import spec as example_spec
+from tests.unit.helpers import spec as example_spec
 
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
 

@@ -37,7 +37,7 @@ from cocoon_operator.policy.treasury import (
     start_funding_bounds,
 )
 from cocoon_operator.reconcile.worker import plan
-from tests.unit.test_worker_policy import T0, T1, observed, running_pod, spec
+from tests.unit.helpers import T0, T1, observed, running_pod, spec
 
 TON = 1_000_000_000
 REV = revision(spec())

@@ -8,8 +8,7 @@ from typing import Any
 
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus
 from cocoon_operator.reconcile.worker import apply_merge_patch, plan
-from tests.unit.test_allowlist_policy import reading
-from tests.unit.test_worker_policy import T0, T1, observed
+from tests.unit.helpers import T0, T1, observed, reading
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

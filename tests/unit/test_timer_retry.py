@@ -20,7 +20,7 @@ from cocoon_operator.handlers.retry import quiet_outages, transient_api_error
 from cocoon_operator.handlers.runtime import Runtime, Tick
 from cocoon_operator.k8s.rest import ApiError
 from tests.unit.clocks import FakeClock
-from tests.unit.test_handler_registration import operator_registry
+from tests.unit.helpers import operator_registry
 
 LOG = logging.getLogger("test.checks")
 

@@ -15,8 +15,7 @@ from cocoon_operator.handlers.nodetracker import NodeReportOptions
 from cocoon_operator.handlers.process import configure
 from cocoon_operator.handlers.runtime import Runtime
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.unit.test_handler_registration import operator_registry, per_object_handlers
-from tests.unit.test_launcher import WORKER, spec
+from tests.unit.helpers import WORKER, operator_registry, per_object_handlers, spec
 
 # The operator's control public key the launcher pods built here trust.
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key

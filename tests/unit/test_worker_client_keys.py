@@ -16,7 +16,7 @@ from cocoon_operator.handlers.control import drain
 from cocoon_operator.handlers.runtime import Deps
 from cocoon_operator.policy.worker import PodFacts
 from cocoon_operator.workerapi import ControlKeys, ControlSigner, generate_private_key_text
-from tests.cluster.test_admission import EXAMPLE
+from tests.cluster.helpers import EXAMPLE
 
 NOW = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
 CURRENT = ControlSigner.from_text(generate_private_key_text())

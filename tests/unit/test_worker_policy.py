@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.conditions import ConditionType, Phase, Reason
 from cocoon_operator.api.instance import InstanceSlot
 from cocoon_operator.api.labels import ANNOTATION_WORKER_INI
 from cocoon_operator.api.v1alpha1 import CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.desired.config import worker_config
-from cocoon_operator.desired.launcher import WorkerRef, revision
+from cocoon_operator.desired.launcher import revision
 from cocoon_operator.policy.conditions import ObservedCondition as Obs
 from cocoon_operator.policy.conditions import merge
 from cocoon_operator.policy.instances import choose_instance, try_another
@@ -24,43 +20,18 @@ from cocoon_operator.policy.worker import ChainFacts, PodFacts, view
 from cocoon_operator.reconcile.gather import pod_facts
 from cocoon_operator.reconcile.worker import (
     Event,
-    ObservedWorker,
     Plan,
     held_for_drain,
     phase_event,
     plan,
     with_recorded,
 )
-from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-
-CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key
+from tests.unit.helpers import T0, T1, blocked_pod, observed, running_pod, spec
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-REPO = Path(__file__).resolve().parents[2]
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-T1 = T0 + dt.timedelta(minutes=5)
-REF = WorkerRef("w", "ns", "uid-1")
 
 
 TON = 1_000_000_000
-
-
-def spec(**changes: Any) -> v1alpha1.CocoonWorkerSpec:
-    docs = yaml.safe_load_all((REPO / "examples" / "cocoonworker.yaml").read_text())
-    raw = next(d for d in docs if d["kind"] == v1alpha1.KIND)["spec"]
-    return v1alpha1.CocoonWorkerSpec.model_validate({**raw, **changes})
-
-
-def running_pod(rev: str, **changes: Any) -> PodFacts:
-    base: dict[str, Any] = {
-        "name": f"w-{rev}",
-        "node": "n1",
-        "phase": "Running",
-        "scheduled": T,
-        "revision": rev,
-        "instance": 0,
-    }
-    return PodFacts(**{**base, **changes})
 
 
 def test_transition_time_moves_only_when_status_flips() -> None:
@@ -203,19 +174,6 @@ def test_choose_instance_spreads_indexes(
     assert choose_instance(in_use, avoid=avoid) == expected
 
 
-def observed(pods: tuple[PodFacts, ...] = (), **changes: Any) -> ObservedWorker:
-    base: dict[str, Any] = {
-        "ref": REF,
-        "generation": 1,
-        "spec": spec(),
-        "status": CocoonWorkerStatus(),
-        "pods": pods,
-        "instances_in_use": {0: 5},
-        "control_key": CONTROL_KEY,
-    }
-    return ObservedWorker(**{**base, **changes})
-
-
 def test_plan_creates_the_pod_of_a_new_worker_with_its_configuration() -> None:
     p = plan(observed(), now=T0)
     assert [o["kind"] for o in p.apply] == ["Pod"]  # the configuration is in it
@@ -312,24 +270,6 @@ def test_only_ready_failed_and_leaving_ready_are_announced() -> None:
     assert failed is not None and failed.warning
     left = phase_event("Ready", Phase.ATTESTING)
     assert left is not None and left.warning and "no longer Ready" in left.message
-
-
-PORTS_MESSAGE = (
-    "0/6 nodes are available: 3 node(s) didn't have free ports for the requested pod ports,"
-    " 3 node(s) didn't match Pod's node affinity/selector."
-)
-
-
-def blocked_pod(rev: str, instance: int = 1, message: str = PORTS_MESSAGE) -> PodFacts:
-    return running_pod(
-        rev,
-        node=None,
-        phase="Pending",
-        scheduled=F,
-        scheduled_reason="Unschedulable",
-        scheduled_message=message,
-        instance=instance,
-    )
 
 
 def test_a_pod_whose_host_ports_are_taken_everywhere_moves_to_another_instance() -> None:

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon_operator.attestation import cli
 from cocoon_operator.attestation.testing.ratls import build_ratls_certificate
+from tests.unit.attestation.helpers import COCOON_MRTD, SAMPLE_MRTD, SAMPLE_RTMR
 
 from .conftest import AT_OUTDATED
-from .test_quote import COCOON_MRTD, SAMPLE_MRTD, SAMPLE_RTMR
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -22,9 +22,9 @@ from cocoon_operator.attestation import (
     report_data_for_key,
     report_data_for_nonce,
 )
+from tests.unit.attestation.helpers import SAMPLE_MRTD
 
 from .conftest import AT_DCAP_SAMPLE
-from .test_quote import SAMPLE_MRTD
 
 MODEL = "Qwen/Qwen3-32B@0123456789abcdef0123456789abcdef01234567:" + "ab" * 32
 OPEN = TdxPolicy(require_report_data_binding=False)

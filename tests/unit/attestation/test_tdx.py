@@ -36,10 +36,10 @@ from cocoon_operator.attestation.errors import (
     ValidityPeriodError,
     VerificationError,
 )
+from tests.unit.attestation.helpers import COCOON_MRTD, SAMPLE_MRTD, SAMPLE_RTMR
 
 from ._pki import make_ca, pem
 from .conftest import AT_DCAP_EXPIRED, AT_DCAP_SAMPLE, AT_OUTDATED
-from .test_quote import COCOON_MRTD, SAMPLE_MRTD, SAMPLE_RTMR
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from cocoon_operator.attestation.testing.pki import DcapTestPki, generate_test_pki
 from cocoon_operator.simulator import WorkerSimulator, start_simulator
 from tests.unit.clocks import FakeClock
-from tests.unit.evidence.test_checker import START
+from tests.unit.evidence.helpers import START
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cocoon_operator.attestation.pccs import PccsCollateralSource
 from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator, fetch_peer_certificate
-from tests.unit.evidence.test_checker import START, check, checker_for
+from tests.unit.evidence.helpers import START, check, checker_for
 
 
 async def test_a_hanging_ratls_port_is_unreachable_within_the_timeout_then_recovers(

@@ -21,7 +21,7 @@ from cocoon_operator.evidence import EvidenceChecker
 from cocoon_operator.policy.attestation import UNREACHABLE, Rejected, TrustMode, Verified
 from cocoon_operator.simulator import WorkerSimulator
 from cocoon_operator.workerapi import GpuEvidenceDocument, fetch_gpu_evidence
-from tests.unit.evidence.test_checker import START, check, checker_for
+from tests.unit.evidence.helpers import START, check, checker_for
 
 VERIFY = AttestationPolicy(gpu=GpuAttestationPolicy(mode=GpuEvidenceMode.VERIFY))
 

@@ -26,10 +26,7 @@ from cocoon_operator.ton.address import Address
 from cocoon_operator.ton.cells import cell_from_boc, cell_to_boc, core
 from cocoon_operator.ton.client import AddressInformation
 from cocoon_operator.ton.wallet import Transfer
-
-from .test_treasury import TON, Env, env, requests_for, treasury_seqno
-
-__all__ = ["env"]  # the fixture, parametrised over v4r2 and v5r1
+from tests.unit.funding.helpers import TON, Env, requests_for, treasury_seqno
 
 
 async def record_signed(

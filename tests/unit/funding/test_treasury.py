@@ -6,64 +6,24 @@ for both wallet versions: 4 and 255 transfers per message."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import multiprocessing
 import os
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from cocoon_operator.api.v1alpha1 import Funding
 from cocoon_operator.funding import (
     FileLedgerStore,
     IntentState,
     MemoryLedgerStore,
-    TopUpRequest,
-    Treasury,
 )
 from cocoon_operator.policy.treasury import FundingLimits, start_funding_bounds
-from cocoon_operator.ton.address import Address
-from cocoon_operator.ton.client import TonClient
-from cocoon_operator.ton.localchain import LocalChain, RunningLocalChain, start_local_chain
-from cocoon_operator.ton.wallet import Wallet, WalletKey, WalletVersion, make_wallet
-from tests.unit.clocks import OffsetClock
 from tests.unit.funding import fund_once
+from tests.unit.funding.helpers import TON, TREASURY_SEED, Env, requests_for, treasury_seqno
 
-TON = 1_000_000_000
 REPO = Path(__file__).resolve().parents[3]
-TREASURY_SEED = bytes(range(32))
-
-
-@dataclass
-class Env:
-    chain: RunningLocalChain
-    ton: TonClient
-    clock: OffsetClock
-    treasury_key: WalletKey
-    wallet: Wallet
-
-    def nodes(self, count: int) -> list[str]:
-        """Addresses of ``count`` node wallets, not deployed (as a new worker's)."""
-        return [Address(0, hashlib.sha256(b"node %d" % i).digest()).to_raw() for i in range(count)]
-
-    def treasury(
-        self, store: MemoryLedgerStore, cap: int, monotonic: Callable[[], float] = time.monotonic
-    ) -> Treasury:
-        return Treasury(
-            self.ton,
-            self.treasury_key,
-            store,
-            global_daily_cap=cap,
-            clock=self.clock,
-            wallet=self.wallet,
-            confirm_timeout=2,
-            poll_interval=0.05,
-            monotonic=monotonic,
-        )
 
 
 class Stopwatch:
@@ -81,35 +41,6 @@ class Stopwatch:
         if self.skipping:
             self.skipped += 60
         return time.monotonic() + self.skipped
-
-
-@pytest.fixture(params=[WalletVersion.V4R2, WalletVersion.V5R1])
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    clock = OffsetClock()
-    chain = LocalChain(clock=clock)
-    key = WalletKey(TREASURY_SEED)
-    wallet = make_wallet(request.param, key.public_key)
-    chain.deploy_wallet(key, 10_000 * TON, version=wallet.version)
-    running = await start_local_chain(chain)
-    ton = TonClient(running.api_url, timeout=10)
-    try:
-        yield Env(running, ton, clock, key, wallet)
-    finally:
-        await ton.close()
-        await running.close()
-
-
-async def requests_for(env: Env, addresses: list[str]) -> list[TopUpRequest]:
-    return [
-        TopUpRequest(f"ns/w{i}", a, await env.ton.get_address_balance(a), 5 * TON, 10 * TON)
-        for i, a in enumerate(addresses)
-    ]
-
-
-async def treasury_seqno(env: Env) -> int:
-    """The seqno as the API's wallet reading has it (the contract's get-method)."""
-    info = await env.ton.get_wallet_information(env.wallet.address)
-    return info.seqno or 0
 
 
 async def test_wallets_are_funded_in_full_messages_exactly_once(env: Env) -> None:

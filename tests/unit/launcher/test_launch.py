@@ -33,7 +33,7 @@ from cocoon_operator.nodeagent._sweep import lock_held
 from cocoon_operator.simulator._release import release_digests, write_release
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
 from cocoon_operator.workerapi import ControlSigner, generate_private_key_text
-from tests.unit.test_launcher import WORKER, container, spec
+from tests.unit.helpers import WORKER, container, spec
 
 # The operator's control public key the launcher pods built here trust.
 CONTROL_KEY = ControlSigner.from_text(generate_private_key_text()).public_key

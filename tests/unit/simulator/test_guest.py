@@ -13,7 +13,7 @@ from cocoon_operator.launcher._run import Prepared, prepare_launch
 from cocoon_operator.simulator._guest import GuestBootError, boot
 from cocoon_operator.simulator._release import write_release
 from cocoon_operator.ton.cocoonwallet import node_wallet_address_of_key
-from tests.unit.test_launcher import spec
+from tests.unit.helpers import spec
 
 KEY = "c2ltdWxhdGVkLW5vZGUtd2FsbGV0LWtleS0wMDAwMDA="
 

@@ -21,7 +21,7 @@ from cocoon_operator.workerapi import (
     WorkerNotInitialisedError,
     WorkerStatsError,
 )
-from tests.unit.workerapi.test_stats import JSONSTATS
+from tests.unit.workerapi.helpers import JSONSTATS
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
