@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,30 @@ def _without_model_progress(versions: list[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
+def _changes(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each status version changed from the one before (for a failure's message:
+    which fields a second write of a phase carried)."""
+    out = []
+    for before, after in itertools.pairwise(versions):
+        conditions = {c["type"]: c for c in before.get("conditions", [])}
+        out.append(
+            {
+                "phase": after.get("phase"),
+                "fields": sorted(
+                    k
+                    for k in set(before) | set(after)
+                    if k != "conditions" and before.get(k) != after.get(k)
+                ),
+                "conditions": {
+                    c["type"]: (c.get("reason"), c.get("message"))
+                    for c in after.get("conditions", [])
+                    if conditions.get(c["type"]) != c
+                },
+            }
+        )
+    return out
+
+
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
@@ -163,7 +188,7 @@ async def test_each_step_writes_its_facts_and_the_conditions_they_imply_at_once(
     # Registering (attested), Ready (funded): each written once, in order.
     # (kopf may take two quick pod events as one, skipping Starting.)
     order = ["Pending", "Starting", "Attesting", "Registering", "Ready"]
-    assert phases == [p for p in order if p in phases], phases
+    assert phases == [p for p in order if p in phases], (phases, _changes(versions))
     assert {"Pending", "Registering", "Ready"} <= set(phases), phases
     assert versions[0]["pod"] and "instance" in versions[0]
     summary_first = next(v for v in versions if "attestation" in v)
