@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -110,15 +111,19 @@ class Chain:
         return HttpResponse.json(200, {"ok": True, "result": str(self.balances.get(address, 0))})
 
 
-def book_over(chain: Chain, clock: FakeClock) -> BalanceBook:
-    ton = TonClient(
+def client_over(handler: Any) -> TonClient:
+    """A TON client whose every request ``handler`` answers (no retries, no URL cut)."""
+    return TonClient(
         "http://ton.invalid/api/v2",
-        transport=MockTransport(chain),
+        transport=MockTransport(handler),
         retry=RetryPolicy(max_attempts=1),
         rng=random.Random(1),
         max_url_bytes=10**6,
     )
-    return BalanceBook(ton, interval=INTERVAL, clock=clock, sleep=no_wait)
+
+
+def book_over(chain: Chain, clock: FakeClock) -> BalanceBook:
+    return BalanceBook(client_over(chain), interval=INTERVAL, clock=clock, sleep=no_wait)
 
 
 async def test_a_fleets_checks_within_one_interval_cost_one_request() -> None:
@@ -319,13 +324,7 @@ async def test_a_check_whose_reading_aged_while_a_sweep_is_out_waits_for_that_sw
         await release.wait()  # the sweep's request is slow to come back
         return answer(request)
 
-    book.ton = TonClient(
-        "http://ton.invalid/api/v2",
-        transport=MockTransport(slow_index),
-        retry=RetryPolicy(max_attempts=1),
-        rng=random.Random(1),
-        max_url_bytes=10**6,
-    )
+    book.ton = client_over(slow_index)
     clock.t += INTERVAL * SWEEP_SHARE
     sweep = asyncio.create_task(book.sweep())
     await asyncio.sleep(0)
