@@ -122,3 +122,40 @@ def test_the_projection_extends_the_line_through_two_runs_and_names_the_worst_fi
 def test_a_projection_needs_two_fleet_sizes(bench: ModuleType) -> None:
     with pytest.raises(SystemExit, match="two fleet sizes"):
         bench.project(run(1000), run(1000), 10_000)
+
+
+def _status(phase: str, **conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "conditions": [
+            {"type": kind, "status": status, "reason": reason, "message": message}
+            for kind, (status, reason, message) in conditions.items()
+        ],
+    }
+
+
+def test_a_status_write_is_named_by_the_phase_the_turned_and_reworded_conditions_and_fields(
+    bench: ModuleType,
+) -> None:
+    before = _status(
+        "Starting",
+        VMRunning=("False", "VMStarting", "pod phase Pending"),
+        ModelReady=("False", "Building", "0%"),
+        Ready=("False", "NotReady", "waiting for: ModelReady, VMRunning"),
+    )
+    after = _status(
+        "Starting",
+        VMRunning=("True", "VMRunning", "runs"),
+        ModelReady=("False", "Building", "25%"),
+        Ready=("False", "NotReady", "waiting for: ModelReady"),
+    )
+    assert bench.status_change(before, {**after, "gpu": "0000:17:00.0"}) == (
+        "+VMRunning ~ModelReady gpu"
+    )
+    moved = {**after, "phase": "Attesting"}
+    assert bench.status_change(after, moved) == "phase Attesting"
+
+
+def test_a_version_whose_status_is_unchanged_is_no_status_write(bench: ModuleType) -> None:
+    status = _status("Pending", Scheduled=("False", "PodCreated", "waiting"))
+    assert bench.status_change(status, dict(status)) == ""
