@@ -6,9 +6,14 @@ import copy
 from typing import Any, cast
 
 import kopf
+import pytest
 
 from cocoon_operator.api.labels import KOPF_PREFIX, PAUSE_ANNOTATION
-from cocoon_operator.k8s.diffbase import MemoryDiffBaseStorage
+from cocoon_operator.handlers import checks
+from cocoon_operator.handlers.checks import Check
+from cocoon_operator.handlers.runtime import DIFFED_GROUPS, Runtime
+from cocoon_operator.k8s.diffbase import LeanAnnotationsProgressStorage, MemoryDiffBaseStorage
+from tests.unit.helpers import operator_registry
 
 PAUSED = ("metadata", "annotations", PAUSE_ANNOTATION)
 
@@ -110,3 +115,74 @@ def test_an_object_without_uid_is_not_stored() -> None:
     storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
     assert len(storage) == 0
     assert storage.fetch(body=body) is None
+
+
+def _pod() -> kopf.Body:
+    raw = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "p-1", "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "launcher", "image": "x"}]},
+    }
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_an_object_outside_the_tracked_groups_gets_an_empty_essence() -> None:
+    storage = MemoryDiffBaseStorage(groups={"cocoon.network"})
+    assert storage.build(body=_pod()) == {}
+    # The operator's own objects still get kopf's essence.
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration")
+    assert storage.build(body=_body()) == kopfs.build(body=_body())
+    assert MemoryDiffBaseStorage().build(body=_pod()) == kopfs.build(body=_pod())
+
+
+def test_only_the_operators_own_group_has_handlers_that_diff_or_idle() -> None:
+    """kopf looks at an essence only for create/update/resume handlers (the diff) and
+    timers and daemons (whether a change resets their idling): each such handler's
+    group must be tracked, or its objects' changes would go unseen."""
+    registry = operator_registry()
+    checks.register(registry, Runtime(), [Check("resync", 600.0, _noop)])
+    tracked = MemoryDiffBaseStorage(groups=DIFFED_GROUPS)
+    handlers = [*registry._changing.get_all_handlers(), *registry._spawning.get_all_handlers()]
+    assert {h.id for h in handlers} >= {"reconcile_worker", "reconcile_pool", "checks"}
+    for handler in handlers:
+        body = {"apiVersion": f"{handler.selector.group}/v1alpha1"}
+        assert tracked.tracks(body), (handler.id, handler.selector.group)
+    assert not tracked.tracks({"apiVersion": "v1"})
+
+
+async def _noop(tick: object) -> None:
+    return None
+
+
+def test_clearing_an_essence_without_kopfs_annotations_returns_it_uncopied() -> None:
+    """kopf's progress annotations are there only while a handler is retried."""
+    lean = LeanAnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    kopfs = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    body = _body()
+    del body["metadata"]["annotations"][f"{KOPF_PREFIX}/checks"]  # type: ignore[index]
+    essence = MemoryDiffBaseStorage().build(body=body)
+    assert lean.clear(essence=essence) == kopfs.clear(essence=essence)
+    assert lean.clear(essence=essence) is essence  # not copied: nothing to strip
+
+
+@pytest.mark.parametrize(
+    "essence",
+    [
+        {"spec": {"a": 1}, "metadata": {"annotations": {f"{KOPF_PREFIX}/progress": "{}"}}},
+        {"spec": {"a": 1}, "metadata": {"labels": {}, "annotations": {"note": "x"}}},
+        {"spec": {"a": 1}, "metadata": {}},
+        {"spec": {"a": 1}, "status": {}},
+    ],
+    ids=["kopf-annotation", "empty-labels", "empty-metadata", "empty-status"],
+)
+def test_clearing_strips_what_kopfs_clear_strips_and_leaves_the_input_alone(
+    essence: dict[str, Any],
+) -> None:
+    lean = LeanAnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    kopfs = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    before = copy.deepcopy(essence)
+    cleared = lean.clear(essence=cast(kopf.BodyEssence, essence))
+    assert cleared == kopfs.clear(essence=cast(kopf.BodyEssence, copy.deepcopy(before)))
+    assert cleared != before
+    assert essence == before

@@ -20,6 +20,7 @@ from cocoon_operator.handlers.controlkey import load_control_keys
 from cocoon_operator.handlers.looplag import LoopLag, OverloadNotice
 from cocoon_operator.handlers.probes import ProbeBudget
 from cocoon_operator.handlers.runtime import Deps, Runtime, utcnow
+from cocoon_operator.k8s.diffbase import LeanAnnotationsProgressStorage
 from cocoon_operator.k8s.kubeconfig import exec_credentials, load
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.metrics import Metrics
@@ -57,7 +58,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = v1alpha1.WORKER_FINALIZER
     # kopf ignores annotations under its own prefix when it diffs objects, so
     # its prefix must not be ours: the pause annotation has to count as a change.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.progress_storage = LeanAnnotationsProgressStorage(prefix=KOPF_PREFIX)
     # Our own Events explain each change; kopf's per-handler log Events would
     # add a write per handler run for nothing.
     settings.posting.level = logging.WARNING

@@ -57,6 +57,10 @@ from cocoon_operator.workerapi import ControlKeys, WorkerClient
 
 FIELD_MANAGER = "cocoon-operator"
 WORKERS = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+# The API groups whose objects have handlers that look at kopf's essence (create,
+# update and resume handlers diff it; timers reset their idling by it): only the
+# operator's own. Other objects get none built (k8s/diffbase.py).
+DIFFED_GROUPS = frozenset({v1alpha1.GROUP})
 
 
 @dataclass
@@ -115,7 +119,9 @@ class Deps:
     unreachable: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     # kopf's diff bases of workers and pools (its settings hold the same object):
     # an object's entry goes when the object does (see worker_gone).
-    diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)
+    diffbase: MemoryDiffBaseStorage = field(
+        default_factory=lambda: MemoryDiffBaseStorage(groups=DIFFED_GROUPS)
+    )
     # What this operator verified and read itself: the only inputs of funding and
     # registration (status is output; see handlers/trust.py).
     trust: TrustState = field(default_factory=TrustState)
