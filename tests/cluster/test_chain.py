@@ -165,6 +165,14 @@ def _turned(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return [c["type"] for c in after.get("conditions", []) if old.get(c["type"]) != c["status"]]
 
 
+def _evidence_renewed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether a write changed only the attestation summary (and perhaps the words of
+    a condition) of a worker already Attested."""
+    rest = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    renewed = "attestation" in rest and rest <= {"attestation", "conditions"}
+    return renewed and _condition(before, "Attested").get("status") == "True"
+
+
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
@@ -202,8 +210,10 @@ async def test_each_step_writes_its_facts_and_the_conditions_they_imply_at_once(
     # may be written twice when two steps fall in it: kwok reports a pod Running at
     # once while the simulated `model ensure` still builds (docs/models.md, "The
     # local stack"), so the VM may run before ModelReady while the phase is Starting.
+    # The one fact that may come alone is a newer quote verified for a VM already
+    # attested (the guest's next key): it implies no condition that is not so already.
     for before, after in itertools.pairwise(versions):
-        assert _turned(before, after), explained
+        assert _turned(before, after) or _evidence_renewed(before, after), explained
     assert {"Pending", "Registering", "Ready"} <= set(phases), phases
     assert versions[0]["pod"] and "instance" in versions[0]
     summary_first = next(v for v in versions if "attestation" in v)

@@ -56,7 +56,7 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
     def __init__(self, groups: Collection[str] | None = None) -> None:
         """``groups``: the API groups whose objects get an essence (None: every object).
         An object of another group gets an empty one: no handler of this operator
-        diffs it (``tests/unit/test_handler_registration.py`` checks the registry)."""
+        diffs it (``tests/unit/test_diffbase.py`` checks the registry)."""
         super().__init__()
         self._essences: dict[str, str] = {}
         self._groups = frozenset(groups) if groups is not None else None
