@@ -46,12 +46,13 @@ class CommandError(Exception):
 class RoutineTimerSuccesses(logging.Filter):
     """Drops kopf's ``Timer 'x' succeeded.`` lines (INFO, logger ``kopf.objects``).
 
-    Every worker has a timer (the checks every few seconds, a slow resync) that
-    nearly always find nothing to do: at a fleet's scale they were nearly all of the operator's
+    Every worker had a kopf timer (the checks every few seconds, a slow resync) that
+    nearly always found nothing to do: at a fleet's scale they were nearly all of the operator's
     log (docs/bench.md, "The measurements behind the code") and buried what changed, which the
-    operator logs and records as Events itself. A timer that fails still logs;
-    ``--log-level debug`` (``--verbose``) keeps these lines too. The text is kopf's (``f"{handler}
-    succeeded."``, ``Timer 'id'`` for a timer).
+    operator logs and records as Events itself. The workers' checks now have a scheduler of
+    their own (handlers/checks.py); every pool still has its resync timer. A timer that fails
+    still logs; ``--log-level debug`` (``--verbose``) keeps these lines too. The text is
+    kopf's (``f"{handler} succeeded."``, ``Timer 'id'`` for a timer).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -546,8 +547,8 @@ def _check_launcher_images(args: argparse.Namespace) -> str | None:
 
 
 def _register_node_reports(args: argparse.Namespace, runtime: Runtime) -> Check:
-    """The node-report step; returns its check for the workers' shared timer (run
-    as often as the attestation check: the shared timer keeps its tick)."""
+    """The node-report step; returns its check for the checks' scheduler (run
+    as often as the attestation check: the scheduler keeps its tick)."""
     import kopf  # noqa: PLC0415
 
     from cocoon_operator.handlers import nodes  # noqa: PLC0415
@@ -615,7 +616,7 @@ def register_core(
 ) -> Check:
     """Register the handlers every operator process runs (its login, startup and
     cleanup, the indexes, the workers', the cordoned nodes' and the pools') in
-    ``registry``; returns the workers' resync check for the shared timer. Every
+    ``registry``; returns the workers' resync check for the checks' scheduler. Every
     handler module registers the same way: ``register(registry, runtime, ...)``.
     The optional steps are registered by :func:`cmd_run` as its flags say."""
     from cocoon_operator.handlers import cordon, indexes, pool, process, worker  # noqa: PLC0415

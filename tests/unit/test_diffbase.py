@@ -144,7 +144,7 @@ def test_only_the_operators_own_group_has_handlers_that_diff_or_idle() -> None:
     checks.register(registry, Runtime(), [Check("resync", 600.0, _noop)])
     tracked = MemoryDiffBaseStorage(groups=DIFFED_GROUPS)
     handlers = [*registry._changing.get_all_handlers(), *registry._spawning.get_all_handlers()]
-    assert {h.id for h in handlers} >= {"reconcile_worker", "reconcile_pool", "checks"}
+    assert {h.id for h in handlers} >= {"reconcile_worker", "reconcile_pool", "resync_pool"}
     for handler in handlers:
         body = {"apiVersion": f"{handler.selector.group}/v1alpha1"}
         assert tracked.tracks(body), (handler.id, handler.selector.group)

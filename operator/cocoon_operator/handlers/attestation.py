@@ -474,7 +474,7 @@ def register(
     registry: kopf.OperatorRegistry, runtime: Runtime, options: AttestationOptions
 ) -> Check:
     """Add the attestation step's start and stop to ``registry``; its check, every
-    ``options.check_seconds``, for the workers' shared timer (:mod:`.checks`). Its
+    ``options.check_seconds``, for the checks' scheduler (:mod:`.checks`). Its
     state (roots, collateral cache, HTTP session) lives here, made at startup."""
     step: list[Attestation] = []
 

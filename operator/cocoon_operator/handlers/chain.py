@@ -1205,7 +1205,7 @@ def register(
     """Add the chain step's start and stop to ``registry``; its state lives here, made at
     startup, and every reconcile reads the allow-lists through ``runtime.read_lists``
     from then on; the check of each attested worker, every ``interval`` s, for the
-    workers' shared timer (:mod:`.checks`)."""
+    checks' scheduler (:mod:`.checks`)."""
     step: list[Chain] = []
 
     async def start(*, logger: Logger, **_: Any) -> None:

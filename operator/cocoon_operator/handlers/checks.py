@@ -1,79 +1,76 @@
-"""One kopf timer per worker for every periodic check.
+"""One scheduler, owned by the operator, runs every worker's periodic checks.
 
-The attestation, chain and coefficient checks each had a kopf timer of their
-own: at 1,000 workers and 5 s intervals that is 36,000 timer runs a minute, and
-profiling the fleet benchmark put much of the event loop in kopf's timer
-machinery (building each run's kwargs, its logger, its outcome) rather than in
-the checks (docs/bench.md). One timer per worker ticks at the shortest interval and runs, in
-the order given, the checks that are due; what each step decides is unchanged.
-The slow resync of each worker (every 10 minutes) is one of them too: a kopf
-timer of its own cost a task, its coroutines and a handful of events and
-flags per worker, sleeping.
+The attestation, chain, coefficient, model and resync checks of a worker were
+first a kopf timer each, then one kopf timer per worker ticking at the
+shortest interval. Profiling the fleet benchmark at 1,000 workers still put
+14% of the steady state's CPU in kopf's timer machinery (each run's kwargs,
+logger, outcome and patch; a task, its coroutines, a stopper and the live body
+kept per worker) and another 16% in the event loop's ``select``, woken by a
+thousand timers that each sleep on their own (docs/bench.md). This module
+keeps one heap of the workers' next due times and one task that sleeps until
+the soonest: a worker costs a heap entry and its due times between checks.
+
+Which workers: every worker kopf has handled once (its create or resume
+handler calls :meth:`Schedule.track`; kopf runs those only after its indexes
+are complete, as it spawned its timers), until the ``workers`` index no
+longer has it or shows it being deleted (kopf stopped a timer then too). Each
+tick of a worker takes its newest snapshot from that index.
 
 Each check gets up to a tick before the next one starts. One that takes longer
 (a top-up awaiting its confirmation, a verification fetching collateral) goes
 on by itself, so it holds up neither the worker's other checks nor its next
 ticks, and is not started again until it is done. Such a check outlives the
-timer when kopf stops it (the worker deleted, the operator stopping) only
-until its own timeouts end it.
+scheduler when the operator stops only until its own timeouts end it.
 
 A check that fails does not hold up the others. An apiserver outage
 (:func:`~cocoon_operator.handlers.retry.transient_api_error`) is one warning
 line and the check is due again next tick; a step's ``kopf.TemporaryError`` is
 one line and its own delay; a ``kopf.PermanentError`` one line and
-:data:`BACKOFF_SECONDS` (a timer kopf stopped for good would never see the
-spec fixed); any other exception is logged with its traceback and the check
-backs off for :data:`BACKOFF_SECONDS` (kopf's own default for a failing
-handler). The worker's other checks go on meanwhile.
+:data:`BACKOFF_SECONDS`; any other exception is logged with its traceback and
+the check backs off for :data:`BACKOFF_SECONDS` (kopf's own default for a
+failing handler). The worker's other checks go on meanwhile. The lines are the
+worker's log (kopf's per-object format) and are not posted as Events: what a
+user must see, the steps record themselves, once per change.
 
 A check that succeeds is due again after its interval times ``stretch(body)``:
 1 unless the operator is overloaded and the worker is Ready (see
-policy/backpressure.py), so routine re-checks give way to workers on their
-way to Ready. While every check of a worker is due more than a tick away
-(stretched so), its timer waits in place until the soonest, rather than be
-woken by kopf every tick for nothing: each kopf timer run costs about a
-millisecond of the event loop (its kwargs, logger, outcome and patch),
-thousands a minute across a fleet, at the very moment the loop is short.
-The wait ends at once when kopf stops the timer (the worker deleted, the
-operator stopping), and within a tick when ``hurry(body)`` says the worker
-needs its checks at their own pace again (it left Ready: its pod lost, say):
-its stretched due times are then pulled back to one interval after each
-check's last run. kopf's ``body`` of a timer is live (replaced in place by
-each watch event), so looking at it once a tick costs a dict read, not a
-kopf timer run.
+policy/backpressure.py), so routine re-checks give way to workers on their way
+to Ready. Once a tick the scheduler asks ``hurry(body)`` of each stretched
+worker; one that needs its checks at their own pace again (it left Ready: its
+pod lost, say) has its due times pulled back to one interval after each
+check's last run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from logging import Logger
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import kopf
 
 from cocoon_operator.handlers.retry import outage_message, transient_api_error
-from cocoon_operator.handlers.runtime import WORKERS, CheckFn, Runtime, Tick
+from cocoon_operator.handlers.runtime import (
+    CheckFn,
+    Indexes,
+    Logger,
+    Runtime,
+    Tick,
+    WorkerIndex,
+)
 
 BACKOFF_SECONDS = 60.0
-# Where each worker's next due times live: kopf gives every object a memo of its
-# own, kept until the object is gone (per-worker state; no wiring is kept there).
-_DUE_KEY = "checks_due"
-# The checks of the worker still at work from an earlier tick (see _timer).
-_RUNNING_KEY = "checks_running"
-# When each check would be due again had it not been stretched.
-_PLAIN_KEY = "checks_plain_due"
 
-Handler = Callable[..., Awaitable[Any]]
 # How many intervals a worker's next check waits after a success: (body).
 Stretch = Callable[[Mapping[str, Any]], float]
-
-
 # Whether a worker's checks must not stay stretched any longer: (body).
 Hurry = Callable[[Mapping[str, Any]], bool]
+WorkerKey = tuple[str, str]
 
 
 def no_stretch(body: Mapping[str, Any]) -> float:
@@ -96,7 +93,7 @@ class Check:
 
 
 def tick_of(checks: Sequence[Check]) -> float:
-    """How often the shared timer fires: the shortest interval among ``checks``."""
+    """The scheduler's tick: the shortest interval among ``checks``."""
     return min(check.every for check in checks)
 
 
@@ -105,19 +102,16 @@ def due(
 ) -> list[Check]:
     """The checks to run at ``now``, in order: never run, or due within half a tick.
 
-    Half a tick of slack keeps a check whose interval is a multiple of the tick
-    from slipping a whole tick each time (a timer fires a little late, never early).
+    A worker wakes when its soonest check is due; the half tick of slack lets the
+    checks due shortly after run in the same wake, rather than each wake alone.
     """
     return [c for c in checks if next_at.get(c.id, now) <= now + tick / 2]
 
 
-def idle_for(
-    checks: Sequence[Check], next_at: Mapping[str, float], now: float, tick: float
-) -> float:
-    """How long the timer can wait before its next tick for nothing to be missed:
-    positive only while every check is due more than a tick from ``now``."""
-    soonest = min(next_at.get(c.id, now) for c in checks)
-    return max(0.0, soonest - now - tick)
+def wake_at(checks: Sequence[Check], next_at: Mapping[str, float], now: float) -> float:
+    """When a worker is next woken: when its soonest check is due (``now`` for a check
+    that never ran)."""
+    return min(next_at.get(c.id, now) for c in checks)
 
 
 def unstretch(next_at: MutableMapping[str, float], plain_at: Mapping[str, float]) -> None:
@@ -127,105 +121,233 @@ def unstretch(next_at: MutableMapping[str, float], plain_at: Mapping[str, float]
             next_at[key] = plain
 
 
-async def _wait_in_place(
-    checks: Sequence[Check],
-    next_at: Mapping[str, float],
-    stopped: Any,
-    hurried: Callable[[], bool],
-    *,
-    clock: Callable[[], float],
-    tick: float,
-) -> None:
-    """Wait until a tick before the soonest check. kopf's stopper ends the wait at
-    once; ``hurried()`` (asked once a tick) within a tick."""
-    rest = idle_for(checks, next_at, clock(), tick)
-    while rest > 0 and not hurried():
-        await stopped.wait(min(rest, tick))  # returns early when kopf stops the timer
-        if stopped.is_set():
-            return
-        rest = idle_for(checks, next_at, clock(), tick)
+@dataclass
+class _Worker:
+    """One worker's place in the schedule."""
+
+    key: WorkerKey
+    uid: str
+    next_at: dict[str, float] = field(default_factory=dict)  # when each check is due
+    plain_at: dict[str, float] = field(default_factory=dict)  # ... had it not been stretched
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # gone on alone
+    wake: float | None = None  # its valid entry in the heap; None: not in it
+    ticking: bool = False
 
 
-def _forget(running: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
-    running.pop(key, None)
+class Schedule:
+    """Every worker's periodic checks, on one heap and one task (see the module)."""
 
-
-def _timer(
-    runtime: Runtime,
-    checks: Sequence[Check],
-    *,
-    tick: float,
-    clock: Callable[[], float],
-    stretch: Stretch,
-    hurry: Hurry,
-) -> Handler:
-    later = [check for check in checks if not check.at_start]
-
-    async def run_checks(*, memo: Any, logger: Logger, stopped: Any = None, **kwargs: Any) -> None:
-        next_at: MutableMapping[str, float] = memo.setdefault(_DUE_KEY, {})
-        plain_at: MutableMapping[str, float] = memo.setdefault(_PLAIN_KEY, {})
-        running: dict[str, asyncio.Task[None]] = memo.setdefault(_RUNNING_KEY, {})
-        # One worker's context for every check of this tick (the body in it is kopf's
-        # live one: each check takes the newest copy of it through Tick.current).
-        tick_of_worker = Tick.of(runtime, logger, kwargs)
-        body = tick_of_worker.body
-        if hurry(body):
-            unstretch(next_at, plain_at)
-        now = clock()
-        for check in later:
-            next_at.setdefault(check.id, now + check.every)
-        for check in due(checks, next_at, now, tick):
-            if check.id in running:
-                continue  # still at work from an earlier tick
-            task = asyncio.create_task(run_one(check, next_at, plain_at, tick_of_worker))
-            try:
-                done, _ = await asyncio.wait({task}, timeout=tick)
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if not done:
-                # A slow step (a top-up awaiting its confirmation, a verification
-                # fetching collateral) goes on alone; the next checks do not wait.
-                running[check.id] = task
-                task.add_done_callback(functools.partial(_forget, running, check.id))
-        if stopped is not None and not running:
-            await _wait_in_place(
-                checks, next_at, stopped, lambda: hurry(body), clock=clock, tick=tick
-            )
-
-    async def run_one(
-        check: Check,
-        next_at: MutableMapping[str, float],
-        plain_at: MutableMapping[str, float],
-        tick_of_worker: Tick,
+    def __init__(
+        self,
+        runtime: Runtime,
+        checks: Sequence[Check],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        stretch: Stretch = no_stretch,
+        hurry: Hurry = no_hurry,
     ) -> None:
-        logger = tick_of_worker.logger
+        self.runtime = runtime
+        self.checks = tuple(checks)
+        self.tick = tick_of(self.checks)
+        self._later = [check for check in self.checks if not check.at_start]
+        self._clock = clock
+        self._stretch = stretch
+        self._hurry = hurry
+        self._workers: dict[WorkerKey, _Worker] = {}
+        self._heap: list[tuple[float, int, WorkerKey]] = []
+        self._order = itertools.count()
+        self._stretched: set[WorkerKey] = set()
+        self._ticks: set[asyncio.Task[None]] = set()
+        self._woken = asyncio.Event()
+        self._indexes: Indexes | None = None
+        self._snapshots: WorkerIndex | None = None
+        self._settings = kopf.OperatorSettings()
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def track(self, body: Mapping[str, Any]) -> None:
+        """Check this worker from now on (kopf has handled it once). Idempotent: called
+        by each of its create, resume and update handlers."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        known = self._workers.get(key)
+        if known is not None and known.uid == meta.get("uid", ""):
+            return
+        worker = self._workers[key] = _Worker(key, meta.get("uid", ""))
+        now = self._clock()
+        for check in self._later:
+            worker.next_at[check.id] = now + check.every
+        self._push(worker, now)
+        self._woken.set()
+
+    def attach(
+        self, indexes: Indexes, snapshots: WorkerIndex, settings: kopf.OperatorSettings
+    ) -> None:
+        """kopf's indexes (what each :class:`Tick` reads) and its settings (for each
+        worker's log lines), from the startup handler."""
+        self._indexes, self._snapshots, self._settings = indexes, snapshots, settings
+
+    # --- the heap ---------------------------------------------------------------------
+
+    def _push(self, worker: _Worker, when: float) -> None:
+        worker.wake = when
+        heapq.heappush(self._heap, (when, next(self._order), worker.key))
+
+    def _reschedule(self, worker: _Worker) -> None:
+        """Put ``worker`` back in the heap at its soonest check not at work (a check
+        gone on alone puts it back when done)."""
+        if self._workers.get(worker.key) is not worker or worker.ticking:
+            return
+        idle = [check for check in self.checks if check.id not in worker.running]
+        if not idle:
+            worker.wake = None
+            return
+        when = wake_at(idle, worker.next_at, self._clock())
+        if worker.wake != when:
+            self._push(worker, when)
+            self._woken.set()
+
+    def _pop_due(self, now: float) -> list[_Worker]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key = heapq.heappop(self._heap)
+            worker = self._workers.get(key)
+            if worker is None or worker.wake != when:
+                continue  # gone, or moved since
+            worker.wake = None
+            out.append(worker)
+        return out
+
+    def next_wake(self) -> float | None:
+        """When the soonest worker is due (None: no worker is)."""
+        while self._heap:
+            when, _, key = self._heap[0]
+            worker = self._workers.get(key)
+            if worker is not None and worker.wake == when:
+                return when
+            heapq.heappop(self._heap)  # superseded
+        return None
+
+    # --- running ----------------------------------------------------------------------
+
+    def start_due(self) -> list[asyncio.Task[None]]:
+        """Start a tick of each worker due now; the tasks, held until done."""
+        tasks = []
+        for worker in self._pop_due(self._clock()):
+            task = asyncio.create_task(self._tick(worker), name=f"checks {worker.key[1]}")
+            self._ticks.add(task)
+            task.add_done_callback(self._ticks.discard)
+            tasks.append(task)
+        return tasks
+
+    def hurry_stretched(self) -> None:
+        """Pull back the stretched due times of workers that must keep their own pace."""
+        for key in list(self._stretched):
+            worker = self._workers.get(key)
+            body = self._snapshot(key)
+            if worker is None or body is None:
+                self._stretched.discard(key)
+            elif self._hurry(body):
+                self._stretched.discard(key)
+                unstretch(worker.next_at, worker.plain_at)
+                self._reschedule(worker)
+
+    async def run(self) -> None:
+        """The scheduler's task: wake each worker when due, and once a tick the
+        stretched ones' hurry; until cancelled (the operator's cleanup)."""
+        sweep_at = self._clock()
+        while True:
+            now = self._clock()
+            if now >= sweep_at:
+                self.hurry_stretched()
+                sweep_at = now + self.tick
+            self.start_due()
+            soonest = self.next_wake()
+            wait = min(sweep_at, soonest if soonest is not None else sweep_at) - self._clock()
+            if wait <= 0:
+                await asyncio.sleep(0)
+                continue
+            self._woken.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._woken.wait()
+            except TimeoutError:
+                pass
+
+    def _snapshot(self, key: WorkerKey) -> kopf.Body | None:
+        """The worker as the ``workers`` index has it now; None once it is gone."""
+        if self._snapshots is None:
+            return None
+        for snapshot in self._snapshots.get(key, []):
+            return kopf.Body(cast(kopf.RawBody, snapshot))
+        return None
+
+    async def _tick(self, worker: _Worker) -> None:
+        body = self._snapshot(worker.key)
+        meta = body["metadata"] if body is not None else {}
+        if body is None or meta.get("deletionTimestamp") or meta.get("uid", "") != worker.uid:
+            # Gone, being deleted, or another object by that name (tracked anew by
+            # its own create handler): no more checks of this one.
+            if self._workers.get(worker.key) is worker:
+                del self._workers[worker.key]
+                self._stretched.discard(worker.key)
+            return
+        assert self._indexes is not None  # attached before any worker is tracked
+        logger = kopf.LocalObjectLogger(body=body, settings=self._settings)
+        one = Tick(self.runtime, body, logger, self._indexes)
+        worker.ticking = True
         try:
-            await check.fn(tick_of_worker)
+            if worker.key in self._stretched and self._hurry(body):
+                self._stretched.discard(worker.key)
+                unstretch(worker.next_at, worker.plain_at)
+            for check in due(self.checks, worker.next_at, self._clock(), self.tick):
+                if check.id in worker.running:
+                    continue  # still at work from an earlier tick
+                task = asyncio.create_task(self._run_one(check, worker, one))
+                done, _ = await asyncio.wait({task}, timeout=self.tick)
+                if not done:
+                    # A slow step goes on alone; the next checks do not wait.
+                    worker.running[check.id] = task
+                    task.add_done_callback(functools.partial(self._gone_alone_done, worker, check))
+        finally:
+            worker.ticking = False
+            self._reschedule(worker)
+
+    def _gone_alone_done(self, worker: _Worker, check: Check, _: object) -> None:
+        worker.running.pop(check.id, None)
+        self._reschedule(worker)
+
+    async def _run_one(self, check: Check, worker: _Worker, one: Tick) -> None:
+        logger: Logger = one.logger
+        clock, tick = self._clock, self.tick
+        try:
+            await check.fn(one)
         except kopf.TemporaryError as exc:
             # A step's own "not yet", with its delay: no traceback.
             delay = exc.delay if exc.delay is not None else tick
             logger.warning("Check %r: %s; retrying in %gs", check.id, exc, delay)
-            next_at[check.id] = clock() + delay
+            worker.next_at[check.id] = clock() + delay
         except kopf.PermanentError as exc:
             # Nothing a retry fixes soon (an unparseable spec): said once a backoff.
             logger.error("Check %r: %s; retrying in %gs", check.id, exc, BACKOFF_SECONDS)
-            next_at[check.id] = clock() + BACKOFF_SECONDS
+            worker.next_at[check.id] = clock() + BACKOFF_SECONDS
         except Exception as exc:
             if transient_api_error(exc):
                 logger.warning("Check %r: %s; retrying in %gs", check.id, outage_message(exc), tick)
-                next_at[check.id] = clock() + tick
+                worker.next_at[check.id] = clock() + tick
             else:
                 logger.exception("Check %r failed; retrying in %gs", check.id, BACKOFF_SECONDS)
-                next_at[check.id] = clock() + BACKOFF_SECONDS
+                worker.next_at[check.id] = clock() + BACKOFF_SECONDS
         else:
             done = clock()
-            plain_at[check.id] = done + check.every
-            next_at[check.id] = done + check.every * stretch(tick_of_worker.body)
+            factor = self._stretch(one.body)
+            worker.plain_at[check.id] = done + check.every
+            worker.next_at[check.id] = done + check.every * factor
+            if factor > 1:
+                self._stretched.add(worker.key)
             return
-        plain_at[check.id] = next_at[check.id]  # a retry's delay is never stretched
-
-    return run_checks
+        worker.plain_at[check.id] = worker.next_at[check.id]  # a retry's delay is never stretched
 
 
 def register(
@@ -236,26 +358,33 @@ def register(
     clock: Callable[[], float] = time.monotonic,
     stretch: Stretch = no_stretch,
     hurry: Hurry = no_hurry,
-) -> None:
-    """Add the one timer that runs ``checks`` on every worker to ``registry``."""
+) -> Schedule | None:
+    """Run ``checks`` on every worker: the schedule, set on ``runtime`` for the workers'
+    handlers to track them, started by a startup handler added to ``registry``."""
     if not checks:
-        return
-    tick = tick_of(checks)
-    kopf.timer(*WORKERS, interval=tick, id="checks", registry=registry)(
-        _timer(runtime, tuple(checks), tick=tick, clock=clock, stretch=stretch, hurry=hurry)
-    )
+        return None
+    schedule = Schedule(runtime, checks, clock=clock, stretch=stretch, hurry=hurry)
+    runtime.checks = schedule
+
+    async def start(*, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        schedule.attach(Indexes.of(kwargs), kwargs["workers"], settings)
+        runtime.tasks.append(asyncio.create_task(schedule.run(), name="checks"))
+
+    kopf.on.startup(id="checks-start", registry=registry)(start)
+    return schedule
 
 
 __all__ = [
     "BACKOFF_SECONDS",
     "Check",
     "Hurry",
+    "Schedule",
     "Stretch",
     "due",
-    "idle_for",
     "no_hurry",
     "no_stretch",
     "register",
     "tick_of",
     "unstretch",
+    "wake_at",
 ]

@@ -164,6 +164,6 @@ async def drain(body: kopf.Body, pods: list[PodFacts], deps: Deps, logger: Logge
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime, interval: float) -> Check:
     """Drain before stop (``runtime.drain``); the check that applies coefficient changes
-    live (every ``interval`` s), for the workers' shared timer (:mod:`.checks`)."""
+    live (every ``interval`` s), for the checks' scheduler (:mod:`.checks`)."""
     runtime.drain = drain
     return Check("coefficient", sync_coefficient, interval)

@@ -74,10 +74,10 @@ async def workers(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """A snapshot of each worker, for reconciles triggered by its pods.
 
-    It also drops ``metadata.managedFields`` from the body kopf keeps of every
-    worker for its timer (the index sees that very body, each watch event):
-    they are over half of a worker's decoded body (docs/bench.md), and
-    neither kopf nor the operator reads them. The apiserver offers no watch
+    It also drops ``metadata.managedFields`` from the snapshot (the checks'
+    scheduler ticks each worker from it, handlers/checks.py): they are over half
+    of a worker's decoded body (docs/bench.md), and neither kopf nor the
+    operator reads them. The apiserver offers no watch
     that leaves them out. What remains shares its keys and short values with
     every other worker's (k8s/compact.py: 17 KB a worker down to 8).
     """

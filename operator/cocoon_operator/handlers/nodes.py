@@ -16,7 +16,7 @@ memory; the only API read is of a pod whose VM is about to be called an orphan
 The reports also say how each node's model cache is doing (``models``): every
 reconcile reads them for the worker's ``ModelReady`` condition and a new pod's
 preferred nodes (handlers/reconciler.py ``with_models``), and the ``model`` check
-(one of the workers' shared timer's) reconciles a worker when what its pods'
+(one of the checks' scheduler's) reconciles a worker when what its pods'
 nodes say of its model changes.
 A report older than ``max_age_seconds`` (its ``reported-at`` stamp, capped at
 when the operator saw it) vouches for nothing: not the host, not a quote, not a
@@ -202,7 +202,7 @@ def register(
 ) -> Check:
     """Add the node-report step to ``registry``; its tracker is ``runtime.node_reports``
     (made here, filled from startup); the model check, every ``interval`` seconds,
-    for the workers' shared timer (:mod:`.checks`)."""
+    for the checks' scheduler (:mod:`.checks`)."""
     tracker = runtime.node_reports = NodeReports(options)
 
     async def start(**_: Any) -> None:

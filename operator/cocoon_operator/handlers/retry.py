@@ -4,7 +4,7 @@ A periodic check whose API call fails because the apiserver is restarting
 (connection refused, reset, a 5xx, a 429) has nothing to fix: the next tick
 will do. Left to kopf, any exception is logged with a traceback and the handler
 backs off for 60 seconds, so a ten-second apiserver restart kept workers out of
-Ready for a minute. The shared timer (:mod:`.checks`) uses
+Ready for a minute. The checks' scheduler (:mod:`.checks`) uses
 :func:`transient_api_error` to retry those after its own tick, in one line.
 Event handlers, which kopf never retries, log them in one line too
 (:func:`quiet_outages`).

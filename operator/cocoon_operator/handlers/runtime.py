@@ -10,12 +10,14 @@ collaborators on it, set by the step that provides them:
 - ``drain`` (the control step): a worker's VM is stopped only once drained and
   paid out;
 - ``node_reports`` (the node-report step): what the node agents say, read by
-  the reconcile, the attestation check and the chain step.
+  the reconcile, the attestation check and the chain step;
+- ``checks`` (handlers/checks.py): the periodic checks' scheduler, told of each
+  worker by its create and resume handlers.
 
 A step absent from the process leaves its field None, and its readers say what
 that means where they read it. :class:`Deps` is the state built at kopf's
 startup (the API client exists only inside the event loop); :class:`Tick` is
-one worker at one tick of the shared timer (handlers/checks.py).
+one worker at one tick of the checks' scheduler (handlers/checks.py).
 """
 
 from __future__ import annotations
@@ -395,6 +397,13 @@ class ReadLists(Protocol):
     def __call__(self, observed: ObservedWorker, /) -> Awaitable[ObservedWorker]: ...
 
 
+class CheckSchedule(Protocol):
+    """The periodic checks' scheduler (handlers/checks.py ``Schedule``): told of each
+    worker kopf has handled, it checks the worker from then on."""
+
+    def track(self, body: Mapping[str, Any], /) -> None: ...
+
+
 class Drain(Protocol):
     """The control step's drain of ``pods`` before they are deleted (handlers/control.py
     ``drain``): why the deletion waits, or None once it may go ahead."""
@@ -427,6 +436,7 @@ class Runtime:
     read_lists: ReadLists | None = None
     drain: Drain | None = None
     node_reports: NodeReports | None = None
+    checks: CheckSchedule | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -445,18 +455,13 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Tick:
-    """One worker at one tick of the shared timer (handlers/checks.py): what every
-    periodic check starts from, gathered once from kopf's keyword arguments
-    rather than by each check."""
+    """One worker at one tick of the checks' scheduler (handlers/checks.py): what
+    every periodic check starts from, gathered once rather than by each check."""
 
     runtime: Runtime
-    body: kopf.Body  # kopf's, live: replaced in place by each watch event
+    body: kopf.Body  # the worker's snapshot in the workers index at this tick
     logger: Logger
     indexes: Indexes
-
-    @classmethod
-    def of(cls, runtime: Runtime, logger: Logger, kwargs: Mapping[str, Any]) -> Tick:
-        return cls(runtime, kwargs["body"], logger, Indexes.of(kwargs))
 
     @property
     def deps(self) -> Deps:

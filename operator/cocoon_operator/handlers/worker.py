@@ -34,6 +34,8 @@ RESYNC_SECONDS = 600.0
 
 
 async def reconcile_worker(rt: Runtime, *, body: kopf.Body, logger: Logger, **kwargs: Any) -> None:
+    if rt.checks is not None:
+        rt.checks.track(body)  # its periodic checks from now on (kopf's indexes are complete)
     result = await reconcile(rt, body, Indexes.of(kwargs), logger)
     if result.waiting:
         # Retried by kopf until the old worker is drained and its pod deleted.
@@ -41,7 +43,7 @@ async def reconcile_worker(rt: Runtime, *, body: kopf.Body, logger: Logger, **kw
 
 
 def resync_check(runtime: Runtime) -> Check:
-    """A slow safety net (every :data:`RESYNC_SECONDS`, one of the shared timer's
+    """A slow safety net (every :data:`RESYNC_SECONDS`, one of the scheduler's
     checks: see handlers/checks.py); changes are handled from watch events."""
 
     async def resync_worker(tick: Tick) -> None:
@@ -108,7 +110,7 @@ async def worker_gone(rt: Runtime, *, body: kopf.Body, **_: Any) -> None:
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> Check:
     """Add the worker's and its launcher pods' handlers to ``registry``; the resync,
-    for the workers' shared timer (:mod:`.checks`)."""
+    for the checks' scheduler (:mod:`.checks`)."""
     bound = functools.partial(reconcile_worker, runtime)
     kopf.on.resume(*WORKERS, id="reconcile_worker", registry=registry)(bound)
     kopf.on.create(*WORKERS, id="reconcile_worker", registry=registry)(bound)
