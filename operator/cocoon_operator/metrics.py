@@ -70,6 +70,13 @@ class Metrics:
         self.payout_requests = Counter(
             "cocoon_payout_requests_total", "payouts requested from proxies", registry=r
         )
+        self.worker_stats_reads = Counter(
+            "cocoon_worker_stats_reads_total",
+            "chain checks of attested workers, by whether they read the worker's /jsonstats"
+            " (read) or went by its last reading (kept: Ready and asking nothing)",
+            ["reading"],
+            registry=r,
+        )
         self.chain_errors = Counter(
             "cocoon_chain_errors_total", "failed TON API calls", ["operation"], registry=r
         )

@@ -40,6 +40,7 @@ from tests.cluster.stack import Stack
 from tests.cluster.wait import OperatorMetrics, eventually
 
 WORKERS = ("w0", "w1", "w2")
+STATS_READS = "cocoon_worker_stats_reads_total"
 
 
 async def test_attested_workers_are_funded_once_and_become_ready(
@@ -412,10 +413,13 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
     operator: StartOperator,
 ) -> None:
     """Once applied, the coefficient is not read again by its own check; the chain
-    step's reading of the worker's stats (every check) finds it moved (the worker
-    re-read its configuration after a restart inside the VM, or was set by hand)
-    and the spec's value is applied again, in place, with an Event saying from
-    what."""
+    step's reading of the worker's stats finds it moved (the worker re-read its
+    configuration after a restart inside the VM, or was set by hand) and the
+    spec's value is applied again, in place, with an Event saying from what.
+    The stats of a quiet Ready worker are read at doubling intervals, up to 10
+    chain checks apart (policy/chain.py ``stats_read_due``): the checks between
+    go by the last reading, and the value set by hand is still found within
+    that bound."""
     log = tmp_path / "operator.log"
     metrics = OperatorMetrics.on_free_port()
     args = (*env.operator_args(), *metrics.args())
@@ -428,6 +432,12 @@ async def test_a_coefficient_moved_on_the_worker_is_set_back_to_the_spec(
     # nothing to do.
     await metrics.checks_ran(2, what="a coefficient check of c0")
     assert not await has_event(api, namespace, "c0", "CoefficientApplied")
+    read = await metrics.total(STATS_READS, reading="read")
+    kept = await metrics.total(STATS_READS, reading="kept")
+    await metrics.checks_ran(6, what="six more checks of c0")
+    # Ready and quiet: read 1, 2, 4 checks apart, so at most 3 of these 6.
+    assert await metrics.total(STATS_READS, reading="read") - read <= 3
+    assert await metrics.total(STATS_READS, reading="kept") - kept >= 3
 
     # By hand, on the node: through the harness's stand-in for `kubectl exec`.
     await simulator_admin(pod, "/simulator/worker/request/change_coefficient?coefficient=2.5")

@@ -1,5 +1,6 @@
 """Earnings are written when first seen, then at most every 15 minutes; payouts when
-due; node wallet balances read less often while they hold."""
+due; node wallet balances read less often while they hold, and a Ready worker's
+stats while they ask nothing."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from datetime import UTC, datetime, timedelta
 from cocoon_operator.api.v1alpha1 import EarningsStatus, PayoutPolicy
 from cocoon_operator.policy.chain import (
     EARNINGS_WRITE_SECONDS,
+    STATS_BACKOFF_LIMIT,
     BalanceReading,
+    StatsReading,
     WalletChoice,
     balance_read_due,
     earnings_due,
     next_reading,
+    next_stats_reading,
     payout_due,
+    stats_read_due,
     wallet_to_fund,
 )
 from cocoon_operator.ton.amounts import Nanoton
@@ -112,6 +117,77 @@ def test_another_address_is_read_at_once() -> None:
     other = "0:" + "cd" * 32  # a new VM, a new node wallet
     assert balance_read_due(last, address=other, minimum=MINIMUM, now=soon, interval=30)
     assert next_reading(last, other, Nanoton(10 * 10**9), soon).unchanged == 0
+
+
+def stats_reads_over(
+    checks: int,
+    *,
+    asks: frozenset[int] = frozenset(),
+    ready_from: int = 0,
+    requested_at: frozenset[int] = frozenset(),
+    pod_at: dict[int, str] | None = None,
+) -> list[int]:
+    """The chain checks (0, 1, ...) at which the worker's stats are read: a reading at a
+    check in ``asks`` asks something of the operator; the worker is Ready from check
+    ``ready_from``; a person's payout request waits at ``requested_at``; ``pod_at``:
+    the pod from each given check on."""
+    last: StatsReading | None = None
+    pod, read_at = "p-1", []
+    for i in range(checks):
+        pod = (pod_at or {}).get(i, pod)
+        now = NOW + timedelta(seconds=i * INTERVAL)
+        due = stats_read_due(
+            last,
+            pod=pod,
+            ready=i >= ready_from,
+            payout_requested=i in requested_at,
+            now=now,
+            interval=INTERVAL,
+        )
+        if due:
+            last = next_stats_reading(
+                last, pod, ADDRESS, now, asked=i in asks, ready=i >= ready_from
+            )
+            read_at.append(i)
+    return read_at
+
+
+def test_a_quiet_ready_workers_stats_are_read_at_doubling_intervals_up_to_ten_checks() -> None:
+    assert STATS_BACKOFF_LIMIT == 10
+    assert stats_reads_over(60) == [0, 1, 3, 7, 15, 25, 35, 45, 55]
+
+
+def test_stats_are_read_at_every_check_until_the_worker_is_ready_then_back_off() -> None:
+    assert stats_reads_over(12, ready_from=4) == [0, 1, 2, 3, 4, 5, 7, 11]
+
+
+def test_a_reading_that_asked_something_brings_the_reading_back_to_every_check() -> None:
+    # A payout due at check 7 (or running, a coefficient to set back, a mismatch).
+    assert stats_reads_over(12, asks=frozenset({7})) == [0, 1, 3, 7, 8, 9, 11]
+
+
+def test_a_persons_payout_request_and_a_new_pod_are_read_at_once() -> None:
+    # The request's reading asks for the payout: read again at the next check.
+    assert stats_reads_over(10, requested_at=frozenset({5}), asks=frozenset({5})) == [
+        0,
+        1,
+        3,
+        5,
+        6,
+        7,
+        9,
+    ]
+    assert stats_reads_over(10, pod_at={5: "p-2"}) == [0, 1, 3, 5, 6, 8]
+
+
+def test_the_wallet_kept_is_the_one_the_worker_named_in_its_last_reading() -> None:
+    reading = next_stats_reading(None, "p-1", ADDRESS, NOW, asked=False, ready=True)
+    assert (reading.wallet, reading.quiet, reading.asked) == (ADDRESS, 0, False)
+    later = NOW + timedelta(seconds=30)
+    again = next_stats_reading(reading, "p-1", ADDRESS, later, asked=False, ready=True)
+    assert again.quiet == 1
+    assert next_stats_reading(again, "p-2", ADDRESS, later, asked=False, ready=True).quiet == 0
+    assert next_stats_reading(again, "p-1", ADDRESS, later, asked=False, ready=False).quiet == 0
 
 
 DERIVED = "0:" + "ab" * 32

@@ -19,6 +19,9 @@ until the evidence is verified and the lists read again. A timer per worker:
    worker serves; see ``workerapi``): the node wallet it names and token
    counts. A worker whose runner has not initialised yet answers 400 "not
    found" there (it waits for 2.1 TON first), and is read again next check;
+   a Ready worker whose readings ask nothing is read less often, and the
+   checks between go by its last reading
+   (:func:`~cocoon_operator.policy.chain.stats_read_due`);
 2. picks the wallet to fund: the address the pod's launcher derived from the
    node wallet key and owner as COCOON's ``CocoonWallet`` does, from the node
    agent's report (:func:`~cocoon_operator.policy.chain.wallet_to_fund`); a
@@ -97,11 +100,15 @@ from cocoon_operator.policy.attestation import LastVerification
 from cocoon_operator.policy.chain import (
     BalanceReading,
     StartFunding,
+    StatsReading,
+    WalletChoice,
     balance_read_due,
     earnings_due,
     next_reading,
+    next_stats_reading,
     payout_due,
     start_hold,
+    stats_read_due,
     wallet_to_fund,
 )
 from cocoon_operator.policy.conditions import rfc3339
@@ -345,6 +352,8 @@ class Chain:
     check_seconds: float = 30.0
     # Each worker's last balance reading (see policy.chain.balance_read_due).
     balances: dict[tuple[str, str], BalanceReading] = field(default_factory=dict)
+    # Each worker's last /jsonstats reading (see policy.chain.stats_read_due).
+    stats: dict[tuple[str, str], StatsReading] = field(default_factory=dict)
     # The fleet's node wallet balances, read in batches (funding/_balances.py); None (a
     # test's Chain): each check reads its own, backing off while it holds.
     book: BalanceBook | None = None
@@ -395,6 +404,7 @@ class Chain:
     def forget(self, key: tuple[str, str]) -> None:
         """A deleted worker's readings and wallet claim."""
         self.balances.pop(key, None)
+        self.stats.pop(key, None)
         self.announced.pop(key, None)
         self.start_funding.pop(key, None)
         address = self.wallet_claims.pop(key, None)
@@ -693,8 +703,7 @@ async def _wallet_facts(
     what status should say; None when nothing could be read. ``alive``: whether a
     worker still has launcher pods (a wallet's first user that is gone yields it)."""
     deps, key, logger = tick.deps, tick.key, tick.logger
-    stats = await _read_stats(worker, pod, key=key, deps=deps, logger=logger)
-    reported = normalize_address(stats.wallet_address) if stats is not None else None
+    stats, reported = await _stats_if_due(state, body, worker, pod, tick=tick, now=now)
     choice = wallet_to_fund(
         _derived_wallet(tick.runtime.node_reports, pod), reported, state.own_wallet(key, rev)
     )
@@ -706,10 +715,18 @@ async def _wallet_facts(
     if seen is None:
         return None
     address, balance = seen.address, seen.balance
-    if stats is not None:
-        # The same reading tells the coefficient check whether it has anything to do.
-        deps.saw_coefficient(key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient)
-        await _payout_if_due(body, worker, pod, stats, deps=deps, logger=logger)
+    if stats is not None and reported is not None:
+        await _act_on_stats(
+            state,
+            body,
+            worker,
+            pod,
+            stats=stats,
+            reported=reported,
+            choice=choice,
+            tick=tick,
+            now=now,
+        )
     note = worker.status.wallet.funding if worker.status.wallet else None
     limit = worker.status.wallet.limit if worker.status.wallet else None
     if choice.mismatch is not None:
@@ -857,6 +874,70 @@ def _registration_refused(
     return None
 
 
+async def _stats_if_due(
+    state: Chain,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    *,
+    tick: Tick,
+    now: dt.datetime,
+) -> tuple[WorkerStats | None, str | None]:
+    """The worker's stats when a reading is due (:func:`stats_read_due`), and the wallet
+    it names: just read, or from the last reading while none is due. (None, None)
+    when a reading was due and failed: read again next check."""
+    key = tick.key
+    last = state.stats.get(key)
+    due = stats_read_due(
+        last,
+        pod=pod.name,
+        ready=worker.status.phase == Phase.READY,
+        payout_requested=_payout_requested(body, worker) is not None,
+        now=now,
+        interval=state.check_seconds,
+    )
+    if not due and last is not None:
+        tick.deps.metrics.worker_stats_reads.labels("kept").inc()
+        return None, last.wallet
+    tick.deps.metrics.worker_stats_reads.labels("read").inc()
+    stats = await _read_stats(worker, pod, key=key, deps=tick.deps, logger=tick.logger)
+    if stats is None:
+        state.stats.pop(key, None)
+        return None, None
+    return stats, normalize_address(stats.wallet_address)
+
+
+async def _act_on_stats(
+    state: Chain,
+    body: kopf.Body,
+    worker: v1alpha1.CocoonWorker,
+    pod: PodFacts,
+    *,
+    stats: WorkerStats,
+    reported: str,
+    choice: WalletChoice,
+    tick: Tick,
+    now: dt.datetime,
+) -> None:
+    """What a fresh reading asks for (the coefficient check's cue, a payout), and the
+    reading kept: whether it asked anything decides when the next one is due."""
+    deps, key = tick.deps, tick.key
+    # The same reading tells the coefficient check whether it has anything to do.
+    applied = deps.saw_coefficient(
+        key, pod.name, wanted=worker.spec.coefficient, seen=stats.coefficient
+    )
+    payout = await _payout_if_due(body, worker, pod, stats, deps=deps, logger=tick.logger)
+    asked = payout or stats.payout_running or not applied or choice.mismatch is not None
+    state.stats[key] = next_stats_reading(
+        state.stats.get(key),
+        pod.name,
+        reported,
+        now,
+        asked=asked,
+        ready=worker.status.phase == Phase.READY,
+    )
+
+
 async def _payout_if_due(
     body: kopf.Body,
     worker: v1alpha1.CocoonWorker,
@@ -865,8 +946,9 @@ async def _payout_if_due(
     *,
     deps: Deps,
     logger: Logger,
-) -> None:
-    """A payout when a person asked for one (annotation) or spec.payout says so.
+) -> bool:
+    """A payout when a person asked for one (annotation) or spec.payout says so; whether
+    one was due.
 
     A person's request is asked for at most once, across restarts
     (:mod:`.payouts`); the threshold needs no record: a payout sent raises the
@@ -874,19 +956,15 @@ async def _payout_if_due(
     so the unpaid figure drops below the threshold with the request.
     """
     meta = body["metadata"]
-    unpaid = stats.unpaid_tokens
-    requested = (meta.get("annotations") or {}).get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
-    handled = worker.status.payout_request_handled
+    person = _payout_requested(body, worker)
     why = payout_due(
         worker.spec.payout,
-        unpaid_tokens=unpaid,
+        unpaid_tokens=stats.unpaid_tokens,
         running=stats.payout_running,
-        requested=requested,
-        handled=handled,
+        requested=person,
     )
     if why is None:
-        return
-    person = requested if requested and requested != handled else None
+        return False
     try:
         client = deps.worker_client(pod)
         if client is None:
@@ -896,7 +974,7 @@ async def _payout_if_due(
                 meta["name"],
                 pod.name,
             )
-            return
+            return True
         async with client as w:
             if person is not None:
                 answers = await ask_for_payouts(
@@ -910,10 +988,18 @@ async def _payout_if_due(
         logger.warning(
             "payout of %s/%s: worker unreachable (%s)", meta["namespace"], meta["name"], exc
         )
-        return
+        return True
     await deps.record(body, "PayoutRequested", f"{why}; " + "; ".join(answers))
     if person is not None:
         await deps.patch_status(meta["namespace"], meta["name"], {"payoutRequestHandled": person})
+    return True
+
+
+def _payout_requested(body: kopf.Body, worker: v1alpha1.CocoonWorker) -> str | None:
+    """A person's payout request (the annotation's value) not acted upon yet, or None."""
+    annotations = body["metadata"].get("annotations") or {}
+    requested = annotations.get(v1alpha1.PAYOUT_REQUEST_ANNOTATION)
+    return requested if requested and requested != worker.status.payout_request_handled else None
 
 
 async def _register(

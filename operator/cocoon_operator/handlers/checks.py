@@ -245,7 +245,7 @@ class Schedule:
         """Pull back the stretched due times of workers that must keep their own pace."""
         for key in list(self._stretched):
             worker = self._workers.get(key)
-            body = self._snapshot(key)
+            body = self._raw(key)  # a dict read per worker: no kopf view built
             if worker is None or body is None:
                 self._stretched.discard(key)
             elif self._hurry(body):
@@ -275,18 +275,18 @@ class Schedule:
             except TimeoutError:
                 pass
 
-    def _snapshot(self, key: WorkerKey) -> kopf.Body | None:
+    def _raw(self, key: WorkerKey) -> Mapping[str, Any] | None:
         """The worker as the ``workers`` index has it now; None once it is gone."""
         if self._snapshots is None:
             return None
         for snapshot in self._snapshots.get(key, []):
-            return kopf.Body(cast(kopf.RawBody, snapshot))
+            return snapshot
         return None
 
     async def _tick(self, worker: _Worker) -> None:
-        body = self._snapshot(worker.key)
-        meta = body["metadata"] if body is not None else {}
-        if body is None or meta.get("deletionTimestamp") or meta.get("uid", "") != worker.uid:
+        raw = self._raw(worker.key)
+        meta = raw["metadata"] if raw is not None else {}
+        if raw is None or meta.get("deletionTimestamp") or meta.get("uid", "") != worker.uid:
             # Gone, being deleted, or another object by that name (tracked anew by
             # its own create handler): no more checks of this one.
             if self._workers.get(worker.key) is worker:
@@ -294,6 +294,7 @@ class Schedule:
                 self._stretched.discard(worker.key)
             return
         assert self._indexes is not None  # attached before any worker is tracked
+        body = kopf.Body(cast(kopf.RawBody, raw))
         logger = kopf.LocalObjectLogger(body=body, settings=self._settings)
         one = Tick(self.runtime, body, logger, self._indexes)
         worker.ticking = True

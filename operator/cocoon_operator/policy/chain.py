@@ -105,6 +105,77 @@ def next_reading(
     return BalanceReading(address, balance, now, unchanged)
 
 
+# A Ready worker whose stats ask nothing of the operator is read at most this many
+# chain checks apart (5 minutes at the chart's 30 s). Reading every check was the
+# largest single cost of a fleet at rest: a connection through the launcher's
+# relay per worker per check, 11% of the operator's steady CPU at 1,000 workers
+# (docs/bench.md).
+STATS_BACKOFF_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class StatsReading:
+    """What the chain step keeps of a worker's last ``/jsonstats`` reading."""
+
+    pod: str  # the launcher pod it was read through
+    wallet: str  # the node wallet address the worker named (normalized)
+    read_at: dt.datetime
+    # Whether it asked something of the operator: a payout due or running, a
+    # coefficient other than the spec's, a wallet other than the one funded; or
+    # the worker was not Ready yet.
+    asked: bool
+    quiet: int = 0  # readings in a row before this one that asked nothing
+
+
+def stats_read_due(
+    last: StatsReading | None,
+    *,
+    pod: str,
+    ready: bool,
+    payout_requested: bool,
+    now: dt.datetime,
+    interval: float,
+) -> bool:
+    """Whether a chain check reads the worker's ``/jsonstats`` again, or goes by ``last``.
+
+    Read at every check until the worker is Ready (the reading is part of what
+    makes it so), while a person's payout request waits, when the pod changed,
+    and while the last reading asked for something (a payout to ask for or
+    under way, the coefficient to set back, a wallet mismatch): each of those
+    is acted upon, or seen to end, within a check. A quiet Ready worker is read
+    at doubling intervals (1, 2, 4, 8 and then 10 checks apart); what can
+    change meanwhile is seen that much later: unpaid tokens crossing
+    ``spec.payout.minimumUnpaidTokens``, a coefficient someone set by hand on
+    the worker, a worker naming a wallet other than its derived one (which
+    is the only one ever funded, so no top-up goes astray meanwhile), and
+    the token counters in metrics (status writes them every 15 minutes at
+    most anyway). A change of ``spec.coefficient`` needs no reading: the
+    coefficient check compares the spec with the value last seen. Half an
+    interval of slack keeps a check's jitter from pushing a reading a whole
+    check later.
+    """
+    if last is None or last.pod != pod or last.asked or not ready or payout_requested:
+        return True
+    intervals: int = min(2 ** min(last.quiet, 4), STATS_BACKOFF_LIMIT)
+    return (now - last.read_at).total_seconds() >= (intervals - 0.5) * interval
+
+
+def next_stats_reading(
+    last: StatsReading | None,
+    pod: str,
+    wallet: str,
+    now: dt.datetime,
+    *,
+    asked: bool,
+    ready: bool,
+) -> StatsReading:
+    """The reading taken now, counting how long the worker has asked nothing: the
+    back-off starts from the first reading of the Ready worker."""
+    asked = asked or not ready
+    quiet = last.quiet + 1 if last is not None and last.pod == pod and not last.asked else 0
+    return StatsReading(pod, wallet, now, asked, 0 if asked else quiet)
+
+
 @dataclass(frozen=True)
 class WalletChoice:
     """Which node wallet the chain step reads and funds, and whether it may fund it."""
