@@ -65,19 +65,22 @@ async def test_verdicts_held_unexpired_and_unchanged_let_the_reconcile_be_skippe
     assert not listing_holds(reader, w, None)
 
 
-async def test_an_expired_verdict_sends_the_check_to_the_reconcile(clock: FakeClock) -> None:
+async def read_then_expire(clock: FakeClock) -> tuple[Reader, v1alpha1.CocoonWorker]:
+    """A reader that read both of a worker's hashes a check interval ago."""
     reader, w = Reader(clock), worker()
-    listing = reading(image=True)
-    await read_both(reader, w, listing.image_hash)
+    await read_both(reader, w, reading(image=True).image_hash)
     clock.t += TTL
-    assert not listing_holds(reader, w, listing)
+    return reader, w
+
+
+async def test_an_expired_verdict_sends_the_check_to_the_reconcile(clock: FakeClock) -> None:
+    reader, w = await read_then_expire(clock)
+    assert not listing_holds(reader, w, reading(image=True))
 
 
 async def test_a_verdict_that_changed_sends_the_check_to_the_reconcile(clock: FakeClock) -> None:
-    reader, w = Reader(clock), worker()
+    reader, w = await read_then_expire(clock)
     listing = reading(image=True)
-    await read_both(reader, w, listing.image_hash)
-    clock.t += TTL
     reader.answers[AllowList.WORKER] = False  # the image taken off the root's list
     await read_both(reader, w, listing.image_hash)  # another worker's reconcile read it
     assert not listing_holds(reader, w, listing)
