@@ -434,6 +434,29 @@ async def test_a_worker_that_leaves_ready_gets_its_checks_back_within_a_tick(
     assert runs == ["attestation", "chain", "attestation"]
 
 
+async def test_a_hurry_that_fails_pulls_the_checks_back_and_the_schedule_goes_on(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def hurry(body: Any) -> bool:
+        return bool(body["status"]["phase"] != "Ready")  # a KeyError on a body without it
+
+    runs: list[str] = []
+    fleet = Fleet(
+        [checks.Check("attestation", Step("attestation", runs), 5.0)],
+        clock,
+        lambda body: 4.0,
+        hurry=hurry,
+    )
+    body = fleet.add(status={"phase": "Ready"})
+    await fleet.run_due()
+    assert fleet.schedule.next_wake() == 1020.0
+    del body["status"]
+    with caplog.at_level(logging.ERROR, logger="cocoon_operator.checks"):
+        fleet.schedule.hurry_stretched()
+    assert "hurry failed on fleet/w0" in caplog.text
+    assert fleet.schedule.next_wake() == 1005.0  # its own pace: the safe side
+
+
 @pytest.mark.parametrize(
     "change",
     ["deleted", "being deleted", "recreated"],

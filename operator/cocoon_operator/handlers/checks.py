@@ -47,6 +47,7 @@ import asyncio
 import functools
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -65,12 +66,18 @@ from cocoon_operator.handlers.runtime import (
 )
 
 BACKOFF_SECONDS = 60.0
+_LOG = logging.getLogger("cocoon_operator.checks")
 
 # How many intervals a worker's next check waits after a success: (body).
 Stretch = Callable[[Mapping[str, Any]], float]
 # Whether a worker's checks must not stay stretched any longer: (body).
 Hurry = Callable[[Mapping[str, Any]], bool]
 WorkerKey = tuple[str, str]
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def no_stretch(body: Mapping[str, Any]) -> float:
@@ -248,10 +255,19 @@ class Schedule:
             body = self._raw(key)  # a dict read per worker: no kopf view built
             if worker is None or body is None:
                 self._stretched.discard(key)
-            elif self._hurry(body):
+            elif self._hurried(body):
                 self._stretched.discard(key)
                 unstretch(worker.next_at, worker.plain_at)
                 self._reschedule(worker)
+
+    def _hurried(self, body: Mapping[str, Any]) -> bool:
+        """``hurry(body)``; True when it fails on a body it did not expect (the checks at
+        their own pace are the safe side), so the scheduler's task never dies of it."""
+        try:
+            return self._hurry(body)
+        except Exception:
+            _LOG.exception("hurry failed on %s; its checks keep their own pace", _name(body))
+            return True
 
     async def run(self) -> None:
         """The scheduler's task: wake each worker when due, and once a tick the
@@ -299,7 +315,7 @@ class Schedule:
         one = Tick(self.runtime, body, logger, self._indexes)
         worker.ticking = True
         try:
-            if worker.key in self._stretched and self._hurry(body):
+            if worker.key in self._stretched and self._hurried(body):
                 self._stretched.discard(worker.key)
                 unstretch(worker.next_at, worker.plain_at)
             for check in due(self.checks, worker.next_at, self._clock(), self.tick):
