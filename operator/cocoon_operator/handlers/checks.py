@@ -255,10 +255,16 @@ class Schedule:
             body = self._raw(key)  # a dict read per worker: no kopf view built
             if worker is None or body is None:
                 self._stretched.discard(key)
-            elif self._hurried(body):
-                self._stretched.discard(key)
-                unstretch(worker.next_at, worker.plain_at)
-                self._reschedule(worker)
+            else:
+                self._hurry_back(worker, body)
+
+    def _hurry_back(self, worker: _Worker, body: Mapping[str, Any]) -> None:
+        """A stretched worker that ``hurry`` says must keep its own pace: its due times
+        pulled back, and the worker woken by them (by its tick's end, when one is at work)."""
+        if worker.key in self._stretched and self._hurried(body):
+            self._stretched.discard(worker.key)
+            unstretch(worker.next_at, worker.plain_at)
+            self._reschedule(worker)  # a tick at work reschedules it when done
 
     def _hurried(self, body: Mapping[str, Any]) -> bool:
         """``hurry(body)``; True when it fails on a body it did not expect (the checks at
@@ -295,9 +301,7 @@ class Schedule:
         """The worker as the ``workers`` index has it now; None once it is gone."""
         if self._snapshots is None:
             return None
-        for snapshot in self._snapshots.get(key, []):
-            return snapshot
-        return None
+        return next(iter(self._snapshots.get(key, [])), None)
 
     async def _tick(self, worker: _Worker) -> None:
         raw = self._raw(worker.key)
@@ -315,9 +319,7 @@ class Schedule:
         one = Tick(self.runtime, body, logger, self._indexes)
         worker.ticking = True
         try:
-            if worker.key in self._stretched and self._hurried(body):
-                self._stretched.discard(worker.key)
-                unstretch(worker.next_at, worker.plain_at)
+            self._hurry_back(worker, body)
             for check in due(self.checks, worker.next_at, self._clock(), self.tick):
                 if check.id in worker.running:
                     continue  # still at work from an earlier tick

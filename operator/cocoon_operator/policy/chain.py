@@ -92,8 +92,19 @@ def balance_read_due(
     """
     if last is None or last.address != address or last.balance < minimum:
         return True
-    intervals: int = min(2 ** min(last.unchanged, 4), BALANCE_BACKOFF_LIMIT)
-    return (now - last.read_at).total_seconds() >= (intervals - 0.5) * interval
+    return _backed_off(
+        last.read_at, last.unchanged, now=now, interval=interval, limit=BALANCE_BACKOFF_LIMIT
+    )
+
+
+def _backed_off(
+    read_at: dt.datetime, held: int, *, now: dt.datetime, interval: float, limit: int
+) -> bool:
+    """Whether a reading that found nothing new ``held`` times in a row is due again:
+    1, 2, 4, 8 and then ``limit`` check intervals after ``read_at``, less half an
+    interval of slack."""
+    intervals: int = min(2 ** min(held, 4), limit)
+    return (now - read_at).total_seconds() >= (intervals - 0.5) * interval
 
 
 def next_reading(
@@ -156,8 +167,9 @@ def stats_read_due(
     """
     if last is None or last.pod != pod or last.asked or not ready or payout_requested:
         return True
-    intervals: int = min(2 ** min(last.quiet, 4), STATS_BACKOFF_LIMIT)
-    return (now - last.read_at).total_seconds() >= (intervals - 0.5) * interval
+    return _backed_off(
+        last.read_at, last.quiet, now=now, interval=interval, limit=STATS_BACKOFF_LIMIT
+    )
 
 
 def next_stats_reading(
