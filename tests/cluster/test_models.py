@@ -130,8 +130,10 @@ def gc_passes_while_idle(
 
     The agent's loop runs its gc pass, then reads each VM's health monitor, then
     publishes the report (simulator/agent.py ``_heartbeat``): every new health
-    reading in the report follows a pass made a moment before it. The gc keeps no
-    count of its own passes, and logs only what it collects.
+    reading in the report follows a pass made a moment before it. A reading that
+    says the same as the last goes out only with a heartbeat (nodeagent/_publish.py
+    ``said``), so the test's agent beats at every pass (``--heartbeat``). The gc
+    keeps no count of its own passes, and logs only what it collects.
     """
     seen: set[str] = set()
 
@@ -163,6 +165,7 @@ async def test_a_deleted_workers_model_is_collected_when_the_policy_says_and_not
     # unused model at all, passing every second, models idle for 3 s collectable.
     gc = ("--model-gc-max-count", "0", "--model-gc-interval", "1")
     gc += ("--model-gc-min-idle-seconds", str(GC_MIN_IDLE))
+    gc += ("--heartbeat", "1")  # every pass's health reading published: the probe's clock
     with (
         running_agent(stack.kubeconfig, namespace, tmp_path, *gc) as agent,
         running_operator(stack.kubeconfig, namespace, log, *agent.operator_args()),

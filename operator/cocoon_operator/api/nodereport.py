@@ -97,7 +97,9 @@ class GuestHealthReport(_Model):
     ``instance-<i>.health.json`` and copied here by the node agent.
     """
 
-    checked_at: str  # RFC 3339: when the monitor answered
+    # RFC 3339: when the monitor answered. Not a change of the report by itself: the
+    # agent writes a new one with the next change or heartbeat (nodeagent/_publish.py).
+    checked_at: str
     image_hash: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     mrtd: Annotated[str | None, Field(pattern=r"^[0-9a-f]{96}$")] = None
     rtmr: (

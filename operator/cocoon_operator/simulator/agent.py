@@ -656,7 +656,7 @@ async def _main(args: argparse.Namespace) -> int:
             min_idle=args.model_gc_min_idle_seconds,
         )
         nodes = SimulatedNodes(
-            reports_api, args.node_reports, dt.timedelta(seconds=HEARTBEAT_SECONDS), gc=gc
+            reports_api, args.node_reports, dt.timedelta(seconds=args.heartbeat), gc=gc
         )
         ready["node_reports"] = args.node_reports
     # The nodes' quote generation service: a stand-in signing with the test PKI.
@@ -764,6 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=None,
         help="run the node agent's model gc with this --gc-max-count on every simulated node",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT_SECONDS,
+        help="rewrite an unchanged node report this often (the node agent's --heartbeat)",
     )
     parser.add_argument("--model-gc-min-idle-seconds", type=float, default=600.0)
     parser.add_argument("--model-gc-interval", type=float, default=600.0)

@@ -6,7 +6,12 @@ import asyncio
 import datetime as dt
 from typing import Any, cast
 
-from cocoon_operator.api.nodereport import NodeReport, VmRecord
+from cocoon_operator.api.nodereport import (
+    REPORT_KEY,
+    GuestHealthReport,
+    NodeReport,
+    VmRecord,
+)
 from cocoon_operator.k8s.rest import ApiError, Kube
 from cocoon_operator.nodeagent._publish import Publisher
 
@@ -20,10 +25,6 @@ class OneConfigMap:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
-
-    async def request_unless_gone(self, method: str, url: str, **_: Any) -> dict[str, Any] | None:
-        await asyncio.sleep(0)
-        return self.objects.get(url.rsplit("/", 1)[-1])
 
     async def request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(method)
@@ -39,7 +40,7 @@ class OneConfigMap:
         return body
 
 
-def report(*instances: int) -> NodeReport:
+def report(*instances: int, health: GuestHealthReport | None = None) -> NodeReport:
     vms = [
         VmRecord(
             instance=i,
@@ -50,6 +51,7 @@ def report(*instances: int) -> NodeReport:
             pci=None,
             pid=100 + i,
             running=True,
+            health=health,
         )
         for i in instances
     ]
@@ -65,3 +67,36 @@ async def test_reports_published_at_once_for_a_new_node_create_its_config_map_on
     assert api.calls.count("POST") == 1
     assert all(results)  # each report differed from the one before it: each was written
     assert len(api.objects) == 1
+
+
+def reading(at: str, image_hash: str = "a" * 64) -> GuestHealthReport:
+    return GuestHealthReport(checked_at=at, image_hash=image_hash)
+
+
+def written(api: OneConfigMap) -> NodeReport:
+    (cm,) = api.objects.values()
+    return NodeReport.model_validate_json(cm["data"][REPORT_KEY])
+
+
+async def test_a_new_health_reading_that_says_the_same_waits_for_the_heartbeat() -> None:
+    api = OneConfigMap()
+    publisher = Publisher(cast(Kube, api), "ops", dt.timedelta(minutes=5))
+    await publisher.publish(report(0, 1, health=reading("2026-12-06T20:00:00Z")), NOW)
+
+    again = report(0, 1, health=reading("2026-12-06T20:01:00Z"))
+    assert not await publisher.publish(again, NOW + dt.timedelta(minutes=1))
+    assert written(api).vms[0].health == reading("2026-12-06T20:00:00Z")
+
+    latest = report(0, 1, health=reading("2026-12-06T20:05:00Z"))
+    assert await publisher.publish(latest, NOW + dt.timedelta(minutes=5))
+    assert written(api).vms[0].health == reading("2026-12-06T20:05:00Z")
+
+
+async def test_a_health_reading_that_says_something_new_is_written_at_once() -> None:
+    api = OneConfigMap()
+    publisher = Publisher(cast(Kube, api), "ops", dt.timedelta(minutes=5))
+    await publisher.publish(report(0, health=reading("2026-12-06T20:00:00Z")), NOW)
+
+    other = report(0, health=reading("2026-12-06T20:01:00Z", image_hash="b" * 64))
+    assert await publisher.publish(other, NOW + dt.timedelta(minutes=1))
+    assert written(api).vms[0].health == reading("2026-12-06T20:01:00Z", image_hash="b" * 64)
