@@ -231,6 +231,24 @@ async def test_due_times_are_kept_per_worker(clock: FakeClock) -> None:
     assert runs == ["chain:a", "chain:b", "chain:a"]
 
 
+async def test_workers_due_within_a_twentieth_of_a_tick_start_in_one_wake(
+    clock: FakeClock,
+) -> None:
+    runs: list[str] = []
+    fleet = Fleet([checks.Check("attestation", Step("a", runs, by_worker=True), 10.0)], clock)
+    for name, at in (("w0", 0.0), ("w1", 0.3), ("w2", 1.0)):
+        clock.t = at
+        fleet.add(name)
+        await fleet.run_due()  # each due at once: next due 10 s later
+    runs.clear()
+
+    clock.t = 10.0
+    await fleet.run_due()
+
+    assert runs == ["a:w0", "a:w1"]  # w1, due at 10.3, within 0.5 s; w2, at 11, not
+    assert fleet.schedule.next_wake() == 11.0
+
+
 def test_the_periodic_steps_share_one_schedule_and_no_kopf_timer() -> None:
     registry = kopf.OperatorRegistry()
     runtime = Runtime()

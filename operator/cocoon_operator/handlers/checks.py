@@ -66,6 +66,8 @@ from cocoon_operator.handlers.runtime import (
 )
 
 BACKOFF_SECONDS = 60.0
+# A wake starts every worker due within this share of a tick after the soonest.
+GATHER = 1 / 20
 _LOG = logging.getLogger("cocoon_operator.checks")
 
 # How many intervals a worker's next check waits after a success: (body).
@@ -156,6 +158,11 @@ class Schedule:
         self.runtime = runtime
         self.checks = tuple(checks)
         self.tick = tick_of(self.checks)
+        # Workers due close together start in one wake, so their steps share the
+        # event loop's rounds: at 1,000 workers and the chart's 10 s, 130 wakes a
+        # second would otherwise each cost the loop its own rounds and ``select``
+        # (docs/bench.md). Each check's own slack (:func:`due`) is half a tick.
+        self.gather = self.tick * GATHER
         self._later = [check for check in self.checks if not check.at_start]
         self._clock = clock
         self._stretch = stretch
@@ -216,8 +223,10 @@ class Schedule:
             self._woken.set()
 
     def _pop_due(self, now: float) -> list[_Worker]:
+        """The workers due by ``now``, and those due within :attr:`gather` after it."""
         out = []
-        while self._heap and self._heap[0][0] <= now:
+        until = now + self.gather
+        while self._heap and self._heap[0][0] <= until:
             when, _, key = heapq.heappop(self._heap)
             worker = self._workers.get(key)
             if worker is None or worker.wake != when:
@@ -239,7 +248,8 @@ class Schedule:
     # --- running ----------------------------------------------------------------------
 
     def start_due(self) -> list[asyncio.Task[None]]:
-        """Start a tick of each worker due now; the tasks, held until done."""
+        """Start a tick of each worker due now (or within :attr:`gather`); the tasks,
+        held until done."""
         tasks = []
         for worker in self._pop_due(self._clock()):
             task = asyncio.create_task(self._tick(worker), name=f"checks {worker.key[1]}")
