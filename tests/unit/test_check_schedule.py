@@ -316,6 +316,22 @@ async def test_the_reconcile_handler_tracks_each_worker_once(clock: FakeClock) -
     assert tracked == ["w0"]
 
 
+async def test_a_check_that_ends_in_time_settles_and_a_slow_one_is_left_running() -> None:
+    release = asyncio.Event()
+
+    async def held() -> None:
+        await release.wait()
+
+    quick = asyncio.create_task(asyncio.sleep(0))
+    slow = asyncio.create_task(held())
+
+    assert await checks._settles_within(quick, 5.0)
+    assert not await checks._settles_within(slow, 0.01)
+    assert not slow.done() and not slow.cancelled()
+    release.set()
+    assert await checks._settles_within(slow, 5.0)
+
+
 async def test_a_slow_check_goes_on_alone_and_is_not_started_twice(clock: FakeClock) -> None:
     """A top-up awaiting its confirmation must not hold up the worker's attestation
     check: after a tick the slow check goes on by itself, and later ticks leave it
@@ -328,7 +344,7 @@ async def test_a_slow_check_goes_on_alone_and_is_not_started_twice(clock: FakeCl
         await release.wait()
         runs.append("chain done")
 
-    tick_seconds = 0.05  # asyncio.wait's timeout is real time
+    tick_seconds = 0.05  # the wait for a check is in real time
     fleet = Fleet(
         [
             checks.Check("chain", slow, tick_seconds),
