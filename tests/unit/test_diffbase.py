@@ -141,7 +141,7 @@ def test_only_the_operators_own_group_has_handlers_that_diff_or_idle() -> None:
     timers and daemons (whether a change resets their idling): each such handler's
     group must be tracked, or its objects' changes would go unseen."""
     registry = operator_registry()
-    checks.register(registry, Runtime(), [Check("resync", 600.0, _noop)])
+    checks.register(registry, Runtime(), [Check("resync", _noop, 600.0)])
     tracked = MemoryDiffBaseStorage(groups=DIFFED_GROUPS)
     handlers = [*registry._changing.get_all_handlers(), *registry._spawning.get_all_handlers()]
     assert {h.id for h in handlers} >= {"reconcile_worker", "reconcile_pool", "resync_pool"}
