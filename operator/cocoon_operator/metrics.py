@@ -8,14 +8,102 @@ carry namespace and name and are removed when the worker goes.
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cocoon_operator.api.conditions import Phase
 
+# The container's memory limit: cgroup v2, then v1 (a container sees its own cgroup).
+CGROUP_MEMORY_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+# cgroup v1 writes "no limit" as the largest page-aligned 63-bit number.
+_NO_LIMIT_FROM = 2**62
+
+
+def memory_limit_bytes(text: str) -> int | None:
+    """A cgroup's memory limit file (``memory.max``, ``memory.limit_in_bytes``) in
+    bytes; None when it sets no limit (``max``, v1's near-2**63) or is not a number."""
+    value = text.strip()
+    if not value.isdigit():
+        return None
+    limit = int(value)
+    return limit if 0 < limit < _NO_LIMIT_FROM else None
+
+
+def resident_bytes(statm: str, page_size: int) -> int:
+    """The resident set in bytes from ``/proc/<pid>/statm`` (its second field, in pages)."""
+    return int(statm.split()[1]) * page_size
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _own_limit() -> int | None:
+    for path in CGROUP_MEMORY_LIMITS:
+        text = _read(path)
+        if text is not None:
+            return memory_limit_bytes(text)
+    return None
+
+
+def _own_resident() -> int | None:
+    text = _read(Path("/proc/self/statm"))
+    return resident_bytes(text, os.sysconf("SC_PAGE_SIZE")) if text is not None else None
+
+
+class MemoryCollector(Collector):
+    """The operator's resident memory and its container's limit, read at each scrape.
+
+    The operator's memory grows with the fleet, most while many workers come up at
+    once (docs/deploy.md, "Sizing"); the kernel kills it at the limit, and the
+    restart replays the same ramp. Both figures side by side let an alert fire
+    before that (``CocoonOperatorMemoryHigh``). No limit, or none readable (not in
+    a container, not Linux): the limit's family has no sample.
+    """
+
+    def __init__(
+        self,
+        resident: Callable[[], int | None] = _own_resident,
+        limit: Callable[[], int | None] = _own_limit,
+    ) -> None:
+        self._resident, self._limit = resident, limit
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Both families always, a sample only when known: the set of names the
+        # operator exports does not depend on where it runs.
+        for name, doc, value in (
+            (
+                "cocoon_operator_resident_memory_bytes",
+                "the operator process's resident memory",
+                self._resident(),
+            ),
+            (
+                "cocoon_operator_memory_limit_bytes",
+                "the memory limit of the operator's container (its cgroup); none: no limit",
+                self._limit(),
+            ),
+        ):
+            family = GaugeMetricFamily(name, doc)
+            if value is not None:
+                family.add_metric([], value)
+            yield family
+
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, memory: Collector | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.workers = Gauge("cocoon_workers", "CocoonWorkers by phase", ["phase"], registry=r)
@@ -112,6 +200,7 @@ class Metrics:
             " above 0.1 s Ready workers' re-checks are spaced out",
             registry=r,
         )
+        r.register(memory if memory is not None else MemoryCollector())
         self._phases: dict[tuple[str, str], str] = {}
         self._phase_counts = dict.fromkeys((p.value for p in Phase), 0)
         for value in self._phase_counts:

@@ -596,6 +596,7 @@ def test_chart_renders_prometheus_rule_scoped_to_the_release(helm: Any) -> None:
         "CocoonChainErrors",
         "CocoonReconcileErrors",
         "CocoonOperatorOverloaded",
+        "CocoonOperatorMemoryHigh",
         "CocoonOperatorNoLeader",
     } <= set(rules)
     assert "${" not in json.dumps(rule)  # every placeholder filled

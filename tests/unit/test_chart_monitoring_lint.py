@@ -180,6 +180,7 @@ def test_alert_rules_query_only_metrics_the_operator_exports() -> None:
         "CocoonChainErrors",
         "CocoonReconcileErrors",
         "CocoonOperatorOverloaded",
+        "CocoonOperatorMemoryHigh",
         "CocoonOperatorNoLeader",
     }
     for rule in rules:
