@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from cocoon_operator.api.fieldsets import share_fields_set
 from cocoon_operator.api.v1alpha1 import GROUP
 
 REPORT_LABEL: Final = f"{GROUP}/node-report"
@@ -47,6 +48,10 @@ def report_name(node: str) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Kept in memory by the thousand: one copy of each fields set (api/fieldsets.py).
+        share_fields_set(self)
 
 
 class HostCheck(_Model):

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from cocoon_operator.api.fieldsets import share_fields_set
+
 GROUP: Final = "cocoon.network"
 #: Set (to any new value, e.g. a timestamp) to ask for one payout now:
 #: ``kubectl cocoon payout NAME``. The operator acts once per value.
@@ -74,6 +76,10 @@ class Model(BaseModel):
         frozen=True,
         use_enum_values=False,
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Kept in memory by the thousand: one copy of each fields set (api/fieldsets.py).
+        share_fields_set(self)
 
 
 class Network(StrEnum):
