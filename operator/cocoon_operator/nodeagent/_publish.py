@@ -19,8 +19,9 @@ def said(report: NodeReport) -> NodeReport:
     ``--health-seconds``, 60 by default), so a host of eight VMs would have its
     report rewritten at nearly every probe, and every such write is watched and
     parsed by the operator: 1,250 nodes at 15 s probes, over 80 writes of about
-    50 KB a second, for a time nothing reads (the operator compares the health's
-    hashes with the verified quote: policy/attestation.py, ``health_check``).
+    60 KB a second, for a time nothing decides on (the operator compares the
+    health's hashes with the verified quote: policy/attestation.py,
+    ``cross_check_health``).
     A change of what the monitor reports is written at once; the reading's time
     goes out with the next write or heartbeat.
     """
@@ -41,10 +42,10 @@ class Publisher:
 
     Remembers what it last wrote, so a host that does not change costs one
     write per ``heartbeat`` (the operator reads the stamp to tell a silent
-    agent from a quiet host), not one per probe (and once at start, which
-    refreshes the stamp); a new health reading that says
-    what the last one said is not a change (:func:`said`). Writes are one at a time: two
-    at once could both find no ConfigMap and both create it (409 for one).
+    agent from a quiet host), not one per probe, and once at start, which
+    refreshes the stamp. A new health reading that says what the last one said
+    is not a change (:func:`said`). Writes are one at a time: two at once could
+    both find no ConfigMap and both create it (409 for one).
     """
 
     api: Kube
