@@ -127,7 +127,10 @@ def add_subparsers(sub: Any) -> None:
     )
     agent.add_argument("--interval", type=float, default=15.0, help="seconds between probes")
     agent.add_argument(
-        "--heartbeat", type=float, default=300.0, help="rewrite an unchanged report this often"
+        "--heartbeat",
+        type=float,
+        default=300.0,
+        help="rewrite an unchanged report at least this often (after a random half to whole)",
     )
     agent.add_argument("--once", action="store_true", help="probe and publish once, print it")
     agent.add_argument(

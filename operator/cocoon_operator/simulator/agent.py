@@ -769,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--heartbeat",
         type=float,
         default=HEARTBEAT_SECONDS,
-        help="rewrite an unchanged node report this often (the node agent's --heartbeat)",
+        help="rewrite an unchanged node report at least this often (the node agent's --heartbeat)",
     )
     parser.add_argument("--model-gc-min-idle-seconds", type=float, default=600.0)
     parser.add_argument("--model-gc-interval", type=float, default=600.0)

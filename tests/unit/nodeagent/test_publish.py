@@ -13,7 +13,7 @@ from cocoon_operator.api.nodereport import (
     VmRecord,
 )
 from cocoon_operator.k8s.rest import ApiError, Kube
-from cocoon_operator.nodeagent._publish import Publisher
+from cocoon_operator.nodeagent._publish import HEARTBEAT_JITTER, Publisher
 
 NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.UTC)
 
@@ -100,3 +100,19 @@ async def test_a_health_reading_that_says_something_new_is_written_at_once() -> 
     other = report(0, health=reading("2026-12-06T20:01:00Z", image_hash="b" * 64))
     assert await publisher.publish(other, NOW + dt.timedelta(minutes=1))
     assert written(api).vms[0].health == reading("2026-12-06T20:01:00Z", image_hash="b" * 64)
+
+
+async def test_a_heartbeat_comes_between_half_a_heartbeat_and_a_whole_one() -> None:
+    beat = dt.timedelta(minutes=4)
+    late = Publisher(cast(Kube, OneConfigMap()), "ops", beat, jitter=lambda: 0.0)
+    early = Publisher(cast(Kube, OneConfigMap()), "ops", beat, jitter=lambda: 0.5)
+    for publisher in (late, early):
+        assert await publisher.publish(report(0), NOW)  # the first write: at once
+
+    assert HEARTBEAT_JITTER == 0.5  # so jitter 0.5 beats at three quarters
+    three_quarters = NOW + dt.timedelta(minutes=3)
+    assert not await early.publish(report(0), three_quarters - dt.timedelta(seconds=1))
+    assert await early.publish(report(0), three_quarters)
+    assert not await late.publish(report(0), three_quarters)
+    assert not await late.publish(report(0), NOW + beat - dt.timedelta(seconds=1))
+    assert await late.publish(report(0), NOW + beat)
