@@ -249,6 +249,26 @@ async def test_workers_due_within_a_twentieth_of_a_tick_start_in_one_wake(
     assert fleet.schedule.next_wake() == 11.0
 
 
+async def test_a_wake_starts_at_most_gather_max_workers_ahead_of_their_time(
+    clock: FakeClock,
+) -> None:
+    runs: list[str] = []
+    fleet = Fleet([checks.Check("attestation", Step("a", runs, by_worker=True), 10.0)], clock)
+    count = checks.GATHER_MAX + 10
+    for i in range(count):  # due 10 s after these, 1 ms apart: all within 0.5 s of w0
+        clock.t = i / 1000
+        fleet.add(f"w{i}")
+        await fleet.run_due()
+    runs.clear()
+
+    clock.t = 10.0
+    await fleet.run_due()
+
+    # w0 due now, then GATHER_MAX of the others; the rest at the next wake.
+    assert runs == [f"a:w{i}" for i in range(checks.GATHER_MAX + 1)]
+    assert fleet.schedule.next_wake() == pytest.approx(10.0 + (checks.GATHER_MAX + 1) / 1000)
+
+
 def test_the_periodic_steps_share_one_schedule_and_no_kopf_timer() -> None:
     registry = kopf.OperatorRegistry()
     runtime = Runtime()

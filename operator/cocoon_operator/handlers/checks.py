@@ -66,8 +66,10 @@ from cocoon_operator.handlers.runtime import (
 )
 
 BACKOFF_SECONDS = 60.0
-# A wake starts every worker due within this share of a tick after the soonest.
+# A wake also starts the workers due within this share of a tick, at most this
+# many of them ahead of their time.
 GATHER = 1 / 20
+GATHER_MAX = 64
 _LOG = logging.getLogger("cocoon_operator.checks")
 
 # How many intervals a worker's next check waits after a success: (body).
@@ -161,7 +163,9 @@ class Schedule:
         # Workers due close together start in one wake, so their steps share the
         # event loop's rounds: at 1,000 workers and the chart's 10 s, 130 wakes a
         # second would otherwise each cost the loop its own rounds and ``select``
-        # (docs/bench.md). Each check's own slack (:func:`due`) is half a tick.
+        # (docs/bench.md). Each check's own slack (:func:`due`) is half a tick. At
+        # most GATHER_MAX go early, so a wake's burst does not grow with the fleet
+        # (at 10,000 workers a twentieth of a tick holds some 700 of them).
         self.gather = self.tick * GATHER
         self._later = [check for check in self.checks if not check.at_start]
         self._clock = clock
@@ -223,10 +227,15 @@ class Schedule:
             self._woken.set()
 
     def _pop_due(self, now: float) -> list[_Worker]:
-        """The workers due by ``now``, and those due within :attr:`gather` after it."""
+        """The workers due by ``now``, and up to :data:`GATHER_MAX` more due within
+        :attr:`gather` after it."""
         out = []
-        until = now + self.gather
+        until, early = now + self.gather, 0
         while self._heap and self._heap[0][0] <= until:
+            if self._heap[0][0] > now:
+                if early == GATHER_MAX:
+                    break
+                early += 1
             when, _, key = heapq.heappop(self._heap)
             worker = self._workers.get(key)
             if worker is None or worker.wake != when:
@@ -248,8 +257,8 @@ class Schedule:
     # --- running ----------------------------------------------------------------------
 
     def start_due(self) -> list[asyncio.Task[None]]:
-        """Start a tick of each worker due now (or within :attr:`gather`); the tasks,
-        held until done."""
+        """Start a tick of each worker due now (and of some due within :attr:`gather`);
+        the tasks, held until done."""
         tasks = []
         for worker in self._pop_due(self._clock()):
             task = asyncio.create_task(self._tick(worker), name=f"checks {worker.key[1]}")
