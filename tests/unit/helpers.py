@@ -1,6 +1,7 @@
 """Builders the unit tests share: the example worker's spec and the objects the
 reconcile plan is given, the launcher's worker reference, allow-list readings, an
-attestation verdict, the operator's handler registry, and a stand-in Kubernetes API on loopback.
+attestation verdict, a node agent's report, the operator's handler registry, and a
+stand-in Kubernetes API on loopback.
 
 Test files import these from here, never from one another (tests/unit/test_test_imports.py
 holds that): a test file is run, not a library.
@@ -20,6 +21,7 @@ import yaml
 from aiohttp import web
 
 from cocoon_operator.api import v1alpha1
+from cocoon_operator.api.nodereport import GuestHealthReport, NodeReport, VmRecord
 from cocoon_operator.api.v1alpha1 import AttestationSummary, CocoonWorkerStatus, ConditionStatus
 from cocoon_operator.cli import register_core
 from cocoon_operator.desired.launcher import WorkerRef, revision
@@ -172,6 +174,27 @@ def verified_summary(
 
 
 # --- The operator's handlers as cli.py registers them ---------------------------------------------
+
+
+def node_report(
+    *instances: int, node: str = "node-a", health: GuestHealthReport | None = None
+) -> NodeReport:
+    """A node agent's report of ``node`` with a running VM at each of ``instances``."""
+    vms = [
+        VmRecord(
+            instance=i,
+            namespace="tenant",
+            worker=f"w{i}",
+            pod=f"w{i}-pod",
+            pod_uid=f"uid-{i}",
+            pci=None,
+            pid=100 + i,
+            running=True,
+            health=health,
+        )
+        for i in instances
+    ]
+    return NodeReport(node=node, agent_version="test", vms=vms)
 
 
 def operator_registry() -> kopf.OperatorRegistry:

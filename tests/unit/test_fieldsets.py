@@ -15,6 +15,7 @@ from cocoon_operator.api import nodereport, v1alpha1
 from cocoon_operator.api.fieldsets import share_fields_set
 from cocoon_operator.api.v1alpha1 import CocoonWorker
 from cocoon_operator.handlers.parsed import forget_worker, parse_worker
+from tests.unit.helpers import node_report
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cocoonworker.yaml"
 CONDITION_TYPES = ("Scheduled", "ModelReady", "VMRunning", "Attested", "Ready")
@@ -139,26 +140,11 @@ def test_every_model_kept_in_memory_is_frozen(module: Any) -> None:
 def test_a_node_report_kept_by_the_tracker_shares_its_sets() -> None:
     from cocoon_operator.handlers.nodetracker import NodeReportOptions, NodeReports  # noqa: PLC0415
 
-    def report(node: str) -> nodereport.NodeReport:
-        vms = [
-            nodereport.VmRecord(
-                instance=i,
-                namespace="fleet",
-                worker=f"{node}-w{i}",
-                pod=f"{node}-p{i}",
-                pod_uid=f"{node}-u{i}",
-                pci=None,
-                pid=100 + i,
-                running=True,
-            )
-            for i in range(3)
-        ]
-        return nodereport.NodeReport(node=node, agent_version="t", vms=vms)
-
     tracker = NodeReports(NodeReportOptions(namespace="ops"))
     for node in ("gpu-1", "gpu-2"):
         name = nodereport.report_name(node)
-        cm = {"metadata": {"name": name}, "data": {nodereport.REPORT_KEY: report(node).to_json()}}
+        text = node_report(0, 1, 2, node=node).to_json()
+        cm = {"metadata": {"name": name}, "data": {nodereport.REPORT_KEY: text}}
         tracker.observe_report("ADDED", cm)
     one, two = tracker.reports["gpu-1"], tracker.reports["gpu-2"]
     assert one.vms[0].__pydantic_fields_set__ is two.vms[2].__pydantic_fields_set__

@@ -396,13 +396,14 @@ async def _settles_within(task: asyncio.Task[None], seconds: float) -> bool:
     """
     if task.done():
         return True
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
 
     def release(_: object = None) -> None:
         if not waiter.done():
             waiter.set_result(None)
 
-    timer = asyncio.get_running_loop().call_later(seconds, release)
+    timer = loop.call_later(seconds, release)
     task.add_done_callback(release)
     try:
         await waiter

@@ -6,14 +6,10 @@ import asyncio
 import datetime as dt
 from typing import Any, cast
 
-from cocoon_operator.api.nodereport import (
-    REPORT_KEY,
-    GuestHealthReport,
-    NodeReport,
-    VmRecord,
-)
+from cocoon_operator.api.nodereport import REPORT_KEY, GuestHealthReport, NodeReport
 from cocoon_operator.k8s.rest import ApiError, Kube
 from cocoon_operator.nodeagent._publish import HEARTBEAT_JITTER, Publisher
+from tests.unit.helpers import node_report as report
 
 NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.UTC)
 
@@ -38,24 +34,6 @@ class OneConfigMap:
             raise ApiError(409, "Conflict")
         self.objects[name] = body
         return body
-
-
-def report(*instances: int, health: GuestHealthReport | None = None) -> NodeReport:
-    vms = [
-        VmRecord(
-            instance=i,
-            namespace="tenant",
-            worker=f"w{i}",
-            pod=f"w{i}-pod",
-            pod_uid=f"uid-{i}",
-            pci=None,
-            pid=100 + i,
-            running=True,
-            health=health,
-        )
-        for i in instances
-    ]
-    return NodeReport(node="node-a", agent_version="test", vms=vms)
 
 
 async def test_reports_published_at_once_for_a_new_node_create_its_config_map_once() -> None:
