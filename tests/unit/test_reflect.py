@@ -4,6 +4,7 @@ list's version, and start over (after a pause) when the watch fails."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
@@ -79,3 +80,41 @@ async def test_the_copy_is_reset_then_listed_then_follows_the_watch_and_relists_
     ]
     assert api.watched_from == ["10", "20"]  # each watch from its own list's version
     assert "watching the test's objects:" in caplog.text
+
+
+async def test_other_tasks_run_between_the_objects_of_a_list_and_of_a_watch() -> None:
+    # The fake's list and watch hand over every object without suspending, as a
+    # stream's buffered events do: only list_and_watch's own yield lets others in.
+    api = FakeKube(lists=[["a", "b", "c"]], watches=[(["d", "e", "f"], None)])
+    ticks = 0
+    ticks_at: list[int] = []
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    def observe(kind: str, obj: dict[str, Any]) -> None:
+        ticks_at.append(ticks)
+
+    other = asyncio.create_task(other_work())
+    task = asyncio.create_task(
+        list_and_watch(
+            cast(Any, api),
+            "/api/v1/configmaps",
+            query={"labelSelector": "a=b"},
+            reset=lambda: None,
+            observe=observe,
+            what="the test's objects",
+        )
+    )
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if len(ticks_at) == 6:
+            break
+    task.cancel()
+    other.cancel()
+    await asyncio.gather(task, other, return_exceptions=True)
+    assert len(ticks_at) == 6
+    assert all(later > earlier for earlier, later in itertools.pairwise(ticks_at)), ticks_at

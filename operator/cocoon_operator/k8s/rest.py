@@ -244,15 +244,21 @@ class Kube:
             if not 200 <= response.status <= 299:
                 raw = await response.read()
                 raise ApiError(response.status, response.reason or "", raw.decode(errors="replace"))
-            pending = b""
+            # The pieces of the line not yet ended: joined once it ends, not at
+            # each chunk (a node report's event is about 60 KB, many chunks).
+            pending: list[bytes] = []
             async for chunk in response.content.iter_any():
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
+                pending.append(chunk)
+                if b"\n" not in chunk:
+                    continue
+                *lines, rest = b"".join(pending).split(b"\n")
+                pending = [rest]
                 for line in lines:
                     if line.strip():
                         yield _event(line)
-            if pending.strip():
-                yield _event(pending)
+            last = b"".join(pending)
+            if last.strip():
+                yield _event(last)
 
     async def close(self) -> None:
         if self._session is not None:
