@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import random
@@ -38,8 +39,12 @@ def said(report: NodeReport) -> NodeReport:
     return report.model_copy(update={"vms": vms})
 
 
-#: A heartbeat comes after between (1 - HEARTBEAT_JITTER) and 1 heartbeat.
-HEARTBEAT_JITTER = 0.5
+def heartbeat_seconds(text: str) -> float:
+    """``--heartbeat``'s type: seconds, more than none."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 @dataclass
@@ -53,22 +58,32 @@ class Publisher:
     is not a change (:func:`said`). Writes are one at a time: two at once could
     both find no ConfigMap and both create it (409 for one).
 
-    Each heartbeat comes a random time after the last write, between half a
-    heartbeat and a whole one: agents started together (a DaemonSet's rollout;
-    the simulation agent, which publishes every node) would otherwise beat
-    together, and the operator parses every node's report (about 60 KB for
-    eight VMs) in one burst: 375 of them at once held its event loop up to
-    0.7 s at 3,000 workers (docs/bench.md).
+    The heartbeats keep a phase of the agent's own: the first comes a random
+    part of a heartbeat after the first write, each later one a whole
+    heartbeat after the one before, whatever was written between. Agents
+    started together (a DaemonSet's rollout; the simulation agent, which
+    publishes every node) would otherwise beat together, and the operator
+    parses every node's report (about 60 KB for eight VMs) in one burst: 375
+    of them at once held its event loop up to 0.7 s at 3,000 workers
+    (docs/bench.md). A phase drawn once spreads them without the writes a
+    random delay at every beat adds (a mean three quarters of a heartbeat
+    apart made a third more writes), and a change that every node writes at
+    the same moment does not pull their heartbeats back into step. No
+    heartbeat passes without a write but by the wait for the next probe.
     """
 
     api: Kube
     namespace: str
     heartbeat: dt.timedelta
     _written: str | None = None  # what the last write said (:func:`said`), as JSON
-    # Where in [1 - HEARTBEAT_JITTER, 1] of a heartbeat the next one comes: [0, 1).
-    jitter: Callable[[], float] = random.random
+    # Where in the heartbeat this agent beats, drawn once: [0, 1).
+    phase: Callable[[], float] = random.random
     _due_at: dt.datetime | None = None  # the next heartbeat
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat <= dt.timedelta(0):
+            raise ValueError(f"the heartbeat must be positive, got {self.heartbeat}")
 
     def _path(self, name: str | None = None) -> str:
         return path("v1", "configmaps", namespace=self.namespace, name=name)
@@ -91,5 +106,8 @@ class Publisher:
         except NotFound:
             await self.api.request("POST", self._path(), body=body)
         self._written = text
-        self._due_at = now + self.heartbeat * (1 - HEARTBEAT_JITTER * self.jitter())
+        if self._due_at is None:
+            self._due_at = now + self.heartbeat * (1 - self.phase())
+        while self._due_at <= now:
+            self._due_at += self.heartbeat
         return True

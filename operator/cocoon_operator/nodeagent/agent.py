@@ -33,7 +33,7 @@ from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.models import GcPolicy
 from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, GcOptions, gc_pass
 from cocoon_operator.nodeagent._probe import LAUNCHER_STATE_DIR, HostView, probe
-from cocoon_operator.nodeagent._publish import Publisher
+from cocoon_operator.nodeagent._publish import Publisher, heartbeat_seconds
 
 log = logging.getLogger("cocoon_operator.nodeagent")
 
@@ -128,9 +128,9 @@ def add_subparsers(sub: Any) -> None:
     agent.add_argument("--interval", type=float, default=15.0, help="seconds between probes")
     agent.add_argument(
         "--heartbeat",
-        type=float,
+        type=heartbeat_seconds,
         default=300.0,
-        help="rewrite an unchanged report at least this often (after a random half to whole)",
+        help="rewrite an unchanged report at least this often (at a phase drawn at random)",
     )
     agent.add_argument("--once", action="store_true", help="probe and publish once, print it")
     agent.add_argument(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 from typing import Any, cast
 
+import pytest
+
 from cocoon_operator.api.nodereport import REPORT_KEY, GuestHealthReport, NodeReport
 from cocoon_operator.k8s.rest import ApiError, Kube
-from cocoon_operator.nodeagent._publish import HEARTBEAT_JITTER, Publisher
+from cocoon_operator.nodeagent._publish import Publisher, heartbeat_seconds
 from tests.unit.helpers import node_report as report
 
 NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.UTC)
@@ -58,7 +61,8 @@ def written(api: OneConfigMap) -> NodeReport:
 
 async def test_a_new_health_reading_that_says_the_same_waits_for_the_heartbeat() -> None:
     api = OneConfigMap()
-    publisher = Publisher(cast(Kube, api), "ops", dt.timedelta(minutes=5))
+    # Phase 0: the first heartbeat a whole heartbeat after the first write.
+    publisher = Publisher(cast(Kube, api), "ops", dt.timedelta(minutes=5), phase=lambda: 0.0)
     await publisher.publish(report(0, 1, health=reading("2026-12-06T20:00:00Z")), NOW)
 
     again = report(0, 1, health=reading("2026-12-06T20:01:00Z"))
@@ -80,17 +84,43 @@ async def test_a_health_reading_that_says_something_new_is_written_at_once() -> 
     assert written(api).vms[0].health == reading("2026-12-06T20:01:00Z", image_hash="b" * 64)
 
 
-async def test_a_heartbeat_comes_between_half_a_heartbeat_and_a_whole_one() -> None:
+async def test_the_first_heartbeat_comes_at_the_phase_and_each_later_one_a_heartbeat_on() -> None:
     beat = dt.timedelta(minutes=4)
-    late = Publisher(cast(Kube, OneConfigMap()), "ops", beat, jitter=lambda: 0.0)
-    early = Publisher(cast(Kube, OneConfigMap()), "ops", beat, jitter=lambda: 0.5)
-    for publisher in (late, early):
-        assert await publisher.publish(report(0), NOW)  # the first write: at once
+    publisher = Publisher(cast(Kube, OneConfigMap()), "ops", beat, phase=lambda: 0.25)
+    assert await publisher.publish(report(0), NOW)  # the first write: at once
 
-    assert HEARTBEAT_JITTER == 0.5  # so jitter 0.5 beats at three quarters
-    three_quarters = NOW + dt.timedelta(minutes=3)
-    assert not await early.publish(report(0), three_quarters - dt.timedelta(seconds=1))
-    assert await early.publish(report(0), three_quarters)
-    assert not await late.publish(report(0), three_quarters)
-    assert not await late.publish(report(0), NOW + beat - dt.timedelta(seconds=1))
-    assert await late.publish(report(0), NOW + beat)
+    first = NOW + dt.timedelta(minutes=3)  # three quarters of a heartbeat: phase 0.25
+    assert not await publisher.publish(report(0), first - dt.timedelta(seconds=1))
+    assert await publisher.publish(report(0), first)
+    assert not await publisher.publish(report(0), first + beat - dt.timedelta(seconds=1))
+    assert await publisher.publish(report(0), first + beat)
+
+
+async def test_a_change_written_between_heartbeats_does_not_move_the_next_one() -> None:
+    beat = dt.timedelta(minutes=4)
+    publisher = Publisher(cast(Kube, OneConfigMap()), "ops", beat, phase=lambda: 0.5)
+    assert await publisher.publish(report(0), NOW)
+    assert await publisher.publish(report(0, 1), NOW + dt.timedelta(minutes=1))  # a change
+
+    assert await publisher.publish(report(0, 1), NOW + dt.timedelta(minutes=2))  # the phase's beat
+    assert not await publisher.publish(report(0, 1), NOW + dt.timedelta(minutes=5))
+    assert await publisher.publish(report(0, 1), NOW + dt.timedelta(minutes=6))
+
+
+async def test_a_late_probe_writes_one_heartbeat_and_keeps_the_phase() -> None:
+    beat = dt.timedelta(minutes=4)
+    publisher = Publisher(cast(Kube, OneConfigMap()), "ops", beat, phase=lambda: 0.5)
+    assert await publisher.publish(report(0), NOW)
+
+    # The agent was held up past three beats (at 2, 6 and 10 minutes): one write.
+    assert await publisher.publish(report(0), NOW + dt.timedelta(minutes=11))
+    assert not await publisher.publish(report(0), NOW + dt.timedelta(minutes=13, seconds=59))
+    assert await publisher.publish(report(0), NOW + dt.timedelta(minutes=14))
+
+
+def test_a_heartbeat_of_no_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="heartbeat must be positive"):
+        Publisher(cast(Kube, OneConfigMap()), "ops", dt.timedelta(0))
+    with pytest.raises(argparse.ArgumentTypeError, match="more than 0 seconds, got 0"):
+        heartbeat_seconds("0")
+    assert heartbeat_seconds("1.5") == 1.5
