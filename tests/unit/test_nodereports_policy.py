@@ -15,6 +15,7 @@ from cocoon_operator.api.nodereport import (
     MAX_REPORTED_QUOTE_BYTES,
     GpuDevice,
     HostCheck,
+    ModelRecord,
     NodeReport,
     RelayedQuote,
     VmRecord,
@@ -22,11 +23,15 @@ from cocoon_operator.api.nodereport import (
 )
 from cocoon_operator.desired.nodeagent import report_config_map
 from cocoon_operator.policy.nodereports import (
+    GPU_NEWS_HOLD,
     LivePod,
+    ModelNews,
+    NewsAction,
     NoQuote,
     StaleReport,
     fresh,
     host_problem,
+    model_news_action,
     orphaned,
     relayed_quote,
     report_stamp,
@@ -241,3 +246,54 @@ def test_a_stamp_from_the_future_counts_from_when_the_operator_saw_the_report() 
     assert report_stamp(T0 + dt.timedelta(days=365), observed=seen) == seen
     assert report_stamp(T0 - dt.timedelta(minutes=3), observed=seen) == T0 - dt.timedelta(minutes=3)
     assert report_stamp(None, observed=seen) is None
+
+
+# The model check's news of a worker (handlers/nodes.py): what the reports say of
+# its model on each node, and the GPU its VM holds.
+ON_NODE: tuple[tuple[str, ModelRecord | None], ...] = (("node-a", None),)
+NO_GPU: ModelNews = (ON_NODE, None)
+GPU: ModelNews = (ON_NODE, "0000:1b:00.0")
+
+
+def news(
+    seen: ModelNews | None,
+    said: ModelNews,
+    *,
+    phase: str | None = "Attesting",
+    status_gpu: str | None = None,
+    held_for: dt.timedelta | None = None,
+) -> NewsAction:
+    return model_news_action(
+        seen,
+        said,
+        status_gpu=status_gpu,
+        phase=phase,
+        held_since=None if held_for is None else T0 - held_for,
+        now=T0,
+    )
+
+
+def test_news_of_the_gpu_alone_waits_for_the_attestations_write_while_the_worker_attests() -> None:
+    assert news(NO_GPU, GPU) is NewsAction.HOLD
+    assert news(NO_GPU, GPU, held_for=GPU_NEWS_HOLD - dt.timedelta(seconds=1)) is NewsAction.HOLD
+
+
+def test_a_gpu_held_for_the_whole_hold_is_written_by_a_reconcile_of_its_own() -> None:
+    assert news(NO_GPU, GPU, held_for=GPU_NEWS_HOLD) is NewsAction.RECONCILE
+
+
+def test_a_gpu_the_status_already_shows_is_no_news() -> None:
+    assert news(NO_GPU, GPU, status_gpu="0000:1b:00.0", phase="Registering") is NewsAction.NOTHING
+    assert news(GPU, GPU) is NewsAction.NOTHING
+
+
+def test_the_gpu_of_a_worker_not_attesting_or_a_gpu_gone_is_written_at_once() -> None:
+    for phase in ("Starting", "Ready", "Degraded", None):
+        assert news(NO_GPU, GPU, phase=phase) is NewsAction.RECONCILE
+    assert news(GPU, NO_GPU, status_gpu="0000:1b:00.0") is NewsAction.RECONCILE
+
+
+def test_news_of_the_model_never_waits() -> None:
+    ready = ModelRecord(verity="a" * 64, model="m@c:" + "a" * 64, phase="Ready")
+    assert news(NO_GPU, ((("node-a", ready),), "0000:1b:00.0")) is NewsAction.RECONCILE
+    assert news(None, GPU) is NewsAction.RECONCILE  # the first word of a worker

@@ -45,7 +45,9 @@ from cocoon_operator.handlers.runtime import CheckFn, Deps, Runtime, Tick
 from cocoon_operator.k8s.reflect import list_and_watch
 from cocoon_operator.k8s.rest import Kube, path
 from cocoon_operator.policy.nodereports import (
+    NewsAction,
     Orphan,
+    model_news_action,
     model_on,
     orphaned,
     vm_gpu,
@@ -164,10 +166,13 @@ def _check(runtime: Runtime, tracker: NodeReports) -> CheckFn:
     async def model_check(tick: Tick) -> None:
         """Reconcile the worker when its pods' nodes say something new of its model
         (Downloading with more bytes, Ready, Failed) or of the GPU its VM holds: its
-        ModelReady condition and status.gpu follow."""
+        ModelReady condition and status.gpu follow. News of the GPU alone waits a
+        while for the attestation's write of a worker that is Attesting
+        (policy/nodereports.py ``model_news_action``)."""
         key, body = tick.key, tick.body
         if tick.deleting:
             tracker.models_seen.pop(key, None)
+            tracker.gpu_held.pop(key, None)
             return
         verity = ((body.get("spec") or {}).get("model") or {}).get("verityHash")
         if not isinstance(verity, str):
@@ -183,13 +188,31 @@ def _check(runtime: Runtime, tracker: NodeReports) -> CheckFn:
         }
         models = tuple((node, model_on(reports[node], verity)) for node in nodes if node in reports)
         said = (models, vm_gpu(reports, pods))
-        if tracker.models_seen.get(key) == said:
+        seen = tracker.models_seen.get(key)
+        if seen == said:
+            return  # the common case: nothing new
+        body = tick.deps.fresh(body)  # the status as last written, GPU and phase
+        status = body.get("status") or {}
+        action = model_news_action(
+            seen,
+            said,
+            status_gpu=status.get("gpu"),
+            phase=status.get("phase"),
+            held_since=tracker.gpu_held.get(key),
+            now=tracker.clock(),
+        )
+        if action is NewsAction.HOLD:
+            tracker.gpu_held.setdefault(key, tracker.clock())
             return
-        first = key not in tracker.models_seen
+        tracker.gpu_held.pop(key, None)
+        if action is NewsAction.NOTHING:
+            tracker.models_seen[key] = said
+            return
+        first = seen is None
         tracker.models_seen[key] = said
         if first and said == ((), None):
             return  # nothing to say yet: the pods' own events reconcile it
-        await reconcile_body(runtime, tick.deps.fresh(body), tick.indexes, tick.logger)
+        await reconcile_body(runtime, body, tick.indexes, tick.logger)
 
     return model_check
 

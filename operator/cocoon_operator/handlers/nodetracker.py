@@ -25,12 +25,18 @@ from cocoon_operator.api.labels import LABEL_WORKER
 from cocoon_operator.api.nodereport import (
     REPORT_KEY,
     REPORTED_AT_ANNOTATION,
-    ModelRecord,
     NodeReport,
     report_name,
 )
 from cocoon_operator.policy.conditions import parse_rfc3339
-from cocoon_operator.policy.nodereports import LivePod, Orphan, StaleReport, fresh, report_stamp
+from cocoon_operator.policy.nodereports import (
+    LivePod,
+    ModelNews,
+    Orphan,
+    StaleReport,
+    fresh,
+    report_stamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,10 @@ class NodeReports:
     announced: dict[tuple[str, str], Orphan] = field(default_factory=dict)
     # What each worker's pods' nodes said of its model, and of the GPU its VM holds, at
     # its last reconcile by the model check.
-    models_seen: dict[
-        tuple[str, str], tuple[tuple[tuple[str, ModelRecord | None], ...], str | None]
-    ] = field(default_factory=dict)
+    models_seen: dict[tuple[str, str], ModelNews] = field(default_factory=dict)
+    # Since when the model check has held back news of a worker's GPU (it waits for
+    # the attestation's write: policy/nodereports.py ``model_news_action``).
+    gpu_held: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def observe_pod(self, event_type: str | None, body: kopf.Body) -> None:

@@ -14,10 +14,12 @@ report at all (:class:`StaleReport`), never as the last word on the host.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cocoon_operator.api.conditions import Phase
 from cocoon_operator.api.nodereport import (
     MODEL_READY,
     GuestHealthReport,
@@ -147,6 +149,56 @@ def vm_gpu(reports: Mapping[str, NodeReport], pods: Iterable[PodFacts]) -> str |
         if vm is not None and vm.running and vm.pci:
             held = vm.pci
     return held
+
+
+#: What a worker's pods' nodes say of its model (node, record) and the GPU its VM
+#: holds: the model check's news (handlers/nodes.py).
+ModelNews = tuple[tuple[tuple[str, ModelRecord | None], ...], str | None]
+
+#: The longest a worker's new GPU waits for the attestation step's write: three of
+#: the chart's attestation checks (attestation.checkSeconds, 10 s).
+GPU_NEWS_HOLD = dt.timedelta(seconds=30)
+
+
+class NewsAction(enum.Enum):
+    """What the model check does with what the reports say of a worker."""
+
+    NOTHING = "nothing"  # nothing new, or nothing the status does not show already
+    HOLD = "hold"  # only a GPU, which the attestation's write will carry
+    RECONCILE = "reconcile"
+
+
+def model_news_action(
+    seen: ModelNews | None,
+    said: ModelNews,
+    *,
+    status_gpu: str | None,
+    phase: str | None,
+    held_since: dt.datetime | None,
+    now: dt.datetime,
+) -> NewsAction:
+    """Whether the reports' news of a worker calls for a reconcile now.
+
+    A VM's GPU shows in its node's report about when its quote does, and a
+    worker that is Attesting is about to be written by the attestation step,
+    which reads that report for the quote and writes the whole status, GPU
+    included (handlers/reconciler.py ``with_models``). A reconcile of its own
+    for the GPU was a status write per worker on its way to Ready (0.8 of 12
+    at 1,000 workers: docs/bench.md), so news of the GPU alone waits for that
+    write, at most :data:`GPU_NEWS_HOLD`. News of the model never waits: its
+    progress is the ModelReady condition users watch. A GPU the status already
+    shows is no news.
+    """
+    if seen == said:
+        return NewsAction.NOTHING
+    if seen is None or seen[0] != said[0]:
+        return NewsAction.RECONCILE
+    if said[1] == status_gpu:
+        return NewsAction.NOTHING
+    waiting = held_since is None or now - held_since < GPU_NEWS_HOLD
+    if phase == Phase.ATTESTING.value and said[1] is not None and waiting:
+        return NewsAction.HOLD
+    return NewsAction.RECONCILE
 
 
 @dataclass(frozen=True)
