@@ -1,5 +1,6 @@
 """list_and_watch keeps a copy of objects kopf does not watch: list, watch from the
-list's version, and start over (after a pause) when the watch fails."""
+list's version, and start over (after a pause) when the watch fails; a list
+replaces the copy object by object, never emptying it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from cocoon_operator.k8s.reflect import list_and_watch
 from cocoon_operator.k8s.rest import Gone
 
 
+def obj(name: str) -> dict[str, Any]:
+    """An object named ``name``; ``name:uid`` gives it that uid."""
+    name, _, uid = name.partition(":")
+    return {"metadata": {"name": name, "namespace": "ns", "uid": uid or f"uid-{name}"}, "x": 1}
+
+
 class FakeKube:
     """Lists answer from ``lists`` in turn; each watch yields its events, then raises
     its error (if any) or ends as a server's timeout does."""
 
-    def __init__(self, lists: list[list[str]], watches: list[tuple[list[str], Exception | None]]):
+    def __init__(
+        self, lists: list[list[str]], watches: list[tuple[list[str], Exception | None]]
+    ) -> None:
         self.lists, self.watches = lists, watches
         self.watched_from: list[str] = []
 
@@ -26,20 +35,39 @@ class FakeKube:
         assert method == "GET" and query == {"labelSelector": "a=b"}
         names = self.lists.pop(0)
         version = str(10 * (len(self.watched_from) + 1))
-        return {"items": [{"name": n} for n in names], "metadata": {"resourceVersion": version}}
+        return {"items": [obj(n) for n in names], "metadata": {"resourceVersion": version}}
 
     async def watch(self, url: str, *, query: Mapping[str, str]) -> AsyncGenerator[dict[str, Any]]:
         self.watched_from.append(query["resourceVersion"])
         events, error = self.watches.pop(0)
         for name in events:
-            yield {"type": "MODIFIED", "object": {"name": name}}
+            yield {"type": "MODIFIED", "object": obj(name)}
         if error is not None:
             raise error
         if not self.watches:
             await asyncio.Event().wait()  # the last watch stays open
 
 
-async def test_the_copy_is_reset_then_listed_then_follows_the_watch_and_relists_after_a_failure(
+def follow(api: FakeKube, observe: Any) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        list_and_watch(
+            cast(Any, api),
+            "/api/v1/configmaps",
+            query={"labelSelector": "a=b"},
+            observe=observe,
+            what="the test's objects",
+            retry_seconds=0,
+        )
+    )
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_the_copy_is_listed_then_follows_the_watch_and_relists_after_a_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api = FakeKube(
@@ -48,38 +76,83 @@ async def test_the_copy_is_reset_then_listed_then_follows_the_watch_and_relists_
     )
     seen: list[tuple[str, str]] = []
 
-    def observe(kind: str, obj: dict[str, Any]) -> None:
-        seen.append((kind, obj["name"]))
+    def observe(kind: str, o: dict[str, Any]) -> None:
+        seen.append((kind, o["metadata"]["name"]))
 
-    task = asyncio.create_task(
-        list_and_watch(
-            cast(Any, api),
-            "/api/v1/configmaps",
-            query={"labelSelector": "a=b"},
-            reset=lambda: seen.append(("RESET", "")),
-            observe=observe,
-            what="the test's objects",
-            retry_seconds=0,
-        )
-    )
+    task = follow(api, observe)
     for _ in range(50):
         await asyncio.sleep(0)
         if ("MODIFIED", "c") in seen:
             break
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stop(task)
     assert seen == [
-        ("RESET", ""),
         ("ADDED", "a"),
         ("ADDED", "b"),
         ("MODIFIED", "b"),
-        ("RESET", ""),
+        ("DELETED", "a"),  # the relist: what is gone goes first
+        ("DELETED", "b"),
         ("ADDED", "c"),
         ("MODIFIED", "c"),
     ]
     assert api.watched_from == ["10", "20"]  # each watch from its own list's version
     assert "watching the test's objects:" in caplog.text
+
+
+async def test_a_relist_never_leaves_an_object_that_stays_missing_from_the_copy() -> None:
+    api = FakeKube(
+        lists=[["a", "b", "c"], ["a", "b", "c", "d"]],
+        watches=[([], Gone(410, "Gone", "too old")), ([], None)],
+    )
+    copy: dict[str, dict[str, Any]] = {}
+    missing: list[set[str]] = []
+
+    def observe(kind: str, o: dict[str, Any]) -> None:
+        name = o["metadata"]["name"]
+        if kind == "DELETED":
+            copy.pop(name, None)
+        else:
+            copy[name] = o
+
+    async def reader() -> None:  # a check reading the copy between objects
+        filled = False  # until the first list has been read whole
+        while True:
+            await asyncio.sleep(0)
+            filled = filled or {"a", "b", "c"} <= copy.keys()
+            if filled and {"a", "b", "c"} - copy.keys():
+                missing.append({"a", "b", "c"} - copy.keys())
+
+    reading = asyncio.create_task(reader())
+    task = follow(api, observe)
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if "d" in copy:
+            break
+    await stop(task)
+    reading.cancel()
+    assert copy.keys() == {"a", "b", "c", "d"}
+    assert missing == []
+
+
+async def test_a_recreated_object_is_deleted_as_its_old_self_then_added_as_its_new() -> None:
+    api = FakeKube(
+        lists=[["a:1", "b"], ["a:2", "b"]], watches=[([], Gone(410, "Gone", "")), ([], None)]
+    )
+    seen: list[tuple[str, dict[str, Any]]] = []
+    task = follow(api, lambda kind, o: seen.append((kind, o)))
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if len(seen) == 5:
+            break
+    await stop(task)
+    assert [(kind, o["metadata"]["name"], o["metadata"]["uid"]) for kind, o in seen] == [
+        ("ADDED", "a", "1"),
+        ("ADDED", "b", "uid-b"),
+        ("DELETED", "a", "1"),
+        ("ADDED", "a", "2"),
+        ("ADDED", "b", "uid-b"),
+    ]
+    # A synthesized delete carries the object's identity, nothing of its content.
+    assert seen[2][1] == {"metadata": {"name": "a", "namespace": "ns", "uid": "1"}}
 
 
 async def test_other_tasks_run_between_the_objects_of_a_list_and_of_a_watch() -> None:
@@ -95,20 +168,11 @@ async def test_other_tasks_run_between_the_objects_of_a_list_and_of_a_watch() ->
             await asyncio.sleep(0)
             ticks += 1
 
-    def observe(kind: str, obj: dict[str, Any]) -> None:
+    def observe(kind: str, o: dict[str, Any]) -> None:
         ticks_at.append(ticks)
 
     other = asyncio.create_task(other_work())
-    task = asyncio.create_task(
-        list_and_watch(
-            cast(Any, api),
-            "/api/v1/configmaps",
-            query={"labelSelector": "a=b"},
-            reset=lambda: None,
-            observe=observe,
-            what="the test's objects",
-        )
-    )
+    task = follow(api, observe)
     for _ in range(50):
         await asyncio.sleep(0)
         if len(ticks_at) == 6:

@@ -138,16 +138,10 @@ async def confirmed(
 
 async def _watch_reports(tracker: NodeReports, api: Kube) -> None:
     namespace = tracker.options.namespace
-
-    def reset() -> None:
-        tracker.reports.clear()
-        tracker.report_nodes.clear()
-
     await list_and_watch(
         api,
         path("v1", "configmaps", namespace=namespace),
         query={"labelSelector": f"{REPORT_LABEL}=true"},
-        reset=reset,
         observe=tracker.observe_report,
         what=f"node reports in {namespace}",
     )

@@ -208,7 +208,6 @@ async def _watch_seal_pods(state: SealServers, api: Kube) -> None:
         api,
         path("v1", "pods", namespace=namespace),
         query={"labelSelector": ",".join(f"{k}={v}" for k, v in SELECTOR.items())},
-        reset=state.seal_pods.clear,
         observe=state.observe_seal_pod,
         what=f"seal-server pods in {namespace}",
     )
