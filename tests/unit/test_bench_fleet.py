@@ -154,6 +154,10 @@ def test_a_status_write_is_named_by_the_phase_the_turned_and_reworded_conditions
     )
     moved = {**after, "phase": "Attesting"}
     assert bench.status_change(after, moved) == "phase Attesting"
+    attested = {**after, "attestation": {"imageHash": "ab", "mrtd": "cd", "pod": "p"}}
+    noted = {**after, "attestation": {**attested["attestation"], "healthMonitor": "matches"}}
+    assert bench.status_change(after, attested) == "attestation"  # more than two keys
+    assert bench.status_change(attested, noted) == "attestation(healthMonitor)"
 
 
 def test_a_version_whose_status_is_unchanged_is_no_status_write(bench: ModuleType) -> None:
