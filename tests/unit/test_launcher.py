@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import gc
 import hashlib
 import json
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cocoon_operator.api import labels
+from cocoon_operator.api import labels, v1alpha1
 from cocoon_operator.api.labels import ANNOTATION_WORKER_INI, READINESS_GATE
+from cocoon_operator.desired import launcher as launcher_module
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
     MODELS_DIR,
@@ -191,6 +193,38 @@ def test_revision_changes_with_model_release_owner_but_not_coefficient_or_fundin
     assert revision(spec(ownerAddress="0:" + "11" * 32)) != base
     release = spec().release.model_dump(by_alias=True)
     assert revision(spec(release={**release, "version": "sim-1.0.1"})) != base
+
+
+def test_a_specs_revision_is_dumped_once_while_it_lives_and_a_copy_gets_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dumps = 0
+    dump = v1alpha1.CocoonWorkerSpec.model_dump_json
+
+    def counted(self: v1alpha1.CocoonWorkerSpec, **kwargs: Any) -> str:
+        nonlocal dumps
+        dumps += 1
+        return dump(self, **kwargs)
+
+    monkeypatch.setattr(v1alpha1.CocoonWorkerSpec, "model_dump_json", counted)
+    s = spec()
+    first = revision(s)
+    assert [revision(s) for _ in range(3)] == [first] * 3
+    assert dumps == 1
+    model = {**s.model.model_dump(by_alias=True, exclude_none=True), "name": "Other/Model"}
+    other = s.model_copy(update={"model": v1alpha1.ModelRef.model_validate(model)})
+    assert revision(other) != first  # a copy is another object: its own revision
+    assert dumps == 2
+
+
+def test_a_kept_revision_goes_with_its_spec() -> None:
+    s = spec()
+    revision(s)
+    key = id(s)
+    assert key in launcher_module._revisions
+    del s
+    gc.collect()
+    assert key not in launcher_module._revisions
 
 
 def test_worker_config_is_cocoons_node_section() -> None:
