@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import gc
 import hashlib
 import json
 from pathlib import Path
@@ -15,7 +14,6 @@ from pydantic import ValidationError
 
 from cocoon_operator.api import labels, v1alpha1
 from cocoon_operator.api.labels import ANNOTATION_WORKER_INI, READINESS_GATE
-from cocoon_operator.desired import launcher as launcher_module
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
     MODELS_DIR,
@@ -215,16 +213,6 @@ def test_a_specs_revision_is_dumped_once_while_it_lives_and_a_copy_gets_its_own(
     other = s.model_copy(update={"model": v1alpha1.ModelRef.model_validate(model)})
     assert revision(other) != first  # a copy is another object: its own revision
     assert dumps == 2
-
-
-def test_a_kept_revision_goes_with_its_spec() -> None:
-    s = spec()
-    revision(s)
-    key = id(s)
-    assert key in launcher_module._revisions
-    del s
-    gc.collect()
-    assert key not in launcher_module._revisions
 
 
 def test_worker_config_is_cocoons_node_section() -> None:

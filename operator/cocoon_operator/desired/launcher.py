@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,6 +53,7 @@ from cocoon_operator.api.labels import (
     LABEL_WORKER,
     READINESS_GATE,
 )
+from cocoon_operator.api.memo import PerObject
 from cocoon_operator.api.v1alpha1 import API_VERSION, KIND, CocoonWorkerSpec
 from cocoon_operator.desired.config import (
     HF_TOKEN_FILE,
@@ -151,38 +151,23 @@ _REVISION_FIELDS: Final = frozenset(
 _FILES_ADDED_LATER: Final = ("enclave", "sealServer")
 
 
-def revision(spec: CocoonWorkerSpec) -> str:
+def _revision(spec: CocoonWorkerSpec) -> str:
     """Hash of what requires a new VM when it changes (model, release, owner,
     network, root, TON files, GPU choice, tolerations). Coefficient, funding and pause are
     applied without a restart, so they are left out.
 
     Every check of every worker asks for it, several times (the attestation,
     chain and coefficient steps: 2.8% of the steady CPU at 1,000 workers,
-    nearly all of it the dump below, docs/bench.md). So it is kept per spec
-    object while that object lives (the parse of a worker's body is kept per
-    resourceVersion: handlers/parsed.py), and the digest per distinct value of
-    those fields (a compact JSON dump is the key: cheap, unlike the canonical
-    form the digest is taken of, which must never change: it names the running
-    pods). A spec is frozen, and a copy is another object, so a kept revision
-    is never stale.
+    nearly all of it the dump below, docs/bench.md), so it is kept per spec
+    object while that object lives (:class:`~cocoon_operator.api.memo.PerObject`),
+    and the digest per distinct value of those fields (a compact JSON dump is
+    the key: cheap, unlike the canonical form the digest is taken of, which
+    must never change: it names the running pods).
     """
-    key = id(spec)
-    hit = _revisions.get(key)
-    if hit is not None and hit[0]() is spec:
-        return hit[1]
-    rev = _revision_of(spec.model_dump_json(by_alias=True, include=set(_REVISION_FIELDS)))
-
-    def forget(ref: weakref.ref[CocoonWorkerSpec]) -> None:
-        # Called as the spec dies, before its id can be reused; only its own entry.
-        if _revisions.get(key, (None, ""))[0] is ref:
-            del _revisions[key]
-
-    _revisions[key] = (weakref.ref(spec, forget), rev)
-    return rev
+    return _revision_of(spec.model_dump_json(by_alias=True, include=set(_REVISION_FIELDS)))
 
 
-#: Each live spec's revision, by the spec's id (its weak reference says which).
-_revisions: dict[int, tuple[weakref.ref[CocoonWorkerSpec], str]] = {}
+revision = PerObject(_revision)
 
 
 @functools.lru_cache(maxsize=4096)

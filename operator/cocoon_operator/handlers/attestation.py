@@ -27,6 +27,7 @@ import kopf
 
 from cocoon_operator.api import v1alpha1
 from cocoon_operator.api.labels import READINESS_GATE
+from cocoon_operator.api.memo import PerObject
 from cocoon_operator.api.nodereport import GuestHealthReport, RelayedQuote
 from cocoon_operator.attestation import (
     CollateralCache,
@@ -221,16 +222,29 @@ def _health_for(reports: NodeReports | None, pod: PodFacts) -> GuestHealthReport
     )
 
 
-def _quote_bytes(quote: RelayedQuote) -> tuple[bytes, dt.datetime, bytes | None] | Rejected:
-    captured = parse_rfc3339(quote.captured_at)
+def _fingerprint(quote: RelayedQuote) -> str | None:
+    """The SHA-256 of the quote's bytes; None when it is not base64. Every check
+    compares it with the last verified quote's, nearly always the same, so it is
+    kept per reported quote object (about 5 KB to decode and hash each time)."""
     try:
-        raw = quote.quote_bytes()
-        requested = bytes.fromhex(quote.report_data) if quote.report_data else None
+        return hashlib.sha256(quote.quote_bytes()).hexdigest()
     except ValueError:
+        return None
+
+
+_quote_fingerprint = PerObject(_fingerprint)
+
+
+def _quote_facts(quote: RelayedQuote) -> tuple[str, dt.datetime, bytes | None] | Rejected:
+    """The quote's fingerprint, capture time and requested REPORTDATA."""
+    captured = parse_rfc3339(quote.captured_at)
+    fingerprint = _quote_fingerprint(quote)
+    if fingerprint is None:
         return Rejected("quote_format", "the reported quote is not base64")
+    requested = bytes.fromhex(quote.report_data) if quote.report_data else None
     if captured is None:
         return Rejected("quote_format", f"capture time {quote.captured_at!r} is not RFC 3339")
-    return raw, captured, requested
+    return fingerprint, captured, requested
 
 
 async def _outcome(
@@ -256,11 +270,10 @@ async def _outcome(
         deps.metrics.attestation_checks.labels("none").inc()
         return Rejected(NO_QUOTE, quote.message)
     deps.metrics.attestation_checks.labels("relayed-quote").inc()
-    decoded = _quote_bytes(quote)
-    if isinstance(decoded, Rejected):
-        return decoded
-    raw, captured, requested = decoded
-    fingerprint = hashlib.sha256(raw).hexdigest()
+    facts = _quote_facts(quote)
+    if isinstance(facts, Rejected):
+        return facts
+    fingerprint, captured, requested = facts
     policy = worker.spec.attestation
     stale = quote_expired(captured, now=now, max_age_seconds=policy.quote_max_age_seconds)
     if stale is not None:
@@ -290,7 +303,7 @@ async def _outcome(
         gate_open = pod.attested_gate is v1alpha1.ConditionStatus.TRUE
         async with deps.probes.slot(urgent=not gate_open):
             outcome = await state.checker.verify_quote(
-                raw,
+                quote.quote_bytes(),  # decoded again only for a verification
                 captured_at=captured,
                 requested_report_data=requested,
                 policy=policy,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cocoon_operator.api.memo import PerObject
 from cocoon_operator.api.nodereport import GuestHealthReport
 from cocoon_operator.api.v1alpha1 import (
     AttestationPolicy,
@@ -258,9 +259,13 @@ def health_note(last: LastVerification | None, health: GuestHealthReport | None)
     ).note
 
 
-def policy_digest(spec: AttestationPolicy) -> str:
-    """What a verification depends on in the worker's spec: a change re-verifies at once."""
+def _policy_digest(spec: AttestationPolicy) -> str:
+    """What a verification depends on in the worker's spec: a change re-verifies at once.
+    Asked at every attestation check: kept per policy object while it lives."""
     return spec.model_dump_json(by_alias=True)
+
+
+policy_digest = PerObject(_policy_digest)
 
 
 Outcome = Verified | Rejected
