@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.machinery
 import importlib.util
 import sys
@@ -163,3 +164,29 @@ def test_a_status_write_is_named_by_the_phase_the_turned_and_reworded_conditions
 def test_a_version_whose_status_is_unchanged_is_no_status_write(bench: ModuleType) -> None:
     status = _status("Pending", Scheduled=("False", "PodCreated", "waiting"))
     assert bench.status_change(status, dict(status)) == ""
+
+
+def test_the_overloaded_share_of_a_window_is_read_from_the_operators_log(
+    bench: ModuleType,
+) -> None:
+    def at(clock: str) -> float:
+        return dt.datetime.strptime(f"2026-12-07 {clock}", "%Y-%m-%d %H:%M:%S").timestamp()
+
+    log = "\n".join(
+        [
+            "[2026-12-07 12:00:00,000] cocoon_operator.back [WARNING ] Operator overloaded: its"
+            " event loop runs 0.30s late; Ready workers' re-checks are spaced out",
+            "[2026-12-07 12:00:10,000] kopf.objects [INFO    ] something else",
+            "[2026-12-07 12:00:20,500] cocoon_operator.back [INFO    ] Operator no longer"
+            " overloaded (event loop 0.04s late)",
+            "[2026-12-07 12:01:30,000] cocoon_operator.back [WARNING ] Operator overloaded: its"
+            " event loop runs 0.40s late",
+        ]
+    )
+    # A window from 12:00:10 to 12:01:40: 10.5 s of the first span, 10 of the second,
+    # which has not ended; one of the two began inside it.
+    got = bench.overload_figures(log, at("12:00:10"), at("12:01:40"))
+    assert got["notices"] == 1
+    assert got["seconds"] == pytest.approx(20.5)
+    assert got["share"] == pytest.approx(20.5 / 90)
+    assert bench.overload_figures("", at("12:00:00"), at("12:01:00"))["share"] == 0
