@@ -26,6 +26,15 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def positive_seconds(text: str) -> float:
+    """An option's type for a duration in seconds that must be more than none (a
+    heartbeat of zero would have its agent write without pause)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _untold(default: object) -> bool:
     """No default worth showing (by identity: 0 is a default to tell, False is not)."""
     return default is None or default is False or default == [] or default is argparse.SUPPRESS

@@ -187,16 +187,17 @@ def _check(runtime: Runtime, tracker: NodeReports) -> CheckFn:
             return  # the common case: nothing new
         body = tick.deps.fresh(body)  # the status as last written, GPU and phase
         status = body.get("status") or {}
+        now = tracker.clock()
         action = model_news_action(
             seen,
             said,
             status_gpu=status.get("gpu"),
             phase=status.get("phase"),
             held_since=tracker.gpu_held.get(key),
-            now=tracker.clock(),
+            now=now,
         )
         if action is NewsAction.HOLD:
-            tracker.gpu_held.setdefault(key, tracker.clock())
+            tracker.gpu_held.setdefault(key, now)
             return
         tracker.gpu_held.pop(key, None)
         if action is NewsAction.NOTHING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import random
@@ -37,14 +36,6 @@ def said(report: NodeReport) -> NodeReport:
         for vm in report.vms
     ]
     return report.model_copy(update={"vms": vms})
-
-
-def heartbeat_seconds(text: str) -> float:
-    """``--heartbeat``'s type: seconds, more than none."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
 
 
 @dataclass

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from cocoon_operator import logformat
+from cocoon_operator.argparsing import positive_seconds
 from cocoon_operator.k8s.kubeconfig import load
 from cocoon_operator.k8s.rest import Kube
 from cocoon_operator.models import GcPolicy
 from cocoon_operator.nodeagent._models import MODEL_CACHE_DIR, GcOptions, gc_pass
 from cocoon_operator.nodeagent._probe import LAUNCHER_STATE_DIR, HostView, probe
-from cocoon_operator.nodeagent._publish import Publisher, heartbeat_seconds
+from cocoon_operator.nodeagent._publish import Publisher
 
 log = logging.getLogger("cocoon_operator.nodeagent")
 
@@ -128,7 +129,7 @@ def add_subparsers(sub: Any) -> None:
     agent.add_argument("--interval", type=float, default=15.0, help="seconds between probes")
     agent.add_argument(
         "--heartbeat",
-        type=heartbeat_seconds,
+        type=positive_seconds,
         default=300.0,
         help="rewrite an unchanged report at least this often (at a phase drawn at random)",
     )

@@ -62,6 +62,7 @@ from cocoon_operator.api.labels import (
     LABEL_WORKER,
 )
 from cocoon_operator.api.nodereport import GuestHealthReport
+from cocoon_operator.argparsing import positive_seconds
 from cocoon_operator.attestation.testing.gpu import (
     DEFAULT_GPU_SEED,
     GpuTestPki,
@@ -83,7 +84,6 @@ from cocoon_operator.launcher.cli import DIGEST_FLAGS
 from cocoon_operator.models import GcPolicy, ModelId, Phase, parse_model_spec
 from cocoon_operator.nodeagent._models import GcOptions
 from cocoon_operator.nodeagent._probe import read_health
-from cocoon_operator.nodeagent._publish import heartbeat_seconds
 from cocoon_operator.qgs import QgsWireError
 from cocoon_operator.simulator._evidence import GARBAGE_QUOTE, tamper_quote
 from cocoon_operator.simulator._guest import GuestBootError, GuestConfig, boot
@@ -768,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--heartbeat",
-        type=heartbeat_seconds,
+        type=positive_seconds,
         default=HEARTBEAT_SECONDS,
         help="rewrite an unchanged node report at least this often (the node agent's --heartbeat)",
     )

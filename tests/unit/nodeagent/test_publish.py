@@ -10,8 +10,9 @@ from typing import Any, cast
 import pytest
 
 from cocoon_operator.api.nodereport import REPORT_KEY, GuestHealthReport, NodeReport
+from cocoon_operator.argparsing import positive_seconds
 from cocoon_operator.k8s.rest import ApiError, Kube
-from cocoon_operator.nodeagent._publish import Publisher, heartbeat_seconds
+from cocoon_operator.nodeagent._publish import Publisher
 from tests.unit.helpers import node_report as report
 
 NOW = dt.datetime(2026, 12, 6, 20, 0, tzinfo=dt.UTC)
@@ -122,5 +123,5 @@ def test_a_heartbeat_of_no_time_is_refused() -> None:
     with pytest.raises(ValueError, match="heartbeat must be positive"):
         Publisher(cast(Kube, OneConfigMap()), "ops", dt.timedelta(0))
     with pytest.raises(argparse.ArgumentTypeError, match="more than 0 seconds, got 0"):
-        heartbeat_seconds("0")
-    assert heartbeat_seconds("1.5") == 1.5
+        positive_seconds("0")
+    assert positive_seconds("1.5") == 1.5
