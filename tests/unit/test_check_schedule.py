@@ -231,6 +231,29 @@ async def test_due_times_are_kept_per_worker(clock: FakeClock) -> None:
     assert runs == ["chain:a", "chain:b", "chain:a"]
 
 
+async def test_a_worker_at_rest_is_ticked_from_the_same_body_and_logger(
+    clock: FakeClock,
+) -> None:
+    """A kopf body and its logger are built once per snapshot of the worker: a tick of
+    a worker nobody wrote reuses the last one's, and a new snapshot gets its own."""
+    ticks: list[Tick] = []
+
+    async def keep(tick: Tick) -> None:
+        ticks.append(tick)
+
+    fleet = Fleet([checks.Check("attestation", keep, 5.0)], clock)
+    fleet.add()
+    await fleet.tick(5.0)
+    await fleet.tick(5.0)
+    assert len(ticks) == 2 and ticks[1].body is ticks[0].body
+    assert ticks[1].logger is ticks[0].logger
+    # The watch delivers a new snapshot (a status write): a new body, naming it.
+    fleet.index[NS, "w0"] = [{"metadata": {"namespace": NS, "name": "w0", "uid": "u-w0"}, "x": 1}]
+    await fleet.tick(5.0)
+    assert ticks[2].body is not ticks[1].body and ticks[2].body["x"] == 1
+    assert ticks[2].logger is not ticks[1].logger
+
+
 async def test_workers_due_within_a_twentieth_of_a_tick_start_in_one_wake(
     clock: FakeClock,
 ) -> None:

@@ -143,6 +143,9 @@ class _Worker:
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # gone on alone
     wake: float | None = None  # its valid entry in the heap; None: not in it
     ticking: bool = False
+    # The snapshot its last tick started from and that tick's view of it, kept while
+    # the workers index holds that very snapshot (a worker at rest is not written).
+    seen: tuple[Mapping[str, Any], Tick] | None = None
 
 
 class Schedule:
@@ -332,13 +335,10 @@ class Schedule:
                 del self._workers[worker.key]
                 self._stretched.discard(worker.key)
             return
-        assert self._indexes is not None  # attached before any worker is tracked
-        body = kopf.Body(cast(kopf.RawBody, raw))
-        logger = kopf.LocalObjectLogger(body=body, settings=self._settings)
-        one = Tick(self.runtime, body, logger, self._indexes)
+        one = self._tick_of(worker, raw)
         worker.ticking = True
         try:
-            self._hurry_back(worker, body)
+            self._hurry_back(worker, one.body)
             for check in due(self.checks, worker.next_at, self._clock(), self.tick):
                 if check.id in worker.running:
                     continue  # still at work from an earlier tick
@@ -350,6 +350,20 @@ class Schedule:
         finally:
             worker.ticking = False
             self._reschedule(worker)
+
+    def _tick_of(self, worker: _Worker, raw: Mapping[str, Any]) -> Tick:
+        """The :class:`Tick` of ``worker`` at its snapshot ``raw``: the last tick's while
+        the index still holds that snapshot. A kopf body and its logger cost a tick more
+        than a check of a worker at rest does (docs/bench.md); the index replaces the
+        snapshot, never edits it, so the same object is the same worker."""
+        if worker.seen is not None and worker.seen[0] is raw:
+            return worker.seen[1]
+        assert self._indexes is not None  # attached before any worker is tracked
+        body = kopf.Body(cast(kopf.RawBody, raw))
+        logger = kopf.LocalObjectLogger(body=body, settings=self._settings)
+        one = Tick(self.runtime, body, logger, self._indexes)
+        worker.seen = (raw, one)
+        return one
 
     def _gone_alone_done(self, worker: _Worker, check: Check, _: object) -> None:
         worker.running.pop(check.id, None)
