@@ -19,6 +19,10 @@ and adds them grouped by the innermost frame in the operator or kopf;
 ``COCOON_MEMHOOK_PEAKS=1`` then writes a report each time the traced memory
 grows by 3 MB (at most every 15 s), to catch a ramp's peak;
 ``COCOON_MEMHOOK_LIGHT=1`` leaves out the object walk (slow under tracing).
+``COCOON_MEMHOOK_GC=1`` times the cyclic garbage collector: every 5 s
+``gc-<pid>.txt`` gets a line of the seconds and collections so far per
+generation, the process's CPU seconds and the objects the collector tracks
+(py-spy puts a collection's time on whatever line allocated last).
 Under tracing CPython's arenas are not reported (tracemalloc wraps the allocator).
 docs/bench.md ("Where the operator's memory goes") has the method and figures.
 """
@@ -205,8 +209,40 @@ def _watch_peaks() -> None:
             os.kill(os.getpid(), signal.SIGUSR2)
 
 
+_gc_started = [0.0]
+_gc_seconds = [0.0, 0.0, 0.0]
+_gc_runs = [0, 0, 0]
+
+
+def _time_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        generation = info["generation"]
+        _gc_seconds[generation] += time.perf_counter() - _gc_started[0]
+        _gc_runs[generation] += 1
+
+
+def _log_gc() -> None:
+    assert _DIR is not None
+    path = os.path.join(_DIR, f"gc-{os.getpid()}.txt")
+    while True:
+        time.sleep(5)
+        cpu = time.process_time()
+        spent = " ".join(f"{s:.3f}" for s in _gc_seconds)
+        runs = " ".join(str(n) for n in _gc_runs)
+        with open(path, "a") as f:
+            f.write(
+                f"{time.time():.1f} cpu {cpu:.2f} gc_s {spent} runs {runs}"
+                f" tracked {len(gc.get_objects())}\n"
+            )
+
+
 if _DIR and _is_operator():
     signal.signal(signal.SIGUSR2, _report)
+    if os.environ.get("COCOON_MEMHOOK_GC"):
+        gc.callbacks.append(_time_gc)
+        threading.Thread(target=_log_gc, daemon=True).start()
     if _FRAMES:
         delay = float(os.environ.get("COCOON_MEMHOOK_TRACE_DELAY", "12"))
         timer = threading.Timer(delay, tracemalloc.start, (_FRAMES,))

@@ -726,6 +726,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             stop_flag=stop,
         )
 
+    from cocoon_operator.gctune import tune_collector  # noqa: PLC0415
+
+    # Everything is imported and registered: frozen, and the thresholds set (gctune.py).
+    frozen, thresholds = tune_collector()
+    logging.getLogger("cocoon_operator").info(
+        "garbage collector: %d objects frozen, thresholds %s", frozen, thresholds
+    )
     if not args.leader_elect:
         asyncio.run(operator())
         return 0

@@ -1,0 +1,60 @@
+"""CPython's cyclic garbage collector, told what the operator's heap is like.
+
+Nearly every object the operator makes is freed by its reference count the
+moment it is dropped: a watch event's decoded body once it is handled, a
+response once read. The cyclic collector exists for the rest (reference
+cycles: an exception and its frames, asyncio's futures and callbacks), and
+CPython's default thresholds (700, 10, 10) run it as if most objects might
+be: a young collection every 700 container objects made and not yet freed,
+and a full one, over every object of the process, each time the objects that
+survived two young collections grew by a quarter.
+
+The operator is one long-lived process whose live data grows with the fleet
+and is replaced piece by piece (a worker's snapshot at each of its events, a
+node's report at each heartbeat). Under the defaults each of those pieces is
+examined at every young collection it survives, promoted, and then scanned by
+every full collection until it is replaced, and so is everything imported at
+startup. Timed on the fleet benchmark at 1,000 workers (docs/bench.md, run
+h3, ``COCOON_MEMHOOK_GC``): the collector took 44% of the operator's CPU to
+Ready (62 full collections of about 0.45 s each, 28 s; the young ones 14 s)
+and 14% of it at rest; forcing full collections during a ramp found almost
+no garbage (docs/bench.md: 186, 4,776 and 0 objects).
+
+So, once, just before the operator's event loop starts (:func:`tune_collector`):
+
+- ``gc.freeze()``, after a collection: what exists then (modules, classes,
+  kopf's registry, pydantic's validators; about 127,000 objects) lives as long
+  as the process and is never scanned again;
+- a young collection every :data:`YOUNG` objects instead of 700: a watch
+  event's or a check's temporaries die before one runs (at the ramp's pace
+  10,000 objects are a fraction of a second), so far fewer are examined and
+  promoted;
+- a full collection at most every :data:`FULL` middle ones (CPython's
+  quarter-more rule still applies on top): at most every 2 million
+  objects made instead of every 70,000; a cycle that reached the old
+  generation is freed that much later.
+
+CPython's ``gc.set_threshold`` and ``gc.freeze`` are documented for exactly
+this; nothing else about the collector changes, and ``gc.collect()`` still
+collects everything that is not frozen.
+"""
+
+from __future__ import annotations
+
+import gc
+
+#: Container objects made (and not yet freed) between young collections.
+YOUNG = 10_000
+#: Young collections between middle ones (CPython's default).
+MIDDLE = 10
+#: Middle collections before a full one is considered.
+FULL = 20
+
+
+def tune_collector() -> tuple[int, tuple[int, int, int]]:
+    """Collect once, freeze what is left (see the module), set the thresholds;
+    returns the number of objects frozen and the thresholds (for the startup log)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG, MIDDLE, FULL)
+    return gc.get_freeze_count(), gc.get_threshold()
