@@ -23,6 +23,10 @@ grows by 3 MB (at most every 15 s), to catch a ramp's peak;
 ``gc-<pid>.txt`` gets a line of the seconds and collections so far per
 generation, the process's CPU seconds and the objects the collector tracks
 (py-spy puts a collection's time on whatever line allocated last).
+``COCOON_MEMHOOK_GARBAGE=1`` (with it) also runs a full collection every 20 s
+that keeps what it finds (``gc.DEBUG_SAVEALL``) and appends to
+``garbage-<pid>.txt`` what the cycles were made of, by type, then lets them go:
+which reference cycles the operator leaves for the collector.
 Under tracing CPython's arenas are not reported (tracemalloc wraps the allocator).
 docs/bench.md ("Where the operator's memory goes") has the method and figures.
 """
@@ -223,11 +227,35 @@ def _time_gc(phase: str, info: dict[str, Any]) -> None:
         _gc_runs[generation] += 1
 
 
+def _garbage(path: str) -> None:
+    """One full collection that keeps its garbage, tallied by type into ``path``."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        found = gc.collect()
+        kinds: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.garbage:
+            kind = type(obj).__qualname__
+            kinds[kind] += 1
+            sizes[kind] += sys.getsizeof(obj)
+        top = ", ".join(f"{k} {n} ({sizes[k] // 1024} KB)" for k, n in kinds.most_common(12))
+        with open(path, "a") as f:
+            f.write(f"{time.time():.1f} cpu {time.process_time():.2f} found {found}: {top}\n")
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+
+
 def _log_gc() -> None:
     assert _DIR is not None
     path = os.path.join(_DIR, f"gc-{os.getpid()}.txt")
+    garbage = os.path.join(_DIR, f"garbage-{os.getpid()}.txt")
+    ticks = 0
     while True:
         time.sleep(5)
+        ticks += 1
+        if os.environ.get("COCOON_MEMHOOK_GARBAGE") and ticks % 4 == 0:
+            _garbage(garbage)
         cpu = time.process_time()
         spent = " ".join(f"{s:.3f}" for s in _gc_seconds)
         runs = " ".join(str(n) for n in _gc_runs)

@@ -644,12 +644,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         chain,
         checks,
         control,
+        kopfbodies,
         process,
     )
     from cocoon_operator.handlers.runtime import Runtime, Settings  # noqa: PLC0415
     from cocoon_operator.metrics import Metrics  # noqa: PLC0415
 
     configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
+    # Before kopf's first event: each event's body freed once handled (kopfbodies.py).
+    kopfbodies.install()
     logging.getLogger("cocoon_operator").debug("glibc allocator settings: %s", allocator or "none")
     namespaces = args.namespace or []
     problem = _check_test_roots(args) or _check_launcher_images(args) or _check_process_flags(args)
