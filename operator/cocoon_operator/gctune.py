@@ -15,24 +15,30 @@ node's report at each heartbeat). Under the defaults each of those pieces is
 examined at every young collection it survives, promoted, and then scanned by
 every full collection until it is replaced, and so is everything imported at
 startup. Timed on the fleet benchmark at 1,000 workers (docs/bench.md, run
-h3, ``COCOON_MEMHOOK_GC``): the collector took 44% of the operator's CPU to
+h3, ``COCOON_MEMHOOK_GC``): the collector took 43% of the operator's CPU to
 Ready (62 full collections of about 0.45 s each, 28 s; the young ones 14 s)
-and 14% of it at rest; forcing full collections during a ramp found almost
-no garbage (docs/bench.md: 186, 4,776 and 0 objects).
+and 14% of it at rest, a full collection about every 25 s, each holding up
+the event loop that long.
+
+The garbage it found was nearly all kopf's per-event bodies, now freed by
+their reference counts instead (handlers/kopfbodies.py); what is left for it
+is a few thousand objects a minute (asyncio's closed socket transports).
 
 So, once, just before the operator's event loop starts (:func:`tune_collector`):
 
 - ``gc.freeze()``, after a collection: what exists then (modules, classes,
-  kopf's registry, pydantic's validators; about 127,000 objects) lives as long
+  kopf's registry, pydantic's validators; about 82,000 objects) lives as long
   as the process and is never scanned again;
-- a young collection every :data:`YOUNG` objects instead of 700: a watch
-  event's or a check's temporaries die before one runs (at the ramp's pace
-  10,000 objects are a fraction of a second), so far fewer are examined and
-  promoted;
+- a young collection once :data:`YOUNG` more container objects are alive
+  than at the last one, instead of 700: what lives a short while (an
+  event's body while it is handled, a check's temporaries) is mostly gone
+  before one runs, so fewer objects are examined and promoted;
 - a full collection at most every :data:`FULL` middle ones (CPython's
   quarter-more rule still applies on top): at most every 2 million
   objects made instead of every 70,000; a cycle that reached the old
-  generation is freed that much later.
+  generation is freed that much later. With kopf's bodies cycles (before
+  kopfbodies.py) that held 60 MB more at 1,000 workers (run h4); without
+  them the peak was within the runs' spread (h5).
 
 CPython's ``gc.set_threshold`` and ``gc.freeze`` are documented for exactly
 this; nothing else about the collector changes, and ``gc.collect()`` still

@@ -8,7 +8,7 @@ holding the whole decoded object, which reference counting never frees: only
 CPython's cyclic collector does, after examining it (and everything else
 young) at least once, often after promoting it to an older generation first.
 Timed on the fleet benchmark at 1,000 workers (docs/bench.md), the collector
-took 44% of the operator's CPU to Ready; a collection that kept what it found
+took 43% of the operator's CPU to Ready; a collection that kept what it found
 (hack/memhook, ``COCOON_MEMHOOK_GARBAGE``) found kopf's bodies, their views
 and patches, and the dicts and lists of the objects they held, and almost
 nothing else. The operator's own ``kopf.Body`` wrappers (a check's snapshot,
