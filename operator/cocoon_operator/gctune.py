@@ -33,12 +33,14 @@ So, once, just before the operator's event loop starts (:func:`tune_collector`):
   than at the last one, instead of 700: what lives a short while (an
   event's body while it is handled, a check's temporaries) is mostly gone
   before one runs, so fewer objects are examined and promoted;
-- a full collection at most every :data:`FULL` middle ones (CPython's
-  quarter-more rule still applies on top): at most every 2 million
-  objects made instead of every 70,000; a cycle that reached the old
-  generation is freed that much later. With kopf's bodies cycles (before
-  kopfbodies.py) that held 60 MB more at 1,000 workers (run h4); without
-  them the peak was within the runs' spread (h5).
+- full collections as CPython's defaults have them (every :data:`FULL`
+  middle ones, and only once the objects promoted since the last grew the
+  old generation by a quarter), each now skipping what was frozen. With
+  kopf's bodies no longer cycles they come seldom (two after startup at
+  1,000 workers, run h5). Considering them only every 20 middle ones
+  (runs h4, h5, d10) left what reached the old generation there for the
+  whole ramp: 60 MB more at 1,000 workers while kopf's bodies were cycles
+  (h4), and a peak of 474 MB at 3,000 (d10) against 424 before.
 
 CPython's ``gc.set_threshold`` and ``gc.freeze`` are documented for exactly
 this; nothing else about the collector changes, and ``gc.collect()`` still
@@ -53,8 +55,8 @@ import gc
 YOUNG = 10_000
 #: Young collections between middle ones (CPython's default).
 MIDDLE = 10
-#: Middle collections before a full one is considered.
-FULL = 20
+#: Middle collections before a full one is considered (CPython's default).
+FULL = 10
 
 
 def tune_collector() -> tuple[int, tuple[int, int, int]]:

@@ -31,7 +31,7 @@ def test_the_collector_freezes_what_exists_at_startup_and_sets_the_thresholds() 
         print(frozen == gc.get_freeze_count() > 1000, thresholds, gc.get_threshold())
         """
     )
-    assert out == "True (10000, 10, 20) (10000, 10, 20)"
+    assert out == "True (10000, 10, 10) (10000, 10, 10)"
 
 
 def test_cycles_made_after_startup_are_still_collected_and_frozen_objects_are_not() -> None:
