@@ -58,11 +58,16 @@ def _view(view: dicts.MappingView[Any, Any], src: Mapping[Any, Any], path: tuple
     view._path = path
 
 
+def _meta_init(self: bodies.Meta, src: Mapping[Any, Any]) -> None:
+    """kopf's Meta (a body's, or one made on its own), its views pointing at ``src``."""
+    _view(self, src, ("metadata",))
+    self._labels = dicts.MappingView(src, ("metadata", "labels"))
+    self._annotations = dicts.MappingView(src, ("metadata", "annotations"))
+
+
 def _meta_of(src: Mapping[Any, Any]) -> bodies.Meta:
     meta = bodies.Meta.__new__(bodies.Meta)
-    _view(meta, src, ("metadata",))
-    meta._labels = dicts.MappingView(src, ("metadata", "labels"))
-    meta._annotations = dicts.MappingView(src, ("metadata", "annotations"))
+    _meta_init(meta, src)
     return meta
 
 
@@ -89,13 +94,6 @@ def _body_replace_with(self: bodies.Body, src: Mapping[Any, Any]) -> None:
 
 def _body_replace_from(self: bodies.Body, src: dicts.MappingView[Any, Any]) -> None:
     _repoint(self, src._src)
-
-
-def _meta_init(self: bodies.Meta, src: Mapping[Any, Any]) -> None:
-    # A Meta made on its own (not by a Body): kopf's shape, pointing at ``src``.
-    _view(self, src, ("metadata",))
-    self._labels = dicts.MappingView(src, ("metadata", "labels"))
-    self._annotations = dicts.MappingView(src, ("metadata", "annotations"))
 
 
 def _patch_init(
