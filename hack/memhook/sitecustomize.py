@@ -49,6 +49,7 @@ from typing import Any
 _DIR = os.environ.get("COCOON_MEMHOOK_DIR")
 _FRAMES = int(os.environ.get("COCOON_MEMHOOK_TRACE", "0") or 0)
 _LIGHT = bool(os.environ.get("COCOON_MEMHOOK_LIGHT"))
+_GARBAGE = bool(os.environ.get("COCOON_MEMHOOK_GARBAGE"))
 _MB = 2**20
 _count = [0]
 
@@ -254,7 +255,7 @@ def _log_gc() -> None:
     while True:
         time.sleep(5)
         ticks += 1
-        if os.environ.get("COCOON_MEMHOOK_GARBAGE") and ticks % 4 == 0:
+        if _GARBAGE and ticks % 4 == 0:
             _garbage(garbage)
         cpu = time.process_time()
         spent = " ".join(f"{s:.3f}" for s in _gc_seconds)
