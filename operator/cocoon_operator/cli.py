@@ -629,13 +629,25 @@ def register_core(
     return resync
 
 
+def _tune_memory() -> str:
+    """glibc's allocator (malloc.py) and asyncio's TLS read buffers (tlsbuffers.py), set
+    before the first allocation and connection they are for; what was set, for the log."""
+    from cocoon_operator.malloc import tune_allocator  # noqa: PLC0415
+    from cocoon_operator.tlsbuffers import shrink_tls_read_buffers  # noqa: PLC0415
+
+    allocator = tune_allocator()
+    tls = shrink_tls_read_buffers()
+    return (
+        f"glibc allocator {allocator or 'as it was'};"
+        f" TLS read buffer (asyncio's, ours) {tls or 'not settable'}"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator (kopf) until interrupted."""
     without_generated_client()
-    from cocoon_operator.malloc import tune_allocator  # noqa: PLC0415
-
-    # Before the watches and the fleet's first events (see malloc.py).
-    allocator = tune_allocator()
+    # Before the watches and the fleet's first events.
+    memory = _tune_memory()
     import kopf  # noqa: PLC0415 - the operator's dependencies load only for `run`
 
     from cocoon_operator.handlers import (  # noqa: PLC0415
@@ -653,7 +665,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, "debug" if args.verbose else args.log_level)
     # Before kopf's first event: each event's body freed once handled (kopfbodies.py).
     kopfbodies.install()
-    logging.getLogger("cocoon_operator").debug("glibc allocator settings: %s", allocator or "none")
+    logging.getLogger("cocoon_operator").debug("memory settings: %s", memory)
     namespaces = args.namespace or []
     problem = _check_test_roots(args) or _check_launcher_images(args) or _check_process_flags(args)
     if problem:
