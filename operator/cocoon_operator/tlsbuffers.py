@@ -4,11 +4,11 @@ asyncio gives every TLS connection a read buffer of ``SSLProtocol.max_size``
 bytes, 256 KB (``asyncio/sslproto.py``), allocated and zero-filled when the
 connection is made, so all of it is resident however little the connection
 reads. The operator holds several at all times (kopf's watches and its own
-client, to the apiserver) and many more while a fleet comes up: the apiserver
-calls the admission webhook over a connection per concurrent call, and the
-operator's client opens more under load. Traced at the top of a ramp of 300
-workers (docs/bench.md, "asyncio's TLS buffers"), 11.5 of the 58.6 MB the
-operator had allocated in Python were these buffers: 45 connections.
+client, to the apiserver) and more while a fleet comes up (the apiserver's
+calls to the admission webhook, the operator's own requests under load).
+Traced at the top of a ramp of 300 workers (docs/bench.md, "The final code
+at 1,000 and 3,000", 18.), 11.5 of the 58.6 MB the operator had allocated in
+Python were these buffers: about 45 connections.
 
 A TLS record carries at most 16 KB of data (RFC 8446, section 5.1), and
 asyncio reads what has been decrypted into that buffer, a buffer's worth per
