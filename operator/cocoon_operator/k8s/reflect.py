@@ -81,9 +81,8 @@ async def list_and_watch(
         # added back after its old self goes, not removed after.
         for identity in [i for i in known if i not in now_listed]:
             seen("DELETED", known[identity])
-        items.reverse()
-        while items:  # in the list's order, each dropped once observed
-            seen("ADDED", items.pop())
+        for obj in items:
+            seen("ADDED", obj)
             await asyncio.sleep(0)
         return str(listed["metadata"]["resourceVersion"])
 
