@@ -3,6 +3,7 @@ import base64
 import pytest
 from pytoniq_core import Address as PytoniqAddress
 
+from cocoon_operator.ton import address
 from cocoon_operator.ton.address import (
     Address,
     crc16_xmodem,
@@ -137,3 +138,29 @@ def test_address_value_semantics() -> None:
         Address(0, b"\x00" * 31)
     with pytest.raises(AddressError):
         parse_address(123)  # type: ignore[arg-type]
+
+
+def test_an_address_seen_before_is_not_parsed_again() -> None:
+    """The fleet's checks compare the same addresses every interval: the second parse
+    of a text (surrounding spaces aside) comes from the kept one."""
+    text = Address(0, bytes(range(32))).to_friendly(bounceable=False)
+    first = parse_address(text)
+    before = address._parse_text.cache_info()
+    again = parse_address(f"  {text}\n")
+    after = address._parse_text.cache_info()
+    assert again is first
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_a_kept_parse_still_answers_to_the_allowed_workchains() -> None:
+    text = "1:" + "ab" * 32
+    assert parse_address(text, allowed_workchains=None).address.workchain == 1
+    with pytest.raises(AddressError, match="bad workchain 1"):
+        parse_address(text)  # the same text, now kept, under the default basechain/masterchain
+
+
+def test_an_address_that_does_not_parse_fails_every_time() -> None:
+    text = DOC_FRIENDLY[:-1] + ("A" if DOC_FRIENDLY[-1] != "A" else "B")
+    for _ in range(2):
+        with pytest.raises(AddressError, match="checksum"):
+            parse_address(text)
