@@ -359,20 +359,75 @@ async def test_the_reconcile_handler_tracks_each_worker_once(clock: FakeClock) -
     assert tracked == ["w0"]
 
 
-async def test_a_check_that_ends_in_time_settles_and_a_slow_one_is_left_running() -> None:
-    release = asyncio.Event()
+async def test_checks_that_wait_for_nothing_take_their_turns_in_their_ticks_task(
+    clock: FakeClock,
+) -> None:
+    """A task per check, waited for by its tick, cost a task, a future, a timer and
+    three rounds of the event loop a check; nearly every check at rest waits for
+    nothing, so a tick's checks take their turns in the tick's own task."""
+    ran_in: list[tuple[str, asyncio.Task[Any] | None]] = []
 
-    async def held() -> None:
-        await release.wait()
+    def step(name: str) -> checks.CheckFn:
+        async def fn(tick: Tick) -> None:
+            ran_in.append((f"{name}:{tick.key[1]}", asyncio.current_task()))
 
-    quick = asyncio.create_task(asyncio.sleep(0))
-    slow = asyncio.create_task(held())
+        return fn
 
-    assert await checks._settles_within(quick, 5.0)
-    assert not await checks._settles_within(slow, 0.01)
-    assert not slow.done() and not slow.cancelled()
-    release.set()
-    assert await checks._settles_within(slow, 5.0)
+    fleet = Fleet(
+        [
+            checks.Check("attestation", step("attestation"), 10),
+            checks.Check("model", step("model"), 10),
+        ],
+        clock,
+    )
+    fleet.add("w0")
+    fleet.add("w1")
+    await fleet.run_due()
+    by_worker: dict[str, set[asyncio.Task[Any] | None]] = {}
+    for name, task in ran_in:
+        by_worker.setdefault(name.split(":")[1], set()).add(task)
+    assert sorted(name for name, _ in ran_in) == [
+        "attestation:w0",
+        "attestation:w1",
+        "model:w0",
+        "model:w1",
+    ]
+    assert all(len(tasks) == 1 for tasks in by_worker.values())  # one task a tick
+    assert by_worker["w0"] != by_worker["w1"]  # a task per worker's tick
+
+
+async def test_a_check_gone_on_alone_keeps_its_own_timeout(clock: FakeClock) -> None:
+    """A check that outlasts its tick goes on alone while the worker's next check
+    takes its turn; a timeout inside it still ends that check, and only it."""
+    runs: list[str] = []
+
+    async def hangs(*_: Any) -> None:
+        runs.append("chain")
+        try:
+            async with asyncio.timeout(0.2):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            runs.append("chain timed out")
+            raise
+
+    tick_seconds = 0.05  # the wait for a check is in real time
+    fleet = Fleet(
+        [
+            checks.Check("chain", hangs, tick_seconds),
+            checks.Check("attestation", Step("attestation", runs), tick_seconds),
+        ],
+        clock,
+    )
+    fleet.add()
+    await asyncio.wait_for(fleet.run_due(), timeout=2)  # bounded: it did not wait for the chain
+    assert runs == ["chain", "attestation"]
+    assert "chain" in fleet.schedule._workers[NS, "w0"].running
+    await asyncio.sleep(0.3)
+    assert runs == ["chain", "attestation", "chain timed out"]
+    worker = fleet.schedule._workers[NS, "w0"]
+    assert "chain" not in worker.running
+    # Its failure was its own (a timeout reads as an outage: due again a tick later).
+    assert worker.next_at["chain"] == pytest.approx(clock.t + tick_seconds)
 
 
 async def test_a_slow_check_goes_on_alone_and_is_not_started_twice(clock: FakeClock) -> None:

@@ -49,7 +49,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -146,6 +146,16 @@ class _Worker:
     # The snapshot its last tick started from and that tick's view of it, kept while
     # the workers index holds that very snapshot (a worker at rest is not written).
     seen: tuple[Mapping[str, Any], Tick] | None = None
+
+
+@dataclass(frozen=True)
+class _Turns:
+    """One tick of one worker: its checks take their turns from ``one``; ``over`` is
+    done once each has had its turn."""
+
+    worker: _Worker
+    one: Tick
+    over: asyncio.Future[None]
 
 
 class Schedule:
@@ -259,16 +269,22 @@ class Schedule:
 
     # --- running ----------------------------------------------------------------------
 
-    def start_due(self) -> list[asyncio.Task[None]]:
+    def start_due(self) -> list[asyncio.Future[None]]:
         """Start a tick of each worker due now (and of some due within :attr:`gather`);
-        the tasks, held until done."""
-        tasks = []
+        for each, a future done once every check due has had its turn (a check gone on
+        alone may still be at work then)."""
+        loop = asyncio.get_running_loop()
+        turns = []
         for worker in self._pop_due(self._clock()):
-            task = asyncio.create_task(self._tick(worker), name=f"checks {worker.key[1]}")
-            self._ticks.add(task)
-            task.add_done_callback(self._ticks.discard)
-            tasks.append(task)
-        return tasks
+            over = loop.create_future()
+            self._spawn(self._tick(worker, over), worker)
+            turns.append(over)
+        return turns
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], worker: _Worker) -> None:
+        task = asyncio.create_task(coro, name=f"checks {worker.key[1]}")
+        self._ticks.add(task)  # held until done
+        task.add_done_callback(self._ticks.discard)
 
     def hurry_stretched(self) -> None:
         """Pull back the stretched due times of workers that must keep their own pace."""
@@ -325,7 +341,7 @@ class Schedule:
             return None
         return next(iter(self._snapshots.get(key, [])), None)
 
-    async def _tick(self, worker: _Worker) -> None:
+    async def _tick(self, worker: _Worker, over: asyncio.Future[None]) -> None:
         raw = self._raw(worker.key)
         meta = raw["metadata"] if raw is not None else {}
         if raw is None or meta.get("deletionTimestamp") or meta.get("uid", "") != worker.uid:
@@ -334,22 +350,68 @@ class Schedule:
             if self._workers.get(worker.key) is worker:
                 del self._workers[worker.key]
                 self._stretched.discard(worker.key)
+            over.set_result(None)
             return
-        one = self._tick_of(worker, raw)
+        turns = _Turns(worker, self._tick_of(worker, raw), over)
         worker.ticking = True
         try:
-            self._hurry_back(worker, one.body)
-            for check in due(self.checks, worker.next_at, self._clock(), self.tick):
-                if check.id in worker.running:
-                    continue  # still at work from an earlier tick
-                task = asyncio.create_task(self._run_one(check, worker, one))
-                if not await _settles_within(task, self.tick):
-                    # A slow step goes on alone; the next checks do not wait.
-                    worker.running[check.id] = task
-                    task.add_done_callback(functools.partial(self._gone_alone_done, worker, check))
+            self._hurry_back(worker, turns.one.body)
+            # Those still at work from an earlier tick are left to it.
+            now = self._clock()
+            checks = [
+                c
+                for c in due(self.checks, worker.next_at, now, self.tick)
+                if c.id not in worker.running
+            ]
+        except BaseException:
+            self._turns_over(turns)
+            raise
+        await self._take_turns(turns, checks)
+
+    async def _take_turns(self, turns: _Turns, checks: list[Check]) -> None:
+        """Run ``checks`` one after the other in this task, each given up to a tick.
+
+        A check still at work a tick after it started goes on alone in this very task
+        (:meth:`_hand_over` starts the rest in another), so its timeouts and its
+        cancellation stay its own. A task of its own per check, waited for by the
+        tick, cost a task, a future, a timer and three rounds of the event loop a
+        check (docs/bench.md), and nearly every check at rest waits for nothing.
+        """
+        task = asyncio.current_task()
+        assert task is not None  # the tick's task, or the one a hand-over started
+        loop, worker = asyncio.get_running_loop(), turns.worker
+        handed = False
+        try:
+            for at, check in enumerate(checks):
+                rest = checks[at + 1 :]
+                timer = loop.call_later(self.tick, self._hand_over, turns, check, rest, task)
+                try:
+                    await self._run_one(check, worker, turns.one)
+                finally:
+                    timer.cancel()
+                if worker.running.get(check.id) is task:
+                    handed = True  # the rest went on elsewhere; this task ends with its check
+                    return
         finally:
-            worker.ticking = False
-            self._reschedule(worker)
+            if not handed:
+                self._turns_over(turns)
+
+    def _turns_over(self, turns: _Turns) -> None:
+        """Every check due at this tick has had its turn: the worker back in the heap."""
+        turns.worker.ticking = False
+        self._reschedule(turns.worker)
+        if not turns.over.done():
+            turns.over.set_result(None)
+
+    def _hand_over(
+        self, turns: _Turns, check: Check, rest: list[Check], task: asyncio.Task[Any]
+    ) -> None:
+        """``check`` has been at work for a tick: it goes on alone in ``task`` (and is
+        not started again until it is done); the rest take their turns in a new task."""
+        worker = turns.worker
+        worker.running[check.id] = task
+        task.add_done_callback(functools.partial(self._gone_alone_done, worker, check))
+        self._spawn(self._take_turns(turns, rest), worker)
 
     def _tick_of(self, worker: _Worker, raw: Mapping[str, Any]) -> Tick:
         """The :class:`Tick` of ``worker`` at its snapshot ``raw``: the last tick's while
@@ -399,32 +461,6 @@ class Schedule:
                 self._stretched.add(worker.key)
             return
         worker.plain_at[check.id] = worker.next_at[check.id]  # a retry's delay is never stretched
-
-
-async def _settles_within(task: asyncio.Task[None], seconds: float) -> bool:
-    """Whether ``task`` is done within ``seconds`` (it is not cancelled either way).
-
-    ``asyncio.wait({task}, timeout=...)`` for one task: without its sets, type checks
-    and counter, which were 5% of the steady state's CPU at 1,000 workers
-    (docs/bench.md), a call per check.
-    """
-    if task.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def release(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(seconds, release)
-    task.add_done_callback(release)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        task.remove_done_callback(release)
-    return task.done()
 
 
 def register(
