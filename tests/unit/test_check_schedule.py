@@ -396,6 +396,63 @@ async def test_checks_that_wait_for_nothing_take_their_turns_in_their_ticks_task
     assert by_worker["w0"] != by_worker["w1"]  # a task per worker's tick
 
 
+async def test_a_tick_of_checks_that_wait_for_nothing_sets_one_timer(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One timer watches a tick's whole sequence of checks, not one per check."""
+    runs: list[str] = []
+    fleet = Fleet([checks.Check(name, Step(name, runs), 10) for name in ("a", "b", "c")], clock)
+    fleet.add()
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    await fleet.run_due()
+    monkeypatch.undo()
+    assert runs == ["a", "b", "c"]
+    assert len(timers) == 1
+
+
+async def test_a_later_check_is_given_a_whole_tick_of_its_own(clock: FakeClock) -> None:
+    """The watch's timer is set for the first check's tick; a check that started later
+    is not sent off alone when it fires, but a tick after its own start."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def first(*_: Any) -> None:
+        runs.append("first")
+        await asyncio.sleep(0.6)
+
+    async def slow(*_: Any) -> None:
+        runs.append("slow")
+        await release.wait()
+
+    tick_seconds = 1.0  # real time: the first ends 0.4 s before its tick would
+    fleet = Fleet(
+        [
+            checks.Check("first", first, tick_seconds),
+            checks.Check("slow", slow, tick_seconds),
+            checks.Check("last", Step("last", runs), tick_seconds),
+        ],
+        clock,
+    )
+    fleet.add()
+    turns = asyncio.ensure_future(fleet.run_due())
+    await asyncio.sleep(1.3)  # past the first check's tick, within the slow one's
+    assert runs == ["first", "slow"]
+    await asyncio.wait_for(turns, timeout=2)  # then the slow one went on alone
+    assert runs == ["first", "slow", "last"]
+    assert "slow" in fleet.schedule._workers[NS, "w0"].running
+    release.set()
+    await asyncio.sleep(0.01)
+    assert "slow" not in fleet.schedule._workers[NS, "w0"].running
+
+
 async def test_a_check_gone_on_alone_keeps_its_own_timeout(clock: FakeClock) -> None:
     """A check that outlasts its tick goes on alone while the worker's next check
     takes its turn; a timeout inside it still ends that check, and only it."""

@@ -70,6 +70,9 @@ BACKOFF_SECONDS = 60.0
 # many of them ahead of their time.
 GATHER = 1 / 20
 GATHER_MAX = 64
+# A watch's timer that fires this share of a tick early or less is on time (the
+# event loop runs a timer up to its clock's resolution early).
+_EARLY = 1 / 1000
 _LOG = logging.getLogger("cocoon_operator.checks")
 
 # How many intervals a worker's next check waits after a success: (body).
@@ -156,6 +159,16 @@ class _Turns:
     worker: _Worker
     one: Tick
     over: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """The check at work in a sequence of turns, since when, and the checks after it."""
+
+    check: Check | None = None
+    started: float = 0.0
+    rest: list[Check] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
 
 
 class Schedule:
@@ -372,27 +385,31 @@ class Schedule:
         """Run ``checks`` one after the other in this task, each given up to a tick.
 
         A check still at work a tick after it started goes on alone in this very task
-        (:meth:`_hand_over` starts the rest in another), so its timeouts and its
+        (:meth:`_overdue` starts the rest in another), so its timeouts and its
         cancellation stay its own. A task of its own per check, waited for by the
         tick, cost a task, a future, a timer and three rounds of the event loop a
-        check (docs/bench.md), and nearly every check at rest waits for nothing.
+        check (docs/bench.md), and nearly every check at rest waits for nothing. One
+        timer watches the whole sequence: set for the first check's tick, and set
+        again only if it fires while a later check is at work.
         """
         task = asyncio.current_task()
         assert task is not None  # the tick's task, or the one a hand-over started
         loop, worker = asyncio.get_running_loop(), turns.worker
+        watch = _Watch()
         handed = False
         try:
             for at, check in enumerate(checks):
-                rest = checks[at + 1 :]
-                timer = loop.call_later(self.tick, self._hand_over, turns, check, rest, task)
-                try:
-                    await self._run_one(check, worker, turns.one)
-                finally:
-                    timer.cancel()
+                watch.check, watch.started, watch.rest = check, loop.time(), checks[at + 1 :]
+                if watch.timer is None:
+                    when = watch.started + self.tick
+                    watch.timer = loop.call_at(when, self._overdue, turns, watch, task)
+                await self._run_one(check, worker, turns.one)
                 if worker.running.get(check.id) is task:
                     handed = True  # the rest went on elsewhere; this task ends with its check
                     return
         finally:
+            if watch.timer is not None:
+                watch.timer.cancel()
             if not handed:
                 self._turns_over(turns)
 
@@ -403,15 +420,22 @@ class Schedule:
         if not turns.over.done():
             turns.over.set_result(None)
 
-    def _hand_over(
-        self, turns: _Turns, check: Check, rest: list[Check], task: asyncio.Task[Any]
-    ) -> None:
-        """``check`` has been at work for a tick: it goes on alone in ``task`` (and is
-        not started again until it is done); the rest take their turns in a new task."""
-        worker = turns.worker
+    def _overdue(self, turns: _Turns, watch: _Watch, task: asyncio.Task[Any]) -> None:
+        """The watch's timer: the check at work in ``task`` has been at it for a tick, so
+        it goes on alone there (and is not started again until it is done) and the rest
+        take their turns in a new task; or it started later than the first, and the
+        timer is set for its own tick."""
+        loop = asyncio.get_running_loop()
+        when = watch.started + self.tick
+        if when - loop.time() > self.tick * _EARLY:
+            watch.timer = loop.call_at(when, self._overdue, turns, watch, task)
+            return
+        watch.timer = None
+        worker, check = turns.worker, watch.check
+        assert check is not None  # set before the timer is
         worker.running[check.id] = task
         task.add_done_callback(functools.partial(self._gone_alone_done, worker, check))
-        self._spawn(self._take_turns(turns, rest), worker)
+        self._spawn(self._take_turns(turns, watch.rest), worker)
 
     def _tick_of(self, worker: _Worker, raw: Mapping[str, Any]) -> Tick:
         """The :class:`Tick` of ``worker`` at its snapshot ``raw``: the last tick's while
