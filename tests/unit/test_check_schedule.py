@@ -91,6 +91,22 @@ class Fleet:
         return dict(self.schedule._workers[NS, name].next_at)
 
 
+def chain_then_attestation(
+    chain: checks.CheckFn, runs: list[str], tick_seconds: float, clock: FakeClock
+) -> Fleet:
+    """One worker with a ``chain`` check and a recording attestation check, both every
+    ``tick_seconds``."""
+    fleet = Fleet(
+        [
+            checks.Check("chain", chain, tick_seconds),
+            checks.Check("attestation", Step("attestation", runs), tick_seconds),
+        ],
+        clock,
+    )
+    fleet.add()
+    return fleet
+
+
 def failing_first(
     exc: Exception, first: tuple[str, float], second: tuple[str, float], clock: FakeClock
 ) -> tuple[Fleet, list[str], Step]:
@@ -468,14 +484,7 @@ async def test_a_check_gone_on_alone_keeps_its_own_timeout(clock: FakeClock) -> 
             raise
 
     tick_seconds = 0.05  # the wait for a check is in real time
-    fleet = Fleet(
-        [
-            checks.Check("chain", hangs, tick_seconds),
-            checks.Check("attestation", Step("attestation", runs), tick_seconds),
-        ],
-        clock,
-    )
-    fleet.add()
+    fleet = chain_then_attestation(hangs, runs, tick_seconds, clock)
     await asyncio.wait_for(fleet.run_due(), timeout=2)  # bounded: it did not wait for the chain
     assert runs == ["chain", "attestation"]
     assert "chain" in fleet.schedule._workers[NS, "w0"].running
@@ -500,14 +509,7 @@ async def test_a_slow_check_goes_on_alone_and_is_not_started_twice(clock: FakeCl
         runs.append("chain done")
 
     tick_seconds = 0.05  # the wait for a check is in real time
-    fleet = Fleet(
-        [
-            checks.Check("chain", slow, tick_seconds),
-            checks.Check("attestation", Step("attestation", runs), tick_seconds),
-        ],
-        clock,
-    )
-    fleet.add()
+    fleet = chain_then_attestation(slow, runs, tick_seconds, clock)
     # Bounded: a tick that waited for the slow check would never return.
     await asyncio.wait_for(fleet.tick(tick_seconds), timeout=2)
     await asyncio.wait_for(fleet.tick(tick_seconds), timeout=2)
