@@ -539,6 +539,26 @@ async def test_a_worker_whose_checks_are_all_at_work_is_woken_when_one_is_done(
     assert fleet.schedule.next_wake() == pytest.approx(clock.t + 0.05)
 
 
+async def test_stretch_and_hurry_read_the_index_snapshot_itself(clock: FakeClock) -> None:
+    """The scheduler asks both after each check and each tick: they get the workers
+    index's dict as it is, not a kopf view of it to resolve key by key."""
+    seen: list[object] = []
+
+    def stretch(body: Any) -> float:
+        seen.append(body)
+        return 2.0  # stretched, so hurry is asked at the next tick
+
+    def hurry(body: Any) -> bool:
+        seen.append(body)
+        return False
+
+    fleet = Fleet([checks.Check("attestation", Step("attestation", []), 10)], clock, stretch, hurry)
+    body = fleet.add()
+    await fleet.tick(20)
+    await fleet.run_due()
+    assert seen and all(one is body for one in seen)
+
+
 async def test_a_stretched_check_waits_that_many_intervals_after_a_success(
     clock: FakeClock,
 ) -> None:

@@ -154,10 +154,13 @@ class _Worker:
 @dataclass(frozen=True)
 class _Turns:
     """One tick of one worker: its checks take their turns from ``one``; ``over`` is
-    done once each has had its turn."""
+    done once each has had its turn. ``raw`` is the snapshot ``one`` views: the
+    scheduler's own reads (``stretch``, ``hurry``) take it as it is, without going
+    through a kopf view (docs/bench.md)."""
 
     worker: _Worker
     one: Tick
+    raw: Mapping[str, Any]
     over: asyncio.Future[None]
 
 
@@ -365,10 +368,10 @@ class Schedule:
                 self._stretched.discard(worker.key)
             over.set_result(None)
             return
-        turns = _Turns(worker, self._tick_of(worker, raw), over)
+        turns = _Turns(worker, self._tick_of(worker, raw), raw, over)
         worker.ticking = True
         try:
-            self._hurry_back(worker, turns.one.body)
+            self._hurry_back(worker, raw)
             # Those still at work from an earlier tick are left to it.
             now = self._clock()
             checks = [
@@ -403,7 +406,7 @@ class Schedule:
                 if watch.timer is None:
                     when = watch.started + self.tick
                     watch.timer = loop.call_at(when, self._overdue, turns, watch, task)
-                await self._run_one(check, worker, turns.one)
+                await self._run_one(check, turns)
                 if worker.running.get(check.id) is task:
                     handed = True  # the rest went on elsewhere; this task ends with its check
                     return
@@ -455,7 +458,8 @@ class Schedule:
         worker.running.pop(check.id, None)
         self._reschedule(worker)
 
-    async def _run_one(self, check: Check, worker: _Worker, one: Tick) -> None:
+    async def _run_one(self, check: Check, turns: _Turns) -> None:
+        worker, one = turns.worker, turns.one
         logger: Logger = one.logger
         clock, tick = self._clock, self.tick
         try:
@@ -478,7 +482,7 @@ class Schedule:
                 worker.next_at[check.id] = clock() + BACKOFF_SECONDS
         else:
             done = clock()
-            factor = self._stretch(one.body)
+            factor = self._stretch(turns.raw)
             worker.plain_at[check.id] = done + check.every
             worker.next_at[check.id] = done + check.every * factor
             if factor > 1:
