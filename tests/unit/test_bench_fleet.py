@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "bench-fleet"
 
@@ -190,3 +191,14 @@ def test_the_overloaded_share_of_a_window_is_read_from_the_operators_log(
     assert got["seconds"] == pytest.approx(20.5)
     assert got["share"] == pytest.approx(20.5 / 90)
     assert bench.overload_figures("", at("12:00:00"), at("12:01:00"))["share"] == 0
+
+
+def test_chart_intervals_are_the_charts_own_defaults_the_node_agents_heartbeat_included(
+    bench: ModuleType,
+) -> None:
+    values = yaml.safe_load((SCRIPT.parents[1] / "charts/cocoon-operator/values.yaml").read_text())
+    args = bench.parse_args(["--chart-intervals"])
+    assert args.attestation_check_seconds == values["attestation"]["checkSeconds"]
+    assert args.chain_check_seconds == values["chain"]["checkSeconds"]
+    assert args.report_heartbeat_seconds == values["nodeAgent"]["heartbeatSeconds"]
+    assert bench.parse_args([]).report_heartbeat_seconds is None  # the simulation agent's own
