@@ -97,14 +97,14 @@ def test_a_reading_without_a_tdreport_compares_its_rtmrs_only() -> None:
 
 
 def test_a_fresh_verification_that_the_monitor_contradicts_is_rejected() -> None:
-    out = with_health(GOOD, None, reading(rtmr=[*RTMR[:3], "ff" * 48]))
-    assert isinstance(out, Rejected)
+    out, note = with_health(GOOD, None, reading(rtmr=[*RTMR[:3], "ff" * 48]))
+    assert isinstance(out, Rejected) and note is None
     assert out.step == HEALTH_MISMATCH and out.quote_sha256 == GOOD.quote_sha256
 
 
 def test_a_fresh_verification_carries_the_note_into_the_summary() -> None:
-    out = with_health(GOOD, None, reading())
-    assert isinstance(out, Verified) and out.health is not None
+    out, note = with_health(GOOD, None, reading())
+    assert isinstance(out, Verified) and out.health is not None and note is None
     d = decide(
         out,
         previous=None,
@@ -119,15 +119,27 @@ def test_a_fresh_verification_carries_the_note_into_the_summary() -> None:
 
 def test_a_standing_verdict_is_checked_against_a_new_reading_without_re_verifying() -> None:
     # Nothing due (None): the last verification's values are compared.
-    assert with_health(None, LAST, reading()) is None
-    assert with_health(None, LAST, None) is None
-    out = with_health(None, LAST, reading(mrtd="ff" * 48))
-    assert isinstance(out, Rejected) and out.step == HEALTH_MISMATCH
+    assert with_health(None, LAST, reading()).outcome is None
+    assert with_health(None, LAST, None).outcome is None
+    out, note = with_health(None, LAST, reading(mrtd="ff" * 48))
+    assert isinstance(out, Rejected) and out.step == HEALTH_MISMATCH and note is None
+
+
+def test_a_standing_verdict_notes_what_the_reading_now_says_of_it() -> None:
+    # What status.attestation.healthMonitor should say: rewritten only when it changes.
+    assert with_health(None, LAST, reading()) == (
+        None,
+        "image hash, MRTD, RTMR0, RTMR1, RTMR2, RTMR3 match the verified quote",
+    )
+    assert with_health(None, LAST, None) == (None, NO_HEALTH_READING)
+    # No verdict of this operator's stands: nothing to note.
+    assert with_health(None, None, reading()) == (None, None)
 
 
 def test_other_outcomes_pass_unchanged() -> None:
     rejected = Rejected("quote_signature", "bad")
-    assert with_health(rejected, LAST, reading(mrtd="ff" * 48)) is rejected
+    assert with_health(rejected, LAST, reading(mrtd="ff" * 48)) == (rejected, None)
+    assert with_health(rejected, LAST, reading(mrtd="ff" * 48)).outcome is rejected
 
 
 def test_a_mismatch_closes_the_gate_with_its_own_reason_and_a_warning_event() -> None:
@@ -140,7 +152,7 @@ def test_a_mismatch_closes_the_gate_with_its_own_reason_and_a_warning_event() ->
         reattest_seconds=900,
         now=NOW,
     )
-    out = with_health(None, LAST, reading(mrtd="ff" * 48))
+    out = with_health(None, LAST, reading(mrtd="ff" * 48)).outcome
     assert isinstance(out, Rejected)
     d = decide(
         out,

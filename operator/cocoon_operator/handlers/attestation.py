@@ -59,7 +59,6 @@ from cocoon_operator.policy.attestation import (
     TrustMode,
     Verified,
     decide,
-    health_note,
     needs_verification,
     policy_digest,
     quote_expired,
@@ -353,10 +352,9 @@ async def attest_worker(state: Attestation, tick: Tick) -> None:
         now=now,
     )
     # The guest's health monitor must agree with the verified quote (where the host reads it).
-    health = _health_for(reports, pod)
-    outcome = with_health(outcome, last, health)
+    outcome, standing_note = with_health(outcome, last, _health_for(reports, pod))
     if outcome is None:
-        await _note_health(deps, meta, previous, health_note(last, health))
+        await _note_health(deps, meta, previous, standing_note)
         return
     if isinstance(outcome, Verified):
         verified[key] = LastVerification(

@@ -30,6 +30,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from cocoon_operator.api.memo import PerObject
 from cocoon_operator.api.nodereport import GuestHealthReport
@@ -222,9 +223,18 @@ def cross_check_health(
     return HealthCheck(None, f"{', '.join(compared)} match the verified quote")
 
 
+class HealthVerdict(NamedTuple):
+    """The check's outcome after the health-monitor cross-check (see :func:`with_health`)."""
+
+    outcome: Outcome | None
+    # For a verdict that stands (``outcome`` None): what status.attestation.healthMonitor
+    # should say, a reading that arrived or went since it was written. None otherwise.
+    note: str | None
+
+
 def with_health(
     outcome: Outcome | None, last: LastVerification | None, health: GuestHealthReport | None
-) -> Outcome | None:
+) -> HealthVerdict:
     """The check's outcome after the health-monitor cross-check.
 
     A fresh verification is compared with its own quote; a check that verified
@@ -232,31 +242,28 @@ def with_health(
     stands) with that verification's values. A mismatch is a rejection
     (:data:`HEALTH_MISMATCH`): the gate closes, the operator forgets its verdict,
     and only a new full verification, with a reading that agrees, opens it again.
+    One comparison per check, the note of a standing verdict included: it runs at
+    every attestation check of every worker.
     """
     if isinstance(outcome, Verified):
         checked = cross_check_health(
             image_hash=outcome.image_hash, mrtd=outcome.mrtd, rtmr=outcome.rtmr, health=health
         )
         if checked.mismatch is not None:
-            return Rejected(HEALTH_MISMATCH, checked.mismatch, outcome.quote_sha256)
-        return dataclasses.replace(outcome, health=checked.note)
+            return HealthVerdict(
+                Rejected(HEALTH_MISMATCH, checked.mismatch, outcome.quote_sha256), None
+            )
+        return HealthVerdict(dataclasses.replace(outcome, health=checked.note), None)
     if outcome is None and last is not None:
         checked = cross_check_health(
             image_hash=last.image_hash, mrtd=last.mrtd, rtmr=last.rtmr, health=health
         )
         if checked.mismatch is not None:
-            return Rejected(HEALTH_MISMATCH, checked.mismatch, last.quote_sha256)
-    return outcome
-
-
-def health_note(last: LastVerification | None, health: GuestHealthReport | None) -> str | None:
-    """What ``status.attestation.healthMonitor`` should say for a verdict that stands
-    (nothing re-verified): a reading that arrived or went since it was written."""
-    if last is None:
-        return None
-    return cross_check_health(
-        image_hash=last.image_hash, mrtd=last.mrtd, rtmr=last.rtmr, health=health
-    ).note
+            return HealthVerdict(
+                Rejected(HEALTH_MISMATCH, checked.mismatch, last.quote_sha256), None
+            )
+        return HealthVerdict(None, checked.note)
+    return HealthVerdict(outcome, None)
 
 
 def _policy_digest(spec: AttestationPolicy) -> str:
