@@ -81,7 +81,7 @@ class Fleet:
 
     async def run_due(self) -> None:
         """Wake the workers due now and wait for their ticks."""
-        await asyncio.gather(*self.schedule.start_due())
+        await asyncio.gather(*self.schedule.start_due(turns_over=True))
 
     async def tick(self, seconds: float) -> None:
         await self.run_due()
@@ -432,6 +432,18 @@ async def test_a_tick_of_checks_that_wait_for_nothing_sets_one_timer(
     monkeypatch.undo()
     assert runs == ["a", "b", "c"]
     assert len(timers) == 1
+
+
+async def test_the_schedulers_own_wakes_make_no_future_per_tick_yet_run_every_check(
+    clock: FakeClock,
+) -> None:
+    runs: list[str] = []
+    fleet = Fleet([checks.Check(name, Step(name, runs), 10) for name in ("a", "b")], clock)
+    fleet.add("w0")
+    fleet.add("w1")
+    assert fleet.schedule.start_due() == []  # as Schedule.run calls it
+    await asyncio.gather(*fleet.schedule._ticks)  # the ticks' own tasks
+    assert sorted(runs) == ["a", "a", "b", "b"]
 
 
 async def test_a_later_check_is_given_a_whole_tick_of_its_own(clock: FakeClock) -> None:
