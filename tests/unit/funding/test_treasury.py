@@ -17,6 +17,7 @@ from cocoon_operator.api.v1alpha1 import Funding
 from cocoon_operator.funding import (
     FileLedgerStore,
     IntentState,
+    Ledger,
     MemoryLedgerStore,
 )
 from cocoon_operator.policy.treasury import FundingLimits, start_funding_bounds
@@ -108,6 +109,61 @@ async def test_a_seqno_our_own_confirmed_message_used_is_never_signed_again(env:
     settled = await treasury.settle()
     assert [t.address for t in settled.expired] == nodes[1:]
     assert await env.ton.get_address_balance(nodes[1]) == 0
+
+
+class CountedStore(MemoryLedgerStore):
+    """A store in memory that counts its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    async def load(self) -> tuple[Ledger | None, str | None]:
+        self.loads += 1
+        return await super().load()
+
+
+async def test_a_settle_pass_reads_no_ledger_it_knows_is_clean_until_the_trust_runs_out(
+    env: Env,
+) -> None:
+    store, now = CountedStore(), [0.0]
+    treasury = env.treasury(store, 1000 * TON, monotonic=lambda: now[0])
+    assert not (await treasury.settle()).confirmed and store.loads == 1  # at start: read
+    [node] = env.nodes(1)
+    assert len((await treasury.fund(await requests_for(env, [node]))).confirmed) == 1
+    read = store.loads
+    now[0] += 299  # 300 s after its own write left nothing pending
+    report = await treasury.settle()
+    assert store.loads == read and not report.pending and report.oldest_pending_seconds is None
+    now[0] += 2
+    await treasury.settle()
+    assert store.loads == read + 1
+    # Funding itself always reads it.
+    await treasury.fund(await requests_for(env, [node]))
+    assert store.loads == read + 2
+
+
+async def test_an_intent_of_its_own_left_pending_is_read_again_at_the_next_settle_pass(
+    env: Env,
+) -> None:
+    store, ticks = CountedStore(), [0.0]
+
+    def ticking() -> float:  # a second a reading: a confirmation is given up on quickly
+        ticks[0] += 1
+        return ticks[0]
+
+    treasury = env.treasury(store, 1000 * TON, monotonic=ticking)
+    first, second = env.nodes(2)
+    assert len((await treasury.fund(await requests_for(env, [first]))).confirmed) == 1
+    # As in the seqno test above: the next message (seqno 6) can never land.
+    ledger = await treasury.ledger()
+    ledger.intents[0] = ledger.intents[0].model_copy(update={"seqno": 5})
+    await store.save(ledger, (await store.load())[1])
+    assert (await treasury.fund(await requests_for(env, [second]))).pending
+    read = store.loads
+    settled = await treasury.settle()  # a few seconds later, well within the trust
+    assert store.loads == read + 1
+    assert [t.address for t in settled.pending] == [second]
 
 
 @dataclass(frozen=True)
