@@ -748,34 +748,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("cocoon_operator").info(
         "garbage collector: %d objects frozen, thresholds %s", frozen, thresholds
     )
-    with event_loop_runner(args.event_loop) as runner:
-        if not args.leader_elect:
-            runner.run(operator())
-            return 0
-        return runner.run(_run_as_leader(args, operator))
-
-
-# The operator's event loops: uvloop (libuv's, in C) by default; asyncio's own, in
-# Python, for comparison or debugging.
-EVENT_LOOPS = ("uvloop", "asyncio")
-
-
-def event_loop_runner(name: str) -> asyncio.Runner:
-    """The runner of the operator's event loop (see :data:`EVENT_LOOPS`).
-
-    Why uvloop: at 1,000 workers most of the operator's steady-state CPU is the
-    event loop itself, not the checks (asyncio's Python-level ``select``, callbacks
-    and transports: docs/bench.md). kopf's own CLI picks uvloop when installed
-    (kopf/_kits/loops.py); this operator runs kopf from its own entry point, so
-    it chooses here, explicitly.
-    """
-    if name == "uvloop":
-        import uvloop  # noqa: PLC0415 - only for the operator's own loop
-
-        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    if name == "asyncio":
-        return asyncio.Runner()
-    raise ValueError(f"--event-loop: {name!r} is not one of {', '.join(EVENT_LOOPS)}")
+    if not args.leader_elect:
+        asyncio.run(operator())
+        return 0
+    return asyncio.run(_run_as_leader(args, operator))
 
 
 def _namespaced_arg(value: str) -> tuple[str, str]:
@@ -1140,13 +1116,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument(
-        "--event-loop",
-        choices=EVENT_LOOPS,
-        default="uvloop",
-        help="uvloop (default: libuv's loop, in C) or asyncio (Python's own, slower; for"
-        " comparison or debugging)",
-    )
     _add_log_args(run)
     run.add_argument(
         "--control-key-secret",
