@@ -618,6 +618,8 @@ def component_args(name: str, state: State, bins: Path) -> list[str]:
             str(bins / "kwok"),
             f"--kubeconfig={state.dir / 'kwok.kubeconfig'}",
             f"--config={REPO / 'hack' / 'kwok' / 'pod-stages.yaml'}",
+            # A kubelet's node status pace (kwok v0.7.0's own is 20 s: see the file).
+            f"--config={REPO / 'hack' / 'kwok' / 'node-stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--node-ip=127.0.0.1",
