@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,6 +94,8 @@ class SimulatedNodes:
         self.models_root = models_root or Path(tempfile.mkdtemp(prefix="cocoon-sim-models-"))
         # Each node's launcher state directory (``/run/cocoon`` on a real node).
         self.state_root = Path(tempfile.mkdtemp(prefix="cocoon-sim-state-"))
+        # Removed by :meth:`close` (a models root passed in is the caller's).
+        self._scratch = [self.state_root, *(() if models_root else (self.models_root,))]
         self._gc = gc if gc is not None and gc.enabled else None
         self._gc_last = 0.0
         self._records: dict[str, Path] = {}
@@ -104,6 +107,11 @@ class SimulatedNodes:
         self._publishers: dict[str, Publisher] = {}
         self.quote_source: QuoteSource = lambda _uid: None
         self.health_source: HealthSource = lambda _uid: None
+
+    def close(self) -> None:
+        """Remove the directories made for these nodes (their model caches, state)."""
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def started(
         self,

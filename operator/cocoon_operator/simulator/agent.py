@@ -327,6 +327,9 @@ class Agent:
         self._pollers: dict[str, tuple[HealthPoller, Path, int, str]] = {}
         self._relay_count = 0
         self._release = release or write_release(Path(tempfile.mkdtemp(prefix="cocoon-release-")))
+        # Scratch directories of its own, removed by :meth:`stop` (a release passed in is
+        # the caller's).
+        self._scratch = [self._models_root, self._sockets, *(() if release else (self._release,))]
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -613,7 +616,8 @@ class Agent:
         self._paths.clear()
         for key in list(self._monitors):
             await self._stop_health(key)
-        shutil.rmtree(self._sockets, ignore_errors=True)
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 async def _heartbeat(nodes: SimulatedNodes, agent: Agent) -> None:
@@ -701,6 +705,8 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await agent.stop()
+    if nodes is not None:
+        nodes.close()
     await qgs.close()
     shutil.rmtree(qgs_dir, ignore_errors=True)
     await pccs.stop()

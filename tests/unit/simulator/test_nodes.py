@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from cocoon_operator.api.nodereport import RelayedQuote
 from cocoon_operator.launcher import FileQuote
@@ -75,3 +76,21 @@ def test_each_vms_latest_quote_is_reported_with_it_and_a_misfiled_one_is_not_its
     assert isinstance(relayed_quote(report, node="n1", pod_uid="uid-b", instance=1), NoQuote)
     moved = relayed_quote(report, node="n1", pod_uid=MISFILED_PREFIX + "uid-b", instance=1)
     assert isinstance(moved, RelayedQuote) and moved.quote_bytes() == b"quote of uid-b"
+
+
+def test_closed_nodes_leave_no_directory_of_their_own_behind(tmp_path: Path) -> None:
+    sim = nodes()
+    made = [sim.models_root, sim.state_root]
+    start(sim, "n1", "uid-a", 0)
+    assert all(path.is_dir() for path in made)
+    sim.close()
+    assert not any(path.exists() for path in made)
+    # A models root the caller passed in stays the caller's.
+    kept = SimulatedNodes(
+        api=None,  # type: ignore[arg-type]
+        namespace="ns",
+        heartbeat=dt.timedelta(seconds=30),
+        models_root=tmp_path,
+    )
+    kept.close()
+    assert tmp_path.is_dir() and not kept.state_root.exists()
