@@ -132,7 +132,7 @@ async def test_a_settle_pass_reads_no_ledger_it_knows_is_clean_until_the_trust_r
     [node] = env.nodes(1)
     assert len((await treasury.fund(await requests_for(env, [node]))).confirmed) == 1
     read = store.loads
-    now[0] += 299  # 300 s after its own write left nothing pending
+    now[0] += 299  # 299 s after its own write left nothing pending: within the trust
     report = await treasury.settle()
     assert store.loads == read and not report.pending and report.oldest_pending_seconds is None
     now[0] += 2
